@@ -1,0 +1,1 @@
+//! Jacobian determinant and log-Jacobian maps of displacement fields.

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Installs what pedinorm needs on a fresh Debian 12 machine that has Rust, gcc and Python 3.11:
+# system libraries (HDF5 from Debian; cmake for the JPEG-LS decoder), the pinned Python tools
+# of the interoperability tests, and public reference data under .data/: the MNI ICBM152 2009
+# T1 with GM/WM maps (from nilearn's wheel) and MNI-space label atlases (from Debian's
+# mricron-data). Safe to re-run: every step is skipped when its result is present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+need_apt=()
+for package in libhdf5-dev pkg-config cmake g++ unzip; do
+    dpkg -s "$package" >/dev/null 2>&1 || need_apt+=("$package")
+done
+if [ "${#need_apt[@]}" -gt 0 ]; then
+    echo "setup: installing ${need_apt[*]}"
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# Python tools for interoperability tests (nibabel, dcm2niix, pydicom, h5py), pinned.
+if [ ! -x .data/venv/bin/python ]; then
+    mkdir -p .data
+    python3 -m venv .data/venv
+fi
+if ! cmp -s validation/peers/requirements.txt .data/venv/requirements.txt; then
+    .data/venv/bin/pip install -q --disable-pip-version-check -r validation/peers/requirements.txt
+    cp validation/peers/requirements.txt .data/venv/requirements.txt
+fi
+
+# MNI ICBM152 2009 T1 with GM/WM maps (BSD-3, shipped inside nilearn's wheel).
+mni=.data/mni
+if [ ! -f "$mni/t1.nii.gz" ]; then
+    tmp=$(mktemp -d)
+    .data/venv/bin/pip download -q --no-deps --disable-pip-version-check "nilearn==0.11.1" -d "$tmp"
+    unzip -q -o "$tmp"/nilearn-*.whl 'nilearn/datasets/data/mni_icbm152_*' -d "$tmp/x"
+    src="$tmp/x/nilearn/datasets/data"
+    mkdir -p "$mni"
+    cp "$src/mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz" "$mni/gm.nii.gz"
+    cp "$src/mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz" "$mni/wm.nii.gz"
+    cp "$src/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz" "$mni/t1.nii.gz.part"
+    mv "$mni/t1.nii.gz.part" "$mni/t1.nii.gz"
+    rm -rf "$tmp"
+fi
+
+# MNI-space label atlases from Debian's mricron-data (installed here, not redistributed).
+atlas=.data/atlases
+if [ ! -f "$atlas/COPYRIGHT" ]; then
+    tmp=$(mktemp -d)
+    chmod 777 "$tmp"
+    (cd "$tmp" && apt-get download -qq mricron-data >/dev/null 2>&1)
+    dpkg-deb -x "$tmp"/mricron-data_*.deb "$tmp/x"
+    mkdir -p "$atlas"
+    templates="$tmp/x/usr/share/mricron/templates"
+    cp "$templates"/JHU-WhiteMatter-labels-* "$templates"/HarvardOxford-cort-* "$atlas/"
+    cp "$tmp"/x/usr/share/doc/mricron-data/copyright "$atlas/COPYRIGHT"
+    rm -rf "$tmp"
+fi
+
+echo "setup: ready (.data)"

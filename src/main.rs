@@ -1,0 +1,85 @@
+//! The `pedinorm` command line.
+
+use clap::{Parser, Subcommand};
+use pedinorm::cli;
+use std::process::ExitCode;
+
+/// Paediatric brain-MR normative templates and calibrated deviation maps.
+#[derive(Debug, Parser)]
+#[command(name = "pedinorm", version, about, long_about = None)]
+struct Cli {
+    /// Log filter (e.g. `info`, `pedinorm=debug`); logs go to standard error.
+    #[arg(long, global = true, env = "PEDINORM_LOG", default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Convert DICOM series (folder, zip or files) to NIfTI volumes with JSON sidecars.
+    Convert(cli::convert::Args),
+    /// Show geometry and metadata of a NIfTI file or DICOM series (no identities).
+    Inspect(cli::inspect::Args),
+    /// De-identify, pseudonymize and admit a DICOM study into database A or B.
+    Ingest(cli::ingest::Args),
+    /// Register a moving image to a fixed image (rigid, affine or diffeomorphic).
+    Register(cli::register::Args),
+    /// Apply transforms to an image (antsApplyTransforms order).
+    Apply(cli::apply::Args),
+    /// Jacobian determinant (or its log) of a displacement field.
+    Jacobian(cli::jacobian::Args),
+    /// Bias-field correction, brain mask and intensity normalization.
+    Preprocess(cli::preprocess::Args),
+    /// Generate a synthetic paediatric cohort with known ground truth.
+    Synth(cli::synth::Args),
+    /// Build age-specific templates.
+    Template(cli::template::Args),
+    /// Build, extend, merge and inspect the HDF5 normative database.
+    Normdb(cli::normdb::Args),
+    /// Deviation maps of one case against the normative database.
+    Deviation(cli::deviation::Args),
+    /// Run the whole job on built-in synthetic data.
+    Demo(cli::demo::Args),
+    /// Run the HTTP back-end service.
+    Serve(cli::serve::Args),
+    /// Manage service users and their tokens.
+    Users(cli::users::Args),
+    /// Verify the service's audit log.
+    Audit(cli::audit::Args),
+    /// Compute per-task resources for batch builds.
+    Plan(cli::plan::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
+        .with_writer(std::io::stderr)
+        .init();
+    let result: anyhow::Result<()> = match cli.command {
+        Command::Convert(args) => cli::convert::run(args),
+        Command::Inspect(args) => cli::inspect::run(args),
+        Command::Ingest(args) => cli::ingest::run(args),
+        Command::Register(args) => cli::register::run(args),
+        Command::Apply(args) => cli::apply::run(args),
+        Command::Jacobian(args) => cli::jacobian::run(args),
+        Command::Preprocess(args) => cli::preprocess::run(args),
+        Command::Synth(args) => cli::synth::run(args),
+        Command::Template(args) => cli::template::run(args),
+        Command::Normdb(args) => cli::normdb::run(args),
+        Command::Deviation(args) => cli::deviation::run(args),
+        Command::Demo(args) => cli::demo::run(args),
+        Command::Serve(args) => cli::serve::run(args),
+        Command::Users(args) => cli::users::run(args),
+        Command::Audit(args) => cli::audit::run(args),
+        Command::Plan(args) => cli::plan::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! The HDF5 normative database: templates, voxelwise statistics, subjects and calibration.

@@ -1,0 +1,1 @@
+//! Reports for readers: PNG slice montages with overlays and JSON summaries.
