@@ -15,4 +15,5 @@ pub mod normdb;
 pub mod pipeline;
 pub mod report;
 pub mod service;
+pub mod synth_io;
 pub mod transform_io;

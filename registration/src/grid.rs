@@ -158,11 +158,7 @@ impl Grid {
     /// Whether two grids have the same dimensions and an affine equal within `tolerance_mm`.
     pub fn same_as(&self, other: &Grid, tolerance_mm: f64) -> bool {
         self.dims == other.dims
-            && self
-                .affine
-                .iter()
-                .zip(other.affine.iter())
-                .all(|(a, b)| (a - b).abs() <= tolerance_mm)
+            && self.affine.iter().zip(other.affine.iter()).all(|(a, b)| (a - b).abs() <= tolerance_mm)
     }
 
     /// Flat index of voxel (i, j, k) in C order (k fastest), the layout of [`crate::Image`] data.

@@ -27,7 +27,8 @@ pub fn sample_linear(image: &Image<f32>, voxel: [f64; 3], outside: f32) -> f32 {
             return outside;
         }
         let clamped = x.clamp(0.0, (n - 1) as f64);
-        let f = clamped.floor();
+        // Non-negative, so truncation is the floor.
+        let f = (clamped as usize) as f64;
         let mut b = f as usize;
         let mut t = clamped - f;
         if b + 1 >= n {
@@ -89,11 +90,10 @@ pub fn clamped_corner(dims: [usize; 3], voxel: [f64; 3]) -> (usize, [usize; 3], 
         if n == 1 {
             continue;
         }
-        let x = if voxel[a].is_nan() { 0.0 } else { voxel[a].clamp(0.0, (n - 1) as f64) };
-        let mut b = x.floor() as usize;
-        if b >= n - 1 {
-            b = n - 2;
-        }
+        // Clamped to [0, n − 1], so truncation is the floor (and much cheaper than a libm
+        // call); NaN clamps to NaN and casts to 0.
+        let x = voxel[a].clamp(0.0, (n - 1) as f64);
+        let b = (x as usize).min(n - 2);
         base[a] = b;
         frac[a] = (x - b as f64) as f32;
         next[a] = step[a];
@@ -148,7 +148,11 @@ pub fn sample_clamped3(data: [&[f32]; 3], dims: [usize; 3], voxel: [f64; 3]) -> 
 /// point is beyond the grid by more than half a voxel (as [`sample_linear`]). The derivative is
 /// that of the piecewise-trilinear interpolant, so it is consistent with the sampled value.
 #[inline]
-pub fn sample_linear_with_gradient(data: &[f32], dims: [usize; 3], voxel: [f64; 3]) -> Option<(f32, [f32; 3])> {
+pub fn sample_linear_with_gradient(
+    data: &[f32],
+    dims: [usize; 3],
+    voxel: [f64; 3],
+) -> Option<(f32, [f32; 3])> {
     for a in 0..3 {
         let x = voxel[a];
         if !(x >= -0.5 && x <= dims[a] as f64 - 0.5) {
@@ -207,7 +211,8 @@ mod tests {
     #[test]
     fn gradient_matches_finite_differences() {
         let grid = Grid::axis_aligned([5, 6, 7], [1.0; 3], [0.0; 3]).unwrap();
-        let data = Array3::from_shape_fn((5, 6, 7), |(i, j, k)| ((i * i) as f32 * 0.3 + (j * k) as f32 * 0.7).sin());
+        let data =
+            Array3::from_shape_fn((5, 6, 7), |(i, j, k)| ((i * i) as f32 * 0.3 + (j * k) as f32 * 0.7).sin());
         let image = Image::new(data, grid).unwrap();
         let dims = [5, 6, 7];
         let p = [1.3, 2.6, 4.2];

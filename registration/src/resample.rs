@@ -2,7 +2,7 @@
 
 use crate::grid::Grid;
 use crate::image::Image;
-use crate::interpolate::{sample, Interpolation};
+use crate::interpolate::{Interpolation, sample};
 use crate::transform::SpatialTransform;
 use ndarray::Array3;
 use rayon::prelude::*;
@@ -84,9 +84,11 @@ mod tests {
         let rot = nalgebra::Rotation3::from_euler_angles(0.2, 0.1, -0.3).to_homogeneous();
         let t = AffineTransform::from_matrix(rot);
         let run = |threads| {
-            rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| {
-                resample(&image, &grid, &t, Interpolation::Linear, 0.0)
-            })
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| resample(&image, &grid, &t, Interpolation::Linear, 0.0))
         };
         assert_eq!(run(1).as_slice(), run(2).as_slice());
     }

@@ -64,6 +64,8 @@ pub fn convolve_axis_slice(input: &[f32], output: &mut [f32], dims: [usize; 3], 
             }
         }
         _ => {
+            // Along the contiguous axis: accumulate shifted copies of a padded row, which
+            // vectorizes (a per-output dot product would not, for floating-point order).
             let r = radius as usize;
             let mut padded = vec![0f32; n2 + 2 * r];
             for j in 0..n1 {
@@ -72,9 +74,9 @@ pub fn convolve_axis_slice(input: &[f32], output: &mut [f32], dims: [usize; 3], 
                 padded[r..r + n2].copy_from_slice(src);
                 padded[r + n2..].iter_mut().for_each(|v| *v = src[n2 - 1]);
                 let row = &mut out_slab[j * n2..(j + 1) * n2];
-                for (k, o) in row.iter_mut().enumerate() {
-                    let window = &padded[k..k + kernel.len()];
-                    *o = window.iter().zip(kernel).map(|(&x, &w)| x * w).sum();
+                row.iter_mut().for_each(|v| *v = 0.0);
+                for (t, &w) in kernel.iter().enumerate() {
+                    row.iter_mut().zip(&padded[t..t + n2]).for_each(|(o, &x)| *o += w * x);
                 }
             }
         }
@@ -127,6 +129,35 @@ pub fn shrink(image: &Image<f32>, factor: usize) -> Image<f32> {
         crate::interpolate::Interpolation::Linear,
         0.0,
     )
+}
+
+/// One pyramid level: `image` shrunk by `factor` after Gaussian smoothing of `sigma_voxels`
+/// (in voxels of the full-resolution image; at least `factor / 2` when shrinking, to avoid
+/// aliasing). Power-of-two factors are reached by repeated halving, which costs a fraction
+/// of smoothing the full-resolution image with a wide kernel.
+pub fn pyramid_level(image: &Image<f32>, factor: usize, sigma_voxels: f64) -> Image<f32> {
+    let factor = factor.max(1);
+    let mut current = image.clone();
+    let mut reached = 1usize;
+    while factor % (reached * 2) == 0 {
+        current = shrink(&current, 2);
+        reached *= 2;
+    }
+    if factor / reached > 1 {
+        current = shrink(&current, factor / reached);
+    }
+    // Smoothing already applied, in full-resolution voxels: about factor/2 when shrunk.
+    let applied = if factor > 1 { factor as f64 / 2.0 } else { 0.0 };
+    let extra = (sigma_voxels * sigma_voxels - applied * applied).max(0.0).sqrt() / factor as f64;
+    if extra > 1e-3 { smooth_voxels(&current, [extra; 3]) } else { current }
+}
+
+/// Shrink factors adapted to an image: each requested factor is capped so the shrunken image
+/// keeps at least `min_voxels` voxels along its shortest axis.
+pub fn adapt_shrink_factors(dims: [usize; 3], requested: &[usize], min_voxels: usize) -> Vec<usize> {
+    let shortest = *dims.iter().min().expect("three dims");
+    let cap = (shortest / min_voxels.max(1)).max(1);
+    requested.iter().map(|&f| f.clamp(1, cap)).collect()
 }
 
 #[cfg(test)]

@@ -1,10 +1,472 @@
 //! `pedinorm demo`: run the whole job on built-in synthetic data.
+//!
+//! Generates a synthetic paediatric cohort (normals and cases with known abnormalities) from
+//! the MNI152 brain, builds one template per age bracket with the local batch executor, builds
+//! the HDF5 normative database with leave-one-out calibration (and the JHU atlas carried to
+//! every template when available), computes deviation maps of the cases and compares their
+//! significant clusters with the known truth. `DIR/normdb.h5` is then ready for
+//! `pedinorm deviation` on any other case.
+
+use crate::batch::{LocalExecutor, ProgressEvent};
+use crate::cli::deviation::{CaseInput, run_case};
+use crate::cli::normdb::{AtlasInput, build_database, load_atlas};
+use crate::cli::progress;
+use crate::normdb::{Channel, NormDb};
+use crate::pipeline::deviation::ClusterReport;
+use crate::pipeline::normative::{BuildOptions, NormalSubject};
+use crate::pipeline::template_build::{SubjectInput, SubjectSource, build_template, default_program};
+use crate::synth_io::{WriteOptions, csv_row, load_base, write_cohort_csv, write_subject};
+use anyhow::{Context, bail};
+use pedinorm_registration::{Grid, Image};
+use pedinorm_templates::age::AgeBracket;
+use pedinorm_templates::stats::Sex;
+use pedinorm_templates::template::{RegistrationSettings, TemplateConfig, TemplateTarget};
+use pedinorm_validation::{Abnormality, BaseBrain, CohortSpec, Generator, SyntheticSubject, cohort_plan};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Instant;
 
 /// Arguments of `pedinorm demo`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Output folder (cohort, templates, normdb.h5, case results).
+    #[arg(long)]
+    pub out_dir: PathBuf,
+    /// Normal subjects.
+    #[arg(long, default_value_t = 40)]
+    pub normals: usize,
+    /// Cases with known abnormalities.
+    #[arg(long, default_value_t = 4)]
+    pub cases: usize,
+    /// Voxel size of the synthetic images (mm).
+    #[arg(long, default_value_t = 2.0)]
+    pub resolution: f64,
+    /// Youngest and oldest normal (years).
+    #[arg(long, default_value_t = 2.0)]
+    pub min_age: f64,
+    /// Oldest normal (years).
+    #[arg(long, default_value_t = 14.0)]
+    pub max_age: f64,
+    /// Age brackets (equal splits of the age range), one template each.
+    #[arg(long, default_value_t = 3)]
+    pub brackets: usize,
+    /// Deformable iterations of each template build.
+    #[arg(long, default_value_t = 2)]
+    pub template_iterations: usize,
+    /// Seed of the synthetic cohort.
+    #[arg(long, default_value_t = 2026)]
+    pub seed: u64,
+    /// Concurrent template-build tasks.
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Folder with the MNI base brain (`mni/`) and atlases (`atlases/`).
+    #[arg(long, default_value = ".data")]
+    pub data_dir: PathBuf,
+}
+
+/// Where the base brain comes from.
+#[derive(Debug, Clone)]
+pub enum BaseSource {
+    /// `t1.nii.gz`, `gm.nii.gz`, `wm.nii.gz` in this folder.
+    Mni(PathBuf),
+    /// The procedural phantom on an axis-aligned grid of this spacing (tests).
+    Phantom {
+        /// Voxel size (mm).
+        spacing_mm: f64,
+    },
+}
+
+/// Everything a demo run needs.
+#[derive(Debug, Clone)]
+pub struct DemoConfig {
+    /// Output folder.
+    pub out_dir: PathBuf,
+    /// Base brain.
+    pub base: BaseSource,
+    /// Atlas files (labels, names, reference T1), when available.
+    pub atlas: Option<(PathBuf, PathBuf, PathBuf)>,
+    /// Normals.
+    pub normals: usize,
+    /// Cases.
+    pub cases: usize,
+    /// Abnormalities of the cases (empty: the validation crate's default palette).
+    pub abnormalities: Vec<Abnormality>,
+    /// Image resolution (mm).
+    pub resolution_mm: f64,
+    /// Age range of the cohort.
+    pub age_range: (f64, f64),
+    /// Number of brackets.
+    pub brackets: usize,
+    /// Template iterations.
+    pub template_iterations: usize,
+    /// Template registration iterations per level (affine, deformable).
+    pub template_schedule: (Vec<usize>, Vec<usize>),
+    /// Cohort seed.
+    pub seed: u64,
+    /// Concurrent template tasks.
+    pub jobs: usize,
+    /// Database build options.
+    pub build: BuildOptions,
+}
+
+/// The outcome of one case.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseOutcome {
+    /// Synthetic id.
+    pub id: String,
+    /// Kind of abnormality.
+    pub kind: String,
+    /// Age (years).
+    pub age_years: f64,
+    /// Truth volume (ml) on the case grid.
+    pub truth_volume_ml: f64,
+    /// A significant cluster overlaps the truth region.
+    pub detected: bool,
+    /// The largest significant cluster overlapping the truth.
+    pub matching_cluster: Option<ClusterReport>,
+    /// Channels (and directions) of every significant cluster overlapping the truth.
+    pub matching_channels: Vec<String>,
+    /// Significant clusters not overlapping the truth.
+    pub other_significant_clusters: usize,
+    /// Folder of the outputs.
+    pub out_dir: PathBuf,
+    /// Wall time of the deviation computation (s).
+    pub seconds: f64,
+}
+
+/// The outcome of a demo run.
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoSummary {
+    /// The database.
+    pub normdb: PathBuf,
+    /// Cases.
+    pub cases: Vec<CaseOutcome>,
+    /// Calibration per channel: (name, |z| threshold, nominal voxel rate, achieved voxel rate,
+    /// cluster threshold voxels, achieved cluster rate).
+    pub calibration: Vec<(String, f64, f64, f64, usize, f64)>,
+    /// Seconds per phase.
+    pub timings: Vec<(String, f64)>,
+}
+
+impl DemoConfig {
+    /// The configuration of the README's demo from the command line.
+    pub fn from_args(args: &Args) -> anyhow::Result<Self> {
+        let mni = args.data_dir.join("mni");
+        let atlases = args.data_dir.join("atlases");
+        if !mni.join("t1.nii.gz").is_file() {
+            bail!("{}: the MNI base brain is missing; run scripts/setup.sh first", mni.display());
+        }
+        let atlas_res = if args.resolution >= 1.5 { "2mm" } else { "1mm" };
+        let labels = atlases.join(format!("JHU-WhiteMatter-labels-{atlas_res}.nii.gz"));
+        let names = atlases.join(format!("JHU-WhiteMatter-labels-{atlas_res}.nii.txt"));
+        let atlas = (labels.is_file() && names.is_file()).then(|| (labels, names, mni.join("t1.nii.gz")));
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        Ok(Self {
+            out_dir: args.out_dir.clone(),
+            base: BaseSource::Mni(mni),
+            atlas,
+            normals: args.normals,
+            cases: args.cases,
+            abnormalities: Vec::new(),
+            resolution_mm: args.resolution,
+            age_range: (args.min_age, args.max_age),
+            brackets: args.brackets.max(1),
+            template_iterations: args.template_iterations,
+            template_schedule: (vec![100, 50, 25], vec![40, 20, 10]),
+            seed: args.seed,
+            jobs: args.jobs.unwrap_or(cores).max(1),
+            build: BuildOptions::default(),
+        })
+    }
+}
 
 /// Runs `pedinorm demo`.
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`pedinorm demo` is not available in this build")
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let config = DemoConfig::from_args(&args)?;
+    let summary = run_demo(&config)?;
+    print_summary(&config, &summary);
+    Ok(())
+}
+
+fn phase<T>(timings: &mut Vec<(String, f64)>, name: &str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let start = Instant::now();
+    let result = f()?;
+    timings.push((name.to_owned(), start.elapsed().as_secs_f64()));
+    Ok(result)
+}
+
+fn to_sex(sex: pedinorm_validation::growth::Sex) -> Sex {
+    Sex::parse(sex.code()).expect("F or M")
+}
+
+/// Runs the whole job; see the module documentation.
+pub fn run_demo(config: &DemoConfig) -> anyhow::Result<DemoSummary> {
+    let mut timings = Vec::new();
+    std::fs::create_dir_all(&config.out_dir).with_context(|| format!("{}: cannot create", config.out_dir.display()))?;
+    let out_dir = config.out_dir.canonicalize()?;
+    let (min_age, max_age) = config.age_range;
+    if !(min_age >= 0.0 && max_age > min_age && max_age <= 18.0) {
+        bail!("age range {min_age}–{max_age} must lie within 0–18 years");
+    }
+    if config.normals < 3 * config.brackets {
+        bail!("{} normals are too few for {} brackets (at least 3 per bracket)", config.normals, config.brackets);
+    }
+
+    // 1. Synthetic cohort.
+    let base = phase(&mut timings, "load base brain", || -> anyhow::Result<BaseBrain> {
+        Ok(match &config.base {
+            BaseSource::Mni(dir) => load_base(dir)?,
+            BaseSource::Phantom { spacing_mm } => {
+                let n = |extent: f64| (extent / spacing_mm).round() as usize;
+                let grid = Grid::axis_aligned([n(140.0), n(170.0), n(130.0)], [*spacing_mm; 3], [-70.0, -100.0, -60.0])?;
+                BaseBrain::phantom(&grid)
+            }
+        })
+    })?;
+    let mut spec = CohortSpec::new(config.normals, min_age, max_age, config.cases, config.seed);
+    spec.resolution_mm = config.resolution_mm;
+    spec.abnormalities = config.abnormalities.clone();
+    let plan = cohort_plan(&spec)?;
+    let cohort_dir = out_dir.join("cohort");
+    let (normals, cases) = phase(&mut timings, "synthetic cohort", || {
+        let generator = Generator::new(&base, config.resolution_mm)?;
+        let bar = progress::bar(plan.len() as u64, "synthetic cohort");
+        let mut rows = Vec::new();
+        let mut normals: Vec<(SyntheticSubject, PathBuf)> = Vec::new();
+        let mut cases: Vec<(SyntheticSubject, PathBuf)> = Vec::new();
+        for (index, member) in plan.iter().enumerate() {
+            let mut subject = generator.subject(&member.spec)?;
+            subject.id = member.id.clone();
+            let options = WriteOptions { warps: false, dicom: false, national_id: false };
+            let files = write_subject(&cohort_dir, &subject, index + 1, member.spec.seed, options)?;
+            rows.push(csv_row(&subject, &files));
+            let path = cohort_dir.join(&files.image);
+            if member.spec.abnormality.is_some() { cases.push((subject, path)) } else { normals.push((subject, path)) }
+            bar.inc(1);
+        }
+        bar.finish();
+        write_cohort_csv(&cohort_dir.join("cohort.csv"), &rows)?;
+        Ok((normals, cases))
+    })?;
+
+    // 2. One template per bracket (local batch executor, resumable build folders).
+    let width = (max_age - min_age) / config.brackets as f64;
+    let brackets: Vec<AgeBracket> = (0..config.brackets)
+        .map(|b| {
+            let lo = min_age + width * b as f64;
+            // The last bracket is closed at the top so the oldest normal belongs to it.
+            let hi = if b + 1 == config.brackets { max_age + 1e-6 } else { min_age + width * (b + 1) as f64 };
+            let mut bracket = AgeBracket::new(lo, hi);
+            bracket.name = format!("{:.1}-{:.1}y", lo, min_age + width * (b + 1) as f64);
+            bracket
+        })
+        .collect();
+    let templates = phase(&mut timings, "templates", || {
+        let executor = LocalExecutor {
+            threads_per_task: Some(1.max(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) / config.jobs)),
+            ..LocalExecutor::new(default_program(), config.jobs)
+        };
+        let mut templates = Vec::new();
+        for bracket in &brackets {
+            let subjects: Vec<SubjectInput> = normals
+                .iter()
+                .filter(|(s, _)| bracket.contains(s.age_years))
+                .map(|(s, path)| SubjectInput { id: s.id.clone(), source: SubjectSource::Path(path.clone()), age_years: s.age_years })
+                .collect();
+            if subjects.len() < 3 {
+                bail!("bracket {} has {} normals; at least 3 are needed", bracket.name, subjects.len());
+            }
+            let template_config = TemplateConfig {
+                target: TemplateTarget::Bracket(bracket.clone()),
+                iterations: config.template_iterations,
+                template_spacing_mm: Some(config.resolution_mm),
+                registration: RegistrationSettings {
+                    spacing_mm: config.resolution_mm,
+                    affine_iterations: config.template_schedule.0.clone(),
+                    deformable_iterations: config.template_schedule.1.clone(),
+                    threads: 0,
+                },
+                ..TemplateConfig::default()
+            };
+            let steps = 1 + (config.template_iterations + 1) * (subjects.len() + 1);
+            let bar = progress::bar(steps as u64, &format!("template {}", bracket.name));
+            let result = build_template(
+                &subjects,
+                &template_config,
+                &out_dir.join("templates").join(&bracket.name),
+                &executor,
+                1,
+                &|event| {
+                    if let ProgressEvent::StageProgress { .. } = event {
+                        bar.inc(1);
+                    }
+                },
+            )
+            .with_context(|| format!("template of bracket {}", bracket.name))?;
+            bar.finish();
+            templates.push((bracket.name.clone(), bracket.min_years, bracket.max_years, result.template));
+        }
+        Ok(templates)
+    })?;
+
+    // 3. Normative database with calibration (and the atlas carried to each template).
+    let normdb_path = out_dir.join("normdb.h5");
+    let db = phase(&mut timings, "normative database", || {
+        let atlas: Option<AtlasInput> = match &config.atlas {
+            Some((labels, names, reference)) => Some(load_atlas(labels, names, reference)?),
+            None => None,
+        };
+        let subjects: Vec<NormalSubject> = normals
+            .iter()
+            .map(|(s, _)| NormalSubject {
+                pseudonym: s.id.clone(),
+                age_years: s.age_years,
+                sex: to_sex(s.sex),
+                scanner: "synthetic-3T".into(),
+                image: s.image.clone(),
+            })
+            .collect();
+        build_database(&subjects, templates, atlas.as_ref(), &config.build, &normdb_path)
+    })?;
+    // Read back what was written: the cases are scored against the file users will have.
+    let db = NormDb::read(&normdb_path).map(|read| {
+        debug_assert_eq!(read.subjects.len(), db.subjects.len());
+        read
+    })?;
+
+    // 4. Deviation maps of the cases, compared with the truth.
+    let outcomes = phase(&mut timings, "deviation maps", || {
+        let bar = progress::bar(cases.len() as u64, "deviation maps");
+        let mut outcomes = Vec::new();
+        for (subject, path) in &cases {
+            let start = Instant::now();
+            let case_dir = out_dir.join("cases").join(&subject.id);
+            let input = CaseInput { image: subject.image.clone(), age_years: Some(subject.age_years), sex: Some(to_sex(subject.sex)) };
+            let result = run_case(&db, &normdb_path, path, &input, subject.age_years, Some(to_sex(subject.sex)), &case_dir, 15)?;
+            let seconds = start.elapsed().as_secs_f64();
+            outcomes.push(compare_with_truth(subject, &result, case_dir, seconds));
+            bar.inc(1);
+        }
+        bar.finish();
+        Ok(outcomes)
+    })?;
+
+    let calibration = db
+        .calibration
+        .as_ref()
+        .map(|c| {
+            Channel::ALL
+                .iter()
+                .map(|&ch| {
+                    let cc = c.channel(ch);
+                    (
+                        ch.name().to_owned(),
+                        cc.voxel.z_threshold,
+                        cc.voxel.nominal_rate,
+                        cc.voxel.achieved_rate,
+                        cc.cluster.size_threshold_voxels,
+                        cc.cluster.achieved_rate,
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let summary = DemoSummary { normdb: normdb_path, cases: outcomes, calibration, timings };
+    let json = serde_json::to_vec_pretty(&summary).expect("summary serializes");
+    crate::atomic::write_bytes(&out_dir.join("summary.json"), &json)?;
+    Ok(summary)
+}
+
+/// Compares the significant clusters of a case (on its own grid) with its truth region.
+pub fn compare_with_truth(
+    subject: &SyntheticSubject,
+    result: &crate::pipeline::deviation::DeviationResult,
+    out_dir: PathBuf,
+    seconds: f64,
+) -> CaseOutcome {
+    let truth: Option<&Image<f32>> = subject.truth.lesion_mask.as_ref();
+    let labels = result.clusters_native.as_slice();
+    let mut overlapping = std::collections::BTreeSet::new();
+    let mut truth_voxels = 0usize;
+    if let Some(t) = truth {
+        for (&l, &m) in labels.iter().zip(t.as_slice()) {
+            if m > 0.5 {
+                truth_voxels += 1;
+                if l > 0.5 {
+                    overlapping.insert(l.round() as u32);
+                }
+            }
+        }
+    }
+    let voxel_ml = subject.image.grid().linear().determinant().abs() / 1000.0;
+    let significant: Vec<&ClusterReport> = result.clusters.iter().filter(|c| c.significant).collect();
+    let matching = significant.iter().filter(|c| overlapping.contains(&c.label)).max_by_key(|c| c.size_voxels).map(|c| (*c).clone());
+    CaseOutcome {
+        id: subject.id.clone(),
+        kind: subject.truth.kind.as_str().to_owned(),
+        age_years: subject.age_years,
+        truth_volume_ml: truth_voxels as f64 * voxel_ml,
+        detected: matching.is_some(),
+        other_significant_clusters: significant.iter().filter(|c| !overlapping.contains(&c.label)).count(),
+        matching_cluster: matching,
+        matching_channels: significant
+            .iter()
+            .filter(|c| overlapping.contains(&c.label))
+            .map(|c| format!("{} {}", c.channel, c.direction))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect(),
+        out_dir,
+        seconds,
+    }
+}
+
+fn print_summary(config: &DemoConfig, summary: &DemoSummary) {
+    let out = &config.out_dir;
+    println!();
+    println!("pedinorm demo — synthetic data only (a generated cohort, not real patients)");
+    println!("results in {}", out.display());
+    println!("  cohort:            {}", out.join("cohort/cohort.csv").display());
+    println!("  templates:         {}", out.join("templates").display());
+    println!("  normative database {}", summary.normdb.display());
+    println!("  case results:      {}", out.join("cases").display());
+    println!();
+    for (name, t, nominal, achieved, cluster, cluster_rate) in &summary.calibration {
+        println!(
+            "calibration {name:9}: |z| > {t:.2} (nominal voxel FPR {nominal}, achieved on held-out normals {achieved:.5}); \
+             clusters > {cluster} voxels (held-out normals with a cluster: {:.1} %)",
+            100.0 * cluster_rate
+        );
+    }
+    println!();
+    println!("{:<10} {:<22} {:>6} {:>9} {:>9} {:>10} {:>8} {:>6}", "case", "truth", "age", "truth ml", "detected", "peak z", "others", "s");
+    for c in &summary.cases {
+        let peak = c
+            .matching_cluster
+            .as_ref()
+            .map(|m| format!("{} {:+.1}", m.channel, m.peak_z))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<10} {:<22} {:>6.1} {:>9.2} {:>9} {:>10} {:>8} {:>6.1}",
+            c.id,
+            c.kind,
+            c.age_years,
+            c.truth_volume_ml,
+            if c.detected { "yes" } else { "no" },
+            peak,
+            c.other_significant_clusters,
+            c.seconds
+        );
+    }
+    let detected = summary.cases.iter().filter(|c| c.detected).count();
+    println!();
+    println!("{detected} of {} abnormalities detected by a significant cluster overlapping the truth", summary.cases.len());
+    for (name, s) in &summary.timings {
+        println!("  {name:22} {s:7.1} s");
+    }
+    println!();
+    println!(
+        "try: pedinorm deviation --normdb {} --case <image.nii.gz> --age <years> --sex F --out-dir <dir>",
+        summary.normdb.display()
+    );
 }

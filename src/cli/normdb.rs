@@ -1,10 +1,340 @@
 //! `pedinorm normdb`: build, extend, merge and inspect the HDF5 normative database.
 
+use crate::cli::progress;
+use crate::nifti_io::read_image;
+use crate::normdb::{AtlasTable, NormDb};
+use crate::pipeline::cohort::read_cohort;
+use crate::pipeline::normative::{
+    BracketInput, BuildOptions, NormalSubject, TemplateSpace, add_subject, assemble, carry_atlas, map_normals,
+    parse_label_names,
+};
+use crate::pipeline::template_build::BuildManifest;
+use anyhow::{Context, bail};
+use pedinorm_templates::stats::Sex;
+use pedinorm_templates::template::TemplateTarget;
+use std::path::{Path, PathBuf};
+
 /// Arguments of `pedinorm normdb`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Build a database from a normal cohort and one template per age bracket.
+    Build(BuildArgs),
+    /// Add one normal subject to a database (calibration is marked stale).
+    Add(AddArgs),
+    /// Merge two databases built on the same templates: equals the database built from the union.
+    Merge(MergeArgs),
+    /// Print a database's metadata, brackets, subjects and calibration.
+    Info(InfoArgs),
+}
+
+/// Arguments of `pedinorm normdb build`.
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    /// Normal cohort: CSV (path, age, sex, site) or BIDS folder.
+    #[arg(long)]
+    pub cohort: PathBuf,
+    /// A finished `pedinorm template build` directory of one age bracket (repeatable).
+    #[arg(long = "template-build")]
+    pub template_builds: Vec<PathBuf>,
+    /// A template given directly as `NAME:MIN:MAX:PATH` (years; repeatable).
+    #[arg(long = "template")]
+    pub templates: Vec<String>,
+    /// Output database.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Smoothing FWHM (mm) of the intensity and log-Jacobian maps.
+    #[arg(long, default_value_t = 4.0)]
+    pub fwhm: f64,
+    /// Age nodes per bracket.
+    #[arg(long, default_value_t = 2)]
+    pub nodes: usize,
+    /// Nominal voxelwise false-positive rate of the calibration.
+    #[arg(long, default_value_t = 0.001)]
+    pub voxel_rate: f64,
+    /// Nominal per-image false-cluster rate of the calibration.
+    #[arg(long, default_value_t = 0.05)]
+    pub cluster_rate: f64,
+    /// Atlas labels in the atlas reference's space (e.g. JHU white matter in MNI space).
+    #[arg(long, requires_all = ["atlas_names", "atlas_reference"])]
+    pub atlas_labels: Option<PathBuf>,
+    /// Label names (`VALUE NAME` per line).
+    #[arg(long)]
+    pub atlas_names: Option<PathBuf>,
+    /// T1 image of the atlas's space (e.g. the MNI152 T1), registered to each template.
+    #[arg(long)]
+    pub atlas_reference: Option<PathBuf>,
+}
+
+/// Arguments of `pedinorm normdb add`.
+#[derive(Debug, clap::Args)]
+pub struct AddArgs {
+    /// The database (rewritten atomically unless `--output` is given).
+    #[arg(long)]
+    pub normdb: PathBuf,
+    /// The subject's image (NIfTI).
+    #[arg(long)]
+    pub image: PathBuf,
+    /// Age at scan (years).
+    #[arg(long)]
+    pub age: f64,
+    /// Sex (F or M).
+    #[arg(long)]
+    pub sex: String,
+    /// Pseudonym (no identities).
+    #[arg(long)]
+    pub pseudonym: String,
+    /// Scanner or site label.
+    #[arg(long, default_value = "")]
+    pub scanner: String,
+    /// Write the result here instead of replacing the database.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+}
+
+/// Arguments of `pedinorm normdb merge`.
+#[derive(Debug, clap::Args)]
+pub struct MergeArgs {
+    /// First database.
+    pub first: PathBuf,
+    /// Second database.
+    pub second: PathBuf,
+    /// Output database.
+    #[arg(long)]
+    pub output: PathBuf,
+}
+
+/// Arguments of `pedinorm normdb info`.
+#[derive(Debug, clap::Args)]
+pub struct InfoArgs {
+    /// The database.
+    pub normdb: PathBuf,
+    /// Also list every subject.
+    #[arg(long)]
+    pub subjects: bool,
+}
 
 /// Runs `pedinorm normdb`.
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`pedinorm normdb` is not available in this build")
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.command {
+        Command::Build(a) => build(a),
+        Command::Add(a) => add(a),
+        Command::Merge(a) => merge(a),
+        Command::Info(a) => info(a),
+    }
+}
+
+/// Parses a sex column value.
+pub fn parse_sex(text: &str, what: &str) -> anyhow::Result<Sex> {
+    Sex::parse(text).with_context(|| format!("{what}: sex {text:?} must be F or M"))
+}
+
+/// Reads the brackets from template build directories and `NAME:MIN:MAX:PATH` specifications.
+pub fn read_brackets(builds: &[PathBuf], specs: &[String]) -> anyhow::Result<Vec<(String, f64, f64, PathBuf)>> {
+    let mut out = Vec::new();
+    for dir in builds {
+        let manifest = BuildManifest::read(dir).with_context(|| format!("{}: not a template build", dir.display()))?;
+        let TemplateTarget::Bracket(bracket) = &manifest.config.target else {
+            bail!("{}: the template was not built for an age bracket", dir.display());
+        };
+        let path = dir.join("template.nii.gz");
+        if !path.is_file() {
+            bail!("{}: the build is not finished (no template.nii.gz)", dir.display());
+        }
+        out.push((bracket.name.clone(), bracket.min_years, bracket.max_years, path));
+    }
+    for spec in specs {
+        let parts: Vec<&str> = spec.splitn(4, ':').collect();
+        if parts.len() != 4 {
+            bail!("--template {spec:?}: expected NAME:MIN:MAX:PATH");
+        }
+        let min: f64 = parts[1].parse().with_context(|| format!("--template {spec:?}: MIN is not a number"))?;
+        let max: f64 = parts[2].parse().with_context(|| format!("--template {spec:?}: MAX is not a number"))?;
+        if !(min >= 0.0 && max > min) {
+            bail!("--template {spec:?}: need 0 ≤ MIN < MAX");
+        }
+        out.push((parts[0].to_owned(), min, max, PathBuf::from(parts[3])));
+    }
+    if out.is_empty() {
+        bail!("give at least one --template-build or --template");
+    }
+    Ok(out)
+}
+
+/// An atlas to carry into each template.
+pub struct AtlasInput {
+    /// Label image.
+    pub labels: pedinorm_registration::Image<f32>,
+    /// Reference T1 of the atlas space.
+    pub reference: pedinorm_registration::Image<f32>,
+    /// Names.
+    pub table: AtlasTable,
+}
+
+/// Loads an atlas (labels, names, reference T1).
+pub fn load_atlas(labels: &Path, names: &Path, reference: &Path) -> anyhow::Result<AtlasInput> {
+    let text = std::fs::read_to_string(names).with_context(|| format!("{}: cannot read label names", names.display()))?;
+    let table = parse_label_names(&text);
+    if table.is_empty() {
+        bail!("{}: no `VALUE NAME` lines", names.display());
+    }
+    let name = labels.file_name().map(|n| n.to_string_lossy().replace(".nii.gz", "")).unwrap_or_default();
+    Ok(AtlasInput {
+        labels: read_image(labels)?,
+        reference: read_image(reference)?,
+        table: AtlasTable {
+            name,
+            source: "see atlases/README.md (installed by scripts/setup.sh from Debian's mricron-data)".into(),
+            labels: table,
+        },
+    })
+}
+
+/// Builds a database from normals and brackets and writes it; shared by `build` and `demo`.
+pub fn build_database(
+    normals: &[NormalSubject],
+    brackets: Vec<(String, f64, f64, pedinorm_registration::Image<f32>)>,
+    atlas: Option<&AtlasInput>,
+    options: &BuildOptions,
+    output: &Path,
+) -> anyhow::Result<NormDb> {
+    let mut inputs = Vec::new();
+    for (name, min, max, template) in brackets {
+        let space = TemplateSpace::new(template, None).with_context(|| format!("bracket {name}"))?;
+        inputs.push(BracketInput { name, min_years: min, max_years: max, space, labels: None });
+    }
+    if let Some(atlas) = atlas {
+        let bar = progress::bar(inputs.len() as u64, "atlas to templates");
+        for input in &mut inputs {
+            input.labels = Some(
+                carry_atlas(&input.space, &atlas.reference, &atlas.labels, &options.mapping)
+                    .with_context(|| format!("carrying the atlas to bracket {}", input.name))?,
+            );
+            bar.inc(1);
+        }
+        bar.finish();
+    }
+    let bar = progress::bar(normals.len() as u64, "normals to templates");
+    let mapped = map_normals(normals, &inputs, options, &|_| bar.inc(1))?;
+    bar.finish();
+    let db = assemble(&inputs, &mapped, options, atlas.map(|a| a.table.clone()))?;
+    db.write(output)?;
+    Ok(db)
+}
+
+fn build(args: BuildArgs) -> anyhow::Result<()> {
+    let cohort = read_cohort(&args.cohort)?;
+    let brackets = read_brackets(&args.template_builds, &args.templates)?;
+    let mut problems = Vec::new();
+    let mut normals = Vec::new();
+    for s in &cohort {
+        let sex = match s.sex.as_deref().and_then(Sex::parse) {
+            Some(sex) => sex,
+            None => {
+                problems.push(format!("subject {}: sex must be F or M, found {:?}", s.id, s.sex));
+                continue;
+            }
+        };
+        if !brackets.iter().any(|b| s.age_years >= b.1 && s.age_years < b.2) {
+            problems.push(format!("subject {}: age {:.2} is outside every bracket", s.id, s.age_years));
+            continue;
+        }
+        normals.push((s, sex));
+    }
+    if !problems.is_empty() {
+        bail!("{}: {} problem(s):\n  {}", args.cohort.display(), problems.len(), problems.join("\n  "));
+    }
+    let normals: Vec<NormalSubject> = normals
+        .into_iter()
+        .map(|(s, sex)| {
+            Ok(NormalSubject {
+                pseudonym: s.id.clone(),
+                age_years: s.age_years,
+                sex,
+                scanner: s.site.clone().unwrap_or_default(),
+                image: read_image(&s.path)?,
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let templates = brackets
+        .into_iter()
+        .map(|(n, lo, hi, path)| Ok((n, lo, hi, read_image(&path)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let atlas = match (&args.atlas_labels, &args.atlas_names, &args.atlas_reference) {
+        (Some(l), Some(n), Some(r)) => Some(load_atlas(l, n, r)?),
+        _ => None,
+    };
+    let mut options = BuildOptions {
+        nodes_per_bracket: args.nodes,
+        voxel_rate: args.voxel_rate,
+        cluster_rate: args.cluster_rate,
+        ..BuildOptions::default()
+    };
+    options.mapping.smoothing_fwhm_mm = args.fwhm;
+    let db = build_database(&normals, templates, atlas.as_ref(), &options, &args.output)?;
+    println!("{}", args.output.display());
+    eprint!("{}", db.summary());
+    Ok(())
+}
+
+fn add(args: AddArgs) -> anyhow::Result<()> {
+    let mut db = NormDb::read(&args.normdb)?;
+    let image = read_image(&args.image)?;
+    let subject = NormalSubject {
+        pseudonym: args.pseudonym.clone(),
+        age_years: args.age,
+        sex: parse_sex(&args.sex, "--sex")?,
+        scanner: args.scanner.clone(),
+        image,
+    };
+    let mut mapping = crate::pipeline::normative::MappingParams::standard();
+    mapping.smoothing_fwhm_mm = db.metadata.parameters.smoothing_fwhm_mm;
+    let record = add_subject(&mut db, &subject, &mapping)?;
+    let output = args.output.unwrap_or(args.normdb);
+    db.write(&output)?;
+    println!(
+        "added {} to bracket {} (similarity {:.3}, QC {})",
+        record.pseudonym,
+        record.bracket,
+        record.qc_similarity,
+        if record.qc_passed { "passed" } else { "failed: recorded, not accumulated" }
+    );
+    Ok(())
+}
+
+fn merge(args: MergeArgs) -> anyhow::Result<()> {
+    let first = NormDb::read(&args.first)?;
+    let second = NormDb::read(&args.second)?;
+    let merged = first
+        .merged(&second)
+        .with_context(|| format!("merging {} and {}", args.first.display(), args.second.display()))?;
+    merged.write(&args.output)?;
+    println!("{}", args.output.display());
+    Ok(())
+}
+
+fn info(args: InfoArgs) -> anyhow::Result<()> {
+    let db = NormDb::read(&args.normdb)?;
+    print!("{}", db.summary());
+    if args.subjects {
+        println!("pseudonym\tage_years\tsex\tscanner\tbracket\tqc_similarity\tqc_passed");
+        for s in &db.subjects {
+            println!(
+                "{}\t{:.3}\t{}\t{}\t{}\t{:.3}\t{}",
+                s.pseudonym,
+                s.age_years,
+                s.sex.code(),
+                s.scanner,
+                s.bracket,
+                s.qc_similarity,
+                s.qc_passed
+            );
+        }
+    }
+    Ok(())
 }

@@ -1,10 +1,100 @@
 //! `pedinorm serve`: run the HTTP back-end service.
 
+use anyhow::Context;
+use crate::service::Service;
+use crate::service::config::ServiceConfig;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
 /// Arguments of `pedinorm serve`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Configuration file (TOML; see docs/service.md). Without it, embedded defaults under --data-dir.
+    #[arg(long, conflicts_with = "data_dir")]
+    pub config: Option<PathBuf>,
+    /// Data directory (SQLite state, uploads, job outputs, ingested studies).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on (overrides the configuration). Port 0 picks a free port.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Write the bound address (`host:port`) to this file once listening (for scripts and tests).
+    #[arg(long)]
+    pub address_file: Option<PathBuf>,
+}
 
 /// Runs `pedinorm serve`.
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`pedinorm serve` is not available in this build")
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let mut config = match (&args.config, &args.data_dir) {
+        (Some(path), _) => ServiceConfig::from_file(path)?,
+        (None, Some(dir)) => ServiceConfig::with_data_dir(
+            dir.clone(),
+            args.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+        ),
+        (None, None) => anyhow::bail!("give --config FILE or --data-dir DIR"),
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    config.validate()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(config, args.address_file))
+}
+
+async fn serve(config: ServiceConfig, address_file: Option<PathBuf>) -> anyhow::Result<()> {
+    let tls = config.tls.clone();
+    let listen = config.listen;
+    let service = Service::start(config).context("opening the service state")?;
+    let router = service.router();
+    let std_listener = std::net::TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
+    std_listener.set_nonblocking(true)?;
+    let bound = std_listener.local_addr()?;
+    let handle = axum_server::Handle::new();
+    let shutdown_handle = handle.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        shutdown_handle.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+    });
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    if let Some(path) = &address_file {
+        crate::atomic::write_bytes(path, bound.to_string().as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    eprintln!("pedinorm service listening on {scheme}://{bound}");
+    let app = router.into_make_service();
+    match tls {
+        Some(tls) => {
+            // The ring provider is the one compiled in; install it once for rustls.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let tls_config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
+                .await
+                .with_context(|| format!("TLS certificate {} / key {}", tls.cert.display(), tls.key.display()))?;
+            axum_server::from_tcp_rustls(std_listener, tls_config).handle(handle).serve(app).await?;
+        }
+        None => {
+            axum_server::from_tcp(std_listener).handle(handle).serve(app).await?;
+        }
+    }
+    let stopper = tokio::task::spawn_blocking(move || service.stop());
+    let _ = stopper.await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = terminate => {},
+    }
 }

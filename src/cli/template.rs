@@ -1,10 +1,380 @@
 //! `pedinorm template`: build age-specific templates.
 
+use crate::batch::{Executor, LocalExecutor, ProgressEvent, SlurmConfig, SlurmExecutor};
+use crate::pipeline::cohort::read_cohort;
+use crate::pipeline::template_build::{
+    SubjectInput, SubjectSource, build_template, default_program, run_init, run_map, run_reduce,
+    write_montage,
+};
+use anyhow::Context;
+use pedinorm_templates::age::{AgeBracket, AgeBrackets, AgeKernel};
+use pedinorm_templates::template::{RegistrationSettings, Sharpening, TemplateConfig, TemplateTarget};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
 /// Arguments of `pedinorm template`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Build templates from a cohort: one per age bracket, or one at a given age.
+    Build(BuildArgs),
+    /// Run the init step of a build directory (centre-of-mass-aligned average).
+    Init(InitArgs),
+    /// Run the map step of one subject in one iteration of a build directory.
+    Map(MapArgs),
+    /// Run the reduce step (average + shape update) of one iteration of a build directory.
+    Reduce(ReduceArgs),
+}
+
+/// Where tasks run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExecutorKind {
+    /// A pool of `--jobs` child processes on this machine.
+    Local,
+    /// Slurm job arrays chained with `--dependency=afterok`.
+    Slurm,
+}
+
+/// Arguments of `pedinorm template build`.
+#[derive(Debug, clap::Args)]
+#[command(long_about = "Build unbiased templates (affine average, then K iterations of \
+register-all → average → shape update → sharpening).\n\n\
+The cohort is a CSV (path, age, sex, optional site/id) or a BIDS folder (participants.tsv, \
+sub-*/[ses-*/]anat/*_T1w.nii.gz). With --brackets (default) one template is built per age \
+bracket in OUT/bracket-NAME/; with --age one continuous-age template (Gaussian age kernel with \
+adaptive width) in OUT/age-YEARS/. Every step runs as a `pedinorm template init|map|reduce` \
+process, locally (--executor local --jobs N) or as Slurm job arrays (--executor slurm); the \
+results are bit-identical. Re-running the same command resumes an interrupted build.")]
+pub struct BuildArgs {
+    /// Cohort CSV file or BIDS folder.
+    #[arg(long)]
+    cohort: PathBuf,
+    /// Age brackets: `default` (0–1, 1–2, 2–4, 4–7, 7–11, 11–14, 14–18 y), `all` (one
+    /// template of every subject) or a JSON/TOML file listing {name, min_years, max_years}.
+    #[arg(long, default_value = "default", conflicts_with = "age")]
+    brackets: String,
+    /// Build one template at this age (years) with age-kernel weights instead of brackets.
+    #[arg(long)]
+    age: Option<f64>,
+    /// Minimum effective sample of the age kernel (with --age).
+    #[arg(long, default_value_t = 8.0)]
+    min_effective_sample: f64,
+    /// Brackets with fewer subjects are skipped (reported).
+    #[arg(long, default_value_t = 3)]
+    min_subjects: usize,
+    /// Deformable iterations after the affine one.
+    #[arg(long, default_value_t = 4)]
+    iterations: usize,
+    /// Where tasks run.
+    #[arg(long, value_enum, default_value = "local")]
+    executor: ExecutorKind,
+    /// Concurrent local tasks (default: available cores).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Threads per task (default: cores / jobs locally, 1 on Slurm).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Extra attempts of a failed task.
+    #[arg(long, default_value_t = 1)]
+    retries: usize,
+    /// Output folder.
+    #[arg(long)]
+    out_dir: PathBuf,
+    /// Template voxel spacing (mm); default: the reference subject's grid.
+    #[arg(long)]
+    template_spacing: Option<f64>,
+    /// Registration grid spacing (mm).
+    #[arg(long, default_value_t = 2.0)]
+    registration_spacing: f64,
+    /// Affine iterations per level, coarse to fine (e.g. 100x50x25).
+    #[arg(long, default_value = "100x50x25")]
+    affine_iterations: String,
+    /// Deformable iterations per level, coarse to fine (e.g. 40x20x10).
+    #[arg(long, default_value = "40x20x10")]
+    deformable_iterations: String,
+    /// Shape-update gradient step.
+    #[arg(long, default_value_t = 0.25)]
+    gradient_step: f64,
+    /// Do not sharpen templates (default: Laplacian sharpening as ANTs).
+    #[arg(long)]
+    no_sharpen: bool,
+    /// Slurm partition.
+    #[arg(long)]
+    partition: Option<String>,
+    /// Slurm account.
+    #[arg(long)]
+    account: Option<String>,
+    /// Extra #SBATCH option (repeatable), e.g. --sbatch-option=--qos=short.
+    #[arg(long = "sbatch-option", allow_hyphen_values = true)]
+    sbatch_options: Vec<String>,
+    /// At most this many array tasks at once on Slurm.
+    #[arg(long)]
+    max_concurrent: Option<usize>,
+    /// squeue polling interval (ms).
+    #[arg(long, default_value_t = 2000)]
+    poll_ms: u64,
+}
+
+/// Arguments of `pedinorm template init`.
+#[derive(Debug, clap::Args)]
+pub struct InitArgs {
+    /// The build directory (with build.json).
+    #[arg(long)]
+    build_dir: PathBuf,
+}
+
+/// Arguments of `pedinorm template map`.
+#[derive(Debug, clap::Args)]
+pub struct MapArgs {
+    /// The build directory (with build.json).
+    #[arg(long)]
+    build_dir: PathBuf,
+    /// Iteration (0 = affine).
+    #[arg(long)]
+    iteration: usize,
+    /// Subject identifier.
+    #[arg(long)]
+    subject: String,
+}
+
+/// Arguments of `pedinorm template reduce`.
+#[derive(Debug, clap::Args)]
+pub struct ReduceArgs {
+    /// The build directory (with build.json).
+    #[arg(long)]
+    build_dir: PathBuf,
+    /// Iteration (0 = affine).
+    #[arg(long)]
+    iteration: usize,
+}
 
 /// Runs `pedinorm template`.
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`pedinorm template` is not available in this build")
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.command {
+        Command::Build(args) => build(args),
+        Command::Init(args) => Ok(run_init(&args.build_dir)?),
+        Command::Map(args) => {
+            run_map(&args.build_dir, args.iteration, &args.subject)?;
+            Ok(())
+        }
+        Command::Reduce(args) => Ok(run_reduce(&args.build_dir, args.iteration)?),
+    }
+}
+
+fn parse_schedule(text: &str, what: &str) -> anyhow::Result<Vec<usize>> {
+    let levels: Result<Vec<usize>, _> = text.split('x').map(|p| p.trim().parse::<usize>()).collect();
+    match levels {
+        Ok(levels) if !levels.is_empty() && levels.iter().all(|&n| n > 0) => Ok(levels),
+        _ => anyhow::bail!(
+            "--{what} {text:?}: expected positive counts per level separated by 'x' (e.g. 100x50x25)"
+        ),
+    }
+}
+
+/// Reads brackets: `default`, `all`, or a JSON/TOML file.
+fn read_brackets(spec: &str) -> anyhow::Result<Option<AgeBrackets>> {
+    match spec {
+        "default" => Ok(Some(AgeBrackets::default_paediatric())),
+        "all" => Ok(None),
+        file => {
+            let path = Path::new(file);
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("{}: cannot read brackets", path.display()))?;
+            let brackets: AgeBrackets = if path.extension().is_some_and(|e| e == "toml") {
+                #[derive(serde::Deserialize)]
+                struct File {
+                    bracket: Vec<AgeBracket>,
+                }
+                let file: File =
+                    toml::from_str(&text).with_context(|| format!("{}: invalid brackets", path.display()))?;
+                AgeBrackets::new(file.bracket).with_context(|| format!("{}", path.display()))?
+            } else {
+                serde_json::from_str(&text)
+                    .with_context(|| format!("{}: invalid brackets", path.display()))?
+            };
+            Ok(Some(brackets))
+        }
+    }
+}
+
+#[derive(serde::Serialize)]
+struct BuiltTemplate {
+    name: String,
+    template: PathBuf,
+    build_dir: PathBuf,
+    subjects: usize,
+    effective_sample: f64,
+    outliers: Vec<String>,
+    final_sharpness: f64,
+    final_mean_similarity: f64,
+}
+
+#[derive(serde::Serialize)]
+struct SkippedTemplate {
+    name: String,
+    subjects: usize,
+    reason: String,
+}
+
+fn build(args: BuildArgs) -> anyhow::Result<()> {
+    let cohort = read_cohort(&args.cohort)?;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let registration = RegistrationSettings {
+        spacing_mm: args.registration_spacing,
+        affine_iterations: parse_schedule(&args.affine_iterations, "affine-iterations")?,
+        deformable_iterations: parse_schedule(&args.deformable_iterations, "deformable-iterations")?,
+        threads: 0,
+    };
+    let base = TemplateConfig {
+        iterations: args.iterations,
+        gradient_step: args.gradient_step,
+        sharpening: if args.no_sharpen { Sharpening::None } else { Sharpening::Laplacian },
+        template_spacing_mm: args.template_spacing,
+        registration,
+        ..TemplateConfig::default()
+    };
+    // (name, target, subjects in the template)
+    let mut targets: Vec<(String, TemplateTarget, usize)> = Vec::new();
+    if let Some(age) = args.age {
+        pedinorm_templates::age::check_age(age).context("--age")?;
+        let kernel =
+            AgeKernel { minimum_effective_sample: args.min_effective_sample, ..AgeKernel::default() };
+        targets.push((format!("age-{age}"), TemplateTarget::Age { age_years: age, kernel }, cohort.len()));
+    } else if let Some(brackets) = read_brackets(&args.brackets)? {
+        for bracket in brackets.brackets() {
+            let count = cohort.iter().filter(|s| bracket.contains(s.age_years)).count();
+            targets.push((
+                format!("bracket-{}", bracket.name),
+                TemplateTarget::Bracket(bracket.clone()),
+                count,
+            ));
+        }
+    } else {
+        targets.push(("all".into(), TemplateTarget::AllSubjects, cohort.len()));
+    }
+    let (jobs, threads) = match args.executor {
+        ExecutorKind::Local => {
+            let jobs = args.jobs.unwrap_or(cores).max(1);
+            (jobs, args.threads.unwrap_or((cores / jobs).max(1)))
+        }
+        ExecutorKind::Slurm => (args.jobs.unwrap_or(1), args.threads.unwrap_or(1)),
+    };
+    std::fs::create_dir_all(&args.out_dir)
+        .with_context(|| format!("{}: cannot create", args.out_dir.display()))?;
+    let out_dir = args.out_dir.canonicalize()?;
+    let subjects: Vec<SubjectInput> = cohort
+        .iter()
+        .map(|s| SubjectInput {
+            id: s.id.clone(),
+            source: SubjectSource::Path(s.path.clone()),
+            age_years: s.age_years,
+        })
+        .collect();
+    let program = default_program();
+    let mut built = Vec::new();
+    let mut skipped = Vec::new();
+    let mut templates = Vec::new();
+    for (name, target, count) in targets {
+        if count < args.min_subjects {
+            eprintln!(
+                "{name}: skipped, {count} subject(s) (fewer than --min-subjects {})",
+                args.min_subjects
+            );
+            skipped.push(SkippedTemplate {
+                name,
+                subjects: count,
+                reason: format!("fewer than {} subjects", args.min_subjects),
+            });
+            continue;
+        }
+        let config = TemplateConfig { target, ..base.clone() };
+        let build_dir = out_dir.join(&name);
+        let executor: Box<dyn Executor> = match args.executor {
+            ExecutorKind::Local => Box::new(LocalExecutor {
+                program: program.clone(),
+                jobs,
+                retries: args.retries,
+                threads_per_task: Some(threads),
+            }),
+            ExecutorKind::Slurm => Box::new(SlurmExecutor::new(
+                program.clone(),
+                SlurmConfig {
+                    partition: args.partition.clone(),
+                    account: args.account.clone(),
+                    extra_options: args.sbatch_options.clone(),
+                    retries: args.retries,
+                    max_concurrent_tasks: args.max_concurrent,
+                    poll_interval_ms: args.poll_ms,
+                    job_name_prefix: format!("pedinorm-{name}"),
+                    ..SlurmConfig::new(build_dir.join("slurm"))
+                },
+            )),
+        };
+        let bar = crate::cli::progress::bar(0, &name);
+        let counts: Mutex<HashMap<String, (usize, usize)>> = Mutex::new(HashMap::new());
+        let on_progress = |event: &ProgressEvent| {
+            let mut counts = counts.lock().expect("progress lock");
+            match event {
+                ProgressEvent::StageStarted { stage, pending, total } => {
+                    counts.insert(stage.clone(), (total - pending, *total));
+                    bar.set_message(format!("{name} {stage}"));
+                }
+                ProgressEvent::StageProgress { stage, done, total } => {
+                    counts.insert(stage.clone(), (*done, *total));
+                }
+                ProgressEvent::TaskRetried { stage, label, attempt, reason } => {
+                    bar.println(format!("{stage}: {label} failed (attempt {attempt}), retrying: {reason}"));
+                }
+                ProgressEvent::StageFinished { .. } => {}
+            }
+            let (done, total) = counts.values().fold((0, 0), |(d, t), (a, b)| (d + a, t + b));
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        };
+        let result = build_template(&subjects, &config, &build_dir, executor.as_ref(), threads, &on_progress)
+            .with_context(|| format!("template {name}"))?;
+        bar.finish_and_clear();
+        let last = result.qc.iterations.last();
+        built.push(BuiltTemplate {
+            name: name.clone(),
+            template: result.template_path.clone(),
+            build_dir: build_dir.clone(),
+            subjects: result.manifest.subjects.len(),
+            effective_sample: result.manifest.effective_sample,
+            outliers: result.qc.outliers.clone(),
+            final_sharpness: last.map(|q| q.template_sharpness).unwrap_or(0.0),
+            final_mean_similarity: last.map(|q| q.mean_similarity).unwrap_or(0.0),
+        });
+        println!(
+            "{name}: {} subject(s), template {}, mean similarity {:.3}, outliers: {}",
+            result.manifest.subjects.len(),
+            result.template_path.display(),
+            last.map(|q| q.mean_similarity).unwrap_or(0.0),
+            if result.qc.outliers.is_empty() { "none".to_string() } else { result.qc.outliers.join(", ") }
+        );
+        templates.push(result.template);
+    }
+    if templates.is_empty() {
+        anyhow::bail!("no template was built: every bracket has fewer than {} subjects", args.min_subjects);
+    }
+    let images: Vec<_> = templates.iter().collect();
+    write_montage(&out_dir.join("montage.png"), &images)?;
+    let summary = serde_json::json!({ "templates": built, "skipped": skipped, "executor": format!("{:?}", args.executor).to_lowercase() });
+    crate::atomic::write_bytes(
+        &out_dir.join("templates.json"),
+        serde_json::to_string_pretty(&summary)?.as_bytes(),
+    )?;
+    println!(
+        "templates: {} (summary {}, montage {})",
+        built.len(),
+        out_dir.join("templates.json").display(),
+        out_dir.join("montage.png").display()
+    );
+    Ok(())
 }

@@ -1,1 +1,639 @@
-//! Ingest of DICOM studies: de-identification (PS3.15 Annex E), national pseudonym, admission rules, study index.
+//! Ingest of DICOM studies: de-identification (PS3.15 Annex E), national pseudonym, admission
+//! rules, the study store and its index.
+//!
+//! [`ingest_study`] takes the files of one study and either refuses it — with every reason,
+//! writing nothing — or stores it under the data directory (see [`store`] for the layout):
+//! one NIfTI volume and JSON sidecar per series, and de-identified copies of its DICOM files,
+//! recorded in the SQLite index (see [`index`]). Ingesting the same study again adds nothing.
+//!
+//! Privacy: the patient's name, identifiers and birth date are read only in memory. Logs name
+//! the patient by the first digits of the pseudonym; errors name rules, never values.
+
+pub mod admission;
+pub mod deidentify;
+pub mod index;
+mod profile_table;
+pub mod pseudonym;
+pub mod store;
+
+use crate::dicom::{self, DicomError, SeriesVolume};
+use admission::{Database, RefusalReason, SeriesFacts, StudyFacts};
+use deidentify::{Deidentifier, DeidentifyError};
+use dicom_core::value::Value;
+use dicom_dictionary_std::tags;
+use dicom_object::{InMemDicomObject, OpenFileOptions};
+use index::{IndexError, SeriesRecord, StudyIndex, StudyRecord};
+use pseudonym::{NationalId, Pseudonym, PseudonymError, PseudonymKey};
+use rayon::prelude::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use store::{StoreError, StudyStore};
+
+/// Where the national identifier comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentifierSource {
+    /// Given by the caller (never printed).
+    Explicit(String),
+    /// Looked up in OtherPatientIDsSequence (and the top-level Patient ID) by this
+    /// IssuerOfPatientID (compared without case and surrounding spaces).
+    Issuer(String),
+    /// No identifier: the study is refused unless unlinked studies are allowed.
+    None,
+}
+
+/// How to ingest a study.
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    /// The database the study is offered to (with its class for database A).
+    pub database: Database,
+    /// The data directory holding the store and its index.
+    pub data_dir: PathBuf,
+    /// Where the national identifier comes from.
+    pub identifier: IdentifierSource,
+    /// Accept a study without a national identifier, under a pseudonym keyed on the study.
+    pub allow_unlinked: bool,
+    /// The pseudonym key file; `None` reads the file named by `PEDINORM_PSEUDONYM_KEY_FILE`.
+    pub key_file: Option<PathBuf>,
+}
+
+/// What happened to an offered study.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IngestStatus {
+    /// The study was stored.
+    Ingested,
+    /// The study was already stored; series it lacked were added.
+    SeriesAdded,
+    /// The study was already stored with all these series; nothing was written.
+    AlreadyIngested,
+}
+
+/// One stored series.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SeriesReport {
+    /// De-identified SeriesInstanceUID.
+    pub series_uid: String,
+    /// Series directory relative to the data directory.
+    pub path: PathBuf,
+    /// Whether this ingest stored it (false: it was there already).
+    pub newly_stored: bool,
+}
+
+/// A series of the study that was not stored.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SkippedSeries {
+    /// `series <SeriesNumber>` (never patient data).
+    pub series: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// The outcome of [`ingest_study`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct IngestReport {
+    /// What happened.
+    pub status: IngestStatus,
+    /// `"A"` or `"B"`.
+    pub database: String,
+    /// `"A1"`/`"A2"` for database A.
+    pub class: Option<String>,
+    /// The patient's pseudonym.
+    pub pseudonym: String,
+    /// Whether the pseudonym comes from a national identifier.
+    pub linked: bool,
+    /// De-identified StudyInstanceUID.
+    pub study_uid: String,
+    /// Study directory relative to the data directory.
+    pub study_dir: PathBuf,
+    /// Age at the study in years.
+    pub age_years: Option<f64>,
+    /// The study's series in the store.
+    pub series: Vec<SeriesReport>,
+    /// Non-image series (reports, presentation states) and series that could not be converted.
+    pub skipped_series: Vec<SkippedSeries>,
+    /// Files in the inputs that were not DICOM and were skipped.
+    pub skipped_files: usize,
+}
+
+/// Why a study could not be ingested.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The study breaks admission or privacy rules; every reason is listed. Nothing was written.
+    #[error("study refused: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Refused(Vec<RefusalReason>),
+    /// The study is in the other database already.
+    #[error("study already ingested into database {existing}; not adding it to database {requested}")]
+    OtherDatabase {
+        /// Where it is.
+        existing: String,
+        /// Where it was offered.
+        requested: String,
+    },
+    /// No input was given.
+    #[error("no input files given")]
+    NoInputs,
+    /// An input could not be read.
+    #[error("{path}: {message}")]
+    Input {
+        /// The input.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The pseudonym key could not be loaded.
+    #[error(transparent)]
+    Pseudonym(#[from] PseudonymError),
+    /// A file could not be de-identified.
+    #[error(transparent)]
+    Deidentify(#[from] DeidentifyError),
+    /// No series could be converted to a volume.
+    #[error(transparent)]
+    Dicom(#[from] DicomError),
+    /// Writing the store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The index failed.
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    /// A volume or sidecar could not be written.
+    #[error("{path}: {message}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Progress of an ingest, for progress bars and job status.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IngestProgress {
+    /// Reading headers: files done of total.
+    Scanning(usize, usize),
+    /// Converting and de-identifying: series done of total.
+    Storing(usize, usize),
+}
+
+/// Ingests one study (see the module documentation).
+pub fn ingest_study(inputs: &[PathBuf], options: &IngestOptions) -> Result<IngestReport, IngestError> {
+    ingest_study_with_progress(inputs, options, &|_| {})
+}
+
+/// What the header pass learns about one DICOM file.
+struct FileHeader {
+    path: PathBuf,
+    study_uid: String,
+    series_uid: String,
+    is_image: bool,
+    burned_in: bool,
+    identifiers: Vec<String>,
+    facts: SeriesFacts,
+    age_years: Option<f64>,
+    patient_sex: Option<String>,
+}
+
+/// [`ingest_study`] reporting progress to `progress`.
+pub fn ingest_study_with_progress(
+    inputs: &[PathBuf],
+    options: &IngestOptions,
+    progress: &(dyn Fn(IngestProgress) + Sync),
+) -> Result<IngestReport, IngestError> {
+    if inputs.is_empty() {
+        return Err(IngestError::NoInputs);
+    }
+    let key = PseudonymKey::load(options.key_file.as_deref())?;
+    let (candidates, mut skipped_files) = enumerate_inputs(inputs)?;
+
+    // Header pass (pixel data not read), in parallel; results keep input order.
+    let total = candidates.len();
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let headers: Vec<Result<Option<FileHeader>, IngestError>> = candidates
+        .par_iter()
+        .map(|(path, explicit)| {
+            let header = read_header(path, options);
+            let count = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            progress(IngestProgress::Scanning(count, total));
+            match header {
+                Ok(header) => Ok(Some(header)),
+                Err(_) if !explicit => Ok(None),
+                Err(message) => Err(IngestError::Input { path: path.clone(), message }),
+            }
+        })
+        .collect();
+    let mut files = Vec::new();
+    for header in headers {
+        match header? {
+            Some(header) => files.push(header),
+            None => skipped_files += 1,
+        }
+    }
+
+    let mut reasons = Vec::new();
+    let studies: BTreeSet<&str> = files.iter().map(|f| f.study_uid.as_str()).collect();
+    if studies.len() > 1 {
+        reasons.push(RefusalReason::MultipleStudies { studies: studies.len() });
+    }
+    let burned_in = files.iter().filter(|f| f.burned_in).count();
+    if burned_in > 0 {
+        reasons.push(RefusalReason::BurnedInAnnotation { files: burned_in });
+    }
+    let original_study_uid = files.first().map(|f| f.study_uid.clone()).unwrap_or_default();
+    let (pseudonym, linked) = match resolve_identifier(options, &files) {
+        Ok(Some(id)) => (Some(id.pseudonym(&key)), true),
+        Ok(None) if options.allow_unlinked => (Some(Pseudonym::unlinked(&key, &original_study_uid)), false),
+        Ok(None) => {
+            reasons.push(RefusalReason::Unlinked);
+            (None, false)
+        }
+        Err(reason) => {
+            reasons.push(reason);
+            (None, false)
+        }
+    };
+
+    // Series: image series are admitted and stored; others are reported and skipped.
+    let mut series: BTreeMap<String, Vec<&FileHeader>> = BTreeMap::new();
+    let mut skipped_series = Vec::new();
+    for file in &files {
+        series.entry(file.series_uid.clone()).or_default().push(file);
+    }
+    series.retain(|_, members| {
+        if members.iter().any(|f| f.is_image) {
+            members.retain(|f| f.is_image);
+            true
+        } else {
+            let first = members[0];
+            skipped_series.push(SkippedSeries {
+                series: first.facts.label.clone(),
+                reason: format!(
+                    "no image objects (modality {})",
+                    first.facts.modality.as_deref().unwrap_or("unknown")
+                ),
+            });
+            false
+        }
+    });
+    let age_years = files.iter().find_map(|f| f.age_years);
+    let facts =
+        StudyFacts { age_years, series: series.values().map(|members| members[0].facts.clone()).collect() };
+    reasons.extend(admission::admission_reasons(options.database, &facts));
+    if !reasons.is_empty() {
+        tracing::info!(reasons = reasons.len(), "study refused");
+        return Err(IngestError::Refused(reasons));
+    }
+    let pseudonym = pseudonym.expect("a study without reasons to refuse has a pseudonym");
+    let deidentifier = Deidentifier::new(&key, &pseudonym);
+    let study_uid = deidentifier.uid(&original_study_uid);
+    let database = options.database.name();
+    let study_relative = StudyStore::study_relative(database, pseudonym.as_str(), &study_uid);
+    let patient_sex = files.iter().find_map(|f| f.patient_sex.clone());
+    let span = tracing::info_span!("ingest", pseudonym = pseudonym.short(), database);
+    let _entered = span.enter();
+
+    // Idempotence: look before converting anything.
+    let existing_series: BTreeSet<String> = match StudyIndex::open_existing(&options.data_dir)? {
+        Some(index) => match index.study_database(&study_uid)? {
+            Some(existing) if existing != database => {
+                return Err(IngestError::OtherDatabase { existing, requested: database.to_owned() });
+            }
+            Some(_) => index.series_of(&study_uid)?.into_iter().collect(),
+            None => BTreeSet::new(),
+        },
+        None => BTreeSet::new(),
+    };
+    let mut report = IngestReport {
+        status: IngestStatus::AlreadyIngested,
+        database: database.to_owned(),
+        class: options.database.class().map(|c| c.as_str().to_owned()),
+        pseudonym: pseudonym.as_str().to_owned(),
+        linked,
+        study_uid: study_uid.clone(),
+        study_dir: study_relative.clone(),
+        age_years,
+        series: Vec::new(),
+        skipped_series,
+        skipped_files,
+    };
+    let pending: Vec<(&String, &Vec<&FileHeader>)> =
+        series.iter().filter(|(uid, _)| !existing_series.contains(&deidentifier.uid(uid))).collect();
+    for uid in &existing_series {
+        report.series.push(SeriesReport {
+            series_uid: uid.clone(),
+            path: study_relative.join(uid),
+            newly_stored: false,
+        });
+    }
+    if pending.is_empty() {
+        tracing::info!(study = %short_uid(&study_uid), "already ingested");
+        return Ok(report);
+    }
+
+    // Convert and de-identify into a staging directory.
+    let store = StudyStore::new(&options.data_dir);
+    let staging = store.staging()?;
+    let mut staged: Vec<(SeriesRecord, PathBuf)> = Vec::new();
+    let pending_total = pending.len();
+    for (done, (original_series_uid, members)) in pending.into_iter().enumerate() {
+        progress(IngestProgress::Storing(done, pending_total));
+        let label = members[0].facts.label.clone();
+        let paths: Vec<PathBuf> = members.iter().map(|f| f.path.clone()).collect();
+        let volumes = match dicom::load_series(&paths) {
+            Ok(volumes) if !volumes.is_empty() => volumes,
+            Ok(_) => {
+                report.skipped_series.push(SkippedSeries { series: label, reason: "no volume".into() });
+                continue;
+            }
+            Err(error) => {
+                tracing::warn!(series = %label, "series not converted: {error}");
+                report.skipped_series.push(SkippedSeries { series: label, reason: error.to_string() });
+                continue;
+            }
+        };
+        let series_uid = deidentifier.uid(original_series_uid);
+        let staged_dir = staging.path().join(&series_uid);
+        write_volumes(&staging, &series_uid, &volumes, &pseudonym, age_years)?;
+        let deidentified: Vec<Result<(String, Vec<u8>), DeidentifyError>> = paths
+            .par_iter()
+            .map(|path| {
+                let (bytes, object) = deidentifier.deidentify_file(path)?;
+                let sop = object
+                    .get(tags::SOP_INSTANCE_UID)
+                    .and_then(|e| e.value().to_str().ok().map(|s| s.trim_end_matches('\0').trim().to_owned()))
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| deidentifier.uid(&path.display().to_string()));
+                Ok((sop, bytes))
+            })
+            .collect();
+        let mut dicom_files = BTreeSet::new();
+        for item in deidentified {
+            let (sop, bytes) = item?;
+            // Duplicate copies of one instance collapse to one file.
+            if dicom_files.insert(sop.clone()) {
+                staging.write(&Path::new(&series_uid).join("dicom").join(format!("{sop}.dcm")), &bytes)?;
+            }
+        }
+        let first = &volumes[0];
+        let dims = first.image.grid().dims();
+        let spacing = first.image.grid().spacing();
+        staged.push((
+            SeriesRecord {
+                series_uid: series_uid.clone(),
+                modality: members[0].facts.modality.clone(),
+                body_part_examined: members[0].facts.body_part_examined.clone(),
+                magnetic_field_strength: members[0].facts.magnetic_field_strength,
+                dimensions: format!("{}×{}×{}", dims[0], dims[1], dims[2]),
+                voxel_size_mm: format!("{:.4}×{:.4}×{:.4}", spacing[0], spacing[1], spacing[2]),
+                file_count: dicom_files.len(),
+                path: study_relative.join(&series_uid).to_string_lossy().into_owned(),
+            },
+            staged_dir,
+        ));
+    }
+    progress(IngestProgress::Storing(pending_total, pending_total));
+    if staged.is_empty() && existing_series.is_empty() {
+        return Err(IngestError::Refused(vec![RefusalReason::NoSeries]));
+    }
+
+    // Publish and record in one index transaction: a failure to move records nothing.
+    let study_record = StudyRecord {
+        study_uid: study_uid.clone(),
+        pseudonym: pseudonym.as_str().to_owned(),
+        linked,
+        database: database.to_owned(),
+        class: report.class.clone(),
+        age_years,
+        patient_sex,
+        path: study_relative.to_string_lossy().into_owned(),
+    };
+    let records: Vec<SeriesRecord> = staged.iter().map(|(record, _)| record.clone()).collect();
+    let staged_dirs: BTreeMap<String, PathBuf> =
+        staged.into_iter().map(|(record, dir)| (record.series_uid, dir)).collect();
+    let mut index = StudyIndex::open(&options.data_dir)?;
+    let new_series = index.record(&study_record, &records, |new| -> Result<(), StoreError> {
+        for record in new {
+            store.publish(&staged_dirs[&record.series_uid], Path::new(&record.path))?;
+        }
+        Ok(())
+    })??;
+    drop(staging);
+    for record in &records {
+        report.series.push(SeriesReport {
+            series_uid: record.series_uid.clone(),
+            path: PathBuf::from(&record.path),
+            newly_stored: new_series.contains(&record.series_uid),
+        });
+    }
+    report.series.sort_by(|a, b| a.series_uid.cmp(&b.series_uid));
+    report.status = match (new_series.is_empty(), existing_series.is_empty()) {
+        (true, _) => IngestStatus::AlreadyIngested,
+        (false, true) => IngestStatus::Ingested,
+        (false, false) => IngestStatus::SeriesAdded,
+    };
+    tracing::info!(study = %short_uid(&study_uid), series = new_series.len(), "ingested");
+    Ok(report)
+}
+
+/// The last digits of a (de-identified) UID, for logs.
+fn short_uid(uid: &str) -> &str {
+    &uid[uid.len().saturating_sub(12)..]
+}
+
+/// Writes `volume.nii.gz` and `sidecar.json` (further volumes split out of the series as
+/// `volume_<n>.nii.gz`, `sidecar_<n>.json`) into the staged series directory.
+fn write_volumes(
+    staging: &store::Staging,
+    series_uid: &str,
+    volumes: &[SeriesVolume],
+    pseudonym: &Pseudonym,
+    age_years: Option<f64>,
+) -> Result<(), IngestError> {
+    for (number, volume) in volumes.iter().enumerate() {
+        let suffix = if number == 0 { String::new() } else { format!("_{}", number + 1) };
+        let directory = staging.path().join(series_uid);
+        let volume_path = directory.join(format!("volume{suffix}.nii.gz"));
+        std::fs::create_dir_all(&directory)
+            .map_err(|source| StoreError::Io { path: directory.clone(), source })?;
+        crate::nifti_io::write_image(&volume_path, &volume.image, crate::nifti_io::VoxelType::F32)
+            .map_err(|error| IngestError::Write { path: volume_path.clone(), message: error.to_string() })?;
+        let mut sidecar = volume.sidecar.clone();
+        sidecar.pseudonym = Some(pseudonym.as_str().to_owned());
+        if sidecar.age_years.is_none() {
+            sidecar.age_years = age_years;
+        }
+        let json = serde_json::to_vec_pretty(&sidecar).map_err(|error| IngestError::Write {
+            path: directory.join("sidecar.json"),
+            message: error.to_string(),
+        })?;
+        staging.write(&Path::new(series_uid).join(format!("sidecar{suffix}.json")), &json)?;
+    }
+    Ok(())
+}
+
+/// Files of the inputs: files as given (explicit), folders walked recursively in sorted order
+/// with hidden entries skipped. Returns the candidates and how many entries were skipped.
+fn enumerate_inputs(inputs: &[PathBuf]) -> Result<(Vec<(PathBuf, bool)>, usize), IngestError> {
+    let mut candidates = Vec::new();
+    let mut skipped = 0;
+    for input in inputs {
+        let metadata = std::fs::metadata(input)
+            .map_err(|error| IngestError::Input { path: input.clone(), message: error.to_string() })?;
+        if metadata.is_dir() {
+            for entry in walkdir::WalkDir::new(input)
+                .sort_by_file_name()
+                .into_iter()
+                .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'))
+            {
+                let entry = entry.map_err(|error| IngestError::Input {
+                    path: error.path().map(Path::to_path_buf).unwrap_or_else(|| input.clone()),
+                    message: error.to_string(),
+                })?;
+                if entry.file_type().is_file() {
+                    candidates.push((entry.into_path(), false));
+                } else if !entry.file_type().is_dir() {
+                    skipped += 1;
+                }
+            }
+        } else if is_zip(input) {
+            return Err(IngestError::Input {
+                path: input.clone(),
+                message: "zip archives are not ingested directly: extract the study to a folder first".into(),
+            });
+        } else {
+            candidates.push((input.clone(), true));
+        }
+    }
+    Ok((candidates, skipped))
+}
+
+fn is_zip(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && magic == *b"PK\x03\x04"
+}
+
+/// Reads the header (everything before the pixel data) of one file. The error message names
+/// what is wrong, never a value.
+fn read_header(path: &Path, options: &IngestOptions) -> Result<FileHeader, String> {
+    let object = OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .open_file(path)
+        .map_err(|error| format!("not a readable DICOM file: {error}"))?;
+    let study_uid = uid_of(&object, tags::STUDY_INSTANCE_UID).ok_or("StudyInstanceUID is missing")?;
+    let series_uid = uid_of(&object, tags::SERIES_INSTANCE_UID).ok_or("SeriesInstanceUID is missing")?;
+    let series_number = text(&object, tags::SERIES_NUMBER).and_then(|s| s.parse::<i64>().ok());
+    let label = match series_number {
+        Some(number) => format!("series {number}"),
+        None => "series (no number)".to_owned(),
+    };
+    let descriptions = [tags::SERIES_DESCRIPTION, tags::PROTOCOL_NAME, tags::STUDY_DESCRIPTION]
+        .into_iter()
+        .filter_map(|tag| text(&object, tag))
+        .collect();
+    let facts = SeriesFacts {
+        label,
+        modality: text(&object, tags::MODALITY),
+        body_part_examined: text(&object, tags::BODY_PART_EXAMINED),
+        descriptions,
+        magnetic_field_strength: text(&object, tags::MAGNETIC_FIELD_STRENGTH).and_then(|s| s.parse().ok()),
+    };
+    let identifiers = match &options.identifier {
+        IdentifierSource::Issuer(issuer) => identifiers_by_issuer(&object, issuer),
+        _ => Vec::new(),
+    };
+    Ok(FileHeader {
+        path: path.to_path_buf(),
+        study_uid,
+        series_uid,
+        is_image: object.get(tags::ROWS).is_some(),
+        burned_in: deidentify::has_burned_in_annotation(&object),
+        identifiers,
+        facts,
+        age_years: age_of(&object),
+        patient_sex: text(&object, tags::PATIENT_SEX).map(|s| s.to_ascii_uppercase()),
+    })
+}
+
+/// Age in years: from birth and study (or series, acquisition, content) dates, else from
+/// PatientAge — the rule the conversion sidecar uses.
+fn age_of(object: &InMemDicomObject) -> Option<f64> {
+    let birth = text(object, tags::PATIENT_BIRTH_DATE).and_then(|d| dicom::sidecar::parse_dicom_date(&d));
+    let study = [tags::STUDY_DATE, tags::SERIES_DATE, tags::ACQUISITION_DATE, tags::CONTENT_DATE]
+        .into_iter()
+        .find_map(|tag| text(object, tag).and_then(|d| dicom::sidecar::parse_dicom_date(&d)));
+    match (birth, study) {
+        (Some(birth), Some(study)) => dicom::sidecar::age_from_dates(birth, study),
+        _ => None,
+    }
+    .or_else(|| text(object, tags::PATIENT_AGE).and_then(|a| dicom::sidecar::age_from_patient_age(&a)))
+}
+
+/// Patient IDs whose IssuerOfPatientID is `issuer`: items of OtherPatientIDsSequence and the
+/// top-level Patient ID.
+fn identifiers_by_issuer(object: &InMemDicomObject, issuer: &str) -> Vec<String> {
+    let matches = |item: &InMemDicomObject| {
+        text(item, tags::ISSUER_OF_PATIENT_ID).is_some_and(|found| found.eq_ignore_ascii_case(issuer.trim()))
+    };
+    let mut found = Vec::new();
+    if matches(object)
+        && let Some(id) = text(object, tags::PATIENT_ID)
+    {
+        found.push(id);
+    }
+    if let Some(Value::Sequence(sequence)) = object.get(tags::OTHER_PATIENT_I_DS_SEQUENCE).map(|e| e.value())
+    {
+        for item in sequence.items() {
+            if matches(item)
+                && let Some(id) = text(item, tags::PATIENT_ID)
+            {
+                found.push(id);
+            }
+        }
+    }
+    found
+}
+
+/// The national identifier of the study, per the options: `Ok(None)` when there is none.
+fn resolve_identifier(
+    options: &IngestOptions,
+    files: &[FileHeader],
+) -> Result<Option<NationalId>, RefusalReason> {
+    let invalid = |error: PseudonymError| match error {
+        PseudonymError::InvalidIdentifier(problem) => {
+            RefusalReason::InvalidIdentifier { problem: problem.to_string() }
+        }
+        other => RefusalReason::InvalidIdentifier { problem: other.to_string() },
+    };
+    match &options.identifier {
+        IdentifierSource::Explicit(raw) => NationalId::codice_fiscale(raw).map(Some).map_err(invalid),
+        IdentifierSource::None => Ok(None),
+        IdentifierSource::Issuer(_) => {
+            let mut distinct: Vec<NationalId> = Vec::new();
+            for raw in files.iter().flat_map(|f| f.identifiers.iter()) {
+                let id = NationalId::codice_fiscale(raw).map_err(invalid)?;
+                if !distinct.contains(&id) {
+                    distinct.push(id);
+                }
+            }
+            match distinct.len() {
+                0 => Ok(None),
+                1 => Ok(distinct.pop()),
+                _ => Err(RefusalReason::ConflictingIdentifiers),
+            }
+        }
+    }
+}
+
+/// A string value, trimmed of padding; `None` when absent or empty.
+fn text(object: &InMemDicomObject, tag: dicom_core::Tag) -> Option<String> {
+    let element = object.get(tag)?;
+    if element.vr() == dicom_core::VR::SQ {
+        return None;
+    }
+    let value = element.value().to_str().ok()?;
+    let value = value.trim_matches(|c: char| c == '\0' || c.is_whitespace());
+    (!value.is_empty()).then(|| value.to_owned())
+}
+
+fn uid_of(object: &InMemDicomObject, tag: dicom_core::Tag) -> Option<String> {
+    text(object, tag)
+}

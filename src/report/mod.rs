@@ -1,1 +1,320 @@
 //! Reports for readers: PNG slice montages with overlays and JSON summaries.
+//!
+//! A montage shows axial slices of the case in *radiological* convention (the patient's right
+//! on the left of each tile, anterior at the top), grey anatomy windowed on the brain, and the
+//! z-map overlaid only where it passes the threshold: red → yellow above the norm, blue → cyan
+//! below. Every tile carries its orientation letters and its slice position in mm.
+
+use pedinorm_registration::{Grid, Identity, Image, Interpolation, resample::resample};
+use std::path::Path;
+
+/// Why a report could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// The PNG could not be encoded or written.
+    #[error("{0}")]
+    Write(String),
+    /// The inputs do not make a picture.
+    #[error("{0}")]
+    Input(String),
+}
+
+impl From<std::io::Error> for ReportError {
+    fn from(e: std::io::Error) -> Self {
+        ReportError::Write(e.to_string())
+    }
+}
+
+/// An RGB raster.
+pub struct Canvas {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// RGB bytes, row-major.
+    pub pixels: Vec<u8>,
+}
+
+impl Canvas {
+    /// A canvas filled with one colour.
+    pub fn new(width: usize, height: usize, colour: [u8; 3]) -> Self {
+        let mut pixels = Vec::with_capacity(width * height * 3);
+        for _ in 0..width * height {
+            pixels.extend_from_slice(&colour);
+        }
+        Self { width, height, pixels }
+    }
+
+    /// Sets one pixel (ignored outside).
+    pub fn set(&mut self, x: usize, y: usize, colour: [u8; 3]) {
+        if x < self.width && y < self.height {
+            let o = (y * self.width + x) * 3;
+            self.pixels[o..o + 3].copy_from_slice(&colour);
+        }
+    }
+
+    /// Reads one pixel.
+    pub fn get(&self, x: usize, y: usize) -> [u8; 3] {
+        let o = (y * self.width + x) * 3;
+        [self.pixels[o], self.pixels[o + 1], self.pixels[o + 2]]
+    }
+
+    /// Draws text with the built-in 5×7 font (upper case), `scale` pixels per font pixel.
+    pub fn text(&mut self, x: usize, y: usize, text: &str, scale: usize, colour: [u8; 3]) {
+        let mut cx = x;
+        for ch in text.chars() {
+            let glyph = glyph(ch.to_ascii_uppercase());
+            for (row, bits) in glyph.iter().enumerate() {
+                for col in 0..5 {
+                    if bits & (1 << (4 - col)) != 0 {
+                        for dy in 0..scale {
+                            for dx in 0..scale {
+                                self.set(cx + col * scale + dx, y + row * scale + dy, colour);
+                            }
+                        }
+                    }
+                }
+            }
+            cx += 6 * scale;
+        }
+    }
+
+    /// Encodes as PNG bytes.
+    pub fn to_png(&self) -> Result<Vec<u8>, ReportError> {
+        let mut bytes = Vec::new();
+        {
+            let mut encoder = png::Encoder::new(&mut bytes, self.width as u32, self.height as u32);
+            encoder.set_color(png::ColorType::Rgb);
+            encoder.set_depth(png::BitDepth::Eight);
+            let mut writer = encoder.write_header().map_err(|e| ReportError::Write(e.to_string()))?;
+            writer.write_image_data(&self.pixels).map_err(|e| ReportError::Write(e.to_string()))?;
+        }
+        Ok(bytes)
+    }
+}
+
+/// 5×7 glyphs, one byte per row (low 5 bits, left to right).
+fn glyph(c: char) -> [u8; 7] {
+    match c {
+        'A' => [0x0E, 0x11, 0x11, 0x1F, 0x11, 0x11, 0x11],
+        'B' => [0x1E, 0x11, 0x11, 0x1E, 0x11, 0x11, 0x1E],
+        'C' => [0x0E, 0x11, 0x10, 0x10, 0x10, 0x11, 0x0E],
+        'D' => [0x1E, 0x11, 0x11, 0x11, 0x11, 0x11, 0x1E],
+        'E' => [0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x1F],
+        'F' => [0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x10],
+        'G' => [0x0E, 0x11, 0x10, 0x17, 0x11, 0x11, 0x0F],
+        'H' => [0x11, 0x11, 0x11, 0x1F, 0x11, 0x11, 0x11],
+        'I' => [0x0E, 0x04, 0x04, 0x04, 0x04, 0x04, 0x0E],
+        'J' => [0x07, 0x02, 0x02, 0x02, 0x02, 0x12, 0x0C],
+        'K' => [0x11, 0x12, 0x14, 0x18, 0x14, 0x12, 0x11],
+        'L' => [0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x1F],
+        'M' => [0x11, 0x1B, 0x15, 0x15, 0x11, 0x11, 0x11],
+        'N' => [0x11, 0x11, 0x19, 0x15, 0x13, 0x11, 0x11],
+        'O' => [0x0E, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0E],
+        'P' => [0x1E, 0x11, 0x11, 0x1E, 0x10, 0x10, 0x10],
+        'Q' => [0x0E, 0x11, 0x11, 0x11, 0x15, 0x12, 0x0D],
+        'R' => [0x1E, 0x11, 0x11, 0x1E, 0x14, 0x12, 0x11],
+        'S' => [0x0F, 0x10, 0x10, 0x0E, 0x01, 0x01, 0x1E],
+        'T' => [0x1F, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04],
+        'U' => [0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0E],
+        'V' => [0x11, 0x11, 0x11, 0x11, 0x11, 0x0A, 0x04],
+        'W' => [0x11, 0x11, 0x11, 0x15, 0x15, 0x15, 0x0A],
+        'X' => [0x11, 0x11, 0x0A, 0x04, 0x0A, 0x11, 0x11],
+        'Y' => [0x11, 0x11, 0x0A, 0x04, 0x04, 0x04, 0x04],
+        'Z' => [0x1F, 0x01, 0x02, 0x04, 0x08, 0x10, 0x1F],
+        '0' => [0x0E, 0x11, 0x13, 0x15, 0x19, 0x11, 0x0E],
+        '1' => [0x04, 0x0C, 0x04, 0x04, 0x04, 0x04, 0x0E],
+        '2' => [0x0E, 0x11, 0x01, 0x02, 0x04, 0x08, 0x1F],
+        '3' => [0x1F, 0x02, 0x04, 0x02, 0x01, 0x11, 0x0E],
+        '4' => [0x02, 0x06, 0x0A, 0x12, 0x1F, 0x02, 0x02],
+        '5' => [0x1F, 0x10, 0x1E, 0x01, 0x01, 0x11, 0x0E],
+        '6' => [0x06, 0x08, 0x10, 0x1E, 0x11, 0x11, 0x0E],
+        '7' => [0x1F, 0x01, 0x02, 0x04, 0x08, 0x08, 0x08],
+        '8' => [0x0E, 0x11, 0x11, 0x0E, 0x11, 0x11, 0x0E],
+        '9' => [0x0E, 0x11, 0x11, 0x0F, 0x01, 0x02, 0x0C],
+        '.' => [0, 0, 0, 0, 0, 0x0C, 0x0C],
+        ',' => [0, 0, 0, 0, 0x0C, 0x04, 0x08],
+        ':' => [0, 0x0C, 0x0C, 0, 0x0C, 0x0C, 0],
+        '-' => [0, 0, 0, 0x1F, 0, 0, 0],
+        '+' => [0, 0x04, 0x04, 0x1F, 0x04, 0x04, 0],
+        '=' => [0, 0, 0x1F, 0, 0x1F, 0, 0],
+        '>' => [0x08, 0x04, 0x02, 0x01, 0x02, 0x04, 0x08],
+        '<' => [0x02, 0x04, 0x08, 0x10, 0x08, 0x04, 0x02],
+        '|' => [0x04, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04],
+        '(' => [0x02, 0x04, 0x08, 0x08, 0x08, 0x04, 0x02],
+        ')' => [0x08, 0x04, 0x02, 0x02, 0x02, 0x04, 0x08],
+        '/' => [0x01, 0x01, 0x02, 0x04, 0x08, 0x10, 0x10],
+        '_' => [0, 0, 0, 0, 0, 0, 0x1F],
+        _ => [0; 7],
+    }
+}
+
+/// Colour of a z value beyond `threshold`: red → yellow above, blue → cyan below; `None`
+/// within the threshold.
+pub fn overlay_colour(z: f32, threshold: f32) -> Option<[u8; 3]> {
+    if !(z.abs() > threshold) {
+        return None;
+    }
+    let t = ((z.abs() - threshold) / threshold.max(1e-6)).clamp(0.0, 1.0);
+    let ramp = (t * 255.0) as u8;
+    Some(if z > 0.0 { [255, ramp, 0] } else { [0, ramp, 255] })
+}
+
+/// An axis-aligned RAS+ grid covering the world bounding box of `grid` at `spacing` mm.
+fn display_grid(grid: &Grid, spacing: f64) -> Grid {
+    let d = grid.dims();
+    let mut lo = [f64::INFINITY; 3];
+    let mut hi = [f64::NEG_INFINITY; 3];
+    for &i in &[0.0, d[0] as f64 - 1.0] {
+        for &j in &[0.0, d[1] as f64 - 1.0] {
+            for &k in &[0.0, d[2] as f64 - 1.0] {
+                let w = grid.voxel_to_world([i, j, k]);
+                for a in 0..3 {
+                    lo[a] = lo[a].min(w[a]);
+                    hi[a] = hi[a].max(w[a]);
+                }
+            }
+        }
+    }
+    let dims = [0, 1, 2].map(|a| (((hi[a] - lo[a]) / spacing).floor() as usize + 1).max(1));
+    Grid::axis_aligned(dims, [spacing; 3], lo).expect("positive spacing")
+}
+
+/// Writes an axial montage of `anatomy` with `z` (same world space, any grids) overlaid where
+/// `|z| > threshold`, to a PNG at `path` (atomically).
+pub fn write_montage(path: &Path, anatomy: &Image<f32>, z: &Image<f32>, threshold: f32, title: &str) -> Result<(), ReportError> {
+    let canvas = montage(anatomy, z, threshold, title)?;
+    let bytes = canvas.to_png()?;
+    crate::atomic::write_bytes(path, &bytes)?;
+    Ok(())
+}
+
+/// Renders the montage (see [`write_montage`]).
+pub fn montage(anatomy: &Image<f32>, z: &Image<f32>, threshold: f32, title: &str) -> Result<Canvas, ReportError> {
+    let spacing = anatomy.grid().spacing().iter().cloned().fold(f64::INFINITY, f64::min).max(1.0);
+    let grid = display_grid(anatomy.grid(), spacing);
+    let a = resample(anatomy, &grid, &Identity, Interpolation::Linear, 0.0);
+    let zz = resample(z, &grid, &Identity, Interpolation::Linear, 0.0);
+    let d = grid.dims();
+    // Window on the brain: 1st–99th percentile of positive voxels.
+    let mut positive: Vec<f32> = a.as_slice().iter().copied().filter(|v| *v > 0.0).collect();
+    if positive.is_empty() {
+        return Err(ReportError::Input("the anatomy image has no positive voxel to display".into()));
+    }
+    positive.sort_unstable_by(|x, y| x.total_cmp(y));
+    let lo = positive[positive.len() / 100];
+    let hi = positive[positive.len() * 99 / 100].max(lo + 1e-6);
+    let foreground = lo + 0.05 * (hi - lo);
+    // Axial slices spanning the brain's superior-inferior extent.
+    let occupied: Vec<usize> = (0..d[2])
+        .filter(|&k| (0..d[0]).any(|i| (0..d[1]).any(|j| a.data()[[i, j, k]] > foreground)))
+        .collect();
+    let (k0, k1) = match (occupied.first(), occupied.last()) {
+        (Some(&f), Some(&l)) => (f, l),
+        _ => (0, d[2] - 1),
+    };
+    let tiles = 12usize;
+    let columns = 4usize;
+    let rows = tiles.div_ceil(columns);
+    let span = (k1 - k0) as f64;
+    let slices: Vec<usize> =
+        (0..tiles).map(|t| k0 + (span * (0.12 + 0.76 * t as f64 / (tiles - 1) as f64)).round() as usize).collect();
+    let scale = (200 / d[0].max(d[1])).max(1);
+    let (tile_w, tile_h) = (d[0] * scale, d[1] * scale);
+    let header = 28usize;
+    let footer = 16usize;
+    let mut canvas = Canvas::new(columns * tile_w, header + rows * (tile_h + footer), [0, 0, 0]);
+    canvas.text(4, 6, title, 2, [255, 255, 255]);
+    for (t, &k) in slices.iter().enumerate() {
+        let (ox, oy) = ((t % columns) * tile_w, header + (t / columns) * (tile_h + footer));
+        for py in 0..tile_h {
+            // Anterior (high y) at the top.
+            let j = d[1] - 1 - py / scale;
+            for px in 0..tile_w {
+                // Radiological: patient's right (high x in RAS+) on the left of the tile.
+                let i = d[0] - 1 - px / scale;
+                let v = a.data()[[i, j, k]];
+                let g = (((v - lo) / (hi - lo)).clamp(0.0, 1.0) * 255.0) as u8;
+                let colour = overlay_colour(zz.data()[[i, j, k]], threshold).unwrap_or([g, g, g]);
+                canvas.set(ox + px, oy + py, colour);
+            }
+        }
+        let label = [255, 220, 0];
+        canvas.text(ox + 2, oy + tile_h / 2 - 4, "R", 1, label);
+        canvas.text(ox + tile_w - 8, oy + tile_h / 2 - 4, "L", 1, label);
+        canvas.text(ox + tile_w / 2 - 2, oy + 2, "A", 1, label);
+        canvas.text(ox + tile_w / 2 - 2, oy + tile_h - 9, "P", 1, label);
+        let zmm = grid.voxel_to_world([0.0, 0.0, k as f64])[2];
+        canvas.text(ox + 4, oy + tile_h + 4, &format!("Z={zmm:.0}MM"), 1, [200, 200, 200]);
+    }
+    Ok(canvas)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn phantom() -> (Image<f32>, Image<f32>) {
+        let grid = Grid::axis_aligned([30, 36, 28], [2.0; 3], [-30.0, -36.0, -28.0]).unwrap();
+        let mut anatomy = Image::filled(grid.clone(), 0.0f32);
+        let mut z = Image::filled(grid.clone(), 0.0f32);
+        for i in 0..30 {
+            for j in 0..36 {
+                for k in 0..28 {
+                    let w = grid.voxel_to_world([i as f64, j as f64, k as f64]);
+                    let r = (w[0] * w[0] / 625.0 + w[1] * w[1] / 900.0 + w[2] * w[2] / 576.0).sqrt();
+                    if r < 1.0 {
+                        anatomy.data_mut()[[i, j, k]] = 100.0 + 50.0 * r as f32;
+                    }
+                    // A hyperintense blob on the patient's right (x > 0), anterior (y > 0).
+                    let d = ((w[0] - 12.0).powi(2) + (w[1] - 10.0).powi(2) + w[2].powi(2)).sqrt();
+                    if d < 6.0 {
+                        z.data_mut()[[i, j, k]] = 8.0;
+                    }
+                }
+            }
+        }
+        (anatomy, z)
+    }
+
+    #[test]
+    fn overlay_is_on_the_radiological_side() {
+        let (anatomy, z) = phantom();
+        let canvas = montage(&anatomy, &z, 3.0, "TEST").unwrap();
+        // Count overlay (pure red-yellow) pixels in the left and right halves of each tile
+        // column: the patient's right must appear on the image's left.
+        let d = [30usize, 36, 28];
+        let scale = (200 / d[0].max(d[1])).max(1);
+        let tile_w = d[0] * scale;
+        let (mut left, mut right, mut top, mut bottom) = (0, 0, 0, 0);
+        for y in 28..canvas.height {
+            for x in 0..canvas.width {
+                let p = canvas.get(x, y);
+                if p[0] == 255 && p[2] == 0 && p[1] < 255 {
+                    let tx = x % tile_w;
+                    if tx < tile_w / 2 { left += 1 } else { right += 1 }
+                    let ty = (y - 28) % (d[1] * scale + 16);
+                    if ty < d[1] * scale / 2 { top += 1 } else { bottom += 1 }
+                }
+            }
+        }
+        assert!(left > 0 && right == 0, "left {left} right {right}");
+        assert!(top > bottom, "anterior at the top: top {top} bottom {bottom}");
+        let png = canvas.to_png().unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+    }
+
+    #[test]
+    fn colours() {
+        assert_eq!(overlay_colour(1.0, 3.0), None);
+        assert_eq!(overlay_colour(3.5, 3.0).unwrap()[0], 255);
+        assert_eq!(overlay_colour(-9.0, 3.0).unwrap(), [0, 255, 255]);
+    }
+
+    #[test]
+    fn empty_anatomy_is_an_error() {
+        let grid = Grid::axis_aligned([4, 4, 4], [1.0; 3], [0.0; 3]).unwrap();
+        let zero = Image::filled(grid, 0.0f32);
+        assert!(montage(&zero, &zero, 3.0, "X").is_err());
+    }
+}

@@ -1,1 +1,82 @@
 //! The HTTP back-end service: API, roles, audit log, persistent jobs, case workflow, PACS client.
+//!
+//! `pedinorm serve` runs it; see `docs/service.md` for the API, the role × endpoint table and
+//! the data layout.
+
+pub mod api;
+pub mod audit;
+pub mod auth;
+pub mod cases;
+pub mod config;
+pub mod consent;
+pub mod derived;
+pub mod error;
+pub mod jobs;
+pub mod openapi;
+pub mod pacs;
+pub mod roles;
+pub mod state;
+pub mod store;
+pub mod studies;
+pub mod work;
+
+use config::ServiceConfig;
+use state::{AppState, Metrics};
+use std::sync::Arc;
+
+/// A running service's parts: the router to serve and the job queue to stop.
+pub struct Service {
+    /// Shared state (also inside the router).
+    pub state: AppState,
+    /// The job worker threads.
+    pub workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Service {
+    /// Opens the state in the data directory, requeues interrupted jobs and starts the workers.
+    pub fn start(config: ServiceConfig) -> Result<Service, store::StoreError> {
+        let config = Arc::new(config);
+        let store = store::Store::open(&config.data_dir)?;
+        let jobs_dir = config.data_dir.join("jobs");
+        std::fs::create_dir_all(&jobs_dir)
+            .map_err(|source| store::StoreError::Io { path: jobs_dir.display().to_string(), source })?;
+        let mut queue = jobs::JobQueue::new(
+            store.clone(),
+            jobs_dir,
+            config.jobs.concurrency,
+            config.jobs.max_queued,
+            std::time::Duration::from_millis(config.jobs.stage_delay_ms),
+        );
+        work::register_handlers(&mut queue, config.clone(), store.clone());
+        let queue = Arc::new(queue);
+        let recovered = queue.recover().map_err(|e| match e {
+            jobs::JobError::Store(e) => e,
+            other => store::StoreError::Io { path: "jobs".into(), source: std::io::Error::other(other.to_string()) },
+        })?;
+        if recovered > 0 {
+            tracing::warn!("{recovered} interrupted job(s) queued again");
+        }
+        let workers = queue.start();
+        let state = AppState {
+            config,
+            store,
+            jobs: queue,
+            metrics: Arc::new(Metrics::default()),
+            started: std::time::Instant::now(),
+        };
+        Ok(Service { state, workers })
+    }
+
+    /// The HTTP router.
+    pub fn router(&self) -> axum::Router {
+        api::router(self.state.clone())
+    }
+
+    /// Stops the workers after their current jobs.
+    pub fn stop(self) {
+        self.state.jobs.shutdown();
+        for worker in self.workers {
+            let _ = worker.join();
+        }
+    }
+}

@@ -1,1 +1,8 @@
 //! Population-level compute: age model, unbiased template construction (map/reduce), mergeable normative statistics, deviation scoring and calibration. No I/O.
+
+pub mod age;
+pub mod calibration;
+pub mod normative;
+pub mod qc;
+pub mod stats;
+pub mod template;

@@ -265,6 +265,61 @@ mod tests {
     }
 
     #[test]
+    fn separable_fit_and_evaluation_match_brute_force() {
+        let dims = [5, 6, 7];
+        let spans = [2, 1, 3];
+        let sampling = axes(dims, spans);
+        let n = dims[0] * dims[1] * dims[2];
+        let values: Vec<f64> = (0..n).map(|i| ((i * 37) % 11) as f64 - 4.0).collect();
+        let weight: Vec<f64> = (0..n).map(|i| if i % 5 == 0 { 0.0 } else { 1.0 }).collect();
+        let lattice = ControlLattice::fit(spans, &sampling, &values, &weight);
+        let size = lattice.size();
+        let mut numerator = vec![0.0; lattice.values().len()];
+        let mut denominator = vec![0.0; lattice.values().len()];
+        let mut p = 0;
+        for i in 0..dims[0] {
+            for j in 0..dims[1] {
+                for k in 0..dims[2] {
+                    let (wi, wj, wk) = (sampling[0].weights[i], sampling[1].weights[j], sampling[2].weights[k]);
+                    let mut s2 = 0.0;
+                    for a in 0..4 { for b in 0..4 { for c in 0..4 { s2 += (wi[a] * wj[b] * wk[c]).powi(2); } } }
+                    for a in 0..4 {
+                        for b in 0..4 {
+                            for c in 0..4 {
+                                let w = wi[a] * wj[b] * wk[c];
+                                let index = ((sampling[0].base[i] + a) * size[1] + sampling[1].base[j] + b) * size[2] + sampling[2].base[k] + c;
+                                numerator[index] += weight[p] * w * w * (w * values[p] / s2);
+                                denominator[index] += weight[p] * w * w;
+                            }
+                        }
+                    }
+                    p += 1;
+                }
+            }
+        }
+        for (index, v) in lattice.values().iter().enumerate() {
+            let expected = if denominator[index] > 1e-12 { numerator[index] / denominator[index] } else { 0.0 };
+            assert!((v - expected).abs() < 1e-9, "control point {index}: {v} vs {expected}");
+        }
+        let out = lattice.evaluate(&sampling);
+        let mut p = 0;
+        for i in 0..dims[0] {
+            for j in 0..dims[1] {
+                for k in 0..dims[2] {
+                    let (wi, wj, wk) = (sampling[0].weights[i], sampling[1].weights[j], sampling[2].weights[k]);
+                    let mut v = 0.0;
+                    for a in 0..4 { for b in 0..4 { for c in 0..4 {
+                        let index = ((sampling[0].base[i] + a) * size[1] + sampling[1].base[j] + b) * size[2] + sampling[2].base[k] + c;
+                        v += wi[a] * wj[b] * wk[c] * lattice.values()[index];
+                    } } }
+                    assert!((out[p] - v).abs() < 1e-9);
+                    p += 1;
+                }
+            }
+        }
+    }
+
+    #[test]
     fn basis_is_partition_of_unity() {
         for t in [0.0, 0.25, 0.5, 0.99] {
             assert!((basis(t).iter().sum::<f64>() - 1.0).abs() < 1e-12);
@@ -293,7 +348,7 @@ mod tests {
         }
         let fitted = lattice.evaluate(&sampling);
         let max_error = values.iter().zip(&fitted).map(|(v, f)| (v - f).abs()).fold(0.0, f64::max);
-        assert!(max_error < 0.01, "max error {max_error}");
+        assert!(max_error < 0.03, "max error {max_error}");
         let refined = lattice.refine();
         assert_eq!(refined.spans(), [8, 8, 8]);
         let again = refined.evaluate(&axes(dims, refined.spans()));
@@ -302,13 +357,28 @@ mod tests {
     }
 
     #[test]
-    fn constant_is_fitted_exactly_where_data_are() {
+    fn constant_is_approached_by_repeated_fits() {
         let dims = [6, 7, 8];
         let spans = [1, 2, 1];
         let values = vec![2.5; 6 * 7 * 8];
         let weight = vec![1.0; values.len()];
-        let lattice = ControlLattice::fit(spans, &axes(dims, spans), &values, &weight);
-        let out = lattice.evaluate(&axes(dims, spans));
-        assert!(out.iter().all(|v| (v - 2.5).abs() < 1e-9));
+        let sampling = axes(dims, spans);
+        // One MBA pass is an approximation (control points at the domain's corners are
+        // under-estimated); fitting the residual again converges to the data.
+        let worst = |lattice: &ControlLattice| {
+            lattice.evaluate(&sampling).iter().map(|v| (v - 2.5).abs()).fold(0.0, f64::max)
+        };
+        let mut lattice = ControlLattice::zeros(spans);
+        let mut first = 0.0;
+        for iteration in 0..40 {
+            let fitted = lattice.evaluate(&sampling);
+            let residual: Vec<f64> = values.iter().zip(&fitted).map(|(v, f)| v - f).collect();
+            lattice.add(&ControlLattice::fit(spans, &sampling, &residual, &weight));
+            if iteration == 0 {
+                first = worst(&lattice);
+            }
+        }
+        let last = worst(&lattice);
+        assert!(last < 0.2 * first, "max error {first} after one fit, {last} after 40");
     }
 }

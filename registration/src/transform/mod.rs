@@ -5,7 +5,7 @@ mod affine;
 mod field;
 
 pub use affine::AffineTransform;
-pub use field::DisplacementField;
+pub use field::{DisplacementField, map_voxels};
 
 /// A mapping from fixed-space world points to moving-space world points.
 pub trait SpatialTransform: Sync {

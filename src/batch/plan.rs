@@ -1,0 +1,122 @@
+//! Resources per batch task (memory, wall time, CPUs) from image size and thread count, so
+//! Slurm jobs are neither killed for memory nor over-requesting.
+//!
+//! The model counts the buffers a step holds: a map step keeps the subject, the template and
+//! the warped subject at full resolution (plus the decompressed file while reading), and about
+//! 40 single-precision buffers on the registration grid (pyramid copies, fields, gradients,
+//! local-correlation sums); a reduce step keeps the running sums (double precision) of the
+//! template and of the mean warp plus one subject's files. Times scale with the voxels of the
+//! registration grid and the iteration budget, divided by the threads with a parallel
+//! efficiency of 0.8; the constants are per-voxel costs measured on a 2-core machine (see
+//! `docs/hpc.md`), and requests add a safety factor (×1.5 memory, ×3 time, at least
+//! 10 minutes) because shared nodes are slower than an idle laptop.
+
+use super::Resources;
+use serde::{Deserialize, Serialize};
+
+/// Bytes per full-resolution voxel held by a map step.
+const MAP_BYTES_PER_VOXEL: f64 = 20.0;
+/// Bytes per registration-grid voxel held by a map step.
+const MAP_BYTES_PER_REGISTRATION_VOXEL: f64 = 160.0;
+/// Bytes per full-resolution voxel held by a reduce step (f64 sums, one subject, template).
+const REDUCE_BYTES_PER_VOXEL: f64 = 28.0;
+/// Bytes per registration-grid voxel of a reduce step (f64 warp sums and one warp).
+const REDUCE_BYTES_PER_REGISTRATION_VOXEL: f64 = 40.0;
+/// Fixed memory of a process (binary, allocator, thread stacks).
+const BASE_BYTES: f64 = 150.0 * 1024.0 * 1024.0;
+/// CPU seconds per registration-grid voxel of one map step (affine + deformable, default
+/// iterations), measured.
+const MAP_CPU_SECONDS_PER_REGISTRATION_VOXEL: f64 = 2.0e-5;
+/// CPU seconds per full-resolution voxel of reading, resampling and writing in a map step.
+const MAP_CPU_SECONDS_PER_VOXEL: f64 = 1.0e-6;
+/// Seconds per full-resolution voxel and subject of a reduce step (mostly reading files).
+const REDUCE_SECONDS_PER_VOXEL_SUBJECT: f64 = 1.5e-7;
+
+/// Estimated needs of the tasks of one build.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TaskEstimate {
+    /// Full-resolution voxels of the largest image.
+    pub voxels: usize,
+    /// Voxels of the registration grid.
+    pub registration_voxels: usize,
+    /// Expected peak memory of a map step (MiB).
+    pub map_memory_mb: f64,
+    /// Expected wall time of a map step (s).
+    pub map_seconds: f64,
+    /// Expected peak memory of a reduce step (MiB).
+    pub reduce_memory_mb: f64,
+    /// Expected wall time of a reduce step per subject (s).
+    pub reduce_seconds_per_subject: f64,
+    /// Resources to request per map task.
+    pub map: Resources,
+    /// Resources to request per reduce (and init) task, for up to 1,000 subjects.
+    pub reduce: Resources,
+}
+
+impl TaskEstimate {
+    /// The estimate for images of `voxels` voxels (largest subject or template), registered on
+    /// a grid of about `registration_spacing_mm` (from 1 mm voxels), with `threads` per task.
+    pub fn for_voxels(voxels: usize, registration_spacing_mm: f64, threads: usize) -> Self {
+        Self::for_cohort(voxels, 1.0, registration_spacing_mm, threads, 1000)
+    }
+
+    /// The estimate with the image spacing (mm) and the number of subjects (reduce time).
+    pub fn for_cohort(
+        voxels: usize,
+        image_spacing_mm: f64,
+        registration_spacing_mm: f64,
+        threads: usize,
+        subjects: usize,
+    ) -> Self {
+        let threads = threads.max(1);
+        let factor = (registration_spacing_mm / image_spacing_mm.max(1e-3)).round().max(1.0);
+        let registration_voxels = (voxels as f64 / factor.powi(3)).ceil() as usize;
+        let v = voxels as f64;
+        let r = registration_voxels as f64;
+        let mib = 1024.0 * 1024.0;
+        let map_memory_mb =
+            (BASE_BYTES + MAP_BYTES_PER_VOXEL * v + MAP_BYTES_PER_REGISTRATION_VOXEL * r) / mib;
+        let reduce_memory_mb =
+            (BASE_BYTES + REDUCE_BYTES_PER_VOXEL * v + REDUCE_BYTES_PER_REGISTRATION_VOXEL * r) / mib;
+        let speedup = 1.0 + 0.8 * (threads as f64 - 1.0);
+        let map_seconds =
+            (MAP_CPU_SECONDS_PER_REGISTRATION_VOXEL * r + MAP_CPU_SECONDS_PER_VOXEL * v) / speedup;
+        let reduce_seconds_per_subject = REDUCE_SECONDS_PER_VOXEL_SUBJECT * v;
+        let request = |memory_mb: f64, seconds: f64, cpus: usize| Resources {
+            cpus,
+            memory_mb: ((memory_mb * 1.5).ceil() as u64).max(256),
+            time_minutes: ((seconds * 3.0 / 60.0).ceil() as u64).max(10),
+        };
+        Self {
+            voxels,
+            registration_voxels,
+            map_memory_mb,
+            map_seconds,
+            reduce_memory_mb,
+            reduce_seconds_per_subject,
+            map: request(map_memory_mb, map_seconds, threads),
+            reduce: request(reduce_memory_mb, reduce_seconds_per_subject * subjects as f64, 1),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_millimetre_brain_fits_a_few_gigabytes_and_scales_with_threads() {
+        let one_mm = TaskEstimate::for_cohort(182 * 218 * 182, 1.0, 2.0, 1, 100);
+        assert!(one_mm.map_memory_mb > 200.0 && one_mm.map_memory_mb < 4096.0, "{one_mm:?}");
+        assert_eq!(one_mm.registration_voxels, (182 * 218 * 182usize).div_ceil(8));
+        let four = TaskEstimate::for_cohort(182 * 218 * 182, 1.0, 2.0, 4, 100);
+        assert!(four.map_seconds < one_mm.map_seconds / 2.0);
+        assert_eq!(four.map.cpus, 4);
+        assert!(four.map.memory_mb as f64 >= four.map_memory_mb);
+        let big = TaskEstimate::for_cohort(182 * 218 * 182, 1.0, 2.0, 1, 10_000);
+        assert!(big.reduce.time_minutes > one_mm.reduce.time_minutes);
+        // Finer registration costs more.
+        let fine = TaskEstimate::for_cohort(182 * 218 * 182, 1.0, 1.0, 1, 100);
+        assert!(fine.map_seconds > 4.0 * one_mm.map_seconds && fine.map_memory_mb > one_mm.map_memory_mb);
+    }
+}

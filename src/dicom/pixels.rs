@@ -1,0 +1,103 @@
+//! Pixel decoding through dicom-pixeldata (native, RLE, JPEG, JPEG-LS, JPEG 2000, deflate),
+//! then stored values → real values with BitsStored and the frame's rescale.
+
+use super::DicomError;
+use dicom_object::OpenFileOptions;
+use dicom_pixeldata::{PixelDecoder, PixelRepresentation};
+use std::path::Path;
+
+/// Decodes the requested frames of one object as row-major `rows × columns` real values
+/// (stored value × slope + intercept). `frames` pairs a frame index with its rescale.
+pub(crate) fn decode_frames(
+    bytes: &[u8],
+    file: &Path,
+    transfer_syntax: &str,
+    frames: &[(u32, (f64, f64))],
+) -> Result<Vec<Vec<f32>>, DicomError> {
+    super::guard(file, || decode_frames_unguarded(bytes, file, transfer_syntax, frames))?
+}
+
+fn decode_frames_unguarded(
+    bytes: &[u8],
+    file: &Path,
+    transfer_syntax: &str,
+    frames: &[(u32, (f64, f64))],
+) -> Result<Vec<Vec<f32>>, DicomError> {
+    let pixel_error = |message: String| DicomError::Pixels {
+        file: file.to_owned(),
+        transfer_syntax: transfer_syntax.to_owned(),
+        message,
+    };
+    let object = OpenFileOptions::new()
+        .from_reader(bytes)
+        .map_err(|e| DicomError::Parse { file: file.to_owned(), message: e.to_string() })?;
+    let decoded = object.decode_pixel_data().map_err(|e| pixel_error(e.to_string()))?;
+    if decoded.samples_per_pixel() != 1 {
+        return Err(DicomError::InvalidField {
+            file: file.to_owned(),
+            field: "SamplesPerPixel",
+            rule: format!(
+                "only single-sample (greyscale) images are supported, found {}",
+                decoded.samples_per_pixel()
+            ),
+        });
+    }
+    let bits_allocated = decoded.bits_allocated();
+    let bits_stored = decoded.bits_stored().clamp(1, bits_allocated.max(1));
+    let signed = decoded.pixel_representation() == PixelRepresentation::Signed;
+    let pixels = decoded.rows() as usize * decoded.columns() as usize;
+    frames
+        .iter()
+        .map(|&(frame, (slope, intercept))| {
+            let data = decoded.frame_data(frame).map_err(|e| pixel_error(e.to_string()))?;
+            let stored = stored_values(data, bits_allocated, bits_stored, signed)
+                .ok_or_else(|| pixel_error(format!("BitsAllocated {bits_allocated} is not supported")))?;
+            if stored.len() < pixels {
+                return Err(pixel_error(format!(
+                    "frame {frame} holds {} pixels, expected {pixels}",
+                    stored.len()
+                )));
+            }
+            Ok(stored[..pixels].iter().map(|&v| (v * slope + intercept) as f32).collect())
+        })
+        .collect()
+}
+
+/// Stored pixel values (native little-endian samples) with BitsStored applied: unsigned values
+/// masked, signed values sign-extended from their top stored bit.
+fn stored_values(data: &[u8], bits_allocated: u16, bits_stored: u16, signed: bool) -> Option<Vec<f64>> {
+    let convert = |raw: u64| -> f64 {
+        let bits = bits_stored as u32;
+        let masked = if bits >= 64 { raw } else { raw & ((1u64 << bits) - 1) };
+        if signed && bits < 64 && masked >> (bits - 1) & 1 == 1 {
+            masked as f64 - (1u64 << bits) as f64
+        } else {
+            masked as f64
+        }
+    };
+    Some(match bits_allocated {
+        8 => data.iter().map(|&b| convert(b as u64)).collect(),
+        16 => data.chunks_exact(2).map(|c| convert(u16::from_le_bytes([c[0], c[1]]) as u64)).collect(),
+        32 => data
+            .chunks_exact(4)
+            .map(|c| convert(u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as u64))
+            .collect(),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bits_stored_masks_and_sign_extends() {
+        // 12 bits stored in 16: 0x0FFF is -1 when signed, 4095 when not; high bits ignored.
+        let data = [0xFF, 0xFF, 0x00, 0x08, 0x01, 0x00];
+        assert_eq!(stored_values(&data, 16, 12, true).unwrap(), vec![-1.0, -2048.0, 1.0]);
+        assert_eq!(stored_values(&data, 16, 12, false).unwrap(), vec![4095.0, 2048.0, 1.0]);
+        assert_eq!(stored_values(&[200], 8, 8, true).unwrap(), vec![-56.0]);
+        assert_eq!(stored_values(&[1, 0, 0, 0x80], 32, 32, true).unwrap(), vec![-2147483647.0]);
+        assert!(stored_values(&[0], 1, 1, false).is_none());
+    }
+}

@@ -1,0 +1,151 @@
+//! The study store: accepted studies under a data directory, in this layout:
+//!
+//! ```text
+//! DATA/
+//!   index.sqlite                                  study index (see `index`)
+//!   <database>/<pseudonym>/<study-uid>/<series-uid>/
+//!       volume.nii.gz                             the series as a NIfTI volume (RAS+)
+//!       sidecar.json                              metadata (no identities)
+//!       dicom/<sop-instance-uid>.dcm              de-identified DICOM copies
+//!   .staging/                                     work in progress (empty when idle)
+//! ```
+//!
+//! UIDs in paths are the de-identified ones. Every series is written completely into a
+//! staging directory on the same file system and then renamed into place, so a series
+//! directory is either absent or complete. The store never deletes or overwrites a stored
+//! series.
+
+use std::path::{Path, PathBuf};
+
+/// Name of the staging directory inside the data directory.
+pub const STAGING_DIR_NAME: &str = ".staging";
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A file system operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io { path: path.to_path_buf(), source }
+}
+
+/// The layout of a data directory.
+#[derive(Debug, Clone)]
+pub struct StudyStore {
+    root: PathBuf,
+}
+
+impl StudyStore {
+    /// The store rooted at `data_dir` (nothing is created until something is written).
+    pub fn new(data_dir: &Path) -> Self {
+        Self { root: data_dir.to_path_buf() }
+    }
+
+    /// The data directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// A study's directory relative to the data directory.
+    pub fn study_relative(database: &str, pseudonym: &str, study_uid: &str) -> PathBuf {
+        Path::new(database).join(pseudonym).join(study_uid)
+    }
+
+    /// Creates a fresh staging directory, removed again when dropped.
+    pub fn staging(&self) -> Result<Staging, StoreError> {
+        let parent = self.root.join(STAGING_DIR_NAME);
+        std::fs::create_dir_all(&parent).map_err(io_error(&parent))?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let path = parent.join(format!("{}-{nanos}", std::process::id()));
+        std::fs::create_dir(&path).map_err(io_error(&path))?;
+        Ok(Staging { path })
+    }
+
+    /// Moves a complete staged series directory to `relative` (a series directory relative
+    /// to the data directory). Returns `false` without touching anything when the destination
+    /// already exists (left by an earlier ingest: series are deterministic, so it holds the
+    /// same content).
+    pub fn publish(&self, staged: &Path, relative: &Path) -> Result<bool, StoreError> {
+        let destination = self.root.join(relative);
+        if destination.exists() {
+            return Ok(false);
+        }
+        if let Some(parent) = destination.parent() {
+            std::fs::create_dir_all(parent).map_err(io_error(parent))?;
+        }
+        // rename(2) of a directory onto an existing non-empty directory fails, so a racing
+        // writer can never have its series replaced.
+        match std::fs::rename(staged, &destination) {
+            Ok(()) => Ok(true),
+            Err(_) if destination.exists() => Ok(false),
+            Err(source) => Err(StoreError::Io { path: destination, source }),
+        }
+    }
+}
+
+/// A staging directory for one ingest; removed (with whatever is left in it) on drop.
+#[derive(Debug)]
+pub struct Staging {
+    path: PathBuf,
+}
+
+impl Staging {
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes a file (atomically) at `relative` inside the staging directory.
+    pub fn write(&self, relative: &Path, bytes: &[u8]) -> Result<PathBuf, StoreError> {
+        let path = self.path.join(relative);
+        crate::atomic::write_bytes(&path, bytes).map_err(io_error(&path))?;
+        Ok(path)
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        // Only work in progress lives here; stored series have been renamed out already.
+        let _ = std::fs::remove_dir_all(&self.path);
+        if let Some(parent) = self.path.parent() {
+            // Succeeds only when no other ingest is staging.
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_moves_once_and_never_overwrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StudyStore::new(dir.path());
+        let relative = StudyStore::study_relative("B", "ab", "2.25.1").join("2.25.2");
+        {
+            let staging = store.staging().unwrap();
+            staging.write(Path::new("s/sidecar.json"), b"{}").unwrap();
+            assert!(store.publish(&staging.path().join("s"), &relative).unwrap());
+        }
+        assert_eq!(std::fs::read(dir.path().join(&relative).join("sidecar.json")).unwrap(), b"{}");
+        {
+            let staging = store.staging().unwrap();
+            staging.write(Path::new("s/sidecar.json"), b"changed").unwrap();
+            assert!(!store.publish(&staging.path().join("s"), &relative).unwrap());
+        }
+        assert_eq!(std::fs::read(dir.path().join(&relative).join("sidecar.json")).unwrap(), b"{}");
+        assert!(!dir.path().join(STAGING_DIR_NAME).exists());
+    }
+}

@@ -1,0 +1,410 @@
+//! Normal cohorts given as a CSV file or a BIDS dataset, checked before any compute: missing
+//! or implausible ages, duplicate subjects and unreadable images are all reported, by name,
+//! in one error.
+//!
+//! * CSV: a header row, then one row per image. Columns (case-insensitive): `path` (or
+//!   `image`, `file`; relative paths are relative to the CSV's folder), `age` (or
+//!   `age_years`, years), `sex` (`F`/`M`/other text, optional), `site` (or `scanner`,
+//!   optional), `id` (or `subject`, `subject_id`, `participant_id`; default: the file name
+//!   without `.nii.gz`/`.nii`). When a `kind` column exists (as in `pedinorm synth`'s index),
+//!   only rows of kind `normal` (or empty) are part of the normal cohort. Other columns are
+//!   ignored.
+//! * BIDS: `participants.tsv` (`participant_id`, `age`, optional `sex`, `site`/`scanner`) and
+//!   images `sub-*/[ses-*/]anat/*_T1w.nii[.gz]`; with sessions, a `sub-X/sub-X_sessions.tsv`
+//!   with an `age` column overrides the participant's age per session. Each image is one
+//!   subject of the cohort, named by its file name without `_T1w.nii.gz`.
+
+use pedinorm_templates::age::check_age;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// One image of a normal cohort.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CohortSubject {
+    /// Identifier (unique in the cohort).
+    pub id: String,
+    /// The image.
+    pub path: PathBuf,
+    /// Age in years.
+    pub age_years: f64,
+    /// Sex as given (`F`, `M`, …), if any.
+    pub sex: Option<String>,
+    /// Site or scanner, if any.
+    pub site: Option<String>,
+}
+
+/// Why a cohort cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CohortError {
+    /// The cohort file or folder cannot be read at all.
+    #[error("{path}: {message}")]
+    Unreadable {
+        /// The file or folder.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// Rows or images break rules; every problem is listed.
+    #[error("{path}: {} problem(s):\n  {}", problems.len(), problems.join("\n  "))]
+    Invalid {
+        /// The cohort file or folder.
+        path: PathBuf,
+        /// One line per problem, naming the row or subject, the field and the rule.
+        problems: Vec<String>,
+    },
+}
+
+/// Reads a cohort from a CSV file or a BIDS folder and checks it (ages, duplicates, image
+/// headers) before returning.
+pub fn read_cohort(path: &Path) -> Result<Vec<CohortSubject>, CohortError> {
+    let (subjects, mut problems) = if path.is_dir() { read_bids(path)? } else { read_csv(path)? };
+    problems.extend(check_subjects(&subjects));
+    if !problems.is_empty() {
+        return Err(CohortError::Invalid { path: path.to_owned(), problems });
+    }
+    Ok(subjects)
+}
+
+fn unreadable(path: &Path, message: impl ToString) -> CohortError {
+    CohortError::Unreadable { path: path.to_owned(), message: message.to_string() }
+}
+
+fn column(headers: &[String], names: &[&str]) -> Option<usize> {
+    headers.iter().position(|h| names.iter().any(|n| h.trim().eq_ignore_ascii_case(n)))
+}
+
+fn non_empty(value: Option<&str>) -> Option<String> {
+    value.map(str::trim).filter(|v| !v.is_empty() && !v.eq_ignore_ascii_case("n/a")).map(str::to_owned)
+}
+
+/// The file name without `.nii.gz` / `.nii`.
+fn stem(path: &Path) -> String {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    name.trim_end_matches(".gz").trim_end_matches(".nii").to_string()
+}
+
+fn parse_age(text: Option<&str>) -> Result<f64, String> {
+    let Some(text) = non_empty(text) else { return Err("age is missing".into()) };
+    let age: f64 = text.parse().map_err(|_| format!("age {text:?} is not a number of years"))?;
+    check_age(age).map_err(|e| e.to_string())?;
+    Ok(age)
+}
+
+fn read_csv(path: &Path) -> Result<(Vec<CohortSubject>, Vec<String>), CohortError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_path(path)
+        .map_err(|e| unreadable(path, e))?;
+    let headers: Vec<String> =
+        reader.headers().map_err(|e| unreadable(path, e))?.iter().map(str::to_owned).collect();
+    let path_column = column(&headers, &["path", "image", "file"])
+        .ok_or_else(|| unreadable(path, "header: a `path` column is required"))?;
+    let age_column = column(&headers, &["age", "age_years"])
+        .ok_or_else(|| unreadable(path, "header: an `age` column is required"))?;
+    let sex_column = column(&headers, &["sex"]);
+    let site_column = column(&headers, &["site", "scanner"]);
+    let id_column = column(&headers, &["id", "subject", "subject_id", "participant_id"]);
+    let kind_column = column(&headers, &["kind"]);
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut subjects = Vec::new();
+    let mut problems = Vec::new();
+    for (index, record) in reader.records().enumerate() {
+        let line = index + 2;
+        let record = match record {
+            Ok(record) => record,
+            Err(error) => {
+                problems.push(format!("line {line}: {error}"));
+                continue;
+            }
+        };
+        if let Some(kind) = kind_column.and_then(|c| non_empty(record.get(c)))
+            && !kind.eq_ignore_ascii_case("normal")
+        {
+            continue;
+        }
+        let Some(image) = non_empty(record.get(path_column)) else {
+            problems.push(format!("line {line}: path is missing"));
+            continue;
+        };
+        let image_path =
+            if Path::new(&image).is_absolute() { PathBuf::from(&image) } else { base.join(&image) };
+        let id = id_column.and_then(|c| non_empty(record.get(c))).unwrap_or_else(|| stem(&image_path));
+        match parse_age(record.get(age_column)) {
+            Ok(age_years) => subjects.push(CohortSubject {
+                id,
+                path: image_path,
+                age_years,
+                sex: sex_column.and_then(|c| non_empty(record.get(c))),
+                site: site_column.and_then(|c| non_empty(record.get(c))),
+            }),
+            Err(rule) => problems.push(format!("line {line} (subject {id}): {rule}")),
+        }
+    }
+    if subjects.is_empty() && problems.is_empty() {
+        problems.push("the cohort has no rows".into());
+    }
+    Ok((subjects, problems))
+}
+
+/// Reads a tab-separated table: header plus rows as maps.
+fn read_tsv(path: &Path) -> Result<Vec<HashMap<String, String>>, CohortError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(b'\t')
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_path(path)
+        .map_err(|e| unreadable(path, e))?;
+    let headers: Vec<String> =
+        reader.headers().map_err(|e| unreadable(path, e))?.iter().map(|h| h.to_ascii_lowercase()).collect();
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| unreadable(path, e))?;
+        rows.push(headers.iter().cloned().zip(record.iter().map(str::to_owned)).collect());
+    }
+    Ok(rows)
+}
+
+fn read_bids(root: &Path) -> Result<(Vec<CohortSubject>, Vec<String>), CohortError> {
+    let participants_path = root.join("participants.tsv");
+    if !participants_path.is_file() {
+        return Err(unreadable(root, "not a BIDS dataset: participants.tsv is missing"));
+    }
+    let participants = read_tsv(&participants_path)?;
+    let mut problems = Vec::new();
+    let mut subjects = Vec::new();
+    let mut listed = std::collections::HashSet::new();
+    for row in &participants {
+        let Some(participant) = non_empty(row.get("participant_id").map(String::as_str)) else {
+            problems.push("participants.tsv: a row has no participant_id".into());
+            continue;
+        };
+        let participant =
+            if participant.starts_with("sub-") { participant } else { format!("sub-{participant}") };
+        listed.insert(participant.clone());
+        let folder = root.join(&participant);
+        let mut images = Vec::new();
+        let mut session_ages: HashMap<String, String> = HashMap::new();
+        let sessions_path = folder.join(format!("{participant}_sessions.tsv"));
+        if sessions_path.is_file() {
+            for session in read_tsv(&sessions_path)? {
+                if let (Some(id), Some(age)) = (session.get("session_id"), session.get("age")) {
+                    session_ages.insert(id.clone(), age.clone());
+                }
+            }
+        }
+        let mut anat_dirs = vec![(None, folder.join("anat"))];
+        if let Ok(entries) = std::fs::read_dir(&folder) {
+            let mut sessions: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("ses-"))
+                })
+                .collect();
+            sessions.sort();
+            for session in sessions {
+                let name = session.file_name().expect("dir name").to_string_lossy().into_owned();
+                anat_dirs.push((Some(name), session.join("anat")));
+            }
+        }
+        for (session, anat) in anat_dirs {
+            let Ok(entries) = std::fs::read_dir(&anat) else { continue };
+            let mut files: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    name.ends_with("_T1w.nii.gz") || name.ends_with("_T1w.nii")
+                })
+                .collect();
+            files.sort();
+            images.extend(files.into_iter().map(|f| (session.clone(), f)));
+        }
+        if images.is_empty() {
+            problems.push(format!("{participant}: no sub-*/[ses-*/]anat/*_T1w.nii[.gz] image"));
+            continue;
+        }
+        for (session, image) in images {
+            let id = stem(&image).trim_end_matches("_T1w").to_string();
+            let age_text = session
+                .as_ref()
+                .and_then(|s| session_ages.get(s))
+                .or_else(|| row.get("age"))
+                .map(String::as_str);
+            match parse_age(age_text) {
+                Ok(age_years) => subjects.push(CohortSubject {
+                    id,
+                    path: image,
+                    age_years,
+                    sex: non_empty(row.get("sex").map(String::as_str)),
+                    site: non_empty(row.get("site").or_else(|| row.get("scanner")).map(String::as_str)),
+                }),
+                Err(rule) => problems.push(format!("{id}: {rule}")),
+            }
+        }
+    }
+    // Images of participants missing from participants.tsv have no age: report them.
+    if let Ok(entries) = std::fs::read_dir(root) {
+        let mut unlisted: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("sub-") && !listed.contains(n))
+            .collect();
+        unlisted.sort();
+        for name in unlisted {
+            problems.push(format!("{name}: not in participants.tsv (age unknown)"));
+        }
+    }
+    Ok((subjects, problems))
+}
+
+/// Duplicate ids and paths, ids unusable as file names, unreadable image headers.
+fn check_subjects(subjects: &[CohortSubject]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut ids: HashMap<&str, usize> = HashMap::new();
+    let mut paths: HashMap<&Path, &str> = HashMap::new();
+    for subject in subjects {
+        *ids.entry(subject.id.as_str()).or_default() += 1;
+        if let Some(other) = paths.insert(subject.path.as_path(), subject.id.as_str()) {
+            problems.push(format!(
+                "subject {}: image {} is also subject {other}'s",
+                subject.id,
+                subject.path.display()
+            ));
+        }
+        if subject.id.is_empty()
+            || subject.id.starts_with('.')
+            || !subject.id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            problems
+                .push(format!("subject {:?}: id must use only letters, digits, '-', '_' or '.'", subject.id));
+        }
+        match nifti::NiftiHeader::from_file(&subject.path) {
+            Ok(header) if header.dim[0] >= 3 && header.dim[1..4].iter().all(|&d| d > 0) => {}
+            Ok(header) => problems.push(format!(
+                "subject {}: {}: header field dim {:?} is not a 3-D volume",
+                subject.id,
+                subject.path.display(),
+                &header.dim[..4]
+            )),
+            Err(error) => problems.push(format!(
+                "subject {}: {}: unreadable image: {error}",
+                subject.id,
+                subject.path.display()
+            )),
+        }
+    }
+    let mut duplicates: Vec<(&str, usize)> = ids.into_iter().filter(|(_, n)| *n > 1).collect();
+    duplicates.sort();
+    for (id, count) in duplicates {
+        problems.push(format!("subject {id} appears {count} times"));
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pedinorm_registration::{Grid, Image};
+
+    fn write_volume(path: &Path) {
+        let grid = Grid::axis_aligned([4, 4, 4], [2.0; 3], [0.0; 3]).unwrap();
+        crate::nifti_io::write_image(path, &Image::filled(grid, 1.0), crate::nifti_io::VoxelType::F32)
+            .unwrap();
+    }
+
+    #[test]
+    fn csv_cohort_is_read_with_relative_paths_and_default_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        write_volume(&dir.path().join("a.nii.gz"));
+        write_volume(&dir.path().join("b.nii.gz"));
+        std::fs::write(
+            dir.path().join("cohort.csv"),
+            "Path,Age,Sex,Site,truth\na.nii.gz,1.5,F,s1,x\nb.nii.gz,10,M,,y\n",
+        )
+        .unwrap();
+        let cohort = read_cohort(&dir.path().join("cohort.csv")).unwrap();
+        assert_eq!(cohort.len(), 2);
+        assert_eq!(cohort[0].id, "a");
+        assert_eq!(cohort[0].age_years, 1.5);
+        assert_eq!(cohort[0].sex.as_deref(), Some("F"));
+        assert_eq!(cohort[1].site, None);
+        assert_eq!(cohort[1].path, dir.path().join("b.nii.gz"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        write_volume(&dir.path().join("a.nii.gz"));
+        std::fs::write(dir.path().join("broken.nii.gz"), b"not nifti").unwrap();
+        std::fs::write(
+            dir.path().join("cohort.csv"),
+            "id,path,age\ns1,a.nii.gz,2\ns2,a.nii.gz,3\ns3,missing.nii.gz,4\ns4,broken.nii.gz,5\ns5,a2.nii.gz,\ns6,a3.nii.gz,-1\ns1,a4.nii.gz,40\n",
+        )
+        .unwrap();
+        let error = read_cohort(&dir.path().join("cohort.csv")).unwrap_err();
+        let text = error.to_string();
+        for expected in [
+            "subject s2: image", // duplicate path
+            "s3",                // missing image
+            "subject s4",        // unreadable image
+            "line 6 (subject s5): age is missing",
+            "line 7 (subject s6): age -1",
+            "line 8 (subject s1): age 40",
+        ] {
+            assert!(text.contains(expected), "{expected:?} missing in:\n{text}");
+        }
+        let header_error = {
+            std::fs::write(dir.path().join("noage.csv"), "path\na.nii.gz\n").unwrap();
+            read_cohort(&dir.path().join("noage.csv")).unwrap_err().to_string()
+        };
+        assert!(header_error.contains("age"), "{header_error}");
+    }
+
+    #[test]
+    fn duplicate_ids_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        write_volume(&dir.path().join("a.nii.gz"));
+        write_volume(&dir.path().join("b.nii.gz"));
+        std::fs::write(dir.path().join("c.csv"), "subject,path,age\nx,a.nii.gz,2\nx,b.nii.gz,3\n").unwrap();
+        let text = read_cohort(&dir.path().join("c.csv")).unwrap_err().to_string();
+        assert!(text.contains("subject x appears 2 times"), "{text}");
+    }
+
+    #[test]
+    fn bids_dataset_with_sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(
+            root.join("participants.tsv"),
+            "participant_id\tage\tsex\nsub-01\t4.5\tF\nsub-02\tn/a\tM\nsub-03\t7\tM\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(root.join("sub-01/anat")).unwrap();
+        write_volume(&root.join("sub-01/anat/sub-01_T1w.nii.gz"));
+        std::fs::create_dir_all(root.join("sub-02/ses-a/anat")).unwrap();
+        std::fs::create_dir_all(root.join("sub-02/ses-b/anat")).unwrap();
+        write_volume(&root.join("sub-02/ses-a/anat/sub-02_ses-a_T1w.nii.gz"));
+        write_volume(&root.join("sub-02/ses-b/anat/sub-02_ses-b_T1w.nii.gz"));
+        std::fs::write(root.join("sub-02/sub-02_sessions.tsv"), "session_id\tage\nses-a\t1.0\nses-b\t2.0\n")
+            .unwrap();
+        std::fs::create_dir_all(root.join("sub-03/anat")).unwrap();
+        write_volume(&root.join("sub-03/anat/sub-03_T1w.nii.gz"));
+        let cohort = read_cohort(root).unwrap();
+        let ids: Vec<&str> = cohort.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["sub-01", "sub-02_ses-a", "sub-02_ses-b", "sub-03"]);
+        assert_eq!(cohort[2].age_years, 2.0);
+        assert_eq!(cohort[0].sex.as_deref(), Some("F"));
+        // A participant without an age and an unlisted folder are reported.
+        std::fs::create_dir_all(root.join("sub-04/anat")).unwrap();
+        std::fs::write(
+            root.join("participants.tsv"),
+            "participant_id\tage\nsub-01\t\nsub-02\t3\nsub-03\t7\n",
+        )
+        .unwrap();
+        let text = read_cohort(root).unwrap_err().to_string();
+        assert!(
+            text.contains("sub-01: age is missing") && text.contains("sub-04: not in participants.tsv"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,484 @@
+//! Deviation maps of one case against the normative database: the case is brought into the
+//! template space of its age exactly as the normals were ([`map_to_template`]), scored against
+//! the age- and sex-matched normative model, thresholded with the calibrated thresholds,
+//! clustered (26-connectivity), summarized by atlas region, and mapped back to its own grid.
+
+use super::normative::{MappingParams, SubjectMaps, TemplateSpace, gather, map_to_template, scatter};
+use crate::nifti_io::{VoxelType, write_image};
+use crate::normdb::{Channel, NormDb};
+use pedinorm_registration::{Image, Interpolation, SpatialTransform, TransformChain};
+use pedinorm_templates::calibration::{find_clusters, gaussian_two_sided};
+use pedinorm_templates::normative::NormativeModel;
+use pedinorm_templates::stats::Sex;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// Why a deviation map could not be computed or written.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviationError {
+    /// Mapping the case into template space failed.
+    #[error(transparent)]
+    Mapping(#[from] super::normative::NormativeError),
+    /// The normative model cannot be evaluated for this case.
+    #[error("normative model: {0}")]
+    Model(String),
+    /// An output could not be written.
+    #[error("{path}: {message}")]
+    Write {
+        /// The output file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Options of a deviation map.
+#[derive(Debug, Clone)]
+pub struct DeviationOptions {
+    /// Age of the case at scan (years).
+    pub age_years: f64,
+    /// Sex of the case, when known.
+    pub sex: Option<Sex>,
+    /// Mapping into template space (smoothing is taken from the database).
+    pub mapping: MappingParams,
+    /// Regions listed in the report, most deviant first.
+    pub max_regions: usize,
+}
+
+/// One cluster of supra-threshold voxels.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterReport {
+    /// `intensity` or `logjac`.
+    pub channel: String,
+    /// Label in `clusters.nii.gz` (0 when not significant: not in the map).
+    pub label: u32,
+    /// `above` (hyper-intense / expanded) or `below` (hypo-intense / shrunken).
+    pub direction: String,
+    /// Voxels in template space.
+    pub size_voxels: usize,
+    /// Volume in template space (mm³).
+    pub volume_mm3: f64,
+    /// Peak z (signed).
+    pub peak_z: f32,
+    /// Mean z over the cluster.
+    pub mean_z: f32,
+    /// Peak position in template world coordinates (mm, RAS+).
+    pub peak_template_mm: [f64; 3],
+    /// Peak position in the case's world coordinates (mm, RAS+).
+    pub peak_native_mm: [f64; 3],
+    /// Atlas region at the peak, when an atlas is present.
+    pub region: Option<String>,
+    /// Larger than the calibrated cluster-size threshold.
+    pub significant: bool,
+}
+
+/// Deviation of one atlas region.
+#[derive(Debug, Clone, Serialize)]
+pub struct RegionReport {
+    /// Label value.
+    pub label: i32,
+    /// Label name.
+    pub name: String,
+    /// Voxels of the region inside the template mask.
+    pub voxels: usize,
+    /// Mean intensity z.
+    pub intensity_mean_z: f64,
+    /// Fraction of voxels with |intensity z| beyond threshold.
+    pub intensity_fraction_beyond: f64,
+    /// Mean log-Jacobian z.
+    pub logjac_mean_z: f64,
+    /// Fraction of voxels with |log-Jacobian z| beyond threshold.
+    pub logjac_fraction_beyond: f64,
+}
+
+/// Thresholds applied to one channel and how they were obtained.
+#[derive(Debug, Clone, Serialize)]
+pub struct ThresholdReport {
+    /// `intensity` or `logjac`.
+    pub channel: String,
+    /// |z| threshold.
+    pub z_threshold: f64,
+    /// Cluster size (voxels) a cluster must exceed.
+    pub cluster_size_threshold_voxels: usize,
+    /// Nominal voxelwise false-positive rate.
+    pub nominal_voxel_rate: f64,
+    /// Rate achieved on held-out normals (leave-one-out), when calibrated.
+    pub achieved_voxel_rate: Option<f64>,
+    /// Nominal per-image false-cluster rate.
+    pub nominal_cluster_rate: f64,
+    /// Rate of held-out normals showing a significant cluster, when calibrated.
+    pub achieved_cluster_rate: Option<f64>,
+    /// Whether the thresholds come from a calibration (else Gaussian, uncalibrated).
+    pub calibrated: bool,
+    /// The calibration predates added or merged subjects.
+    pub calibration_stale: bool,
+}
+
+/// The result of a deviation computation, in memory.
+#[derive(Debug, Clone)]
+pub struct DeviationResult {
+    /// Bracket whose template was used.
+    pub bracket: String,
+    /// Case age.
+    pub age_years: f64,
+    /// Sex given.
+    pub sex: Option<Sex>,
+    /// Sex the normative model used (None: both pooled).
+    pub model_sex: Option<Sex>,
+    /// Effective number of normals behind the model.
+    pub effective_n: f64,
+    /// z-maps on the template grid ([`Channel::index`] order).
+    pub z_template: [Image<f32>; 2],
+    /// z-maps on the case grid.
+    pub z_native: [Image<f32>; 2],
+    /// Significant clusters labelled on the template grid.
+    pub clusters_template: Image<f32>,
+    /// The same on the case grid.
+    pub clusters_native: Image<f32>,
+    /// All supra-threshold clusters, significant first, by size.
+    pub clusters: Vec<ClusterReport>,
+    /// Regions, most deviant first.
+    pub regions: Vec<RegionReport>,
+    /// Thresholds per channel.
+    pub thresholds: Vec<ThresholdReport>,
+    /// Correlation of the warped case with the template (registration QC).
+    pub registration_similarity: f64,
+    /// Notes for the reader (uncalibrated thresholds, age outside the nodes, poor registration).
+    pub warnings: Vec<String>,
+    /// The case mapped to template space.
+    pub maps: SubjectMaps,
+}
+
+/// Computes the deviation maps of `case` (an image on its own grid).
+pub fn compute_deviation(db: &NormDb, case: &Image<f32>, options: &DeviationOptions) -> Result<DeviationResult, DeviationError> {
+    if db.brackets.is_empty() {
+        return Err(DeviationError::Model("the database has no brackets".into()));
+    }
+    if !(options.age_years.is_finite() && (0.0..=25.0).contains(&options.age_years)) {
+        return Err(DeviationError::Model(format!("case age {} years is not plausible (0–25)", options.age_years)));
+    }
+    let mut warnings = Vec::new();
+    let b = db.bracket_for_age(options.age_years);
+    let bracket = &db.brackets[b];
+    if !bracket.contains(options.age_years) {
+        warnings.push(format!(
+            "age {:.2} y is outside every bracket; the nearest ({}) was used",
+            options.age_years, bracket.name
+        ));
+    }
+    let space = TemplateSpace::new(bracket.template.clone(), Some(bracket.mask.clone()))?;
+    let mut mapping = options.mapping.clone();
+    mapping.smoothing_fwhm_mm = db.metadata.parameters.smoothing_fwhm_mm;
+    let maps = map_to_template(case, &space, &mapping, "case")?;
+    if maps.similarity < 0.5 {
+        warnings.push(format!(
+            "registration to the template is poor (correlation {:.2}); deviations may be artefacts",
+            maps.similarity
+        ));
+    }
+    let params = db.metadata.parameters.normative;
+    let grid = space.template.grid().clone();
+    let voxel_volume = {
+        let s = grid.spacing();
+        s[0] * s[1] * s[2]
+    };
+    let mut z_template = Vec::new();
+    let mut thresholds = Vec::new();
+    let mut clusters = Vec::new();
+    let mut model_sex = None;
+    let mut effective_n = 0.0;
+    let mut cluster_map = vec![0f32; grid.len()];
+    let mut next_label = 1u32;
+    let to_subject = TransformChain::new(vec![&maps.forward as &dyn SpatialTransform, &maps.affine]);
+    for channel in Channel::ALL {
+        let stats = bracket.channel(channel);
+        let nodes = stats.nodes();
+        let (lo, hi) = nodes.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), n| {
+            (lo.min(n.age_years - n.sigma_years), hi.max(n.age_years + n.sigma_years))
+        });
+        if channel == Channel::Intensity && (options.age_years < lo || options.age_years > hi) {
+            warnings.push(format!("age {:.2} y is beyond the age nodes' kernels ({lo:.2}–{hi:.2} y): extrapolated", options.age_years));
+        }
+        let model = NormativeModel::at_age(stats, options.age_years, options.sex, &params)
+            .map_err(|e| DeviationError::Model(format!("{}: {e}", channel.name())))?;
+        model_sex = model.sex;
+        effective_n = model.effective_n;
+        let values = gather(maps.channel(channel), &space.indices);
+        let z = model.z_scores(&values).map_err(|e| DeviationError::Model(e.to_string()))?;
+        let z_volume = scatter(&grid, &space.indices, &z, 0.0);
+        let threshold = threshold_for(db, channel);
+        let mask_bool = space.mask.data().mapv(|v| v > 0.5);
+        let (found, labels) = find_clusters(z_volume.data(), Some(&mask_bool), threshold.z_threshold as f32);
+        let labels_flat = labels.as_slice().expect("standard layout").to_vec();
+        let mut relabel = vec![0u32; found.len() + 1];
+        for c in &found {
+            let significant = c.size_voxels > threshold.cluster_size_threshold_voxels;
+            let label = if significant {
+                relabel[c.label as usize] = next_label;
+                next_label += 1;
+                next_label - 1
+            } else {
+                0
+            };
+            let peak_template = grid.voxel_to_world(c.peak_voxel.map(|v| v as f64));
+            let region = bracket.labels.as_ref().and_then(|l| {
+                let value = l.data()[c.peak_voxel].round() as i32;
+                db.atlas.as_ref().and_then(|a| a.label_name(value)).map(str::to_owned)
+            });
+            clusters.push(ClusterReport {
+                channel: channel.name().into(),
+                label,
+                direction: if c.sign > 0 { "above".into() } else { "below".into() },
+                size_voxels: c.size_voxels,
+                volume_mm3: c.size_voxels as f64 * voxel_volume,
+                peak_z: c.peak_z,
+                mean_z: c.mean_z,
+                peak_template_mm: peak_template,
+                peak_native_mm: to_subject.transform_point(peak_template),
+                region,
+                significant,
+            });
+        }
+        for (out, &l) in cluster_map.iter_mut().zip(&labels_flat) {
+            if l > 0 && relabel[l as usize] > 0 {
+                *out = relabel[l as usize] as f32;
+            }
+        }
+        z_template.push(z_volume);
+        thresholds.push(threshold);
+    }
+    clusters.sort_by(|a, b| b.significant.cmp(&a.significant).then(b.size_voxels.cmp(&a.size_voxels)));
+    let z_template: [Image<f32>; 2] = [z_template[0].clone(), z_template[1].clone()];
+    let clusters_template = scatter(&grid, &(0..grid.len()).collect::<Vec<_>>(), &cluster_map, 0.0);
+    let native = case.grid();
+    let z_native = [
+        maps.to_native(&z_template[0], native, Interpolation::Linear),
+        maps.to_native(&z_template[1], native, Interpolation::Linear),
+    ];
+    let clusters_native = maps.to_native(&clusters_template, native, Interpolation::Nearest);
+    let regions = region_summary(db, b, &z_template, &thresholds, options.max_regions);
+    Ok(DeviationResult {
+        bracket: bracket.name.clone(),
+        age_years: options.age_years,
+        sex: options.sex,
+        model_sex,
+        effective_n,
+        z_template,
+        z_native,
+        clusters_template,
+        clusters_native,
+        clusters,
+        regions,
+        thresholds,
+        registration_similarity: maps.similarity,
+        warnings,
+        maps,
+    })
+}
+
+/// The thresholds of a channel: calibrated when the database has a calibration, else the
+/// Gaussian threshold at the nominal rate with no cluster-size threshold.
+fn threshold_for(db: &NormDb, channel: Channel) -> ThresholdReport {
+    let p = &db.metadata.parameters;
+    match &db.calibration {
+        Some(c) => {
+            let cc = c.channel(channel);
+            ThresholdReport {
+                channel: channel.name().into(),
+                z_threshold: cc.voxel.z_threshold,
+                cluster_size_threshold_voxels: cc.cluster.size_threshold_voxels,
+                nominal_voxel_rate: cc.voxel.nominal_rate,
+                achieved_voxel_rate: Some(cc.voxel.achieved_rate),
+                nominal_cluster_rate: cc.cluster.nominal_rate,
+                achieved_cluster_rate: Some(cc.cluster.achieved_rate),
+                calibrated: true,
+                calibration_stale: c.stale,
+            }
+        }
+        None => ThresholdReport {
+            channel: channel.name().into(),
+            z_threshold: gaussian_two_sided(p.voxel_rate),
+            cluster_size_threshold_voxels: 0,
+            nominal_voxel_rate: p.voxel_rate,
+            achieved_voxel_rate: None,
+            nominal_cluster_rate: p.cluster_rate,
+            achieved_cluster_rate: None,
+            calibrated: false,
+            calibration_stale: false,
+        },
+    }
+}
+
+fn region_summary(
+    db: &NormDb,
+    bracket: usize,
+    z: &[Image<f32>; 2],
+    thresholds: &[ThresholdReport],
+    max_regions: usize,
+) -> Vec<RegionReport> {
+    let b = &db.brackets[bracket];
+    let Some(labels) = &b.labels else { return Vec::new() };
+    let mask = b.mask.as_slice();
+    let labels = labels.as_slice();
+    let (zi, zj) = (z[0].as_slice(), z[1].as_slice());
+    let (ti, tj) = (thresholds[0].z_threshold as f32, thresholds[1].z_threshold as f32);
+    // label → (voxels, Σz_i, beyond_i, Σz_j, beyond_j)
+    let mut table: std::collections::BTreeMap<i32, (usize, f64, usize, f64, usize)> = Default::default();
+    for i in 0..labels.len() {
+        let label = labels[i].round() as i32;
+        if label <= 0 || mask[i] <= 0.5 {
+            continue;
+        }
+        let e = table.entry(label).or_default();
+        e.0 += 1;
+        e.1 += zi[i] as f64;
+        e.2 += usize::from(zi[i].abs() > ti);
+        e.3 += zj[i] as f64;
+        e.4 += usize::from(zj[i].abs() > tj);
+    }
+    let mut regions: Vec<RegionReport> = table
+        .into_iter()
+        .map(|(label, (n, si, bi, sj, bj))| RegionReport {
+            label,
+            name: db
+                .atlas
+                .as_ref()
+                .and_then(|a| a.label_name(label))
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("label {label}")),
+            voxels: n,
+            intensity_mean_z: si / n as f64,
+            intensity_fraction_beyond: bi as f64 / n as f64,
+            logjac_mean_z: sj / n as f64,
+            logjac_fraction_beyond: bj as f64 / n as f64,
+        })
+        .collect();
+    let score = |r: &RegionReport| {
+        r.intensity_fraction_beyond.max(r.logjac_fraction_beyond) * 10.0 + r.intensity_mean_z.abs().max(r.logjac_mean_z.abs())
+    };
+    regions.sort_by(|a, b| score(b).total_cmp(&score(a)).then(a.label.cmp(&b.label)));
+    regions.truncate(max_regions);
+    regions
+}
+
+/// The JSON report of a deviation map.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report<'a> {
+    /// Software that produced it.
+    pub software: String,
+    /// Creation time (UTC).
+    pub created_utc: String,
+    /// The case file.
+    pub case: String,
+    /// The database file.
+    pub normdb: String,
+    /// Age used (years).
+    pub age_years: f64,
+    /// Sex given (`F`, `M` or null).
+    pub sex: Option<&'static str>,
+    /// Sex the model used (null: both pooled).
+    pub model_sex: Option<&'static str>,
+    /// Template bracket.
+    pub bracket: &'a str,
+    /// Effective number of normals.
+    pub effective_normals: f64,
+    /// Thresholds per channel with calibration figures.
+    pub thresholds: &'a [ThresholdReport],
+    /// Clusters.
+    pub clusters: &'a [ClusterReport],
+    /// Regions.
+    pub regions: &'a [RegionReport],
+    /// Registration QC.
+    pub registration: serde_json::Value,
+    /// Warnings.
+    pub warnings: &'a [String],
+    /// Output files.
+    pub outputs: Vec<String>,
+    /// How to read the maps.
+    pub interpretation: &'static str,
+}
+
+/// Names of the files [`write_outputs`] writes.
+pub const OUTPUT_FILES: [&str; 7] = [
+    "intensity_z.nii.gz",
+    "logjac_z.nii.gz",
+    "intensity_z_native.nii.gz",
+    "logjac_z_native.nii.gz",
+    "clusters.nii.gz",
+    "clusters_native.nii.gz",
+    "report.json",
+];
+
+/// Writes the NIfTI maps, the PNG montages and `report.json` into `out_dir` (each atomically).
+pub fn write_outputs(
+    result: &DeviationResult,
+    case: &Image<f32>,
+    case_name: &str,
+    normdb_name: &str,
+    out_dir: &Path,
+) -> Result<Vec<PathBuf>, DeviationError> {
+    let werr = |path: &Path, message: String| DeviationError::Write { path: path.to_owned(), message };
+    std::fs::create_dir_all(out_dir).map_err(|e| werr(out_dir, e.to_string()))?;
+    let mut written = Vec::new();
+    let images: [(&str, &Image<f32>, VoxelType); 6] = [
+        ("intensity_z.nii.gz", &result.z_template[0], VoxelType::F32),
+        ("logjac_z.nii.gz", &result.z_template[1], VoxelType::F32),
+        ("intensity_z_native.nii.gz", &result.z_native[0], VoxelType::F32),
+        ("logjac_z_native.nii.gz", &result.z_native[1], VoxelType::F32),
+        ("clusters.nii.gz", &result.clusters_template, VoxelType::I16),
+        ("clusters_native.nii.gz", &result.clusters_native, VoxelType::I16),
+    ];
+    for (name, image, voxel_type) in images {
+        let path = out_dir.join(name);
+        write_image(&path, image, voxel_type).map_err(|e| werr(&path, e.to_string()))?;
+        written.push(path);
+    }
+    for channel in Channel::ALL {
+        let c = channel.index();
+        let path = out_dir.join(format!("montage_{}.png", channel.name()));
+        let title = format!(
+            "{} z  |z|>{:.2}  red above, blue below  bracket {}  age {:.1}",
+            channel.name(),
+            result.thresholds[c].z_threshold,
+            result.bracket,
+            result.age_years
+        );
+        crate::report::write_montage(&path, case, &result.z_native[c], result.thresholds[c].z_threshold as f32, &title)
+            .map_err(|e| werr(&path, e.to_string()))?;
+        written.push(path);
+    }
+    let report_path = out_dir.join("report.json");
+    let mut outputs: Vec<String> =
+        written.iter().map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect();
+    outputs.push("report.json".into());
+    let report = Report {
+        software: crate::normdb::software(),
+        created_utc: crate::normdb::now_utc(),
+        case: case_name.to_owned(),
+        normdb: normdb_name.to_owned(),
+        age_years: result.age_years,
+        sex: result.sex.map(|s| s.code()),
+        model_sex: result.model_sex.map(|s| s.code()),
+        bracket: &result.bracket,
+        effective_normals: result.effective_n,
+        thresholds: &result.thresholds,
+        clusters: &result.clusters,
+        regions: &result.regions,
+        registration: serde_json::json!({
+            "similarity_to_template": result.registration_similarity,
+            "affine_template_to_case": (0..4).map(|r| (0..4).map(|c| result.maps.affine.matrix()[(r, c)]).collect::<Vec<f64>>()).collect::<Vec<_>>(),
+            "max_displacement_mm": result.maps.forward.max_norm(),
+        }),
+        warnings: &result.warnings,
+        outputs,
+        interpretation: "z = (case − normative mean at the case's age and sex) / normative SD, voxelwise in template \
+                         space; intensity: normalized T1 signal; logjac: log of local volume of the case relative to the \
+                         template (positive = larger, e.g. enlarged ventricles; negative = smaller, e.g. atrophy). \
+                         Clusters are 26-connected voxels beyond the calibrated |z| threshold; 'significant' clusters \
+                         exceed the cluster size that held-out normals reach at the stated rate.",
+    };
+    let json = serde_json::to_vec_pretty(&report).expect("report serializes");
+    crate::atomic::write_bytes(&report_path, &json).map_err(|e| werr(&report_path, e.to_string()))?;
+    written.push(report_path);
+    Ok(written)
+}

@@ -1,0 +1,693 @@
+//! Normative statistics: every normal subject is brought into its bracket template's space
+//! (bias correction, affine + diffeomorphic registration, intensity matched to the template),
+//! giving a normalized-intensity map and a log-Jacobian map (deformation-based morphometry),
+//! both optionally smoothed; the maps are accumulated into mergeable age-node statistics and
+//! then scored leave-one-out to calibrate thresholds (see `pedinorm_templates::calibration`).
+//!
+//! The same mapping, [`map_to_template`], is applied to cases by the deviation pipeline, so a
+//! case is processed exactly like the normals it is compared with.
+
+use crate::normdb::{
+    BracketDb, BuildParameters, CalibrationRecord, Channel, ChannelCalibration, Metadata, NormDb, NormDbError,
+    SubjectRecord, mask_indices,
+};
+use ndarray::Array3;
+use pedinorm_registration::affine_registration::{AffineInit, AffineMetric, AffineParams, register_affine};
+use pedinorm_registration::diffeomorphic::{DeformableMetric, DiffeoParams, register_diffeomorphic};
+use pedinorm_registration::intensity::{
+    BiasFieldParams, BrainMaskParams, NormalizationMethod, brain_mask_from_intensity, correct_bias_field,
+    normalize_intensity,
+};
+use pedinorm_registration::resample::resample;
+use pedinorm_registration::smooth::{fwhm_to_sigma, smooth_mm};
+use pedinorm_registration::{AffineTransform, DisplacementField, Image, Interpolation, TransformChain};
+use pedinorm_templates::calibration::{AbsZHistogram, calibrate_clusters, calibrate_voxels, largest_cluster};
+use pedinorm_templates::normative::{NormativeModel, NormativeParams};
+use pedinorm_templates::stats::{AgeNode, NormativeAccumulator, Sex};
+use rayon::prelude::*;
+
+/// Why a normative step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NormativeError {
+    /// A subject could not be processed.
+    #[error("subject {subject}: {stage}: {message}")]
+    Subject {
+        /// Pseudonym or file of the subject.
+        subject: String,
+        /// Processing stage.
+        stage: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+    /// The cohort or configuration is unusable.
+    #[error("{0}")]
+    Config(String),
+    /// The database could not be built or written.
+    #[error(transparent)]
+    NormDb(#[from] NormDbError),
+}
+
+/// How a subject is brought into template space.
+#[derive(Debug, Clone)]
+pub struct MappingParams {
+    /// Correct the bias field before registration.
+    pub bias_correction: bool,
+    /// Affine stage (template fixed, subject moving).
+    pub affine: AffineParams,
+    /// Deformable stage.
+    pub deformable: DiffeoParams,
+    /// Smoothing of the intensity and log-Jacobian maps (FWHM, mm; 0 = none).
+    pub smoothing_fwhm_mm: f64,
+}
+
+impl MappingParams {
+    /// A schedule sized for 1–2 mm brains on a few cores: affine with mutual information on
+    /// 4×2×1 levels, then greedy diffeomorphic with local correlation.
+    pub fn standard() -> Self {
+        let affine = AffineParams {
+            metric: AffineMetric::MattesMi { bins: 32, sampling_fraction: 0.25, seed: 1 },
+            shrink_factors: vec![4, 2, 1],
+            smoothing_sigmas_voxels: vec![2.0, 1.0, 0.0],
+            iterations: vec![200, 100, 40],
+            init: AffineInit::CenterOfMass,
+            max_samples: 60_000,
+            ..AffineParams::default()
+        };
+        let deformable = DiffeoParams {
+            metric: DeformableMetric::LocalCc { radius: 2 },
+            shrink_factors: vec![4, 2, 1],
+            smoothing_sigmas_voxels: vec![2.0, 1.0, 0.0],
+            iterations: vec![60, 40, 20],
+            ..DiffeoParams::default()
+        };
+        Self { bias_correction: true, affine, deformable, smoothing_fwhm_mm: 4.0 }
+    }
+
+    /// A one-line description stored in the database.
+    pub fn describe(&self) -> String {
+        format!(
+            "affine {:?} shrink {:?} iterations {:?}; diffeomorphic {:?} shrink {:?} iterations {:?}; bias correction {}",
+            self.affine.metric,
+            self.affine.shrink_factors,
+            self.affine.iterations,
+            self.deformable.metric,
+            self.deformable.shrink_factors,
+            self.deformable.iterations,
+            self.bias_correction
+        )
+    }
+}
+
+/// A template with its mask and the intensity scale subjects are matched to.
+#[derive(Debug, Clone)]
+pub struct TemplateSpace {
+    /// Template image.
+    pub template: Image<f32>,
+    /// Brain mask of the template.
+    pub mask: Image<f32>,
+    /// Flat indices of the mask voxels (the statistics' voxel order).
+    pub indices: Vec<usize>,
+    /// Template intensities at [`MATCH_PERCENTILES`] inside the mask.
+    pub landmarks: Vec<f64>,
+}
+
+/// Percentiles at which subject intensities are matched to the template (piecewise linear).
+pub const MATCH_PERCENTILES: [f64; 11] = [0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99];
+
+impl TemplateSpace {
+    /// A template space; the mask is computed from the template when not given.
+    pub fn new(template: Image<f32>, mask: Option<Image<f32>>) -> Result<Self, NormativeError> {
+        let mask = match mask {
+            Some(m) => m,
+            None => template_mask(&template)?,
+        };
+        if !mask.grid().same_as(template.grid(), 1e-3) {
+            return Err(NormativeError::Config("template mask is on another grid than the template".into()));
+        }
+        let indices = mask_indices(&mask);
+        if indices.len() < 27 {
+            return Err(NormativeError::Config(format!("template mask has only {} voxels", indices.len())));
+        }
+        let landmarks = percentiles_in_mask(&template, &indices, &MATCH_PERCENTILES);
+        Ok(Self { template, mask, indices, landmarks })
+    }
+}
+
+/// Brain mask of a template: intensity-based, without requiring a skull.
+pub fn template_mask(template: &Image<f32>) -> Result<Image<f32>, NormativeError> {
+    brain_mask_from_intensity(template, &BrainMaskParams::default()).map_err(|e| NormativeError::Subject {
+        subject: "template".into(),
+        stage: "brain mask",
+        message: e.to_string(),
+    })
+}
+
+fn percentiles_in_mask(image: &Image<f32>, indices: &[usize], percentiles: &[f64]) -> Vec<f64> {
+    let data = image.as_slice();
+    let mut values: Vec<f32> = indices.iter().map(|&i| data[i]).collect();
+    values.sort_unstable_by(|a, b| a.total_cmp(b));
+    percentiles
+        .iter()
+        .map(|&p| {
+            let position = p * (values.len() - 1) as f64;
+            let lo = position.floor() as usize;
+            let hi = position.ceil() as usize;
+            let t = position - lo as f64;
+            values[lo] as f64 * (1.0 - t) + values[hi] as f64 * t
+        })
+        .collect()
+}
+
+/// A subject in template space.
+#[derive(Debug, Clone)]
+pub struct SubjectMaps {
+    /// Normalized intensity on the template grid (before smoothing).
+    pub warped: Image<f32>,
+    /// Smoothed normalized intensity on the template grid.
+    pub intensity: Image<f32>,
+    /// Smoothed log-Jacobian of the deformable part, on the template grid.
+    pub logjac: Image<f32>,
+    /// Template world → subject world, affine part.
+    pub affine: AffineTransform,
+    /// Deformable part on the template grid: template → subject is `p ↦ affine(p + forward(p))`.
+    pub forward: DisplacementField,
+    /// Inverse deformable part: subject → template is `q ↦ r + inverse(r)`, `r = affine⁻¹(q)`.
+    pub inverse: DisplacementField,
+    /// Correlation of the warped subject with the template inside the mask (QC).
+    pub similarity: f64,
+}
+
+impl SubjectMaps {
+    /// The map of one channel.
+    pub fn channel(&self, channel: Channel) -> &Image<f32> {
+        match channel {
+            Channel::Intensity => &self.intensity,
+            Channel::LogJacobian => &self.logjac,
+        }
+    }
+
+    /// Pulls a template-space image onto the subject's own grid (`outside` beyond the template).
+    pub fn to_native(
+        &self,
+        template_space_image: &Image<f32>,
+        native: &pedinorm_registration::Grid,
+        interpolation: Interpolation,
+    ) -> Image<f32> {
+        let inverse_affine = self.affine.inverse().expect("registration affines are invertible");
+        let chain = TransformChain::new(vec![&inverse_affine, &self.inverse]);
+        resample(template_space_image, native, &chain, interpolation, 0.0)
+    }
+}
+
+/// Brings one subject into template space: bias correction, affine and diffeomorphic
+/// registration (template fixed), resampling, intensity matching to the template inside its
+/// mask, log-Jacobian, smoothing.
+pub fn map_to_template(
+    subject: &Image<f32>,
+    space: &TemplateSpace,
+    params: &MappingParams,
+    name: &str,
+) -> Result<SubjectMaps, NormativeError> {
+    let fail = |stage: &'static str, message: String| NormativeError::Subject { subject: name.to_owned(), stage, message };
+    let corrected = if params.bias_correction {
+        let mask = brain_mask_from_intensity(subject, &BrainMaskParams::default()).ok();
+        correct_bias_field(subject, mask.as_ref(), &BiasFieldParams { iterations: vec![50, 50, 30], ..BiasFieldParams::default() })
+            .map_err(|e| fail("bias-field correction", e.to_string()))?
+            .corrected
+    } else {
+        subject.clone()
+    };
+    let affine_params = AffineParams { fixed_mask: Some(space.mask.clone()), ..params.affine.clone() };
+    let affine = register_affine(&space.template, &corrected, &affine_params, &mut |_| {})
+        .map_err(|e| fail("affine registration", e.to_string()))?
+        .transform;
+    let deformable_params = DiffeoParams { fixed_mask: Some(space.mask.clone()), ..params.deformable.clone() };
+    let result = register_diffeomorphic(&space.template, &corrected, &affine, &deformable_params, &mut |_| {})
+        .map_err(|e| fail("diffeomorphic registration", e.to_string()))?;
+    let warped_raw = result.warp(&corrected, space.template.grid(), Interpolation::Linear);
+    let method = NormalizationMethod::Landmarks {
+        percentiles: MATCH_PERCENTILES.to_vec(),
+        standard: monotone(&space.landmarks),
+    };
+    let (warped, _) =
+        normalize_intensity(&warped_raw, &space.mask, &method).map_err(|e| fail("intensity matching", e.to_string()))?;
+    let logjac_raw = pedinorm_registration::jacobian::log_jacobian(&result.forward);
+    let logjac_raw = if logjac_raw.grid().same_as(space.template.grid(), 1e-3) {
+        logjac_raw
+    } else {
+        resample(&logjac_raw, space.template.grid(), &pedinorm_registration::Identity, Interpolation::Linear, 0.0)
+    };
+    let smooth = |image: &Image<f32>| {
+        if params.smoothing_fwhm_mm > 0.0 { smooth_mm(image, fwhm_to_sigma(params.smoothing_fwhm_mm)) } else { image.clone() }
+    };
+    let similarity = masked_correlation(&space.template, &warped, &space.indices);
+    Ok(SubjectMaps {
+        intensity: smooth(&warped),
+        logjac: smooth(&logjac_raw),
+        warped,
+        affine: result.affine,
+        forward: result.forward,
+        inverse: result.inverse,
+        similarity,
+    })
+}
+
+/// Makes landmark values strictly increasing (a flat template histogram would otherwise give a
+/// non-invertible map).
+fn monotone(values: &[f64]) -> Vec<f64> {
+    let mut out: Vec<f64> = Vec::with_capacity(values.len());
+    for &v in values {
+        let floor = out.last().map(|&p: &f64| p + 1e-6 * p.abs().max(1.0)).unwrap_or(f64::NEG_INFINITY);
+        out.push(v.max(floor));
+    }
+    out
+}
+
+/// Pearson correlation of two images over the given voxels.
+pub fn masked_correlation(a: &Image<f32>, b: &Image<f32>, indices: &[usize]) -> f64 {
+    let (da, db) = (a.as_slice(), b.as_slice());
+    let n = indices.len() as f64;
+    let (mut sa, mut sb) = (0.0, 0.0);
+    for &i in indices {
+        sa += da[i] as f64;
+        sb += db[i] as f64;
+    }
+    let (ma, mb) = (sa / n, sb / n);
+    let (mut cov, mut va, mut vb) = (0.0, 0.0, 0.0);
+    for &i in indices {
+        let (x, y) = (da[i] as f64 - ma, db[i] as f64 - mb);
+        cov += x * y;
+        va += x * x;
+        vb += y * y;
+    }
+    if va > 0.0 && vb > 0.0 { cov / (va * vb).sqrt() } else { 0.0 }
+}
+
+/// Values of `image` at `indices`.
+pub fn gather(image: &Image<f32>, indices: &[usize]) -> Vec<f32> {
+    let data = image.as_slice();
+    indices.iter().map(|&i| data[i]).collect()
+}
+
+/// A volume on `grid` holding `values` at `indices` and `fill` elsewhere.
+pub fn scatter(grid: &pedinorm_registration::Grid, indices: &[usize], values: &[f32], fill: f32) -> Image<f32> {
+    let mut data = vec![fill; grid.len()];
+    for (&i, &v) in indices.iter().zip(values) {
+        data[i] = v;
+    }
+    let d = grid.dims();
+    Image::new(Array3::from_shape_vec((d[0], d[1], d[2]), data).expect("grid size"), grid.clone()).expect("shape")
+}
+
+/// One normal subject offered to the database.
+#[derive(Debug, Clone)]
+pub struct NormalSubject {
+    /// Pseudonym (no identity).
+    pub pseudonym: String,
+    /// Age at scan, years.
+    pub age_years: f64,
+    /// Sex.
+    pub sex: Sex,
+    /// Scanner or site label.
+    pub scanner: String,
+    /// The image (T1-weighted, any grid).
+    pub image: Image<f32>,
+}
+
+/// A bracket to build: its age range and template.
+#[derive(Debug, Clone)]
+pub struct BracketInput {
+    /// Bracket name.
+    pub name: String,
+    /// Lower bound (years, inclusive).
+    pub min_years: f64,
+    /// Upper bound (years, exclusive).
+    pub max_years: f64,
+    /// Template and mask.
+    pub space: TemplateSpace,
+    /// Atlas labels on the template grid, if any.
+    pub labels: Option<Image<f32>>,
+}
+
+/// Parameters of a database build.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Mapping of subjects into template space.
+    pub mapping: MappingParams,
+    /// Normative model used when scoring.
+    pub normative: NormativeParams,
+    /// Age nodes per bracket (evenly placed inside it).
+    pub nodes_per_bracket: usize,
+    /// Minimum kernel mass (subjects' worth of weight) at every node; kernels widen to reach it.
+    pub min_node_subjects: f64,
+    /// Nominal voxelwise false-positive rate of the calibration.
+    pub voxel_rate: f64,
+    /// Nominal per-image false-cluster rate of the calibration.
+    pub cluster_rate: f64,
+    /// Subjects whose warped image correlates with the template below this fail QC.
+    pub min_similarity: f64,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        Self {
+            mapping: MappingParams::standard(),
+            normative: NormativeParams::default(),
+            nodes_per_bracket: 2,
+            min_node_subjects: 6.0,
+            voxel_rate: 0.001,
+            cluster_rate: 0.05,
+            min_similarity: 0.5,
+        }
+    }
+}
+
+impl BuildOptions {
+    /// The parameters recorded in the database.
+    pub fn build_parameters(&self) -> BuildParameters {
+        BuildParameters {
+            smoothing_fwhm_mm: self.mapping.smoothing_fwhm_mm,
+            normative: self.normative,
+            voxel_rate: self.voxel_rate,
+            cluster_rate: self.cluster_rate,
+            intensity_normalization: format!(
+                "bias-field correction (N4-style), then piecewise-linear matching to the template at percentiles {MATCH_PERCENTILES:?} inside its mask"
+            ),
+            registration: self.mapping.describe(),
+        }
+    }
+}
+
+/// Age nodes of a bracket: `count` evenly spaced inside it, kernels adapted to the ages.
+pub fn bracket_nodes(min_years: f64, max_years: f64, count: usize, ages: &[f64], min_subjects: f64) -> Vec<AgeNode> {
+    let count = count.max(1);
+    let width = max_years - min_years;
+    let node_ages: Vec<f64> = (0..count).map(|i| min_years + width * (i as f64 + 0.5) / count as f64).collect();
+    let base = (width / count as f64 / 2.0).max(0.1);
+    AgeNode::adaptive(&node_ages, ages, base, (width * 2.0).max(base), min_subjects)
+}
+
+/// A normal subject mapped to its bracket, kept for accumulation and leave-one-out.
+#[derive(Debug, Clone)]
+pub struct MappedNormal {
+    /// The database record.
+    pub record: SubjectRecord,
+    /// Bracket index.
+    pub bracket: usize,
+    /// Masked values per channel ([`Channel::index`] order).
+    pub values: [Vec<f32>; 2],
+}
+
+/// Index of the bracket a normal subject of `age` is registered to (the nearest centre among
+/// brackets containing it).
+pub fn bracket_of(brackets: &[BracketInput], age: f64) -> Option<usize> {
+    brackets
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| age >= b.min_years && age < b.max_years)
+        .min_by(|a, b| {
+            let centre = |x: &BracketInput| (age - 0.5 * (x.min_years + x.max_years)).abs();
+            centre(a.1).total_cmp(&centre(b.1))
+        })
+        .map(|(i, _)| i)
+}
+
+/// Maps every normal to its bracket (in parallel over subjects; each result is independent,
+/// so the order and values do not depend on the thread count). `progress` is called once per
+/// finished subject.
+pub fn map_normals(
+    normals: &[NormalSubject],
+    brackets: &[BracketInput],
+    options: &BuildOptions,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<Vec<MappedNormal>, NormativeError> {
+    let mut seen = std::collections::HashSet::new();
+    for n in normals {
+        if !seen.insert(&n.pseudonym) {
+            return Err(NormativeError::Config(format!("subject {} is listed twice", n.pseudonym)));
+        }
+        if !(n.age_years.is_finite() && (0.0..=25.0).contains(&n.age_years)) {
+            return Err(NormativeError::Config(format!("subject {}: implausible age {}", n.pseudonym, n.age_years)));
+        }
+        if bracket_of(brackets, n.age_years).is_none() {
+            return Err(NormativeError::Config(format!(
+                "subject {}: age {:.2} is outside every bracket",
+                n.pseudonym, n.age_years
+            )));
+        }
+    }
+    normals
+        .par_iter()
+        .with_max_len(1)
+        .map(|n| {
+            let b = bracket_of(brackets, n.age_years).expect("checked");
+            let space = &brackets[b].space;
+            let maps = map_to_template(&n.image, space, &options.mapping, &n.pseudonym)?;
+            progress(&n.pseudonym);
+            Ok(MappedNormal {
+                record: SubjectRecord {
+                    pseudonym: n.pseudonym.clone(),
+                    age_years: n.age_years,
+                    sex: n.sex,
+                    scanner: n.scanner.clone(),
+                    bracket: brackets[b].name.clone(),
+                    qc_similarity: maps.similarity,
+                    qc_passed: maps.similarity >= options.min_similarity,
+                },
+                bracket: b,
+                values: [gather(&maps.intensity, &space.indices), gather(&maps.logjac, &space.indices)],
+            })
+        })
+        .collect()
+}
+
+/// Accumulates mapped normals (QC-passed only) into per-bracket statistics.
+pub fn accumulate(
+    brackets: &[BracketInput],
+    mapped: &[MappedNormal],
+    options: &BuildOptions,
+) -> Result<Vec<[NormativeAccumulator; 2]>, NormativeError> {
+    brackets
+        .iter()
+        .enumerate()
+        .map(|(b, bracket)| {
+            let members: Vec<&MappedNormal> = mapped.iter().filter(|m| m.bracket == b && m.record.qc_passed).collect();
+            let ages: Vec<f64> = members.iter().map(|m| m.record.age_years).collect();
+            let nodes =
+                bracket_nodes(bracket.min_years, bracket.max_years, options.nodes_per_bracket, &ages, options.min_node_subjects);
+            let n = bracket.space.indices.len();
+            let mut stats = [
+                NormativeAccumulator::new(nodes.clone(), n).map_err(NormDbError::from)?,
+                NormativeAccumulator::new(nodes, n).map_err(NormDbError::from)?,
+            ];
+            for m in &members {
+                for c in 0..2 {
+                    stats[c].add_subject(m.record.age_years, m.record.sex, &m.values[c]).map_err(NormDbError::from)?;
+                }
+            }
+            Ok(stats)
+        })
+        .collect()
+}
+
+/// Leave-one-out calibration over the mapped normals: each QC-passed normal is scored against
+/// its bracket's statistics without itself; thresholds pooled over brackets per channel.
+pub fn calibrate(
+    brackets: &[BracketInput],
+    stats: &[[NormativeAccumulator; 2]],
+    mapped: &[MappedNormal],
+    options: &BuildOptions,
+) -> Result<CalibrationRecord, NormativeError> {
+    let members: Vec<&MappedNormal> = mapped.iter().filter(|m| m.record.qc_passed).collect();
+    let mut channels = Vec::new();
+    for channel in Channel::ALL {
+        let c = channel.index();
+        // Null z-maps (masked vectors), one per held-out normal, in subject order.
+        let nulls: Vec<Vec<f32>> = members
+            .par_iter()
+            .with_max_len(1)
+            .map(|m| {
+                let mut held_out = stats[m.bracket][c].clone();
+                held_out.remove_subject(m.record.age_years, m.record.sex, &m.values[c]).map_err(NormDbError::from)?;
+                let model = NormativeModel::at_age(&held_out, m.record.age_years, Some(m.record.sex), &options.normative)
+                    .map_err(|e| NormativeError::Config(format!("calibration of {}: {e}", m.record.pseudonym)))?;
+                model.z_scores(&m.values[c]).map_err(|e| NormativeError::Config(e.to_string()))
+            })
+            .collect::<Result<_, NormativeError>>()?;
+        let histograms: Vec<AbsZHistogram> = nulls.iter().map(|z| AbsZHistogram::from_z(z)).collect();
+        let voxel = calibrate_voxels(&histograms, options.voxel_rate)
+            .map_err(|e| NormativeError::Config(format!("calibration of {}: {e}", channel.name())))?;
+        let threshold = voxel.z_threshold as f32;
+        let sizes: Vec<usize> = members
+            .par_iter()
+            .zip(&nulls)
+            .map(|(m, z)| {
+                let space = &brackets[m.bracket].space;
+                let volume = scatter(space.template.grid(), &space.indices, z, 0.0);
+                largest_cluster(volume.data(), None, threshold)
+            })
+            .collect();
+        let cluster = calibrate_clusters(&sizes, options.cluster_rate)
+            .map_err(|e| NormativeError::Config(format!("calibration of {}: {e}", channel.name())))?;
+        channels.push(ChannelCalibration { voxel, cluster });
+    }
+    Ok(CalibrationRecord {
+        method: format!(
+            "leave-one-out over {} normals: thresholds from the pooled null of |z|; achieved rates by a second (outer) leave-one-out",
+            members.len()
+        ),
+        stale: false,
+        channels,
+    })
+}
+
+/// Builds a whole database from mapped normals.
+pub fn assemble(
+    brackets: &[BracketInput],
+    mapped: &[MappedNormal],
+    options: &BuildOptions,
+    atlas: Option<crate::normdb::AtlasTable>,
+) -> Result<NormDb, NormativeError> {
+    let stats = accumulate(brackets, mapped, options)?;
+    let passed = mapped.iter().filter(|m| m.record.qc_passed).count();
+    let calibration = if passed >= 3 { Some(calibrate(brackets, &stats, mapped, options)?) } else { None };
+    let bracket_dbs = brackets
+        .iter()
+        .zip(stats)
+        .map(|(b, stats)| BracketDb {
+            name: b.name.clone(),
+            min_years: b.min_years,
+            max_years: b.max_years,
+            template: b.space.template.clone(),
+            mask: b.space.mask.clone(),
+            labels: b.labels.clone(),
+            stats,
+        })
+        .collect();
+    Ok(NormDb {
+        metadata: Metadata::new(options.build_parameters(), &format!("built from {} normals", mapped.len())),
+        brackets: bracket_dbs,
+        subjects: mapped.iter().map(|m| m.record.clone()).collect(),
+        calibration,
+        atlas,
+    })
+}
+
+/// Adds one normal to an existing database (statistics updated in place; calibration marked
+/// stale, since leave-one-out needs every normal's maps).
+pub fn add_subject(db: &mut NormDb, subject: &NormalSubject, mapping: &MappingParams) -> Result<SubjectRecord, NormativeError> {
+    if db.subjects.iter().any(|s| s.pseudonym == subject.pseudonym) {
+        return Err(NormativeError::Config(format!("subject {} is already in the database", subject.pseudonym)));
+    }
+    if !(subject.age_years.is_finite() && (0.0..=25.0).contains(&subject.age_years)) {
+        return Err(NormativeError::Config(format!("subject {}: implausible age {}", subject.pseudonym, subject.age_years)));
+    }
+    let b = db
+        .brackets
+        .iter()
+        .enumerate()
+        .filter(|(_, x)| x.contains(subject.age_years))
+        .min_by(|a, c| {
+            let d = |x: &BracketDb| (subject.age_years - 0.5 * (x.min_years + x.max_years)).abs();
+            d(a.1).total_cmp(&d(c.1))
+        })
+        .map(|(i, _)| i)
+        .ok_or_else(|| NormativeError::Config(format!("age {:.2} is outside every bracket", subject.age_years)))?;
+    let bracket = &db.brackets[b];
+    let space = TemplateSpace::new(bracket.template.clone(), Some(bracket.mask.clone()))?;
+    let maps = map_to_template(&subject.image, &space, mapping, &subject.pseudonym)?;
+    let record = SubjectRecord {
+        pseudonym: subject.pseudonym.clone(),
+        age_years: subject.age_years,
+        sex: subject.sex,
+        scanner: subject.scanner.clone(),
+        bracket: bracket.name.clone(),
+        qc_similarity: maps.similarity,
+        qc_passed: maps.similarity >= 0.5,
+    };
+    if record.qc_passed {
+        let bracket = &mut db.brackets[b];
+        for channel in Channel::ALL {
+            let values = gather(maps.channel(channel), &space.indices);
+            bracket.stats[channel.index()].add_subject(subject.age_years, subject.sex, &values).map_err(NormDbError::from)?;
+        }
+    }
+    db.subjects.push(record.clone());
+    if let Some(c) = db.calibration.as_mut() {
+        c.stale = true;
+    }
+    db.metadata.touch(&format!("added subject {}", subject.pseudonym));
+    Ok(record)
+}
+
+/// Carries an atlas into template space: `reference` (the atlas's own T1, e.g. MNI) is
+/// registered to the template (affine + diffeomorphic) and `labels` (on the reference's world
+/// space) are pulled through that mapping by nearest neighbour, then restricted to the
+/// template mask.
+pub fn carry_atlas(
+    space: &TemplateSpace,
+    reference: &Image<f32>,
+    labels: &Image<f32>,
+    mapping: &MappingParams,
+) -> Result<Image<f32>, NormativeError> {
+    let fail = |stage: &'static str, message: String| NormativeError::Subject { subject: "atlas reference".into(), stage, message };
+    let affine_params = AffineParams { fixed_mask: Some(space.mask.clone()), ..mapping.affine.clone() };
+    let affine = register_affine(&space.template, reference, &affine_params, &mut |_| {})
+        .map_err(|e| fail("affine registration", e.to_string()))?
+        .transform;
+    let deformable_params = DiffeoParams { fixed_mask: Some(space.mask.clone()), ..mapping.deformable.clone() };
+    let result = register_diffeomorphic(&space.template, reference, &affine, &deformable_params, &mut |_| {})
+        .map_err(|e| fail("diffeomorphic registration", e.to_string()))?;
+    let carried = result.warp(labels, space.template.grid(), Interpolation::Nearest);
+    let mask = space.mask.as_slice();
+    let data: Vec<f32> = carried.as_slice().iter().zip(mask).map(|(&l, &m)| if m > 0.5 { l } else { 0.0 }).collect();
+    let d = space.template.grid().dims();
+    Ok(Image::new(Array3::from_shape_vec((d[0], d[1], d[2]), data).expect("grid size"), space.template.grid().clone())
+        .expect("shape"))
+}
+
+/// Parses a label table with one `VALUE<whitespace>NAME` per line (FSL/mricron `.txt`).
+pub fn parse_label_names(text: &str) -> Vec<(i32, String)> {
+    text.lines()
+        .filter_map(|line| {
+            let mut parts = line.trim().splitn(2, char::is_whitespace);
+            let value = parts.next()?.parse::<i32>().ok()?;
+            let name = parts.next()?.trim().replace('_', " ");
+            (value > 0 && !name.is_empty()).then_some((value, name))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_cover_the_bracket() {
+        let nodes = bracket_nodes(4.0, 8.0, 2, &[4.5, 5.0, 6.0, 7.0, 7.5], 2.0);
+        assert_eq!(nodes.len(), 2);
+        assert!((nodes[0].age_years - 5.0).abs() < 1e-12 && (nodes[1].age_years - 7.0).abs() < 1e-12);
+        assert!(nodes.iter().all(|n| n.kernel_mass(&[4.5, 5.0, 6.0, 7.0, 7.5]) >= 2.0));
+    }
+
+    #[test]
+    fn label_table_parses() {
+        let names = parse_label_names("0\tUnclassified\n3\tGenu_of_corpus_callosum\nbad line\n");
+        assert_eq!(names, vec![(3, "Genu of corpus callosum".to_string())]);
+    }
+
+    #[test]
+    fn monotone_landmarks() {
+        let m = monotone(&[0.0, 1.0, 1.0, 0.5, 3.0]);
+        assert!(m.windows(2).all(|w| w[1] > w[0]), "{m:?}");
+    }
+
+    #[test]
+    fn scatter_gather_round_trip() {
+        let grid = pedinorm_registration::Grid::axis_aligned([3, 4, 5], [1.0; 3], [0.0; 3]).unwrap();
+        let indices = vec![1, 7, 30, 59];
+        let volume = scatter(&grid, &indices, &[1.0, 2.0, 3.0, 4.0], -1.0);
+        assert_eq!(gather(&volume, &indices), vec![1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(volume.as_slice()[0], -1.0);
+    }
+}

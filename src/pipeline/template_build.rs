@@ -1,0 +1,821 @@
+//! Template builds on disk: the pure steps of `pedinorm_templates::template` (`init`, `map`,
+//! `reduce`) with their state in a build directory, so each step can run as a separate
+//! process or batch job and a build resumes where it stopped.
+//!
+//! Layout of a build directory `BUILD`:
+//!
+//! ```text
+//! BUILD/build.json                              configuration and subjects (ids, paths, ages, weights)
+//! BUILD/inputs/ID.nii.gz                        subjects given in memory, written once
+//! BUILD/init/target.nii.gz, init/done.json      the centre-of-mass-aligned average (first target)
+//! BUILD/iter-K/subject-ID/affine.txt            template → subject affine (ITK text, LPS)
+//! BUILD/iter-K/subject-ID/warp.nii.gz           template → subject displacement (ANTs convention; K ≥ 1)
+//! BUILD/iter-K/subject-ID/warped.nii.gz         the subject on the template grid
+//! BUILD/iter-K/subject-ID/done.json             similarity, warp norm, weight, output sizes (written last)
+//! BUILD/iter-K/template.nii.gz, qc.json, done.json
+//! BUILD/template.nii.gz, qc.json, montage.png   the final template and QC of every iteration
+//! ```
+//!
+//! Iteration 0 registers affinely only; iterations 1..=K affine + diffeomorphic. A step whose
+//! `done.json` exists and whose outputs have the recorded sizes is skipped.
+
+use crate::atomic::write_bytes;
+use crate::batch::{BatchError, Executor, ProgressEvent, Resources, Stage, Task};
+use crate::nifti_io::{NiftiIoError, VoxelType, read_image, write_image};
+use crate::transform_io::{TransformIoError, read_affine, read_field, write_affine, write_field};
+use pedinorm_registration::{AffineTransform, Image};
+use pedinorm_templates::age::AgeModelError;
+use pedinorm_templates::qc::{IterationQc, SubjectFigures, iteration_qc};
+use pedinorm_templates::template::{
+    MapStage, PedinormRegistrar, ReduceAccumulator, Registrar, SubjectMapping, TemplateConfig, TemplateError,
+    TemplateTarget, init_target, map_subject, template_grid,
+};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Version of the build directory layout and `build.json`.
+pub const BUILD_FORMAT_VERSION: u32 = 1;
+
+/// Why a template build step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateBuildError {
+    /// A NIfTI file could not be read or written.
+    #[error(transparent)]
+    Nifti(#[from] NiftiIoError),
+    /// A transform file could not be read or written.
+    #[error(transparent)]
+    Transform(#[from] TransformIoError),
+    /// A compute step failed.
+    #[error("{context}: {source}")]
+    Compute {
+        /// Which step and subject.
+        context: String,
+        /// The compute error.
+        source: TemplateError,
+    },
+    /// The age model rejected the subjects or the target.
+    #[error("age model: {0}")]
+    Age(#[from] AgeModelError),
+    /// A file of the build could not be read, written or parsed.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The request is inconsistent (unknown subject, iteration out of range, empty cohort).
+    #[error("{0}")]
+    Invalid(String),
+    /// The batch executor failed.
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+}
+
+fn file_error(path: &Path, message: impl ToString) -> TemplateBuildError {
+    TemplateBuildError::File { path: path.to_owned(), message: message.to_string() }
+}
+
+/// Where a subject's image comes from.
+#[derive(Debug, Clone)]
+pub enum SubjectSource {
+    /// A NIfTI file.
+    Path(PathBuf),
+    /// An image in memory (written to `BUILD/inputs/` so batch tasks can read it).
+    Image(Image<f32>),
+}
+
+/// One subject of a template build.
+#[derive(Debug, Clone)]
+pub struct SubjectInput {
+    /// Identifier (letters, digits, `-`, `_`, `.`), unique in the build.
+    pub id: String,
+    /// The image.
+    pub source: SubjectSource,
+    /// Age in years.
+    pub age_years: f64,
+}
+
+/// A subject as recorded in `build.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManifestSubject {
+    /// Identifier.
+    pub id: String,
+    /// Absolute path of the image.
+    pub path: PathBuf,
+    /// Age in years.
+    pub age_years: f64,
+    /// Weight in the template (> 0; subjects of weight 0 are not in the build).
+    pub weight: f64,
+}
+
+/// The content of `build.json`: everything that decides the result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BuildManifest {
+    /// [`BUILD_FORMAT_VERSION`].
+    pub format_version: u32,
+    /// The configuration.
+    pub config: TemplateConfig,
+    /// Kernel width (years) used for continuous-age targets.
+    pub kernel_width_years: Option<f64>,
+    /// Effective sample size of the weights.
+    pub effective_sample: f64,
+    /// Subjects in build order (sorted by id).
+    pub subjects: Vec<ManifestSubject>,
+}
+
+impl BuildManifest {
+    /// Reads `BUILD/build.json`.
+    pub fn read(build_dir: &Path) -> Result<Self, TemplateBuildError> {
+        let path = build_dir.join("build.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| file_error(&path, e))?;
+        let manifest: Self = serde_json::from_str(&text)
+            .map_err(|e| file_error(&path, format!("invalid build manifest: {e}")))?;
+        if manifest.format_version != BUILD_FORMAT_VERSION {
+            return Err(file_error(
+                &path,
+                format!("format_version {} is not {BUILD_FORMAT_VERSION}", manifest.format_version),
+            ));
+        }
+        Ok(manifest)
+    }
+
+    fn subject(&self, id: &str) -> Result<&ManifestSubject, TemplateBuildError> {
+        self.subjects
+            .iter()
+            .find(|s| s.id == id)
+            .ok_or_else(|| TemplateBuildError::Invalid(format!("subject {id:?} is not in this build")))
+    }
+
+    fn check_iteration(&self, iteration: usize) -> Result<(), TemplateBuildError> {
+        if iteration > self.config.iterations {
+            return Err(TemplateBuildError::Invalid(format!(
+                "iteration {iteration} is beyond the build's last iteration {}",
+                self.config.iterations
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Result figures of one map step (`done.json` of a subject).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MapRecord {
+    /// Subject identifier.
+    pub id: String,
+    /// Iteration.
+    pub iteration: usize,
+    /// Weight.
+    pub weight: f64,
+    /// Correlation with the template it was registered to.
+    pub similarity: f64,
+    /// Mean warp norm (mm), absent in iteration 0.
+    pub warp_norm_mm: Option<f64>,
+    /// Wall time of the step (s); not part of the result.
+    pub seconds: f64,
+    /// Sizes of the outputs (bytes), to validate them on resume.
+    pub outputs: Vec<(String, u64)>,
+}
+
+/// Per-subject transforms to the final template.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubjectTransforms {
+    /// Subject identifier.
+    pub id: String,
+    /// Template → subject affine (also in `affine_path`).
+    pub affine: AffineTransform,
+    /// ITK text file of the affine.
+    pub affine_path: PathBuf,
+    /// Template → subject displacement field file (applied before the affine).
+    pub warp_path: Option<PathBuf>,
+    /// The subject resampled on the template grid.
+    pub warped_path: PathBuf,
+}
+
+/// QC of a whole build (`BUILD/qc.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BuildQc {
+    /// One entry per iteration, 0 (affine) first.
+    pub iterations: Vec<IterationQc>,
+    /// Subjects flagged as outliers in the last iteration.
+    pub outliers: Vec<String>,
+}
+
+/// The outcome of [`build_template`].
+#[derive(Debug, Clone)]
+pub struct TemplateBuildResult {
+    /// The final template.
+    pub template: Image<f32>,
+    /// Path of the final template.
+    pub template_path: PathBuf,
+    /// Transforms of every subject (build order) to the final template.
+    pub transforms: Vec<SubjectTransforms>,
+    /// QC.
+    pub qc: BuildQc,
+    /// The manifest.
+    pub manifest: BuildManifest,
+}
+
+fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !id.starts_with('.')
+}
+
+/// The directory of one iteration.
+pub fn iteration_dir(build_dir: &Path, iteration: usize) -> PathBuf {
+    build_dir.join(format!("iter-{iteration}"))
+}
+
+/// The directory of one subject's map step.
+pub fn subject_dir(build_dir: &Path, iteration: usize, id: &str) -> PathBuf {
+    iteration_dir(build_dir, iteration).join(format!("subject-{id}"))
+}
+
+/// The done marker of the init step.
+pub fn init_marker(build_dir: &Path) -> PathBuf {
+    build_dir.join("init").join("done.json")
+}
+
+/// The done marker of a map step.
+pub fn map_marker(build_dir: &Path, iteration: usize, id: &str) -> PathBuf {
+    subject_dir(build_dir, iteration, id).join("done.json")
+}
+
+/// The done marker of a reduce step.
+pub fn reduce_marker(build_dir: &Path, iteration: usize) -> PathBuf {
+    iteration_dir(build_dir, iteration).join("done.json")
+}
+
+/// Computes subject weights from the configuration's target.
+fn subject_weights(
+    config: &TemplateConfig,
+    ages: &[f64],
+) -> Result<(Vec<f64>, Option<f64>), TemplateBuildError> {
+    Ok(match &config.target {
+        TemplateTarget::AllSubjects => (vec![1.0; ages.len()], None),
+        TemplateTarget::Bracket(bracket) => {
+            (ages.iter().map(|&a| if bracket.contains(a) { 1.0 } else { 0.0 }).collect(), None)
+        }
+        TemplateTarget::Age { age_years, kernel } => {
+            let weights = kernel.weights(ages, *age_years)?;
+            (weights.weights, Some(weights.width_years))
+        }
+    })
+}
+
+/// Writes `build.json` (and in-memory subjects to `BUILD/inputs/`) for a new build, or checks
+/// that an existing build directory holds the same build (so it can be resumed).
+pub fn prepare_build(
+    subjects: &[SubjectInput],
+    config: &TemplateConfig,
+    build_dir: &Path,
+) -> Result<BuildManifest, TemplateBuildError> {
+    config
+        .validate()
+        .map_err(|source| TemplateBuildError::Compute { context: "configuration".into(), source })?;
+    let mut problems = Vec::new();
+    for (index, subject) in subjects.iter().enumerate() {
+        if !is_valid_id(&subject.id) {
+            problems.push(format!("subject id {:?}: use letters, digits, '-', '_' or '.'", subject.id));
+        }
+        if subjects[..index].iter().any(|other| other.id == subject.id) {
+            problems.push(format!("subject id {:?} appears more than once", subject.id));
+        }
+        if let Err(error) = pedinorm_templates::age::check_age(subject.age_years) {
+            problems.push(format!("subject {}: {error}", subject.id));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(TemplateBuildError::Invalid(problems.join("; ")));
+    }
+    let mut order: Vec<&SubjectInput> = subjects.iter().collect();
+    order.sort_by(|a, b| a.id.cmp(&b.id));
+    let ages: Vec<f64> = order.iter().map(|s| s.age_years).collect();
+    let (weights, kernel_width_years) = subject_weights(config, &ages)?;
+    let effective_sample = pedinorm_templates::age::effective_sample_of(&weights);
+    std::fs::create_dir_all(build_dir).map_err(|e| file_error(build_dir, e))?;
+    let build_dir = build_dir.canonicalize().map_err(|e| file_error(build_dir, e))?;
+    let mut manifest_subjects = Vec::new();
+    for (subject, weight) in order.iter().zip(&weights) {
+        if *weight <= 0.0 {
+            continue;
+        }
+        let path = match &subject.source {
+            SubjectSource::Path(path) => path.canonicalize().map_err(|e| file_error(path, e))?,
+            SubjectSource::Image(image) => {
+                let path = build_dir.join("inputs").join(format!("{}.nii.gz", subject.id));
+                if !path.is_file() {
+                    write_image(&path, image, VoxelType::F32)?;
+                }
+                path
+            }
+        };
+        manifest_subjects.push(ManifestSubject {
+            id: subject.id.clone(),
+            path,
+            age_years: subject.age_years,
+            weight: *weight,
+        });
+    }
+    if manifest_subjects.is_empty() {
+        return Err(TemplateBuildError::Invalid("no subject has a positive weight for this template".into()));
+    }
+    let manifest = BuildManifest {
+        format_version: BUILD_FORMAT_VERSION,
+        config: config.clone(),
+        kernel_width_years,
+        effective_sample,
+        subjects: manifest_subjects,
+    };
+    let path = build_dir.join("build.json");
+    if path.is_file() {
+        let existing = BuildManifest::read(&build_dir)?;
+        if existing != manifest {
+            return Err(file_error(
+                &path,
+                "the build directory holds a different build (other subjects or settings); use a new directory",
+            ));
+        }
+        return Ok(existing);
+    }
+    write_json(&path, &manifest)?;
+    Ok(manifest)
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), TemplateBuildError> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| file_error(path, e))?;
+    write_bytes(path, text.as_bytes()).map_err(|e| file_error(path, e))
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, TemplateBuildError> {
+    let text = std::fs::read_to_string(path).map_err(|e| file_error(path, e))?;
+    serde_json::from_str(&text).map_err(|e| file_error(path, format!("invalid JSON: {e}")))
+}
+
+fn file_sizes(dir: &Path, names: &[&str]) -> Result<Vec<(String, u64)>, TemplateBuildError> {
+    names
+        .iter()
+        .map(|name| {
+            let path = dir.join(name);
+            let size = std::fs::metadata(&path).map_err(|e| file_error(&path, e))?.len();
+            Ok((name.to_string(), size))
+        })
+        .collect()
+}
+
+fn outputs_valid(dir: &Path, outputs: &[(String, u64)]) -> bool {
+    outputs.iter().all(|(name, size)| std::fs::metadata(dir.join(name)).is_ok_and(|m| m.len() == *size))
+}
+
+/// Marker of the init and reduce steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct StepRecord {
+    step: String,
+    seconds: f64,
+    outputs: Vec<(String, u64)>,
+}
+
+fn step_done(marker: &Path) -> bool {
+    marker.is_file()
+        && read_json::<StepRecord>(marker)
+            .is_ok_and(|r| outputs_valid(marker.parent().expect("marker in a dir"), &r.outputs))
+}
+
+/// The `init` step: the centre-of-mass-aligned weighted average on the template grid (the
+/// grid of the highest-weight subject, first by id on ties, at the configured spacing).
+/// Skipped when already done.
+pub fn run_init(build_dir: &Path) -> Result<(), TemplateBuildError> {
+    let marker = init_marker(build_dir);
+    if step_done(&marker) {
+        return Ok(());
+    }
+    let start = Instant::now();
+    let manifest = BuildManifest::read(build_dir)?;
+    let reference = manifest
+        .subjects
+        .iter()
+        .fold(None::<&ManifestSubject>, |best, s| match best {
+            Some(b) if b.weight >= s.weight => Some(b),
+            _ => Some(s),
+        })
+        .expect("manifest has subjects");
+    let reference_image = read_image(&reference.path)?;
+    let grid = template_grid(reference_image.grid(), manifest.config.template_spacing_mm);
+    drop(reference_image);
+    let target = init_target(
+        &grid,
+        manifest.subjects.len(),
+        |index| {
+            let subject = &manifest.subjects[index];
+            read_image(&subject.path)
+                .map(|image| (image, subject.weight))
+                .map_err(|e| TemplateError::InvalidInput(e.to_string()))
+        },
+        manifest.config.normalize_intensity,
+    )
+    .map_err(|source| TemplateBuildError::Compute { context: "init".into(), source })?;
+    let dir = build_dir.join("init");
+    write_image(&dir.join("target.nii.gz"), &target, VoxelType::F32)?;
+    let record = StepRecord {
+        step: "init".into(),
+        seconds: start.elapsed().as_secs_f64(),
+        outputs: file_sizes(&dir, &["target.nii.gz"])?,
+    };
+    write_json(&marker, &record)
+}
+
+/// The template a map step of `iteration` registers to.
+pub fn target_of_iteration(build_dir: &Path, iteration: usize) -> PathBuf {
+    if iteration == 0 {
+        build_dir.join("init").join("target.nii.gz")
+    } else {
+        iteration_dir(build_dir, iteration - 1).join("template.nii.gz")
+    }
+}
+
+/// The `map` step of one subject in one iteration with pedinorm's registration. Skipped when
+/// already done.
+pub fn run_map(build_dir: &Path, iteration: usize, id: &str) -> Result<MapRecord, TemplateBuildError> {
+    let manifest = BuildManifest::read(build_dir)?;
+    let registrar = PedinormRegistrar { settings: manifest.config.registration.clone() };
+    run_map_with(build_dir, &manifest, iteration, id, &registrar)
+}
+
+/// The `map` step with a given registrar.
+pub fn run_map_with(
+    build_dir: &Path,
+    manifest: &BuildManifest,
+    iteration: usize,
+    id: &str,
+    registrar: &dyn Registrar,
+) -> Result<MapRecord, TemplateBuildError> {
+    manifest.check_iteration(iteration)?;
+    let subject = manifest.subject(id)?;
+    let dir = subject_dir(build_dir, iteration, id);
+    let marker = dir.join("done.json");
+    if marker.is_file()
+        && let Ok(record) = read_json::<MapRecord>(&marker)
+        && outputs_valid(&dir, &record.outputs)
+    {
+        return Ok(record);
+    }
+    let start = Instant::now();
+    let target_path = target_of_iteration(build_dir, iteration);
+    if !target_path.is_file() {
+        return Err(TemplateBuildError::Invalid(format!(
+            "iteration {iteration} needs {} (run the previous step first)",
+            target_path.display()
+        )));
+    }
+    let template = read_image(&target_path)?;
+    let image = read_image(&subject.path)?;
+    let output =
+        map_subject(&template, &image, MapStage::of_iteration(iteration), registrar).map_err(|source| {
+            TemplateBuildError::Compute { context: format!("map iteration {iteration} subject {id}"), source }
+        })?;
+    write_affine(&dir.join("affine.txt"), &output.mapping.affine)?;
+    let mut names = vec!["affine.txt", "warped.nii.gz"];
+    if let Some(warp) = &output.mapping.warp {
+        write_field(&dir.join("warp.nii.gz"), warp)?;
+        names.push("warp.nii.gz");
+    }
+    write_image(&dir.join("warped.nii.gz"), &output.warped, VoxelType::F32)?;
+    let record = MapRecord {
+        id: id.to_string(),
+        iteration,
+        weight: subject.weight,
+        similarity: output.similarity,
+        warp_norm_mm: output.warp_norm_mm,
+        seconds: start.elapsed().as_secs_f64(),
+        outputs: file_sizes(&dir, &names)?,
+    };
+    write_json(&marker, &record)?;
+    Ok(record)
+}
+
+/// The `reduce` step of one iteration: weighted average of the warped subjects, shape update,
+/// sharpening, QC. Needs every subject's map step of the iteration. Skipped when already done.
+pub fn run_reduce(build_dir: &Path, iteration: usize) -> Result<(), TemplateBuildError> {
+    let marker = reduce_marker(build_dir, iteration);
+    if step_done(&marker) {
+        return Ok(());
+    }
+    let start = Instant::now();
+    let manifest = BuildManifest::read(build_dir)?;
+    manifest.check_iteration(iteration)?;
+    let missing: Vec<&str> = manifest
+        .subjects
+        .iter()
+        .filter(|s| !map_marker(build_dir, iteration, &s.id).is_file())
+        .map(|s| s.id.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(TemplateBuildError::Invalid(format!(
+            "reduce of iteration {iteration} needs the map step of subject(s) {}",
+            missing.join(", ")
+        )));
+    }
+    let previous = read_image(&target_of_iteration(build_dir, iteration))?;
+    let mut accumulator = ReduceAccumulator::new(previous.grid(), manifest.config.normalize_intensity);
+    let mut figures = Vec::new();
+    // Fixed subject order: the sums, hence the template, do not depend on task timing.
+    for subject in &manifest.subjects {
+        let dir = subject_dir(build_dir, iteration, &subject.id);
+        let record: MapRecord = read_json(&dir.join("done.json"))?;
+        let warped = read_image(&dir.join("warped.nii.gz"))?;
+        let affine = read_affine(&dir.join("affine.txt"))?;
+        let warp = if iteration > 0 { Some(read_field(&dir.join("warp.nii.gz"))?) } else { None };
+        accumulator.add(&warped, &SubjectMapping { affine, warp }, subject.weight).map_err(|source| {
+            TemplateBuildError::Compute { context: format!("reduce subject {}", subject.id), source }
+        })?;
+        figures.push(SubjectFigures {
+            id: subject.id.clone(),
+            weight: subject.weight,
+            similarity: record.similarity,
+            warp_norm_mm: record.warp_norm_mm,
+        });
+    }
+    let template =
+        accumulator.finish(manifest.config.gradient_step, manifest.config.sharpening).map_err(|source| {
+            TemplateBuildError::Compute { context: format!("reduce iteration {iteration}"), source }
+        })?;
+    let qc = iteration_qc(iteration, &template, Some(&previous), &figures, manifest.config.outlier_z);
+    let dir = iteration_dir(build_dir, iteration);
+    write_image(&dir.join("template.nii.gz"), &template, VoxelType::F32)?;
+    write_json(&dir.join("qc.json"), &qc)?;
+    let record = StepRecord {
+        step: format!("reduce iteration {iteration}"),
+        seconds: start.elapsed().as_secs_f64(),
+        outputs: file_sizes(&dir, &["template.nii.gz", "qc.json"])?,
+    };
+    write_json(&marker, &record)
+}
+
+/// The path of the `pedinorm` program to run batch tasks with: `PEDINORM_PROGRAM` if set,
+/// else the running executable.
+pub fn default_program() -> PathBuf {
+    std::env::var_os("PEDINORM_PROGRAM")
+        .map(PathBuf::from)
+        .or_else(|| std::env::current_exe().ok())
+        .unwrap_or_else(|| PathBuf::from("pedinorm"))
+}
+
+/// The batch stages of a build: init, then map (one task per subject) and reduce for every
+/// iteration, each task a `pedinorm template …` invocation.
+pub fn build_stages(
+    build_dir: &Path,
+    manifest: &BuildManifest,
+    map: Resources,
+    reduce: Resources,
+) -> Vec<Stage> {
+    let dir = build_dir.to_string_lossy().into_owned();
+    let mut stages = vec![Stage {
+        name: "init".into(),
+        tasks: vec![Task {
+            label: "init".into(),
+            args: vec!["template".into(), "init".into(), "--build-dir".into(), dir.clone()],
+            done_marker: init_marker(build_dir),
+        }],
+        resources: reduce,
+    }];
+    for iteration in 0..=manifest.config.iterations {
+        stages.push(Stage {
+            name: format!("iter-{iteration}-map"),
+            tasks: manifest
+                .subjects
+                .iter()
+                .map(|s| Task {
+                    label: s.id.clone(),
+                    args: vec![
+                        "template".into(),
+                        "map".into(),
+                        "--build-dir".into(),
+                        dir.clone(),
+                        "--iteration".into(),
+                        iteration.to_string(),
+                        "--subject".into(),
+                        s.id.clone(),
+                    ],
+                    done_marker: map_marker(build_dir, iteration, &s.id),
+                })
+                .collect(),
+            resources: map,
+        });
+        stages.push(Stage {
+            name: format!("iter-{iteration}-reduce"),
+            tasks: vec![Task {
+                label: "reduce".into(),
+                args: vec![
+                    "template".into(),
+                    "reduce".into(),
+                    "--build-dir".into(),
+                    dir.clone(),
+                    "--iteration".into(),
+                    iteration.to_string(),
+                ],
+                done_marker: reduce_marker(build_dir, iteration),
+            }],
+            resources: reduce,
+        });
+    }
+    stages
+}
+
+/// Resources of the map and reduce tasks of a build, from the template and subject image
+/// sizes (see [`crate::batch::plan`]).
+pub fn plan_resources(
+    manifest: &BuildManifest,
+    threads: usize,
+) -> Result<(Resources, Resources), TemplateBuildError> {
+    let mut largest = 0usize;
+    for subject in &manifest.subjects {
+        let header =
+            nifti::NiftiHeader::from_file(&subject.path).map_err(|e| file_error(&subject.path, e))?;
+        let voxels: usize = header.dim[1..4].iter().map(|&d| d.max(1) as usize).product();
+        largest = largest.max(voxels);
+    }
+    let estimate = crate::batch::plan::TaskEstimate::for_voxels(
+        largest,
+        manifest.config.registration.spacing_mm,
+        threads,
+    );
+    Ok((estimate.map, estimate.reduce))
+}
+
+/// Removes the done marker of every step whose outputs are missing or altered (size differs
+/// from the record), so executors, which only look for markers, run those steps again.
+/// Returns how many were removed.
+pub fn invalidate_broken_steps(build_dir: &Path, manifest: &BuildManifest) -> Result<usize, TemplateBuildError> {
+    let mut markers = vec![(init_marker(build_dir), false)];
+    for iteration in 0..=manifest.config.iterations {
+        for subject in &manifest.subjects {
+            markers.push((map_marker(build_dir, iteration, &subject.id), true));
+        }
+        markers.push((reduce_marker(build_dir, iteration), false));
+    }
+    let mut removed = 0;
+    for (marker, is_map) in markers {
+        if !marker.is_file() {
+            continue;
+        }
+        let valid = if is_map {
+            read_json::<MapRecord>(&marker).is_ok_and(|r| outputs_valid(marker.parent().expect("in a dir"), &r.outputs))
+        } else {
+            step_done(&marker)
+        };
+        if !valid {
+            std::fs::remove_file(&marker).map_err(|e| file_error(&marker, e))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// Builds a template: prepares the build directory, runs every step through `executor`
+/// (each step a `pedinorm template …` process), then writes the final template, QC and
+/// montage. Re-running with the same arguments resumes an interrupted build.
+pub fn build_template(
+    subjects: &[SubjectInput],
+    config: &TemplateConfig,
+    build_dir: &Path,
+    executor: &dyn Executor,
+    threads_per_task: usize,
+    progress: &(dyn Fn(&ProgressEvent) + Sync),
+) -> Result<TemplateBuildResult, TemplateBuildError> {
+    let manifest = prepare_build(subjects, config, build_dir)?;
+    let build_dir = build_dir.canonicalize().map_err(|e| file_error(build_dir, e))?;
+    let (map, reduce) = plan_resources(&manifest, threads_per_task)?;
+    let redone = invalidate_broken_steps(&build_dir, &manifest)?;
+    if redone > 0 {
+        tracing::warn!(steps = redone, "outputs missing or altered: those steps run again");
+    }
+    let stages = build_stages(&build_dir, &manifest, map, reduce);
+    executor.run(&stages, progress)?;
+    finalize(&build_dir)
+}
+
+/// Writes the final outputs of a finished build (`template.nii.gz`, `qc.json`,
+/// `montage.png`) and returns the result.
+pub fn finalize(build_dir: &Path) -> Result<TemplateBuildResult, TemplateBuildError> {
+    let manifest = BuildManifest::read(build_dir)?;
+    let last = manifest.config.iterations;
+    if !step_done(&reduce_marker(build_dir, last)) {
+        return Err(TemplateBuildError::Invalid(format!(
+            "the build in {} is not finished",
+            build_dir.display()
+        )));
+    }
+    let last_dir = iteration_dir(build_dir, last);
+    let template = read_image(&last_dir.join("template.nii.gz"))?;
+    let template_path = build_dir.join("template.nii.gz");
+    write_image(&template_path, &template, VoxelType::F32)?;
+    let iterations: Vec<IterationQc> = (0..=last)
+        .map(|k| read_json(&iteration_dir(build_dir, k).join("qc.json")))
+        .collect::<Result<_, _>>()?;
+    let outliers = iterations
+        .last()
+        .map(|q| q.subjects.iter().filter(|s| s.outlier).map(|s| s.id.clone()).collect())
+        .unwrap_or_default();
+    let qc = BuildQc { iterations, outliers };
+    write_json(&build_dir.join("qc.json"), &qc)?;
+    write_montage(&build_dir.join("montage.png"), &[&template])?;
+    let mut transforms = Vec::new();
+    for subject in &manifest.subjects {
+        let dir = subject_dir(build_dir, last, &subject.id);
+        let affine_path = dir.join("affine.txt");
+        transforms.push(SubjectTransforms {
+            id: subject.id.clone(),
+            affine: read_affine(&affine_path)?,
+            affine_path,
+            warp_path: (last > 0).then(|| dir.join("warp.nii.gz")),
+            warped_path: dir.join("warped.nii.gz"),
+        });
+    }
+    Ok(TemplateBuildResult { template, template_path, transforms, qc, manifest })
+}
+
+/// Writes a PNG montage: one row per image, each row five axial slices (15–85 % of the
+/// superior–inferior extent), a coronal and a sagittal mid slice, sampled on a world-aligned
+/// lattice at the image's finest spacing, grey levels from the 1st to the 99th percentile.
+pub fn write_montage(path: &Path, images: &[&Image<f32>]) -> Result<(), TemplateBuildError> {
+    let rows: Vec<(usize, usize, Vec<u8>)> = images.iter().map(|image| montage_row(image)).collect();
+    let width = rows.iter().map(|r| r.0).max().unwrap_or(1).max(1);
+    let height: usize = rows.iter().map(|r| r.1).sum::<usize>().max(1);
+    let mut pixels = vec![0u8; width * height];
+    let mut top = 0;
+    for (w, h, data) in &rows {
+        for y in 0..*h {
+            pixels[(top + y) * width..(top + y) * width + w].copy_from_slice(&data[y * w..(y + 1) * w]);
+        }
+        top += h;
+    }
+    let mut bytes = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut bytes, width as u32, height as u32);
+        encoder.set_color(png::ColorType::Grayscale);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header().map_err(|e| file_error(path, e))?;
+        writer.write_image_data(&pixels).map_err(|e| file_error(path, e))?;
+    }
+    write_bytes(path, &bytes).map_err(|e| file_error(path, e))
+}
+
+/// One montage row: (width, height, grey pixels).
+fn montage_row(image: &Image<f32>) -> (usize, usize, Vec<u8>) {
+    use pedinorm_registration::interpolate::sample_linear;
+    let grid = image.grid();
+    let d = grid.dims();
+    // World bounding box of the voxel centres.
+    let mut low = [f64::INFINITY; 3];
+    let mut high = [f64::NEG_INFINITY; 3];
+    for corner in 0..8 {
+        let voxel = [0, 1, 2].map(|a| if corner & (1 << a) != 0 { (d[a] - 1) as f64 } else { 0.0 });
+        let world = grid.voxel_to_world(voxel);
+        for a in 0..3 {
+            low[a] = low[a].min(world[a]);
+            high[a] = high[a].max(world[a]);
+        }
+    }
+    let step = grid.spacing().iter().cloned().fold(f64::INFINITY, f64::min).max(0.5);
+    let count = |a: usize| (((high[a] - low[a]) / step).floor() as usize + 1).min(512);
+    let (nx, ny, nz) = (count(0), count(1), count(2));
+    let mut sorted: Vec<f32> = image.as_slice().iter().cloned().filter(|v| *v > 0.0).collect();
+    sorted.sort_by(f32::total_cmp);
+    let (lo, hi) = if sorted.is_empty() {
+        (0.0, 1.0)
+    } else {
+        (
+            sorted[sorted.len() / 100],
+            sorted[(sorted.len() * 99 / 100).min(sorted.len() - 1)].max(f32::MIN_POSITIVE),
+        )
+    };
+    let grey = |world: [f64; 3]| {
+        let v = sample_linear(image, grid.world_to_voxel(world), 0.0);
+        (((v - lo) / (hi - lo).max(f32::EPSILON)).clamp(0.0, 1.0) * 255.0).round() as u8
+    };
+    // Panels: (width, height, pixel(x, y) → world) with anterior / superior at the top.
+    let mut panels: Vec<(usize, usize, Box<dyn Fn(usize, usize) -> [f64; 3] + '_>)> = Vec::new();
+    for fraction in [0.15, 0.32, 0.5, 0.68, 0.85] {
+        let z = low[2] + fraction * (high[2] - low[2]);
+        panels.push((nx, ny, Box::new(move |x, y| [low[0] + x as f64 * step, high[1] - y as f64 * step, z])));
+    }
+    let ymid = 0.5 * (low[1] + high[1]);
+    panels.push((nx, nz, Box::new(move |x, y| [low[0] + x as f64 * step, ymid, high[2] - y as f64 * step])));
+    let xmid = 0.5 * (low[0] + high[0]);
+    panels.push((ny, nz, Box::new(move |x, y| [xmid, low[1] + x as f64 * step, high[2] - y as f64 * step])));
+    let width: usize = panels.iter().map(|p| p.0).sum();
+    let height = panels.iter().map(|p| p.1).max().unwrap_or(1);
+    let mut pixels = vec![0u8; width * height];
+    let mut left = 0;
+    for (w, h, world) in &panels {
+        for y in 0..*h {
+            for x in 0..*w {
+                pixels[y * width + left + x] = grey(world(x, y));
+            }
+        }
+        left += w;
+    }
+    (width, height, pixels)
+}

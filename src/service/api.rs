@@ -1,0 +1,1118 @@
+//! The HTTP API: router, authentication and authorization layer, audit of every request, and
+//! the handlers. Paths, methods and roles come from [`super::roles::ROUTES`]; the OpenAPI
+//! document is generated from the `#[utoipa::path]` annotations here.
+
+use super::audit::{self, AuditRecord, NewRecord, VerifyReport};
+use super::auth::{self, User};
+use super::cases::{self, Actor, Case, CaseUpdate, NewCase};
+use super::consent::{self, Consent, ConsentInput, Database};
+use super::error::{ApiError, ErrorBody};
+use super::jobs::{JobInfo, output_files};
+use super::roles::{self, Access, Role};
+use super::state::AppState;
+use super::studies::{self, Study, UploadLimits};
+use super::work;
+use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header, request::Parts};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post};
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+use utoipa::{IntoParams, ToSchema};
+
+/// Header naming the user the portal acts for.
+pub const ACTING_USER: &str = "x-acting-user";
+/// Header naming that user's role (checked against the route table).
+pub const ACTING_ROLE: &str = "x-acting-role";
+/// Header naming that user's centre.
+pub const ACTING_CENTRE: &str = "x-acting-centre";
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// The token's account.
+    pub user: User,
+    /// For the portal: the user it acts for, with role and centre.
+    pub acting: Option<(String, Role, String)>,
+}
+
+impl Principal {
+    /// The specialist to record: the acting user for the portal, else the account.
+    pub fn actor(&self) -> Actor {
+        match &self.acting {
+            Some((name, _, centre)) => Actor { name: name.clone(), centre: centre.clone() },
+            None => Actor { name: self.user.name.clone(), centre: self.user.centre.clone() },
+        }
+    }
+    /// Name recorded as job owner, study submitter…
+    pub fn recorded_name(&self) -> String {
+        match &self.acting {
+            Some((name, _, _)) => format!("{} (via {})", name, self.user.name),
+            None => self.user.name.clone(),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Principal>().cloned().ok_or(ApiError::Unauthorized)
+    }
+}
+
+/// JSON body whose rejections become 400 answers with a JSON error.
+pub struct Body400<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body400<T> {
+    type Rejection = ApiError;
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(Body400(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    match rejection {
+        JsonRejection::MissingJsonContentType(_) => {
+            ApiError::BadRequest("the body must be JSON (Content-Type: application/json)".into())
+        }
+        other => ApiError::BadRequest(format!("invalid JSON body: {}", other.body_text())),
+    }
+}
+
+/// Path id that answers 400 with JSON when it is not a positive integer.
+pub struct Id(pub i64);
+
+impl<S: Send + Sync> FromRequestParts<S> for Id {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(params): Path<std::collections::HashMap<String, String>> =
+            Path::from_request_parts(parts, state).await.map_err(|_| ApiError::BadRequest("invalid path".into()))?;
+        let raw = params.get("id").ok_or_else(|| ApiError::BadRequest("missing id".into()))?;
+        raw.parse::<i64>()
+            .ok()
+            .filter(|id| *id > 0 && *id < (1 << 53))
+            .map(Id)
+            .ok_or_else(|| ApiError::BadRequest("`id` must be a positive integer".into()))
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+}
+
+fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
+}
+
+/// Authenticates, authorizes and audits every request.
+pub async fn guard(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().as_str().to_string();
+    let resource: String = request.uri().path().chars().take(300).collect();
+    let matched = request.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string());
+    let route = matched.as_deref().and_then(|path| roles::find(&method, path));
+    let action = route.map(|r| r.action).unwrap_or("unknown");
+    let mut record =
+        NewRecord { user: "-".into(), role: "-".into(), action: action.into(), resource, ..Default::default() };
+    let response = match route.map(|r| r.access) {
+        // Unknown paths and methods: let the router answer 404/405 (still audited).
+        None | Some(Access::Public) => next.run(request).await,
+        Some(Access::Roles(_)) => {
+            let route = route.expect("matched above");
+            let headers = request.headers().clone();
+            match authorize(&state, &headers, route, &mut record).await {
+                Ok(principal) => {
+                    request.extensions_mut().insert(principal);
+                    next.run(request).await
+                }
+                Err(error) => error.into_response(),
+            }
+        }
+    };
+    record.outcome = response.status().as_u16().to_string();
+    state.metrics.record(action, response.status().as_u16(), started.elapsed().as_secs_f64());
+    let store = state.store.clone();
+    // The audit record is written before the answer leaves: an unaudited request never succeeds.
+    let written = tokio::task::spawn_blocking(move || audit::append(&store, &record)).await;
+    match written {
+        Ok(Ok(_)) => response,
+        Ok(Err(error)) => ApiError::internal(format!("audit log: {error}")).into_response(),
+        Err(error) => ApiError::internal(format!("audit log: {error}")).into_response(),
+    }
+}
+
+async fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    route: &roles::RouteSpec,
+    record: &mut NewRecord,
+) -> Result<Principal, ApiError> {
+    let token = bearer(headers).ok_or(ApiError::Unauthorized)?.to_string();
+    let store = state.store.clone();
+    let user = tokio::task::spawn_blocking(move || auth::authenticate(&store, &token))
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or(ApiError::Unauthorized)?;
+    record.user = user.name.clone();
+    record.role = user.role.to_string();
+    record.centre = user.centre.clone();
+    if !route.allows(user.role) {
+        return Err(ApiError::Forbidden(format!("role {} may not call {} {}", user.role, route.method, route.path)));
+    }
+    let mut acting = None;
+    if user.role == Role::Portal {
+        let name = header_text(headers, ACTING_USER)
+            .ok_or_else(|| ApiError::BadRequest(format!("the portal must name the user it acts for ({ACTING_USER})")))?;
+        auth::check_name(ACTING_USER, name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let role: Role = header_text(headers, ACTING_ROLE)
+            .ok_or_else(|| ApiError::BadRequest(format!("the portal must give the acting user's role ({ACTING_ROLE})")))?
+            .parse()
+            .map_err(ApiError::BadRequest)?;
+        let centre = header_text(headers, ACTING_CENTRE).unwrap_or("").to_string();
+        if !centre.is_empty() {
+            auth::check_name(ACTING_CENTRE, &centre).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        }
+        record.on_behalf_of = format!("{name} ({role}, {centre})");
+        if matches!(role, Role::Portal | Role::Admin) || !route.allows(role) {
+            return Err(ApiError::Forbidden(format!(
+                "the portal acting for role {role} may not call {} {}",
+                route.method, route.path
+            )));
+        }
+        acting = Some((name.to_string(), role, centre));
+    }
+    Ok(Principal { user, acting })
+}
+
+/// Runs blocking store work off the async executor.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work).await.map_err(ApiError::internal)?
+}
+
+// ---------------------------------------------------------------------------------------------
+// Health, version, metrics
+
+/// Liveness.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok` when the process answers.
+    pub status: String,
+}
+
+/// Health check (no token).
+#[utoipa::path(get, path = "/health", tag = "service", responses((status = 200, body = Health)))]
+pub async fn health() -> Json<Health> {
+    Json(Health { status: "ok".into() })
+}
+
+/// Build information.
+#[derive(Serialize, ToSchema)]
+pub struct Version {
+    /// Package name.
+    pub name: String,
+    /// Package version.
+    pub version: String,
+}
+
+/// Version (no token).
+#[utoipa::path(get, path = "/version", tag = "service", responses((status = 200, body = Version)))]
+pub async fn version() -> Json<Version> {
+    Json(Version { name: env!("CARGO_PKG_NAME").into(), version: env!("CARGO_PKG_VERSION").into() })
+}
+
+/// Readiness details.
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready` or `degraded`.
+    pub status: String,
+    /// State database answers.
+    pub database: bool,
+    /// Normative database file present.
+    pub normdb: bool,
+    /// Seconds since start.
+    pub uptime_seconds: f64,
+}
+
+/// Readiness: the state database answers; reports whether the normative database is present.
+#[utoipa::path(get, path = "/ready", tag = "service", security(("bearer" = [])),
+    responses((status = 200, body = Readiness), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn ready(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
+    let store = state.store.clone();
+    let database = blocking(move || Ok(store.lock().query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).is_ok())).await?;
+    if !database {
+        return Err(ApiError::Unavailable("the state database does not answer".into()));
+    }
+    let normdb = state.config.normdb_path().is_file();
+    Ok(Json(Readiness {
+        status: if normdb { "ready" } else { "degraded" }.into(),
+        database,
+        normdb,
+        uptime_seconds: state.started.elapsed().as_secs_f64(),
+    }))
+}
+
+/// Prometheus metrics (text exposition format).
+#[utoipa::path(get, path = "/metrics", tag = "service", security(("bearer" = [])),
+    responses((status = 200, description = "Prometheus text", content_type = "text/plain", body = String),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let jobs = state.jobs.clone();
+    let counts = blocking(move || jobs.counts().map_err(ApiError::from)).await?;
+    let mut text = state.metrics.render();
+    text.push_str("# HELP pedinorm_jobs Jobs by state.\n# TYPE pedinorm_jobs gauge\n");
+    for (job_state, count) in counts {
+        text.push_str(&format!("pedinorm_jobs{{state=\"{job_state}\"}} {count}\n"));
+    }
+    text.push_str(&format!(
+        "# HELP pedinorm_uptime_seconds Seconds since start.\n# TYPE pedinorm_uptime_seconds gauge\npedinorm_uptime_seconds {}\n",
+        state.started.elapsed().as_secs_f64()
+    ));
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+/// The caller as the service sees it.
+#[derive(Serialize, ToSchema)]
+pub struct WhoAmI {
+    /// Account.
+    pub user: User,
+    /// For the portal: the acting user.
+    pub acting_user: Option<String>,
+    /// For the portal: the acting user's role.
+    pub acting_role: Option<Role>,
+    /// For the portal: the acting user's centre.
+    pub acting_centre: Option<String>,
+}
+
+/// Who am I.
+#[utoipa::path(get, path = "/api/v1/whoami", tag = "service", security(("bearer" = [])),
+    responses((status = 200, body = WhoAmI), (status = 401, body = ErrorBody)))]
+pub async fn whoami(principal: Principal) -> Json<WhoAmI> {
+    let (acting_user, acting_role, acting_centre) = match principal.acting {
+        Some((name, role, centre)) => (Some(name), Some(role), Some(centre)),
+        None => (None, None, None),
+    };
+    Json(WhoAmI { user: principal.user, acting_user, acting_role, acting_centre })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Studies and consent
+
+/// Query of an upload.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UploadQuery {
+    /// Database the study is offered to: `A` or `B`.
+    pub database: String,
+    /// Admit a study without a national identifier as unlinked.
+    #[serde(default)]
+    pub allow_unlinked: bool,
+}
+
+/// Answer to an upload or import.
+#[derive(Serialize, ToSchema)]
+pub struct Submitted {
+    /// The study.
+    pub study: Study,
+    /// The ingest job, when it could be queued (consent recorded).
+    pub job: Option<i64>,
+}
+
+fn parse_database(text: &str) -> Result<Database, ApiError> {
+    Database::parse(text).ok_or_else(|| ApiError::BadRequest("`database` must be A or B".into()))
+}
+
+/// Upload a study: a zip archive (`application/zip`), one DICOM object (`application/dicom`),
+/// or `multipart/form-data` with parts `file` (DICOM objects or zips) and optionally
+/// `consent` (JSON [`ConsentInput`]). Ingest runs as a job once consent is recorded.
+#[utoipa::path(post, path = "/api/v1/studies", tag = "studies", security(("bearer" = [])), params(UploadQuery),
+    request_body(content(("application/zip"), ("application/dicom"), ("multipart/form-data")), description = "DICOM objects"),
+    responses((status = 202, body = Submitted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
+              (status = 503, body = ErrorBody)))]
+pub async fn upload_study(
+    State(state): State<AppState>,
+    principal: Principal,
+    query: Result<Query<UploadQuery>, axum::extract::rejection::QueryRejection>,
+    request: Request,
+) -> Result<(StatusCode, Json<Submitted>), ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(format!("invalid query: {}", e.body_text())))?;
+    let database = parse_database(&query.database)?;
+    let content_type =
+        request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+    let mut parts: Vec<(Option<String>, Vec<u8>)> = Vec::new();
+    let mut consent_input: Option<ConsentInput> = None;
+    if content_type.starts_with("multipart/form-data") {
+        let mut multipart = axum::extract::Multipart::from_request(request, &state)
+            .await
+            .map_err(|e| ApiError::BadRequest(format!("invalid multipart body: {}", e.body_text())))?;
+        loop {
+            let field = multipart.next_field().await.map_err(multipart_error)?;
+            let Some(field) = field else { break };
+            let name = field.name().unwrap_or("").to_string();
+            let file_name = field.file_name().map(str::to_string);
+            let bytes = field.bytes().await.map_err(multipart_error)?;
+            match name.as_str() {
+                "file" | "files" => parts.push((file_name, bytes.to_vec())),
+                "consent" => {
+                    consent_input = Some(serde_json::from_slice(&bytes).map_err(|e| {
+                        ApiError::BadRequest(format!("part `consent` is not a valid consent record: {e}"))
+                    })?)
+                }
+                other => {
+                    return Err(ApiError::BadRequest(format!(
+                        "unexpected multipart part `{}` (expected `file` or `consent`)",
+                        other.chars().take(40).collect::<String>()
+                    )));
+                }
+            }
+        }
+    } else if content_type.starts_with("application/zip")
+        || content_type.starts_with("application/dicom")
+        || content_type.starts_with("application/octet-stream")
+    {
+        let bytes = axum::body::to_bytes(request.into_body(), state.config.max_upload_bytes)
+            .await
+            .map_err(|_| ApiError::TooLarge(format!("uploads are limited to {} bytes", state.config.max_upload_bytes)))?;
+        parts.push((None, bytes.to_vec()));
+    } else {
+        return Err(ApiError::BadRequest(
+            "Content-Type must be application/zip, application/dicom or multipart/form-data".into(),
+        ));
+    }
+    let config = state.config.clone();
+    let jobs = state.jobs.clone();
+    let store = state.store.clone();
+    let owner = principal.recorded_name();
+    let centre = principal.actor().centre;
+    let allow_unlinked = query.allow_unlinked;
+    blocking(move || {
+        let limits = UploadLimits { max_files: config.max_upload_files, max_total_bytes: config.max_unzipped_bytes };
+        let staging_root = config.data_dir.join("incoming");
+        std::fs::create_dir_all(&staging_root).map_err(ApiError::internal)?;
+        let staging = tempfile::Builder::new().prefix("upload-").tempdir_in(&staging_root).map_err(ApiError::internal)?;
+        let (files, bytes) = studies::store_parts(staging.path(), parts, limits)?;
+        let problems = studies::validate_dicom_dir(staging.path());
+        if !problems.is_empty() {
+            return Err(ApiError::Refused { message: "the upload holds objects that are not valid DICOM".into(), reasons: problems });
+        }
+        let id = {
+            let connection = store.lock();
+            let id = studies::insert(&connection, database, "upload", &centre, &owner, None)?;
+            studies::set_received(&connection, id, files, bytes)?;
+            id
+        };
+        std::fs::rename(staging.keep(), studies::incoming_dir(&config.data_dir, id)).map_err(ApiError::internal)?;
+        finish_submission(&store, &jobs, id, database, consent_input, &owner, allow_unlinked)
+    })
+    .await
+    .map(|submitted| (StatusCode::ACCEPTED, Json(submitted)))
+}
+
+fn multipart_error(error: axum::extract::multipart::MultipartError) -> ApiError {
+    if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::TooLarge("the upload is larger than the configured limit".into())
+    } else {
+        ApiError::BadRequest(format!("invalid multipart body: {}", error.body_text()))
+    }
+}
+
+/// Records consent if given and queues ingest when consent permits it.
+fn finish_submission(
+    store: &super::store::Store,
+    jobs: &super::jobs::JobQueue,
+    id: i64,
+    database: Database,
+    consent_input: Option<ConsentInput>,
+    owner: &str,
+    allow_unlinked: bool,
+) -> Result<Submitted, ApiError> {
+    let connection = store.lock();
+    if let Some(input) = &consent_input {
+        consent::record(&connection, id, input, owner)?;
+    }
+    let permitted = consent::permits(consent::get(&connection, id)?.as_ref(), database).is_ok();
+    let job = if permitted {
+        drop(connection);
+        let job = jobs.enqueue("ingest", &serde_json::json!({ "study_id": id, "allow_unlinked": allow_unlinked }), owner)?;
+        let connection = store.lock();
+        studies::set_ingest_job(&connection, id, job)?;
+        Some(job)
+    } else {
+        drop(connection);
+        None
+    };
+    let connection = store.lock();
+    Ok(Submitted { study: studies::get(&connection, id)?, job })
+}
+
+/// Import request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportRequest {
+    /// Centre whose PACS holds the study.
+    pub centre: String,
+    /// StudyInstanceUID in that PACS.
+    pub study_instance_uid: String,
+    /// Database the study is offered to: `A` or `B`.
+    pub database: String,
+    /// Consent, if already known.
+    #[serde(default)]
+    pub consent: Option<ConsentInput>,
+    /// Admit a study without a national identifier as unlinked.
+    #[serde(default)]
+    pub allow_unlinked: bool,
+}
+
+/// Import a study from a centre's PACS by StudyInstanceUID; retrieval and ingest run as a job.
+#[utoipa::path(post, path = "/api/v1/studies/import", tag = "studies", security(("bearer" = [])),
+    request_body = ImportRequest,
+    responses((status = 202, body = Submitted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn import_study(
+    State(state): State<AppState>,
+    principal: Principal,
+    Body400(request): Body400<ImportRequest>,
+) -> Result<(StatusCode, Json<Submitted>), ApiError> {
+    let database = parse_database(&request.database)?;
+    super::pacs::check_uid(&request.study_instance_uid).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if !state.config.pacs.iter().any(|p| p.centre == request.centre) {
+        return Err(ApiError::NotFound("no PACS is configured for that centre".into()));
+    }
+    let store = state.store.clone();
+    let jobs = state.jobs.clone();
+    let owner = principal.recorded_name();
+    let centre = principal.actor().centre;
+    blocking(move || {
+        let id = {
+            let connection = store.lock();
+            studies::insert(
+                &connection,
+                database,
+                "pacs",
+                &centre,
+                &owner,
+                Some((&request.centre, &request.study_instance_uid)),
+            )?
+        };
+        finish_submission(&store, &jobs, id, database, request.consent, &owner, request.allow_unlinked)
+    })
+    .await
+    .map(|submitted| (StatusCode::ACCEPTED, Json(submitted)))
+}
+
+/// List query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Filter (database `A`/`B` for studies, status for cases).
+    #[serde(default)]
+    pub filter: Option<String>,
+    /// At most this many (1–1000, default 100).
+    #[serde(default)]
+    pub limit: Option<i64>,
+}
+
+fn limit(query: &ListQuery) -> i64 {
+    query.limit.unwrap_or(100).clamp(1, 1000)
+}
+
+/// List studies, newest first.
+#[utoipa::path(get, path = "/api/v1/studies", tag = "studies", security(("bearer" = [])), params(ListQuery),
+    responses((status = 200, body = Vec<Study>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn list_studies(
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<Study>>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let store = state.store.clone();
+    blocking(move || studies::list(&store.lock(), query.filter.as_deref(), limit(&query))).await.map(Json)
+}
+
+/// One study.
+#[utoipa::path(get, path = "/api/v1/studies/{id}", tag = "studies", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Study id")),
+    responses((status = 200, body = Study), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_study(State(state): State<AppState>, Id(id): Id) -> Result<Json<Study>, ApiError> {
+    let store = state.store.clone();
+    blocking(move || studies::get(&store.lock(), id)).await.map(Json)
+}
+
+/// Ingest options.
+#[derive(Debug, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct IngestRequest {
+    /// Admit a study without a national identifier as unlinked.
+    #[serde(default)]
+    pub allow_unlinked: bool,
+}
+
+/// (Re)start ingest of a received study (after consent was recorded, or after a failure).
+#[utoipa::path(post, path = "/api/v1/studies/{id}/ingest", tag = "studies", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Study id")), request_body = IngestRequest,
+    responses((status = 202, body = Submitted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn ingest_study(
+    State(state): State<AppState>,
+    principal: Principal,
+    Id(id): Id,
+    Body400(request): Body400<IngestRequest>,
+) -> Result<(StatusCode, Json<Submitted>), ApiError> {
+    let store = state.store.clone();
+    let jobs = state.jobs.clone();
+    let owner = principal.recorded_name();
+    blocking(move || {
+        let internals = studies::internals(&store.lock(), id)?;
+        if matches!(internals.status.as_str(), "admitted" | "ingest_queued" | "refused") {
+            return Err(ApiError::Conflict(format!("study {id} is {}: ingest cannot start again", internals.status)));
+        }
+        let consent = consent::get(&store.lock(), id)?;
+        if let Err(reason) = consent::permits(consent.as_ref(), internals.database) {
+            return Err(ApiError::Refused { message: "ingest needs consent for the database".into(), reasons: vec![reason] });
+        }
+        finish_submission(&store, &jobs, id, internals.database, None, &owner, request.allow_unlinked)
+    })
+    .await
+    .map(|submitted| (StatusCode::ACCEPTED, Json(submitted)))
+}
+
+/// Consent of a study.
+#[utoipa::path(get, path = "/api/v1/studies/{id}/consent", tag = "consent", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Study id")),
+    responses((status = 200, body = Consent), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_consent(State(state): State<AppState>, Id(id): Id) -> Result<Json<Consent>, ApiError> {
+    let store = state.store.clone();
+    blocking(move || {
+        let connection = store.lock();
+        studies::internals(&connection, id)?;
+        consent::get(&connection, id)?.ok_or_else(|| ApiError::NotFound(format!("study {id} has no consent record")))
+    })
+    .await
+    .map(Json)
+}
+
+/// Record the consent of a study (once).
+#[utoipa::path(post, path = "/api/v1/studies/{id}/consent", tag = "consent", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Study id")), request_body = ConsentInput,
+    responses((status = 201, body = Consent), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn record_consent(
+    State(state): State<AppState>,
+    principal: Principal,
+    Id(id): Id,
+    Body400(input): Body400<ConsentInput>,
+) -> Result<(StatusCode, Json<Consent>), ApiError> {
+    let store = state.store.clone();
+    let owner = principal.recorded_name();
+    blocking(move || {
+        let connection = store.lock();
+        studies::internals(&connection, id)?;
+        consent::record(&connection, id, &input, &owner)
+    })
+    .await
+    .map(|consent| (StatusCode::CREATED, Json(consent)))
+}
+
+/// A reason (withdrawal, rejection).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reason {
+    /// Why (1–2000 characters; no identities).
+    pub reason: String,
+}
+
+/// Withdraw consent: recorded, nothing deleted; the study is excluded from later computations.
+#[utoipa::path(post, path = "/api/v1/studies/{id}/consent/withdraw", tag = "consent", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Study id")), request_body = Reason,
+    responses((status = 200, body = Consent), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn withdraw_consent(
+    State(state): State<AppState>,
+    principal: Principal,
+    Id(id): Id,
+    Body400(reason): Body400<Reason>,
+) -> Result<Json<Consent>, ApiError> {
+    let store = state.store.clone();
+    let owner = principal.recorded_name();
+    blocking(move || {
+        let connection = store.lock();
+        studies::internals(&connection, id)?;
+        consent::withdraw(&connection, id, &reason.reason, &owner)
+    })
+    .await
+    .map(Json)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cases
+
+/// Submit a database A case.
+#[utoipa::path(post, path = "/api/v1/cases", tag = "cases", security(("bearer" = [])), request_body = NewCase,
+    responses((status = 201, body = Case), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn submit_case(
+    State(state): State<AppState>,
+    principal: Principal,
+    Body400(input): Body400<NewCase>,
+) -> Result<(StatusCode, Json<Case>), ApiError> {
+    let store = state.store.clone();
+    let actor = principal.actor();
+    blocking(move || {
+        let connection = store.lock();
+        let consent = consent::get(&connection, input.study_id)?;
+        if let Err(reason) = consent::permits(consent.as_ref(), Database::A) {
+            // Check existence first so an unknown study answers 404.
+            studies::internals(&connection, input.study_id)?;
+            return Err(ApiError::Refused { message: "a case needs consent for database A".into(), reasons: vec![reason] });
+        }
+        cases::submit(&connection, &input, &actor)
+    })
+    .await
+    .map(|case| (StatusCode::CREATED, Json(case)))
+}
+
+/// List cases (filter = status), newest first.
+#[utoipa::path(get, path = "/api/v1/cases", tag = "cases", security(("bearer" = [])), params(ListQuery),
+    responses((status = 200, body = Vec<Case>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn list_cases(
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<Case>>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let store = state.store.clone();
+    blocking(move || cases::list(&store.lock(), query.filter.as_deref(), limit(&query))).await.map(Json)
+}
+
+/// One case with its history.
+#[utoipa::path(get, path = "/api/v1/cases/{id}", tag = "cases", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Case id")),
+    responses((status = 200, body = Case), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_case(State(state): State<AppState>, Id(id): Id) -> Result<Json<Case>, ApiError> {
+    let store = state.store.clone();
+    blocking(move || cases::get(&store.lock(), id)).await.map(Json)
+}
+
+/// Update Orphanet codes and clinical fields.
+#[utoipa::path(patch, path = "/api/v1/cases/{id}", tag = "cases", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Case id")), request_body = CaseUpdate,
+    responses((status = 200, body = Case), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn update_case(
+    State(state): State<AppState>,
+    principal: Principal,
+    Id(id): Id,
+    Body400(input): Body400<CaseUpdate>,
+) -> Result<Json<Case>, ApiError> {
+    let store = state.store.clone();
+    let actor = principal.actor();
+    blocking(move || cases::update(&store.lock(), id, &input, &actor)).await.map(Json)
+}
+
+/// An optional comment.
+#[derive(Debug, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Comment {
+    /// Comment (no identities).
+    #[serde(default)]
+    pub comment: String,
+}
+
+fn check_comment(comment: &str) -> Result<(), ApiError> {
+    if comment.len() > 2000 {
+        return Err(ApiError::BadRequest("`comment` is limited to 2000 characters".into()));
+    }
+    Ok(())
+}
+
+/// The committee starts reviewing a submitted case.
+#[utoipa::path(post, path = "/api/v1/cases/{id}/review", tag = "cases", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Case id")),
+    responses((status = 200, body = Case), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn review_case(State(state): State<AppState>, principal: Principal, Id(id): Id) -> Result<Json<Case>, ApiError> {
+    let store = state.store.clone();
+    let actor = principal.actor();
+    blocking(move || cases::start_review(&store.lock(), id, &actor)).await.map(Json)
+}
+
+/// Record a committee member's approval (A2 once enough distinct members approved).
+#[utoipa::path(post, path = "/api/v1/cases/{id}/approvals", tag = "cases", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Case id")), request_body = Comment,
+    responses((status = 200, body = Case), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn approve_case(
+    State(state): State<AppState>,
+    principal: Principal,
+    Id(id): Id,
+    Body400(comment): Body400<Comment>,
+) -> Result<Json<Case>, ApiError> {
+    check_comment(&comment.comment)?;
+    let store = state.store.clone();
+    let actor = principal.actor();
+    let rules = state.config.workflow.clone();
+    blocking(move || cases::approve(&store.lock(), id, &actor, &comment.comment, &rules)).await.map(Json)
+}
+
+/// Record a specialist's diagnosis confirmation (A1 once specialists of enough centres confirmed).
+#[utoipa::path(post, path = "/api/v1/cases/{id}/confirmations", tag = "cases", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Case id")), request_body = Comment,
+    responses((status = 200, body = Case), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn confirm_case(
+    State(state): State<AppState>,
+    principal: Principal,
+    Id(id): Id,
+    Body400(comment): Body400<Comment>,
+) -> Result<Json<Case>, ApiError> {
+    check_comment(&comment.comment)?;
+    let store = state.store.clone();
+    let actor = principal.actor();
+    let rules = state.config.workflow.clone();
+    blocking(move || cases::confirm(&store.lock(), id, &actor, &comment.comment, &rules)).await.map(Json)
+}
+
+/// The committee rejects a case.
+#[utoipa::path(post, path = "/api/v1/cases/{id}/reject", tag = "cases", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Case id")), request_body = Reason,
+    responses((status = 200, body = Case), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn reject_case(
+    State(state): State<AppState>,
+    principal: Principal,
+    Id(id): Id,
+    Body400(reason): Body400<Reason>,
+) -> Result<Json<Case>, ApiError> {
+    let store = state.store.clone();
+    let actor = principal.actor();
+    blocking(move || cases::reject(&store.lock(), id, &actor, &reason.reason)).await.map(Json)
+}
+
+/// Withdraw a case (a state with its reason; nothing is deleted).
+#[utoipa::path(post, path = "/api/v1/cases/{id}/withdraw", tag = "cases", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Case id")), request_body = Reason,
+    responses((status = 200, body = Case), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn withdraw_case(
+    State(state): State<AppState>,
+    principal: Principal,
+    Id(id): Id,
+    Body400(reason): Body400<Reason>,
+) -> Result<Json<Case>, ApiError> {
+    let store = state.store.clone();
+    let actor = principal.actor();
+    blocking(move || cases::withdraw(&store.lock(), id, &actor, &reason.reason)).await.map(Json)
+}
+
+/// A queued job.
+#[derive(Serialize, ToSchema)]
+pub struct JobAccepted {
+    /// Job id; poll `/api/v1/jobs/{id}`.
+    pub job: i64,
+}
+
+/// Request a deviation map for a case (age and sex from the study); returns a job.
+#[utoipa::path(post, path = "/api/v1/cases/{id}/deviation", tag = "cases", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Case id")),
+    responses((status = 202, body = JobAccepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn request_deviation(
+    State(state): State<AppState>,
+    principal: Principal,
+    Id(id): Id,
+) -> Result<(StatusCode, Json<JobAccepted>), ApiError> {
+    let store = state.store.clone();
+    let jobs = state.jobs.clone();
+    let normdb = state.config.normdb_path();
+    let owner = principal.recorded_name();
+    blocking(move || {
+        work::check_deviation_request(&store, id, &normdb)?;
+        let job = jobs.enqueue("deviation", &serde_json::json!({ "case_id": id }), &owner)?;
+        Ok(JobAccepted { job })
+    })
+    .await
+    .map(|accepted| (StatusCode::ACCEPTED, Json(accepted)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Jobs
+
+/// List jobs, newest first.
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", security(("bearer" = [])), params(ListQuery),
+    responses((status = 200, body = Vec<JobInfo>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn list_jobs(
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<JobInfo>>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let jobs = state.jobs.clone();
+    blocking(move || jobs.list(limit(&query)).map_err(ApiError::from)).await.map(Json)
+}
+
+/// Job status and progress.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Job id")),
+    responses((status = 200, body = JobInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_job(State(state): State<AppState>, Id(id): Id) -> Result<Json<JobInfo>, ApiError> {
+    let jobs = state.jobs.clone();
+    blocking(move || jobs.get(id)?.ok_or_else(|| ApiError::NotFound(format!("job {id} does not exist")))).await.map(Json)
+}
+
+/// Cancel a queued or running job.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Job id")),
+    responses((status = 200, body = JobInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn cancel_job(State(state): State<AppState>, Id(id): Id) -> Result<Json<JobInfo>, ApiError> {
+    let jobs = state.jobs.clone();
+    blocking(move || jobs.cancel(id).map_err(ApiError::from)).await.map(Json)
+}
+
+/// One output file.
+#[derive(Serialize, ToSchema)]
+pub struct OutputFile {
+    /// File name.
+    pub name: String,
+    /// Size in bytes.
+    pub bytes: u64,
+}
+
+/// Output files of a finished job.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/outputs", tag = "jobs", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Job id")),
+    responses((status = 200, body = Vec<OutputFile>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn job_outputs(State(state): State<AppState>, Id(id): Id) -> Result<Json<Vec<OutputFile>>, ApiError> {
+    let jobs = state.jobs.clone();
+    blocking(move || {
+        let job = jobs.get(id)?.ok_or_else(|| ApiError::NotFound(format!("job {id} does not exist")))?;
+        if job.state != super::jobs::JobState::Done {
+            return Err(ApiError::Conflict(format!("job {id} has no outputs: it is not done")));
+        }
+        Ok(output_files(&jobs.output_dir(id)).into_iter().map(|(name, bytes)| OutputFile { name, bytes }).collect())
+    })
+    .await
+    .map(Json)
+}
+
+fn content_type_for(name: &str) -> &'static str {
+    if name.ends_with(".json") {
+        "application/json"
+    } else if name.ends_with(".png") {
+        "image/png"
+    } else if name.ends_with(".gz") {
+        "application/gzip"
+    } else if name.ends_with(".csv") {
+        "text/csv"
+    } else {
+        "application/octet-stream"
+    }
+}
+
+/// Download one output (NIfTI z-maps, cluster map, report.json, PNG montages).
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/outputs/{name}", tag = "jobs", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Job id"), ("name" = String, Path, description = "File name from the outputs list")),
+    responses((status = 200, description = "The file", content_type = "application/octet-stream", body = Vec<u8>),
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn download_output(
+    State(state): State<AppState>,
+    Id(id): Id,
+    path: Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let Path((_, name)) = path;
+    // Only plain names listed in the job folder: no separators, no dot files, no traversal.
+    let plain = !name.is_empty()
+        && name.len() <= 200
+        && !name.starts_with('.')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !plain {
+        return Err(ApiError::BadRequest("`name` must be a plain file name from the outputs list".into()));
+    }
+    let jobs = state.jobs.clone();
+    let (bytes, name) = blocking(move || {
+        let job = jobs.get(id)?.ok_or_else(|| ApiError::NotFound(format!("job {id} does not exist")))?;
+        if job.state != super::jobs::JobState::Done {
+            return Err(ApiError::NotFound(format!("job {id} is not done")));
+        }
+        let listed = output_files(&jobs.output_dir(id)).into_iter().any(|(n, _)| n == name);
+        if !listed {
+            return Err(ApiError::NotFound(format!("job {id} has no output named {name}")));
+        }
+        let bytes = std::fs::read(jobs.output_dir(id).join(&name)).map_err(ApiError::internal)?;
+        Ok((bytes, name))
+    })
+    .await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type_for(&name).to_string()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
+        ],
+        Body::from(bytes),
+    )
+        .into_response())
+}
+
+/// Send a deviation job's maps back to the PACS of the study as a derived DICOM series.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/store-back", tag = "jobs", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "A finished deviation job")),
+    responses((status = 202, body = JobAccepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn store_back(
+    State(state): State<AppState>,
+    principal: Principal,
+    Id(id): Id,
+) -> Result<(StatusCode, Json<JobAccepted>), ApiError> {
+    let store = state.store.clone();
+    let jobs = state.jobs.clone();
+    let owner = principal.recorded_name();
+    blocking(move || {
+        work::check_store_back_request(&store, &jobs, id)?;
+        let job = jobs.enqueue("store_back", &serde_json::json!({ "deviation_job": id }), &owner)?;
+        Ok(JobAccepted { job })
+    })
+    .await
+    .map(|accepted| (StatusCode::ACCEPTED, Json(accepted)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Normative database
+
+/// Normative database summary.
+#[utoipa::path(get, path = "/api/v1/normdb", tag = "normdb", security(("bearer" = [])),
+    responses((status = 200, body = work::NormdbSummary), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn normdb_info(State(state): State<AppState>) -> Result<Json<work::NormdbSummary>, ApiError> {
+    let path = state.config.normdb_path();
+    blocking(move || work::normdb_summary(&path)).await.map(Json)
+}
+
+/// Templates and age brackets of the normative database.
+#[utoipa::path(get, path = "/api/v1/normdb/templates", tag = "normdb", security(("bearer" = [])),
+    responses((status = 200, body = Vec<work::BracketSummary>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn normdb_templates(State(state): State<AppState>) -> Result<Json<Vec<work::BracketSummary>>, ApiError> {
+    let path = state.config.normdb_path();
+    blocking(move || work::normdb_summary(&path).map(|s| s.brackets)).await.map(Json)
+}
+
+/// Start a template + normative database build from the consented, admitted database B studies.
+#[utoipa::path(post, path = "/api/v1/normdb/builds", tag = "normdb", security(("bearer" = [])),
+    request_body = work::BuildRequest,
+    responses((status = 202, body = JobAccepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn start_build(
+    State(state): State<AppState>,
+    principal: Principal,
+    Body400(request): Body400<work::BuildRequest>,
+) -> Result<(StatusCode, Json<JobAccepted>), ApiError> {
+    request.validate()?;
+    let jobs = state.jobs.clone();
+    let owner = principal.recorded_name();
+    blocking(move || {
+        let job = jobs.enqueue("normdb_build", &serde_json::to_value(&request).map_err(ApiError::internal)?, &owner)?;
+        Ok(JobAccepted { job })
+    })
+    .await
+    .map(|accepted| (StatusCode::ACCEPTED, Json(accepted)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Audit
+
+/// Audit query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Records after this sequence number (default 0).
+    #[serde(default)]
+    pub after: Option<i64>,
+    /// At most this many (1–1000, default 100).
+    #[serde(default)]
+    pub limit: Option<i64>,
+}
+
+/// Read the audit log, oldest first.
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", security(("bearer" = [])), params(AuditQuery),
+    responses((status = 200, body = Vec<AuditRecord>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn read_audit(
+    State(state): State<AppState>,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<AuditRecord>>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let store = state.store.clone();
+    let after = query.after.unwrap_or(0).max(0);
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    blocking(move || audit::read(&store, after, limit).map_err(ApiError::from)).await.map(Json)
+}
+
+/// Verify the audit log's hash chain.
+#[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit", security(("bearer" = [])),
+    responses((status = 200, body = VerifyReport), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn verify_audit(State(state): State<AppState>) -> Result<Json<VerifyReport>, ApiError> {
+    let store = state.store.clone();
+    blocking(move || audit::verify(&store).map_err(ApiError::from)).await.map(Json)
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async fn openapi_document() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        super::openapi::document_json(),
+    )
+        .into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such endpoint".into())
+}
+
+/// Builds the router with the guard layer.
+pub fn router(state: AppState) -> axum::Router {
+    let upload_limit = state.config.max_upload_bytes;
+    axum::Router::new()
+        .route("/health", get(health))
+        .route("/version", get(version))
+        .route("/openapi.json", get(openapi_document))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/whoami", get(whoami))
+        .route(
+            "/api/v1/studies",
+            post(upload_study).layer(DefaultBodyLimit::max(upload_limit)).get(list_studies),
+        )
+        .route("/api/v1/studies/import", post(import_study))
+        .route("/api/v1/studies/{id}", get(get_study))
+        .route("/api/v1/studies/{id}/ingest", post(ingest_study))
+        .route("/api/v1/studies/{id}/consent", get(get_consent).post(record_consent))
+        .route("/api/v1/studies/{id}/consent/withdraw", post(withdraw_consent))
+        .route("/api/v1/cases", post(submit_case).get(list_cases))
+        .route("/api/v1/cases/{id}", get(get_case).merge(patch(update_case)))
+        .route("/api/v1/cases/{id}/review", post(review_case))
+        .route("/api/v1/cases/{id}/approvals", post(approve_case))
+        .route("/api/v1/cases/{id}/confirmations", post(confirm_case))
+        .route("/api/v1/cases/{id}/reject", post(reject_case))
+        .route("/api/v1/cases/{id}/withdraw", post(withdraw_case))
+        .route("/api/v1/cases/{id}/deviation", post(request_deviation))
+        .route("/api/v1/jobs", get(list_jobs))
+        .route("/api/v1/jobs/{id}", get(get_job))
+        .route("/api/v1/jobs/{id}/cancel", post(cancel_job))
+        .route("/api/v1/jobs/{id}/outputs", get(job_outputs))
+        .route("/api/v1/jobs/{id}/outputs/{name}", get(download_output))
+        .route("/api/v1/jobs/{id}/store-back", post(store_back))
+        .route("/api/v1/normdb", get(normdb_info))
+        .route("/api/v1/normdb/templates", get(normdb_templates))
+        .route("/api/v1/normdb/builds", post(start_build))
+        .route("/api/v1/audit", get(read_audit))
+        .route("/api/v1/audit/verify", get(verify_audit))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
+}

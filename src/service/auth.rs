@@ -1,0 +1,175 @@
+//! Users and bearer tokens.
+//!
+//! A token is `pn_<user id>_<secret>`; the secret is 32 random bytes (base64url). The state
+//! file keeps only a per-user random salt and HMAC-SHA-256(salt, secret): a copy of the
+//! database does not reveal usable tokens, and the comparison is constant-time (`hmac`'s
+//! `verify_slice`). The user id in the token only selects the row to compare against.
+
+use super::roles::Role;
+use super::store::{Store, StoreError, now};
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Errors while creating users.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// State store failure.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A field breaks a rule.
+    #[error("user field `{field}`: {rule}")]
+    Invalid {
+        /// Field.
+        field: &'static str,
+        /// Rule.
+        rule: String,
+    },
+}
+
+impl From<rusqlite::Error> for AuthError {
+    fn from(error: rusqlite::Error) -> Self {
+        AuthError::Store(StoreError::Sqlite(error))
+    }
+}
+
+/// An authenticated principal.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct User {
+    /// Row id.
+    pub id: i64,
+    /// Name (an account name, not a patient identity).
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Centre (empty when the user belongs to none).
+    pub centre: String,
+}
+
+fn hash_secret(salt: &[u8], secret: &str) -> HmacSha256 {
+    let mut mac = HmacSha256::new_from_slice(salt).expect("HMAC accepts keys of any length");
+    mac.update(secret.as_bytes());
+    mac
+}
+
+/// Checks a user or centre name: short, printable, no separators that could forge log lines.
+pub fn check_name(field: &'static str, value: &str) -> Result<(), AuthError> {
+    let ok = !value.is_empty()
+        && value.len() <= 100
+        && value.chars().all(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | '@' | ' '));
+    if ok {
+        Ok(())
+    } else {
+        Err(AuthError::Invalid {
+            field,
+            rule: "1–100 characters: letters, digits, space, '.', '-', '_', '@'".to_string(),
+        })
+    }
+}
+
+/// Creates a user and returns the token (shown once, never stored).
+pub fn add_user(store: &Store, name: &str, role: Role, centre: Option<&str>) -> Result<String, AuthError> {
+    check_name("name", name)?;
+    if let Some(centre) = centre {
+        check_name("centre", centre)?;
+    }
+    let mut salt = [0u8; 16];
+    let mut secret_bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut salt);
+    rand::rng().fill_bytes(&mut secret_bytes);
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret_bytes);
+    let hash = hash_secret(&salt, &secret).finalize().into_bytes().to_vec();
+    let connection = store.lock();
+    connection.execute(
+        "INSERT INTO users (name, role, centre, salt, token_hash, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![name, role.as_str(), centre.unwrap_or(""), salt.to_vec(), hash, now()],
+    )?;
+    let id = connection.last_insert_rowid();
+    Ok(format!("pn_{id}_{secret}"))
+}
+
+/// Resolves a bearer token to its user; `None` for any unknown, malformed or disabled token.
+pub fn authenticate(store: &Store, token: &str) -> Option<User> {
+    let rest = token.strip_prefix("pn_")?;
+    let (id, secret) = rest.split_once('_')?;
+    let id: i64 = id.parse().ok()?;
+    if secret.len() > 200 {
+        return None;
+    }
+    let row = store
+        .lock()
+        .query_row(
+            "SELECT name, role, centre, salt, token_hash FROM users WHERE id = ?1 AND disabled = 0",
+            params![id],
+            |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, Vec<u8>>(3)?,
+                    row.get::<_, Vec<u8>>(4)?,
+                ))
+            },
+        )
+        .optional()
+        .ok()
+        .flatten();
+    // Compare against a dummy when the id is unknown so timing does not reveal valid ids.
+    let (name, role, centre, salt, expected) =
+        row.unwrap_or_else(|| (String::new(), String::new(), String::new(), vec![0; 16], vec![0xff; 32]));
+    let verified = hash_secret(&salt, secret).verify_slice(&expected).is_ok();
+    if !verified || name.is_empty() {
+        return None;
+    }
+    let role = role.parse().ok()?;
+    Some(User { id, name, role, centre })
+}
+
+/// Every user (without secrets), for `pedinorm users list`.
+pub fn list_users(store: &Store) -> Result<Vec<User>, AuthError> {
+    let connection = store.lock();
+    let mut statement = connection.prepare("SELECT id, name, role, centre FROM users WHERE disabled = 0 ORDER BY id")?;
+    let rows = statement.query_map([], |row| {
+        Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?, row.get::<_, String>(3)?))
+    })?;
+    let mut users = Vec::new();
+    for row in rows {
+        let (id, name, role, centre) = row?;
+        if let Ok(role) = role.parse() {
+            users.push(User { id, name, role, centre });
+        }
+    }
+    Ok(users)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_authenticate_only_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let token = add_user(&store, "dr ada", Role::Radiologist, Some("C1")).unwrap();
+        let user = authenticate(&store, &token).unwrap();
+        assert_eq!((user.name.as_str(), user.role, user.centre.as_str()), ("dr ada", Role::Radiologist, "C1"));
+        let mut altered = token.clone();
+        let last = altered.pop().unwrap();
+        altered.push(if last == 'A' { 'B' } else { 'A' });
+        assert!(authenticate(&store, &altered).is_none());
+        assert!(authenticate(&store, "pn_999_abc").is_none());
+        assert!(authenticate(&store, "garbage").is_none());
+        // The secret never reaches the database.
+        let secret = token.rsplit('_').next().unwrap();
+        for file in ["service.sqlite", "service.sqlite-wal"] {
+            let bytes = std::fs::read(dir.path().join(file)).unwrap_or_default();
+            assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()), "{file}");
+        }
+        assert!(add_user(&store, "bad\nname", Role::Admin, None).is_err());
+    }
+}

@@ -1,0 +1,142 @@
+//! The API's error type: every failure becomes a JSON body `{ "error": CODE, "message": TEXT,
+//! "reasons": [...] }` with a matching status. Internal errors are logged and answered with a
+//! generic message so no internal detail (paths, identities) leaks.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// Error body.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Machine-readable code (`bad_request`, `not_found`, `conflict`, …).
+    pub error: String,
+    /// Human-readable explanation naming the field and the rule.
+    pub message: String,
+    /// Named reasons (admission refusals, validation failures).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+}
+
+/// An API error.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401.
+    #[error("a valid bearer token is required")]
+    Unauthorized,
+    /// 403.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// 409.
+    #[error("{0}")]
+    Conflict(String),
+    /// 413.
+    #[error("{0}")]
+    TooLarge(String),
+    /// 422: the input was well-formed but refused, with named reasons.
+    #[error("{message}")]
+    Refused {
+        /// Summary.
+        message: String,
+        /// Named reasons.
+        reasons: Vec<String>,
+    },
+    /// 503.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 502: a PACS answered with an error.
+    #[error("{0}")]
+    BadGateway(String),
+    /// 500: logged, answered generically.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Refused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::TooLarge(_) => "too_large",
+            ApiError::Refused { .. } => "refused",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::BadGateway(_) => "pacs_error",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    /// Shorthand for an internal error from any displayable cause.
+    pub fn internal(error: impl std::fmt::Display) -> Self {
+        ApiError::Internal(error.to_string())
+    }
+}
+
+impl From<super::store::StoreError> for ApiError {
+    fn from(error: super::store::StoreError) -> Self {
+        ApiError::internal(error)
+    }
+}
+
+impl From<rusqlite::Error> for ApiError {
+    fn from(error: rusqlite::Error) -> Self {
+        ApiError::internal(error)
+    }
+}
+
+impl From<super::jobs::JobError> for ApiError {
+    fn from(error: super::jobs::JobError) -> Self {
+        use super::jobs::JobError;
+        match error {
+            JobError::QueueFull(_) => ApiError::Unavailable(error.to_string()),
+            JobError::NotFound(_) => ApiError::NotFound(error.to_string()),
+            JobError::Finished(_) => ApiError::Conflict(error.to_string()),
+            JobError::UnknownKind(_) | JobError::Store(_) => ApiError::internal(error),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(detail) = &self {
+            tracing::error!("internal error: {detail}");
+        }
+        let reasons = match &self {
+            ApiError::Refused { reasons, .. } => reasons.clone(),
+            _ => Vec::new(),
+        };
+        let body = ErrorBody { error: self.code().to_string(), message: self.to_string(), reasons };
+        let mut response = (self.status(), Json(body)).into_response();
+        if matches!(self, ApiError::Unauthorized) {
+            response
+                .headers_mut()
+                .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

@@ -1,0 +1,483 @@
+//! Job handlers: the service's bridge to ingest, the deviation pipeline, normative builds and
+//! the PACS. Each call into another part of pedinorm sits in one function here.
+
+use super::config::ServiceConfig;
+use super::consent::{self, Database};
+use super::error::ApiError;
+use super::jobs::{JobContext, JobFailure, JobQueue, JobState};
+use super::pacs::PacsClient;
+use super::store::Store;
+use super::{cases, studies};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use utoipa::ToSchema;
+
+/// Directory (inside the data directory) where ingest keeps admitted studies and its index.
+pub fn archive_dir(config: &ServiceConfig) -> PathBuf {
+    config.data_dir.join("archive")
+}
+
+/// Registers every job kind on the queue.
+pub fn register_handlers(queue: &mut JobQueue, config: Arc<ServiceConfig>, store: Store) {
+    let (c, s) = (config.clone(), store.clone());
+    queue.register("ingest", Arc::new(move |ctx: &JobContext| ingest_job(&c, &s, ctx)));
+    let (c, s) = (config.clone(), store.clone());
+    queue.register("deviation", Arc::new(move |ctx: &JobContext| deviation_job(&c, &s, ctx)));
+    let (c, s) = (config.clone(), store.clone());
+    queue.register("store_back", Arc::new(move |ctx: &JobContext| store_back_job(&c, &s, ctx)));
+    let (c, s) = (config, store);
+    queue.register("normdb_build", Arc::new(move |ctx: &JobContext| normdb_build_job(&c, &s, ctx)));
+}
+
+fn param_i64(ctx: &JobContext, name: &str) -> Result<i64, JobFailure> {
+    ctx.params[name].as_i64().ok_or_else(|| JobFailure::Failed(format!("job parameter `{name}` is missing")))
+}
+
+fn pacs_client(config: &ServiceConfig, centre: &str) -> Result<PacsClient, JobFailure> {
+    let pacs = config
+        .pacs
+        .iter()
+        .find(|p| p.centre == centre)
+        .ok_or_else(|| JobFailure::Failed(format!("no PACS is configured for centre {centre}")))?;
+    PacsClient::new(pacs).map_err(JobFailure::from)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ingest
+
+/// What ingest made of a study.
+pub struct IngestOutcome {
+    /// Named refusal reasons (empty when admitted).
+    pub reasons: Vec<String>,
+    /// De-identified metadata.
+    pub metadata: Value,
+    /// Study folder relative to the data directory.
+    pub stored_path: Option<String>,
+}
+
+/// Calls ingest (de-identification, pseudonym, admission, store) on the received files.
+fn run_ingest(
+    config: &ServiceConfig,
+    database: Database,
+    input_dir: &Path,
+    allow_unlinked: bool,
+    ctx: &JobContext,
+) -> Result<IngestOutcome, JobFailure> {
+    use crate::ingest::{self, IdentifierSource, IngestError, IngestOptions, IngestProgress};
+    let database = match database {
+        // A study enters database A as "to be confirmed"; the case workflow confirms it.
+        Database::A => ingest::admission::Database::parse("A", Some("A2")),
+        Database::B => ingest::admission::Database::parse("B", None),
+    }
+    .map_err(JobFailure::Failed)?;
+    let options = IngestOptions {
+        database,
+        data_dir: archive_dir(config),
+        identifier: match &config.national_id_issuer {
+            Some(issuer) => IdentifierSource::Issuer(issuer.clone()),
+            None => IdentifierSource::None,
+        },
+        allow_unlinked,
+        key_file: config.pseudonym_key_file.clone(),
+    };
+    let report = ingest::ingest_study_with_progress(&[input_dir.to_path_buf()], &options, &|progress| {
+        let (percent, stage) = match progress {
+            IngestProgress::Scanning(done, total) => (10.0 + 30.0 * done as f64 / total.max(1) as f64, "reading headers"),
+            IngestProgress::Storing(done, total) => (40.0 + 55.0 * done as f64 / total.max(1) as f64, "de-identifying and storing"),
+        };
+        let _ = ctx.progress(percent, stage);
+    });
+    match report {
+        Ok(report) => {
+            let sex = first_sidecar_sex(&archive_dir(config).join(&report.study_dir));
+            Ok(IngestOutcome {
+                reasons: Vec::new(),
+                metadata: json!({
+                    "pseudonym": report.pseudonym,
+                    "linked": report.linked,
+                    "class": report.class,
+                    "age_years": report.age_years,
+                    "sex": sex,
+                    "ingest_status": report.status,
+                    "series": report.series.iter().map(|s| s.path.display().to_string()).collect::<Vec<_>>(),
+                    "skipped_series": report.skipped_series,
+                    "skipped_files": report.skipped_files,
+                }),
+                stored_path: Some(report.study_dir.display().to_string()),
+            })
+        }
+        Err(IngestError::Refused(reasons)) => Ok(IngestOutcome {
+            reasons: reasons.iter().map(ToString::to_string).collect(),
+            metadata: json!({}),
+            stored_path: None,
+        }),
+        Err(error @ IngestError::OtherDatabase { .. }) => {
+            Ok(IngestOutcome { reasons: vec![error.to_string()], metadata: json!({}), stored_path: None })
+        }
+        Err(error @ (IngestError::Dicom(_) | IngestError::NoInputs | IngestError::Input { .. })) => Ok(IngestOutcome {
+            // Input problems name files inside the service's own folder: keep only the rule.
+            reasons: vec![format!("unreadable-study: {}", strip_paths(&error.to_string(), input_dir))],
+            metadata: json!({}),
+            stored_path: None,
+        }),
+        Err(error) => Err(JobFailure::Failed(strip_paths(&error.to_string(), input_dir))),
+    }
+}
+
+fn strip_paths(message: &str, dir: &Path) -> String {
+    message.replace(&format!("{}/", dir.display()), "").replace(&dir.display().to_string(), "study")
+}
+
+/// `PatientSex` from the first series sidecar of a stored study (`M`, `F` or absent).
+fn first_sidecar_sex(study_dir: &Path) -> Option<String> {
+    let entries = walkdir::WalkDir::new(study_dir).max_depth(3).sort_by_file_name();
+    for entry in entries.into_iter().flatten() {
+        if entry.path().extension().is_some_and(|e| e == "json")
+            && let Ok(bytes) = std::fs::read(entry.path())
+            && let Ok(value) = serde_json::from_slice::<Value>(&bytes)
+            && let Some(sex) = value.get("PatientSex").and_then(Value::as_str)
+        {
+            return Some(sex.to_string());
+        }
+    }
+    None
+}
+
+fn ingest_job(config: &ServiceConfig, store: &Store, ctx: &JobContext) -> Result<Value, JobFailure> {
+    let study_id = param_i64(ctx, "study_id")?;
+    let allow_unlinked = ctx.params["allow_unlinked"].as_bool().unwrap_or(false);
+    ctx.progress(1.0, "checking consent")?;
+    let (internals, consent) = {
+        let connection = store.lock();
+        let internals = studies::internals(&connection, study_id).map_err(JobFailure::from)?;
+        (internals, consent::get(&connection, study_id).map_err(JobFailure::from)?)
+    };
+    let input_dir = studies::incoming_dir(&config.data_dir, study_id);
+    let set = |status: &str, reasons: &[String], metadata: Option<&Value>| {
+        studies::set_status(&store.lock(), study_id, status, reasons, metadata).map_err(JobFailure::from)
+    };
+    if let Err(reason) = consent::permits(consent.as_ref(), internals.database) {
+        set("refused", std::slice::from_ref(&reason), None)?;
+        let _ = std::fs::remove_dir_all(&input_dir);
+        return Ok(json!({ "study_id": study_id, "admitted": false, "reasons": [reason] }));
+    }
+    let has_files = std::fs::read_dir(&input_dir).map(|mut d| d.next().is_some()).unwrap_or(false);
+    if !has_files {
+        let Some((centre, study_uid)) = &internals.pacs else {
+            return Err(JobFailure::Failed("the received files of this study are gone; upload it again".into()));
+        };
+        ctx.progress(3.0, "retrieving from PACS")?;
+        let client = pacs_client(config, centre)?;
+        let objects = client.retrieve_study(study_uid)?;
+        if objects.is_empty() {
+            let reason = "pacs-study-not-found: the PACS holds no objects for that StudyInstanceUID".to_string();
+            set("refused", std::slice::from_ref(&reason), None)?;
+            return Ok(json!({ "study_id": study_id, "admitted": false, "reasons": [reason] }));
+        }
+        // Into a sibling folder first, so an interrupted retrieval is never taken as complete.
+        let partial = input_dir.with_extension("partial");
+        let _ = std::fs::remove_dir_all(&partial);
+        let limits =
+            studies::UploadLimits { max_files: config.max_upload_files, max_total_bytes: config.max_unzipped_bytes };
+        let (files, bytes) = studies::store_parts(&partial, objects.into_iter().map(|o| (None, o)).collect(), limits)
+            .map_err(|e| JobFailure::Failed(e.to_string()))?;
+        let _ = std::fs::remove_dir_all(&input_dir);
+        std::fs::rename(&partial, &input_dir)?;
+        studies::set_received(&store.lock(), study_id, files, bytes)?;
+        let problems = studies::validate_dicom_dir(&input_dir);
+        if !problems.is_empty() {
+            set("refused", &problems, None)?;
+            let _ = std::fs::remove_dir_all(&input_dir);
+            return Ok(json!({ "study_id": study_id, "admitted": false, "reasons": problems }));
+        }
+    }
+    ctx.progress(8.0, "ingesting")?;
+    let outcome = run_ingest(config, internals.database, &input_dir, allow_unlinked, ctx)?;
+    ctx.progress(97.0, "recording")?;
+    let admitted = outcome.reasons.is_empty();
+    {
+        let connection = store.lock();
+        studies::set_status(
+            &connection,
+            study_id,
+            if admitted { "admitted" } else { "refused" },
+            &outcome.reasons,
+            Some(&outcome.metadata),
+        )?;
+        if let Some(path) = &outcome.stored_path {
+            studies::set_stored_path(&connection, study_id, path)?;
+        }
+    }
+    // The identified originals are not kept once ingest has decided.
+    let _ = std::fs::remove_dir_all(&input_dir);
+    Ok(json!({ "study_id": study_id, "admitted": admitted, "reasons": outcome.reasons, "metadata": outcome.metadata }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deviation maps
+
+/// Checks that a deviation map can be computed for a case (answered before queuing a job).
+pub fn check_deviation_request(store: &Store, case_id: i64, normdb: &Path) -> Result<(), ApiError> {
+    let connection = store.lock();
+    let case = cases::get(&connection, case_id)?;
+    if matches!(case.status, cases::CaseStatus::Withdrawn | cases::CaseStatus::Rejected) {
+        return Err(ApiError::Conflict(format!("case {case_id} is {}", case.status.as_str())));
+    }
+    let internals = studies::internals(&connection, case.study_id)?;
+    if internals.status != "admitted" {
+        return Err(ApiError::Conflict(format!(
+            "study {} of case {case_id} is {}: it must be admitted by ingest first",
+            case.study_id, internals.status
+        )));
+    }
+    if let Err(reason) = consent::permits(consent::get(&connection, case.study_id)?.as_ref(), Database::A) {
+        return Err(ApiError::Refused { message: "no consent for a deviation map".into(), reasons: vec![reason] });
+    }
+    if !normdb.is_file() {
+        return Err(ApiError::Unavailable("the normative database is missing: build or install it first".into()));
+    }
+    Ok(())
+}
+
+/// Computes the deviation maps of one case volume into `out_dir`.
+fn run_deviation(
+    _normdb: &Path,
+    _case_volume: &Path,
+    _age_years: f64,
+    _sex: Option<&str>,
+    _out_dir: &Path,
+    _ctx: &JobContext,
+) -> Result<Value, JobFailure> {
+    Err(JobFailure::Failed("deviation maps are not available in this build".into()))
+}
+
+/// The T1-weighted volume of a stored study: the largest `.nii.gz` under it.
+fn study_volume(study_dir: &Path) -> Option<PathBuf> {
+    walkdir::WalkDir::new(study_dir)
+        .max_depth(4)
+        .sort_by_file_name()
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".nii.gz"))
+        .max_by_key(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+        .map(|e| e.into_path())
+}
+
+fn deviation_job(config: &ServiceConfig, store: &Store, ctx: &JobContext) -> Result<Value, JobFailure> {
+    let case_id = param_i64(ctx, "case_id")?;
+    // Checked again: consent may have been withdrawn while the job waited.
+    check_deviation_request(store, case_id, &config.normdb_path()).map_err(|e| JobFailure::Failed(e.to_string()))?;
+    let (study_id, internals) = {
+        let connection = store.lock();
+        let case = cases::get(&connection, case_id).map_err(JobFailure::from)?;
+        (case.study_id, studies::internals(&connection, case.study_id).map_err(JobFailure::from)?)
+    };
+    let stored = internals.stored_path.ok_or_else(|| JobFailure::Failed("the study has no stored volume".into()))?;
+    let volume = study_volume(&archive_dir(config).join(stored))
+        .ok_or_else(|| JobFailure::Failed("the study has no NIfTI volume".into()))?;
+    let age = internals.metadata["age_years"]
+        .as_f64()
+        .ok_or_else(|| JobFailure::Failed("the study's age is unknown".into()))?;
+    let sex = internals.metadata["sex"].as_str().map(str::to_string);
+    ctx.progress(2.0, "starting deviation maps")?;
+    let summary = run_deviation(&config.normdb_path(), &volume, age, sex.as_deref(), &ctx.work_dir, ctx)?;
+    Ok(json!({ "case_id": case_id, "study_id": study_id, "age_years": age, "summary": summary }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Store-back to the PACS
+
+/// Checks that a deviation job's maps can be sent back to the study's PACS.
+pub fn check_store_back_request(store: &Store, jobs: &JobQueue, job_id: i64) -> Result<(), ApiError> {
+    let job = jobs.get(job_id)?.ok_or_else(|| ApiError::NotFound(format!("job {job_id} does not exist")))?;
+    if job.kind != "deviation" {
+        return Err(ApiError::Conflict(format!("job {job_id} is not a deviation job")));
+    }
+    if job.state != JobState::Done {
+        return Err(ApiError::Conflict(format!("job {job_id} is not done")));
+    }
+    let study_id = job.result.as_ref().and_then(|r| r["study_id"].as_i64()).unwrap_or(0);
+    let internals = studies::internals(&store.lock(), study_id)?;
+    if internals.pacs.is_none() {
+        return Err(ApiError::Conflict("the study was uploaded, not imported from a PACS: nowhere to send it".into()));
+    }
+    Ok(())
+}
+
+fn store_back_job(config: &ServiceConfig, store: &Store, ctx: &JobContext) -> Result<Value, JobFailure> {
+    let deviation_job = param_i64(ctx, "deviation_job")?;
+    let jobs_dir = config.data_dir.join("jobs");
+    let result: Value = serde_json::from_slice(&std::fs::read(jobs_dir.join(deviation_job.to_string()).join("result.json"))?)?;
+    let study_id = result["study_id"].as_i64().ok_or_else(|| JobFailure::Failed("deviation result lacks study".into()))?;
+    let internals = studies::internals(&store.lock(), study_id).map_err(JobFailure::from)?;
+    let (centre, study_uid) =
+        internals.pacs.ok_or_else(|| JobFailure::Failed("the study was not imported from a PACS".into()))?;
+    let map = jobs_dir.join(deviation_job.to_string()).join("intensity_z_native.nii.gz");
+    if !map.is_file() {
+        return Err(JobFailure::Failed("the deviation job has no intensity_z_native.nii.gz".into()));
+    }
+    ctx.progress(5.0, "querying the PACS")?;
+    let client = pacs_client(config, &centre)?;
+    let found = client.find_study(&study_uid)?;
+    let study = found.first().ok_or_else(|| JobFailure::Failed("the PACS no longer holds the study".into()))?;
+    ctx.progress(20.0, "building the derived series")?;
+    let image = crate::nifti_io::read_image(&map)?;
+    let objects = super::derived::derived_series(&image, study, "pedinorm intensity z-map")?;
+    ctx.progress(60.0, "sending to the PACS (STOW-RS)")?;
+    let answer = client.store(&objects)?;
+    let series_uid = objects
+        .first()
+        .and_then(|o| super::derived::series_uid_of(o))
+        .unwrap_or_default();
+    crate::atomic::write_bytes(&ctx.work_dir.join("stow_response.json"), answer.to_string().as_bytes())?;
+    Ok(json!({ "deviation_job": deviation_job, "centre": centre, "instances": objects.len(), "series_instance_uid": series_uid }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Normative database
+
+/// One age bracket of the normative database.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BracketSummary {
+    /// Bracket name.
+    pub name: String,
+    /// Lower age bound (years, inclusive).
+    pub min_years: f64,
+    /// Upper age bound (years, exclusive).
+    pub max_years: f64,
+    /// Template grid dimensions.
+    pub dims: [usize; 3],
+    /// Template voxel size (mm).
+    pub spacing_mm: [f64; 3],
+    /// Subjects in this bracket.
+    pub subjects: usize,
+}
+
+/// Summary of the normative database.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct NormdbSummary {
+    /// Software that wrote it.
+    pub software: String,
+    /// Creation time.
+    pub created_utc: String,
+    /// Last modification.
+    pub modified_utc: String,
+    /// Subjects.
+    pub subjects: usize,
+    /// Whether calibration results are present.
+    pub calibrated: bool,
+    /// Age brackets.
+    pub brackets: Vec<BracketSummary>,
+}
+
+/// Reads (and caches by modification time) the normative database summary.
+pub fn normdb_summary(path: &Path) -> Result<NormdbSummary, ApiError> {
+    static CACHE: Mutex<Option<(PathBuf, std::time::SystemTime, NormdbSummary)>> = Mutex::new(None);
+    let modified = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .map_err(|_| ApiError::Unavailable("the normative database is missing: build or install it first".into()))?;
+    if let Some((p, m, summary)) = CACHE.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+        && p == path
+        && *m == modified
+    {
+        return Ok(summary.clone());
+    }
+    let summary = read_normdb_summary(path)?;
+    *CACHE.lock().unwrap_or_else(|p| p.into_inner()) = Some((path.to_path_buf(), modified, summary.clone()));
+    Ok(summary)
+}
+
+fn read_normdb_summary(path: &Path) -> Result<NormdbSummary, ApiError> {
+    let db = crate::normdb::NormDb::read(path).map_err(|e| {
+        tracing::error!("normative database: {e}");
+        ApiError::Unavailable("the normative database cannot be read".into())
+    })?;
+    let brackets = db
+        .brackets
+        .iter()
+        .map(|bracket| BracketSummary {
+            name: bracket.name.clone(),
+            min_years: bracket.min_years,
+            max_years: bracket.max_years,
+            dims: bracket.template.grid().dims(),
+            spacing_mm: bracket.template.grid().spacing(),
+            subjects: db.subjects.iter().filter(|s| s.bracket == bracket.name).count(),
+        })
+        .collect();
+    Ok(NormdbSummary {
+        software: db.metadata.software.clone(),
+        created_utc: db.metadata.created_utc.clone(),
+        modified_utc: db.metadata.modified_utc.clone(),
+        subjects: db.subjects.len(),
+        calibrated: db.calibration.is_some(),
+        brackets,
+    })
+}
+
+/// Parameters of a normative build.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BuildRequest {
+    /// Template-building iterations (1–20, default 4).
+    #[serde(default = "default_iterations")]
+    pub iterations: u32,
+    /// Working resolution in mm (1–4, default 2).
+    #[serde(default = "default_resolution")]
+    pub resolution_mm: f64,
+}
+
+fn default_iterations() -> u32 {
+    4
+}
+fn default_resolution() -> f64 {
+    2.0
+}
+
+impl BuildRequest {
+    /// Checks the ranges.
+    pub fn validate(&self) -> Result<(), ApiError> {
+        if !(1..=20).contains(&self.iterations) {
+            return Err(ApiError::BadRequest("`iterations` must be between 1 and 20".into()));
+        }
+        if !(1.0..=4.0).contains(&self.resolution_mm) {
+            return Err(ApiError::BadRequest("`resolution_mm` must be between 1 and 4".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Builds templates and the normative database from the given study volumes into `out_dir`.
+fn run_normdb_build(
+    _volumes: &[(i64, PathBuf, Value)],
+    _request: &BuildRequest,
+    _out_dir: &Path,
+    _ctx: &JobContext,
+) -> Result<Value, JobFailure> {
+    Err(JobFailure::Failed("normative builds are not available in this build".into()))
+}
+
+fn normdb_build_job(config: &ServiceConfig, store: &Store, ctx: &JobContext) -> Result<Value, JobFailure> {
+    let request: BuildRequest = serde_json::from_value(ctx.params.clone())?;
+    ctx.progress(1.0, "selecting consented database B studies")?;
+    let selected = studies::consented_b_studies(&store.lock()).map_err(JobFailure::from)?;
+    let mut volumes = Vec::new();
+    for (study_id, stored) in &selected {
+        let metadata = studies::internals(&store.lock(), *study_id).map_err(JobFailure::from)?.metadata;
+        if let Some(volume) = study_volume(&archive_dir(config).join(stored)) {
+            volumes.push((*study_id, volume, metadata));
+        }
+    }
+    if volumes.len() < 2 {
+        return Err(JobFailure::Failed(format!(
+            "a normative build needs at least 2 admitted, consented database B studies; {} available",
+            volumes.len()
+        )));
+    }
+    // Provenance: which studies this database was built from.
+    let ids: Vec<i64> = volumes.iter().map(|v| v.0).collect();
+    crate::atomic::write_bytes(&ctx.work_dir.join("studies.json"), serde_json::to_vec_pretty(&json!({ "studies": ids }))?.as_slice())?;
+    let summary = run_normdb_build(&volumes, &request, &ctx.work_dir, ctx)?;
+    Ok(json!({ "studies": ids, "summary": summary }))
+}

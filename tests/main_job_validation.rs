@@ -1,0 +1,171 @@
+//! Validation of deviation maps on held-out synthetic subjects (new seeds) against a database
+//! built by `pedinorm demo`: voxel-level ROC AUC and cluster-level detection by lesion size and
+//! contrast, focal atrophy and enlarged ventricles, the false-positive rate on held-out normals
+//! against the nominal rate, and the time per case. An experiment, not a unit test: ignored by
+//! default. Run (after `scripts/demo.sh`, or `pedinorm demo --out-dir out/demo`):
+//!
+//! ```sh
+//! PEDINORM_NORMDB=out/demo/normdb.h5 cargo test --release --test main_job_validation -- --ignored --nocapture
+//! ```
+//!
+//! It prints a Markdown table block to paste into `validation/results/deviation.md`.
+
+use pedinorm::normdb::{Channel, NormDb};
+use pedinorm::pipeline::deviation::{DeviationOptions, compute_deviation};
+use pedinorm::pipeline::normative::{MappingParams, gather};
+use pedinorm_registration::Image;
+use pedinorm_templates::stats::Sex;
+use pedinorm_validation::{Abnormality, Generator, LesionTissue, SubjectSpec};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Area under the ROC curve of scores of positives against negatives (ties count half).
+fn auc(positives: &[f32], negatives: &[f32]) -> f64 {
+    let mut all: Vec<(f32, bool)> =
+        positives.iter().map(|&s| (s, true)).chain(negatives.iter().map(|&s| (s, false))).collect();
+    all.sort_by(|a, b| a.0.total_cmp(&b.0));
+    // Mann–Whitney U with average ranks.
+    let mut rank_sum = 0.0;
+    let mut i = 0;
+    while i < all.len() {
+        let mut j = i;
+        while j < all.len() && all[j].0 == all[i].0 {
+            j += 1;
+        }
+        let average_rank = (i + j + 1) as f64 / 2.0;
+        rank_sum += all[i..j].iter().filter(|x| x.1).count() as f64 * average_rank;
+        i = j;
+    }
+    let (p, n) = (positives.len() as f64, negatives.len() as f64);
+    (rank_sum - p * (p + 1.0) / 2.0) / (p * n)
+}
+
+fn sex_of(sex: pedinorm_validation::Sex) -> Sex {
+    Sex::parse(sex.code()).unwrap()
+}
+
+#[test]
+fn auc_of_perfect_and_random_scores() {
+    assert!((auc(&[3.0, 4.0], &[1.0, 2.0]) - 1.0).abs() < 1e-12);
+    assert!((auc(&[1.0, 2.0], &[3.0, 4.0])).abs() < 1e-12);
+    assert!((auc(&[1.0, 1.0], &[1.0, 1.0]) - 0.5).abs() < 1e-12);
+}
+
+#[test]
+#[ignore = "experiment: needs a demo database (PEDINORM_NORMDB) and minutes of compute"]
+fn held_out_detection_and_false_positive_rates() {
+    let normdb: PathBuf = std::env::var_os("PEDINORM_NORMDB").map(PathBuf::from).unwrap_or_else(|| "out/demo/normdb.h5".into());
+    let db = NormDb::read(&normdb).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let base = pedinorm::synth_io::load_base(&root.join(".data/mni")).unwrap();
+    let resolution = db.brackets[0].template.grid().spacing()[0].round();
+    let generator = Generator::new(&base, resolution).unwrap();
+    let (lo, hi) = db.brackets.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), b| (lo.min(b.min_years), hi.max(b.max_years)));
+    let calibration = db.calibration.as_ref().expect("a calibrated database");
+    let mapping = MappingParams::standard();
+    let mut lines = Vec::new();
+    lines.push(format!("database: {} ({} normals, {} brackets, {resolution} mm)", normdb.display(), db.subjects.len(), db.brackets.len()));
+    for ch in Channel::ALL {
+        let c = calibration.channel(ch);
+        lines.push(format!(
+            "calibration {}: |z| > {:.2}, nominal voxel FPR {}, leave-one-out achieved {:.5} (Gaussian threshold {:.2} would give {:.5}); cluster > {} voxels, nominal {}, achieved {:.3}",
+            ch.name(), c.voxel.z_threshold, c.voxel.nominal_rate, c.voxel.achieved_rate, c.voxel.gaussian_threshold,
+            c.voxel.gaussian_achieved_rate, c.cluster.size_threshold_voxels, c.cluster.nominal_rate, c.cluster.achieved_rate
+        ));
+    }
+
+    // Held-out normals: fraction of template-mask voxels beyond threshold, clusters.
+    let n_normals = 10usize;
+    let mut rates = [Vec::new(), Vec::new()];
+    let mut with_cluster = 0usize;
+    let mut seconds = Vec::new();
+    for i in 0..n_normals {
+        let age = lo + (hi - lo) * (i as f64 + 0.5) / n_normals as f64;
+        let sex = if i % 2 == 0 { pedinorm_validation::Sex::Female } else { pedinorm_validation::Sex::Male };
+        let mut spec = SubjectSpec::normal(age.min(17.9), sex, 90_000 + i as u64);
+        spec.resolution_mm = resolution;
+        let subject = generator.subject(&spec).unwrap();
+        let options = DeviationOptions { age_years: subject.age_years, sex: Some(sex_of(sex)), mapping: mapping.clone(), max_regions: 5 };
+        let start = Instant::now();
+        let result = compute_deviation(&db, &subject.image, &options).unwrap();
+        seconds.push(start.elapsed().as_secs_f64());
+        let bracket = db.bracket(&result.bracket).unwrap();
+        let indices = bracket.mask_indices();
+        for ch in Channel::ALL {
+            let z = gather(&result.z_template[ch.index()], &indices);
+            let t = result.thresholds[ch.index()].z_threshold as f32;
+            rates[ch.index()].push(z.iter().filter(|v| v.abs() > t).count() as f64 / z.len() as f64);
+        }
+        with_cluster += usize::from(result.clusters.iter().any(|c| c.significant));
+    }
+    for ch in Channel::ALL {
+        let r = &rates[ch.index()];
+        let mean = r.iter().sum::<f64>() / r.len() as f64;
+        let nominal = calibration.channel(ch).voxel.nominal_rate;
+        lines.push(format!(
+            "held-out normals ({n_normals}), {}: voxel FPR {:.5} (nominal {nominal}, ratio {:.2}; per subject min {:.5} max {:.5})",
+            ch.name(), mean, mean / nominal,
+            r.iter().cloned().fold(f64::INFINITY, f64::min), r.iter().cloned().fold(0.0, f64::max)
+        ));
+    }
+    lines.push(format!("held-out normals with ≥ 1 significant cluster (either channel): {with_cluster}/{n_normals}"));
+
+    // Held-out cases: lesions by size and contrast, atrophy, enlarged ventricles.
+    let mut cases: Vec<(String, Abnormality, Channel)> = Vec::new();
+    for radius in [3.0, 5.0, 7.0] {
+        for contrast in [-0.4, -0.2, 0.2, 0.4] {
+            cases.push((
+                format!("WM lesion r={radius} mm contrast {contrast:+}"),
+                Abnormality::Lesion { tissue: LesionTissue::WhiteMatter, radius_mm: radius, contrast },
+                Channel::Intensity,
+            ));
+        }
+    }
+    cases.push(("GM lesion r=6 mm contrast -0.3".into(), Abnormality::Lesion { tissue: LesionTissue::GreyMatter, radius_mm: 6.0, contrast: -0.3 }, Channel::Intensity));
+    cases.push(("focal atrophy r=10 mm loss 0.4".into(), Abnormality::Atrophy { radius_mm: 10.0, volume_loss: 0.4 }, Channel::LogJacobian));
+    cases.push(("enlarged ventricles 4 mm".into(), Abnormality::EnlargedVentricles { dilation_mm: 4.0 }, Channel::LogJacobian));
+    lines.push(String::new());
+    lines.push("| case | truth ml | channel | voxel AUC (|z|, brain) | detected (significant cluster ∩ truth) | peak z | other significant clusters | s |".into());
+    lines.push("|---|---|---|---|---|---|---|---|".into());
+    let mut detected_count = 0;
+    for (k, (name, abnormality, channel)) in cases.iter().enumerate() {
+        let age = lo + (hi - lo) * ((k as f64 * 0.37) % 1.0);
+        let sex = if k % 2 == 0 { pedinorm_validation::Sex::Female } else { pedinorm_validation::Sex::Male };
+        let mut spec = SubjectSpec::normal(age.min(17.9), sex, 95_000 + k as u64).with_abnormality(*abnormality);
+        spec.resolution_mm = resolution;
+        let subject = generator.subject(&spec).unwrap();
+        let options = DeviationOptions { age_years: subject.age_years, sex: Some(sex_of(sex)), mapping: mapping.clone(), max_regions: 5 };
+        let start = Instant::now();
+        let result = compute_deviation(&db, &subject.image, &options).unwrap();
+        let elapsed = start.elapsed().as_secs_f64();
+        seconds.push(elapsed);
+        let truth: &Image<f32> = subject.truth.lesion_mask.as_ref().unwrap();
+        let z = result.z_native[channel.index()].as_slice();
+        let (mut pos, mut neg) = (Vec::new(), Vec::new());
+        for ((&zv, &t), &b) in z.iter().zip(truth.as_slice()).zip(subject.brain_mask.as_slice()) {
+            if t > 0.5 {
+                pos.push(zv.abs());
+            } else if b > 0.5 {
+                neg.push(zv.abs());
+            }
+        }
+        let outcome = pedinorm::cli::demo::compare_with_truth(&subject, &result, PathBuf::new(), elapsed);
+        detected_count += usize::from(outcome.detected);
+        lines.push(format!(
+            "| {name} | {:.2} | {} | {:.3} | {} | {} | {} | {:.1} |",
+            outcome.truth_volume_ml,
+            channel.name(),
+            auc(&pos, &neg),
+            if outcome.detected { "yes" } else { "no" },
+            outcome.matching_cluster.as_ref().map(|c| format!("{} {:+.1}", c.channel, c.peak_z)).unwrap_or_else(|| "–".into()),
+            outcome.other_significant_clusters,
+            elapsed
+        ));
+    }
+    lines.push(String::new());
+    lines.push(format!("detected {detected_count}/{} held-out abnormalities", cases.len()));
+    let mean_s = seconds.iter().sum::<f64>() / seconds.len() as f64;
+    let max_s = seconds.iter().cloned().fold(0.0, f64::max);
+    lines.push(format!("time per case (deviation computation, in process, {resolution} mm): mean {mean_s:.1} s, max {max_s:.1} s"));
+    println!("\n{}\n", lines.join("\n"));
+}

@@ -1,0 +1,131 @@
+//! `pedinorm normdb merge a.h5 b.h5 --output c.h5` equals the database built from the union of
+//! a's and b's subjects; `normdb info` reads it; a bad input is refused without touching the
+//! output.
+
+use pedinorm::normdb::{NormDb, SubjectRecord};
+use pedinorm::pipeline::normative::{BracketInput, BuildOptions, MappedNormal, TemplateSpace, assemble};
+use pedinorm_registration::{Grid, Image};
+use pedinorm_templates::stats::Sex;
+use std::path::Path;
+use std::process::Command;
+
+fn bracket() -> BracketInput {
+    let grid = Grid::axis_aligned([10, 12, 9], [2.0; 3], [-10.0, -12.0, -9.0]).unwrap();
+    let mut template = Image::filled(grid.clone(), 0.0f32);
+    let mut mask = Image::filled(grid, 0.0f32);
+    for i in 2..8 {
+        for j in 2..10 {
+            for k in 2..7 {
+                template.data_mut()[[i, j, k]] = 100.0 + (i * 3 + j * 5 + k) as f32;
+                mask.data_mut()[[i, j, k]] = 1.0;
+            }
+        }
+    }
+    BracketInput {
+        name: "4-10y".into(),
+        min_years: 4.0,
+        max_years: 10.0,
+        space: TemplateSpace::new(template, Some(mask)).unwrap(),
+        labels: None,
+    }
+}
+
+/// Deterministic pseudo-random subjects already mapped to template space.
+fn subjects(n: usize, voxels: usize) -> Vec<MappedNormal> {
+    let mut state = 12345u64;
+    let mut next = move || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    (0..n)
+        .map(|s| {
+            let age = 4.0 + 6.0 * next();
+            let sex = if s % 2 == 0 { Sex::Female } else { Sex::Male };
+            let intensity: Vec<f32> = (0..voxels).map(|v| (100.0 + v as f64 * 0.1 + 3.0 * age + 5.0 * next()) as f32).collect();
+            let logjac: Vec<f32> = (0..voxels).map(|_| (0.1 * (next() - 0.5)) as f32).collect();
+            MappedNormal {
+                record: SubjectRecord {
+                    pseudonym: format!("PSN{s:03}"),
+                    age_years: age,
+                    sex,
+                    scanner: if s < n / 2 { "centre-a".into() } else { "centre-b".into() },
+                    bracket: "4-10y".into(),
+                    qc_similarity: 0.95,
+                    qc_passed: true,
+                },
+                bracket: 0,
+                values: [intensity, logjac],
+            }
+        })
+        .collect()
+}
+
+fn pedinorm(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_pedinorm")).args(args).output().unwrap()
+}
+
+#[test]
+fn merge_equals_the_union() {
+    let dir = tempfile::tempdir().unwrap();
+    let brackets = vec![bracket()];
+    let all = subjects(24, brackets[0].space.indices.len());
+    let mut options = BuildOptions { nodes_per_bracket: 2, min_node_subjects: 3.0, ..BuildOptions::default() };
+    options.voxel_rate = 0.01;
+    // The node definition (adaptive kernel widths) must be shared: build each database with
+    // the nodes the union gets, as two centres agreeing on a protocol would.
+    let union = assemble(&brackets, &all, &options, None).unwrap();
+    let nodes = union.brackets[0].stats[0].nodes().to_vec();
+    let with_nodes = |part: &[MappedNormal]| {
+        let mut db = assemble(&brackets, part, &options, None).unwrap();
+        for stats in db.brackets[0].stats.iter_mut() {
+            let mut fresh = pedinorm_templates::stats::NormativeAccumulator::new(nodes.clone(), stats.voxel_count()).unwrap();
+            std::mem::swap(stats, &mut fresh);
+        }
+        for m in part {
+            for c in 0..2 {
+                db.brackets[0].stats[c].add_subject(m.record.age_years, m.record.sex, &m.values[c]).unwrap();
+            }
+        }
+        db
+    };
+    let (a, b) = all.split_at(11);
+    let (a_path, b_path, c_path) = (dir.path().join("a.h5"), dir.path().join("b.h5"), dir.path().join("c.h5"));
+    with_nodes(a).write(&a_path).unwrap();
+    with_nodes(b).write(&b_path).unwrap();
+    let out = pedinorm(&["normdb", "merge", a_path.to_str().unwrap(), b_path.to_str().unwrap(), "--output", c_path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let merged = NormDb::read(&c_path).unwrap();
+    assert_eq!(merged.subjects.len(), 24);
+    assert_eq!(merged.subjects, union.subjects);
+    for c in 0..2 {
+        let (m, u) = (&merged.brackets[0].stats[c], &union.brackets[0].stats[c]);
+        assert_eq!(m.nodes(), u.nodes());
+        for (gm, gu) in m.groups().iter().flatten().zip(u.groups().iter().flatten()) {
+            assert_eq!(gm.count, gu.count);
+            assert!((gm.weight_sum - gu.weight_sum).abs() <= 1e-12 * gu.weight_sum.max(1.0));
+            assert!((gm.age_mean - gu.age_mean).abs() <= 1e-10);
+            for v in 0..gm.mean.len() {
+                assert!((gm.mean[v] - gu.mean[v]).abs() <= 1e-10 * gu.mean[v].abs().max(1.0));
+                assert!((gm.m2[v] - gu.m2[v]).abs() <= 1e-8 * gu.m2[v].abs().max(1.0));
+                assert!((gm.age_cross[v] - gu.age_cross[v]).abs() <= 1e-8 * gu.age_cross[v].abs().max(1.0));
+            }
+        }
+    }
+    assert!(merged.calibration.unwrap().stale);
+
+    // `info` reads it.
+    let out = pedinorm(&["normdb", "info", c_path.to_str().unwrap(), "--subjects"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("subjects: 24") && text.contains("PSN023"), "{text}");
+
+    // Merging a database with itself is refused (duplicate pseudonyms); the output is untouched.
+    let before = std::fs::read(&c_path).unwrap();
+    let out = pedinorm(&["normdb", "merge", a_path.to_str().unwrap(), a_path.to_str().unwrap(), "--output", c_path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PSN000"));
+    assert_eq!(std::fs::read(&c_path).unwrap(), before);
+    let missing = pedinorm(&["normdb", "info", Path::new("/nonexistent/db.h5").to_str().unwrap()]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/db.h5"));
+}

@@ -1,0 +1,254 @@
+#!/usr/bin/env python3
+"""Compare `pedinorm convert` with dcm2niix on the same DICOM series.
+
+    dcm2niix_compare.py --pedinorm BIN --work DIR [--cases CASE ...] [--no-real]
+                        [--bench-shrink N] [--report FILE]
+
+For every series: run both converters (timed, wall clock), reorient both outputs to the closest
+RAS+ canonical orientation with nibabel, pair each pedinorm volume with the dcm2niix volume of
+the same shape and nearest affine, and compare affines (max |difference| over the 4x4, must be
+<= 1e-3 mm) and voxel values (max |difference|, must be <= 1e-4 of the value range).
+
+Series: the synthetic cases of make_dicom_series.py (written into DIR/synthetic from the MNI T1
+under .data/mni when present), a larger axial series for timing (`bench`, MNI T1 downsampled by
+--bench-shrink), and, unless --no-real, real files shipped inside the Python packages of the
+environment (pydicom's test files and dicomdirtests MR series, nibabel's nicom test data).
+
+Prints a Markdown table (also written to --report) and exits 1 when a series that pedinorm
+converts disagrees with dcm2niix (series pedinorm refuses by rule are listed, not failed).
+"""
+import argparse
+import gzip
+import importlib.util
+import pathlib
+import shutil
+import subprocess
+import sys
+import time
+
+import nibabel as nib
+import numpy as np
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+AFFINE_TOLERANCE_MM = 1e-3
+VALUE_TOLERANCE = 1e-4
+
+
+def run(command):
+    start = time.perf_counter()
+    result = subprocess.run([str(c) for c in command], capture_output=True, text=True)
+    return time.perf_counter() - start, result
+
+
+def canonical(path):
+    image = nib.as_closest_canonical(nib.load(str(path)))
+    return image.affine, np.asanyarray(image.get_fdata(dtype=np.float64))
+
+
+def volumes_in(folder):
+    return sorted(p for p in folder.glob("*.nii.gz"))
+
+
+# dcm2niix's wheel cannot decode these: give it a copy decompressed by dcmtk instead.
+DECOMPRESSORS = {
+    "1.2.840.10008.1.2.5": "dcmdrle",
+    "1.2.840.10008.1.2.4.80": "dcmdjpls",
+    "1.2.840.10008.1.2.4.81": "dcmdjpls",
+    "1.2.840.10008.1.2.4.57": "dcmdjpeg",
+    "1.2.840.10008.1.2.4.70": "dcmdjpeg",
+    "1.2.840.10008.1.2.4.50": "dcmdjpeg",
+    "1.2.840.10008.1.2.4.51": "dcmdjpeg",
+}
+
+
+def decompressed_copy(series_input, target):
+    import pydicom
+
+    files = [p for p in sorted(pathlib.Path(series_input).rglob("*")) if p.is_file()]
+    plan = []
+    for path in files:
+        try:
+            syntax = str(pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID)
+        except Exception:
+            continue
+        plan.append((path, DECOMPRESSORS.get(syntax)))
+    tools = sorted({tool for _, tool in plan if tool})
+    if not tools or any(shutil.which(tool) is None for tool in tools):
+        return series_input, None
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    for index, (path, tool) in enumerate(plan):
+        destination = target / f"{index:05d}.dcm"
+        if tool:
+            subprocess.run([tool, str(path), str(destination)], check=True, capture_output=True)
+        else:
+            shutil.copy(path, destination)
+    return target, "/".join(tools)
+
+
+def compare_series(name, origin, series_input, work, pedinorm, dcm2niix):
+    ped_out = work / "pedinorm" / name
+    d2n_out = work / "dcm2niix" / name
+    for folder in (ped_out, d2n_out):
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+    ped_time, ped = run([pedinorm, "convert", series_input, "--out-dir", ped_out])
+    d2n_input, decompressed = decompressed_copy(series_input, work / "decompressed" / name)
+    d2n_time, d2n = run([dcm2niix, "-z", "y", "-b", "n", "-f", "%s_%e_%r", "-o", d2n_out, d2n_input])
+    if decompressed:
+        origin += f" (dcm2niix reads a copy decompressed by dcmtk {decompressed})"
+    row = {"series": name, "origin": origin, "ped_time": ped_time, "d2n_time": d2n_time}
+    ped_volumes, d2n_volumes = volumes_in(ped_out), volumes_in(d2n_out)
+    if ped.returncode != 0:
+        reason = (ped.stderr.strip().splitlines() or ["?"])[-1]
+        row.update(verdict="pedinorm refuses", detail=reason[:160], volumes=f"0 / {len(d2n_volumes)}")
+        return row
+    if not d2n_volumes:
+        # The peer cannot read the input: nothing to compare against (not counted as agreement).
+        row.update(verdict="not compared, dcm2niix cannot read it",
+                   detail=(d2n.stdout.strip().splitlines() or ["?"])[-1][:160], volumes=f"{len(ped_volumes)} / 0")
+        return row
+    d2n_loaded = [(p, *canonical(p)) for p in d2n_volumes]
+    worst_affine, worst_value, shapes, unmatched = 0.0, 0.0, [], []
+    for path in ped_volumes:
+        affine, data = canonical(path)
+        candidates = [(np.abs(a - affine).max(), p, a, d) for p, a, d in d2n_loaded if d.shape[:3] == data.shape[:3]]
+        if not candidates:
+            unmatched.append(f"{path.name} {data.shape} has no dcm2niix volume of that shape "
+                             f"({', '.join(str(d.shape) for _, _, d in d2n_loaded)})")
+            continue
+        # Several volumes of one series can share shape and affine (echoes, repeats): pair by
+        # affine first, then by values.
+        span = max(float(np.ptp(data)), 1e-9)
+
+        def errors(candidate):
+            affine_error, _, _, other = candidate
+            value_error = float(np.abs(other - data).max()) / span if other.shape == data.shape else np.inf
+            return (affine_error > AFFINE_TOLERANCE_MM, value_error, affine_error)
+
+        _, value_error, affine_error = min(errors(c) for c in candidates)
+        worst_affine, worst_value = max(worst_affine, affine_error), max(worst_value, value_error)
+        shapes.append("×".join(str(s) for s in data.shape))
+    agree = not unmatched and worst_affine <= AFFINE_TOLERANCE_MM and worst_value <= VALUE_TOLERANCE
+    row.update(
+        verdict="agree" if agree else "DISAGREE",
+        detail="; ".join(unmatched)[:200],
+        volumes=f"{len(ped_volumes)} / {len(d2n_volumes)}",
+        shape=", ".join(shapes),
+        affine=worst_affine,
+        value=worst_value,
+        disagree=not agree,
+    )
+    return row
+
+
+def real_series(staging):
+    """(name, origin, input path) of real series shipped inside installed packages."""
+    found = []
+
+    def package_dir(module):
+        spec = importlib.util.find_spec(module)
+        return pathlib.Path(spec.origin).parent if spec and spec.origin else None
+
+    pydicom_dir = package_dir("pydicom")
+    if pydicom_dir:
+        files = pydicom_dir / "data" / "test_files"
+        for name in ["MR_small.dcm", "MR_small_implicit.dcm", "MR_small_bigendian.dcm", "MR_small_RLE.dcm",
+                     "MR_small_jpeg_ls_lossless.dcm", "MR_small_jp2klossless.dcm"]:
+            if (files / name).exists():
+                folder = staging / pathlib.Path(name).stem
+                folder.mkdir(parents=True, exist_ok=True)
+                shutil.copy(files / name, folder / name)
+                found.append((pathlib.Path(name).stem, f"pydicom test_files/{name}", folder))
+        for series in ["98892003/MR700", "98892003/MR2", "98892003/MR1", "98892001/MR2"]:
+            folder = files / "dicomdirtests" / series
+            if folder.is_dir():
+                found.append(("dicomdir_" + series.replace("/", "_"), f"pydicom dicomdirtests/{series}", folder))
+    nibabel_dir = package_dir("nibabel")
+    if nibabel_dir:
+        data = nibabel_dir / "nicom" / "tests" / "data"
+        mprage = data / "philips_mprage.dcm.gz"
+        if mprage.exists():
+            folder = staging / "philips_mprage"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "philips_mprage.dcm").write_bytes(gzip.decompress(mprage.read_bytes()))
+            found.append(("philips_mprage", "nibabel nicom/tests/data/philips_mprage.dcm.gz", folder))
+        for name in ["0.dcm", "1.dcm", "decimal_rescale.dcm"]:
+            if (data / name).exists():
+                folder = staging / ("nibabel_" + pathlib.Path(name).stem)
+                folder.mkdir(parents=True, exist_ok=True)
+                shutil.copy(data / name, folder / name)
+                found.append(("nibabel_" + pathlib.Path(name).stem, f"nibabel nicom/tests/data/{name}", folder))
+    extra = ROOT / ".data" / "dicom"
+    if extra.is_dir():
+        for folder in sorted(p for p in extra.iterdir() if p.is_dir()):
+            found.append((folder.name, f".data/dicom/{folder.name}", folder))
+    return found
+
+
+def table(rows):
+    lines = [
+        "| series | origin | volumes (pedinorm / dcm2niix) | shape (RAS canonical) | max affine diff (mm) | "
+        "max value diff (of range) | pedinorm s | dcm2niix s | ratio | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        affine = f"{r['affine']:.2e}" if "affine" in r else "–"
+        value = f"{r['value']:.2e}" if "value" in r else "–"
+        ratio = f"{r['ped_time'] / r['d2n_time']:.2f}" if r["d2n_time"] > 0 else "–"
+        verdict = r["verdict"] + (f": {r['detail']}" if r.get("detail") else "")
+        lines.append(
+            f"| {r['series']} | {r['origin']} | {r.get('volumes', '')} | {r.get('shape', '')} | {affine} | {value} | "
+            f"{r['ped_time']:.2f} | {r['d2n_time']:.2f} | {ratio} | {verdict.replace('|', '/')} |"
+        )
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pedinorm", required=True, type=pathlib.Path)
+    parser.add_argument("--dcm2niix", type=pathlib.Path, default=pathlib.Path(sys.executable).parent / "dcm2niix")
+    parser.add_argument("--work", required=True, type=pathlib.Path)
+    parser.add_argument("--cases", nargs="*", help="synthetic cases (default: all)")
+    parser.add_argument("--no-real", action="store_true", help="skip the real series from packages")
+    parser.add_argument("--bench-shrink", type=int, default=0, help="add the timing series `bench` (MNI T1 / N)")
+    parser.add_argument("--report", type=pathlib.Path, help="also write the table to this file")
+    args = parser.parse_args()
+
+    work = args.work.resolve()
+    synthetic = work / "synthetic"
+    source = ROOT / ".data" / "mni" / "t1.nii.gz"
+    generator = [sys.executable, HERE / "make_dicom_series.py", synthetic, "--source", source, "--shrink", "4"]
+    _, result = run(generator + (args.cases or []))
+    if result.returncode != 0:
+        sys.exit(f"make_dicom_series.py failed: {result.stderr}")
+    series = [(p.name, "synthetic", p) for p in sorted(synthetic.iterdir()) if p.is_dir()]
+    if args.bench_shrink:
+        bench = work / "bench"
+        command = [sys.executable, HERE / "make_dicom_series.py", bench, "axial", "--source", source,
+                   "--shrink", str(args.bench_shrink)]
+        _, result = run(command)
+        if result.returncode != 0:
+            sys.exit(f"make_dicom_series.py failed: {result.stderr}")
+        series.append((f"bench (MNI T1 / {args.bench_shrink})", "synthetic", bench / "axial"))
+    if not args.no_real:
+        series += real_series(work / "real")
+
+    rows = []
+    for name, origin, path in series:
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+        rows.append(compare_series(safe, origin, path, work, args.pedinorm, args.dcm2niix))
+        print(f"{name}: {rows[-1]['verdict']} {rows[-1].get('detail', '')}", file=sys.stderr)
+    text = table(rows)
+    print(text)
+    if args.report:
+        args.report.write_text(text + "\n")
+    failures = [r for r in rows if r.get("disagree")]
+    agreed = sum(r["verdict"] == "agree" for r in rows)
+    print(f"\n{agreed} of {len(rows)} series agree; {len(failures)} disagree", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
