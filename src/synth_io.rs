@@ -247,7 +247,8 @@ impl DicomIdentity {
         let base = time::macros::date!(2024 - 01 - 08);
         let study_date = base + time::Duration::days((derive_seed(seed, 1) % 700) as i64);
         let birth_date = study_date - time::Duration::days((subject.age_years * 365.25).round() as i64);
-        let national_id = national_id.then(|| synthetic_codice_fiscale(derive_seed(seed, 2), subject.sex, birth_date));
+        let national_id =
+            national_id.then(|| synthetic_codice_fiscale(derive_seed(seed, 2), subject.sex, birth_date));
         Self {
             patient_name: format!("SYNTHETIC^{index:04}"),
             patient_id: format!("SYN{index:04}"),
@@ -285,7 +286,8 @@ fn uid(seed: u64, purpose: u64) -> String {
 
 /// Character values at odd (1st, 3rd, …) positions in the codice fiscale check algorithm
 /// (digits 0–9 share the values of letters A–J).
-const ODD_VALUES: [u32; 26] = [1, 0, 5, 7, 9, 13, 15, 17, 19, 21, 2, 4, 18, 20, 11, 3, 6, 8, 12, 14, 16, 10, 22, 25, 24, 23];
+const ODD_VALUES: [u32; 26] =
+    [1, 0, 5, 7, 9, 13, 15, 17, 19, 21, 2, 4, 18, 20, 11, 3, 6, 8, 12, 14, 16, 10, 22, 25, 24, 23];
 
 /// The check character of an Italian codice fiscale from its first 15 characters (public
 /// algorithm: odd positions through a table, even positions by alphabet/digit value, sum mod
@@ -347,7 +349,11 @@ fn decimal(value: f64) -> String {
 /// ImagePositionPatient from the affine with RAS → LPS conversion; in-plane axes are flipped
 /// where needed so rows run along +x and columns along +y of LPS as far as the grid allows.
 /// Pixels are unsigned 16-bit with RescaleSlope/RescaleIntercept restoring the real values.
-pub fn write_dicom_series(dir: &Path, image: &Image<f32>, identity: &DicomIdentity) -> Result<Vec<PathBuf>, SynthIoError> {
+pub fn write_dicom_series(
+    dir: &Path,
+    image: &Image<f32>,
+    identity: &DicomIdentity,
+) -> Result<Vec<PathBuf>, SynthIoError> {
     std::fs::create_dir_all(dir).map_err(|source| SynthIoError::Io { path: dir.to_owned(), source })?;
     let grid = image.grid();
     let dims = grid.dims();
@@ -415,9 +421,17 @@ pub fn write_dicom_series(dir: &Path, image: &Image<f32>, identity: &DicomIdenti
         if let Some(national_id) = &identity.national_id {
             let mut item = InMemDicomObject::new_empty();
             item.put(DataElement::new(tags::PATIENT_ID, VR::LO, PrimitiveValue::from(national_id.as_str())));
-            item.put(DataElement::new(tags::ISSUER_OF_PATIENT_ID, VR::LO, PrimitiveValue::from("SYNTHETIC-CF")));
+            item.put(DataElement::new(
+                tags::ISSUER_OF_PATIENT_ID,
+                VR::LO,
+                PrimitiveValue::from("SYNTHETIC-CF"),
+            ));
             item.put(DataElement::new(tags::TYPE_OF_PATIENT_ID, VR::CS, PrimitiveValue::from("TEXT")));
-            object.put(DataElement::new(tags::OTHER_PATIENT_I_DS_SEQUENCE, VR::SQ, DataSetSequence::from(vec![item])));
+            object.put(DataElement::new(
+                tags::OTHER_PATIENT_I_DS_SEQUENCE,
+                VR::SQ,
+                DataSetSequence::from(vec![item]),
+            ));
         }
         let mut put = |tag, vr, value: PrimitiveValue| {
             object.put(DataElement::new(tag, vr, value));

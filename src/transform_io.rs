@@ -325,8 +325,12 @@ pub fn write_field(path: &Path, field: &DisplacementField) -> Result<(), Transfo
     header.pixdim[4] = 1.0;
     header.pixdim[5] = 1.0;
     write_atomically(path, |tmp| {
-        WriterOptions::new(tmp)
-            .reference_header(&header)
+        let mut options = WriterOptions::new(tmp).reference_header(&header);
+        if tmp.to_string_lossy().ends_with(".gz") {
+            // Fields are large and compress poorly: favour speed over a few percent of size.
+            options = options.compression_level(flate2::Compression::fast());
+        }
+        options
             .write_nifti(&data)
             .map_err(|e| TransformIoError::Write { path: path.to_owned(), message: e.to_string() })
     })

@@ -496,3 +496,39 @@ fn each_admission_rule_has_a_named_reason() {
     assert_eq!(report.class.as_deref(), Some("A2"));
     assert!(a.data_dir.join("A").join(&report.pseudonym).join(&report.study_uid).is_dir());
 }
+
+/// Timing of a study of realistic size (a 176-slice 256×256 T1 and a 40-slice 384×384 T2):
+/// `cargo test --test ingest_study -- --ignored --nocapture realistic_study_timing`.
+#[test]
+#[ignore = "measurement, run on demand"]
+fn realistic_study_timing() {
+    let fixture = fixture();
+    let spec = StudySpec {
+        series: vec![(3, "T1 MPRAGE SAG".into(), 176), (5, "T2 TSE AX".into(), 40)],
+        matrix: (256, 256),
+        ..StudySpec::default()
+    };
+    let input = fixture.root.join("in");
+    write_study(&input.join("t1"), &StudySpec { series: vec![spec.series[0].clone()], ..spec.clone() });
+    write_study(
+        &input.join("t2"),
+        &StudySpec { series: vec![spec.series[1].clone()], matrix: (384, 384), ..spec.clone() },
+    );
+    let options = options(&fixture, "data", Database::B);
+    let start = std::time::Instant::now();
+    let report = ingest_study(std::slice::from_ref(&input), &options).unwrap();
+    let first = start.elapsed();
+    assert_eq!(report.status, IngestStatus::Ingested);
+    let start = std::time::Instant::now();
+    let again = ingest_study(std::slice::from_ref(&input), &options).unwrap();
+    let second = start.elapsed();
+    assert_eq!(again.status, IngestStatus::AlreadyIngested);
+    let stored: u64 = snapshot(&options.data_dir).values().map(|b| b.len() as u64).sum();
+    println!(
+        "216 files (176×256×256 + 40×384×384): ingest {:.2} s, re-ingest (already ingested) {:.2} s, stored {:.1} MB, threads {}",
+        first.as_secs_f64(),
+        second.as_secs_f64(),
+        stored as f64 / 1e6,
+        rayon::current_num_threads()
+    );
+}

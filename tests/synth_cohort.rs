@@ -66,10 +66,12 @@ fn synth_writes_nifti_csv_truth_and_a_readable_dicom_series() {
     let back = resample(&volume.image, nifti.grid(), &Identity, Interpolation::Nearest, -1.0);
     let (_, high) = nifti.finite_range().unwrap();
     let tolerance = high / 65535.0 + 1e-3;
-    let worst = back.as_slice().iter().zip(nifti.as_slice()).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    let worst =
+        back.as_slice().iter().zip(nifti.as_slice()).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     assert!(worst <= tolerance, "DICOM vs NIfTI differ by {worst} (tolerance {tolerance})");
 
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&series_dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(&series_dir).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
     let object = dicom_object::open_file(&files[0]).unwrap();
     let text = |tag| object.element(tag).unwrap().to_str().unwrap().trim().to_string();
@@ -90,18 +92,24 @@ fn synth_writes_nifti_csv_truth_and_a_readable_dicom_series() {
 #[test]
 fn synth_is_reproducible_from_its_seed() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let quick = |dir: &Path| Args { n: 1, cases: 1, dicom: false, national_id: false, no_warps: true, ..args(dir) };
+    let quick =
+        |dir: &Path| Args { n: 1, cases: 1, dicom: false, national_id: false, no_warps: true, ..args(dir) };
     run(quick(a.path())).unwrap();
     run(quick(b.path())).unwrap();
     for name in ["cohort.csv", "sub-0001.nii.gz", "sub-0002_lesion.nii.gz"] {
-        assert_eq!(std::fs::read(a.path().join(name)).unwrap(), std::fs::read(b.path().join(name)).unwrap(), "{name}");
+        assert_eq!(
+            std::fs::read(a.path().join(name)).unwrap(),
+            std::fs::read(b.path().join(name)).unwrap(),
+            "{name}"
+        );
     }
 }
 
 #[test]
 fn missing_base_brain_tells_how_to_get_it() {
     let dir = tempfile::tempdir().unwrap();
-    let error = run(Args { phantom: false, dicom: false, national_id: false, ..args(dir.path()) }).unwrap_err();
+    let error =
+        run(Args { phantom: false, dicom: false, national_id: false, ..args(dir.path()) }).unwrap_err();
     let message = format!("{error:#}");
     assert!(message.contains("scripts/setup.sh") && message.contains("t1.nii.gz"), "{message}");
 }

@@ -1,6 +1,8 @@
 //! `pedinorm synth`: generate a synthetic paediatric cohort with known ground truth.
 
-use crate::synth_io::{WriteOptions, csv_row, load_base, write_base_reference, write_cohort_csv, write_subject};
+use crate::synth_io::{
+    WriteOptions, csv_row, load_base, write_base_reference, write_cohort_csv, write_subject,
+};
 use anyhow::Context;
 use pedinorm_registration::Grid;
 use pedinorm_validation::{BaseBrain, CohortSpec, Generator, cohort_plan};
@@ -84,11 +86,7 @@ fn phantom_base(resolution_mm: f64) -> anyhow::Result<BaseBrain> {
 /// Runs `pedinorm synth`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let (min_age, max_age) = parse_ages(&args.ages)?;
-    let base = if args.phantom {
-        phantom_base(args.resolution)?
-    } else {
-        load_base(&args.base_dir)?
-    };
+    let base = if args.phantom { phantom_base(args.resolution)? } else { load_base(&args.base_dir)? };
     let mut spec = CohortSpec::new(args.n, min_age, max_age, args.cases, args.seed);
     spec.resolution_mm = args.resolution;
     spec.options.snr = args.snr;

@@ -30,6 +30,8 @@ enum Command {
     Map(MapArgs),
     /// Run the reduce step (average + shape update) of one iteration of a build directory.
     Reduce(ReduceArgs),
+    /// Write the final template, QC and montage of a finished build directory.
+    Finalize(InitArgs),
 }
 
 /// Where tasks run.
@@ -119,6 +121,10 @@ pub struct BuildArgs {
     /// squeue polling interval (ms).
     #[arg(long, default_value_t = 2000)]
     poll_ms: u64,
+    /// Only write each template's build directory (build.json, subjects.txt) for submission by
+    /// hand with scripts/slurm/submit_template.sh, then stop.
+    #[arg(long)]
+    prepare_only: bool,
 }
 
 /// Arguments of `pedinorm template init`.
@@ -164,6 +170,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Reduce(args) => Ok(run_reduce(&args.build_dir, args.iteration)?),
+        Command::Finalize(args) => {
+            let result = finalize(&args.build_dir)?;
+            println!(
+                "template {} (QC {})",
+                result.template_path.display(),
+                args.build_dir.join("qc.json").display()
+            );
+            Ok(())
+        }
     }
 }
 
@@ -295,6 +310,17 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
         }
         let config = TemplateConfig { target, ..base.clone() };
         let build_dir = out_dir.join(&name);
+        if args.prepare_only {
+            let manifest =
+                prepare_build(&subjects, &config, &build_dir).with_context(|| format!("template {name}"))?;
+            println!(
+                "{}\t{} subject(s)\t{} iteration(s)",
+                build_dir.display(),
+                manifest.subjects.len(),
+                config.iterations
+            );
+            continue;
+        }
         let executor: Box<dyn Executor> = match args.executor {
             ExecutorKind::Local => Box::new(LocalExecutor {
                 program: program.clone(),
@@ -359,6 +385,9 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
             if result.qc.outliers.is_empty() { "none".to_string() } else { result.qc.outliers.join(", ") }
         );
         templates.push(result.template);
+    }
+    if args.prepare_only {
+        return Ok(());
     }
     if templates.is_empty() {
         anyhow::bail!("no template was built: every bracket has fewer than {} subjects", args.min_subjects);

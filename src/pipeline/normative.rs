@@ -58,6 +58,10 @@ pub struct MappingParams {
     pub deformable: DiffeoParams,
     /// Smoothing of the intensity and log-Jacobian maps (FWHM, mm; 0 = none).
     pub smoothing_fwhm_mm: f64,
+    /// Smallest Gaussian σ (mm) of the deformation field: the registration aligns anatomy at
+    /// this scale and coarser, so a focal lesion is not warped away (a lesion that the
+    /// deformation absorbs would vanish from the intensity map).
+    pub deformation_smoothness_mm: f64,
 }
 
 impl MappingParams {
@@ -80,19 +84,20 @@ impl MappingParams {
             iterations: vec![60, 40, 20],
             ..DiffeoParams::default()
         };
-        Self { bias_correction: true, affine, deformable, smoothing_fwhm_mm: 4.0 }
+        Self { bias_correction: true, affine, deformable, smoothing_fwhm_mm: 4.0, deformation_smoothness_mm: 4.0 }
     }
 
     /// A one-line description stored in the database.
     pub fn describe(&self) -> String {
         format!(
-            "affine {:?} shrink {:?} iterations {:?}; diffeomorphic {:?} shrink {:?} iterations {:?}; bias correction {}",
+            "affine {:?} shrink {:?} iterations {:?}; diffeomorphic {:?} shrink {:?} iterations {:?}, field smoothness ≥ {} mm; bias correction {}",
             self.affine.metric,
             self.affine.shrink_factors,
             self.affine.iterations,
             self.deformable.metric,
             self.deformable.shrink_factors,
             self.deformable.iterations,
+            self.deformation_smoothness_mm,
             self.bias_correction
         )
     }
@@ -221,7 +226,7 @@ pub fn map_to_template(
     let affine = register_affine(&space.template, &corrected, &affine_params, &mut |_| {})
         .map_err(|e| fail("affine registration", e.to_string()))?
         .transform;
-    let deformable_params = DiffeoParams { fixed_mask: Some(space.mask.clone()), ..params.deformable.clone() };
+    let deformable_params = deformable_for(space, params);
     let result = register_diffeomorphic(&space.template, &corrected, &affine, &deformable_params, &mut |_| {})
         .map_err(|e| fail("diffeomorphic registration", e.to_string()))?;
     let warped_raw = result.warp(&corrected, space.template.grid(), Interpolation::Linear);
@@ -250,6 +255,15 @@ pub fn map_to_template(
         inverse: result.inverse,
         similarity,
     })
+}
+
+/// The deformable parameters for a template: masked, with the field smoothness in mm
+/// converted to template voxels.
+fn deformable_for(space: &TemplateSpace, params: &MappingParams) -> DiffeoParams {
+    let spacing = space.template.grid().spacing().iter().cloned().fold(f64::INFINITY, f64::min);
+    let mut deformable = DiffeoParams { fixed_mask: Some(space.mask.clone()), ..params.deformable.clone() };
+    deformable.field_sigma_voxels = deformable.field_sigma_voxels.max(params.deformation_smoothness_mm / spacing);
+    deformable
 }
 
 /// Makes landmark values strictly increasing (a flat template histogram would otherwise give a

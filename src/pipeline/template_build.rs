@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! BUILD/build.json                              configuration and subjects (ids, paths, ages, weights)
+//! BUILD/subjects.txt                            subject ids in build order (array index i = line i + 1)
 //! BUILD/inputs/ID.nii.gz                        subjects given in memory, written once
 //! BUILD/init/target.nii.gz, init/done.json      the centre-of-mass-aligned average (first target)
 //! BUILD/iter-K/subject-ID/affine.txt            template → subject affine (ITK text, LPS)
@@ -340,6 +341,10 @@ pub fn prepare_build(
         }
         return Ok(existing);
     }
+    // One id per line, in build order: array index i of a hand-submitted map job is line i + 1.
+    let list: String = manifest.subjects.iter().map(|s| format!("{}\n", s.id)).collect();
+    let list_path = build_dir.join("subjects.txt");
+    write_bytes(&list_path, list.as_bytes()).map_err(|e| file_error(&list_path, e))?;
     write_json(&path, &manifest)?;
     Ok(manifest)
 }
@@ -647,7 +652,10 @@ pub fn plan_resources(
 /// Removes the done marker of every step whose outputs are missing or altered (size differs
 /// from the record), so executors, which only look for markers, run those steps again.
 /// Returns how many were removed.
-pub fn invalidate_broken_steps(build_dir: &Path, manifest: &BuildManifest) -> Result<usize, TemplateBuildError> {
+pub fn invalidate_broken_steps(
+    build_dir: &Path,
+    manifest: &BuildManifest,
+) -> Result<usize, TemplateBuildError> {
     let mut markers = vec![(init_marker(build_dir), false)];
     for iteration in 0..=manifest.config.iterations {
         for subject in &manifest.subjects {
@@ -661,7 +669,8 @@ pub fn invalidate_broken_steps(build_dir: &Path, manifest: &BuildManifest) -> Re
             continue;
         }
         let valid = if is_map {
-            read_json::<MapRecord>(&marker).is_ok_and(|r| outputs_valid(marker.parent().expect("in a dir"), &r.outputs))
+            read_json::<MapRecord>(&marker)
+                .is_ok_and(|r| outputs_valid(marker.parent().expect("in a dir"), &r.outputs))
         } else {
             step_done(&marker)
         };

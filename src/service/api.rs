@@ -1002,7 +1002,8 @@ pub async fn normdb_templates(State(state): State<AppState>) -> Result<Json<Vec<
     blocking(move || work::normdb_summary(&path).map(|s| s.brackets)).await.map(Json)
 }
 
-/// Start a template + normative database build from the consented, admitted database B studies.
+/// Start a normative build: the database is extended with every admitted database B study whose
+/// consent stands (withdrawn studies excluded); the job lists the studies used.
 #[utoipa::path(post, path = "/api/v1/normdb/builds", tag = "normdb", security(("bearer" = [])),
     request_body = work::BuildRequest,
     responses((status = 202, body = JobAccepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),

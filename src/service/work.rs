@@ -241,16 +241,43 @@ pub fn check_deviation_request(store: &Store, case_id: i64, normdb: &Path) -> Re
     Ok(())
 }
 
-/// Computes the deviation maps of one case volume into `out_dir`.
+/// Computes the deviation maps of one case volume into `out_dir` (z-maps, clusters, PNG
+/// montages, report.json) with the deviation pipeline.
 fn run_deviation(
-    _normdb: &Path,
-    _case_volume: &Path,
-    _age_years: f64,
-    _sex: Option<&str>,
-    _out_dir: &Path,
-    _ctx: &JobContext,
+    normdb: &Path,
+    case_volume: &Path,
+    age_years: f64,
+    sex: Option<&str>,
+    out_dir: &Path,
+    ctx: &JobContext,
 ) -> Result<Value, JobFailure> {
-    Err(JobFailure::Failed("deviation maps are not available in this build".into()))
+    use crate::pipeline::deviation::{DeviationOptions, compute_deviation, write_outputs};
+    use crate::pipeline::normative::MappingParams;
+    ctx.progress(5.0, "reading the normative database")?;
+    let db = crate::normdb::NormDb::read(normdb).map_err(|e| {
+        tracing::error!("normative database: {e}");
+        JobFailure::Failed("the normative database cannot be read".into())
+    })?;
+    ctx.progress(15.0, "reading the case")?;
+    let case = crate::nifti_io::read_image(case_volume)
+        .map_err(|_| JobFailure::Failed("the case volume cannot be read".into()))?;
+    let options = DeviationOptions {
+        age_years,
+        sex: sex.and_then(pedinorm_templates::stats::Sex::parse),
+        mapping: MappingParams::standard(),
+        max_regions: 30,
+    };
+    ctx.progress(20.0, "registering and scoring")?;
+    let result = compute_deviation(&db, &case, &options).map_err(|e| JobFailure::Failed(e.to_string()))?;
+    ctx.progress(85.0, "writing maps and report")?;
+    // Names in the report are service-level, never file paths of the archive.
+    write_outputs(&result, &case, "case", "normdb.h5", out_dir).map_err(|e| JobFailure::Failed(strip_paths(&e.to_string(), out_dir)))?;
+    Ok(json!({
+        "bracket": result.bracket,
+        "clusters": result.clusters.iter().filter(|c| c.significant).count(),
+        "warnings": result.warnings,
+        "registration_similarity": result.registration_similarity,
+    }))
 }
 
 /// The T1-weighted volume of a stored study: the largest `.nii.gz` under it.
@@ -420,47 +447,66 @@ fn read_normdb_summary(path: &Path) -> Result<NormdbSummary, ApiError> {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BuildRequest {
-    /// Template-building iterations (1–20, default 4).
-    #[serde(default = "default_iterations")]
-    pub iterations: u32,
-    /// Working resolution in mm (1–4, default 2).
-    #[serde(default = "default_resolution")]
-    pub resolution_mm: f64,
-}
-
-fn default_iterations() -> u32 {
-    4
-}
-fn default_resolution() -> f64 {
-    2.0
+    /// Install the extended database as the service's normative database when the build
+    /// succeeds (atomically; the job folder keeps its own copy).
+    #[serde(default)]
+    pub install: bool,
 }
 
 impl BuildRequest {
-    /// Checks the ranges.
+    /// Checks the request (nothing to check yet; kept for forward compatibility).
     pub fn validate(&self) -> Result<(), ApiError> {
-        if !(1..=20).contains(&self.iterations) {
-            return Err(ApiError::BadRequest("`iterations` must be between 1 and 20".into()));
-        }
-        if !(1.0..=4.0).contains(&self.resolution_mm) {
-            return Err(ApiError::BadRequest("`resolution_mm` must be between 1 and 4".into()));
-        }
         Ok(())
     }
 }
 
-/// Builds templates and the normative database from the given study volumes into `out_dir`.
-fn run_normdb_build(
-    _volumes: &[(i64, PathBuf, Value)],
-    _request: &BuildRequest,
-    _out_dir: &Path,
-    _ctx: &JobContext,
-) -> Result<Value, JobFailure> {
-    Err(JobFailure::Failed("normative builds are not available in this build".into()))
+/// Extends the normative database with the given normal studies (each registered to the
+/// template of its age bracket, statistics updated) and writes the result to
+/// `out_dir/normdb.h5`; returns the subjects added and those skipped with their reason.
+fn run_normdb_build(normdb: &Path, volumes: &[(i64, PathBuf, Value)], out_dir: &Path, ctx: &JobContext) -> Result<Value, JobFailure> {
+    use crate::pipeline::normative::{MappingParams, NormalSubject, add_subject};
+    let mut db = crate::normdb::NormDb::read(normdb).map_err(|e| {
+        tracing::error!("normative database: {e}");
+        JobFailure::Failed("the normative database cannot be read; install one built with `pedinorm normdb build`".into())
+    })?;
+    let mapping = MappingParams::standard();
+    let mut added = Vec::new();
+    let mut skipped = Vec::new();
+    for (index, (study_id, volume, metadata)) in volumes.iter().enumerate() {
+        ctx.progress(5.0 + 90.0 * index as f64 / volumes.len() as f64, &format!("adding study {study_id}"))?;
+        let pseudonym = metadata["pseudonym"].as_str().unwrap_or_default().to_string();
+        let age = metadata["age_years"].as_f64();
+        let sex = metadata["sex"].as_str().and_then(pedinorm_templates::stats::Sex::parse);
+        let (Some(age), Some(sex), false) = (age, sex, pseudonym.is_empty()) else {
+            skipped.push(json!({ "study": study_id, "reason": "age, sex or pseudonym unknown" }));
+            continue;
+        };
+        let image = match crate::nifti_io::read_image(volume) {
+            Ok(image) => image,
+            Err(_) => {
+                skipped.push(json!({ "study": study_id, "reason": "volume unreadable" }));
+                continue;
+            }
+        };
+        let subject = NormalSubject { pseudonym, age_years: age, sex, scanner: String::new(), image };
+        match add_subject(&mut db, &subject, &mapping) {
+            Ok(_) => added.push(*study_id),
+            Err(error) => skipped.push(json!({ "study": study_id, "reason": error.to_string() })),
+        }
+    }
+    ctx.progress(96.0, "writing the database")?;
+    db.metadata.touch(&format!("service build: added studies {added:?}"));
+    db.write(&out_dir.join("normdb.h5")).map_err(|e| JobFailure::Failed(strip_paths(&e.to_string(), out_dir)))?;
+    Ok(json!({ "added": added, "skipped": skipped, "subjects": db.subjects.len() }))
 }
 
 fn normdb_build_job(config: &ServiceConfig, store: &Store, ctx: &JobContext) -> Result<Value, JobFailure> {
     let request: BuildRequest = serde_json::from_value(ctx.params.clone())?;
     ctx.progress(1.0, "selecting consented database B studies")?;
+    let normdb = config.normdb_path();
+    if !normdb.is_file() {
+        return Err(JobFailure::Failed("the normative database is missing: install one built with `pedinorm normdb build`".into()));
+    }
     let selected = studies::consented_b_studies(&store.lock()).map_err(JobFailure::from)?;
     let mut volumes = Vec::new();
     for (study_id, stored) in &selected {
@@ -469,15 +515,17 @@ fn normdb_build_job(config: &ServiceConfig, store: &Store, ctx: &JobContext) -> 
             volumes.push((*study_id, volume, metadata));
         }
     }
-    if volumes.len() < 2 {
-        return Err(JobFailure::Failed(format!(
-            "a normative build needs at least 2 admitted, consented database B studies; {} available",
-            volumes.len()
-        )));
+    if volumes.is_empty() {
+        return Err(JobFailure::Failed("no admitted database B study with consent is available".into()));
     }
-    // Provenance: which studies this database was built from.
+    // Provenance: which studies this database was built from (withdrawn consent excluded).
     let ids: Vec<i64> = volumes.iter().map(|v| v.0).collect();
     crate::atomic::write_bytes(&ctx.work_dir.join("studies.json"), serde_json::to_vec_pretty(&json!({ "studies": ids }))?.as_slice())?;
-    let summary = run_normdb_build(&volumes, &request, &ctx.work_dir, ctx)?;
-    Ok(json!({ "studies": ids, "summary": summary }))
+    let summary = run_normdb_build(&normdb, &volumes, &ctx.work_dir, ctx)?;
+    if request.install {
+        // Copy into place atomically; the job folder keeps its own copy.
+        let bytes = std::fs::read(ctx.work_dir.join("normdb.h5"))?;
+        crate::atomic::write_bytes(&normdb, &bytes)?;
+    }
+    Ok(json!({ "studies": ids, "installed": request.install, "summary": summary }))
 }

@@ -47,6 +47,8 @@ pub struct StudySpec {
     pub burned_in: bool,
     /// (SeriesNumber, SeriesDescription, slices) per series.
     pub series: Vec<(u32, String, usize)>,
+    /// Rows and columns of every slice.
+    pub matrix: (usize, usize),
 }
 
 impl Default for StudySpec {
@@ -61,6 +63,7 @@ impl Default for StudySpec {
             patient_age: Some("008Y".into()),
             burned_in: false,
             series: vec![(3, "T1 MPRAGE SAG".into(), 4), (5, "T2 TSE AX".into(), 3)],
+            matrix: (6, 5),
         }
     }
 }
@@ -91,8 +94,7 @@ fn sequence(tag: Tag, items: Vec<InMemDicomObject>) -> DataElement<InMemDicomObj
 /// Writes the study's slices under `dir` (one folder per series) and returns their paths.
 pub fn write_study(dir: &Path, spec: &StudySpec) -> Vec<PathBuf> {
     let mut paths = Vec::new();
-    let rows = 6usize;
-    let columns = 5usize;
+    let (rows, columns) = spec.matrix;
     for (series_index, (number, description, slices)) in spec.series.iter().enumerate() {
         let series_dir = dir.join(format!("series{number}"));
         std::fs::create_dir_all(&series_dir).unwrap();

@@ -140,6 +140,10 @@ def main():
     t1_full = t1_img.get_fdata(dtype=np.float32)
     gm_full = nib.load(os.path.join(options.data, "gm.nii.gz")).get_fdata(dtype=np.float32)
     wm_full = nib.load(os.path.join(options.data, "wm.nii.gz")).get_fdata(dtype=np.float32)
+    # The probability maps are stored as uint8 0..255.
+    for tissue in (gm_full, wm_full):
+        if tissue.max() > 1.5:
+            tissue /= 255.0
 
     bias_rows, mask_rows, norm_rows = [], [], []
     for res in [int(r) for r in options.resolutions.split(",")]:

@@ -44,7 +44,10 @@ impl BaseBrain {
             }
         }
         if t1.finite_range().is_none_or(|(_, hi)| hi <= 0.0) {
-            return Err(SynthError::InvalidBase { field: "t1", rule: "must have positive brain voxels".into() });
+            return Err(SynthError::InvalidBase {
+                field: "t1",
+                rule: "must have positive brain voxels".into(),
+            });
         }
         let normalize = |image: Image<f32>| {
             let max = image.as_slice().iter().cloned().fold(0.0f32, f32::max);
@@ -157,7 +160,9 @@ impl BaseBrain {
         // Soft membership of "inside": 1 deep inside, 0 outside, linear over one voxel.
         let soft = |signed_distance_mm: f64| (0.5 + signed_distance_mm / voxel).clamp(0.0, 1.0);
         let ellipsoid = |p: [f64; 3], c: [f64; 3], r: [f64; 3]| -> f64 {
-            let rho = ((p[0] - c[0]) / r[0]).powi(2) + ((p[1] - c[1]) / r[1]).powi(2) + ((p[2] - c[2]) / r[2]).powi(2);
+            let rho = ((p[0] - c[0]) / r[0]).powi(2)
+                + ((p[1] - c[1]) / r[1]).powi(2)
+                + ((p[2] - c[2]) / r[2]).powi(2);
             let rho = rho.sqrt();
             let scale = (r[0] * r[1] * r[2]).cbrt();
             soft((1.0 - rho) * scale)
@@ -165,7 +170,11 @@ impl BaseBrain {
         let ventricle = |p: [f64; 3]| -> f64 {
             let mut v: f64 = 0.0;
             for side in [-1.0, 1.0] {
-                let c = [centre[0] + side * 0.13 * radii[0], centre[1] + 0.02 * radii[1], centre[2] + 0.12 * radii[2]];
+                let c = [
+                    centre[0] + side * 0.13 * radii[0],
+                    centre[1] + 0.02 * radii[1],
+                    centre[2] + 0.12 * radii[2],
+                ];
                 v = v.max(ellipsoid(p, c, [0.07 * radii[0], 0.32 * radii[1], 0.13 * radii[2]]));
             }
             v
@@ -173,14 +182,19 @@ impl BaseBrain {
         let nuclei = |p: [f64; 3]| -> f64 {
             let mut v: f64 = 0.0;
             for side in [-1.0, 1.0] {
-                let c = [centre[0] + side * 0.17 * radii[0], centre[1] - 0.12 * radii[1], centre[2] - 0.08 * radii[2]];
+                let c = [
+                    centre[0] + side * 0.17 * radii[0],
+                    centre[1] - 0.12 * radii[1],
+                    centre[2] - 0.08 * radii[2],
+                ];
                 v = v.max(ellipsoid(p, c, [0.11 * radii[0], 0.14 * radii[1], 0.12 * radii[2]]));
             }
             v
         };
         let tissues = |[i, j, k]: [usize; 3]| -> (f64, f64, f64) {
             let p = grid.voxel_to_world([i as f64, j as f64, k as f64]);
-            let d = [(p[0] - centre[0]) / radii[0], (p[1] - centre[1]) / radii[1], (p[2] - centre[2]) / radii[2]];
+            let d =
+                [(p[0] - centre[0]) / radii[0], (p[1] - centre[1]) / radii[1], (p[2] - centre[2]) / radii[2]];
             let rho = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt();
             let (theta, phi) = if rho > 1e-9 { ((d[2] / rho).acos(), d[1].atan2(d[0])) } else { (0.0, 0.0) };
             // Gyral folding pattern on the sphere of directions.
@@ -202,8 +216,9 @@ impl BaseBrain {
             ((60.0 * c + 150.0 * g + 200.0 * w) as f32, g as f32, w as f32)
         });
         let image = |f: fn(&(f32, f32, f32)) -> f32| {
-            let data = ndarray::Array3::from_shape_vec((dims[0], dims[1], dims[2]), values.iter().map(f).collect())
-                .expect("one value per voxel");
+            let data =
+                ndarray::Array3::from_shape_vec((dims[0], dims[1], dims[2]), values.iter().map(f).collect())
+                    .expect("one value per voxel");
             Image::new(data, grid.clone()).expect("shape matches grid")
         };
         BaseBrain { t1: image(|v| v.0), gm: image(|v| v.1), wm: image(|v| v.2) }

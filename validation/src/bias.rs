@@ -27,7 +27,7 @@ pub fn bias_field(grid: &Grid, mask: &Image<f32>, strength: f64, rng: &mut impl 
         .zip(mask.as_slice())
         .filter(|(_, m)| **m > 0.5)
         .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), (v, _)| (lo.min(*v), hi.max(*v)));
-    if !(high > low) || strength <= 0.0 {
+    if high <= low || !high.is_finite() || strength <= 0.0 {
         return Image::filled(grid.clone(), 1.0);
     }
     let middle = 0.5 * (f64::from(low) + f64::from(high));

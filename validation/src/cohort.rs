@@ -1,12 +1,12 @@
 //! A cohort of synthetic subjects: normals spread over an age range, plus cases with known
 //! abnormalities, each with its own derived seed.
 
+use crate::SynthError;
 use crate::abnormality::{Abnormality, LesionTissue};
 use crate::base::BaseBrain;
 use crate::growth::Sex;
 use crate::rng::{derive_seed, stream, streams, uniform};
-use crate::subject::{GeneratorOptions, Generator, SubjectSpec, SyntheticSubject};
-use crate::SynthError;
+use crate::subject::{Generator, GeneratorOptions, SubjectSpec, SyntheticSubject};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -112,7 +112,8 @@ pub fn cohort_plan(spec: &CohortSpec) -> Result<Vec<CohortMember>, SynthError> {
     if spec.n_normals + spec.n_cases > 9999 {
         return invalid("n_normals", "at most 9999 subjects".into());
     }
-    let palette = if spec.abnormalities.is_empty() { default_abnormalities() } else { spec.abnormalities.clone() };
+    let palette =
+        if spec.abnormalities.is_empty() { default_abnormalities() } else { spec.abnormalities.clone() };
     let mut rng = stream(spec.seed, streams::COHORT);
     let first_sex_is_female = rng.random_bool(0.5);
     let sex_of = |index: usize| if (index % 2 == 0) == first_sex_is_female { Sex::Female } else { Sex::Male };
@@ -136,7 +137,13 @@ pub fn cohort_plan(spec: &CohortSpec) -> Result<Vec<CohortMember>, SynthError> {
     Ok(members)
 }
 
-fn member(spec: &CohortSpec, index: usize, age: f64, sex: Sex, abnormality: Option<Abnormality>) -> CohortMember {
+fn member(
+    spec: &CohortSpec,
+    index: usize,
+    age: f64,
+    sex: Sex,
+    abnormality: Option<Abnormality>,
+) -> CohortMember {
     CohortMember {
         id: format!("sub-{:04}", index + 1),
         spec: SubjectSpec {

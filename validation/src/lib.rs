@@ -31,10 +31,12 @@ pub mod warp;
 
 pub use abnormality::{Abnormality, LesionTissue, SubjectKind};
 pub use base::BaseBrain;
-pub use cohort::{AgeSpec, CohortSpec, CohortMember, cohort_plan, generate_cohort};
+pub use cohort::{AgeSpec, CohortMember, CohortSpec, cohort_plan, generate_cohort};
 pub use contrast::TissueIntensities;
 pub use growth::Sex;
-pub use subject::{GeneratorOptions, Generator, SubjectSpec, SyntheticSubject, Truth, generate_subject, resampled_grid};
+pub use subject::{
+    Generator, GeneratorOptions, SubjectSpec, SyntheticSubject, Truth, generate_subject, resampled_grid,
+};
 
 /// Why a synthetic subject or cohort cannot be generated.
 #[derive(Debug, thiserror::Error)]

@@ -1,14 +1,16 @@
 //! One synthetic subject: the base brain grown to an age, given its own anatomy, pose, tissue
 //! contrast, optional abnormality, bias field and noise, with the ground truth of every step.
 
+use crate::SynthError;
 use crate::abnormality::{Abnormality, LesionTissue, SubjectKind};
 use crate::base::BaseBrain;
 use crate::bias::{bias_field, rician_noise};
 use crate::contrast::{TissueIntensities, relative_contrast, white_matter_maturity};
 use crate::growth::{Sex, scale_factors};
 use crate::rng::{standard_normal, stream, streams, uniform};
-use crate::warp::{exponential, field_from_fn, image_from_fn, max_displacement_mm, random_velocity, scale_field};
-use crate::SynthError;
+use crate::warp::{
+    exponential, field_from_fn, image_from_fn, max_displacement_mm, random_velocity, scale_field,
+};
 use nalgebra::{Matrix3, Matrix4, Rotation3, Vector3};
 use pedinorm_registration::interpolate::sample_linear;
 use pedinorm_registration::resample::resample;
@@ -78,7 +80,14 @@ pub struct SubjectSpec {
 impl SubjectSpec {
     /// A normal subject at 2 mm with default options.
     pub fn normal(age_years: f64, sex: Sex, seed: u64) -> Self {
-        Self { age_years, sex, seed, resolution_mm: 2.0, abnormality: None, options: GeneratorOptions::default() }
+        Self {
+            age_years,
+            sex,
+            seed,
+            resolution_mm: 2.0,
+            abnormality: None,
+            options: GeneratorOptions::default(),
+        }
     }
 
     /// The same subject with an abnormality.
@@ -97,13 +106,21 @@ impl SubjectSpec {
         }
         let o = &self.options;
         let checks: [(&'static str, bool, String); 8] = [
-            ("max_warp_mm", o.max_warp_mm.is_finite() && (0.0..=20.0).contains(&o.max_warp_mm), "0–20 mm".into()),
+            (
+                "max_warp_mm",
+                o.max_warp_mm.is_finite() && (0.0..=20.0).contains(&o.max_warp_mm),
+                "0–20 mm".into(),
+            ),
             (
                 "warp_smoothness_mm",
                 o.warp_smoothness_mm.is_finite() && (2.0..=60.0).contains(&o.warp_smoothness_mm),
                 "2–60 mm".into(),
             ),
-            ("size_variation", o.size_variation.is_finite() && (0.0..=0.3).contains(&o.size_variation), "0–0.3".into()),
+            (
+                "size_variation",
+                o.size_variation.is_finite() && (0.0..=0.3).contains(&o.size_variation),
+                "0–0.3".into(),
+            ),
             (
                 "pose_rotation_deg",
                 o.pose_rotation_deg.is_finite() && (0.0..=30.0).contains(&o.pose_rotation_deg),
@@ -116,13 +133,22 @@ impl SubjectSpec {
             ),
             (
                 "bias_range",
-                o.bias_range.0.is_finite() && o.bias_range.0 >= 0.0 && o.bias_range.1 >= o.bias_range.0 && o.bias_range.1 <= 2.0,
+                o.bias_range.0.is_finite()
+                    && o.bias_range.0 >= 0.0
+                    && o.bias_range.1 >= o.bias_range.0
+                    && o.bias_range.1 <= 2.0,
                 "0 ≤ low ≤ high ≤ 2".into(),
             ),
-            ("snr", o.snr.is_finite() && o.snr >= 1.0 || o.snr == f64::INFINITY, "at least 1 (infinite: no noise)".into()),
+            (
+                "snr",
+                o.snr.is_finite() && o.snr >= 1.0 || o.snr == f64::INFINITY,
+                "at least 1 (infinite: no noise)".into(),
+            ),
             (
                 "site_scale_range",
-                o.site_scale_range.0 > 0.0 && o.site_scale_range.1 >= o.site_scale_range.0 && o.site_scale_range.1 < 100.0,
+                o.site_scale_range.0 > 0.0
+                    && o.site_scale_range.1 >= o.site_scale_range.0
+                    && o.site_scale_range.1 < 100.0,
                 "0 < low ≤ high < 100".into(),
             ),
         ];
@@ -390,7 +416,10 @@ impl Generator {
         if (spec.resolution_mm - self.resolution_mm).abs() > 1e-9 {
             return Err(SynthError::InvalidSpec {
                 field: "resolution_mm",
-                rule: format!("{} differs from the generator's {} mm", spec.resolution_mm, self.resolution_mm),
+                rule: format!(
+                    "{} differs from the generator's {} mm",
+                    spec.resolution_mm, self.resolution_mm
+                ),
             });
         }
         let options = &spec.options;
@@ -398,18 +427,21 @@ impl Generator {
         let centre = Vector3::from(self.centre);
 
         // Growth and pose: subject point x ↦ base point c + D⁻¹(R(x − c) + t).
-        let individual = (options.size_variation * standard_normal(&mut stream(spec.seed, streams::SIZE))).exp();
+        let individual =
+            (options.size_variation * standard_normal(&mut stream(spec.seed, streams::SIZE))).exp();
         let scale = scale_factors(spec.age_years, spec.sex, individual);
         let mean_scale = (scale[0] * scale[1] * scale[2]).cbrt();
         let mut pose_rng = stream(spec.seed, streams::POSE);
         let max_angle = options.pose_rotation_deg.to_radians();
         let angles: Vec<f64> = (0..3).map(|_| uniform(&mut pose_rng, -max_angle, max_angle)).collect();
-        let translation: Vec<f64> =
-            (0..3).map(|_| uniform(&mut pose_rng, -options.pose_translation_mm, options.pose_translation_mm)).collect();
+        let translation: Vec<f64> = (0..3)
+            .map(|_| uniform(&mut pose_rng, -options.pose_translation_mm, options.pose_translation_mm))
+            .collect();
         let rotation = *Rotation3::from_euler_angles(angles[0], angles[1], angles[2]).matrix();
         let shrink = Matrix3::from_diagonal(&Vector3::new(1.0 / scale[0], 1.0 / scale[1], 1.0 / scale[2]));
         let linear = shrink * rotation;
-        let offset = centre + shrink * Vector3::new(translation[0], translation[1], translation[2]) - linear * centre;
+        let offset =
+            centre + shrink * Vector3::new(translation[0], translation[1], translation[2]) - linear * centre;
         let mut matrix = Matrix4::identity();
         matrix.fixed_view_mut::<3, 3>(0, 0).copy_from(&linear);
         for r in 0..3 {
@@ -512,8 +544,9 @@ impl Generator {
             (s, intensity as f32, profile)
         });
         let image_of = |f: &dyn Fn(&(Sampled, f32, f32)) -> f32| -> Image<f32> {
-            let data = ndarray::Array3::from_shape_vec((dims[0], dims[1], dims[2]), sampled.iter().map(f).collect())
-                .expect("one value per voxel");
+            let data =
+                ndarray::Array3::from_shape_vec((dims[0], dims[1], dims[2]), sampled.iter().map(f).collect())
+                    .expect("one value per voxel");
             Image::new(data, grid.clone()).expect("shape matches grid")
         };
         let tissue_image = image_of(&|(_, intensity, _)| *intensity);
@@ -530,7 +563,8 @@ impl Generator {
             }
         });
         let voxel_ml = grid.linear().determinant().abs() / 1000.0;
-        let brain_volume_ml = sampled.iter().map(|(s, _, _)| f64::from(s.mask.clamp(0.0, 1.0))).sum::<f64>() * voxel_ml;
+        let brain_volume_ml =
+            sampled.iter().map(|(s, _, _)| f64::from(s.mask.clamp(0.0, 1.0))).sum::<f64>() * voxel_ml;
 
         // Truth region of the abnormality, in subject and base space.
         let (lesion_mask, lesion_mask_base) = match &placed {
@@ -544,13 +578,17 @@ impl Generator {
             }
             None => (None, None),
         };
-        let abnormality_centre_mm = lesion_mask.as_ref().and_then(|mask| centroid(mask));
+        let abnormality_centre_mm = lesion_mask.as_ref().and_then(centroid);
 
         // Scanner: bias field, site scale, Rician noise.
         let mut bias_rng = stream(spec.seed, streams::BIAS);
         let strength = uniform(&mut bias_rng, options.bias_range.0, options.bias_range.1);
         let bias = bias_field(grid, &brain_mask, strength, &mut bias_rng);
-        let site_scale = uniform(&mut stream(spec.seed, streams::SITE), options.site_scale_range.0, options.site_scale_range.1);
+        let site_scale = uniform(
+            &mut stream(spec.seed, streams::SITE),
+            options.site_scale_range.0,
+            options.site_scale_range.1,
+        );
         let mut signal = tissue_image.clone();
         for (value, b) in signal.as_mut_slice().iter_mut().zip(bias.as_slice()) {
             *value = (f64::from(*value) * f64::from(*b) * site_scale) as f32;
@@ -606,22 +644,26 @@ impl Generator {
         let mut rng = stream(seed, streams::ABNORMALITY);
         let grid = &self.grid;
         let c = &self.coarse;
-        let pick = |candidates: &[usize], fallback: &Image<f32>, rng: &mut rand_chacha::ChaCha8Rng| -> [f64; 3] {
-            let flat = if candidates.is_empty() {
-                // The best available voxel when no candidate meets the criteria.
-                fallback
-                    .as_slice()
-                    .iter()
-                    .enumerate()
-                    .fold((0usize, f32::NEG_INFINITY), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) })
-                    .0
-            } else {
-                candidates[rng.random_range(0..candidates.len())]
+        let pick =
+            |candidates: &[usize], fallback: &Image<f32>, rng: &mut rand_chacha::ChaCha8Rng| -> [f64; 3] {
+                let flat = if candidates.is_empty() {
+                    // The best available voxel when no candidate meets the criteria.
+                    fallback
+                        .as_slice()
+                        .iter()
+                        .enumerate()
+                        .fold(
+                            (0usize, f32::NEG_INFINITY),
+                            |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) },
+                        )
+                        .0
+                } else {
+                    candidates[rng.random_range(0..candidates.len())]
+                };
+                let d = grid.dims();
+                let (i, j, k) = (flat / (d[1] * d[2]), (flat / d[2]) % d[1], flat % d[2]);
+                grid.voxel_to_world([i as f64, j as f64, k as f64])
             };
-            let d = grid.dims();
-            let (i, j, k) = (flat / (d[1] * d[2]), (flat / d[2]) % d[1], flat % d[2]);
-            grid.voxel_to_world([i as f64, j as f64, k as f64])
-        };
         let select = |image: &Image<f32>, threshold: f32| -> Vec<usize> {
             image.as_slice().iter().enumerate().filter(|(_, v)| **v >= threshold).map(|(i, _)| i).collect()
         };
@@ -639,7 +681,8 @@ impl Generator {
                 let centre = pick(&candidates, &smoothed, &mut rng);
                 let directions: Vec<([f64; 3], f64)> = (0..3)
                     .map(|_| {
-                        let n = [standard_normal(&mut rng), standard_normal(&mut rng), standard_normal(&mut rng)];
+                        let n =
+                            [standard_normal(&mut rng), standard_normal(&mut rng), standard_normal(&mut rng)];
                         let len = (n[0] * n[0] + n[1] * n[1] + n[2] * n[2]).sqrt().max(1e-9);
                         ([n[0] / len, n[1] / len, n[2] / len], uniform(&mut rng, -0.12, 0.12))
                     })
@@ -898,10 +941,16 @@ mod tests {
     #[test]
     fn contrast_is_inverted_in_infants_and_adult_after_two() {
         let infant = generator().subject(&spec(0.25, 5)).unwrap();
-        let (wm, gm) = (mean_where(&infant.image, &infant.truth.labels, 3.0), mean_where(&infant.image, &infant.truth.labels, 2.0));
+        let (wm, gm) = (
+            mean_where(&infant.image, &infant.truth.labels, 3.0),
+            mean_where(&infant.image, &infant.truth.labels, 2.0),
+        );
         assert!(wm < 0.95 * gm, "infant WM {wm} GM {gm}");
         let child = generator().subject(&spec(3.0, 5)).unwrap();
-        let (wm, gm) = (mean_where(&child.image, &child.truth.labels, 3.0), mean_where(&child.image, &child.truth.labels, 2.0));
+        let (wm, gm) = (
+            mean_where(&child.image, &child.truth.labels, 3.0),
+            mean_where(&child.image, &child.truth.labels, 2.0),
+        );
         assert!(wm > 1.1 * gm, "child WM {wm} GM {gm}");
         let csf = mean_where(&child.image, &child.truth.labels, 1.0);
         assert!(csf < gm, "CSF {csf} GM {gm}");
@@ -919,29 +968,43 @@ mod tests {
             });
             let a = generator().subject(&normal).unwrap();
             let b = generator().subject(&case).unwrap();
-            assert_eq!(b.truth.kind, if contrast > 0.0 { SubjectKind::HyperintenseLesion } else { SubjectKind::HypointenseLesion });
+            assert_eq!(
+                b.truth.kind,
+                if contrast > 0.0 { SubjectKind::HyperintenseLesion } else { SubjectKind::HypointenseLesion }
+            );
             let mask = b.truth.lesion_mask.as_ref().unwrap();
             let dims = mask.grid().dims();
             let inside = mask.as_slice().iter().filter(|&&m| m > 0.5).count();
             assert!(inside > 20, "lesion of {inside} voxels");
-            for (flat, ((&x, &y), &m)) in a.image.as_slice().iter().zip(b.image.as_slice()).zip(mask.as_slice()).enumerate() {
+            for (flat, ((&x, &y), &m)) in
+                a.image.as_slice().iter().zip(b.image.as_slice()).zip(mask.as_slice()).enumerate()
+            {
                 let relative = (y - x) / x.max(1e-3);
                 if m > 0.5 {
                     // Inside: changed by at least half the contrast, in its direction.
-                    assert!(relative * contrast as f32 > 0.5 * (contrast * contrast) as f32, "voxel {flat}: {x} -> {y}");
+                    assert!(
+                        relative * contrast as f32 > 0.5 * (contrast * contrast) as f32,
+                        "voxel {flat}: {x} -> {y}"
+                    );
                 } else if (y - x).abs() > 1e-4 * x.abs().max(1.0) {
                     // Outside: only partial-volume voxels touching the mask change.
                     let (i, j, k) = (flat / (dims[1] * dims[2]), (flat / dims[2]) % dims[1], flat % dims[2]);
                     let near = (i.saturating_sub(1)..=(i + 1).min(dims[0] - 1)).any(|ii| {
                         (j.saturating_sub(1)..=(j + 1).min(dims[1] - 1)).any(|jj| {
-                            (k.saturating_sub(1)..=(k + 1).min(dims[2] - 1)).any(|kk| mask.data()[[ii, jj, kk]] > 0.5)
+                            (k.saturating_sub(1)..=(k + 1).min(dims[2] - 1))
+                                .any(|kk| mask.data()[[ii, jj, kk]] > 0.5)
                         })
                     });
                     assert!(near, "voxel {flat} changed far from the lesion");
                 }
             }
             // The lesion sits in white matter.
-            let wm = mask.as_slice().iter().zip(b.truth.labels.as_slice()).filter(|(m, l)| **m > 0.5 && **l == 3.0).count();
+            let wm = mask
+                .as_slice()
+                .iter()
+                .zip(b.truth.labels.as_slice())
+                .filter(|(m, l)| **m > 0.5 && **l == 3.0)
+                .count();
             assert!(wm * 2 > inside, "{wm} of {inside} lesion voxels in WM");
         }
     }
@@ -974,7 +1037,8 @@ mod tests {
     #[test]
     fn atrophy_shrinks_and_ventricles_grow() {
         let normal = spec(9.0, 31);
-        let atrophy = normal.clone().with_abnormality(Abnormality::Atrophy { radius_mm: 12.0, volume_loss: 0.4 });
+        let atrophy =
+            normal.clone().with_abnormality(Abnormality::Atrophy { radius_mm: 12.0, volume_loss: 0.4 });
         let subject = generator().subject(&atrophy).unwrap();
         let truth = &subject.truth;
         let region = truth.lesion_mask_base.as_ref().unwrap();
@@ -994,11 +1058,18 @@ mod tests {
         let shrink = mean_log(&det) - mean_log(&reference_det);
         assert!(shrink < -0.1, "log-Jacobian change in the atrophy region {shrink}");
 
-        let ventricles = normal.clone().with_abnormality(Abnormality::EnlargedVentricles { dilation_mm: 5.0 });
+        let ventricles =
+            normal.clone().with_abnormality(Abnormality::EnlargedVentricles { dilation_mm: 5.0 });
         let enlarged = generator().subject(&ventricles).unwrap();
         let csf_in_centre = |s: &SyntheticSubject| {
             let region = enlarged.truth.lesion_mask.as_ref().unwrap();
-            s.truth.labels.as_slice().iter().zip(region.as_slice()).filter(|(l, m)| **l == 1.0 && **m > 0.5).count()
+            s.truth
+                .labels
+                .as_slice()
+                .iter()
+                .zip(region.as_slice())
+                .filter(|(l, m)| **l == 1.0 && **m > 0.5)
+                .count()
         };
         let (big, small) = (csf_in_centre(&enlarged), csf_in_centre(&reference));
         assert!(big as f64 > 1.3 * small as f64, "ventricle CSF {big} vs {small} voxels");
@@ -1008,7 +1079,11 @@ mod tests {
     fn same_seed_same_subject_at_any_thread_count() {
         let case = spec(4.0, 77).with_abnormality(Abnormality::Atrophy { radius_mm: 10.0, volume_loss: 0.3 });
         let run = |threads| {
-            rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| generator().subject(&case).unwrap())
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| generator().subject(&case).unwrap())
         };
         let (a, b) = (run(1), run(2));
         assert_eq!(a.image.as_slice(), b.image.as_slice());

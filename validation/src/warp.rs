@@ -71,7 +71,13 @@ pub fn scale_field(field: &DisplacementField, factor: f64) -> DisplacementField 
 /// A random smooth velocity field on `grid`: white Gaussian noise per component (seeded
 /// stream `stream_id` of `seed`), smoothed with a Gaussian of `smoothness_mm`, scaled so the
 /// largest velocity is `max_mm`.
-pub fn random_velocity(grid: &Grid, smoothness_mm: f64, max_mm: f64, seed: u64, stream_id: u64) -> DisplacementField {
+pub fn random_velocity(
+    grid: &Grid,
+    smoothness_mm: f64,
+    max_mm: f64,
+    seed: u64,
+    stream_id: u64,
+) -> DisplacementField {
     let mut rng = stream(seed, stream_id);
     let d = grid.dims();
     let mut components: Vec<Image<f32>> = (0..3)
