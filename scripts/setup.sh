@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what pedinorm needs on a fresh Debian 12 machine that has Rust, gcc and Python 3.11:
-# system libraries (HDF5 from Debian; cmake for the JPEG-LS decoder), the pinned Python tools
+# system libraries (HDF5 from Debian; cmake for the JPEG-LS decoder; dcmtk to write and read
+# compressed DICOM test series), the pinned Python tools
 # of the interoperability tests, and public reference data under .data/: the MNI ICBM152 2009
 # T1 with GM/WM maps (from nilearn's wheel) and MNI-space label atlases (from Debian's
 # mricron-data). Safe to re-run: every step is skipped when its result is present.
@@ -9,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
 need_apt=()
-for package in libhdf5-dev pkg-config cmake g++ unzip; do
+for package in libhdf5-dev pkg-config cmake g++ unzip dcmtk; do
     dpkg -s "$package" >/dev/null 2>&1 || need_apt+=("$package")
 done
 if [ "${#need_apt[@]}" -gt 0 ]; then

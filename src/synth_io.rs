@@ -437,6 +437,7 @@ pub fn write_dicom_series(
             object.put(DataElement::new(tag, vr, value));
         };
         put(tags::BODY_PART_EXAMINED, VR::CS, "HEAD".into());
+        put(tags::PATIENT_POSITION, VR::CS, "HFS".into());
         put(tags::SCANNING_SEQUENCE, VR::CS, strings(&["GR".into(), "IR".into()]));
         put(tags::SEQUENCE_VARIANT, VR::CS, strings(&["SP".into(), "MP".into()]));
         put(tags::MR_ACQUISITION_TYPE, VR::CS, "3D".into());

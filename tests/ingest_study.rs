@@ -532,3 +532,28 @@ fn realistic_study_timing() {
         rayon::current_num_threads()
     );
 }
+
+#[test]
+fn a_series_that_cannot_be_converted_is_skipped_and_reported() {
+    let fixture = fixture();
+    let input = study(&fixture, "in", &StudySpec::default());
+    // A missing slice makes series 3 irregular (spacing 2.4 mm then 1.2 mm).
+    std::fs::remove_file(input.join("series3").join("IM0002")).unwrap();
+    std::fs::write(input.join("notes.txt"), b"not DICOM").unwrap();
+    let options = options(&fixture, "data", Database::B);
+    let report = ingest_study(std::slice::from_ref(&input), &options).unwrap();
+    assert_eq!(report.series.len(), 1);
+    assert_eq!(report.skipped_series.len(), 1);
+    assert_eq!(report.skipped_series[0].series, "series 3");
+    assert_eq!(report.skipped_files, 1);
+    assert_eq!(dicom_files(&options.data_dir).len(), 3);
+
+    // When no series converts, the conversion error is returned and nothing is stored.
+    let broken = StudySpec { study_number: 2, series: vec![(3, "T1".into(), 4)], ..StudySpec::default() };
+    let input = study(&fixture, "broken", &broken);
+    std::fs::remove_file(input.join("series3").join("IM0002")).unwrap();
+    let before = snapshot(&options.data_dir);
+    let error = ingest_study(std::slice::from_ref(&input), &options).unwrap_err();
+    assert!(matches!(error, IngestError::Dicom(_)), "{error}");
+    assert_eq!(snapshot(&options.data_dir), before);
+}

@@ -2,10 +2,12 @@
 //! function and the `pedinorm preprocess` command.
 
 use ndarray::Array3;
-use pedinorm::nifti_io::{read_image, write_image, VoxelType};
-use pedinorm::pipeline::preprocess::{preprocess, Normalization, PreprocessError, PreprocessOptions, Steps, TemplateRef};
-use pedinorm_registration::intensity::brain_mask::dice;
+use pedinorm::nifti_io::{VoxelType, read_image, write_image};
+use pedinorm::pipeline::preprocess::{
+    Normalization, PreprocessError, PreprocessOptions, Steps, TemplateRef, preprocess,
+};
 use pedinorm_registration::intensity::BiasFieldParams;
+use pedinorm_registration::intensity::brain_mask::dice;
 use pedinorm_registration::{Grid, Image};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -52,7 +54,11 @@ fn head(inverted: bool, bias: f64, seed: u64) -> (Image<f32>, Image<f32>, Vec<f6
 
 fn fast_options<'a>() -> PreprocessOptions<'a> {
     PreprocessOptions {
-        bias: BiasFieldParams { shrink_factor: 2, iterations: vec![30, 30, 30], ..BiasFieldParams::default() },
+        bias: BiasFieldParams {
+            shrink_factor: 2,
+            iterations: vec![30, 30, 30],
+            ..BiasFieldParams::default()
+        },
         ..PreprocessOptions::default()
     }
 }
@@ -85,7 +91,10 @@ fn whole_pipeline_on_heads_of_both_contrasts() {
         let b: Vec<f64> = inside.iter().map(|&i| true_field[i].ln()).collect();
         let (ma, mb) = (a.iter().sum::<f64>() / a.len() as f64, b.iter().sum::<f64>() / b.len() as f64);
         let cov: f64 = a.iter().zip(&b).map(|(x, y)| (x - ma) * (y - mb)).sum();
-        let r = cov / (a.iter().map(|x| (x - ma).powi(2)).sum::<f64>() * b.iter().map(|y| (y - mb).powi(2)).sum::<f64>()).sqrt();
+        let r = cov
+            / (a.iter().map(|x| (x - ma).powi(2)).sum::<f64>()
+                * b.iter().map(|y| (y - mb).powi(2)).sum::<f64>())
+            .sqrt();
         assert!(r > 0.9, "log-field correlation {r} (inverted {inverted})");
         // White matter is scaled to 1 whichever tissue is brighter.
         let report = result.normalization.as_ref().unwrap();
@@ -189,4 +198,23 @@ fn command_writes_outputs_and_names_bad_files() {
     // The reader or the pipeline refuses NaN; either way the message names the file.
     assert!(message.contains("broken.nii.gz") && message.contains("finite"), "{message}");
     assert!(!dir.path().join("never.nii.gz").exists());
+}
+
+#[test]
+fn template_mask_is_propagated_through_registration() {
+    let (template, template_mask, _) = head(false, 0.0, 21);
+    // The subject: the same anatomy elsewhere in the scanner, with bias and other noise.
+    let (subject, truth, _) = head(false, 0.3, 22);
+    let shifted = Grid::axis_aligned(subject.grid().dims(), [2.5; 3], [-59.0, -73.0, -56.0]).unwrap();
+    let subject = Image::new(subject.data().clone(), shifted.clone()).unwrap();
+    let truth = Image::new(truth.data().clone(), shifted).unwrap();
+    let options = PreprocessOptions {
+        template: Some(TemplateRef { image: &template, mask: &template_mask }),
+        registration_shrink_factors: vec![4, 2],
+        ..fast_options()
+    };
+    let result = preprocess(&subject, &options).unwrap();
+    assert_eq!(result.mask_source, "template");
+    let d = dice(&result.mask, &truth);
+    assert!(d > 0.9, "propagated mask Dice {d}");
 }

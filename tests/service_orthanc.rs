@@ -161,10 +161,10 @@ async fn import_from_orthanc_and_store_back() {
         let data = ndarray::Array3::from_shape_fn((16, 16, 4), |(i, j, k)| (i as f32 - j as f32) * 0.25 + k as f32);
         let image = pedinorm_registration::Image::new(data, grid).unwrap();
         let pacs = pacs.clone();
-        let study_uid = study_uid.clone();
+        let study_uid_1 = study_uid.clone();
         let series_uid = tokio::task::spawn_blocking(move || {
             let client = PacsClient::new(&pacs).unwrap();
-            let found = client.find_study(&study_uid).unwrap();
+            let found = client.find_study(&study_uid_1).unwrap();
             assert_eq!(found.len(), 1);
             let objects = pedinorm::service::derived::derived_series(&image, &found[0], "pedinorm test z-map").unwrap();
             client.store(&objects).unwrap();

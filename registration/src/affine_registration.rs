@@ -440,6 +440,7 @@ fn parameter_gradient(kind: AffineKind, p: &[f64], radius: f64, e: &Evaluation) 
 }
 
 /// Builds the samples of one level.
+#[allow(clippy::too_many_arguments)]
 fn build_level(
     fixed: &Image<f32>,
     moving: &Image<f32>,
@@ -577,12 +578,12 @@ pub fn register_affine(
     let levels = factors.len();
     let mut base = candidates[0].clone();
     let mut cost = f64::INFINITY;
-    for level in 0..levels {
+    for (level, &factor) in factors.iter().enumerate() {
         let problem = build_level(
             fixed,
             moving,
             params,
-            factors[level],
+            factor,
             params.smoothing_sigmas_voxels[level],
             level,
             fixed_range,
@@ -608,7 +609,7 @@ pub fn register_affine(
             .iter()
             .cloned()
             .fold(f64::INFINITY, f64::min)
-            .min(pyramid_spacing(fixed.grid(), factors[level]));
+            .min(pyramid_spacing(fixed.grid(), factor));
         for kind in stages {
             let (new_base, new_cost) = optimize_level(
                 &problem,

@@ -264,10 +264,10 @@ pub fn register_diffeomorphic(
     let levels = factors.len();
     let mut field: Option<DisplacementField> = None;
     let mut cost = 0.0;
-    for level in 0..levels {
+    for (level, &factor) in factors.iter().enumerate() {
         let sigma = params.smoothing_sigmas_voxels[level];
-        let fixed_level = pyramid_level(&fixed_unit, factors[level], sigma);
-        let moving_level = pyramid_level(&moving_unit, factors[level], sigma);
+        let fixed_level = pyramid_level(&fixed_unit, factor, sigma);
+        let moving_level = pyramid_level(&moving_unit, factor, sigma);
         let grid = fixed_level.grid().clone();
         let u = match field.take() {
             None => DisplacementField::zeros(&grid),

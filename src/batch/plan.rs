@@ -3,34 +3,35 @@
 //!
 //! The model counts the buffers a step holds: a map step keeps the subject, the template and
 //! the warped subject at full resolution (plus the decompressed file while reading), and about
-//! 40 single-precision buffers on the registration grid (pyramid copies, fields, gradients,
+//! 18 single-precision buffers on the registration grid (pyramid copies, fields, gradients,
 //! local-correlation sums); a reduce step keeps the running sums (double precision) of the
 //! template and of the mean warp plus one subject's files. Times scale with the voxels of the
 //! registration grid and the iteration budget, divided by the threads with a parallel
-//! efficiency of 0.8; the constants are per-voxel costs measured on a 2-core machine (see
-//! `docs/hpc.md`), and requests add a safety factor (×1.5 memory, ×3 time, at least
+//! efficiency of 0.8; the constants are per-voxel costs fitted to map and reduce steps on
+//! 1 mm images (peak RSS and CPU time from `/usr/bin/time -v`, see `docs/hpc.md`), and
+//! requests add a safety factor (×1.5 memory, ×3 time, at least
 //! 10 minutes) because shared nodes are slower than an idle laptop.
 
 use super::Resources;
 use serde::{Deserialize, Serialize};
 
 /// Bytes per full-resolution voxel held by a map step.
-const MAP_BYTES_PER_VOXEL: f64 = 20.0;
+const MAP_BYTES_PER_VOXEL: f64 = 16.0;
 /// Bytes per registration-grid voxel held by a map step.
-const MAP_BYTES_PER_REGISTRATION_VOXEL: f64 = 160.0;
+const MAP_BYTES_PER_REGISTRATION_VOXEL: f64 = 72.0;
 /// Bytes per full-resolution voxel held by a reduce step (f64 sums, one subject, template).
 const REDUCE_BYTES_PER_VOXEL: f64 = 28.0;
 /// Bytes per registration-grid voxel of a reduce step (f64 warp sums and one warp).
 const REDUCE_BYTES_PER_REGISTRATION_VOXEL: f64 = 40.0;
 /// Fixed memory of a process (binary, allocator, thread stacks).
-const BASE_BYTES: f64 = 150.0 * 1024.0 * 1024.0;
+const BASE_BYTES: f64 = 50.0 * 1024.0 * 1024.0;
 /// CPU seconds per registration-grid voxel of one map step (affine + deformable, default
 /// iterations), measured.
-const MAP_CPU_SECONDS_PER_REGISTRATION_VOXEL: f64 = 2.0e-5;
+const MAP_CPU_SECONDS_PER_REGISTRATION_VOXEL: f64 = 6.5e-6;
 /// CPU seconds per full-resolution voxel of reading, resampling and writing in a map step.
-const MAP_CPU_SECONDS_PER_VOXEL: f64 = 1.0e-6;
+const MAP_CPU_SECONDS_PER_VOXEL: f64 = 2.5e-7;
 /// Seconds per full-resolution voxel and subject of a reduce step (mostly reading files).
-const REDUCE_SECONDS_PER_VOXEL_SUBJECT: f64 = 1.5e-7;
+const REDUCE_SECONDS_PER_VOXEL_SUBJECT: f64 = 3.5e-7;
 
 /// Estimated needs of the tasks of one build.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -1,9 +1,11 @@
 //! `pedinorm preprocess`: bias-field correction, brain mask and intensity normalization.
 
 use crate::cli::progress;
-use crate::nifti_io::{read_image, write_image, VoxelType};
-use crate::pipeline::preprocess::{preprocess_with_progress, Normalization, PreprocessOptions, Steps, TemplateRef};
-use anyhow::{bail, Context};
+use crate::nifti_io::{VoxelType, read_image, write_image};
+use crate::pipeline::preprocess::{
+    Normalization, PreprocessOptions, Steps, TemplateRef, preprocess_with_progress,
+};
+use anyhow::{Context, bail};
 use pedinorm_registration::intensity::BiasFieldParams;
 use std::path::PathBuf;
 
@@ -54,7 +56,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .split('x')
         .map(|s| s.trim().parse::<usize>())
         .collect::<Result<_, _>>()
-        .with_context(|| format!("--bias-iterations `{}`: expected numbers separated by `x`", args.bias_iterations))?;
+        .with_context(|| {
+            format!("--bias-iterations `{}`: expected numbers separated by `x`", args.bias_iterations)
+        })?;
     let image = read_image(&args.input)?;
     let template = match (&args.template, &args.template_mask) {
         (Some(t), Some(m)) => Some((read_image(t)?, read_image(m)?)),

@@ -244,7 +244,6 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
         spacing_mm: args.registration_spacing,
         affine_iterations: parse_schedule(&args.affine_iterations, "affine-iterations")?,
         deformable_iterations: parse_schedule(&args.deformable_iterations, "deformable-iterations")?,
-        threads: 0,
     };
     let base = TemplateConfig {
         iterations: args.iterations,

@@ -11,9 +11,9 @@
 //!   removal for `X/D`, and — for `X/Z/U*` reference sequences — keeping the sequence with its
 //!   UIDs remapped, so references between instances survive;
 //! * private elements, curves (50xx), overlays (60xx) and group lengths are removed;
-//! * attributes not in the table are kept, except that any other person name is removed, any
-//!   other date is shifted and any other UID outside the DICOM root `1.2.840.10008.` is
-//!   remapped (stricter than the standard, which keeps them);
+//! * attributes not in the table are kept, except that any other person name or element of
+//!   unknown VR (UN) is removed, any other date is shifted and any other UID outside the DICOM
+//!   root `1.2.840.10008.` is remapped (stricter than the standard, which keeps them);
 //! * Patient ID becomes the national pseudonym, so the de-identified files still link.
 //!
 //! Dates move by a per-patient number of days derived from the pseudonym under the secret key,
@@ -175,7 +175,8 @@ pub fn action(tag: Tag, vr: VR) -> Action {
             }
         }
         None => match vr {
-            VR::PN => Action::Remove,
+            // Unknown VR: an attribute the dictionary does not know cannot be judged safe.
+            VR::PN | VR::UN => Action::Remove,
             VR::DA | VR::DT => Action::ShiftDate,
             VR::UI => Action::ReplaceUid,
             _ => Action::Keep,
@@ -478,6 +479,7 @@ mod tests {
         // Not in the table: names go, dates shift.
         assert_eq!(action(Tag(0x0018, 0x9999), VR::PN), Action::Remove);
         assert_eq!(action(Tag(0x0018, 0x9998), VR::DA), Action::ShiftDate);
+        assert_eq!(action(Tag(0x0018, 0x9997), VR::UN), Action::Remove);
     }
 
     #[test]
@@ -505,6 +507,44 @@ mod tests {
         assert_eq!(remap_uid(&key, "1.2.840.10008.5.1.4.1.1.4"), "1.2.840.10008.5.1.4.1.1.4");
         let other_key = PseudonymKey::from_bytes(&[43u8; 32]).unwrap();
         assert_ne!(mapped, remap_uid(&other_key, "1.2.826.0.1.3680043.2.1125.1.2"));
+    }
+
+    #[test]
+    fn implicit_vr_files_keep_pixels_and_ambiguous_vr_attributes() {
+        // Implicit VR gives no VR in the file: the dictionary's must be used, never UN for
+        // known attributes (UN is removed).
+        let key = key();
+        let pseudonym = Pseudonym::unlinked(&key, "1.2.3");
+        let deidentifier = Deidentifier::new(&key, &pseudonym);
+        let object = InMemDicomObject::from_element_iter([
+            DataElement::new(tags::SOP_CLASS_UID, VR::UI, PrimitiveValue::from("1.2.840.10008.5.1.4.1.1.4")),
+            DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from("1.2.3.4")),
+            DataElement::new(tags::PATIENT_NAME, VR::PN, PrimitiveValue::from("Doe^John")),
+            DataElement::new(tags::STUDY_DATE, VR::DA, PrimitiveValue::from("20200102")),
+            DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(1u16)),
+            DataElement::new(tags::COLUMNS, VR::US, PrimitiveValue::from(2u16)),
+            DataElement::new(tags::SMALLEST_IMAGE_PIXEL_VALUE, VR::US, PrimitiveValue::from(3u16)),
+            DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(vec![3u16, 9].into())),
+        ]);
+        let file =
+            object.with_meta(FileMetaTableBuilder::new().transfer_syntax("1.2.840.10008.1.2")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("implicit.dcm");
+        file.write_to_file(&path).unwrap();
+        let (bytes, output) = deidentifier.deidentify_file(&path).unwrap();
+        assert!(!bytes.is_empty());
+        assert_eq!(output.get(tags::PIXEL_DATA).unwrap().value().to_bytes().unwrap().len(), 4);
+        assert!(output.get(tags::SMALLEST_IMAGE_PIXEL_VALUE).is_some());
+        assert_eq!(
+            output.get(tags::STUDY_DATE).unwrap().value().to_str().unwrap(),
+            shift_date("20200102", deidentifier.day_shift()).unwrap()
+        );
+        let reread = dicom_object::from_reader(&bytes[128..]).unwrap();
+        assert_eq!(reread.meta().transfer_syntax().trim_end_matches('\0'), "1.2.840.10008.1.2");
+        assert_eq!(
+            reread.get(tags::SOP_INSTANCE_UID).unwrap().value().to_str().unwrap().trim_end_matches('\0'),
+            remap_uid(&key, "1.2.3.4")
+        );
     }
 
     #[test]

@@ -332,6 +332,7 @@ pub fn ingest_study_with_progress(
     let store = StudyStore::new(&options.data_dir);
     let staging = store.staging()?;
     let mut staged: Vec<(SeriesRecord, PathBuf)> = Vec::new();
+    let mut first_conversion_error = None;
     let pending_total = pending.len();
     for (done, (original_series_uid, members)) in pending.into_iter().enumerate() {
         progress(IngestProgress::Storing(done, pending_total));
@@ -346,6 +347,7 @@ pub fn ingest_study_with_progress(
             Err(error) => {
                 tracing::warn!(series = %label, "series not converted: {error}");
                 report.skipped_series.push(SkippedSeries { series: label, reason: error.to_string() });
+                first_conversion_error.get_or_insert(error);
                 continue;
             }
         };
@@ -391,7 +393,11 @@ pub fn ingest_study_with_progress(
     }
     progress(IngestProgress::Storing(pending_total, pending_total));
     if staged.is_empty() && existing_series.is_empty() {
-        return Err(IngestError::Refused(vec![RefusalReason::NoSeries]));
+        // Nothing could be converted: say why, rather than just "no series".
+        return Err(match first_conversion_error {
+            Some(error) => IngestError::Dicom(error),
+            None => IngestError::Refused(vec![RefusalReason::NoSeries]),
+        });
     }
 
     // Publish and record in one index transaction: a failure to move records nothing.

@@ -11,13 +11,16 @@
 //! Pure in-memory work; the CLI and the template and deviation pipelines call [`preprocess`].
 
 use pedinorm_registration::affine_registration::{
-    register_affine, AffineInit, AffineKind, AffineMetric, AffineParams, RegistrationError,
+    AffineInit, AffineKind, AffineMetric, AffineParams, RegistrationError, register_affine,
 };
-use pedinorm_registration::diffeomorphic::{register_diffeomorphic, DeformableMetric, DiffeoParams};
-use pedinorm_registration::intensity::normalize::{landmarks, matching_percentiles, tissue_peaks, NYUL_PERCENTILES};
+use pedinorm_registration::diffeomorphic::{DeformableMetric, DiffeoParams, register_diffeomorphic};
+use pedinorm_registration::intensity::normalize::{
+    NYUL_PERCENTILES, landmarks, matching_percentiles, tissue_peaks,
+};
 use pedinorm_registration::intensity::{
-    brain_mask::foreground_threshold, brain_mask_from_intensity, check_image, check_same_grid, correct_bias_field,
-    normalize_intensity, BiasFieldParams, BrainMaskParams, IntensityError, NormalizationMethod, NormalizationReport,
+    BiasFieldParams, BrainMaskParams, IntensityError, NormalizationMethod, NormalizationReport,
+    brain_mask::foreground_threshold, brain_mask_from_intensity, check_image, check_same_grid,
+    correct_bias_field, normalize_intensity,
 };
 use pedinorm_registration::{Image, Interpolation};
 
@@ -50,7 +53,9 @@ impl std::str::FromStr for Steps {
                 "mask" => steps.mask = true,
                 "normalize" => steps.normalize = true,
                 "all" => steps = Steps::default(),
-                other => return Err(format!("unknown step `{other}` (expected bias, mask, normalize or all)")),
+                other => {
+                    return Err(format!("unknown step `{other}` (expected bias, mask, normalize or all)"));
+                }
             }
         }
         if !(steps.bias || steps.mask || steps.normalize) {
@@ -63,8 +68,8 @@ impl std::str::FromStr for Steps {
 /// How intensities are normalized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Normalization {
-    /// White-matter-peak scaling without a template; tissue-peak mapping onto the template's
-    /// peaks with one (see `docs/preprocess.md` for the measurements behind this choice).
+    /// White-matter-peak scaling without a template; Nyúl–Udupa landmarks onto the template's
+    /// with one (see `docs/preprocess.md` for the measurements behind this choice).
     Auto,
     /// Divide by the white-matter peak (white matter found by depth, any contrast).
     WhiteMatterPeak,
@@ -86,7 +91,9 @@ impl std::str::FromStr for Normalization {
             "tissue-peaks" => Ok(Self::TissuePeaks),
             "nyul" => Ok(Self::Nyul),
             "histogram-match" => Ok(Self::HistogramMatch),
-            other => Err(format!("unknown normalization `{other}` (auto, wm-peak, tissue-peaks, nyul, histogram-match)")),
+            other => Err(format!(
+                "unknown normalization `{other}` (auto, wm-peak, tissue-peaks, nyul, histogram-match)"
+            )),
         }
     }
 }
@@ -190,9 +197,15 @@ pub fn preprocess_with_progress(
     progress: &mut dyn FnMut(&str, usize, usize),
 ) -> Result<Preprocessed, PreprocessError> {
     check_image(image).map_err(step("input"))?;
-    let needs_template = matches!(options.normalization, Normalization::TissuePeaks | Normalization::Nyul | Normalization::HistogramMatch);
+    let needs_template = matches!(
+        options.normalization,
+        Normalization::TissuePeaks | Normalization::Nyul | Normalization::HistogramMatch
+    );
     if needs_template && options.template.is_none() && options.steps.normalize {
-        return Err(PreprocessError::Option { option: "normalization", rule: "this method needs a template and its mask".into() });
+        return Err(PreprocessError::Option {
+            option: "normalization",
+            rule: "this method needs a template and its mask".into(),
+        });
     }
     if let Some(template) = &options.template {
         check_image(template.image).map_err(step("template"))?;
@@ -201,11 +214,17 @@ pub fn preprocess_with_progress(
     if let Some(mask) = options.given_mask {
         check_same_grid(image, mask, "given mask").map_err(step("mask"))?;
         if !mask.as_slice().iter().any(|&m| m > 0.5) {
-            return Err(step("mask")(IntensityError::EmptyMask { reason: "the given mask has no voxel above 0.5".into() }));
+            return Err(step("mask")(IntensityError::EmptyMask {
+                reason: "the given mask has no voxel above 0.5".into(),
+            }));
         }
     }
     let propagate = options.steps.mask && options.given_mask.is_none() && options.template.is_some();
-    let total = 1 + options.steps.bias as usize + options.steps.mask as usize + propagate as usize + options.steps.normalize as usize;
+    let total = 1
+        + options.steps.bias as usize
+        + options.steps.mask as usize
+        + propagate as usize
+        + options.steps.normalize as usize;
     let mut done = 0;
     let mut report = |name: &str, done: &mut usize| {
         *done += 1;
@@ -245,14 +264,17 @@ pub fn preprocess_with_progress(
         report("brain mask", &mut done);
     }
     if !mask.as_slice().iter().any(|&m| m > 0.5) {
-        return Err(step("mask")(IntensityError::EmptyMask { reason: format!("the {mask_source} mask selects no voxel") }));
+        return Err(step("mask")(IntensityError::EmptyMask {
+            reason: format!("the {mask_source} mask selects no voxel"),
+        }));
     }
 
     // 4. Normalization.
     let mut normalization = None;
     if options.steps.normalize {
         let method = normalization_method(options)?;
-        let (normalized, applied) = normalize_intensity(&current, &mask, &method).map_err(step("normalize"))?;
+        let (normalized, applied) =
+            normalize_intensity(&current, &mask, &method).map_err(step("normalize"))?;
         current = normalized;
         normalization = Some(applied);
         report("normalize", &mut done);
@@ -263,12 +285,17 @@ pub fn preprocess_with_progress(
 fn normalization_method(options: &PreprocessOptions) -> Result<NormalizationMethod, PreprocessError> {
     let template = options.template;
     let method = match (options.normalization, template) {
-        (Normalization::WhiteMatterPeak, _) | (Normalization::Auto, None) => NormalizationMethod::WhiteMatterPeak,
-        (Normalization::TissuePeaks, Some(t)) | (Normalization::Auto, Some(t)) => {
-            let peaks = tissue_peaks(t.image, t.mask).map_err(step("template"))?;
-            NormalizationMethod::TissuePeaks { white_matter: peaks.white_matter, grey_matter: peaks.grey_matter }
+        (Normalization::WhiteMatterPeak, _) | (Normalization::Auto, None) => {
+            NormalizationMethod::WhiteMatterPeak
         }
-        (Normalization::Nyul, Some(t)) => NormalizationMethod::Landmarks {
+        (Normalization::TissuePeaks, Some(t)) => {
+            let peaks = tissue_peaks(t.image, t.mask).map_err(step("template"))?;
+            NormalizationMethod::TissuePeaks {
+                white_matter: peaks.white_matter,
+                grey_matter: peaks.grey_matter,
+            }
+        }
+        (Normalization::Nyul, Some(t)) | (Normalization::Auto, Some(t)) => NormalizationMethod::Landmarks {
             percentiles: NYUL_PERCENTILES.to_vec(),
             standard: landmarks(t.image, Some(t.mask), &NYUL_PERCENTILES).map_err(step("template"))?,
         },
@@ -278,7 +305,10 @@ fn normalization_method(options: &PreprocessOptions) -> Result<NormalizationMeth
             NormalizationMethod::Landmarks { percentiles, standard }
         }
         (_, None) => {
-            return Err(PreprocessError::Option { option: "normalization", rule: "this method needs a template and its mask".into() });
+            return Err(PreprocessError::Option {
+                option: "normalization",
+                rule: "this method needs a template and its mask".into(),
+            });
         }
     };
     Ok(method)
@@ -293,7 +323,10 @@ pub fn propagate_mask(
     shrink_factors: &[usize],
 ) -> Result<Image<f32>, PreprocessError> {
     if shrink_factors.is_empty() {
-        return Err(PreprocessError::Option { option: "registration_shrink_factors", rule: "needs at least one level".into() });
+        return Err(PreprocessError::Option {
+            option: "registration_shrink_factors",
+            rule: "needs at least one level".into(),
+        });
     }
     let levels = shrink_factors.len();
     let sigmas: Vec<f64> = shrink_factors.iter().map(|&f| if f > 1 { f as f64 / 2.0 } else { 0.0 }).collect();
@@ -314,7 +347,8 @@ pub fn propagate_mask(
         iterations: [100, 70, 50, 20].iter().copied().cycle().take(levels).collect(),
         ..DiffeoParams::default()
     };
-    let deformable = register_diffeomorphic(subject, template.image, &affine.transform, &deformable_params, &mut |_| {})?;
+    let deformable =
+        register_diffeomorphic(subject, template.image, &affine.transform, &deformable_params, &mut |_| {})?;
     let warped = deformable.warp(template.mask, subject.grid(), Interpolation::Linear);
     Ok(warped.map(|&m| if m >= 0.5 { 1.0f32 } else { 0.0 }))
 }

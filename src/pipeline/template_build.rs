@@ -828,3 +828,106 @@ fn montage_row(image: &Image<f32>) -> (usize, usize, Vec<u8>) {
     }
     (width, height, pixels)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array3;
+    use pedinorm_registration::Grid;
+    use pedinorm_templates::age::AgeKernel;
+    use pedinorm_templates::template::{IdentityRegistrar, Sharpening};
+
+    fn blob(value: f32, radius: f64) -> Image<f32> {
+        let grid = Grid::axis_aligned([14, 12, 10], [2.0; 3], [-14.0, -12.0, -10.0]).unwrap();
+        let d = grid.dims();
+        let data = Array3::from_shape_fn((d[0], d[1], d[2]), |(i, j, k)| {
+            let w = grid.voxel_to_world([i as f64, j as f64, k as f64]);
+            let r = (w[0] * w[0] + w[1] * w[1] + w[2] * w[2]).sqrt();
+            if r < radius { value * (1.0 + 0.02 * i as f32) } else { 0.0 }
+        });
+        Image::new(data, grid).unwrap()
+    }
+
+    fn subjects() -> Vec<SubjectInput> {
+        [(3.0, 1.0), (3.5, 1.5), (4.0, 2.0), (12.0, 4.0)]
+            .iter()
+            .enumerate()
+            .map(|(i, &(age, value))| SubjectInput {
+                id: format!("s{i}"),
+                source: SubjectSource::Image(blob(value, 8.0)),
+                age_years: age,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn age_kernel_weights_drop_far_subjects() {
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = AgeKernel { minimum_effective_sample: 2.0, ..AgeKernel::default() };
+        let config = TemplateConfig {
+            target: TemplateTarget::Age { age_years: 3.5, kernel },
+            ..TemplateConfig::default()
+        };
+        let manifest = prepare_build(&subjects(), &config, dir.path()).unwrap();
+        let ids: Vec<&str> = manifest.subjects.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["s0", "s1", "s2"]);
+        assert!(manifest.subjects[1].weight > manifest.subjects[0].weight);
+        assert!(manifest.effective_sample >= 2.0);
+        assert_eq!(std::fs::read_to_string(dir.path().join("subjects.txt")).unwrap(), "s0\ns1\ns2\n");
+        // The same build again is accepted; a different one is refused.
+        prepare_build(&subjects(), &config, dir.path()).unwrap();
+        let other = TemplateConfig { iterations: 2, ..config };
+        assert!(
+            prepare_build(&subjects(), &other, dir.path())
+                .unwrap_err()
+                .to_string()
+                .contains("different build")
+        );
+    }
+
+    #[test]
+    fn steps_run_resume_and_report_missing_inputs() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = TemplateConfig {
+            iterations: 1,
+            sharpening: Sharpening::None,
+            normalize_intensity: false,
+            ..TemplateConfig::default()
+        };
+        let mut cohort = subjects();
+        cohort.pop();
+        let manifest = prepare_build(&cohort, &config, dir.path()).unwrap();
+        let build = dir.path().canonicalize().unwrap();
+        // Reduce before its maps names the missing subjects.
+        run_init(&build).unwrap();
+        let error = run_reduce(&build, 0).unwrap_err().to_string();
+        assert!(error.contains("s0, s1, s2"), "{error}");
+        let registrar = IdentityRegistrar { spacing_mm: 4.0 };
+        for iteration in 0..=1 {
+            for subject in &manifest.subjects {
+                run_map_with(&build, &manifest, iteration, &subject.id, &registrar).unwrap();
+            }
+            run_reduce(&build, iteration).unwrap();
+        }
+        assert!(build.join("iter-1/subject-s1/warp.nii.gz").is_file());
+        assert!(!build.join("iter-0/subject-s1/warp.nii.gz").exists());
+        let result = finalize(&build).unwrap();
+        // Identity mappings: the template is the plain mean of the subjects (values 1, 1.5, 2).
+        let centre = result.template.data()[[7, 6, 5]];
+        let expected = 1.5 * (1.0 + 0.02 * 7.0);
+        assert!((centre - expected).abs() < 1e-5, "{centre} vs {expected}");
+        assert_eq!(result.transforms.len(), 3);
+        assert_eq!(result.qc.iterations.len(), 2);
+        assert!(build.join("montage.png").is_file() && build.join("qc.json").is_file());
+        // A finished step is skipped: its record (with its timing) is returned unchanged.
+        let before = std::fs::read(map_marker(&build, 1, "s2")).unwrap();
+        run_map_with(&build, &manifest, 1, "s2", &registrar).unwrap();
+        assert_eq!(std::fs::read(map_marker(&build, 1, "s2")).unwrap(), before);
+        // Broken outputs invalidate their step only.
+        std::fs::write(build.join("iter-1/subject-s2/warped.nii.gz"), b"x").unwrap();
+        assert_eq!(invalidate_broken_steps(&build, &manifest).unwrap(), 1);
+        assert!(!map_marker(&build, 1, "s2").exists() && map_marker(&build, 1, "s1").exists());
+        assert!(run_map_with(&build, &manifest, 5, "s2", &registrar).is_err());
+        assert!(run_map_with(&build, &manifest, 1, "nobody", &registrar).is_err());
+    }
+}

@@ -170,7 +170,8 @@ fn ingest_job(config: &ServiceConfig, store: &Store, ctx: &JobContext) -> Result
         };
         ctx.progress(3.0, "retrieving from PACS")?;
         let client = pacs_client(config, centre)?;
-        let objects = client.retrieve_study(study_uid)?;
+        // QIDO first: a study the PACS does not hold is a named refusal, not a failure.
+        let objects = if client.find_study(study_uid)?.is_empty() { Vec::new() } else { client.retrieve_study(study_uid)? };
         if objects.is_empty() {
             let reason = "pacs-study-not-found: the PACS holds no objects for that StudyInstanceUID".to_string();
             set("refused", std::slice::from_ref(&reason), None)?;

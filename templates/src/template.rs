@@ -58,8 +58,6 @@ pub struct RegistrationSettings {
     pub affine_iterations: Vec<usize>,
     /// Deformable iterations per pyramid level (coarse to fine).
     pub deformable_iterations: Vec<usize>,
-    /// Threads per registration (0 = all available).
-    pub threads: usize,
 }
 
 impl Default for RegistrationSettings {
@@ -68,7 +66,6 @@ impl Default for RegistrationSettings {
             spacing_mm: 2.0,
             affine_iterations: vec![100, 50, 25],
             deformable_iterations: vec![40, 20, 10],
-            threads: 0,
         }
     }
 }

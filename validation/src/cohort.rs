@@ -195,6 +195,32 @@ mod tests {
     }
 
     #[test]
+    fn cohort_is_identical_at_one_and_two_threads() {
+        let grid =
+            pedinorm_registration::Grid::axis_aligned([40, 48, 36], [4.0; 3], [-78.0, -94.0, -70.0]).unwrap();
+        let base = BaseBrain::phantom(&grid);
+        let mut spec = CohortSpec::new(2, 0.0, 17.0, 2, 5);
+        spec.resolution_mm = 4.0;
+        let run = |threads| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| generate_cohort(&base, &spec).unwrap())
+        };
+        let (one, two) = (run(1), run(2));
+        assert_eq!(one.len(), 4);
+        for (a, b) in one.iter().zip(&two) {
+            assert_eq!(a.id, b.id);
+            assert_eq!(a.image.as_slice(), b.image.as_slice());
+            assert_eq!(a.truth.lesion_mask, b.truth.lesion_mask);
+            assert_eq!(a.truth.inverse_deformation, b.truth.inverse_deformation);
+        }
+        assert!(one[2].truth.kind.is_case() && !one[0].truth.kind.is_case());
+        assert_ne!(one[0].image.as_slice(), one[1].image.as_slice());
+    }
+
+    #[test]
     fn bad_cohorts_are_refused() {
         assert!(cohort_plan(&CohortSpec::new(3, 5.0, 2.0, 0, 1)).is_err());
         assert!(cohort_plan(&CohortSpec::new(3, 0.0, 30.0, 0, 1)).is_err());

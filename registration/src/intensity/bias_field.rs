@@ -9,14 +9,14 @@
 //! evaluated at full resolution from the lattice, so it is smooth at every scale.
 
 use super::bspline::{AxisSampling, ControlLattice};
-use super::{check_image, check_same_grid, IntensityError};
+use super::{IntensityError, check_image, check_same_grid};
 use crate::image::Image;
 use crate::interpolate::Interpolation;
 use crate::resample::resample;
 use crate::transform::Identity;
 use ndarray::Array3;
-use rustfft::num_complex::Complex64;
 use rustfft::FftPlanner;
+use rustfft::num_complex::Complex64;
 
 /// Parameters of [`correct_bias_field`]; the defaults follow N4's.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,10 +112,15 @@ pub fn correct_bias_field(
     let small_grid = image.grid().shrink(shrink);
     let small_dims = small_grid.dims();
     let small_image = resample(image, &small_grid, &Identity, Interpolation::Nearest, 0.0);
-    let mask_image = image.with_data(Array3::from_shape_vec(
-        (full_dims[0], full_dims[1], full_dims[2]),
-        full_mask.iter().map(|&m| if m { 1.0f32 } else { 0.0 }).collect(),
-    ).expect("mask has the image shape")).expect("same grid");
+    let mask_image = image
+        .with_data(
+            Array3::from_shape_vec(
+                (full_dims[0], full_dims[1], full_dims[2]),
+                full_mask.iter().map(|&m| if m { 1.0f32 } else { 0.0 }).collect(),
+            )
+            .expect("mask has the image shape"),
+        )
+        .expect("same grid");
     let small_mask_image = resample(&mask_image, &small_grid, &Identity, Interpolation::Nearest, 0.0);
     let mut small_mask: Vec<bool> = small_mask_image.as_slice().iter().map(|&m| m > 0.5).collect();
     if !small_mask.iter().any(|&m| m) {
@@ -167,7 +172,8 @@ pub fn correct_bias_field(
             }
             lattice.add(&ControlLattice::fit(spans, &sampling, &residual, &weight));
             let new_field = lattice.evaluate(&sampling);
-            convergence = coefficient_of_variation(masked.iter().map(|&i| (new_field[i] - log_field[i]).exp()));
+            convergence =
+                coefficient_of_variation(masked.iter().map(|&i| (new_field[i] - log_field[i]).exp()));
             log_field = new_field;
             if convergence < params.convergence_threshold {
                 break;
@@ -259,8 +265,9 @@ impl Sharpener {
     fn sharpen(&mut self, values: &[f64]) -> Vec<f64> {
         let bins = self.bins;
         let padded = self.padded;
-        let (min, max) = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-        if !(max > min) {
+        let (min, max) =
+            values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        if max <= min {
             return values.to_vec();
         }
         let slope = (max - min) / (bins - 1) as f64;
@@ -296,11 +303,8 @@ impl Sharpener {
         }
         fft.process(&mut f);
         // Wiener deconvolution: U = V · conj(F) / (|F|² + noise).
-        let mut u: Vec<Complex64> = v
-            .iter()
-            .zip(&f)
-            .map(|(v, f)| v * f.conj() / (f.norm_sqr() + self.wiener_noise))
-            .collect();
+        let mut u: Vec<Complex64> =
+            v.iter().zip(&f).map(|(v, f)| v * f.conj() / (f.norm_sqr() + self.wiener_noise)).collect();
         ifft.process(&mut u);
         let inverse_n = 1.0 / padded as f64;
         let u: Vec<f64> = u.iter().map(|c| (c.re * inverse_n).max(0.0)).collect();
@@ -362,7 +366,13 @@ mod tests {
                 for k in 0..dims[2] {
                     let p = [(i as f64 - c[0]) / c[0], (j as f64 - c[1]) / c[1], (k as f64 - c[2]) / c[2]];
                     let r = (p[0] * p[0] + p[1] * p[1] + p[2] * p[2]).sqrt();
-                    let tissue = if r < 0.55 { 100.0 } else if r < 0.85 { 60.0 } else { 0.0 };
+                    let tissue = if r < 0.55 {
+                        100.0
+                    } else if r < 0.85 {
+                        60.0
+                    } else {
+                        0.0
+                    };
                     let f = (amplitude * (0.8 * p[0] + 0.5 * p[1] * p[2] - 0.4 * p[2] * p[2])).exp();
                     let noise = if tissue > 0.0 { 2.0 * (rng.random::<f64>() - 0.5) * 3.0 } else { 0.0 };
                     image.push(((tissue + noise) * f) as f32);
@@ -413,7 +423,15 @@ mod tests {
         // The inner tissue's spread drops.
         let clean = {
             let (flat, _, _) = phantom(dims, 0.0, 7);
-            flat.map(|v| if *v > 80.0 { 100.0f32 } else if *v > 30.0 { 60.0 } else { 0.0 })
+            flat.map(|v| {
+                if *v > 80.0 {
+                    100.0f32
+                } else if *v > 30.0 {
+                    60.0
+                } else {
+                    0.0
+                }
+            })
         };
         let before = tissue_cv(&image, &clean, 100.0);
         let after = tissue_cv(&result.corrected, &clean, 100.0);

@@ -9,9 +9,9 @@
 //! 3. The component is grown back (a little further than it was eroded, but only into
 //!    foreground), closed, and its holes (ventricles, dark white matter) filled.
 
-use super::histogram::{otsu_thresholds, quantile_sorted, Histogram};
+use super::histogram::{Histogram, otsu_thresholds, quantile_sorted};
 use super::morphology::{close, dilate, erode, fill_holes, largest_component};
-use super::{check_image, IntensityError};
+use super::{IntensityError, check_image};
 use crate::image::Image;
 use ndarray::Array3;
 
@@ -59,7 +59,10 @@ pub fn foreground_threshold(image: &Image<f32>) -> f32 {
 ///
 /// Errors when the image is constant or has non-finite values, or when nothing survives the
 /// erosion (an image too small or too noisy for the radii).
-pub fn brain_mask_from_intensity(image: &Image<f32>, params: &BrainMaskParams) -> Result<Image<f32>, IntensityError> {
+pub fn brain_mask_from_intensity(
+    image: &Image<f32>,
+    params: &BrainMaskParams,
+) -> Result<Image<f32>, IntensityError> {
     check_image(image)?;
     let finest = image.grid().spacing().into_iter().fold(f64::INFINITY, f64::min);
     let factor = (params.working_spacing_mm / finest).floor().max(1.0) as usize;
@@ -69,7 +72,13 @@ pub fn brain_mask_from_intensity(image: &Image<f32>, params: &BrainMaskParams) -
     let small = crate::smooth::shrink(image, factor);
     let small_mask = mask_on_grid(&small, params)?;
     // Linear interpolation of the binary mask gives a smooth boundary at full resolution.
-    let mask = crate::resample::resample(&small_mask, image.grid(), &crate::transform::Identity, crate::interpolate::Interpolation::Linear, 0.0);
+    let mask = crate::resample::resample(
+        &small_mask,
+        image.grid(),
+        &crate::transform::Identity,
+        crate::interpolate::Interpolation::Linear,
+        0.0,
+    );
     let mask = mask.map(|&m| if m >= 0.5 { 1.0f32 } else { 0.0 });
     if !mask.as_slice().iter().any(|&m| m > 0.5) {
         return Err(IntensityError::EmptyMask { reason: "no brain voxel at full resolution".into() });
@@ -89,7 +98,9 @@ fn mask_on_grid(image: &Image<f32>, params: &BrainMaskParams) -> Result<Image<f3
     }
     let core = largest_component(&eroded, dims);
     if !core.iter().any(|&m| m) {
-        return Err(IntensityError::EmptyMask { reason: "no foreground voxel above the intensity threshold".into() });
+        return Err(IntensityError::EmptyMask {
+            reason: "no foreground voxel above the intensity threshold".into(),
+        });
     }
     let grown = dilate(&core, dims, spacing, params.erosion_mm + params.regrow_margin_mm);
     let brain: Vec<bool> = grown.iter().zip(&foreground).map(|(&g, &f)| g && f).collect();
@@ -98,8 +109,11 @@ fn mask_on_grid(image: &Image<f32>, params: &BrainMaskParams) -> Result<Image<f3
     let brain = fill_holes(&brain, dims);
     let brain = if params.closing_mm > 0.0 { close(&brain, dims, spacing, params.closing_mm) } else { brain };
     let brain = fill_holes(&brain, dims);
-    let data = Array3::from_shape_vec((dims[0], dims[1], dims[2]), brain.iter().map(|&b| if b { 1.0f32 } else { 0.0 }).collect())
-        .expect("mask matches grid");
+    let data = Array3::from_shape_vec(
+        (dims[0], dims[1], dims[2]),
+        brain.iter().map(|&b| if b { 1.0f32 } else { 0.0 }).collect(),
+    )
+    .expect("mask matches grid");
     Ok(image.with_data(data).expect("same grid"))
 }
 
@@ -179,7 +193,9 @@ pub(crate) mod tests {
     fn mask_on_a_subsampled_working_grid() {
         // Skull stripped: at 4 mm the phantom's 3 mm CSF gap to the scalp would not resolve.
         let (image, truth) = head([56, 60, 52], true, 6);
-        let stripped = image.with_data(ndarray::Zip::from(image.data()).and(truth.data()).map_collect(|v, t| v * t)).unwrap();
+        let stripped = image
+            .with_data(ndarray::Zip::from(image.data()).and(truth.data()).map_collect(|v, t| v * t))
+            .unwrap();
         let params = BrainMaskParams { working_spacing_mm: 4.0, ..BrainMaskParams::default() };
         let mask = brain_mask_from_intensity(&stripped, &params).unwrap();
         assert_eq!(mask.grid(), image.grid());
@@ -190,7 +206,9 @@ pub(crate) mod tests {
     #[test]
     fn mask_of_a_skull_stripped_brain() {
         let (image, truth) = head([48, 50, 46], true, 9);
-        let stripped = image.with_data(ndarray::Zip::from(image.data()).and(truth.data()).map_collect(|v, t| v * t)).unwrap();
+        let stripped = image
+            .with_data(ndarray::Zip::from(image.data()).and(truth.data()).map_collect(|v, t| v * t))
+            .unwrap();
         let mask = brain_mask_from_intensity(&stripped, &BrainMaskParams::default()).unwrap();
         let d = dice(&mask, &truth);
         assert!(d > 0.95, "Dice {d}");

@@ -22,7 +22,12 @@ fn basis(t: f64) -> [f64; 4] {
     let t2 = t * t;
     let t3 = t2 * t;
     let s = 1.0 - t;
-    [s * s * s / 6.0, (3.0 * t3 - 6.0 * t2 + 4.0) / 6.0, (-3.0 * t3 + 3.0 * t2 + 3.0 * t + 1.0) / 6.0, t3 / 6.0]
+    [
+        s * s * s / 6.0,
+        (3.0 * t3 - 6.0 * t2 + 4.0) / 6.0,
+        (-3.0 * t3 + 3.0 * t2 + 3.0 * t + 1.0) / 6.0,
+        t3 / 6.0,
+    ]
 }
 
 /// Where the voxels of one grid axis fall on one lattice axis: for each voxel, the first of the
@@ -265,6 +270,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::needless_range_loop)] // index loops mirror the formulas being checked
     fn separable_fit_and_evaluation_match_brute_force() {
         let dims = [5, 6, 7];
         let spans = [2, 1, 3];
@@ -280,14 +286,24 @@ mod tests {
         for i in 0..dims[0] {
             for j in 0..dims[1] {
                 for k in 0..dims[2] {
-                    let (wi, wj, wk) = (sampling[0].weights[i], sampling[1].weights[j], sampling[2].weights[k]);
+                    let (wi, wj, wk) =
+                        (sampling[0].weights[i], sampling[1].weights[j], sampling[2].weights[k]);
                     let mut s2 = 0.0;
-                    for a in 0..4 { for b in 0..4 { for c in 0..4 { s2 += (wi[a] * wj[b] * wk[c]).powi(2); } } }
+                    for a in 0..4 {
+                        for b in 0..4 {
+                            for c in 0..4 {
+                                s2 += (wi[a] * wj[b] * wk[c]).powi(2);
+                            }
+                        }
+                    }
                     for a in 0..4 {
                         for b in 0..4 {
                             for c in 0..4 {
                                 let w = wi[a] * wj[b] * wk[c];
-                                let index = ((sampling[0].base[i] + a) * size[1] + sampling[1].base[j] + b) * size[2] + sampling[2].base[k] + c;
+                                let index = ((sampling[0].base[i] + a) * size[1] + sampling[1].base[j] + b)
+                                    * size[2]
+                                    + sampling[2].base[k]
+                                    + c;
                                 numerator[index] += weight[p] * w * w * (w * values[p] / s2);
                                 denominator[index] += weight[p] * w * w;
                             }
@@ -298,7 +314,8 @@ mod tests {
             }
         }
         for (index, v) in lattice.values().iter().enumerate() {
-            let expected = if denominator[index] > 1e-12 { numerator[index] / denominator[index] } else { 0.0 };
+            let expected =
+                if denominator[index] > 1e-12 { numerator[index] / denominator[index] } else { 0.0 };
             assert!((v - expected).abs() < 1e-9, "control point {index}: {v} vs {expected}");
         }
         let out = lattice.evaluate(&sampling);
@@ -306,12 +323,20 @@ mod tests {
         for i in 0..dims[0] {
             for j in 0..dims[1] {
                 for k in 0..dims[2] {
-                    let (wi, wj, wk) = (sampling[0].weights[i], sampling[1].weights[j], sampling[2].weights[k]);
+                    let (wi, wj, wk) =
+                        (sampling[0].weights[i], sampling[1].weights[j], sampling[2].weights[k]);
                     let mut v = 0.0;
-                    for a in 0..4 { for b in 0..4 { for c in 0..4 {
-                        let index = ((sampling[0].base[i] + a) * size[1] + sampling[1].base[j] + b) * size[2] + sampling[2].base[k] + c;
-                        v += wi[a] * wj[b] * wk[c] * lattice.values()[index];
-                    } } }
+                    for a in 0..4 {
+                        for b in 0..4 {
+                            for c in 0..4 {
+                                let index = ((sampling[0].base[i] + a) * size[1] + sampling[1].base[j] + b)
+                                    * size[2]
+                                    + sampling[2].base[k]
+                                    + c;
+                                v += wi[a] * wj[b] * wk[c] * lattice.values()[index];
+                            }
+                        }
+                    }
                     assert!((out[p] - v).abs() < 1e-9);
                     p += 1;
                 }

@@ -178,7 +178,11 @@ pub fn find_peaks(histogram: &Histogram, min_mass: f64, min_prominence: f64) -> 
         let mut weakest: Option<(f64, usize)> = None;
         for (index, &b) in maxima.iter().enumerate() {
             let left_min = if index == 0 { min_range(c, 0, b) } else { min_range(c, maxima[index - 1], b) };
-            let right_min = if index + 1 == maxima.len() { min_range(c, b, n - 1) } else { min_range(c, b, maxima[index + 1]) };
+            let right_min = if index + 1 == maxima.len() {
+                min_range(c, b, n - 1)
+            } else {
+                min_range(c, b, maxima[index + 1])
+            };
             let prominence = (c[b] - left_min.max(right_min)) / c[b];
             if weakest.is_none_or(|(p, _)| prominence < p) {
                 weakest = Some((prominence, index));
@@ -249,7 +253,11 @@ pub fn fit_gaussian_mixture(histogram: &Histogram, k: usize, iterations: usize) 
                 m2 += c * x * x;
             }
         }
-        let mean = if w > 0.0 { m / w } else { histogram.min + (class as f64 + 0.5) * (histogram.max - histogram.min) / k as f64 };
+        let mean = if w > 0.0 {
+            m / w
+        } else {
+            histogram.min + (class as f64 + 0.5) * (histogram.max - histogram.min) / k as f64
+        };
         let variance = if w > 0.0 { (m2 / w - mean * mean).max(0.0) } else { 0.0 };
         components.push(Component { weight: (w / total).max(1e-3), mean, sd: variance.sqrt().max(width) });
     }
@@ -351,7 +359,13 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(5);
         let mut v = Vec::new();
         for i in 0..20000 {
-            let (centre, sd) = if i % 5 < 3 { (0.8, 0.06) } else if i % 5 < 4 { (0.62, 0.07) } else { (0.3, 0.1) };
+            let (centre, sd) = if i % 5 < 3 {
+                (0.8, 0.06)
+            } else if i % 5 < 4 {
+                (0.62, 0.07)
+            } else {
+                (0.3, 0.1)
+            };
             let z: f64 = (0..12).map(|_| rng.random::<f64>()).sum::<f64>() - 6.0;
             v.push((centre + sd * z) as f32);
         }

@@ -12,9 +12,9 @@ pub mod histogram;
 pub mod morphology;
 pub mod normalize;
 
-pub use bias_field::{correct_bias_field, BiasCorrection, BiasFieldParams};
-pub use brain_mask::{brain_mask_from_intensity, BrainMaskParams};
-pub use normalize::{normalize_intensity, NormalizationMethod, NormalizationReport};
+pub use bias_field::{BiasCorrection, BiasFieldParams, correct_bias_field};
+pub use brain_mask::{BrainMaskParams, brain_mask_from_intensity};
+pub use normalize::{NormalizationMethod, NormalizationReport, normalize_intensity};
 
 /// Why an intensity step cannot run on its input.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]

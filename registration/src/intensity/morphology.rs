@@ -16,8 +16,8 @@ pub fn squared_distance(feature: &[bool], dims: [usize; 3], spacing: [f64; 3]) -
         feature.iter().map(|&f| if f { 0.0 } else { f64::INFINITY }).collect(),
     )
     .expect("mask matches dims");
-    for axis in 0..3 {
-        let w2 = spacing[axis] * spacing[axis];
+    for (axis, &step) in spacing.iter().enumerate() {
+        let w2 = step * step;
         Zip::from(d.lanes_mut(Axis(axis))).par_for_each(|mut lane| {
             let line: Vec<f64> = lane.iter().copied().collect();
             let out = lower_envelope(&line, w2);
@@ -48,7 +48,8 @@ fn lower_envelope(f: &[f64], w2: f64) -> Vec<f64> {
                 }
                 Some(&p) => {
                     // Intersection of parabolas from p and q (in index units scaled by w2).
-                    let s = ((f[q] + w2 * (q * q) as f64) - (f[p] + w2 * (p * p) as f64)) / (2.0 * w2 * (q - p) as f64);
+                    let s = ((f[q] + w2 * (q * q) as f64) - (f[p] + w2 * (p * p) as f64))
+                        / (2.0 * w2 * (q - p) as f64);
                     if s <= *z.last().expect("z tracks v") {
                         v.pop();
                         z.pop();
@@ -142,7 +143,8 @@ pub fn connected_components(mask: &[bool], dims: [usize; 3]) -> (Vec<u32>, Vec<u
 /// The largest 6-connected component (the first in scan order on ties); empty if none.
 pub fn largest_component(mask: &[bool], dims: [usize; 3]) -> Vec<bool> {
     let (labels, sizes) = connected_components(mask, dims);
-    let best = (1..sizes.len()).fold(0usize, |best, l| if best == 0 || sizes[l] > sizes[best] { l } else { best });
+    let best =
+        (1..sizes.len()).fold(0usize, |best, l| if best == 0 || sizes[l] > sizes[best] { l } else { best });
     labels.iter().map(|&l| best != 0 && l as usize == best).collect()
 }
 
@@ -153,7 +155,8 @@ pub fn fill_holes(mask: &[bool], dims: [usize; 3]) -> Vec<bool> {
     for i in 0..dims[0] {
         for j in 0..dims[1] {
             for k in 0..dims[2] {
-                let border = i == 0 || j == 0 || k == 0 || i + 1 == dims[0] || j + 1 == dims[1] || k + 1 == dims[2];
+                let border =
+                    i == 0 || j == 0 || k == 0 || i + 1 == dims[0] || j + 1 == dims[1] || k + 1 == dims[2];
                 let index = (i * dims[1] + j) * dims[2] + k;
                 if border && !mask[index] && !outside[index] {
                     outside[index] = true;
@@ -201,7 +204,9 @@ mod tests {
         for i in 0..dims[0] {
             for j in 0..dims[1] {
                 for k in 0..dims[2] {
-                    let d2 = (i as f64 - centre[0]).powi(2) + (j as f64 - centre[1]).powi(2) + (k as f64 - centre[2]).powi(2);
+                    let d2 = (i as f64 - centre[0]).powi(2)
+                        + (j as f64 - centre[1]).powi(2)
+                        + (k as f64 - centre[2]).powi(2);
                     m.push(d2 <= radius * radius);
                 }
             }
@@ -218,7 +223,7 @@ mod tests {
         let at = |i: usize, j: usize, k: usize| d[(i * 8 + j) * 9 + k];
         assert_eq!(at(3, 2, 4), 0.0);
         assert!((at(0, 5, 8) - (9.0 + 36.0 + 4.0)).abs() < 1e-9);
-        assert!(squared_distance(&vec![false; 8], [2, 2, 2], [1.0; 3]).iter().all(|v| v.is_infinite()));
+        assert!(squared_distance(&[false; 8], [2, 2, 2], [1.0; 3]).iter().all(|v| v.is_infinite()));
     }
 
     #[test]

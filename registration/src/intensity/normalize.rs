@@ -13,9 +13,9 @@
 //!   mapped piecewise-linearly onto a standard scale; with many landmarks taken from a template
 //!   this is histogram matching ([`landmarks`] computes either).
 
-use super::histogram::{fit_gaussian_mixture, quantile_sorted, Histogram};
+use super::histogram::{Histogram, fit_gaussian_mixture, quantile_sorted};
 use super::morphology::squared_distance;
-use super::{check_image, check_same_grid, IntensityError};
+use super::{IntensityError, check_image, check_same_grid};
 use crate::image::Image;
 
 /// The percentiles of Nyúl & Udupa's landmark set: 1, 10, 20, …, 90, 99.
@@ -87,7 +87,8 @@ fn masked_values(image: &Image<f32>, mask: Option<&Image<f32>>) -> Result<Vec<f3
     if values.is_empty() {
         return Err(IntensityError::EmptyMask { reason: "no voxel above 0.5".into() });
     }
-    let (lo, hi) = values.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let (lo, hi) =
+        values.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
     if lo == hi {
         return Err(IntensityError::Constant { value: lo, region: "inside the mask" });
     }
@@ -96,7 +97,11 @@ fn masked_values(image: &Image<f32>, mask: Option<&Image<f32>>) -> Result<Vec<f3
 
 /// The image's values at `percentiles` inside the mask: Nyúl–Udupa landmarks, or a template's
 /// standard scale for [`NormalizationMethod::Landmarks`].
-pub fn landmarks(image: &Image<f32>, mask: Option<&Image<f32>>, percentiles: &[f64]) -> Result<Vec<f64>, IntensityError> {
+pub fn landmarks(
+    image: &Image<f32>,
+    mask: Option<&Image<f32>>,
+    percentiles: &[f64],
+) -> Result<Vec<f64>, IntensityError> {
     let mut values = masked_values(image, mask)?;
     values.sort_unstable_by(|a, b| a.total_cmp(b));
     Ok(percentiles.iter().map(|&p| quantile_sorted(&values, p)).collect())
@@ -122,7 +127,12 @@ pub fn tissue_peaks(image: &Image<f32>, mask: &Image<f32>) -> Result<TissuePeaks
     if separation < 1.0 {
         let pooled = (bright_component.weight * bright + dark_component.weight * dark)
             / (bright_component.weight + dark_component.weight);
-        return Ok(TissuePeaks { white_matter: pooled, grey_matter: pooled, inverted: false, two_peaks: false });
+        return Ok(TissuePeaks {
+            white_matter: pooled,
+            grey_matter: pooled,
+            inverted: false,
+            two_peaks: false,
+        });
     }
     // Depth of voxels near each peak: mean distance (mm) from outside the mask.
     let dims = image.grid().dims();
@@ -163,7 +173,10 @@ pub fn normalize_intensity(
         NormalizationMethod::WhiteMatterPeak => {
             let peaks = tissue_peaks(image, mask)?;
             if peaks.white_matter <= 0.0 {
-                return Err(IntensityError::Parameter { name: "white-matter peak", rule: format!("must be positive, found {}", peaks.white_matter) });
+                return Err(IntensityError::Parameter {
+                    name: "white-matter peak",
+                    rule: format!("must be positive, found {}", peaks.white_matter),
+                });
             }
             (vec![(0.0, 0.0), (peaks.white_matter, 1.0)], Some(peaks))
         }
@@ -187,10 +200,16 @@ pub fn normalize_intensity(
         }
         NormalizationMethod::Landmarks { percentiles, standard } => {
             if percentiles.len() != standard.len() || percentiles.len() < 2 {
-                return Err(IntensityError::Parameter { name: "landmarks", rule: "need as many standard values as percentiles, at least two".into() });
+                return Err(IntensityError::Parameter {
+                    name: "landmarks",
+                    rule: "need as many standard values as percentiles, at least two".into(),
+                });
             }
             if standard.windows(2).any(|w| w[1] < w[0]) || percentiles.windows(2).any(|w| w[1] <= w[0]) {
-                return Err(IntensityError::Parameter { name: "landmarks", rule: "percentiles must increase and standard values must not decrease".into() });
+                return Err(IntensityError::Parameter {
+                    name: "landmarks",
+                    rule: "percentiles must increase and standard values must not decrease".into(),
+                });
             }
             let found = landmarks(image, Some(mask), percentiles)?;
             let mut knots: Vec<(f64, f64)> = Vec::new();
@@ -207,7 +226,10 @@ pub fn normalize_intensity(
         }
     };
     if knots.len() < 2 {
-        return Err(IntensityError::Constant { value: knots[0].0 as f32, region: "inside the mask (landmarks coincide)" });
+        return Err(IntensityError::Constant {
+            value: knots[0].0 as f32,
+            region: "inside the mask (landmarks coincide)",
+        });
     }
     let data = image.data().mapv(|v| apply_knots(&knots, v as f64) as f32);
     Ok((image.with_data(data).expect("same grid"), NormalizationReport { peaks, knots }))
@@ -234,7 +256,9 @@ mod tests {
 
     fn skull_stripped(inverted: bool, seed: u64) -> (Image<f32>, Image<f32>) {
         let (image, truth) = head([40, 44, 38], inverted, seed);
-        let stripped = image.with_data(ndarray::Zip::from(image.data()).and(truth.data()).map_collect(|v, t| v * t)).unwrap();
+        let stripped = image
+            .with_data(ndarray::Zip::from(image.data()).and(truth.data()).map_collect(|v, t| v * t))
+            .unwrap();
         (stripped, truth)
     }
 
@@ -274,14 +298,19 @@ mod tests {
         assert!(mean_abs_difference(&na, &ns, &mask) < 0.02);
         // Tissue peaks and histogram matching also undo the contrast change.
         let peaks = tissue_peaks(&a, &mask).unwrap();
-        let method = NormalizationMethod::TissuePeaks { white_matter: peaks.white_matter, grey_matter: peaks.grey_matter };
+        let method = NormalizationMethod::TissuePeaks {
+            white_matter: peaks.white_matter,
+            grey_matter: peaks.grey_matter,
+        };
         let (nb, _) = normalize_intensity(&b, &mask, &method).unwrap();
         let before = mean_abs_difference(&a, &b, &mask);
         let after = mean_abs_difference(&a, &nb, &mask);
         assert!(after < 0.05 * before, "tissue peaks: before {before}, after {after}");
         let percentiles = matching_percentiles();
         let standard = landmarks(&a, Some(&mask), &percentiles).unwrap();
-        let (nb, _) = normalize_intensity(&b, &mask, &NormalizationMethod::Landmarks { percentiles, standard }).unwrap();
+        let (nb, _) =
+            normalize_intensity(&b, &mask, &NormalizationMethod::Landmarks { percentiles, standard })
+                .unwrap();
         let after = mean_abs_difference(&a, &nb, &mask);
         assert!(after < 0.05 * before, "histogram matching: before {before}, after {after}");
     }
@@ -290,10 +319,16 @@ mod tests {
     fn bad_inputs_are_refused() {
         let (a, mask) = skull_stripped(false, 3);
         let empty = mask.map(|_| 0.0f32);
-        assert!(matches!(normalize_intensity(&a, &empty, &NormalizationMethod::WhiteMatterPeak), Err(IntensityError::EmptyMask { .. })));
+        assert!(matches!(
+            normalize_intensity(&a, &empty, &NormalizationMethod::WhiteMatterPeak),
+            Err(IntensityError::EmptyMask { .. })
+        ));
         let bad = NormalizationMethod::Landmarks { percentiles: vec![0.1, 0.5], standard: vec![1.0, 0.5] };
         assert!(matches!(normalize_intensity(&a, &mask, &bad), Err(IntensityError::Parameter { .. })));
         let constant = a.map(|_| 3.0f32);
-        assert!(matches!(normalize_intensity(&constant, &mask, &NormalizationMethod::WhiteMatterPeak), Err(IntensityError::Constant { .. })));
+        assert!(matches!(
+            normalize_intensity(&constant, &mask, &NormalizationMethod::WhiteMatterPeak),
+            Err(IntensityError::Constant { .. })
+        ));
     }
 }
