@@ -713,19 +713,25 @@ fn write_components(
     let [nx, ny, nz] = first.grid().dims();
     bytes.reserve(components.len() * nx * ny * nz * voxel_type.code().1 as usize / 8);
     for component in components {
-        let data = component.data();
-        for k in 0..nz {
-            for j in 0..ny {
-                for i in 0..nx {
-                    let v = data[[i, j, k]];
-                    match voxel_type {
-                        VoxelType::U8 => bytes.push(v.round().clamp(0.0, 255.0) as u8),
-                        VoxelType::I16 => bytes.extend_from_slice(
-                            &(v.round().clamp(i16::MIN as f32, i16::MAX as f32) as i16).to_le_bytes(),
-                        ),
-                        VoxelType::F32 => bytes.extend_from_slice(&v.to_le_bytes()),
-                        VoxelType::F64 => bytes.extend_from_slice(&(v as f64).to_le_bytes()),
-                    }
+        // The transposed view iterates k outermost and i innermost: NIfTI's on-disk order.
+        let voxels = component.data().t();
+        match voxel_type {
+            VoxelType::U8 => bytes.extend(voxels.iter().map(|v| v.round().clamp(0.0, 255.0) as u8)),
+            VoxelType::I16 => {
+                for v in voxels.iter() {
+                    bytes.extend_from_slice(
+                        &(v.round().clamp(i16::MIN as f32, i16::MAX as f32) as i16).to_le_bytes(),
+                    );
+                }
+            }
+            VoxelType::F32 => {
+                for v in voxels.iter() {
+                    bytes.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+            VoxelType::F64 => {
+                for v in voxels.iter() {
+                    bytes.extend_from_slice(&(*v as f64).to_le_bytes());
                 }
             }
         }

@@ -40,14 +40,35 @@ async fn role_table_is_enforced_for_every_route_and_role() {
         // Without a token.
         let response = client.request(method.clone(), &url).json(&json!({})).send().await.unwrap();
         match route.access {
-            Access::Public => assert_eq!(response.status(), StatusCode::OK, "{} {}", route.method, route.path),
+            Access::Public => {
+                assert_eq!(response.status(), StatusCode::OK, "{} {}", route.method, route.path)
+            }
             Access::Roles(_) => {
-                assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{} {} without token", route.method, route.path);
+                assert_eq!(
+                    response.status(),
+                    StatusCode::UNAUTHORIZED,
+                    "{} {} without token",
+                    route.method,
+                    route.path
+                );
                 // An unknown token and a forged one.
-                for token in ["pn_1_bogus", "garbage", "pn_999999_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
-                    let response =
-                        client.request(method.clone(), &url).bearer_auth(token).json(&json!({})).send().await.unwrap();
-                    assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{} {} token {token}", route.method, route.path);
+                for token in
+                    ["pn_1_bogus", "garbage", "pn_999999_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"]
+                {
+                    let response = client
+                        .request(method.clone(), &url)
+                        .bearer_auth(token)
+                        .json(&json!({}))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(
+                        response.status(),
+                        StatusCode::UNAUTHORIZED,
+                        "{} {} token {token}",
+                        route.method,
+                        route.path
+                    );
                 }
             }
         }
@@ -67,9 +88,20 @@ async fn role_table_is_enforced_for_every_route_and_role() {
                     route.method,
                     route.path
                 );
-                assert!(status != StatusCode::INTERNAL_SERVER_ERROR, "{role} {} {}: 500", route.method, route.path);
+                assert!(
+                    status != StatusCode::INTERNAL_SERVER_ERROR,
+                    "{role} {} {}: 500",
+                    route.method,
+                    route.path
+                );
             } else {
-                assert_eq!(status, StatusCode::FORBIDDEN, "{role} must be refused {} {}", route.method, route.path);
+                assert_eq!(
+                    status,
+                    StatusCode::FORBIDDEN,
+                    "{role} must be refused {} {}",
+                    route.method,
+                    route.path
+                );
             }
             checked += 1;
         }
@@ -88,18 +120,21 @@ async fn role_table_is_enforced_for_every_route_and_role() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
-    let response = client.get(format!("{}/api/v1/cases", server.base)).bearer_auth(portal).send().await.unwrap();
+    let response =
+        client.get(format!("{}/api/v1/cases", server.base)).bearer_auth(portal).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 
     // The OpenAPI document lists exactly the routes of the table.
-    let document: Value = client.get(format!("{}/openapi.json", server.base)).send().await.unwrap().json().await.unwrap();
+    let document: Value =
+        client.get(format!("{}/openapi.json", server.base)).send().await.unwrap().json().await.unwrap();
     let mut documented = BTreeSet::new();
     for (path, item) in document["paths"].as_object().unwrap() {
         for method in item.as_object().unwrap().keys() {
             documented.insert((method.to_uppercase(), path.clone()));
         }
     }
-    let table: BTreeSet<(String, String)> = ROUTES.iter().map(|r| (r.method.to_string(), r.path.to_string())).collect();
+    let table: BTreeSet<(String, String)> =
+        ROUTES.iter().map(|r| (r.method.to_string(), r.path.to_string())).collect();
     assert_eq!(documented, table, "OpenAPI document and route table differ");
     // Every protected operation declares the bearer scheme; public ones do not.
     for route in ROUTES {
@@ -260,15 +295,34 @@ async fn study_consent_ingest_and_case_workflow() {
     let post = |path: String, token: &str, body: Value| {
         client.post(format!("{base}{path}")).bearer_auth(token.to_string()).json(&body).send()
     };
-    let response = post(format!("/api/v1/cases/{case_id}/confirmations"), &committee_1, json!({})).await.unwrap();
+    let response =
+        post(format!("/api/v1/cases/{case_id}/confirmations"), &committee_1, json!({})).await.unwrap();
     assert_eq!(response.status(), StatusCode::CONFLICT, "no confirmation before A2");
-    assert_eq!(post(format!("/api/v1/cases/{case_id}/review"), &committee_1, json!({})).await.unwrap().status(), 200);
+    assert_eq!(
+        post(format!("/api/v1/cases/{case_id}/review"), &committee_1, json!({})).await.unwrap().status(),
+        200
+    );
     let case: Value =
-        post(format!("/api/v1/cases/{case_id}/approvals"), &committee_1, json!({"comment": "ok"})).await.unwrap().json().await.unwrap();
+        post(format!("/api/v1/cases/{case_id}/approvals"), &committee_1, json!({"comment": "ok"}))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
     assert_eq!(case["status"], "A2", "{case}");
-    let case: Value = post(format!("/api/v1/cases/{case_id}/confirmations"), &committee_1, json!({})).await.unwrap().json().await.unwrap();
+    let case: Value = post(format!("/api/v1/cases/{case_id}/confirmations"), &committee_1, json!({}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(case["status"], "A2");
-    let case: Value = post(format!("/api/v1/cases/{case_id}/confirmations"), &committee_2, json!({})).await.unwrap().json().await.unwrap();
+    let case: Value = post(format!("/api/v1/cases/{case_id}/confirmations"), &committee_2, json!({}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(case["status"], "A2", "same centre twice is not enough: {case}");
     // The portal acts for a committee member of another centre: recorded under that name.
     let case: Value = client
@@ -294,25 +348,38 @@ async fn study_consent_ingest_and_case_workflow() {
     assert!(response.text().await.unwrap().contains("normative database"));
 
     // Consent withdrawal is recorded and excludes the study from new deviation maps.
-    let consent: Value = post(format!("/api/v1/studies/{study_id}/consent/withdraw"), &radiologist, json!({"reason": "family request"}))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let consent: Value = post(
+        format!("/api/v1/studies/{study_id}/consent/withdraw"),
+        &radiologist,
+        json!({"reason": "family request"}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
     assert_eq!(consent["withdrawn"], true);
     let response = post(format!("/api/v1/cases/{case_id}/deviation"), &radiologist, json!({})).await.unwrap();
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
 
     // Withdrawal of the case is a state with a reason.
-    let case: Value = post(format!("/api/v1/cases/{case_id}/withdraw"), &radiologist, json!({"reason": "duplicate"}))
+    let case: Value =
+        post(format!("/api/v1/cases/{case_id}/withdraw"), &radiologist, json!({"reason": "duplicate"}))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(case["status"], "withdrawn");
+    let cases: Value = client
+        .get(format!("{base}/api/v1/cases"))
+        .bearer_auth(&radiologist)
+        .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    assert_eq!(case["status"], "withdrawn");
-    let cases: Value = client.get(format!("{base}/api/v1/cases")).bearer_auth(&radiologist).send().await.unwrap().json().await.unwrap();
     assert_eq!(cases.as_array().unwrap().len(), 1, "nothing is deleted");
 
     server.stop().await;
@@ -338,7 +405,9 @@ async fn bad_uploads_get_named_4xx_never_500() {
             .send()
     };
     // Malformed DICOM.
-    let response = upload(b"this is not a DICOM file at all".to_vec(), "application/dicom", "?database=B").await.unwrap();
+    let response = upload(b"this is not a DICOM file at all".to_vec(), "application/dicom", "?database=B")
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let body: Value = response.json().await.unwrap();
     assert!(body["reasons"][0].as_str().unwrap().contains("not a readable DICOM file"), "{body}");
@@ -390,11 +459,15 @@ async fn bad_uploads_get_named_4xx_never_500() {
     let mut form = reqwest::multipart::Form::new().part(
         "consent",
         reqwest::multipart::Part::text(
-            json!({ "database_a": false, "database_b": true, "research_use": true, "date": "2024-01-02" }).to_string(),
+            json!({ "database_a": false, "database_b": true, "research_use": true, "date": "2024-01-02" })
+                .to_string(),
         ),
     );
     for (index, file) in files.iter().enumerate() {
-        form = form.part("file", reqwest::multipart::Part::bytes(file.clone()).file_name(format!("slice{index}.dcm")));
+        form = form.part(
+            "file",
+            reqwest::multipart::Part::bytes(file.clone()).file_name(format!("slice{index}.dcm")),
+        );
     }
     let response = client
         .post(format!("{base}/api/v1/studies?database=B"))
@@ -413,7 +486,9 @@ async fn bad_uploads_get_named_4xx_never_500() {
     let response = client
         .post(format!("{base}/api/v1/studies/{study_id}/consent"))
         .bearer_auth(&scientist)
-        .json(&json!({ "database_a": false, "database_b": true, "research_use": false, "date": "2024-01-02" }))
+        .json(
+            &json!({ "database_a": false, "database_b": true, "research_use": false, "date": "2024-01-02" }),
+        )
         .send()
         .await
         .unwrap();
@@ -457,8 +532,12 @@ async fn bad_uploads_get_named_4xx_never_500() {
     }
     // Metrics are Prometheus text and count requests.
     let admin = add_user(dir.path(), "adm", "admin", None);
-    let metrics = client.get(format!("{base}/metrics")).bearer_auth(&admin).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("pedinorm_http_requests_total{action=\"study.upload\",status=\"422\"}"), "{metrics}");
+    let metrics =
+        client.get(format!("{base}/metrics")).bearer_auth(&admin).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains("pedinorm_http_requests_total{action=\"study.upload\",status=\"422\"}"),
+        "{metrics}"
+    );
     assert!(metrics.contains("pedinorm_jobs{state=\"done\"}"));
     server.stop().await;
 }

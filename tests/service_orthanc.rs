@@ -92,11 +92,20 @@ async fn import_from_orthanc_and_store_back() {
     assert_eq!(response.status(), 202);
     let submitted: Value = response.json().await.unwrap();
     let study_id = submitted["study"]["id"].as_i64().unwrap();
-    let job = wait_job(&client, &base, &radiologist, submitted["job"].as_i64().unwrap(), Duration::from_secs(60)).await;
+    let job =
+        wait_job(&client, &base, &radiologist, submitted["job"].as_i64().unwrap(), Duration::from_secs(60))
+            .await;
     assert_eq!(job["state"], "done", "{job}");
     assert_eq!(job["result"]["admitted"], true, "{job}");
-    let study: Value =
-        client.get(format!("{base}/api/v1/studies/{study_id}")).bearer_auth(&radiologist).send().await.unwrap().json().await.unwrap();
+    let study: Value = client
+        .get(format!("{base}/api/v1/studies/{study_id}"))
+        .bearer_auth(&radiologist)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(study["source"], "pacs");
     assert_eq!(study["files"], 4);
     let text = study.to_string();
@@ -114,7 +123,9 @@ async fn import_from_orthanc_and_store_back() {
         .await
         .unwrap();
     let missing: Value = response.json().await.unwrap();
-    let job = wait_job(&client, &base, &radiologist, missing["job"].as_i64().unwrap(), Duration::from_secs(30)).await;
+    let job =
+        wait_job(&client, &base, &radiologist, missing["job"].as_i64().unwrap(), Duration::from_secs(30))
+            .await;
     assert_eq!(job["result"]["admitted"], false, "{job}");
     assert!(job["result"]["reasons"][0].as_str().unwrap().starts_with("pacs-study-not-found"), "{job}");
 
@@ -152,13 +163,22 @@ async fn import_from_orthanc_and_store_back() {
             .json()
             .await
             .unwrap();
-        let job = wait_job(&client, &base, &radiologist, accepted["job"].as_i64().unwrap(), Duration::from_secs(60)).await;
+        let job = wait_job(
+            &client,
+            &base,
+            &radiologist,
+            accepted["job"].as_i64().unwrap(),
+            Duration::from_secs(60),
+        )
+        .await;
         assert_eq!(job["state"], "done", "{job}");
     } else {
         // Without a normative database the store-back path is exercised directly: a derived
         // series built by the service from a map on a grid of the study joins the study.
-        let grid = pedinorm_registration::Grid::axis_aligned([16, 16, 4], [1.0, 1.0, 2.0], [8.0, 8.0, 0.0]).unwrap();
-        let data = ndarray::Array3::from_shape_fn((16, 16, 4), |(i, j, k)| (i as f32 - j as f32) * 0.25 + k as f32);
+        let grid =
+            pedinorm_registration::Grid::axis_aligned([16, 16, 4], [1.0, 1.0, 2.0], [8.0, 8.0, 0.0]).unwrap();
+        let data =
+            ndarray::Array3::from_shape_fn((16, 16, 4), |(i, j, k)| (i as f32 - j as f32) * 0.25 + k as f32);
         let image = pedinorm_registration::Image::new(data, grid).unwrap();
         let pacs = pacs.clone();
         let study_uid_1 = study_uid.clone();
@@ -166,7 +186,8 @@ async fn import_from_orthanc_and_store_back() {
             let client = PacsClient::new(&pacs).unwrap();
             let found = client.find_study(&study_uid_1).unwrap();
             assert_eq!(found.len(), 1);
-            let objects = pedinorm::service::derived::derived_series(&image, &found[0], "pedinorm test z-map").unwrap();
+            let objects =
+                pedinorm::service::derived::derived_series(&image, &found[0], "pedinorm test z-map").unwrap();
             client.store(&objects).unwrap();
             pedinorm::service::derived::series_uid_of(&objects[0]).unwrap()
         })
@@ -174,9 +195,11 @@ async fn import_from_orthanc_and_store_back() {
         .unwrap();
         let pacs = pacs_config().unwrap();
         let study_uid_2 = study_uid.clone();
-        let series = tokio::task::spawn_blocking(move || PacsClient::new(&pacs).unwrap().find_series(&study_uid_2).unwrap())
-            .await
-            .unwrap();
+        let series = tokio::task::spawn_blocking(move || {
+            PacsClient::new(&pacs).unwrap().find_series(&study_uid_2).unwrap()
+        })
+        .await
+        .unwrap();
         let uids: Vec<String> =
             series.iter().filter_map(|s| s["0020000E"]["Value"][0].as_str().map(str::to_string)).collect();
         assert!(uids.contains(&series_uid), "derived series not in the study: {uids:?}");

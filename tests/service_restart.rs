@@ -80,11 +80,18 @@ fn kill_9_during_a_job_then_restart_completes_it() {
     let (mut child, base) = start(&slow, &address_file);
     let client = Client::new();
     let (_, files) = synthetic_study(4);
-    let consent = json!({ "database_a": false, "database_b": true, "research_use": true, "date": "2024-01-02" });
+    let consent =
+        json!({ "database_a": false, "database_b": true, "research_use": true, "date": "2024-01-02" });
     let mut form = reqwest::blocking::multipart::Form::new()
         .part("consent", reqwest::blocking::multipart::Part::text(consent.to_string()));
-    form = form.part("file", reqwest::blocking::multipart::Part::bytes(zip_study(&files)).file_name("study.zip"));
-    let response = client.post(format!("{base}/api/v1/studies?database=B")).bearer_auth(&token).multipart(form).send().unwrap();
+    form = form
+        .part("file", reqwest::blocking::multipart::Part::bytes(zip_study(&files)).file_name("study.zip"));
+    let response = client
+        .post(format!("{base}/api/v1/studies?database=B"))
+        .bearer_auth(&token)
+        .multipart(form)
+        .send()
+        .unwrap();
     assert_eq!(response.status(), 202);
     let submitted: Value = response.json().unwrap();
     let job_id = submitted["job"].as_i64().unwrap();
@@ -116,7 +123,10 @@ fn kill_9_during_a_job_then_restart_completes_it() {
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    assert!(!data_dir.join("jobs").join(job_id.to_string()).exists(), "no outputs published before completion");
+    assert!(
+        !data_dir.join("jobs").join(job_id.to_string()).exists(),
+        "no outputs published before completion"
+    );
 
     let (mut child, base) = start(&normal, &address_file);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -133,8 +143,13 @@ fn kill_9_during_a_job_then_restart_completes_it() {
     assert_eq!(first["attempts"], 2, "the interrupted job ran again: {first}");
     assert_eq!(first["result"]["admitted"], true, "{first}");
     assert_eq!(second["result"]["admitted"], true, "{second}");
-    let study: Value =
-        client.get(format!("{base}/api/v1/studies/{study_id}")).bearer_auth(&token).send().unwrap().json().unwrap();
+    let study: Value = client
+        .get(format!("{base}/api/v1/studies/{study_id}"))
+        .bearer_auth(&token)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     assert_eq!(study["status"], "admitted");
     assert!(data_dir.join("jobs").join(job_id.to_string()).join("result.json").is_file());
     assert!(!data_dir.join("jobs").join(format!("{job_id}.partial")).exists());
@@ -152,12 +167,16 @@ fn audit_verify_names_altered_and_removed_records() {
     let (mut child, base) = start(&config, &address_file);
     let client = Client::new();
     for _ in 0..6 {
-        assert_eq!(client.get(format!("{base}/api/v1/audit")).bearer_auth(&token).send().unwrap().status(), 200);
+        assert_eq!(
+            client.get(format!("{base}/api/v1/audit")).bearer_auth(&token).send().unwrap().status(),
+            200
+        );
     }
     assert_eq!(client.get(format!("{base}/api/v1/jobs")).bearer_auth(&token).send().unwrap().status(), 403);
     child.kill().unwrap();
     child.wait().unwrap();
-    let verify = || Command::new(BINARY).args(["audit", "verify", "--data-dir"]).arg(&data_dir).output().unwrap();
+    let verify =
+        || Command::new(BINARY).args(["audit", "verify", "--data-dir"]).arg(&data_dir).output().unwrap();
     let output = verify();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(String::from_utf8_lossy(&output.stdout).contains("7 records"));

@@ -10,7 +10,7 @@
 //! inverse field `w` also lives on the fixed grid (as ANTs' `InverseWarp`): moving → fixed is
 //! `q ↦ A⁻¹q + w(A⁻¹q)`, the chain `[inverse affine, inverse]`.
 
-use crate::affine_registration::{Progress, RegistrationError};
+pub use crate::affine_registration::{Progress, RegistrationError};
 use crate::grid::Grid;
 use crate::image::Image;
 use crate::interpolate::{Interpolation, sample_clamped, sample_clamped3};

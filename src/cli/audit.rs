@@ -29,7 +29,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 anyhow::bail!("{}: no service state database", path.display());
             }
             // Open without the schema triggers being re-created on a tampered file: read only.
-            let connection = rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+            let connection =
+                rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
             match audit::verify_connection(&connection).map_err(|e: store::StoreError| anyhow::anyhow!(e))? {
                 Ok(records) => {
                     println!("audit log intact: {records} records");

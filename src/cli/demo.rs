@@ -284,7 +284,7 @@ pub fn run_demo(config: &DemoConfig) -> anyhow::Result<DemoSummary> {
                     spacing_mm: config.resolution_mm,
                     affine_iterations: config.template_schedule.0.clone(),
                     deformable_iterations: config.template_schedule.1.clone(),
-                    threads: 0,
+                    ..RegistrationSettings::default()
                 },
                 ..TemplateConfig::default()
             };

@@ -1,8 +1,8 @@
 //! `pedinorm serve`: run the HTTP back-end service.
 
-use anyhow::Context;
 use crate::service::Service;
 use crate::service::config::ServiceConfig;
+use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -50,7 +50,8 @@ async fn serve(config: ServiceConfig, address_file: Option<PathBuf>) -> anyhow::
     let listen = config.listen;
     let service = Service::start(config).context("opening the service state")?;
     let router = service.router();
-    let std_listener = std::net::TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
+    let std_listener =
+        std::net::TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
     std_listener.set_nonblocking(true)?;
     let bound = std_listener.local_addr()?;
     let handle = axum_server::Handle::new();
@@ -72,7 +73,9 @@ async fn serve(config: ServiceConfig, address_file: Option<PathBuf>) -> anyhow::
             let _ = rustls::crypto::ring::default_provider().install_default();
             let tls_config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
                 .await
-                .with_context(|| format!("TLS certificate {} / key {}", tls.cert.display(), tls.key.display()))?;
+                .with_context(|| {
+                    format!("TLS certificate {} / key {}", tls.cert.display(), tls.key.display())
+                })?;
             axum_server::from_tcp_rustls(std_listener, tls_config).handle(handle).serve(app).await?;
         }
         None => {

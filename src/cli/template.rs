@@ -3,8 +3,8 @@
 use crate::batch::{Executor, LocalExecutor, ProgressEvent, SlurmConfig, SlurmExecutor};
 use crate::pipeline::cohort::read_cohort;
 use crate::pipeline::template_build::{
-    SubjectInput, SubjectSource, build_template, default_program, run_init, run_map, run_reduce,
-    write_montage,
+    SubjectInput, SubjectSource, build_template, default_program, finalize, prepare_build, run_init, run_map,
+    run_reduce, write_montage,
 };
 use anyhow::Context;
 use pedinorm_templates::age::{AgeBracket, AgeBrackets, AgeKernel};

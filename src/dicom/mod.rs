@@ -20,7 +20,7 @@ pub use assemble::{ORIENTATION_TOLERANCE, SPACING_TOLERANCE_FRACTION, SPACING_TO
 pub use error::DicomError;
 pub use sidecar::Sidecar;
 
-use ndarray::Array3;
+use ndarray::{Array3, ShapeBuilder};
 use pedinorm_registration::{Grid, Image};
 use rayon::prelude::*;
 use source::Source;
@@ -221,16 +221,33 @@ fn assemble_sources(
             Ok(uses.iter().zip(values).map(|(u, v)| (u.0, u.1, v)).collect())
         })
         .collect();
-    let mut volumes: Vec<Array3<f32>> =
-        plans.iter().map(|p| Array3::zeros((p.columns, p.rows, p.frames.len()))).collect();
+    // Frames concatenated in slice order, each row-major, are the Fortran-order buffer of a
+    // (columns, rows, slices) array: fill flat buffers, then view them with that layout.
+    let mut buffers: Vec<Vec<f32>> =
+        plans.iter().map(|p| vec![0.0; p.columns * p.rows * p.frames.len()]).collect();
     for result in decoded {
         for (plan_index, slice, values) in result? {
-            let columns = plans[plan_index].columns;
-            let volume = &mut volumes[plan_index];
-            for (index, &value) in values.iter().enumerate() {
-                volume[[index % columns, index / columns, slice]] = value;
+            let plan = &plans[plan_index];
+            let size = plan.columns * plan.rows;
+            if values.len() != size {
+                return Err(DicomError::InvalidField {
+                    file: labels[plan.frames[slice].object].clone(),
+                    field: "Rows/Columns",
+                    rule: format!("decoded frame holds {} pixels, the header says {size}", values.len()),
+                });
             }
+            buffers[plan_index][slice * size..(slice + 1) * size].copy_from_slice(&values);
         }
+    }
+    let mut volumes = Vec::with_capacity(plans.len());
+    for (plan, buffer) in plans.iter().zip(buffers) {
+        let shape = (plan.columns, plan.rows, plan.frames.len()).f();
+        let array = Array3::from_shape_vec(shape, buffer).map_err(|e| DicomError::InvalidField {
+            file: labels[plan.first_object].clone(),
+            field: "Rows/Columns",
+            rule: e.to_string(),
+        })?;
+        volumes.push(array);
     }
 
     plans

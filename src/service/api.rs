@@ -15,7 +15,9 @@ use super::work;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Path, Query, Request, State};
+use axum::extract::{
+    DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Path, Query, Request, State,
+};
 use axum::http::{HeaderMap, StatusCode, header, request::Parts};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -93,7 +95,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let Path(params): Path<std::collections::HashMap<String, String>> =
-            Path::from_request_parts(parts, state).await.map_err(|_| ApiError::BadRequest("invalid path".into()))?;
+            Path::from_request_parts(parts, state)
+                .await
+                .map_err(|_| ApiError::BadRequest("invalid path".into()))?;
         let raw = params.get("id").ok_or_else(|| ApiError::BadRequest("missing id".into()))?;
         raw.parse::<i64>()
             .ok()
@@ -121,8 +125,13 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
     let matched = request.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string());
     let route = matched.as_deref().and_then(|path| roles::find(&method, path));
     let action = route.map(|r| r.action).unwrap_or("unknown");
-    let mut record =
-        NewRecord { user: "-".into(), role: "-".into(), action: action.into(), resource, ..Default::default() };
+    let mut record = NewRecord {
+        user: "-".into(),
+        role: "-".into(),
+        action: action.into(),
+        resource,
+        ..Default::default()
+    };
     let response = match route.map(|r| r.access) {
         // Unknown paths and methods: let the router answer 404/405 (still audited).
         None | Some(Access::Public) => next.run(request).await,
@@ -166,15 +175,21 @@ async fn authorize(
     record.role = user.role.to_string();
     record.centre = user.centre.clone();
     if !route.allows(user.role) {
-        return Err(ApiError::Forbidden(format!("role {} may not call {} {}", user.role, route.method, route.path)));
+        return Err(ApiError::Forbidden(format!(
+            "role {} may not call {} {}",
+            user.role, route.method, route.path
+        )));
     }
     let mut acting = None;
     if user.role == Role::Portal {
-        let name = header_text(headers, ACTING_USER)
-            .ok_or_else(|| ApiError::BadRequest(format!("the portal must name the user it acts for ({ACTING_USER})")))?;
+        let name = header_text(headers, ACTING_USER).ok_or_else(|| {
+            ApiError::BadRequest(format!("the portal must name the user it acts for ({ACTING_USER})"))
+        })?;
         auth::check_name(ACTING_USER, name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
         let role: Role = header_text(headers, ACTING_ROLE)
-            .ok_or_else(|| ApiError::BadRequest(format!("the portal must give the acting user's role ({ACTING_ROLE})")))?
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!("the portal must give the acting user's role ({ACTING_ROLE})"))
+            })?
             .parse()
             .map_err(ApiError::BadRequest)?;
         let centre = header_text(headers, ACTING_CENTRE).unwrap_or("").to_string();
@@ -249,7 +264,8 @@ pub struct Readiness {
     responses((status = 200, body = Readiness), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
     let store = state.store.clone();
-    let database = blocking(move || Ok(store.lock().query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).is_ok())).await?;
+    let database =
+        blocking(move || Ok(store.lock().query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).is_ok())).await?;
     if !database {
         return Err(ApiError::Unavailable("the state database does not answer".into()));
     }
@@ -346,10 +362,15 @@ pub async fn upload_study(
     query: Result<Query<UploadQuery>, axum::extract::rejection::QueryRejection>,
     request: Request,
 ) -> Result<(StatusCode, Json<Submitted>), ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::BadRequest(format!("invalid query: {}", e.body_text())))?;
+    let Query(query) =
+        query.map_err(|e| ApiError::BadRequest(format!("invalid query: {}", e.body_text())))?;
     let database = parse_database(&query.database)?;
-    let content_type =
-        request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     let mut parts: Vec<(Option<String>, Vec<u8>)> = Vec::new();
     let mut consent_input: Option<ConsentInput> = None;
     if content_type.starts_with("multipart/form-data") {
@@ -381,9 +402,10 @@ pub async fn upload_study(
         || content_type.starts_with("application/dicom")
         || content_type.starts_with("application/octet-stream")
     {
-        let bytes = axum::body::to_bytes(request.into_body(), state.config.max_upload_bytes)
-            .await
-            .map_err(|_| ApiError::TooLarge(format!("uploads are limited to {} bytes", state.config.max_upload_bytes)))?;
+        let bytes =
+            axum::body::to_bytes(request.into_body(), state.config.max_upload_bytes).await.map_err(|_| {
+                ApiError::TooLarge(format!("uploads are limited to {} bytes", state.config.max_upload_bytes))
+            })?;
         parts.push((None, bytes.to_vec()));
     } else {
         return Err(ApiError::BadRequest(
@@ -397,14 +419,21 @@ pub async fn upload_study(
     let centre = principal.actor().centre;
     let allow_unlinked = query.allow_unlinked;
     blocking(move || {
-        let limits = UploadLimits { max_files: config.max_upload_files, max_total_bytes: config.max_unzipped_bytes };
+        let limits =
+            UploadLimits { max_files: config.max_upload_files, max_total_bytes: config.max_unzipped_bytes };
         let staging_root = config.data_dir.join("incoming");
         std::fs::create_dir_all(&staging_root).map_err(ApiError::internal)?;
-        let staging = tempfile::Builder::new().prefix("upload-").tempdir_in(&staging_root).map_err(ApiError::internal)?;
+        let staging = tempfile::Builder::new()
+            .prefix("upload-")
+            .tempdir_in(&staging_root)
+            .map_err(ApiError::internal)?;
         let (files, bytes) = studies::store_parts(staging.path(), parts, limits)?;
         let problems = studies::validate_dicom_dir(staging.path());
         if !problems.is_empty() {
-            return Err(ApiError::Refused { message: "the upload holds objects that are not valid DICOM".into(), reasons: problems });
+            return Err(ApiError::Refused {
+                message: "the upload holds objects that are not valid DICOM".into(),
+                reasons: problems,
+            });
         }
         let id = {
             let connection = store.lock();
@@ -412,7 +441,8 @@ pub async fn upload_study(
             studies::set_received(&connection, id, files, bytes)?;
             id
         };
-        std::fs::rename(staging.keep(), studies::incoming_dir(&config.data_dir, id)).map_err(ApiError::internal)?;
+        std::fs::rename(staging.keep(), studies::incoming_dir(&config.data_dir, id))
+            .map_err(ApiError::internal)?;
         finish_submission(&store, &jobs, id, database, consent_input, &owner, allow_unlinked)
     })
     .await
@@ -444,7 +474,11 @@ fn finish_submission(
     let permitted = consent::permits(consent::get(&connection, id)?.as_ref(), database).is_ok();
     let job = if permitted {
         drop(connection);
-        let job = jobs.enqueue("ingest", &serde_json::json!({ "study_id": id, "allow_unlinked": allow_unlinked }), owner)?;
+        let job = jobs.enqueue(
+            "ingest",
+            &serde_json::json!({ "study_id": id, "allow_unlinked": allow_unlinked }),
+            owner,
+        )?;
         let connection = store.lock();
         studies::set_ingest_job(&connection, id, job)?;
         Some(job)
@@ -574,11 +608,17 @@ pub async fn ingest_study(
     blocking(move || {
         let internals = studies::internals(&store.lock(), id)?;
         if matches!(internals.status.as_str(), "admitted" | "ingest_queued" | "refused") {
-            return Err(ApiError::Conflict(format!("study {id} is {}: ingest cannot start again", internals.status)));
+            return Err(ApiError::Conflict(format!(
+                "study {id} is {}: ingest cannot start again",
+                internals.status
+            )));
         }
         let consent = consent::get(&store.lock(), id)?;
         if let Err(reason) = consent::permits(consent.as_ref(), internals.database) {
-            return Err(ApiError::Refused { message: "ingest needs consent for the database".into(), reasons: vec![reason] });
+            return Err(ApiError::Refused {
+                message: "ingest needs consent for the database".into(),
+                reasons: vec![reason],
+            });
         }
         finish_submission(&store, &jobs, id, internals.database, None, &owner, request.allow_unlinked)
     })
@@ -595,7 +635,8 @@ pub async fn get_consent(State(state): State<AppState>, Id(id): Id) -> Result<Js
     blocking(move || {
         let connection = store.lock();
         studies::internals(&connection, id)?;
-        consent::get(&connection, id)?.ok_or_else(|| ApiError::NotFound(format!("study {id} has no consent record")))
+        consent::get(&connection, id)?
+            .ok_or_else(|| ApiError::NotFound(format!("study {id} has no consent record")))
     })
     .await
     .map(Json)
@@ -673,7 +714,10 @@ pub async fn submit_case(
         if let Err(reason) = consent::permits(consent.as_ref(), Database::A) {
             // Check existence first so an unknown study answers 404.
             studies::internals(&connection, input.study_id)?;
-            return Err(ApiError::Refused { message: "a case needs consent for database A".into(), reasons: vec![reason] });
+            return Err(ApiError::Refused {
+                message: "a case needs consent for database A".into(),
+                reasons: vec![reason],
+            });
         }
         cases::submit(&connection, &input, &actor)
     })
@@ -739,7 +783,11 @@ fn check_comment(comment: &str) -> Result<(), ApiError> {
     params(("id" = i64, Path, description = "Case id")),
     responses((status = 200, body = Case), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn review_case(State(state): State<AppState>, principal: Principal, Id(id): Id) -> Result<Json<Case>, ApiError> {
+pub async fn review_case(
+    State(state): State<AppState>,
+    principal: Principal,
+    Id(id): Id,
+) -> Result<Json<Case>, ApiError> {
     let store = state.store.clone();
     let actor = principal.actor();
     blocking(move || cases::start_review(&store.lock(), id, &actor)).await.map(Json)
@@ -864,7 +912,9 @@ pub async fn list_jobs(
     responses((status = 200, body = JobInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_job(State(state): State<AppState>, Id(id): Id) -> Result<Json<JobInfo>, ApiError> {
     let jobs = state.jobs.clone();
-    blocking(move || jobs.get(id)?.ok_or_else(|| ApiError::NotFound(format!("job {id} does not exist")))).await.map(Json)
+    blocking(move || jobs.get(id)?.ok_or_else(|| ApiError::NotFound(format!("job {id} does not exist"))))
+        .await
+        .map(Json)
 }
 
 /// Cancel a queued or running job.
@@ -891,14 +941,20 @@ pub struct OutputFile {
     params(("id" = i64, Path, description = "Job id")),
     responses((status = 200, body = Vec<OutputFile>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn job_outputs(State(state): State<AppState>, Id(id): Id) -> Result<Json<Vec<OutputFile>>, ApiError> {
+pub async fn job_outputs(
+    State(state): State<AppState>,
+    Id(id): Id,
+) -> Result<Json<Vec<OutputFile>>, ApiError> {
     let jobs = state.jobs.clone();
     blocking(move || {
         let job = jobs.get(id)?.ok_or_else(|| ApiError::NotFound(format!("job {id} does not exist")))?;
         if job.state != super::jobs::JobState::Done {
             return Err(ApiError::Conflict(format!("job {id} has no outputs: it is not done")));
         }
-        Ok(output_files(&jobs.output_dir(id)).into_iter().map(|(name, bytes)| OutputFile { name, bytes }).collect())
+        Ok(output_files(&jobs.output_dir(id))
+            .into_iter()
+            .map(|(name, bytes)| OutputFile { name, bytes })
+            .collect())
     })
     .await
     .map(Json)
@@ -997,7 +1053,9 @@ pub async fn normdb_info(State(state): State<AppState>) -> Result<Json<work::Nor
 /// Templates and age brackets of the normative database.
 #[utoipa::path(get, path = "/api/v1/normdb/templates", tag = "normdb", security(("bearer" = [])),
     responses((status = 200, body = Vec<work::BracketSummary>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
-pub async fn normdb_templates(State(state): State<AppState>) -> Result<Json<Vec<work::BracketSummary>>, ApiError> {
+pub async fn normdb_templates(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<work::BracketSummary>>, ApiError> {
     let path = state.config.normdb_path();
     blocking(move || work::normdb_summary(&path).map(|s| s.brackets)).await.map(Json)
 }
@@ -1017,7 +1075,11 @@ pub async fn start_build(
     let jobs = state.jobs.clone();
     let owner = principal.recorded_name();
     blocking(move || {
-        let job = jobs.enqueue("normdb_build", &serde_json::to_value(&request).map_err(ApiError::internal)?, &owner)?;
+        let job = jobs.enqueue(
+            "normdb_build",
+            &serde_json::to_value(&request).map_err(ApiError::internal)?,
+            &owner,
+        )?;
         Ok(JobAccepted { job })
     })
     .await
@@ -1064,11 +1126,7 @@ pub async fn verify_audit(State(state): State<AppState>) -> Result<Json<VerifyRe
 // ---------------------------------------------------------------------------------------------
 
 async fn openapi_document() -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        super::openapi::document_json(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "application/json")], super::openapi::document_json()).into_response()
 }
 
 async fn not_found() -> ApiError {

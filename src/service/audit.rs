@@ -70,7 +70,9 @@ pub enum AuditViolation {
         seq: i64,
     },
     /// A record's `prev_hash` does not match the previous record (records were removed or reordered).
-    #[error("audit record {seq} does not follow record {previous}: records between them were removed or altered")]
+    #[error(
+        "audit record {seq} does not follow record {previous}: records between them were removed or altered"
+    )]
     Broken {
         /// Sequence number.
         seq: i64,
@@ -124,8 +126,9 @@ fn chain_hash(prev_hash: &str, canonical: &[u8]) -> String {
 }
 
 fn head(connection: &Connection) -> rusqlite::Result<(i64, String)> {
-    let value: Option<String> =
-        connection.query_row("SELECT value FROM meta WHERE key = 'audit_head'", [], |row| row.get(0)).optional()?;
+    let value: Option<String> = connection
+        .query_row("SELECT value FROM meta WHERE key = 'audit_head'", [], |row| row.get(0))
+        .optional()?;
     Ok(value
         .and_then(|v| v.split_once(' ').map(|(seq, hash)| (seq.parse().unwrap_or(0), hash.to_string())))
         .unwrap_or((0, GENESIS.to_string())))
@@ -136,7 +139,9 @@ pub fn append(store: &Store, record: &NewRecord) -> Result<i64, StoreError> {
     let mut connection = store.lock();
     let transaction = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let last: Option<(i64, String)> = transaction
-        .query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |row| Ok((row.get(0)?, row.get(1)?)))
+        .query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
         .optional()?;
     let (prev_seq, prev_hash) = last.unwrap_or((0, GENESIS.to_string()));
     let seq = prev_seq + 1;
@@ -183,7 +188,8 @@ fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRecord> {
     })
 }
 
-const COLUMNS: &str = "seq, time, user, role, centre, on_behalf_of, action, resource, outcome, prev_hash, hash";
+const COLUMNS: &str =
+    "seq, time, user, role, centre, on_behalf_of, action, resource, outcome, prev_hash, hash";
 
 /// Reads records with `seq > after`, oldest first, at most `limit`.
 pub fn read(store: &Store, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {

@@ -133,9 +133,15 @@ pub fn authenticate(store: &Store, token: &str) -> Option<User> {
 /// Every user (without secrets), for `pedinorm users list`.
 pub fn list_users(store: &Store) -> Result<Vec<User>, AuthError> {
     let connection = store.lock();
-    let mut statement = connection.prepare("SELECT id, name, role, centre FROM users WHERE disabled = 0 ORDER BY id")?;
+    let mut statement =
+        connection.prepare("SELECT id, name, role, centre FROM users WHERE disabled = 0 ORDER BY id")?;
     let rows = statement.query_map([], |row| {
-        Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?, row.get::<_, String>(3)?))
+        Ok((
+            row.get::<_, i64>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, String>(2)?,
+            row.get::<_, String>(3)?,
+        ))
     })?;
     let mut users = Vec::new();
     for row in rows {
@@ -157,7 +163,10 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let token = add_user(&store, "dr ada", Role::Radiologist, Some("C1")).unwrap();
         let user = authenticate(&store, &token).unwrap();
-        assert_eq!((user.name.as_str(), user.role, user.centre.as_str()), ("dr ada", Role::Radiologist, "C1"));
+        assert_eq!(
+            (user.name.as_str(), user.role, user.centre.as_str()),
+            ("dr ada", Role::Radiologist, "C1")
+        );
         let mut altered = token.clone();
         let last = altered.pop().unwrap();
         altered.push(if last == 'A' { 'B' } else { 'A' });

@@ -151,7 +151,11 @@ pub fn validate_orpha_code(code: &str) -> Result<(), String> {
         && digits.len() <= 7
         && digits.bytes().all(|b| b.is_ascii_digit())
         && !digits.starts_with('0');
-    if valid { Ok(()) } else { Err(format!("Orphanet code `{}` must be ORPHA: and 1–7 digits", truncate(code))) }
+    if valid {
+        Ok(())
+    } else {
+        Err(format!("Orphanet code `{}` must be ORPHA: and 1–7 digits", truncate(code)))
+    }
 }
 
 fn truncate(text: &str) -> String {
@@ -182,7 +186,13 @@ fn check_clinical(clinical: &serde_json::Map<String, serde_json::Value>) -> Resu
     Ok(())
 }
 
-fn add_event(connection: &Connection, case_id: i64, kind: &str, actor: &Actor, detail: &str) -> Result<(), ApiError> {
+fn add_event(
+    connection: &Connection,
+    case_id: i64,
+    kind: &str,
+    actor: &Actor,
+    detail: &str,
+) -> Result<(), ApiError> {
     connection.execute(
         "INSERT INTO case_events (case_id, time, kind, actor, actor_centre, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![case_id, now(), kind, actor.name, actor.centre, detail],
@@ -190,8 +200,16 @@ fn add_event(connection: &Connection, case_id: i64, kind: &str, actor: &Actor, d
     Ok(())
 }
 
-fn set_status(connection: &Connection, case_id: i64, status: CaseStatus, actor: &Actor) -> Result<(), ApiError> {
-    connection.execute("UPDATE cases SET status = ?2, updated = ?3 WHERE id = ?1", params![case_id, status.as_str(), now()])?;
+fn set_status(
+    connection: &Connection,
+    case_id: i64,
+    status: CaseStatus,
+    actor: &Actor,
+) -> Result<(), ApiError> {
+    connection.execute(
+        "UPDATE cases SET status = ?2, updated = ?3 WHERE id = ?1",
+        params![case_id, status.as_str(), now()],
+    )?;
     add_event(connection, case_id, "status", actor, status.as_str())
 }
 
@@ -206,7 +224,10 @@ pub fn submit(connection: &Connection, input: &NewCase, actor: &Actor) -> Result
         None => return Err(ApiError::NotFound(format!("study {} does not exist", input.study_id))),
         Some("A") => {}
         Some(_) => {
-            return Err(ApiError::Conflict(format!("study {} was not offered to database A", input.study_id)));
+            return Err(ApiError::Conflict(format!(
+                "study {} was not offered to database A",
+                input.study_id
+            )));
         }
     }
     let time = now();
@@ -251,8 +272,9 @@ pub fn get(connection: &Connection, id: i64) -> Result<Case, ApiError> {
         )
         .optional()?
         .ok_or_else(|| ApiError::NotFound(format!("case {id} does not exist")))?;
-    let mut statement = connection
-        .prepare("SELECT time, kind, actor, actor_centre, detail FROM case_events WHERE case_id = ?1 ORDER BY id")?;
+    let mut statement = connection.prepare(
+        "SELECT time, kind, actor, actor_centre, detail FROM case_events WHERE case_id = ?1 ORDER BY id",
+    )?;
     let events = statement
         .query_map(params![id], |row| {
             Ok(CaseEvent {
@@ -289,7 +311,9 @@ pub fn get(connection: &Connection, id: i64) -> Result<Case, ApiError> {
 pub fn list(connection: &Connection, status: Option<&str>, limit: i64) -> Result<Vec<Case>, ApiError> {
     let mut statement = connection
         .prepare("SELECT id FROM cases WHERE (?1 IS NULL OR status = ?1) ORDER BY id DESC LIMIT ?2")?;
-    let ids = statement.query_map(params![status, limit], |row| row.get::<_, i64>(0))?.collect::<Result<Vec<_>, _>>()?;
+    let ids = statement
+        .query_map(params![status, limit], |row| row.get::<_, i64>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
     ids.into_iter().map(|id| get(connection, id)).collect()
 }
 
@@ -411,7 +435,8 @@ pub fn withdraw(connection: &Connection, id: i64, actor: &Actor, reason: &str) -
         return Err(ApiError::Conflict(format!("case {id} is already withdrawn")));
     }
     check_reason(reason)?;
-    connection.execute("UPDATE cases SET withdrawal_reason = ?2 WHERE id = ?1", params![id, reason.trim()])?;
+    connection
+        .execute("UPDATE cases SET withdrawal_reason = ?2 WHERE id = ?1", params![id, reason.trim()])?;
     add_event(connection, id, "withdrawal", actor, reason.trim())?;
     set_status(connection, id, CaseStatus::Withdrawn, actor)?;
     get(connection, id)
@@ -469,7 +494,10 @@ mod tests {
         // Approval before review is refused.
         assert!(approve(&connection, 1, &actor("k1", "C1"), "", &rules).is_err());
         start_review(&connection, 1, &actor("k1", "C1")).unwrap();
-        assert_eq!(approve(&connection, 1, &actor("k1", "C1"), "", &rules).unwrap().status, CaseStatus::UnderCommitteeReview);
+        assert_eq!(
+            approve(&connection, 1, &actor("k1", "C1"), "", &rules).unwrap().status,
+            CaseStatus::UnderCommitteeReview
+        );
         assert!(approve(&connection, 1, &actor("k1", "C1"), "", &rules).is_err(), "same specialist twice");
         assert_eq!(approve(&connection, 1, &actor("k2", "C2"), "", &rules).unwrap().status, CaseStatus::A2);
         // Two specialists of the same centre do not make A1.

@@ -87,7 +87,12 @@ pub fn check_date(field: &str, text: &str) -> Result<(), ApiError> {
 }
 
 /// Records consent for a study (once; a withdrawn consent stays withdrawn).
-pub fn record(connection: &Connection, study_id: i64, input: &ConsentInput, actor: &str) -> Result<Consent, ApiError> {
+pub fn record(
+    connection: &Connection,
+    study_id: i64,
+    input: &ConsentInput,
+    actor: &str,
+) -> Result<Consent, ApiError> {
     check_date("date", &input.date)?;
     if !input.database_a && !input.database_b {
         return Err(ApiError::BadRequest("consent must cover database A, database B or both".into()));
@@ -106,7 +111,12 @@ pub fn record(connection: &Connection, study_id: i64, input: &ConsentInput, acto
 }
 
 /// Records a withdrawal.
-pub fn withdraw(connection: &Connection, study_id: i64, reason: &str, actor: &str) -> Result<Consent, ApiError> {
+pub fn withdraw(
+    connection: &Connection,
+    study_id: i64,
+    reason: &str,
+    actor: &str,
+) -> Result<Consent, ApiError> {
     let reason = reason.trim();
     if reason.is_empty() || reason.len() > 2000 {
         return Err(ApiError::BadRequest("`reason` is required (1–2000 characters)".into()));

@@ -58,8 +58,13 @@ fn format_ds(value: f64) -> String {
 }
 
 /// Builds one DICOM object per slice of `image` (RAS+ grid) as Part 10 bytes.
-pub fn derived_series(image: &Image<f32>, study: &Value, description: &str) -> Result<Vec<Vec<u8>>, DerivedError> {
-    let study_uid = json_string(study, "0020000D").ok_or(DerivedError::MissingAttribute("StudyInstanceUID"))?;
+pub fn derived_series(
+    image: &Image<f32>,
+    study: &Value,
+    description: &str,
+) -> Result<Vec<Vec<u8>>, DerivedError> {
+    let study_uid =
+        json_string(study, "0020000D").ok_or(DerivedError::MissingAttribute("StudyInstanceUID"))?;
     let grid = image.grid();
     let [ni, nj, nk] = grid.dims();
     let affine = grid.affine();
@@ -96,7 +101,11 @@ pub fn derived_series(image: &Image<f32>, study: &Value, description: &str) -> R
         object.put(text(tags::SERIES_NUMBER, VR::IS, "9901"));
         object.put(text(tags::INSTANCE_NUMBER, VR::IS, (k + 1).to_string()));
         object.put(text(tags::MANUFACTURER, VR::LO, "pedinorm"));
-        object.put(text(tags::DERIVATION_DESCRIPTION, VR::ST, "voxelwise z-score against the paediatric normative database"));
+        object.put(text(
+            tags::DERIVATION_DESCRIPTION,
+            VR::ST,
+            "voxelwise z-score against the paediatric normative database",
+        ));
         for (tag, vr, json_tag) in [
             (tags::PATIENT_NAME, VR::PN, "00100010"),
             (tags::PATIENT_ID, VR::LO, "00100020"),
@@ -115,7 +124,11 @@ pub fn derived_series(image: &Image<f32>, study: &Value, description: &str) -> R
         object.put(text(tags::IMAGE_POSITION_PATIENT, VR::DS, position));
         object.put(text(tags::IMAGE_ORIENTATION_PATIENT, VR::DS, orientation.clone()));
         // PixelSpacing is (between rows, between columns) = (j spacing, i spacing).
-        object.put(text(tags::PIXEL_SPACING, VR::DS, format!("{}\\{}", format_ds(spacing[1]), format_ds(spacing[0]))));
+        object.put(text(
+            tags::PIXEL_SPACING,
+            VR::DS,
+            format!("{}\\{}", format_ds(spacing[1]), format_ds(spacing[0])),
+        ));
         object.put(text(tags::SLICE_THICKNESS, VR::DS, format_ds(spacing[2])));
         object.put(text(tags::SPACING_BETWEEN_SLICES, VR::DS, format_ds(spacing[2])));
         object.put(DataElement::new(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1_u16)));
@@ -134,13 +147,21 @@ pub fn derived_series(image: &Image<f32>, study: &Value, description: &str) -> R
         for j in 0..nj {
             for i in 0..ni {
                 let z = data[[i, j, k]];
-                let stored = if z.is_finite() { (z as f64 / Z_SLOPE).round().clamp(-32768.0, 32767.0) as i16 } else { 0 };
+                let stored = if z.is_finite() {
+                    (z as f64 / Z_SLOPE).round().clamp(-32768.0, 32767.0) as i16
+                } else {
+                    0
+                };
                 pixels.extend_from_slice(&stored.to_le_bytes());
             }
         }
         object.put(DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::from(pixels)));
         let file = object
-            .with_meta(FileMetaTableBuilder::new().transfer_syntax(EXPLICIT_VR_LE).media_storage_sop_class_uid(MR_IMAGE_STORAGE))
+            .with_meta(
+                FileMetaTableBuilder::new()
+                    .transfer_syntax(EXPLICIT_VR_LE)
+                    .media_storage_sop_class_uid(MR_IMAGE_STORAGE),
+            )
             .map_err(|e| DerivedError::Encode(e.to_string()))?;
         let mut bytes = Vec::new();
         file.write_all(&mut bytes).map_err(|e| DerivedError::Encode(e.to_string()))?;
@@ -155,7 +176,12 @@ pub fn series_uid_of(bytes: &[u8]) -> Option<String> {
         .read_preamble(dicom_object::file::ReadPreamble::Always)
         .from_reader(std::io::Cursor::new(bytes))
         .ok()?;
-    object.element(tags::SERIES_INSTANCE_UID).ok()?.to_str().ok().map(|s| s.trim_end_matches('\0').to_string())
+    object
+        .element(tags::SERIES_INSTANCE_UID)
+        .ok()?
+        .to_str()
+        .ok()
+        .map(|s| s.trim_end_matches('\0').to_string())
 }
 
 #[cfg(test)]
@@ -167,7 +193,8 @@ mod tests {
     #[test]
     fn derived_series_round_trips_through_the_dicom_loader() {
         let grid = Grid::axis_aligned([4, 3, 2], [1.0, 2.0, 3.0], [10.0, -5.0, 7.0]).unwrap();
-        let data = Array3::from_shape_fn((4, 3, 2), |(i, j, k)| (i as f32) - (j as f32) * 0.5 + k as f32 * 2.0);
+        let data =
+            Array3::from_shape_fn((4, 3, 2), |(i, j, k)| (i as f32) - (j as f32) * 0.5 + k as f32 * 2.0);
         let image = Image::new(data, grid).unwrap();
         let study = serde_json::json!({
             "0020000D": { "vr": "UI", "Value": ["1.2.3.4"] },
@@ -178,7 +205,11 @@ mod tests {
         let series = series_uid_of(&objects[0]).unwrap();
         assert_eq!(series_uid_of(&objects[1]).unwrap(), series);
         let loaded = crate::dicom::load_series_from_memory(
-            objects.iter().enumerate().map(|(i, o)| (std::path::PathBuf::from(format!("{i}.dcm")), o.clone())).collect(),
+            objects
+                .iter()
+                .enumerate()
+                .map(|(i, o)| (std::path::PathBuf::from(format!("{i}.dcm")), o.clone()))
+                .collect(),
         )
         .unwrap();
         assert_eq!(loaded.len(), 1);

@@ -143,10 +143,15 @@ impl JobContext {
         let cancelled: i64 = {
             let connection = self.store.lock();
             connection
-                .execute("UPDATE jobs SET progress = ?1, stage = ?2 WHERE id = ?3", params![percent, stage, self.id])
+                .execute(
+                    "UPDATE jobs SET progress = ?1, stage = ?2 WHERE id = ?3",
+                    params![percent, stage, self.id],
+                )
                 .map_err(|e| JobFailure::Failed(e.to_string()))?;
             connection
-                .query_row("SELECT cancel_requested FROM jobs WHERE id = ?1", params![self.id], |row| row.get(0))
+                .query_row("SELECT cancel_requested FROM jobs WHERE id = ?1", params![self.id], |row| {
+                    row.get(0)
+                })
                 .map_err(|e| JobFailure::Failed(e.to_string()))?
         };
         if cancelled != 0 {
@@ -169,7 +174,9 @@ impl JobContext {
     pub fn is_cancelled(&self) -> bool {
         self.store
             .lock()
-            .query_row("SELECT cancel_requested FROM jobs WHERE id = ?1", params![self.id], |row| row.get::<_, i64>(0))
+            .query_row("SELECT cancel_requested FROM jobs WHERE id = ?1", params![self.id], |row| {
+                row.get::<_, i64>(0)
+            })
             .map(|v| v != 0)
             .unwrap_or(false)
     }
@@ -262,7 +269,8 @@ impl JobQueue {
         let id = {
             let connection = self.store.lock();
             let queued: i64 =
-                connection.query_row("SELECT COUNT(*) FROM jobs WHERE state = 'queued'", [], |row| row.get(0))?;
+                connection
+                    .query_row("SELECT COUNT(*) FROM jobs WHERE state = 'queued'", [], |row| row.get(0))?;
             if queued as usize >= self.max_queued {
                 return Err(JobError::QueueFull(queued as usize));
             }
@@ -293,7 +301,8 @@ impl JobQueue {
     /// Newest jobs first.
     pub fn list(&self, limit: i64) -> Result<Vec<JobInfo>, JobError> {
         let connection = self.store.lock();
-        let mut statement = connection.prepare(&format!("SELECT {JOB_COLUMNS} FROM jobs ORDER BY id DESC LIMIT ?1"))?;
+        let mut statement =
+            connection.prepare(&format!("SELECT {JOB_COLUMNS} FROM jobs ORDER BY id DESC LIMIT ?1"))?;
         let rows = statement.query_map(params![limit], row_to_job)?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
@@ -301,7 +310,8 @@ impl JobQueue {
     /// Number of jobs per state (for metrics).
     pub fn counts(&self) -> Result<Vec<(String, i64)>, JobError> {
         let connection = self.store.lock();
-        let mut statement = connection.prepare("SELECT state, COUNT(*) FROM jobs GROUP BY state ORDER BY state")?;
+        let mut statement =
+            connection.prepare("SELECT state, COUNT(*) FROM jobs GROUP BY state ORDER BY state")?;
         let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
@@ -417,7 +427,12 @@ impl JobQueue {
             std::fs::create_dir_all(&work_dir)
         })();
         if let Err(error) = prepared {
-            self.finish(id, JobState::Failed, Some(&format!("cannot prepare the job directory: {error}")), None);
+            self.finish(
+                id,
+                JobState::Failed,
+                Some(&format!("cannot prepare the job directory: {error}")),
+                None,
+            );
             return;
         }
         let Some(handler) = self.handlers.get(kind).cloned() else {
@@ -436,9 +451,12 @@ impl JobQueue {
         match outcome {
             Ok(result) => match publish(&work_dir, &final_dir, &result) {
                 Ok(()) => self.finish(id, JobState::Done, None, Some(&result)),
-                Err(error) => {
-                    self.finish(id, JobState::Failed, Some(&format!("cannot publish the outputs: {error}")), None)
-                }
+                Err(error) => self.finish(
+                    id,
+                    JobState::Failed,
+                    Some(&format!("cannot publish the outputs: {error}")),
+                    None,
+                ),
             },
             Err(JobFailure::Cancelled) => {
                 let _ = std::fs::remove_dir_all(&work_dir);

@@ -51,7 +51,10 @@ impl Service {
         let queue = Arc::new(queue);
         let recovered = queue.recover().map_err(|e| match e {
             jobs::JobError::Store(e) => e,
-            other => store::StoreError::Io { path: "jobs".into(), source: std::io::Error::other(other.to_string()) },
+            other => store::StoreError::Io {
+                path: "jobs".into(),
+                source: std::io::Error::other(other.to_string()),
+            },
         })?;
         if recovered > 0 {
             tracing::warn!("{recovered} interrupted job(s) queued again");

@@ -51,7 +51,11 @@ pub fn check_uid(uid: &str) -> Result<(), PacsError> {
     let valid = !uid.is_empty()
         && uid.len() <= 64
         && uid.split('.').all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()));
-    if valid { Ok(()) } else { Err(PacsError::Invalid("a DICOM UID must be digits separated by dots (≤ 64 characters)".into())) }
+    if valid {
+        Ok(())
+    } else {
+        Err(PacsError::Invalid("a DICOM UID must be digits separated by dots (≤ 64 characters)".into()))
+    }
 }
 
 /// A client for one PACS.
@@ -72,7 +76,10 @@ impl PacsClient {
             (None, Some(file)) => Some(
                 std::fs::read_to_string(file)
                     .map_err(|e| {
-                        PacsError::Invalid(format!("PACS of centre {}: cannot read password_file: {e}", config.centre))
+                        PacsError::Invalid(format!(
+                            "PACS of centre {}: cannot read password_file: {e}",
+                            config.centre
+                        ))
                     })?
                     .lines()
                     .next()
@@ -111,7 +118,11 @@ impl PacsClient {
         }
     }
 
-    fn send(&self, what: &str, builder: reqwest::blocking::RequestBuilder) -> Result<reqwest::blocking::Response, PacsError> {
+    fn send(
+        &self,
+        what: &str,
+        builder: reqwest::blocking::RequestBuilder,
+    ) -> Result<reqwest::blocking::Response, PacsError> {
         let response = builder.send().map_err(|e| PacsError::Transport {
             centre: self.centre.clone(),
             what: what.to_string(),
@@ -129,12 +140,17 @@ impl PacsClient {
     }
 
     fn protocol(&self, what: &str, message: impl std::fmt::Display) -> PacsError {
-        PacsError::Protocol { centre: self.centre.clone(), what: what.to_string(), message: message.to_string() }
+        PacsError::Protocol {
+            centre: self.centre.clone(),
+            what: what.to_string(),
+            message: message.to_string(),
+        }
     }
 
     /// Orthanc's `/system` (name, version): a liveness check that also checks credentials.
     pub fn system(&self) -> Result<Value, PacsError> {
-        let response = self.send("system", self.request(reqwest::Method::GET, &format!("{}/system", self.base)))?;
+        let response =
+            self.send("system", self.request(reqwest::Method::GET, &format!("{}/system", self.base)))?;
         response.json().map_err(|e| self.protocol("system", e))
     }
 
@@ -151,7 +167,9 @@ impl PacsClient {
     pub fn find_study(&self, study_uid: &str) -> Result<Vec<Value>, PacsError> {
         check_uid(study_uid)?;
         let url = format!("{}/studies?StudyInstanceUID={study_uid}", self.dicomweb);
-        let builder = self.request(reqwest::Method::GET, &url).header(reqwest::header::ACCEPT, "application/dicom+json");
+        let builder = self
+            .request(reqwest::Method::GET, &url)
+            .header(reqwest::header::ACCEPT, "application/dicom+json");
         let response = self.send("QIDO-RS studies", builder)?;
         if response.status() == reqwest::StatusCode::NO_CONTENT {
             return Ok(Vec::new());
@@ -167,8 +185,11 @@ impl PacsClient {
     pub fn find_series(&self, study_uid: &str) -> Result<Vec<Value>, PacsError> {
         check_uid(study_uid)?;
         let url = format!("{}/studies/{study_uid}/series", self.dicomweb);
-        let builder = self.request(reqwest::Method::GET, &url).header(reqwest::header::ACCEPT, "application/dicom+json");
-        let text = self.send("QIDO-RS series", builder)?.text().map_err(|e| self.protocol("QIDO-RS series", e))?;
+        let builder = self
+            .request(reqwest::Method::GET, &url)
+            .header(reqwest::header::ACCEPT, "application/dicom+json");
+        let text =
+            self.send("QIDO-RS series", builder)?.text().map_err(|e| self.protocol("QIDO-RS series", e))?;
         if text.trim().is_empty() {
             return Ok(Vec::new());
         }
@@ -190,8 +211,9 @@ impl PacsClient {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
-        let boundary = multipart_boundary(&content_type)
-            .ok_or_else(|| self.protocol(what, format!("expected multipart/related, got `{content_type}`")))?;
+        let boundary = multipart_boundary(&content_type).ok_or_else(|| {
+            self.protocol(what, format!("expected multipart/related, got `{content_type}`"))
+        })?;
         let body = response.bytes().map_err(|e| self.protocol(what, e))?;
         split_multipart(&body, &boundary).map_err(|e| self.protocol(what, e))
     }
@@ -202,7 +224,9 @@ impl PacsClient {
         let boundary = format!("pedinorm-{:016x}", rand::random::<u64>());
         let mut body = Vec::new();
         for object in objects {
-            body.extend_from_slice(format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").as_bytes());
+            body.extend_from_slice(
+                format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").as_bytes(),
+            );
             body.extend_from_slice(object);
             body.extend_from_slice(b"\r\n");
         }

@@ -6,7 +6,9 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A user's role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Operates the service.
@@ -111,15 +113,30 @@ pub const ROUTES: &[RouteSpec] = &[
     RouteSpec { method: "GET", path: "/ready", action: "ready", access: Access::Roles(EVERY_ROLE) },
     RouteSpec { method: "GET", path: "/metrics", action: "metrics", access: Access::Roles(OPERATORS) },
     RouteSpec { method: "GET", path: "/api/v1/whoami", action: "whoami", access: Access::Roles(EVERY_ROLE) },
-    RouteSpec { method: "POST", path: "/api/v1/studies", action: "study.upload", access: Access::Roles(STUDY_WRITERS) },
+    RouteSpec {
+        method: "POST",
+        path: "/api/v1/studies",
+        action: "study.upload",
+        access: Access::Roles(STUDY_WRITERS),
+    },
     RouteSpec {
         method: "POST",
         path: "/api/v1/studies/import",
         action: "study.import",
         access: Access::Roles(STUDY_WRITERS),
     },
-    RouteSpec { method: "GET", path: "/api/v1/studies", action: "study.list", access: Access::Roles(STUDY_READERS) },
-    RouteSpec { method: "GET", path: "/api/v1/studies/{id}", action: "study.get", access: Access::Roles(STUDY_READERS) },
+    RouteSpec {
+        method: "GET",
+        path: "/api/v1/studies",
+        action: "study.list",
+        access: Access::Roles(STUDY_READERS),
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/api/v1/studies/{id}",
+        action: "study.get",
+        access: Access::Roles(STUDY_READERS),
+    },
     RouteSpec {
         method: "POST",
         path: "/api/v1/studies/{id}/ingest",
@@ -144,9 +161,24 @@ pub const ROUTES: &[RouteSpec] = &[
         action: "consent.withdraw",
         access: Access::Roles(STUDY_WRITERS),
     },
-    RouteSpec { method: "POST", path: "/api/v1/cases", action: "case.submit", access: Access::Roles(CASE_WRITERS) },
-    RouteSpec { method: "GET", path: "/api/v1/cases", action: "case.list", access: Access::Roles(CASE_READERS) },
-    RouteSpec { method: "GET", path: "/api/v1/cases/{id}", action: "case.get", access: Access::Roles(CASE_READERS) },
+    RouteSpec {
+        method: "POST",
+        path: "/api/v1/cases",
+        action: "case.submit",
+        access: Access::Roles(CASE_WRITERS),
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/api/v1/cases",
+        action: "case.list",
+        access: Access::Roles(CASE_READERS),
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/api/v1/cases/{id}",
+        action: "case.get",
+        access: Access::Roles(CASE_READERS),
+    },
     RouteSpec {
         method: "PATCH",
         path: "/api/v1/cases/{id}",
@@ -190,7 +222,12 @@ pub const ROUTES: &[RouteSpec] = &[
         access: Access::Roles(CASE_WRITERS),
     },
     RouteSpec { method: "GET", path: "/api/v1/jobs", action: "job.list", access: Access::Roles(JOB_USERS) },
-    RouteSpec { method: "GET", path: "/api/v1/jobs/{id}", action: "job.get", access: Access::Roles(JOB_USERS) },
+    RouteSpec {
+        method: "GET",
+        path: "/api/v1/jobs/{id}",
+        action: "job.get",
+        access: Access::Roles(JOB_USERS),
+    },
     RouteSpec {
         method: "POST",
         path: "/api/v1/jobs/{id}/cancel",
@@ -215,7 +252,12 @@ pub const ROUTES: &[RouteSpec] = &[
         action: "job.store_back",
         access: Access::Roles(CASE_WRITERS),
     },
-    RouteSpec { method: "GET", path: "/api/v1/normdb", action: "normdb.info", access: Access::Roles(NORMDB_READERS) },
+    RouteSpec {
+        method: "GET",
+        path: "/api/v1/normdb",
+        action: "normdb.info",
+        access: Access::Roles(NORMDB_READERS),
+    },
     RouteSpec {
         method: "GET",
         path: "/api/v1/normdb/templates",
@@ -229,7 +271,12 @@ pub const ROUTES: &[RouteSpec] = &[
         access: Access::Roles(BUILDERS),
     },
     RouteSpec { method: "GET", path: "/api/v1/audit", action: "audit.read", access: Access::Roles(AUDITORS) },
-    RouteSpec { method: "GET", path: "/api/v1/audit/verify", action: "audit.verify", access: Access::Roles(AUDITORS) },
+    RouteSpec {
+        method: "GET",
+        path: "/api/v1/audit/verify",
+        action: "audit.verify",
+        access: Access::Roles(AUDITORS),
+    },
 ];
 
 /// Looks up the route for a method and a matched path template.
@@ -271,7 +318,12 @@ mod tests {
     fn routes_are_unique_and_auditors_only_read() {
         let mut seen = std::collections::BTreeSet::new();
         for route in ROUTES {
-            assert!(seen.insert((route.method, route.path)), "duplicate route {} {}", route.method, route.path);
+            assert!(
+                seen.insert((route.method, route.path)),
+                "duplicate route {} {}",
+                route.method,
+                route.path
+            );
             if route.allows(Role::Auditor) && route.access != Access::Public {
                 assert_eq!(route.method, "GET", "auditors may only read: {}", route.path);
             }
@@ -290,6 +342,9 @@ mod tests {
     fn docs_table_matches_roles_rs() {
         let docs = include_str!("../../docs/service.md");
         let table = markdown_table();
-        assert!(docs.contains(&table), "docs/service.md role table is stale; regenerate it from roles::markdown_table():\n{table}");
+        assert!(
+            docs.contains(&table),
+            "docs/service.md role table is stale; regenerate it from roles::markdown_table():\n{table}"
+        );
     }
 }

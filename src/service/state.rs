@@ -19,8 +19,12 @@ pub struct Metrics {
 impl Metrics {
     /// Records one request.
     pub fn record(&self, action: &str, status: u16, seconds: f64) {
-        *self.requests.lock().unwrap_or_else(|p| p.into_inner()).entry((action.to_string(), status)).or_default() +=
-            1;
+        *self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((action.to_string(), status))
+            .or_default() += 1;
         let mut durations = self.durations.lock().unwrap_or_else(|p| p.into_inner());
         let entry = durations.entry(action.to_string()).or_default();
         entry.0 += 1;
@@ -34,15 +38,21 @@ impl Metrics {
              # TYPE pedinorm_http_requests_total counter\n",
         );
         for ((action, status), count) in self.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            out.push_str(&format!("pedinorm_http_requests_total{{action=\"{action}\",status=\"{status}\"}} {count}\n"));
+            out.push_str(&format!(
+                "pedinorm_http_requests_total{{action=\"{action}\",status=\"{status}\"}} {count}\n"
+            ));
         }
         out.push_str(
             "# HELP pedinorm_http_request_duration_seconds Time spent answering requests.\n\
              # TYPE pedinorm_http_request_duration_seconds summary\n",
         );
         for (action, (count, sum)) in self.durations.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            out.push_str(&format!("pedinorm_http_request_duration_seconds_sum{{action=\"{action}\"}} {sum}\n"));
-            out.push_str(&format!("pedinorm_http_request_duration_seconds_count{{action=\"{action}\"}} {count}\n"));
+            out.push_str(&format!(
+                "pedinorm_http_request_duration_seconds_sum{{action=\"{action}\"}} {sum}\n"
+            ));
+            out.push_str(&format!(
+                "pedinorm_http_request_duration_seconds_count{{action=\"{action}\"}} {count}\n"
+            ));
         }
         out
     }

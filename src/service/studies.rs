@@ -110,7 +110,8 @@ pub fn store_parts(
     };
     for (index, (name, bytes)) in parts.into_iter().enumerate() {
         if let Some(name) = &name {
-            check_client_path(name).map_err(|rule| ApiError::BadRequest(format!("part {}: {rule}", index + 1)))?;
+            check_client_path(name)
+                .map_err(|rule| ApiError::BadRequest(format!("part {}: {rule}", index + 1)))?;
         }
         if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06") {
             expand_zip(index + 1, &bytes, limits, &mut write)?;
@@ -136,9 +137,9 @@ fn expand_zip(
         return Err(ApiError::TooLarge(format!("part {part}: the zip archive has too many entries")));
     }
     for index in 0..archive.len() {
-        let mut entry = archive
-            .by_index(index)
-            .map_err(|e| ApiError::BadRequest(format!("part {part}: zip entry {}: unreadable ({e})", index + 1)))?;
+        let mut entry = archive.by_index(index).map_err(|e| {
+            ApiError::BadRequest(format!("part {part}: zip entry {}: unreadable ({e})", index + 1))
+        })?;
         let label = format!("part {part}: zip entry {}", index + 1);
         check_client_path(entry.name()).map_err(|rule| ApiError::BadRequest(format!("{label}: {rule}")))?;
         if entry.enclosed_name().is_none() {
@@ -150,7 +151,8 @@ fn expand_zip(
         if entry.is_dir() {
             continue;
         }
-        let file_name = entry.enclosed_name().and_then(|p| p.file_name().map(|f| f.to_string_lossy().to_string()));
+        let file_name =
+            entry.enclosed_name().and_then(|p| p.file_name().map(|f| f.to_string_lossy().to_string()));
         // macOS resource forks and DICOMDIR indexes are not images.
         if matches!(file_name.as_deref(), Some("DICOMDIR") | Some(".DS_Store"))
             || entry.name().starts_with("__MACOSX/")
@@ -184,7 +186,8 @@ pub fn validate_dicom_dir(dir: &Path) -> Vec<String> {
     for (index, path) in files.iter().enumerate() {
         let label = format!("object {}", index + 1);
         match dicom_object::OpenFileOptions::new().read_until(tags::PIXEL_DATA).open_file(path) {
-            Err(error) => problems.push(format!("{label}: not a readable DICOM file ({})", first_line(&error.to_string()))),
+            Err(error) => problems
+                .push(format!("{label}: not a readable DICOM file ({})", first_line(&error.to_string()))),
             Ok(object) => {
                 for (tag, name) in [
                     (tags::STUDY_INSTANCE_UID, "StudyInstanceUID"),
@@ -249,7 +252,12 @@ pub fn set_status(
 }
 
 /// Records the files received.
-pub fn set_received(connection: &Connection, id: i64, files: usize, bytes: u64) -> Result<(), rusqlite::Error> {
+pub fn set_received(
+    connection: &Connection,
+    id: i64,
+    files: usize,
+    bytes: u64,
+) -> Result<(), rusqlite::Error> {
     connection.execute(
         "UPDATE studies SET files = ?2, bytes = ?3, updated = ?4 WHERE id = ?1",
         params![id, files as i64, bytes as i64, now()],
@@ -345,10 +353,11 @@ pub fn get(connection: &Connection, id: i64) -> Result<Study, ApiError> {
 
 /// Studies, newest first.
 pub fn list(connection: &Connection, database: Option<&str>, limit: i64) -> Result<Vec<Study>, ApiError> {
-    let mut statement =
-        connection.prepare("SELECT id FROM studies WHERE (?1 IS NULL OR database = ?1) ORDER BY id DESC LIMIT ?2")?;
-    let ids =
-        statement.query_map(params![database, limit], |row| row.get::<_, i64>(0))?.collect::<Result<Vec<_>, _>>()?;
+    let mut statement = connection
+        .prepare("SELECT id FROM studies WHERE (?1 IS NULL OR database = ?1) ORDER BY id DESC LIMIT ?2")?;
+    let ids = statement
+        .query_map(params![database, limit], |row| row.get::<_, i64>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
     ids.into_iter().map(|id| get(connection, id)).collect()
 }
 
@@ -393,7 +402,9 @@ mod tests {
             assert!(matches!(error, Err(ApiError::BadRequest(_))), "zip {name}");
         }
         assert!(!dir.path().join("evil.dcm").exists());
-        let (count, _) = store_parts(&dir.path().join("ok"), vec![(None, zip_with(&["a/1.dcm", "a/2.dcm"]))], limits).unwrap();
+        let (count, _) =
+            store_parts(&dir.path().join("ok"), vec![(None, zip_with(&["a/1.dcm", "a/2.dcm"]))], limits)
+                .unwrap();
         assert_eq!(count, 2);
         assert!(dir.path().join("ok/000002.dcm").exists());
         let many: Vec<&str> = vec!["f1", "f2", "f3", "f4", "f5", "f6", "f7", "f8", "f9", "f10", "f11"];

@@ -84,8 +84,12 @@ fn run_ingest(
     };
     let report = ingest::ingest_study_with_progress(&[input_dir.to_path_buf()], &options, &|progress| {
         let (percent, stage) = match progress {
-            IngestProgress::Scanning(done, total) => (10.0 + 30.0 * done as f64 / total.max(1) as f64, "reading headers"),
-            IngestProgress::Storing(done, total) => (40.0 + 55.0 * done as f64 / total.max(1) as f64, "de-identifying and storing"),
+            IngestProgress::Scanning(done, total) => {
+                (10.0 + 30.0 * done as f64 / total.max(1) as f64, "reading headers")
+            }
+            IngestProgress::Storing(done, total) => {
+                (40.0 + 55.0 * done as f64 / total.max(1) as f64, "de-identifying and storing")
+            }
         };
         let _ = ctx.progress(percent, stage);
     });
@@ -116,12 +120,14 @@ fn run_ingest(
         Err(error @ IngestError::OtherDatabase { .. }) => {
             Ok(IngestOutcome { reasons: vec![error.to_string()], metadata: json!({}), stored_path: None })
         }
-        Err(error @ (IngestError::Dicom(_) | IngestError::NoInputs | IngestError::Input { .. })) => Ok(IngestOutcome {
-            // Input problems name files inside the service's own folder: keep only the rule.
-            reasons: vec![format!("unreadable-study: {}", strip_paths(&error.to_string(), input_dir))],
-            metadata: json!({}),
-            stored_path: None,
-        }),
+        Err(error @ (IngestError::Dicom(_) | IngestError::NoInputs | IngestError::Input { .. })) => {
+            Ok(IngestOutcome {
+                // Input problems name files inside the service's own folder: keep only the rule.
+                reasons: vec![format!("unreadable-study: {}", strip_paths(&error.to_string(), input_dir))],
+                metadata: json!({}),
+                stored_path: None,
+            })
+        }
         Err(error) => Err(JobFailure::Failed(strip_paths(&error.to_string(), input_dir))),
     }
 }
@@ -166,24 +172,34 @@ fn ingest_job(config: &ServiceConfig, store: &Store, ctx: &JobContext) -> Result
     let has_files = std::fs::read_dir(&input_dir).map(|mut d| d.next().is_some()).unwrap_or(false);
     if !has_files {
         let Some((centre, study_uid)) = &internals.pacs else {
-            return Err(JobFailure::Failed("the received files of this study are gone; upload it again".into()));
+            return Err(JobFailure::Failed(
+                "the received files of this study are gone; upload it again".into(),
+            ));
         };
         ctx.progress(3.0, "retrieving from PACS")?;
         let client = pacs_client(config, centre)?;
         // QIDO first: a study the PACS does not hold is a named refusal, not a failure.
-        let objects = if client.find_study(study_uid)?.is_empty() { Vec::new() } else { client.retrieve_study(study_uid)? };
+        let objects = if client.find_study(study_uid)?.is_empty() {
+            Vec::new()
+        } else {
+            client.retrieve_study(study_uid)?
+        };
         if objects.is_empty() {
-            let reason = "pacs-study-not-found: the PACS holds no objects for that StudyInstanceUID".to_string();
+            let reason =
+                "pacs-study-not-found: the PACS holds no objects for that StudyInstanceUID".to_string();
             set("refused", std::slice::from_ref(&reason), None)?;
             return Ok(json!({ "study_id": study_id, "admitted": false, "reasons": [reason] }));
         }
         // Into a sibling folder first, so an interrupted retrieval is never taken as complete.
         let partial = input_dir.with_extension("partial");
         let _ = std::fs::remove_dir_all(&partial);
-        let limits =
-            studies::UploadLimits { max_files: config.max_upload_files, max_total_bytes: config.max_unzipped_bytes };
-        let (files, bytes) = studies::store_parts(&partial, objects.into_iter().map(|o| (None, o)).collect(), limits)
-            .map_err(|e| JobFailure::Failed(e.to_string()))?;
+        let limits = studies::UploadLimits {
+            max_files: config.max_upload_files,
+            max_total_bytes: config.max_unzipped_bytes,
+        };
+        let (files, bytes) =
+            studies::store_parts(&partial, objects.into_iter().map(|o| (None, o)).collect(), limits)
+                .map_err(|e| JobFailure::Failed(e.to_string()))?;
         let _ = std::fs::remove_dir_all(&input_dir);
         std::fs::rename(&partial, &input_dir)?;
         studies::set_received(&store.lock(), study_id, files, bytes)?;
@@ -213,7 +229,9 @@ fn ingest_job(config: &ServiceConfig, store: &Store, ctx: &JobContext) -> Result
     }
     // The identified originals are not kept once ingest has decided.
     let _ = std::fs::remove_dir_all(&input_dir);
-    Ok(json!({ "study_id": study_id, "admitted": admitted, "reasons": outcome.reasons, "metadata": outcome.metadata }))
+    Ok(
+        json!({ "study_id": study_id, "admitted": admitted, "reasons": outcome.reasons, "metadata": outcome.metadata }),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -234,10 +252,15 @@ pub fn check_deviation_request(store: &Store, case_id: i64, normdb: &Path) -> Re
         )));
     }
     if let Err(reason) = consent::permits(consent::get(&connection, case.study_id)?.as_ref(), Database::A) {
-        return Err(ApiError::Refused { message: "no consent for a deviation map".into(), reasons: vec![reason] });
+        return Err(ApiError::Refused {
+            message: "no consent for a deviation map".into(),
+            reasons: vec![reason],
+        });
     }
     if !normdb.is_file() {
-        return Err(ApiError::Unavailable("the normative database is missing: build or install it first".into()));
+        return Err(ApiError::Unavailable(
+            "the normative database is missing: build or install it first".into(),
+        ));
     }
     Ok(())
 }
@@ -272,7 +295,8 @@ fn run_deviation(
     let result = compute_deviation(&db, &case, &options).map_err(|e| JobFailure::Failed(e.to_string()))?;
     ctx.progress(85.0, "writing maps and report")?;
     // Names in the report are service-level, never file paths of the archive.
-    write_outputs(&result, &case, "case", "normdb.h5", out_dir).map_err(|e| JobFailure::Failed(strip_paths(&e.to_string(), out_dir)))?;
+    write_outputs(&result, &case, "case", "normdb.h5", out_dir)
+        .map_err(|e| JobFailure::Failed(strip_paths(&e.to_string(), out_dir)))?;
     Ok(json!({
         "bracket": result.bracket,
         "clusters": result.clusters.iter().filter(|c| c.significant).count(),
@@ -296,13 +320,15 @@ fn study_volume(study_dir: &Path) -> Option<PathBuf> {
 fn deviation_job(config: &ServiceConfig, store: &Store, ctx: &JobContext) -> Result<Value, JobFailure> {
     let case_id = param_i64(ctx, "case_id")?;
     // Checked again: consent may have been withdrawn while the job waited.
-    check_deviation_request(store, case_id, &config.normdb_path()).map_err(|e| JobFailure::Failed(e.to_string()))?;
+    check_deviation_request(store, case_id, &config.normdb_path())
+        .map_err(|e| JobFailure::Failed(e.to_string()))?;
     let (study_id, internals) = {
         let connection = store.lock();
         let case = cases::get(&connection, case_id).map_err(JobFailure::from)?;
         (case.study_id, studies::internals(&connection, case.study_id).map_err(JobFailure::from)?)
     };
-    let stored = internals.stored_path.ok_or_else(|| JobFailure::Failed("the study has no stored volume".into()))?;
+    let stored =
+        internals.stored_path.ok_or_else(|| JobFailure::Failed("the study has no stored volume".into()))?;
     let volume = study_volume(&archive_dir(config).join(stored))
         .ok_or_else(|| JobFailure::Failed("the study has no NIfTI volume".into()))?;
     let age = internals.metadata["age_years"]
@@ -329,7 +355,9 @@ pub fn check_store_back_request(store: &Store, jobs: &JobQueue, job_id: i64) -> 
     let study_id = job.result.as_ref().and_then(|r| r["study_id"].as_i64()).unwrap_or(0);
     let internals = studies::internals(&store.lock(), study_id)?;
     if internals.pacs.is_none() {
-        return Err(ApiError::Conflict("the study was uploaded, not imported from a PACS: nowhere to send it".into()));
+        return Err(ApiError::Conflict(
+            "the study was uploaded, not imported from a PACS: nowhere to send it".into(),
+        ));
     }
     Ok(())
 }
@@ -337,8 +365,12 @@ pub fn check_store_back_request(store: &Store, jobs: &JobQueue, job_id: i64) -> 
 fn store_back_job(config: &ServiceConfig, store: &Store, ctx: &JobContext) -> Result<Value, JobFailure> {
     let deviation_job = param_i64(ctx, "deviation_job")?;
     let jobs_dir = config.data_dir.join("jobs");
-    let result: Value = serde_json::from_slice(&std::fs::read(jobs_dir.join(deviation_job.to_string()).join("result.json"))?)?;
-    let study_id = result["study_id"].as_i64().ok_or_else(|| JobFailure::Failed("deviation result lacks study".into()))?;
+    let result: Value = serde_json::from_slice(&std::fs::read(
+        jobs_dir.join(deviation_job.to_string()).join("result.json"),
+    )?)?;
+    let study_id = result["study_id"]
+        .as_i64()
+        .ok_or_else(|| JobFailure::Failed("deviation result lacks study".into()))?;
     let internals = studies::internals(&store.lock(), study_id).map_err(JobFailure::from)?;
     let (centre, study_uid) =
         internals.pacs.ok_or_else(|| JobFailure::Failed("the study was not imported from a PACS".into()))?;
@@ -349,18 +381,18 @@ fn store_back_job(config: &ServiceConfig, store: &Store, ctx: &JobContext) -> Re
     ctx.progress(5.0, "querying the PACS")?;
     let client = pacs_client(config, &centre)?;
     let found = client.find_study(&study_uid)?;
-    let study = found.first().ok_or_else(|| JobFailure::Failed("the PACS no longer holds the study".into()))?;
+    let study =
+        found.first().ok_or_else(|| JobFailure::Failed("the PACS no longer holds the study".into()))?;
     ctx.progress(20.0, "building the derived series")?;
     let image = crate::nifti_io::read_image(&map)?;
     let objects = super::derived::derived_series(&image, study, "pedinorm intensity z-map")?;
     ctx.progress(60.0, "sending to the PACS (STOW-RS)")?;
     let answer = client.store(&objects)?;
-    let series_uid = objects
-        .first()
-        .and_then(|o| super::derived::series_uid_of(o))
-        .unwrap_or_default();
+    let series_uid = objects.first().and_then(|o| super::derived::series_uid_of(o)).unwrap_or_default();
     crate::atomic::write_bytes(&ctx.work_dir.join("stow_response.json"), answer.to_string().as_bytes())?;
-    Ok(json!({ "deviation_job": deviation_job, "centre": centre, "instances": objects.len(), "series_instance_uid": series_uid }))
+    Ok(
+        json!({ "deviation_job": deviation_job, "centre": centre, "instances": objects.len(), "series_instance_uid": series_uid }),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -403,9 +435,9 @@ pub struct NormdbSummary {
 /// Reads (and caches by modification time) the normative database summary.
 pub fn normdb_summary(path: &Path) -> Result<NormdbSummary, ApiError> {
     static CACHE: Mutex<Option<(PathBuf, std::time::SystemTime, NormdbSummary)>> = Mutex::new(None);
-    let modified = std::fs::metadata(path)
-        .and_then(|m| m.modified())
-        .map_err(|_| ApiError::Unavailable("the normative database is missing: build or install it first".into()))?;
+    let modified = std::fs::metadata(path).and_then(|m| m.modified()).map_err(|_| {
+        ApiError::Unavailable("the normative database is missing: build or install it first".into())
+    })?;
     if let Some((p, m, summary)) = CACHE.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
         && p == path
         && *m == modified
@@ -464,11 +496,18 @@ impl BuildRequest {
 /// Extends the normative database with the given normal studies (each registered to the
 /// template of its age bracket, statistics updated) and writes the result to
 /// `out_dir/normdb.h5`; returns the subjects added and those skipped with their reason.
-fn run_normdb_build(normdb: &Path, volumes: &[(i64, PathBuf, Value)], out_dir: &Path, ctx: &JobContext) -> Result<Value, JobFailure> {
+fn run_normdb_build(
+    normdb: &Path,
+    volumes: &[(i64, PathBuf, Value)],
+    out_dir: &Path,
+    ctx: &JobContext,
+) -> Result<Value, JobFailure> {
     use crate::pipeline::normative::{MappingParams, NormalSubject, add_subject};
     let mut db = crate::normdb::NormDb::read(normdb).map_err(|e| {
         tracing::error!("normative database: {e}");
-        JobFailure::Failed("the normative database cannot be read; install one built with `pedinorm normdb build`".into())
+        JobFailure::Failed(
+            "the normative database cannot be read; install one built with `pedinorm normdb build`".into(),
+        )
     })?;
     let mapping = MappingParams::standard();
     let mut added = Vec::new();
@@ -497,7 +536,8 @@ fn run_normdb_build(normdb: &Path, volumes: &[(i64, PathBuf, Value)], out_dir: &
     }
     ctx.progress(96.0, "writing the database")?;
     db.metadata.touch(&format!("service build: added studies {added:?}"));
-    db.write(&out_dir.join("normdb.h5")).map_err(|e| JobFailure::Failed(strip_paths(&e.to_string(), out_dir)))?;
+    db.write(&out_dir.join("normdb.h5"))
+        .map_err(|e| JobFailure::Failed(strip_paths(&e.to_string(), out_dir)))?;
     Ok(json!({ "added": added, "skipped": skipped, "subjects": db.subjects.len() }))
 }
 
@@ -506,7 +546,9 @@ fn normdb_build_job(config: &ServiceConfig, store: &Store, ctx: &JobContext) -> 
     ctx.progress(1.0, "selecting consented database B studies")?;
     let normdb = config.normdb_path();
     if !normdb.is_file() {
-        return Err(JobFailure::Failed("the normative database is missing: install one built with `pedinorm normdb build`".into()));
+        return Err(JobFailure::Failed(
+            "the normative database is missing: install one built with `pedinorm normdb build`".into(),
+        ));
     }
     let selected = studies::consented_b_studies(&store.lock()).map_err(JobFailure::from)?;
     let mut volumes = Vec::new();
@@ -521,7 +563,10 @@ fn normdb_build_job(config: &ServiceConfig, store: &Store, ctx: &JobContext) -> 
     }
     // Provenance: which studies this database was built from (withdrawn consent excluded).
     let ids: Vec<i64> = volumes.iter().map(|v| v.0).collect();
-    crate::atomic::write_bytes(&ctx.work_dir.join("studies.json"), serde_json::to_vec_pretty(&json!({ "studies": ids }))?.as_slice())?;
+    crate::atomic::write_bytes(
+        &ctx.work_dir.join("studies.json"),
+        serde_json::to_vec_pretty(&json!({ "studies": ids }))?.as_slice(),
+    )?;
     let summary = run_normdb_build(&normdb, &volumes, &ctx.work_dir, ctx)?;
     if request.install {
         // Copy into place atomically; the job folder keeps its own copy.

@@ -118,7 +118,8 @@ pub fn zip(entries: &[(&str, &[u8])]) -> Vec<u8> {
 /// A zip of a study's files (`study/0001.dcm`, ...).
 pub fn zip_study(files: &[Vec<u8>]) -> Vec<u8> {
     let names: Vec<String> = (0..files.len()).map(|i| format!("study/{:04}.dcm", i + 1)).collect();
-    let entries: Vec<(&str, &[u8])> = names.iter().map(String::as_str).zip(files.iter().map(Vec::as_slice)).collect();
+    let entries: Vec<(&str, &[u8])> =
+        names.iter().map(String::as_str).zip(files.iter().map(Vec::as_slice)).collect();
     zip(&entries)
 }
 
@@ -183,7 +184,13 @@ pub fn add_user(data_dir: &Path, name: &str, role: &str, centre: Option<&str>) -
 }
 
 /// Polls a job until it is final; returns its JSON.
-pub async fn wait_job(client: &reqwest::Client, base: &str, token: &str, job: i64, timeout: Duration) -> serde_json::Value {
+pub async fn wait_job(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    job: i64,
+    timeout: Duration,
+) -> serde_json::Value {
     let deadline = std::time::Instant::now() + timeout;
     loop {
         let job_json: serde_json::Value = client

@@ -643,6 +643,9 @@ impl Generator {
     fn place(&self, abnormality: &Abnormality, seed: u64, mean_scale: f64) -> Result<Placed, SynthError> {
         let mut rng = stream(seed, streams::ABNORMALITY);
         let grid = &self.grid;
+        // Abnormality warps are smooth on a scale of several mm: a grid of at least 2 mm keeps
+        // 1 mm subjects fast.
+        let velocity_grid = resampled_grid(grid, self.resolution_mm.max(2.0));
         let c = &self.coarse;
         let pick =
             |candidates: &[usize], fallback: &Image<f32>, rng: &mut rand_chacha::ChaCha8Rng| -> [f64; 3] {
@@ -706,8 +709,8 @@ impl Generator {
                 // Jacobian exp(−3a) at c; log-Jacobian is negative within √3 σ = radius.
                 let sigma = radius / 3f64.sqrt();
                 let a = -(1.0 - volume_loss).ln() / 3.0;
-                let velocity = field_from_fn(grid, |[i, j, k]| {
-                    let y = grid.voxel_to_world([i as f64, j as f64, k as f64]);
+                let velocity = field_from_fn(&velocity_grid, |[i, j, k]| {
+                    let y = velocity_grid.voxel_to_world([i as f64, j as f64, k as f64]);
                     let d = [y[0] - centre[0], y[1] - centre[1], y[2] - centre[2]];
                     let r2 = d[0] * d[0] + d[1] * d[1] + d[2] * d[2];
                     let g = -a * (-r2 / (2.0 * sigma * sigma)).exp();
@@ -722,10 +725,12 @@ impl Generator {
                 }
                 // Push outward along −∇g, g the smoothed ventricle mask: divergence −Δg is
                 // positive inside the ventricles (expansion) and negative around (compression).
-                let g = smooth_mm(&self.ventricles, 3.0);
-                let dims = grid.dims();
-                let inverse_linear = grid.linear().try_inverse().expect("valid grid");
-                let gradient = field_from_fn(grid, |[i, j, k]| {
+                let coarse_ventricles =
+                    resample(&self.ventricles, &velocity_grid, &Identity, Interpolation::Linear, 0.0);
+                let g = smooth_mm(&coarse_ventricles, 3.0);
+                let dims = velocity_grid.dims();
+                let inverse_linear = velocity_grid.linear().try_inverse().expect("valid grid");
+                let gradient = field_from_fn(&velocity_grid, |[i, j, k]| {
                     let idx = [i, j, k];
                     let mut voxel_gradient = Vector3::zeros();
                     for a in 0..3 {

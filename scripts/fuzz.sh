@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Runs each cargo-fuzz target for a bounded time and prints how long it ran without a crash.
+#
+#   scripts/fuzz.sh [SECONDS_PER_TARGET]      (default 60)
+#
+# Needs the nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`). Seeds: the DICOM
+# test files shipped with pydicom (from the .data/venv made by scripts/setup.sh) and small
+# NIfTI files written by nibabel. Findings land in fuzz/artifacts/<target>/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds="${1:-60}"
+
+if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+    echo "fuzz: needs the nightly toolchain and cargo-fuzz (rustup toolchain install nightly; cargo install cargo-fuzz)" >&2
+    exit 2
+fi
+
+# Seed corpora.
+python=.data/venv/bin/python
+mkdir -p fuzz/corpus/dicom_series fuzz/corpus/nifti_read fuzz/artifacts
+if [ -x "$python" ]; then
+    "$python" - <<'PY'
+import importlib.util, pathlib
+import numpy as np, nibabel as nib
+files = pathlib.Path(importlib.util.find_spec("pydicom").origin).parent / "data" / "test_files"
+corpus = pathlib.Path("fuzz/corpus/dicom_series")
+for path in sorted(files.glob("MR_small*.dcm")):
+    # The target's first byte says how many objects the rest is cut into: 0 = one.
+    (corpus / path.name).write_bytes(b"\x00" + path.read_bytes())
+nifti = pathlib.Path("fuzz/corpus/nifti_read")
+affine = np.array([[0.9, 0.1, 0, -10], [0, 1.1, 0.2, 5], [0.05, 0, 2.5, 3], [0, 0, 0, 1]])
+for dtype in ("uint8", "int16", "float32", "float64"):
+    image = nib.Nifti1Image(np.arange(60, dtype=dtype).reshape(3, 4, 5), affine)
+    nib.save(image, str(nifti / f"{dtype}.nii"))
+    nib.save(image, str(nifti / f"{dtype}.nii.gz"))
+PY
+fi
+
+cargo +nightly fuzz build --sanitizer none -O
+for target in dicom_series nifti_read; do
+    start=$(date +%s)
+    status=0
+    cargo +nightly fuzz run --sanitizer none -O "$target" "fuzz/corpus/$target" -- \
+        -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=30 -print_final_stats=1 >"fuzz/artifacts/$target.log" 2>&1 || status=$?
+    elapsed=$(( $(date +%s) - start ))
+    runs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "fuzz/artifacts/$target.log" | awk '{print $2}' | tail -1)
+    if [ "$status" -eq 0 ]; then
+        echo "fuzz: $target ran ${elapsed}s, ${runs:-?} inputs, no crash"
+    else
+        echo "fuzz: $target stopped after ${elapsed}s with a finding (exit $status); see fuzz/artifacts/$target.log and fuzz/artifacts/$target/"
+    fi
+done
