@@ -211,7 +211,14 @@ fn syn_reduces_error_and_apply_reproduces_warped_output() {
     let j = read_image(Path::new(&jacobian)).unwrap();
     assert!(j.as_slice().iter().all(|&v| v > 0.0));
     let log = path(dir.path(), "log_jacobian.nii.gz");
-    pedinorm(&["jacobian", "--warp", &path(dir.path(), "syn_warp.nii.gz"), "--log-jacobian", "--output", &log]);
+    pedinorm(&[
+        "jacobian",
+        "--warp",
+        &path(dir.path(), "syn_warp.nii.gz"),
+        "--log-jacobian",
+        "--output",
+        &log,
+    ]);
     let l = read_image(Path::new(&log)).unwrap();
     assert!(l.as_slice().iter().zip(j.as_slice()).all(|(a, b)| (a - b.ln()).abs() < 1e-5));
 }
