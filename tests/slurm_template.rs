@@ -123,7 +123,7 @@ fn slurm_build_is_bit_identical_to_local_and_survives_a_killed_task() {
 
     // Kill one array task of the last iteration's map stage mid-run (no retries).
     let faulty = dir.path().join("faulty");
-    let mut child = build_command(&cohort, &faulty, "slurm", &["--retries", "0"])
+    let child = build_command(&cohort, &faulty, "slurm", &["--retries", "0"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
