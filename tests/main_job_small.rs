@@ -33,7 +33,11 @@ fn miniature_demo_detects_a_strong_lesion_and_writes_the_documented_database() {
         atlas: None,
         normals: 12,
         cases: 1,
-        abnormalities: vec![Abnormality::Lesion { tissue: LesionTissue::WhiteMatter, radius_mm: 10.0, contrast: 0.8 }],
+        abnormalities: vec![Abnormality::Lesion {
+            tissue: LesionTissue::WhiteMatter,
+            radius_mm: 10.0,
+            contrast: 0.8,
+        }],
         resolution_mm: 4.0,
         age_range: (8.0, 12.0),
         brackets: 1,
@@ -102,7 +106,8 @@ c = f["calibration"]["intensity"]
 assert c.attrs["z_threshold"] > 0 and len(c["achieved_voxel_rate_per_subject"]) == 12
 print("ok", bracket)
 "#;
-    let output = std::process::Command::new(python()).arg("-c").arg(script).arg(&summary.normdb).output().unwrap();
+    let output =
+        std::process::Command::new(python()).arg("-c").arg(script).arg(&summary.normdb).output().unwrap();
     assert!(
         output.status.success(),
         "h5py check failed:\n{}\n{}",

@@ -54,17 +54,26 @@ fn auc_of_perfect_and_random_scores() {
 #[test]
 #[ignore = "experiment: needs a demo database (PEDINORM_NORMDB) and minutes of compute"]
 fn held_out_detection_and_false_positive_rates() {
-    let normdb: PathBuf = std::env::var_os("PEDINORM_NORMDB").map(PathBuf::from).unwrap_or_else(|| "out/demo/normdb.h5".into());
+    let normdb: PathBuf =
+        std::env::var_os("PEDINORM_NORMDB").map(PathBuf::from).unwrap_or_else(|| "out/demo/normdb.h5".into());
     let db = NormDb::read(&normdb).unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let base = pedinorm::synth_io::load_base(&root.join(".data/mni")).unwrap();
     let resolution = db.brackets[0].template.grid().spacing()[0].round();
     let generator = Generator::new(&base, resolution).unwrap();
-    let (lo, hi) = db.brackets.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), b| (lo.min(b.min_years), hi.max(b.max_years)));
+    let (lo, hi) = db
+        .brackets
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), b| (lo.min(b.min_years), hi.max(b.max_years)));
     let calibration = db.calibration.as_ref().expect("a calibrated database");
     let mapping = MappingParams::standard();
     let mut lines = Vec::new();
-    lines.push(format!("database: {} ({} normals, {} brackets, {resolution} mm)", normdb.display(), db.subjects.len(), db.brackets.len()));
+    lines.push(format!(
+        "database: {} ({} normals, {} brackets, {resolution} mm)",
+        normdb.display(),
+        db.subjects.len(),
+        db.brackets.len()
+    ));
     for ch in Channel::ALL {
         let c = calibration.channel(ch);
         lines.push(format!(
@@ -85,7 +94,12 @@ fn held_out_detection_and_false_positive_rates() {
         let mut spec = SubjectSpec::normal(age.min(17.9), sex, 90_000 + i as u64);
         spec.resolution_mm = resolution;
         let subject = generator.subject(&spec).unwrap();
-        let options = DeviationOptions { age_years: subject.age_years, sex: Some(sex_of(sex)), mapping: mapping.clone(), max_regions: 5 };
+        let options = DeviationOptions {
+            age_years: subject.age_years,
+            sex: Some(sex_of(sex)),
+            mapping: mapping.clone(),
+            max_regions: 5,
+        };
         let start = Instant::now();
         let result = compute_deviation(&db, &subject.image, &options).unwrap();
         seconds.push(start.elapsed().as_secs_f64());
@@ -108,7 +122,9 @@ fn held_out_detection_and_false_positive_rates() {
             r.iter().cloned().fold(f64::INFINITY, f64::min), r.iter().cloned().fold(0.0, f64::max)
         ));
     }
-    lines.push(format!("held-out normals with ≥ 1 significant cluster (either channel): {with_cluster}/{n_normals}"));
+    lines.push(format!(
+        "held-out normals with ≥ 1 significant cluster (either channel): {with_cluster}/{n_normals}"
+    ));
 
     // Held-out cases: lesions by size and contrast, atrophy, enlarged ventricles.
     let mut cases: Vec<(String, Abnormality, Channel)> = Vec::new();
@@ -121,9 +137,21 @@ fn held_out_detection_and_false_positive_rates() {
             ));
         }
     }
-    cases.push(("GM lesion r=6 mm contrast -0.3".into(), Abnormality::Lesion { tissue: LesionTissue::GreyMatter, radius_mm: 6.0, contrast: -0.3 }, Channel::Intensity));
-    cases.push(("focal atrophy r=10 mm loss 0.4".into(), Abnormality::Atrophy { radius_mm: 10.0, volume_loss: 0.4 }, Channel::LogJacobian));
-    cases.push(("enlarged ventricles 4 mm".into(), Abnormality::EnlargedVentricles { dilation_mm: 4.0 }, Channel::LogJacobian));
+    cases.push((
+        "GM lesion r=6 mm contrast -0.3".into(),
+        Abnormality::Lesion { tissue: LesionTissue::GreyMatter, radius_mm: 6.0, contrast: -0.3 },
+        Channel::Intensity,
+    ));
+    cases.push((
+        "focal atrophy r=10 mm loss 0.4".into(),
+        Abnormality::Atrophy { radius_mm: 10.0, volume_loss: 0.4 },
+        Channel::LogJacobian,
+    ));
+    cases.push((
+        "enlarged ventricles 4 mm".into(),
+        Abnormality::EnlargedVentricles { dilation_mm: 4.0 },
+        Channel::LogJacobian,
+    ));
     lines.push(String::new());
     lines.push("| case | truth ml | channel | voxel AUC (|z|, brain) | detected (significant cluster ∩ truth) | peak z | other significant clusters | s |".into());
     lines.push("|---|---|---|---|---|---|---|---|".into());
@@ -131,10 +159,16 @@ fn held_out_detection_and_false_positive_rates() {
     for (k, (name, abnormality, channel)) in cases.iter().enumerate() {
         let age = lo + (hi - lo) * ((k as f64 * 0.37) % 1.0);
         let sex = if k % 2 == 0 { pedinorm_validation::Sex::Female } else { pedinorm_validation::Sex::Male };
-        let mut spec = SubjectSpec::normal(age.min(17.9), sex, 95_000 + k as u64).with_abnormality(*abnormality);
+        let mut spec =
+            SubjectSpec::normal(age.min(17.9), sex, 95_000 + k as u64).with_abnormality(*abnormality);
         spec.resolution_mm = resolution;
         let subject = generator.subject(&spec).unwrap();
-        let options = DeviationOptions { age_years: subject.age_years, sex: Some(sex_of(sex)), mapping: mapping.clone(), max_regions: 5 };
+        let options = DeviationOptions {
+            age_years: subject.age_years,
+            sex: Some(sex_of(sex)),
+            mapping: mapping.clone(),
+            max_regions: 5,
+        };
         let start = Instant::now();
         let result = compute_deviation(&db, &subject.image, &options).unwrap();
         let elapsed = start.elapsed().as_secs_f64();
@@ -157,7 +191,11 @@ fn held_out_detection_and_false_positive_rates() {
             channel.name(),
             auc(&pos, &neg),
             if outcome.detected { "yes" } else { "no" },
-            outcome.matching_cluster.as_ref().map(|c| format!("{} {:+.1}", c.channel, c.peak_z)).unwrap_or_else(|| "–".into()),
+            outcome
+                .matching_cluster
+                .as_ref()
+                .map(|c| format!("{} {:+.1}", c.channel, c.peak_z))
+                .unwrap_or_else(|| "–".into()),
             outcome.other_significant_clusters,
             elapsed
         ));

@@ -41,7 +41,8 @@ fn subjects(n: usize, voxels: usize) -> Vec<MappedNormal> {
         .map(|s| {
             let age = 4.0 + 6.0 * next();
             let sex = if s % 2 == 0 { Sex::Female } else { Sex::Male };
-            let intensity: Vec<f32> = (0..voxels).map(|v| (100.0 + v as f64 * 0.1 + 3.0 * age + 5.0 * next()) as f32).collect();
+            let intensity: Vec<f32> =
+                (0..voxels).map(|v| (100.0 + v as f64 * 0.1 + 3.0 * age + 5.0 * next()) as f32).collect();
             let logjac: Vec<f32> = (0..voxels).map(|_| (0.1 * (next() - 0.5)) as f32).collect();
             MappedNormal {
                 record: SubjectRecord {
@@ -69,7 +70,8 @@ fn merge_equals_the_union() {
     let dir = tempfile::tempdir().unwrap();
     let brackets = vec![bracket()];
     let all = subjects(24, brackets[0].space.indices.len());
-    let mut options = BuildOptions { nodes_per_bracket: 2, min_node_subjects: 3.0, ..BuildOptions::default() };
+    let mut options =
+        BuildOptions { nodes_per_bracket: 2, min_node_subjects: 3.0, ..BuildOptions::default() };
     options.voxel_rate = 0.01;
     // The node definition (adaptive kernel widths) must be shared: build each database with
     // the nodes the union gets, as two centres agreeing on a protocol would.
@@ -78,7 +80,9 @@ fn merge_equals_the_union() {
     let with_nodes = |part: &[MappedNormal]| {
         let mut db = assemble(&brackets, part, &options, None).unwrap();
         for stats in db.brackets[0].stats.iter_mut() {
-            let mut fresh = pedinorm_templates::stats::NormativeAccumulator::new(nodes.clone(), stats.voxel_count()).unwrap();
+            let mut fresh =
+                pedinorm_templates::stats::NormativeAccumulator::new(nodes.clone(), stats.voxel_count())
+                    .unwrap();
             std::mem::swap(stats, &mut fresh);
         }
         for m in part {
@@ -89,10 +93,18 @@ fn merge_equals_the_union() {
         db
     };
     let (a, b) = all.split_at(11);
-    let (a_path, b_path, c_path) = (dir.path().join("a.h5"), dir.path().join("b.h5"), dir.path().join("c.h5"));
+    let (a_path, b_path, c_path) =
+        (dir.path().join("a.h5"), dir.path().join("b.h5"), dir.path().join("c.h5"));
     with_nodes(a).write(&a_path).unwrap();
     with_nodes(b).write(&b_path).unwrap();
-    let out = pedinorm(&["normdb", "merge", a_path.to_str().unwrap(), b_path.to_str().unwrap(), "--output", c_path.to_str().unwrap()]);
+    let out = pedinorm(&[
+        "normdb",
+        "merge",
+        a_path.to_str().unwrap(),
+        b_path.to_str().unwrap(),
+        "--output",
+        c_path.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let merged = NormDb::read(&c_path).unwrap();
     assert_eq!(merged.subjects.len(), 24);
@@ -121,7 +133,14 @@ fn merge_equals_the_union() {
 
     // Merging a database with itself is refused (duplicate pseudonyms); the output is untouched.
     let before = std::fs::read(&c_path).unwrap();
-    let out = pedinorm(&["normdb", "merge", a_path.to_str().unwrap(), a_path.to_str().unwrap(), "--output", c_path.to_str().unwrap()]);
+    let out = pedinorm(&[
+        "normdb",
+        "merge",
+        a_path.to_str().unwrap(),
+        a_path.to_str().unwrap(),
+        "--output",
+        c_path.to_str().unwrap(),
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("PSN000"));
     assert_eq!(std::fs::read(&c_path).unwrap(), before);

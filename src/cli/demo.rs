@@ -188,7 +188,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn phase<T>(timings: &mut Vec<(String, f64)>, name: &str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+fn phase<T>(
+    timings: &mut Vec<(String, f64)>,
+    name: &str,
+    f: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let start = Instant::now();
     let result = f()?;
     timings.push((name.to_owned(), start.elapsed().as_secs_f64()));
@@ -202,14 +206,19 @@ fn to_sex(sex: pedinorm_validation::growth::Sex) -> Sex {
 /// Runs the whole job; see the module documentation.
 pub fn run_demo(config: &DemoConfig) -> anyhow::Result<DemoSummary> {
     let mut timings = Vec::new();
-    std::fs::create_dir_all(&config.out_dir).with_context(|| format!("{}: cannot create", config.out_dir.display()))?;
+    std::fs::create_dir_all(&config.out_dir)
+        .with_context(|| format!("{}: cannot create", config.out_dir.display()))?;
     let out_dir = config.out_dir.canonicalize()?;
     let (min_age, max_age) = config.age_range;
     if !(min_age >= 0.0 && max_age > min_age && max_age <= 18.0) {
         bail!("age range {min_age}–{max_age} must lie within 0–18 years");
     }
     if config.normals < 3 * config.brackets {
-        bail!("{} normals are too few for {} brackets (at least 3 per bracket)", config.normals, config.brackets);
+        bail!(
+            "{} normals are too few for {} brackets (at least 3 per bracket)",
+            config.normals,
+            config.brackets
+        );
     }
 
     // 1. Synthetic cohort.
@@ -218,7 +227,11 @@ pub fn run_demo(config: &DemoConfig) -> anyhow::Result<DemoSummary> {
             BaseSource::Mni(dir) => load_base(dir)?,
             BaseSource::Phantom { spacing_mm } => {
                 let n = |extent: f64| (extent / spacing_mm).round() as usize;
-                let grid = Grid::axis_aligned([n(140.0), n(170.0), n(130.0)], [*spacing_mm; 3], [-70.0, -100.0, -60.0])?;
+                let grid = Grid::axis_aligned(
+                    [n(140.0), n(170.0), n(130.0)],
+                    [*spacing_mm; 3],
+                    [-70.0, -100.0, -60.0],
+                )?;
                 BaseBrain::phantom(&grid)
             }
         })
@@ -241,7 +254,11 @@ pub fn run_demo(config: &DemoConfig) -> anyhow::Result<DemoSummary> {
             let files = write_subject(&cohort_dir, &subject, index + 1, member.spec.seed, options)?;
             rows.push(csv_row(&subject, &files));
             let path = cohort_dir.join(&files.image);
-            if member.spec.abnormality.is_some() { cases.push((subject, path)) } else { normals.push((subject, path)) }
+            if member.spec.abnormality.is_some() {
+                cases.push((subject, path))
+            } else {
+                normals.push((subject, path))
+            }
             bar.inc(1);
         }
         bar.finish();
@@ -263,7 +280,9 @@ pub fn run_demo(config: &DemoConfig) -> anyhow::Result<DemoSummary> {
         .collect();
     let templates = phase(&mut timings, "templates", || {
         let executor = LocalExecutor {
-            threads_per_task: Some(1.max(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) / config.jobs)),
+            threads_per_task: Some(
+                1.max(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) / config.jobs),
+            ),
             ..LocalExecutor::new(default_program(), config.jobs)
         };
         let mut templates = Vec::new();
@@ -271,7 +290,11 @@ pub fn run_demo(config: &DemoConfig) -> anyhow::Result<DemoSummary> {
             let subjects: Vec<SubjectInput> = normals
                 .iter()
                 .filter(|(s, _)| bracket.contains(s.age_years))
-                .map(|(s, path)| SubjectInput { id: s.id.clone(), source: SubjectSource::Path(path.clone()), age_years: s.age_years })
+                .map(|(s, path)| SubjectInput {
+                    id: s.id.clone(),
+                    source: SubjectSource::Path(path.clone()),
+                    age_years: s.age_years,
+                })
                 .collect();
             if subjects.len() < 3 {
                 bail!("bracket {} has {} normals; at least 3 are needed", bracket.name, subjects.len());
@@ -341,8 +364,21 @@ pub fn run_demo(config: &DemoConfig) -> anyhow::Result<DemoSummary> {
         for (subject, path) in &cases {
             let start = Instant::now();
             let case_dir = out_dir.join("cases").join(&subject.id);
-            let input = CaseInput { image: subject.image.clone(), age_years: Some(subject.age_years), sex: Some(to_sex(subject.sex)) };
-            let result = run_case(&db, &normdb_path, path, &input, subject.age_years, Some(to_sex(subject.sex)), &case_dir, 15)?;
+            let input = CaseInput {
+                image: subject.image.clone(),
+                age_years: Some(subject.age_years),
+                sex: Some(to_sex(subject.sex)),
+            };
+            let result = run_case(
+                &db,
+                &normdb_path,
+                path,
+                &input,
+                subject.age_years,
+                Some(to_sex(subject.sex)),
+                &case_dir,
+                15,
+            )?;
             let seconds = start.elapsed().as_secs_f64();
             outcomes.push(compare_with_truth(subject, &result, case_dir, seconds));
             bar.inc(1);
@@ -400,7 +436,11 @@ pub fn compare_with_truth(
     }
     let voxel_ml = subject.image.grid().linear().determinant().abs() / 1000.0;
     let significant: Vec<&ClusterReport> = result.clusters.iter().filter(|c| c.significant).collect();
-    let matching = significant.iter().filter(|c| overlapping.contains(&c.label)).max_by_key(|c| c.size_voxels).map(|c| (*c).clone());
+    let matching = significant
+        .iter()
+        .filter(|c| overlapping.contains(&c.label))
+        .max_by_key(|c| c.size_voxels)
+        .map(|c| (*c).clone());
     CaseOutcome {
         id: subject.id.clone(),
         kind: subject.truth.kind.as_str().to_owned(),
@@ -439,7 +479,10 @@ fn print_summary(config: &DemoConfig, summary: &DemoSummary) {
         );
     }
     println!();
-    println!("{:<10} {:<22} {:>6} {:>9} {:>9} {:>10} {:>8} {:>6}", "case", "truth", "age", "truth ml", "detected", "peak z", "others", "s");
+    println!(
+        "{:<10} {:<22} {:>6} {:>9} {:>9} {:>10} {:>8} {:>6}",
+        "case", "truth", "age", "truth ml", "detected", "peak z", "others", "s"
+    );
     for c in &summary.cases {
         let peak = c
             .matching_cluster
@@ -460,7 +503,10 @@ fn print_summary(config: &DemoConfig, summary: &DemoSummary) {
     }
     let detected = summary.cases.iter().filter(|c| c.detected).count();
     println!();
-    println!("{detected} of {} abnormalities detected by a significant cluster overlapping the truth", summary.cases.len());
+    println!(
+        "{detected} of {} abnormalities detected by a significant cluster overlapping the truth",
+        summary.cases.len()
+    );
     for (name, s) in &summary.timings {
         println!("  {name:22} {s:7.1} s");
     }

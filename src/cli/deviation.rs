@@ -75,7 +75,8 @@ pub fn run_case(
     max_regions: usize,
 ) -> anyhow::Result<DeviationResult> {
     let options = DeviationOptions { age_years: age, sex, mapping: MappingParams::standard(), max_regions };
-    let result = compute_deviation(db, &case.image, &options).with_context(|| format!("case {}", case_path.display()))?;
+    let result = compute_deviation(db, &case.image, &options)
+        .with_context(|| format!("case {}", case_path.display()))?;
     write_outputs(
         &result,
         &case.image,

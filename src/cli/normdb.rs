@@ -5,8 +5,8 @@ use crate::nifti_io::read_image;
 use crate::normdb::{AtlasTable, NormDb};
 use crate::pipeline::cohort::read_cohort;
 use crate::pipeline::normative::{
-    BracketInput, BuildOptions, NormalSubject, TemplateSpace, add_subject, assemble, carry_atlas, map_normals,
-    parse_label_names,
+    BracketInput, BuildOptions, NormalSubject, TemplateSpace, add_subject, assemble, carry_atlas,
+    map_normals, parse_label_names,
 };
 use crate::pipeline::template_build::BuildManifest;
 use anyhow::{Context, bail};
@@ -135,10 +135,14 @@ pub fn parse_sex(text: &str, what: &str) -> anyhow::Result<Sex> {
 }
 
 /// Reads the brackets from template build directories and `NAME:MIN:MAX:PATH` specifications.
-pub fn read_brackets(builds: &[PathBuf], specs: &[String]) -> anyhow::Result<Vec<(String, f64, f64, PathBuf)>> {
+pub fn read_brackets(
+    builds: &[PathBuf],
+    specs: &[String],
+) -> anyhow::Result<Vec<(String, f64, f64, PathBuf)>> {
     let mut out = Vec::new();
     for dir in builds {
-        let manifest = BuildManifest::read(dir).with_context(|| format!("{}: not a template build", dir.display()))?;
+        let manifest =
+            BuildManifest::read(dir).with_context(|| format!("{}: not a template build", dir.display()))?;
         let TemplateTarget::Bracket(bracket) = &manifest.config.target else {
             bail!("{}: the template was not built for an age bracket", dir.display());
         };
@@ -153,8 +157,10 @@ pub fn read_brackets(builds: &[PathBuf], specs: &[String]) -> anyhow::Result<Vec
         if parts.len() != 4 {
             bail!("--template {spec:?}: expected NAME:MIN:MAX:PATH");
         }
-        let min: f64 = parts[1].parse().with_context(|| format!("--template {spec:?}: MIN is not a number"))?;
-        let max: f64 = parts[2].parse().with_context(|| format!("--template {spec:?}: MAX is not a number"))?;
+        let min: f64 =
+            parts[1].parse().with_context(|| format!("--template {spec:?}: MIN is not a number"))?;
+        let max: f64 =
+            parts[2].parse().with_context(|| format!("--template {spec:?}: MAX is not a number"))?;
         if !(min >= 0.0 && max > min) {
             bail!("--template {spec:?}: need 0 ≤ MIN < MAX");
         }
@@ -178,7 +184,8 @@ pub struct AtlasInput {
 
 /// Loads an atlas (labels, names, reference T1).
 pub fn load_atlas(labels: &Path, names: &Path, reference: &Path) -> anyhow::Result<AtlasInput> {
-    let text = std::fs::read_to_string(names).with_context(|| format!("{}: cannot read label names", names.display()))?;
+    let text = std::fs::read_to_string(names)
+        .with_context(|| format!("{}: cannot read label names", names.display()))?;
     let table = parse_label_names(&text);
     if table.is_empty() {
         bail!("{}: no `VALUE NAME` lines", names.display());

@@ -19,7 +19,11 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn h5<T>(&self, context: impl Into<String>, result: hdf5::Result<T>) -> Result<T, NormDbError> {
-        result.map_err(|source| NormDbError::Hdf5 { path: self.path.to_owned(), context: context.into(), source })
+        result.map_err(|source| NormDbError::Hdf5 {
+            path: self.path.to_owned(),
+            context: context.into(),
+            source,
+        })
     }
 
     fn schema(&self, field: impl Into<String>, rule: impl Into<String>) -> NormDbError {
@@ -66,7 +70,9 @@ impl Ctx<'_> {
     }
 
     fn group(&self, parent: &Group, name: &str) -> Result<Group, NormDbError> {
-        parent.group(name).map_err(|_| self.schema(format!("{}/{name}", parent.name()), "required group is missing"))
+        parent
+            .group(name)
+            .map_err(|_| self.schema(format!("{}/{name}", parent.name()), "required group is missing"))
     }
 
     fn dataset(&self, parent: &Group, name: &str) -> Result<hdf5::Dataset, NormDbError> {
@@ -76,23 +82,41 @@ impl Ctx<'_> {
     }
 
     /// A chunked, shuffled, deflate-compressed 3-D dataset.
-    fn write_volume<T: hdf5::H5Type>(&self, group: &Group, name: &str, data: &Array3<T>) -> Result<(), NormDbError> {
+    fn write_volume<T: hdf5::H5Type>(
+        &self,
+        group: &Group,
+        name: &str,
+        data: &Array3<T>,
+    ) -> Result<(), NormDbError> {
         let (a, b, c) = data.dim();
         let chunk = (a.min(32), b.min(32), c.min(32));
-        let builder = group.new_dataset_builder().chunk(chunk).shuffle().deflate(DEFLATE_LEVEL).with_data(data);
+        let builder =
+            group.new_dataset_builder().chunk(chunk).shuffle().deflate(DEFLATE_LEVEL).with_data(data);
         self.h5(format!("{}/{name}", group.name()), builder.create(name)).map(|_| ())
     }
 
-    fn read_volume<T: hdf5::H5Type>(&self, group: &Group, name: &str, dims: [usize; 3]) -> Result<Array3<T>, NormDbError> {
+    fn read_volume<T: hdf5::H5Type>(
+        &self,
+        group: &Group,
+        name: &str,
+        dims: [usize; 3],
+    ) -> Result<Array3<T>, NormDbError> {
         let field = format!("{}/{name}", group.name());
         let ds = self.dataset(group, name)?;
         if ds.shape() != dims.to_vec() {
-            return Err(self.schema(&field, format!("shape {:?} must equal the template's {dims:?}", ds.shape())));
+            return Err(
+                self.schema(&field, format!("shape {:?} must equal the template's {dims:?}", ds.shape()))
+            );
         }
         self.h5(&field, ds.read::<T, ndarray::Ix3>())
     }
 
-    fn write_1d<T: hdf5::H5Type + Clone>(&self, group: &Group, name: &str, data: &[T]) -> Result<(), NormDbError> {
+    fn write_1d<T: hdf5::H5Type + Clone>(
+        &self,
+        group: &Group,
+        name: &str,
+        data: &[T],
+    ) -> Result<(), NormDbError> {
         let arr = Array1::from_vec(data.to_vec());
         let builder = group.new_dataset_builder().with_data(&arr);
         self.h5(format!("{}/{name}", group.name()), builder.create(name)).map(|_| ())
@@ -156,7 +180,12 @@ pub(super) fn write(db: &NormDb, path: &Path) -> Result<(), NormDbError> {
     Ok(())
 }
 
-fn write_bracket(ctx: &Ctx, templates: &Group, stats: &Group, bracket: &BracketDb) -> Result<(), NormDbError> {
+fn write_bracket(
+    ctx: &Ctx,
+    templates: &Group,
+    stats: &Group,
+    bracket: &BracketDb,
+) -> Result<(), NormDbError> {
     let t = ctx.h5(format!("/templates/{}", bracket.name), templates.create_group(&bracket.name))?;
     ctx.set_f64(&t, "min_years", bracket.min_years)?;
     ctx.set_f64(&t, "max_years", bracket.max_years)?;
@@ -286,7 +315,8 @@ pub(super) fn read(path: &Path) -> Result<NormDb, NormDbError> {
     }
     brackets.sort_by(|a, b| a.min_years.total_cmp(&b.min_years).then(a.max_years.total_cmp(&b.max_years)));
     let subjects = read_subjects(&ctx, &file)?;
-    let calibration = if file.link_exists("calibration") { Some(read_calibration(&ctx, &file)?) } else { None };
+    let calibration =
+        if file.link_exists("calibration") { Some(read_calibration(&ctx, &file)?) } else { None };
     let atlas = if file.link_exists("atlas") {
         let g = ctx.group(&file, "atlas")?;
         let values: Vec<i32> = ctx.read_1d(&g, "label_values")?;
@@ -319,11 +349,13 @@ fn read_bracket(ctx: &Ctx, templates: &Group, stats: &Group, name: &str) -> Resu
         return Err(ctx.schema(format!("/templates/{name}/image"), "must be 3-D"));
     }
     let dims = [shape[0], shape[1], shape[2]];
-    let grid = Grid::new(dims, matrix).map_err(|e| ctx.schema(format!("/templates/{name}/affine"), e.to_string()))?;
+    let grid = Grid::new(dims, matrix)
+        .map_err(|e| ctx.schema(format!("/templates/{name}/affine"), e.to_string()))?;
     let template_data: Array3<f32> = ctx.read_volume(&t, "image", dims)?;
     let template = Image::new(template_data, grid.clone()).expect("shape checked");
     let mask_data: Array3<u8> = ctx.read_volume(&t, "mask", dims)?;
-    let mask = Image::new(mask_data.mapv(|v| if v > 0 { 1.0f32 } else { 0.0 }), grid.clone()).expect("shape checked");
+    let mask = Image::new(mask_data.mapv(|v| if v > 0 { 1.0f32 } else { 0.0 }), grid.clone())
+        .expect("shape checked");
     let labels = if t.link_exists("labels") {
         let data: Array3<i32> = ctx.read_volume(&t, "labels", dims)?;
         Some(Image::new(data.mapv(|v| v as f32), grid.clone()).expect("shape checked"))
@@ -348,7 +380,10 @@ fn read_bracket(ctx: &Ctx, templates: &Group, stats: &Group, name: &str) -> Resu
     let mut channel_groups: [Vec<[GroupMoments; 2]>; 2] = [Vec::new(), Vec::new()];
     for node_name in &node_names {
         let g = ctx.group(&s, node_name)?;
-        nodes.push(AgeNode { age_years: ctx.get_f64(&g, "age_years")?, sigma_years: ctx.get_f64(&g, "sigma_years")? });
+        nodes.push(AgeNode {
+            age_years: ctx.get_f64(&g, "age_years")?,
+            sigma_years: ctx.get_f64(&g, "sigma_years")?,
+        });
         for channel in Channel::ALL {
             let cg = ctx.group(&g, channel.name())?;
             let mut pair = Vec::new();
@@ -378,7 +413,8 @@ fn read_bracket(ctx: &Ctx, templates: &Group, stats: &Group, name: &str) -> Resu
     let [intensity, logjac] = channel_groups;
     let field = format!("/stats/{name}");
     let stats = [
-        NormativeAccumulator::from_parts(nodes.clone(), intensity).map_err(|e| ctx.schema(&field, e.to_string()))?,
+        NormativeAccumulator::from_parts(nodes.clone(), intensity)
+            .map_err(|e| ctx.schema(&field, e.to_string()))?,
         NormativeAccumulator::from_parts(nodes, logjac).map_err(|e| ctx.schema(&field, e.to_string()))?,
     ];
     Ok(BracketDb {
@@ -402,7 +438,10 @@ fn read_subjects(ctx: &Ctx, file: &File) -> Result<Vec<SubjectRecord>, NormDbErr
     let similarity: Vec<f64> = ctx.read_1d(&g, "qc_similarity")?;
     let passed: Vec<u8> = ctx.read_1d(&g, "qc_passed")?;
     let n = pseudonym.len();
-    if [age.len(), sex.len(), scanner.len(), bracket.len(), similarity.len(), passed.len()].iter().any(|&l| l != n) {
+    if [age.len(), sex.len(), scanner.len(), bracket.len(), similarity.len(), passed.len()]
+        .iter()
+        .any(|&l| l != n)
+    {
         return Err(ctx.schema("/subjects", "all columns must have the same length"));
     }
     (0..n)
@@ -410,8 +449,9 @@ fn read_subjects(ctx: &Ctx, file: &File) -> Result<Vec<SubjectRecord>, NormDbErr
             Ok(SubjectRecord {
                 pseudonym: pseudonym[i].clone(),
                 age_years: age[i],
-                sex: Sex::parse(&sex[i])
-                    .ok_or_else(|| ctx.schema("/subjects/sex", format!("row {i}: {:?} is not F or M", sex[i])))?,
+                sex: Sex::parse(&sex[i]).ok_or_else(|| {
+                    ctx.schema("/subjects/sex", format!("row {i}: {:?} is not F or M", sex[i]))
+                })?,
                 scanner: scanner[i].clone(),
                 bracket: bracket[i].clone(),
                 qc_similarity: similarity[i],
@@ -447,5 +487,9 @@ fn read_calibration(ctx: &Ctx, file: &File) -> Result<CalibrationRecord, NormDbE
             },
         });
     }
-    Ok(CalibrationRecord { method: ctx.get_str(&g, "method")?, stale: ctx.get_u64(&g, "stale")? != 0, channels })
+    Ok(CalibrationRecord {
+        method: ctx.get_str(&g, "method")?,
+        stale: ctx.get_u64(&g, "stale")? != 0,
+        channels,
+    })
 }

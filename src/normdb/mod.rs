@@ -354,11 +354,7 @@ impl NormDb {
             calibration.stale = true;
         }
         merged.metadata.history.extend(other.metadata.history.iter().map(|h| format!("(merged) {h}")));
-        merged.metadata.touch(&format!(
-            "merged {} + {} subjects",
-            self.subjects.len(),
-            other.subjects.len()
-        ));
+        merged.metadata.touch(&format!("merged {} + {} subjects", self.subjects.len(), other.subjects.len()));
         Ok(merged)
     }
 
@@ -434,7 +430,7 @@ impl NormDb {
 mod tests {
     use super::*;
     use pedinorm_registration::Grid;
-    use pedinorm_templates::calibration::{calibrate_clusters, calibrate_voxels, AbsZHistogram};
+    use pedinorm_templates::calibration::{AbsZHistogram, calibrate_clusters, calibrate_voxels};
     use pedinorm_templates::stats::AgeNode;
 
     /// A tiny database: one 6×7×5 bracket, a box mask, a few subjects.
@@ -454,13 +450,18 @@ mod tests {
             }
         }
         let n = mask_indices(&mask).len();
-        let nodes = vec![AgeNode { age_years: 5.0, sigma_years: 1.5 }, AgeNode { age_years: 8.0, sigma_years: 1.5 }];
-        let mut stats = [NormativeAccumulator::new(nodes.clone(), n).unwrap(), NormativeAccumulator::new(nodes, n).unwrap()];
+        let nodes =
+            vec![AgeNode { age_years: 5.0, sigma_years: 1.5 }, AgeNode { age_years: 8.0, sigma_years: 1.5 }];
+        let mut stats = [
+            NormativeAccumulator::new(nodes.clone(), n).unwrap(),
+            NormativeAccumulator::new(nodes, n).unwrap(),
+        ];
         let mut records = Vec::new();
         for s in 0..subjects {
             let age = 4.0 + (s as f64 * 0.37 + seed as f64) % 5.0;
             let sex = if s % 2 == 0 { Sex::Female } else { Sex::Male };
-            let values: Vec<f32> = (0..n).map(|v| 100.0 + ((v * 7 + s * 13 + seed as usize) % 17) as f32).collect();
+            let values: Vec<f32> =
+                (0..n).map(|v| 100.0 + ((v * 7 + s * 13 + seed as usize) % 17) as f32).collect();
             let logjac: Vec<f32> = values.iter().map(|v| (v - 108.0) / 100.0).collect();
             stats[0].add_subject(age, sex, &values).unwrap();
             stats[1].add_subject(age, sex, &logjac).unwrap();
@@ -474,7 +475,8 @@ mod tests {
                 qc_passed: true,
             });
         }
-        let nulls: Vec<AbsZHistogram> = (0..5).map(|s| AbsZHistogram::from_z(&[s as f32, 1.0, -2.0, 0.5])).collect();
+        let nulls: Vec<AbsZHistogram> =
+            (0..5).map(|s| AbsZHistogram::from_z(&[s as f32, 1.0, -2.0, 0.5])).collect();
         let channel = ChannelCalibration {
             voxel: calibrate_voxels(&nulls, 0.01).unwrap(),
             cluster: calibrate_clusters(&[1, 2, 3, 4, 5], 0.2).unwrap(),
@@ -506,7 +508,11 @@ mod tests {
                 stale: false,
                 channels: vec![channel.clone(), channel],
             }),
-            atlas: Some(AtlasTable { name: "toy".into(), source: "test".into(), labels: vec![(7, "seven".into())] }),
+            atlas: Some(AtlasTable {
+                name: "toy".into(),
+                source: "test".into(),
+                labels: vec![(7, "seven".into())],
+            }),
         }
     }
 

@@ -150,12 +150,19 @@ pub struct DeviationResult {
 }
 
 /// Computes the deviation maps of `case` (an image on its own grid).
-pub fn compute_deviation(db: &NormDb, case: &Image<f32>, options: &DeviationOptions) -> Result<DeviationResult, DeviationError> {
+pub fn compute_deviation(
+    db: &NormDb,
+    case: &Image<f32>,
+    options: &DeviationOptions,
+) -> Result<DeviationResult, DeviationError> {
     if db.brackets.is_empty() {
         return Err(DeviationError::Model("the database has no brackets".into()));
     }
     if !(options.age_years.is_finite() && (0.0..=25.0).contains(&options.age_years)) {
-        return Err(DeviationError::Model(format!("case age {} years is not plausible (0–25)", options.age_years)));
+        return Err(DeviationError::Model(format!(
+            "case age {} years is not plausible (0–25)",
+            options.age_years
+        )));
     }
     let mut warnings = Vec::new();
     let b = db.bracket_for_age(options.age_years);
@@ -197,7 +204,10 @@ pub fn compute_deviation(db: &NormDb, case: &Image<f32>, options: &DeviationOpti
             (lo.min(n.age_years - n.sigma_years), hi.max(n.age_years + n.sigma_years))
         });
         if channel == Channel::Intensity && (options.age_years < lo || options.age_years > hi) {
-            warnings.push(format!("age {:.2} y is beyond the age nodes' kernels ({lo:.2}–{hi:.2} y): extrapolated", options.age_years));
+            warnings.push(format!(
+                "age {:.2} y is beyond the age nodes' kernels ({lo:.2}–{hi:.2} y): extrapolated",
+                options.age_years
+            ));
         }
         let model = NormativeModel::at_age(stats, options.age_years, options.sex, &params)
             .map_err(|e| DeviationError::Model(format!("{}: {e}", channel.name())))?;
@@ -354,7 +364,8 @@ fn region_summary(
         })
         .collect();
     let score = |r: &RegionReport| {
-        r.intensity_fraction_beyond.max(r.logjac_fraction_beyond) * 10.0 + r.intensity_mean_z.abs().max(r.logjac_mean_z.abs())
+        r.intensity_fraction_beyond.max(r.logjac_fraction_beyond) * 10.0
+            + r.intensity_mean_z.abs().max(r.logjac_mean_z.abs())
     };
     regions.sort_by(|a, b| score(b).total_cmp(&score(a)).then(a.label.cmp(&b.label)));
     regions.truncate(max_regions);
@@ -443,8 +454,14 @@ pub fn write_outputs(
             result.bracket,
             result.age_years
         );
-        crate::report::write_montage(&path, case, &result.z_native[c], result.thresholds[c].z_threshold as f32, &title)
-            .map_err(|e| werr(&path, e.to_string()))?;
+        crate::report::write_montage(
+            &path,
+            case,
+            &result.z_native[c],
+            result.thresholds[c].z_threshold as f32,
+            &title,
+        )
+        .map_err(|e| werr(&path, e.to_string()))?;
         written.push(path);
     }
     let report_path = out_dir.join("report.json");

@@ -8,8 +8,8 @@
 //! case is processed exactly like the normals it is compared with.
 
 use crate::normdb::{
-    BracketDb, BuildParameters, CalibrationRecord, Channel, ChannelCalibration, Metadata, NormDb, NormDbError,
-    SubjectRecord, mask_indices,
+    BracketDb, BuildParameters, CalibrationRecord, Channel, ChannelCalibration, Metadata, NormDb,
+    NormDbError, SubjectRecord, mask_indices,
 };
 use ndarray::Array3;
 use pedinorm_registration::affine_registration::{AffineInit, AffineMetric, AffineParams, register_affine};
@@ -84,7 +84,13 @@ impl MappingParams {
             iterations: vec![60, 40, 20],
             ..DiffeoParams::default()
         };
-        Self { bias_correction: true, affine, deformable, smoothing_fwhm_mm: 4.0, deformation_smoothness_mm: 4.0 }
+        Self {
+            bias_correction: true,
+            affine,
+            deformable,
+            smoothing_fwhm_mm: 4.0,
+            deformation_smoothness_mm: 4.0,
+        }
     }
 
     /// A one-line description stored in the database.
@@ -213,12 +219,20 @@ pub fn map_to_template(
     params: &MappingParams,
     name: &str,
 ) -> Result<SubjectMaps, NormativeError> {
-    let fail = |stage: &'static str, message: String| NormativeError::Subject { subject: name.to_owned(), stage, message };
+    let fail = |stage: &'static str, message: String| NormativeError::Subject {
+        subject: name.to_owned(),
+        stage,
+        message,
+    };
     let corrected = if params.bias_correction {
         let mask = brain_mask_from_intensity(subject, &BrainMaskParams::default()).ok();
-        correct_bias_field(subject, mask.as_ref(), &BiasFieldParams { iterations: vec![50, 50, 30], ..BiasFieldParams::default() })
-            .map_err(|e| fail("bias-field correction", e.to_string()))?
-            .corrected
+        correct_bias_field(
+            subject,
+            mask.as_ref(),
+            &BiasFieldParams { iterations: vec![50, 50, 30], ..BiasFieldParams::default() },
+        )
+        .map_err(|e| fail("bias-field correction", e.to_string()))?
+        .corrected
     } else {
         subject.clone()
     };
@@ -227,23 +241,34 @@ pub fn map_to_template(
         .map_err(|e| fail("affine registration", e.to_string()))?
         .transform;
     let deformable_params = deformable_for(space, params);
-    let result = register_diffeomorphic(&space.template, &corrected, &affine, &deformable_params, &mut |_| {})
-        .map_err(|e| fail("diffeomorphic registration", e.to_string()))?;
+    let result =
+        register_diffeomorphic(&space.template, &corrected, &affine, &deformable_params, &mut |_| {})
+            .map_err(|e| fail("diffeomorphic registration", e.to_string()))?;
     let warped_raw = result.warp(&corrected, space.template.grid(), Interpolation::Linear);
     let method = NormalizationMethod::Landmarks {
         percentiles: MATCH_PERCENTILES.to_vec(),
         standard: monotone(&space.landmarks),
     };
-    let (warped, _) =
-        normalize_intensity(&warped_raw, &space.mask, &method).map_err(|e| fail("intensity matching", e.to_string()))?;
+    let (warped, _) = normalize_intensity(&warped_raw, &space.mask, &method)
+        .map_err(|e| fail("intensity matching", e.to_string()))?;
     let logjac_raw = pedinorm_registration::jacobian::log_jacobian(&result.forward);
     let logjac_raw = if logjac_raw.grid().same_as(space.template.grid(), 1e-3) {
         logjac_raw
     } else {
-        resample(&logjac_raw, space.template.grid(), &pedinorm_registration::Identity, Interpolation::Linear, 0.0)
+        resample(
+            &logjac_raw,
+            space.template.grid(),
+            &pedinorm_registration::Identity,
+            Interpolation::Linear,
+            0.0,
+        )
     };
     let smooth = |image: &Image<f32>| {
-        if params.smoothing_fwhm_mm > 0.0 { smooth_mm(image, fwhm_to_sigma(params.smoothing_fwhm_mm)) } else { image.clone() }
+        if params.smoothing_fwhm_mm > 0.0 {
+            smooth_mm(image, fwhm_to_sigma(params.smoothing_fwhm_mm))
+        } else {
+            image.clone()
+        }
     };
     let similarity = masked_correlation(&space.template, &warped, &space.indices);
     Ok(SubjectMaps {
@@ -262,7 +287,8 @@ pub fn map_to_template(
 fn deformable_for(space: &TemplateSpace, params: &MappingParams) -> DiffeoParams {
     let spacing = space.template.grid().spacing().iter().cloned().fold(f64::INFINITY, f64::min);
     let mut deformable = DiffeoParams { fixed_mask: Some(space.mask.clone()), ..params.deformable.clone() };
-    deformable.field_sigma_voxels = deformable.field_sigma_voxels.max(params.deformation_smoothness_mm / spacing);
+    deformable.field_sigma_voxels =
+        deformable.field_sigma_voxels.max(params.deformation_smoothness_mm / spacing);
     deformable
 }
 
@@ -304,13 +330,19 @@ pub fn gather(image: &Image<f32>, indices: &[usize]) -> Vec<f32> {
 }
 
 /// A volume on `grid` holding `values` at `indices` and `fill` elsewhere.
-pub fn scatter(grid: &pedinorm_registration::Grid, indices: &[usize], values: &[f32], fill: f32) -> Image<f32> {
+pub fn scatter(
+    grid: &pedinorm_registration::Grid,
+    indices: &[usize],
+    values: &[f32],
+    fill: f32,
+) -> Image<f32> {
     let mut data = vec![fill; grid.len()];
     for (&i, &v) in indices.iter().zip(values) {
         data[i] = v;
     }
     let d = grid.dims();
-    Image::new(Array3::from_shape_vec((d[0], d[1], d[2]), data).expect("grid size"), grid.clone()).expect("shape")
+    Image::new(Array3::from_shape_vec((d[0], d[1], d[2]), data).expect("grid size"), grid.clone())
+        .expect("shape")
 }
 
 /// One normal subject offered to the database.
@@ -393,10 +425,17 @@ impl BuildOptions {
 }
 
 /// Age nodes of a bracket: `count` evenly spaced inside it, kernels adapted to the ages.
-pub fn bracket_nodes(min_years: f64, max_years: f64, count: usize, ages: &[f64], min_subjects: f64) -> Vec<AgeNode> {
+pub fn bracket_nodes(
+    min_years: f64,
+    max_years: f64,
+    count: usize,
+    ages: &[f64],
+    min_subjects: f64,
+) -> Vec<AgeNode> {
     let count = count.max(1);
     let width = max_years - min_years;
-    let node_ages: Vec<f64> = (0..count).map(|i| min_years + width * (i as f64 + 0.5) / count as f64).collect();
+    let node_ages: Vec<f64> =
+        (0..count).map(|i| min_years + width * (i as f64 + 0.5) / count as f64).collect();
     let base = (width / count as f64 / 2.0).max(0.1);
     AgeNode::adaptive(&node_ages, ages, base, (width * 2.0).max(base), min_subjects)
 }
@@ -441,7 +480,10 @@ pub fn map_normals(
             return Err(NormativeError::Config(format!("subject {} is listed twice", n.pseudonym)));
         }
         if !(n.age_years.is_finite() && (0.0..=25.0).contains(&n.age_years)) {
-            return Err(NormativeError::Config(format!("subject {}: implausible age {}", n.pseudonym, n.age_years)));
+            return Err(NormativeError::Config(format!(
+                "subject {}: implausible age {}",
+                n.pseudonym, n.age_years
+            )));
         }
         if bracket_of(brackets, n.age_years).is_none() {
             return Err(NormativeError::Config(format!(
@@ -485,10 +527,16 @@ pub fn accumulate(
         .iter()
         .enumerate()
         .map(|(b, bracket)| {
-            let members: Vec<&MappedNormal> = mapped.iter().filter(|m| m.bracket == b && m.record.qc_passed).collect();
+            let members: Vec<&MappedNormal> =
+                mapped.iter().filter(|m| m.bracket == b && m.record.qc_passed).collect();
             let ages: Vec<f64> = members.iter().map(|m| m.record.age_years).collect();
-            let nodes =
-                bracket_nodes(bracket.min_years, bracket.max_years, options.nodes_per_bracket, &ages, options.min_node_subjects);
+            let nodes = bracket_nodes(
+                bracket.min_years,
+                bracket.max_years,
+                options.nodes_per_bracket,
+                &ages,
+                options.min_node_subjects,
+            );
             let n = bracket.space.indices.len();
             let mut stats = [
                 NormativeAccumulator::new(nodes.clone(), n).map_err(NormDbError::from)?,
@@ -496,7 +544,9 @@ pub fn accumulate(
             ];
             for m in &members {
                 for c in 0..2 {
-                    stats[c].add_subject(m.record.age_years, m.record.sex, &m.values[c]).map_err(NormDbError::from)?;
+                    stats[c]
+                        .add_subject(m.record.age_years, m.record.sex, &m.values[c])
+                        .map_err(NormDbError::from)?;
                 }
             }
             Ok(stats)
@@ -522,9 +572,16 @@ pub fn calibrate(
             .with_max_len(1)
             .map(|m| {
                 let mut held_out = stats[m.bracket][c].clone();
-                held_out.remove_subject(m.record.age_years, m.record.sex, &m.values[c]).map_err(NormDbError::from)?;
-                let model = NormativeModel::at_age(&held_out, m.record.age_years, Some(m.record.sex), &options.normative)
-                    .map_err(|e| NormativeError::Config(format!("calibration of {}: {e}", m.record.pseudonym)))?;
+                held_out
+                    .remove_subject(m.record.age_years, m.record.sex, &m.values[c])
+                    .map_err(NormDbError::from)?;
+                let model = NormativeModel::at_age(
+                    &held_out,
+                    m.record.age_years,
+                    Some(m.record.sex),
+                    &options.normative,
+                )
+                .map_err(|e| NormativeError::Config(format!("calibration of {}: {e}", m.record.pseudonym)))?;
                 model.z_scores(&m.values[c]).map_err(|e| NormativeError::Config(e.to_string()))
             })
             .collect::<Result<_, NormativeError>>()?;
@@ -589,12 +646,22 @@ pub fn assemble(
 
 /// Adds one normal to an existing database (statistics updated in place; calibration marked
 /// stale, since leave-one-out needs every normal's maps).
-pub fn add_subject(db: &mut NormDb, subject: &NormalSubject, mapping: &MappingParams) -> Result<SubjectRecord, NormativeError> {
+pub fn add_subject(
+    db: &mut NormDb,
+    subject: &NormalSubject,
+    mapping: &MappingParams,
+) -> Result<SubjectRecord, NormativeError> {
     if db.subjects.iter().any(|s| s.pseudonym == subject.pseudonym) {
-        return Err(NormativeError::Config(format!("subject {} is already in the database", subject.pseudonym)));
+        return Err(NormativeError::Config(format!(
+            "subject {} is already in the database",
+            subject.pseudonym
+        )));
     }
     if !(subject.age_years.is_finite() && (0.0..=25.0).contains(&subject.age_years)) {
-        return Err(NormativeError::Config(format!("subject {}: implausible age {}", subject.pseudonym, subject.age_years)));
+        return Err(NormativeError::Config(format!(
+            "subject {}: implausible age {}",
+            subject.pseudonym, subject.age_years
+        )));
     }
     let b = db
         .brackets
@@ -606,7 +673,9 @@ pub fn add_subject(db: &mut NormDb, subject: &NormalSubject, mapping: &MappingPa
             d(a.1).total_cmp(&d(c.1))
         })
         .map(|(i, _)| i)
-        .ok_or_else(|| NormativeError::Config(format!("age {:.2} is outside every bracket", subject.age_years)))?;
+        .ok_or_else(|| {
+            NormativeError::Config(format!("age {:.2} is outside every bracket", subject.age_years))
+        })?;
     let bracket = &db.brackets[b];
     let space = TemplateSpace::new(bracket.template.clone(), Some(bracket.mask.clone()))?;
     let maps = map_to_template(&subject.image, &space, mapping, &subject.pseudonym)?;
@@ -623,7 +692,9 @@ pub fn add_subject(db: &mut NormDb, subject: &NormalSubject, mapping: &MappingPa
         let bracket = &mut db.brackets[b];
         for channel in Channel::ALL {
             let values = gather(maps.channel(channel), &space.indices);
-            bracket.stats[channel.index()].add_subject(subject.age_years, subject.sex, &values).map_err(NormDbError::from)?;
+            bracket.stats[channel.index()]
+                .add_subject(subject.age_years, subject.sex, &values)
+                .map_err(NormDbError::from)?;
         }
     }
     db.subjects.push(record.clone());
@@ -644,20 +715,29 @@ pub fn carry_atlas(
     labels: &Image<f32>,
     mapping: &MappingParams,
 ) -> Result<Image<f32>, NormativeError> {
-    let fail = |stage: &'static str, message: String| NormativeError::Subject { subject: "atlas reference".into(), stage, message };
+    let fail = |stage: &'static str, message: String| NormativeError::Subject {
+        subject: "atlas reference".into(),
+        stage,
+        message,
+    };
     let affine_params = AffineParams { fixed_mask: Some(space.mask.clone()), ..mapping.affine.clone() };
     let affine = register_affine(&space.template, reference, &affine_params, &mut |_| {})
         .map_err(|e| fail("affine registration", e.to_string()))?
         .transform;
-    let deformable_params = DiffeoParams { fixed_mask: Some(space.mask.clone()), ..mapping.deformable.clone() };
+    let deformable_params =
+        DiffeoParams { fixed_mask: Some(space.mask.clone()), ..mapping.deformable.clone() };
     let result = register_diffeomorphic(&space.template, reference, &affine, &deformable_params, &mut |_| {})
         .map_err(|e| fail("diffeomorphic registration", e.to_string()))?;
     let carried = result.warp(labels, space.template.grid(), Interpolation::Nearest);
     let mask = space.mask.as_slice();
-    let data: Vec<f32> = carried.as_slice().iter().zip(mask).map(|(&l, &m)| if m > 0.5 { l } else { 0.0 }).collect();
+    let data: Vec<f32> =
+        carried.as_slice().iter().zip(mask).map(|(&l, &m)| if m > 0.5 { l } else { 0.0 }).collect();
     let d = space.template.grid().dims();
-    Ok(Image::new(Array3::from_shape_vec((d[0], d[1], d[2]), data).expect("grid size"), space.template.grid().clone())
-        .expect("shape"))
+    Ok(Image::new(
+        Array3::from_shape_vec((d[0], d[1], d[2]), data).expect("grid size"),
+        space.template.grid().clone(),
+    )
+    .expect("shape"))
 }
 
 /// Parses a label table with one `VALUE<whitespace>NAME` per line (FSL/mricron `.txt`).

@@ -182,7 +182,13 @@ fn display_grid(grid: &Grid, spacing: f64) -> Grid {
 
 /// Writes an axial montage of `anatomy` with `z` (same world space, any grids) overlaid where
 /// `|z| > threshold`, to a PNG at `path` (atomically).
-pub fn write_montage(path: &Path, anatomy: &Image<f32>, z: &Image<f32>, threshold: f32, title: &str) -> Result<(), ReportError> {
+pub fn write_montage(
+    path: &Path,
+    anatomy: &Image<f32>,
+    z: &Image<f32>,
+    threshold: f32,
+    title: &str,
+) -> Result<(), ReportError> {
     let canvas = montage(anatomy, z, threshold, title)?;
     let bytes = canvas.to_png()?;
     crate::atomic::write_bytes(path, &bytes)?;
@@ -190,7 +196,12 @@ pub fn write_montage(path: &Path, anatomy: &Image<f32>, z: &Image<f32>, threshol
 }
 
 /// Renders the montage (see [`write_montage`]).
-pub fn montage(anatomy: &Image<f32>, z: &Image<f32>, threshold: f32, title: &str) -> Result<Canvas, ReportError> {
+pub fn montage(
+    anatomy: &Image<f32>,
+    z: &Image<f32>,
+    threshold: f32,
+    title: &str,
+) -> Result<Canvas, ReportError> {
     let spacing = anatomy.grid().spacing().iter().cloned().fold(f64::INFINITY, f64::min).max(1.0);
     let grid = display_grid(anatomy.grid(), spacing);
     let a = resample(anatomy, &grid, &Identity, Interpolation::Linear, 0.0);
@@ -217,8 +228,9 @@ pub fn montage(anatomy: &Image<f32>, z: &Image<f32>, threshold: f32, title: &str
     let columns = 4usize;
     let rows = tiles.div_ceil(columns);
     let span = (k1 - k0) as f64;
-    let slices: Vec<usize> =
-        (0..tiles).map(|t| k0 + (span * (0.12 + 0.76 * t as f64 / (tiles - 1) as f64)).round() as usize).collect();
+    let slices: Vec<usize> = (0..tiles)
+        .map(|t| k0 + (span * (0.12 + 0.76 * t as f64 / (tiles - 1) as f64)).round() as usize)
+        .collect();
     let scale = (200 / d[0].max(d[1])).max(1);
     let (tile_w, tile_h) = (d[0] * scale, d[1] * scale);
     let header = 28usize;
@@ -239,7 +251,7 @@ pub fn montage(anatomy: &Image<f32>, z: &Image<f32>, threshold: f32, title: &str
                 canvas.set(ox + px, oy + py, colour);
             }
         }
-        let label = [255, 220, 0];
+        let label = [0, 255, 0];
         canvas.text(ox + 2, oy + tile_h / 2 - 4, "R", 1, label);
         canvas.text(ox + tile_w - 8, oy + tile_h / 2 - 4, "L", 1, label);
         canvas.text(ox + tile_w / 2 - 2, oy + 2, "A", 1, label);
@@ -290,9 +302,13 @@ mod tests {
         for y in 28..canvas.height {
             for x in 0..canvas.width {
                 let p = canvas.get(x, y);
-                if p[0] == 255 && p[2] == 0 && p[1] < 255 {
+                if p[0] == 255 && p[2] == 0 {
                     let tx = x % tile_w;
-                    if tx < tile_w / 2 { left += 1 } else { right += 1 }
+                    if tx < tile_w / 2 {
+                        left += 1
+                    } else {
+                        right += 1
+                    }
                     let ty = (y - 28) % (d[1] * scale + 16);
                     if ty < d[1] * scale / 2 { top += 1 } else { bottom += 1 }
                 }
