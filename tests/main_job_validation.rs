@@ -8,7 +8,7 @@
 //! PEDINORM_NORMDB=out/demo/normdb.h5 cargo test --release --test main_job_validation -- --ignored --nocapture
 //! ```
 //!
-//! It prints a Markdown table block to paste into `validation/results/deviation.md`.
+//! It prints a Markdown table block to paste into `validation/RESULTS.md`.
 
 use pedinorm::normdb::{Channel, NormDb};
 use pedinorm::pipeline::deviation::{DeviationOptions, compute_deviation};
