@@ -19,10 +19,7 @@ fn next_counter() -> u64 {
 
 /// Runs `write` on a temporary sibling of `destination`, then renames it into place. On error
 /// the temporary file is removed and `destination` is untouched.
-pub fn write_atomically<E>(
-    destination: &Path,
-    write: impl FnOnce(&Path) -> Result<(), E>,
-) -> Result<(), E>
+pub fn write_atomically<E>(destination: &Path, write: impl FnOnce(&Path) -> Result<(), E>) -> Result<(), E>
 where
     E: From<std::io::Error>,
 {

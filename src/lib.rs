@@ -6,11 +6,11 @@
 //! `pedinorm-templates`.
 
 pub mod atomic;
-pub mod cli;
-pub mod nifti_io;
 pub mod batch;
+pub mod cli;
 pub mod dicom;
 pub mod ingest;
+pub mod nifti_io;
 pub mod normdb;
 pub mod pipeline;
 pub mod report;

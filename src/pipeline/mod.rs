@@ -1,6 +1,6 @@
 //! Pipelines that chain steps over files: preprocessing, template builds, normative statistics, deviation maps.
-pub mod preprocess;
-pub mod normative;
-pub mod deviation;
 pub mod cohort;
+pub mod deviation;
+pub mod normative;
+pub mod preprocess;
 pub mod template_build;
