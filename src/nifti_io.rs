@@ -385,7 +385,7 @@ impl Header {
         }
         let qfac = match self.pixdim[0] {
             q if q == 0.0 || q == 1.0 => 1.0,
-            q if q == -1.0 => -1.0,
+            -1.0 => -1.0,
             q => return Err(header_error(path, "pixdim[0]", format!("qfac must be 1 or -1, found {q}"))),
         };
         zooms[2] *= qfac;

@@ -342,6 +342,7 @@ pub fn write_field(path: &Path, field: &DisplacementField) -> Result<(), Transfo
 
 /// A transform read from a file, ready to go into a [`pedinorm_registration::TransformChain`].
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // a handful per command; the field dominates anyway
 pub enum LoadedTransform {
     /// An affine (possibly inverted on load).
     Affine(AffineTransform),

@@ -70,7 +70,7 @@ fn assert_same_volume(got: &Image<f32>, expected: &Image<f32>, label: &str) {
 fn check_case(case: &str) {
     let folder = cases().join(case);
     assert!(folder.exists(), "case {case} was not generated (dcmtk missing?)");
-    let volumes = load_series(&[folder.clone()]).unwrap_or_else(|e| panic!("{case}: {e}"));
+    let volumes = load_series(std::slice::from_ref(&folder)).unwrap_or_else(|e| panic!("{case}: {e}"));
     let expected: Vec<PathBuf> = {
         let mut names: Vec<PathBuf> = std::fs::read_dir(&folder)
             .unwrap()
@@ -205,7 +205,7 @@ fn zip_input_matches_folder_input() {
         writer.write_all(&std::fs::read(&path).unwrap()).unwrap();
     }
     writer.finish().unwrap();
-    let from_zip = load_series(&[zip_path.clone()]).unwrap();
+    let from_zip = load_series(std::slice::from_ref(&zip_path)).unwrap();
     let from_folder = load_series(&[folder]).unwrap();
     assert_eq!(from_zip.len(), 1);
     assert_eq!(from_zip[0].image, from_folder[0].image);

@@ -60,7 +60,8 @@ fn pedinorm_files_load_in_nibabel_with_the_same_affine_and_values() {
     let values = Array3::from_shape_fn((6, 5, 4), |(i, j, k)| {
         (i as f32 * 37.5 - j as f32 * 11.25 + k as f32 * 3.0) - 40.0
     });
-    let cases: [(&str, VoxelType, bool, fn(f32) -> f64); 5] = [
+    type Case = (&'static str, VoxelType, bool, fn(f32) -> f64);
+    let cases: [Case; 5] = [
         ("oblique_f32.nii.gz", VoxelType::F32, false, |v| v as f64),
         ("oblique_f64.nii", VoxelType::F64, false, |v| v as f64),
         ("left_handed_i16.nii.gz", VoxelType::I16, true, |v| v.round() as f64),

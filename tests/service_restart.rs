@@ -28,9 +28,10 @@ fn write_config(dir: &Path, stage_delay_ms: u64) -> PathBuf {
     path
 }
 
+#[allow(clippy::zombie_processes)] // the child is returned; callers kill and wait for it
 fn start(config: &Path, address_file: &Path) -> (Child, String) {
     let _ = std::fs::remove_file(address_file);
-    let child = Command::new(BINARY)
+    let mut child = Command::new(BINARY)
         .args(["serve", "--config"])
         .arg(config)
         .arg("--address-file")
@@ -44,7 +45,11 @@ fn start(config: &Path, address_file: &Path) -> (Child, String) {
         if let Ok(address) = std::fs::read_to_string(address_file) {
             return (child, format!("http://{address}"));
         }
-        assert!(Instant::now() < deadline, "server did not start");
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("server did not start");
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -47,7 +47,7 @@ fn synth_writes_nifti_csv_truth_and_a_readable_dicom_series() {
         assert_eq!(kind == "normal", lesion.is_empty(), "{line}");
         if !lesion.is_empty() {
             let truth = read_image(&dir.path().join(lesion)).unwrap();
-            assert!(truth.as_slice().iter().any(|&v| v == 1.0));
+            assert!(truth.as_slice().contains(&1.0));
         }
         assert!(dir.path().join(fields[column("warp_to_base")]).is_file());
         let age: f64 = fields[column("age_years")].parse().unwrap();

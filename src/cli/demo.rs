@@ -307,7 +307,6 @@ pub fn run_demo(config: &DemoConfig) -> anyhow::Result<DemoSummary> {
                     spacing_mm: config.resolution_mm,
                     affine_iterations: config.template_schedule.0.clone(),
                     deformable_iterations: config.template_schedule.1.clone(),
-                    ..RegistrationSettings::default()
                 },
                 ..TemplateConfig::default()
             };
@@ -352,9 +351,8 @@ pub fn run_demo(config: &DemoConfig) -> anyhow::Result<DemoSummary> {
         build_database(&subjects, templates, atlas.as_ref(), &config.build, &normdb_path)
     })?;
     // Read back what was written: the cases are scored against the file users will have.
-    let db = NormDb::read(&normdb_path).map(|read| {
+    let db = NormDb::read(&normdb_path).inspect(|read| {
         debug_assert_eq!(read.subjects.len(), db.subjects.len());
-        read
     })?;
 
     // 4. Deviation maps of the cases, compared with the truth.

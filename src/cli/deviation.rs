@@ -64,6 +64,7 @@ pub fn read_case(path: &Path) -> anyhow::Result<CaseInput> {
 }
 
 /// Runs one deviation computation and writes its outputs; shared by `deviation` and `demo`.
+#[allow(clippy::too_many_arguments)] // one flat call shared by the CLI and the service
 pub fn run_case(
     db: &NormDb,
     normdb_path: &Path,

@@ -21,6 +21,7 @@ pub struct Args {
 }
 
 #[derive(Debug, clap::Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 enum Command {
     /// Build templates from a cohort: one per age bracket, or one at a given age.
     Build(BuildArgs),

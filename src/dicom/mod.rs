@@ -196,6 +196,7 @@ fn assemble_sources(
     }
 
     // Decode each object once, for every plan that uses it.
+    #[allow(clippy::type_complexity)] // (plan, slot, frame, rescale) per object, local to this function
     let mut wanted: BTreeMap<usize, Vec<(usize, usize, u32, (f64, f64))>> = BTreeMap::new();
     for (plan_index, plan) in plans.iter().enumerate() {
         for (slice, located) in plan.frames.iter().enumerate() {
@@ -209,6 +210,7 @@ fn assemble_sources(
     }
     let decode_total = wanted.len();
     let decoded_count = std::sync::atomic::AtomicUsize::new(0);
+    #[allow(clippy::type_complexity)] // (plan, slot, pixels) per decoded frame
     let decoded: Vec<Result<Vec<(usize, usize, Vec<f32>)>, DicomError>> = wanted
         .into_par_iter()
         .map(|(object, uses)| {

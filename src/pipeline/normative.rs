@@ -543,9 +543,9 @@ pub fn accumulate(
                 NormativeAccumulator::new(nodes, n).map_err(NormDbError::from)?,
             ];
             for m in &members {
-                for c in 0..2 {
-                    stats[c]
-                        .add_subject(m.record.age_years, m.record.sex, &m.values[c])
+                for (accumulator, values) in stats.iter_mut().zip(&m.values) {
+                    accumulator
+                        .add_subject(m.record.age_years, m.record.sex, values)
                         .map_err(NormDbError::from)?;
                 }
             }

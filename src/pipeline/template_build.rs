@@ -80,6 +80,7 @@ fn file_error(path: &Path, message: impl ToString) -> TemplateBuildError {
 
 /// Where a subject's image comes from.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // few per build; boxing would only add indirection
 pub enum SubjectSource {
     /// A NIfTI file.
     Path(PathBuf),
@@ -805,6 +806,7 @@ fn montage_row(image: &Image<f32>) -> (usize, usize, Vec<u8>) {
         (((v - lo) / (hi - lo).max(f32::EPSILON)).clamp(0.0, 1.0) * 255.0).round() as u8
     };
     // Panels: (width, height, pixel(x, y) → world) with anterior / superior at the top.
+    #[allow(clippy::type_complexity)] // (width, height, pixel → world) per panel
     let mut panels: Vec<(usize, usize, Box<dyn Fn(usize, usize) -> [f64; 3] + '_>)> = Vec::new();
     for fraction in [0.15, 0.32, 0.5, 0.68, 0.85] {
         let z = low[2] + fraction * (high[2] - low[2]);

@@ -152,7 +152,8 @@ fn glyph(c: char) -> [u8; 7] {
 /// Colour of a z value beyond `threshold`: red → yellow above, blue → cyan below; `None`
 /// within the threshold.
 pub fn overlay_colour(z: f32, threshold: f32) -> Option<[u8; 3]> {
-    if !(z.abs() > threshold) {
+    // NaN compares false, so it is treated as within the threshold.
+    if z.abs().partial_cmp(&threshold) != Some(std::cmp::Ordering::Greater) {
         return None;
     }
     let t = ((z.abs() - threshold) / threshold.max(1e-6)).clamp(0.0, 1.0);
