@@ -37,7 +37,7 @@ enum Command {
     Template(cli::template::Args),
     /// Build, extend, merge and inspect the HDF5 normative database.
     Normdb(cli::normdb::Args),
-    /// Deviation maps of one case against the normative database.
+    /// Deviation maps of one case, or of a list of cases as a batch, against the normative database.
     Deviation(cli::deviation::Args),
     /// Run the whole job on built-in synthetic data.
     Demo(cli::demo::Args),

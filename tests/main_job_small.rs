@@ -84,7 +84,7 @@ fn miniature_demo_detects_a_strong_lesion_and_writes_the_documented_database() {
 import sys, h5py
 f = h5py.File(sys.argv[1], "r")
 assert f.attrs["schema"] == "pedinorm-normdb", f.attrs["schema"]
-assert int(f.attrs["schema_version"]) == 1
+assert int(f.attrs["schema_version"]) == 2
 for key in ("software", "created_utc", "parameters", "history"):
     assert key in f.attrs, key
 (bracket,) = list(f["templates"])
@@ -104,6 +104,14 @@ assert len(s["pseudonym"]) == 12 and len(s["age_years"]) == 12
 assert set(x.decode() if isinstance(x, bytes) else x for x in s["sex"][:]) <= {"F", "M"}
 c = f["calibration"]["intensity"]
 assert c.attrs["z_threshold"] > 0 and len(c["achieved_voxel_rate_per_subject"]) == 12
+assert c.attrs["cluster_mass_threshold"] >= 0 and len(c["max_cluster_mass_per_subject"]) == 12
+n = f["calibration"]["null"]
+assert len(n["pseudonym"]) == 12
+for ch in ("intensity", "logjac"):
+    assert n[ch]["abs_z_histogram"].shape == (12, 8001)
+    assert n[ch]["max_cluster_mass"].shape == (12, 2001) and n[ch]["max_cluster_voxels"].shape == (12, 2001)
+    # Each normal's histogram counts its mask voxels once.
+    assert len(set(n[ch]["abs_z_histogram"][...].sum(axis=1))) == 1
 print("ok", bracket)
 "#;
     let output =

@@ -77,9 +77,9 @@ fn held_out_detection_and_false_positive_rates() {
     for ch in Channel::ALL {
         let c = calibration.channel(ch);
         lines.push(format!(
-            "calibration {}: |z| > {:.2}, nominal voxel FPR {}, leave-one-out achieved {:.5} (Gaussian threshold {:.2} would give {:.5}); cluster > {} voxels, nominal {}, achieved {:.3}",
+            "calibration {}: |z| > {:.2}, nominal voxel FPR {}, leave-one-out achieved {:.5} (Gaussian threshold {:.2} would give {:.5}); cluster mass > {:.1} (largest null cluster {} voxels), nominal {}, achieved {:.3}",
             ch.name(), c.voxel.z_threshold, c.voxel.nominal_rate, c.voxel.achieved_rate, c.voxel.gaussian_threshold,
-            c.voxel.gaussian_achieved_rate, c.cluster.size_threshold_voxels, c.cluster.nominal_rate, c.cluster.achieved_rate
+            c.voxel.gaussian_achieved_rate, c.cluster.mass_threshold, c.cluster.size_threshold_voxels, c.cluster.nominal_rate, c.cluster.achieved_rate
         ));
     }
 
@@ -142,11 +142,13 @@ fn held_out_detection_and_false_positive_rates() {
         Abnormality::Lesion { tissue: LesionTissue::GreyMatter, radius_mm: 6.0, contrast: -0.3 },
         Channel::Intensity,
     ));
-    cases.push((
-        "focal atrophy r=10 mm loss 0.4".into(),
-        Abnormality::Atrophy { radius_mm: 10.0, volume_loss: 0.4 },
-        Channel::LogJacobian,
-    ));
+    for (radius, loss) in [(10.0, 0.4), (15.0, 0.4), (10.0, 0.6)] {
+        cases.push((
+            format!("focal atrophy r={radius} mm loss {loss}"),
+            Abnormality::Atrophy { radius_mm: radius, volume_loss: loss },
+            Channel::LogJacobian,
+        ));
+    }
     cases.push((
         "enlarged ventricles 4 mm".into(),
         Abnormality::EnlargedVentricles { dilation_mm: 4.0 },

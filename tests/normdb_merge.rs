@@ -1,9 +1,11 @@
 //! `pedinorm normdb merge a.h5 b.h5 --output c.h5` equals the database built from the union of
-//! a's and b's subjects; `normdb info` reads it; a bad input is refused without touching the
-//! output.
+//! a's and b's subjects, its calibration recomputed from both databases' null summaries;
+//! `normdb info` reads it; a bad input is refused without touching the output.
 
-use pedinorm::normdb::{NormDb, SubjectRecord};
-use pedinorm::pipeline::normative::{BracketInput, BuildOptions, MappedNormal, TemplateSpace, assemble};
+use pedinorm::normdb::{CalibrationRecord, NormDb, SubjectRecord};
+use pedinorm::pipeline::normative::{
+    BracketInput, BuildOptions, MappedNormal, TemplateSpace, assemble, calibrate,
+};
 use pedinorm_registration::{Grid, Image};
 use pedinorm_templates::stats::Sex;
 use std::path::Path;
@@ -90,6 +92,8 @@ fn merge_equals_the_union() {
                 db.brackets[0].stats[c].add_subject(m.record.age_years, m.record.sex, &m.values[c]).unwrap();
             }
         }
+        // Each centre calibrates on its own normals, against its statistics on the shared nodes.
+        db.calibration = Some(calibrate(&brackets, &[db.brackets[0].stats.clone()], part, &options).unwrap());
         db
     };
     let (a, b) = all.split_at(11);
@@ -123,7 +127,41 @@ fn merge_equals_the_union() {
             }
         }
     }
-    assert!(merged.calibration.unwrap().stale);
+    // Calibration: recomputed from the union of both halves' null summaries (each normal's
+    // leave-one-out null against its own half), not marked stale, independent of the order of
+    // the merge, stored and read back from the file.
+    let (da, db) = (NormDb::read(&a_path).unwrap(), NormDb::read(&b_path).unwrap());
+    let calibration = merged.calibration.as_ref().unwrap();
+    assert!(!calibration.stale);
+    assert_eq!(calibration.nulls.len(), 24);
+    let pooled: Vec<_> = da
+        .calibration
+        .as_ref()
+        .unwrap()
+        .nulls
+        .iter()
+        .chain(&db.calibration.as_ref().unwrap().nulls)
+        .cloned()
+        .collect();
+    let expected = CalibrationRecord::from_nulls(pooled, options.voxel_rate, options.cluster_rate).unwrap();
+    assert_eq!(calibration, &expected);
+    assert_eq!(db.merged(&da).unwrap().calibration.as_ref(), Some(calibration));
+    let union_calibration = union.calibration.as_ref().unwrap();
+    for c in 0..2 {
+        let (m, u) = (&calibration.channels[c], &union_calibration.channels[c]);
+        assert_eq!(m.voxel.subjects, 24);
+        assert_eq!(m.cluster.max_mass_per_subject.len(), 24);
+        // The union's own leave-one-out scores each normal against 23 others instead of 10 or
+        // 12: its null is slightly narrower, so the pooled thresholds are close and not lower.
+        let relative = (m.voxel.z_threshold - u.voxel.z_threshold) / u.voxel.z_threshold;
+        assert!(
+            relative > -0.02 && relative < 0.15,
+            "channel {c}: {} vs {}",
+            m.voxel.z_threshold,
+            u.voxel.z_threshold
+        );
+        assert!(m.voxel.achieved_rate < 2.0 * options.voxel_rate, "achieved {}", m.voxel.achieved_rate);
+    }
 
     // `info` reads it.
     let out = pedinorm(&["normdb", "info", c_path.to_str().unwrap(), "--subjects"]);

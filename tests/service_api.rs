@@ -144,19 +144,13 @@ async fn role_table_is_enforced_for_every_route_and_role() {
     }
 
     // Every request above was audited, with the acting user for the portal.
+    let api = Api::new(&server.base);
     let auditor = &tokens.iter().find(|(r, _)| *r == Role::Auditor).unwrap().1;
     let mut records = Vec::new();
     let mut after = 0;
     loop {
-        let page: Vec<Value> = client
-            .get(format!("{}/api/v1/audit?after={after}&limit=1000", server.base))
-            .bearer_auth(auditor)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (_, page) = api.get(auditor, &format!("/api/v1/audit?after={after}&limit=1000")).await;
+        let page = page.as_array().unwrap().clone();
         // Each read is audited too, so stop at the first short page.
         let last_page = page.len() < 1000;
         if let Some(last) = page.last() {
@@ -171,15 +165,7 @@ async fn role_table_is_enforced_for_every_route_and_role() {
     assert!(records.len() >= expected_minimum, "{} audit records < {expected_minimum}", records.len());
     assert!(records.iter().any(|r| r["on_behalf_of"].as_str().unwrap().starts_with("dr portal user")));
     assert!(records.iter().any(|r| r["outcome"] == "403" && r["role"] == "auditor"));
-    let verify: Value = client
-        .get(format!("{}/api/v1/audit/verify", server.base))
-        .bearer_auth(auditor)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, verify) = api.get(auditor, "/api/v1/audit/verify").await;
     assert_eq!(verify["intact"], true, "{verify}");
     server.stop().await;
 }
@@ -193,193 +179,104 @@ async fn study_consent_ingest_and_case_workflow() {
     let committee_2 = add_user(dir.path(), "prof two", "committee", Some("C1"));
     let portal = add_user(dir.path(), "portal", "portal", None);
     let server = TestServer::start(config).await;
-    let base = server.base.clone();
-    let client = reqwest::Client::new();
+    let api = Api::new(&server.base);
 
     // Upload without consent: stored, no ingest job yet.
     let (_, files) = synthetic_study(4);
-    let response = client
-        .post(format!("{base}/api/v1/studies?database=A"))
-        .bearer_auth(&radiologist)
-        .header("Content-Type", "application/zip")
-        .body(zip_study(&files))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let submitted: Value = response.json().await.unwrap();
+    let (status, submitted) = api
+        .post_bytes(&radiologist, "/api/v1/studies?database=A", "application/zip", zip_study(&files))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
     let study_id = submitted["study"]["id"].as_i64().unwrap();
     assert!(submitted["job"].is_null());
     assert_eq!(submitted["study"]["files"], 4);
 
     // A case cannot be opened before consent for database A.
-    let response = client
-        .post(format!("{base}/api/v1/cases"))
-        .bearer_auth(&radiologist)
-        .json(&json!({ "study_id": study_id }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    let body: Value = response.json().await.unwrap();
+    let (status, body) = api.post(&radiologist, "/api/v1/cases", &json!({ "study_id": study_id })).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(body["reasons"][0].as_str().unwrap().starts_with("consent_missing"), "{body}");
 
     // Ingest refuses to start without consent, then consent is recorded and ingest runs.
-    let response = client
-        .post(format!("{base}/api/v1/studies/{study_id}/ingest"))
-        .bearer_auth(&radiologist)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    let response = client
-        .post(format!("{base}/api/v1/studies/{study_id}/consent"))
-        .bearer_auth(&radiologist)
-        .json(&json!({ "database_a": true, "database_b": false, "research_use": true, "date": "2024-03-01" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let response = client
-        .post(format!("{base}/api/v1/studies/{study_id}/consent"))
-        .bearer_auth(&radiologist)
-        .json(&json!({ "database_a": true, "database_b": true, "research_use": true, "date": "2024-03-01" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::CONFLICT, "consent is never replaced");
-    let response = client
-        .post(format!("{base}/api/v1/studies/{study_id}/ingest"))
-        .bearer_auth(&radiologist)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let job = response.json::<Value>().await.unwrap()["job"].as_i64().unwrap();
-    let job = wait_job(&client, &base, &radiologist, job, Duration::from_secs(30)).await;
+    let ingest = format!("/api/v1/studies/{study_id}/ingest");
+    let (status, _) = api.post(&radiologist, &ingest, &json!({})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let consent = format!("/api/v1/studies/{study_id}/consent");
+    let (status, _) = api
+        .post(
+            &radiologist,
+            &consent,
+            &json!({ "database_a": true, "database_b": false, "research_use": true, "date": "2024-03-01" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = api
+        .post(
+            &radiologist,
+            &consent,
+            &json!({ "database_a": true, "database_b": true, "research_use": true, "date": "2024-03-01" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "consent is never replaced");
+    let job = api.run_job(&radiologist, &ingest, &json!({}), Duration::from_secs(30)).await;
     assert_eq!(job["state"], "done", "{job}");
-    let study: Value = client
-        .get(format!("{base}/api/v1/studies/{study_id}"))
-        .bearer_auth(&radiologist)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, study) = api.get(&radiologist, &format!("/api/v1/studies/{study_id}")).await;
     assert_eq!(study["status"], "admitted", "{study}");
     assert_eq!(study["metadata"]["linked"], true, "{study}");
     assert!((study["metadata"]["age_years"].as_f64().unwrap() - 8.0).abs() < 1.0);
     assert!(!dir.path().join("incoming").join(study_id.to_string()).exists(), "identified originals removed");
 
     // Case workflow: submit → review → approval → A2 → confirmations from two centres → A1.
-    let response = client
-        .post(format!("{base}/api/v1/cases"))
-        .bearer_auth(&radiologist)
-        .json(&json!({ "study_id": study_id, "orpha_codes": ["ORPHA:99"], "clinical": { "seizures": true } }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let case_id = response.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
-    let response = client
-        .patch(format!("{base}/api/v1/cases/{case_id}"))
-        .bearer_auth(&radiologist)
-        .json(&json!({ "orpha_codes": ["ORPHA:abc"] }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    let post = |path: String, token: &str, body: Value| {
-        client.post(format!("{base}{path}")).bearer_auth(token.to_string()).json(&body).send()
-    };
-    let response =
-        post(format!("/api/v1/cases/{case_id}/confirmations"), &committee_1, json!({})).await.unwrap();
-    assert_eq!(response.status(), StatusCode::CONFLICT, "no confirmation before A2");
-    assert_eq!(
-        post(format!("/api/v1/cases/{case_id}/review"), &committee_1, json!({})).await.unwrap().status(),
-        200
-    );
-    let case: Value =
-        post(format!("/api/v1/cases/{case_id}/approvals"), &committee_1, json!({"comment": "ok"}))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let (status, case) = api
+        .post(
+            &radiologist,
+            "/api/v1/cases",
+            &json!({ "study_id": study_id, "orpha_codes": ["ORPHA:99"], "clinical": { "seizures": true } }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let case_id = case["id"].as_i64().unwrap();
+    let case_path = |action: &str| format!("/api/v1/cases/{case_id}{action}");
+    let request = api.client.patch(format!("{}{}", api.base, case_path(""))).bearer_auth(&radiologist);
+    let (status, _) = api.send(request.json(&json!({ "orpha_codes": ["ORPHA:abc"] }))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _) = api.post(&committee_1, &case_path("/confirmations"), &json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "no confirmation before A2");
+    assert_eq!(api.post(&committee_1, &case_path("/review"), &json!({})).await.0, StatusCode::OK);
+    let (_, case) = api.post(&committee_1, &case_path("/approvals"), &json!({"comment": "ok"})).await;
     assert_eq!(case["status"], "A2", "{case}");
-    let case: Value = post(format!("/api/v1/cases/{case_id}/confirmations"), &committee_1, json!({}))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, case) = api.post(&committee_1, &case_path("/confirmations"), &json!({})).await;
     assert_eq!(case["status"], "A2");
-    let case: Value = post(format!("/api/v1/cases/{case_id}/confirmations"), &committee_2, json!({}))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, case) = api.post(&committee_2, &case_path("/confirmations"), &json!({})).await;
     assert_eq!(case["status"], "A2", "same centre twice is not enough: {case}");
     // The portal acts for a committee member of another centre: recorded under that name.
-    let case: Value = client
-        .post(format!("{base}/api/v1/cases/{case_id}/confirmations"))
+    let request = api
+        .client
+        .post(format!("{}{}", api.base, case_path("/confirmations")))
         .bearer_auth(&portal)
         .header("X-Acting-User", "prof three")
         .header("X-Acting-Role", "committee")
-        .header("X-Acting-Centre", "C2")
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .header("X-Acting-Centre", "C2");
+    let (_, case) = api.send(request.json(&json!({}))).await;
     assert_eq!(case["status"], "A1", "{case}");
     assert_eq!(case["confirming_centres"], json!(["C1", "C2"]));
     assert!(case["events"].as_array().unwrap().iter().any(|e| e["actor"] == "prof three"));
 
     // Deviation maps need the normative database: a clear 503 when it is missing.
-    let response = post(format!("/api/v1/cases/{case_id}/deviation"), &radiologist, json!({})).await.unwrap();
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert!(response.text().await.unwrap().contains("normative database"));
+    let (status, body) = api.post(&radiologist, &case_path("/deviation"), &json!({})).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.to_string().contains("normative database"));
 
     // Consent withdrawal is recorded and excludes the study from new deviation maps.
-    let consent: Value = post(
-        format!("/api/v1/studies/{study_id}/consent/withdraw"),
-        &radiologist,
-        json!({"reason": "family request"}),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    let (_, consent) =
+        api.post(&radiologist, &format!("{consent}/withdraw"), &json!({"reason": "family request"})).await;
     assert_eq!(consent["withdrawn"], true);
-    let response = post(format!("/api/v1/cases/{case_id}/deviation"), &radiologist, json!({})).await.unwrap();
-    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _) = api.post(&radiologist, &case_path("/deviation"), &json!({})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
 
     // Withdrawal of the case is a state with a reason.
-    let case: Value =
-        post(format!("/api/v1/cases/{case_id}/withdraw"), &radiologist, json!({"reason": "duplicate"}))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let (_, case) = api.post(&radiologist, &case_path("/withdraw"), &json!({"reason": "duplicate"})).await;
     assert_eq!(case["status"], "withdrawn");
-    let cases: Value = client
-        .get(format!("{base}/api/v1/cases"))
-        .bearer_auth(&radiologist)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, cases) = api.get(&radiologist, "/api/v1/cases").await;
     assert_eq!(cases.as_array().unwrap().len(), 1, "nothing is deleted");
 
     server.stop().await;
@@ -394,146 +291,86 @@ async fn bad_uploads_get_named_4xx_never_500() {
     let config = test_config(dir.path());
     let scientist = add_user(dir.path(), "sci", "scientist", Some("C1"));
     let server = TestServer::start(config).await;
-    let base = server.base.clone();
-    let client = reqwest::Client::new();
+    let api = Api::new(&server.base);
     let upload = |body: Vec<u8>, content_type: &'static str, query: &'static str| {
-        client
-            .post(format!("{base}/api/v1/studies{query}"))
-            .bearer_auth(scientist.clone())
-            .header("Content-Type", content_type)
-            .body(body)
-            .send()
+        let api = api.clone();
+        let scientist = scientist.clone();
+        async move { api.post_bytes(&scientist, &format!("/api/v1/studies{query}"), content_type, body).await }
     };
     // Malformed DICOM.
-    let response = upload(b"this is not a DICOM file at all".to_vec(), "application/dicom", "?database=B")
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    let body: Value = response.json().await.unwrap();
+    let (status, body) =
+        upload(b"this is not a DICOM file at all".to_vec(), "application/dicom", "?database=B").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(body["reasons"][0].as_str().unwrap().contains("not a readable DICOM file"), "{body}");
     // Truncated DICOM.
     let (_, files) = synthetic_study(1);
-    let response = upload(files[0][..300].to_vec(), "application/dicom", "?database=B").await.unwrap();
-    assert!(response.status().is_client_error(), "{}", response.status());
+    let (status, _) = upload(files[0][..300].to_vec(), "application/dicom", "?database=B").await;
+    assert!(status.is_client_error(), "{status}");
     // Zip-slip.
     let evil = zip(&[("ok/1.dcm", &files[0]), ("../../evil.dcm", &files[0])]);
-    let response = upload(evil, "application/zip", "?database=B").await.unwrap();
-    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-    assert!(response.text().await.unwrap().contains("traversal"));
+    let (status, body) = upload(evil, "application/zip", "?database=B").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.to_string().contains("traversal"));
     assert!(!dir.path().parent().unwrap().join("evil.dcm").exists());
     // Corrupt zip.
-    let response = upload(b"PK\x03\x04garbage".to_vec(), "application/zip", "?database=B").await.unwrap();
-    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let (status, _) = upload(b"PK\x03\x04garbage".to_vec(), "application/zip", "?database=B").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     // Too large (limit 4 MiB in the test configuration).
-    let response = upload(vec![0u8; 5 * 1024 * 1024], "application/zip", "?database=B").await.unwrap();
-    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let (status, _) = upload(vec![0u8; 5 * 1024 * 1024], "application/zip", "?database=B").await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     // Multipart with a traversal file name.
     let form = reqwest::multipart::Form::new()
         .part("file", reqwest::multipart::Part::bytes(files[0].clone()).file_name("../../x.dcm"));
-    let response = client
-        .post(format!("{base}/api/v1/studies?database=B"))
+    let request = api
+        .client
+        .post(format!("{}/api/v1/studies?database=B", api.base))
         .bearer_auth(&scientist)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-    // Bad database, bad content type, bad JSON, bad ids.
-    assert_eq!(upload(files[0].clone(), "application/dicom", "?database=C").await.unwrap().status(), 400);
-    assert_eq!(upload(files[0].clone(), "text/plain", "?database=B").await.unwrap().status(), 400);
-    let response = client
-        .post(format!("{base}/api/v1/normdb/builds"))
-        .bearer_auth(&scientist)
-        .header("Content-Type", "application/json")
-        .body("{not json")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        .multipart(form);
+    assert_eq!(api.send(request).await.0, StatusCode::BAD_REQUEST);
+    // Bad database, bad content type, bad query, bad JSON, bad ids.
+    assert_eq!(upload(files[0].clone(), "application/dicom", "?database=C").await.0, 400);
+    assert_eq!(upload(files[0].clone(), "text/plain", "?database=B").await.0, 400);
+    assert_eq!(upload(files[0].clone(), "application/dicom", "?allow_unlinked=maybe").await.0, 400);
+    assert_eq!(api.get(&scientist, "/api/v1/jobs?limit=many").await.0, StatusCode::BAD_REQUEST);
+    let (status, _) =
+        api.post_bytes(&scientist, "/api/v1/normdb/builds", "application/json", b"{not json".to_vec()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     for path in ["/api/v1/studies/abc", "/api/v1/studies/-1", "/api/v1/jobs/99999999999999999999"] {
-        let response = client.get(format!("{base}{path}")).bearer_auth(&scientist).send().await.unwrap();
-        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(api.get(&scientist, path).await.0, StatusCode::BAD_REQUEST, "{path}");
     }
     // A good multipart upload with consent: ingest runs and the study is admitted to B.
     let (_, files) = synthetic_study(3);
-    let mut form = reqwest::multipart::Form::new().part(
-        "consent",
-        reqwest::multipart::Part::text(
-            json!({ "database_a": false, "database_b": true, "research_use": true, "date": "2024-01-02" })
-                .to_string(),
-        ),
-    );
-    for (index, file) in files.iter().enumerate() {
-        form = form.part(
-            "file",
-            reqwest::multipart::Part::bytes(file.clone()).file_name(format!("slice{index}.dcm")),
-        );
-    }
-    let response = client
-        .post(format!("{base}/api/v1/studies?database=B"))
-        .bearer_auth(&scientist)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let job = response.json::<Value>().await.unwrap()["job"].as_i64().unwrap();
-    let job = wait_job(&client, &base, &scientist, job, Duration::from_secs(30)).await;
+    let (_, job) = api.upload_consented(&scientist, "B", zip_study(&files)).await;
     assert_eq!(job["result"]["admitted"], true, "{job}");
     // The same study offered to database A by someone without consent for A is refused by name.
-    let response = upload(zip_study(&files), "application/zip", "?database=A").await.unwrap();
-    let study_id = response.json::<Value>().await.unwrap()["study"]["id"].as_i64().unwrap();
-    let response = client
-        .post(format!("{base}/api/v1/studies/{study_id}/consent"))
-        .bearer_auth(&scientist)
-        .json(
+    let (_, submitted) = upload(zip_study(&files), "application/zip", "?database=A").await;
+    let study_id = submitted["study"]["id"].as_i64().unwrap();
+    let (status, _) = api
+        .post(
+            &scientist,
+            &format!("/api/v1/studies/{study_id}/consent"),
             &json!({ "database_a": false, "database_b": true, "research_use": false, "date": "2024-01-02" }),
         )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let response = client
-        .post(format!("{base}/api/v1/studies/{study_id}/ingest"))
-        .bearer_auth(&scientist)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(response.text().await.unwrap().contains("consent_scope"));
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, body) =
+        api.post(&scientist, &format!("/api/v1/studies/{study_id}/ingest"), &json!({})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body.to_string().contains("consent_scope"));
     // Job outputs of the ingest job: listed and downloadable; traversal names refused.
     let job_id = job["id"].as_i64().unwrap();
-    let outputs: Value = client
-        .get(format!("{base}/api/v1/jobs/{job_id}/outputs"))
-        .bearer_auth(&scientist)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, outputs) = api.get(&scientist, &format!("/api/v1/jobs/{job_id}/outputs")).await;
     assert_eq!(outputs[0]["name"], "result.json");
-    let response = client
-        .get(format!("{base}/api/v1/jobs/{job_id}/outputs/result.json"))
-        .bearer_auth(&scientist)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    let (status, _) = api.download(&scientist, &format!("/api/v1/jobs/{job_id}/outputs/result.json")).await;
+    assert_eq!(status, StatusCode::OK);
     for name in ["..%2F..%2Fservice.sqlite", ".hidden", "a%5Cb"] {
-        let response = client
-            .get(format!("{base}/api/v1/jobs/{job_id}/outputs/{name}"))
-            .bearer_auth(&scientist)
-            .send()
-            .await
-            .unwrap();
-        assert!(response.status() == 400 || response.status() == 404, "{name}: {}", response.status());
+        let (status, _) = api.get(&scientist, &format!("/api/v1/jobs/{job_id}/outputs/{name}")).await;
+        assert!(status == 400 || status == 404, "{name}: {status}");
     }
     // Metrics are Prometheus text and count requests.
     let admin = add_user(dir.path(), "adm", "admin", None);
-    let metrics =
-        client.get(format!("{base}/metrics")).bearer_auth(&admin).send().await.unwrap().text().await.unwrap();
+    let (_, metrics) = api.download(&admin, "/metrics").await;
+    let metrics = String::from_utf8(metrics).unwrap();
     assert!(
         metrics.contains("pedinorm_http_requests_total{action=\"study.upload\",status=\"422\"}"),
         "{metrics}"

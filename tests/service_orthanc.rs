@@ -1,13 +1,16 @@
 //! Against a real Orthanc (runs when `PEDINORM_ORTHANC_URL` is set, e.g. after
-//! `eval "$(scripts/services/orthanc.sh start)"`): push a study into Orthanc, import it
-//! through the service by StudyInstanceUID, and store a derived series back (STOW-RS) that
-//! joins the original study. When a normative database is installed for the service
-//! (`PEDINORM_SERVICE_NORMDB`), a deviation map is computed and its z-map stored back.
+//! `eval "$(scripts/services/orthanc.sh start)"`), end to end: a synthetic case (phantom brain
+//! at 4 mm with a strong white-matter lesion) is pushed into Orthanc as an identified DICOM
+//! series; the service imports it by StudyInstanceUID (QIDO + WADO-RS) and ingests it; a
+//! deviation map is computed by a service job against a small normative database built here;
+//! the results are downloaded; the z-map is stored back (STOW-RS) as a derived series that
+//! QIDO then finds in the original study.
 
 mod service_common;
 
 use pedinorm::service::config::PacsConfig;
 use pedinorm::service::pacs::PacsClient;
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use service_common::*;
 use std::time::Duration;
@@ -25,186 +28,150 @@ fn pacs_config() -> Option<PacsConfig> {
     })
 }
 
+/// Runs a PACS call off the async executor.
+async fn with_pacs<T: Send + 'static>(
+    pacs: &PacsConfig,
+    work: impl FnOnce(PacsClient) -> T + Send + 'static,
+) -> T {
+    let pacs = pacs.clone();
+    tokio::task::spawn_blocking(move || work(PacsClient::new(&pacs).unwrap())).await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn import_from_orthanc_and_store_back() {
+async fn orthanc_study_to_deviation_map_and_derived_series_back() {
     let Some(pacs) = pacs_config() else {
         eprintln!("PEDINORM_ORTHANC_URL not set: Orthanc test not run");
         return;
     };
     // Wrong credentials are refused by Orthanc (authentication is on).
     let wrong = PacsConfig { password: Some("wrong".into()), password_file: None, ..pacs.clone() };
-    let error = tokio::task::spawn_blocking(move || PacsClient::new(&wrong).unwrap().system().unwrap_err())
-        .await
-        .unwrap();
+    let error = with_pacs(&wrong, |client| client.system().unwrap_err()).await;
     assert!(error.to_string().contains("401"), "{error}");
-
-    let (study_uid, files) = synthetic_study(4);
-    let push = pacs.clone();
-    tokio::task::spawn_blocking(move || {
-        let client = PacsClient::new(&push).unwrap();
-        for file in files {
-            client.upload_instance(file).unwrap();
-        }
-    })
-    .await
-    .unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
     config.pacs = vec![pacs.clone()];
-    if let Ok(normdb) = std::env::var("PEDINORM_SERVICE_NORMDB") {
-        config.normdb = Some(normdb.into());
-    }
-    let has_normdb = config.normdb_path().is_file();
+    config.national_id_issuer = Some(SYNTHETIC_ISSUER.into());
+    config.compute = quick_compute();
+    // The normative database (8 normals) and the case, built from the phantom.
+    let normdb = config.normdb_path();
+    let (db, case_subject) = tokio::task::spawn_blocking(move || {
+        let generator = phantom_generator();
+        let db = phantom_normdb(&generator, 8, &normdb);
+        (db, phantom_subject(&generator, 10.3, true, 7, true))
+    })
+    .await
+    .unwrap();
+    assert!(db.calibration.is_some());
+    let slices = case_subject.image.grid().dims()[2];
+    let (study_uid, files) = subject_dicom(&case_subject, 1);
+    with_pacs(&pacs, move |client| {
+        for file in files {
+            client.upload_instance(file).unwrap();
+        }
+    })
+    .await;
+
     let radiologist = add_user(dir.path(), "dr rad", "radiologist", Some("C1"));
     let server = TestServer::start(config).await;
-    let base = server.base.clone();
-    let client = reqwest::Client::new();
+    let api = Api::new(&server.base);
 
     // Unknown centre and malformed UID are refused before any job.
-    let response = client
-        .post(format!("{base}/api/v1/studies/import"))
-        .bearer_auth(&radiologist)
-        .json(&json!({ "centre": "C9", "study_instance_uid": study_uid, "database": "A" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 404);
-    let response = client
-        .post(format!("{base}/api/v1/studies/import"))
-        .bearer_auth(&radiologist)
-        .json(&json!({ "centre": "C1", "study_instance_uid": "1.2/../x", "database": "A" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 400);
-
-    let response = client
-        .post(format!("{base}/api/v1/studies/import"))
-        .bearer_auth(&radiologist)
-        .json(&json!({
-            "centre": "C1", "study_instance_uid": study_uid, "database": "A",
+    let import = |centre: &str, uid: &str| {
+        json!({
+            "centre": centre, "study_instance_uid": uid, "database": "A",
             "consent": { "database_a": true, "database_b": false, "research_use": true, "date": "2024-02-02" }
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
-    let submitted: Value = response.json().await.unwrap();
+        })
+    };
+    let (status, _) = api.post(&radiologist, "/api/v1/studies/import", &import("C9", &study_uid)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = api.post(&radiologist, "/api/v1/studies/import", &import("C1", "1.2/../x")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // Import and ingest: de-identified, admitted to database A as a case study.
+    let (status, submitted) =
+        api.post(&radiologist, "/api/v1/studies/import", &import("C1", &study_uid)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{submitted}");
     let study_id = submitted["study"]["id"].as_i64().unwrap();
-    let job =
-        wait_job(&client, &base, &radiologist, submitted["job"].as_i64().unwrap(), Duration::from_secs(60))
-            .await;
+    let job = api.wait_job(&radiologist, submitted["job"].as_i64().unwrap(), Duration::from_secs(60)).await;
     assert_eq!(job["state"], "done", "{job}");
     assert_eq!(job["result"]["admitted"], true, "{job}");
-    let study: Value = client
-        .get(format!("{base}/api/v1/studies/{study_id}"))
-        .bearer_auth(&radiologist)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, study) = api.get(&radiologist, &format!("/api/v1/studies/{study_id}")).await;
     assert_eq!(study["source"], "pacs");
-    assert_eq!(study["files"], 4);
+    assert_eq!(study["files"], slices);
+    assert_eq!(study["metadata"]["sex"], "F", "{study}");
+    assert!((study["metadata"]["age_years"].as_f64().unwrap() - 10.3).abs() < 0.01, "{study}");
     let text = study.to_string();
-    assert!(!text.contains("Rossiniano") && !text.contains(&study_uid), "no identities in responses: {text}");
+    assert!(!text.contains("SYNTHETIC^") && !text.contains(&study_uid), "no identities in responses: {text}");
 
     // A study the PACS does not hold is refused by name.
-    let response = client
-        .post(format!("{base}/api/v1/studies/import"))
-        .bearer_auth(&radiologist)
-        .json(&json!({
-            "centre": "C1", "study_instance_uid": uid(), "database": "A",
-            "consent": { "database_a": true, "database_b": false, "research_use": true, "date": "2024-02-02" }
-        }))
-        .send()
-        .await
-        .unwrap();
-    let missing: Value = response.json().await.unwrap();
-    let job =
-        wait_job(&client, &base, &radiologist, missing["job"].as_i64().unwrap(), Duration::from_secs(30))
-            .await;
+    let job = api
+        .run_job(&radiologist, "/api/v1/studies/import", &import("C1", &uid()), Duration::from_secs(30))
+        .await;
     assert_eq!(job["result"]["admitted"], false, "{job}");
     assert!(job["result"]["reasons"][0].as_str().unwrap().starts_with("pacs-study-not-found"), "{job}");
 
-    if has_normdb {
-        // Full path: case → deviation job → store-back job → a new series in the study.
-        let case: Value = client
-            .post(format!("{base}/api/v1/cases"))
-            .bearer_auth(&radiologist)
-            .json(&json!({ "study_id": study_id }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let case_id = case["id"].as_i64().unwrap();
-        let accepted: Value = client
-            .post(format!("{base}/api/v1/cases/{case_id}/deviation"))
-            .bearer_auth(&radiologist)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let deviation = accepted["job"].as_i64().unwrap();
-        let job = wait_job(&client, &base, &radiologist, deviation, Duration::from_secs(300)).await;
-        assert_eq!(job["state"], "done", "{job}");
-        let accepted: Value = client
-            .post(format!("{base}/api/v1/jobs/{deviation}/store-back"))
-            .bearer_auth(&radiologist)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let job = wait_job(
-            &client,
-            &base,
+    // Case → deviation job against the normative database.
+    let (status, case) = api.post(&radiologist, "/api/v1/cases", &json!({ "study_id": study_id })).await;
+    assert_eq!(status, StatusCode::CREATED, "{case}");
+    let case_id = case["id"].as_i64().unwrap();
+    let deviation = api
+        .run_job(
             &radiologist,
-            accepted["job"].as_i64().unwrap(),
+            &format!("/api/v1/cases/{case_id}/deviation"),
+            &json!({}),
+            Duration::from_secs(120),
+        )
+        .await;
+    assert_eq!(deviation["state"], "done", "{deviation}");
+    assert_eq!(deviation["result"]["summary"]["bracket"], "8-13y", "{deviation}");
+    let deviation_id = deviation["id"].as_i64().unwrap();
+
+    // Results: listed and downloadable.
+    let (_, outputs) = api.get(&radiologist, &format!("/api/v1/jobs/{deviation_id}/outputs")).await;
+    let names: Vec<&str> = outputs.as_array().unwrap().iter().map(|o| o["name"].as_str().unwrap()).collect();
+    for name in pedinorm::pipeline::deviation::OUTPUT_FILES {
+        assert!(names.contains(&name), "{name} missing from {names:?}");
+    }
+    assert!(names.iter().any(|n| n.starts_with("montage") && n.ends_with(".png")), "{names:?}");
+    let (status, report) =
+        api.download(&radiologist, &format!("/api/v1/jobs/{deviation_id}/outputs/report.json")).await;
+    assert_eq!(status, StatusCode::OK);
+    let report: Value = serde_json::from_slice(&report).unwrap();
+    assert!(
+        report["clusters"].as_array().unwrap().iter().any(|c| c["significant"] == true),
+        "the strong lesion gives a significant cluster: {report}"
+    );
+    let (status, z_map) = api
+        .download(&radiologist, &format!("/api/v1/jobs/{deviation_id}/outputs/intensity_z_native.nii.gz"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(&z_map[..2], &[0x1f, 0x8b], "a gzip-compressed NIfTI");
+
+    // Store-back: the z-map joins the original study as a derived series (STOW-RS), which
+    // QIDO finds there.
+    let store_back = api
+        .run_job(
+            &radiologist,
+            &format!("/api/v1/jobs/{deviation_id}/store-back"),
+            &json!({}),
             Duration::from_secs(60),
         )
         .await;
-        assert_eq!(job["state"], "done", "{job}");
-    } else {
-        // Without a normative database the store-back path is exercised directly: a derived
-        // series built by the service from a map on a grid of the study joins the study.
-        let grid =
-            pedinorm_registration::Grid::axis_aligned([16, 16, 4], [1.0, 1.0, 2.0], [8.0, 8.0, 0.0]).unwrap();
-        let data =
-            ndarray::Array3::from_shape_fn((16, 16, 4), |(i, j, k)| (i as f32 - j as f32) * 0.25 + k as f32);
-        let image = pedinorm_registration::Image::new(data, grid).unwrap();
-        let pacs = pacs.clone();
-        let study_uid_1 = study_uid.clone();
-        let series_uid = tokio::task::spawn_blocking(move || {
-            let client = PacsClient::new(&pacs).unwrap();
-            let found = client.find_study(&study_uid_1).unwrap();
-            assert_eq!(found.len(), 1);
-            let objects =
-                pedinorm::service::derived::derived_series(&image, &found[0], "pedinorm test z-map").unwrap();
-            client.store(&objects).unwrap();
-            pedinorm::service::derived::series_uid_of(&objects[0]).unwrap()
-        })
-        .await
-        .unwrap();
-        let pacs = pacs_config().unwrap();
-        let study_uid_2 = study_uid.clone();
-        let series = tokio::task::spawn_blocking(move || {
-            PacsClient::new(&pacs).unwrap().find_series(&study_uid_2).unwrap()
-        })
-        .await
-        .unwrap();
-        let uids: Vec<String> =
-            series.iter().filter_map(|s| s["0020000E"]["Value"][0].as_str().map(str::to_string)).collect();
-        assert!(uids.contains(&series_uid), "derived series not in the study: {uids:?}");
-        assert_eq!(uids.len(), 2);
+    assert_eq!(store_back["state"], "done", "{store_back}");
+    assert_eq!(store_back["result"]["instances"], slices, "{store_back}");
+    let series_uid = store_back["result"]["series_instance_uid"].as_str().unwrap().to_string();
+    let study_uid_query = study_uid.clone();
+    let series = with_pacs(&pacs, move |client| client.find_series(&study_uid_query).unwrap()).await;
+    let uids: Vec<&str> = series.iter().filter_map(|s| s["0020000E"]["Value"][0].as_str()).collect();
+    assert!(uids.contains(&series_uid.as_str()), "derived series not in the study: {uids:?}");
+    assert_eq!(uids.len(), 2, "{uids:?}");
+    let derived = series.iter().find(|s| s["0020000E"]["Value"][0] == series_uid.as_str()).unwrap();
+    assert_eq!(derived["00080060"]["Value"][0], "MR", "{derived}");
+    if let Some(count) = derived["00201209"]["Value"][0].as_i64() {
+        assert_eq!(count as usize, slices, "{derived}");
     }
+
     server.stop().await;
-    assert_eq!(files_containing(dir.path(), "Rossiniano"), Vec::<String>::new());
+    assert_eq!(files_containing(dir.path(), "SYNTHETIC^"), Vec::<String>::new());
 }

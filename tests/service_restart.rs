@@ -74,6 +74,23 @@ fn job(client: &Client, base: &str, token: &str, id: i64) -> Value {
     client.get(format!("{base}/api/v1/jobs/{id}")).bearer_auth(token).send().unwrap().json().unwrap()
 }
 
+/// Uploads a study (zip) to database B with consent; returns the 202 answer.
+fn upload_to_b(client: &Client, base: &str, token: &str, files: &[Vec<u8>]) -> Value {
+    let consent =
+        json!({ "database_a": false, "database_b": true, "research_use": true, "date": "2024-01-02" });
+    let form = reqwest::blocking::multipart::Form::new()
+        .part("consent", reqwest::blocking::multipart::Part::text(consent.to_string()))
+        .part("file", reqwest::blocking::multipart::Part::bytes(zip_study(files)).file_name("study.zip"));
+    let response = client
+        .post(format!("{base}/api/v1/studies?database=B"))
+        .bearer_auth(token)
+        .multipart(form)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    response.json().unwrap()
+}
+
 #[test]
 fn kill_9_during_a_job_then_restart_completes_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -84,38 +101,11 @@ fn kill_9_during_a_job_then_restart_completes_it() {
     let token = users_add(&data_dir, "sci", "scientist");
     let (mut child, base) = start(&slow, &address_file);
     let client = Client::new();
-    let (_, files) = synthetic_study(4);
-    let consent =
-        json!({ "database_a": false, "database_b": true, "research_use": true, "date": "2024-01-02" });
-    let mut form = reqwest::blocking::multipart::Form::new()
-        .part("consent", reqwest::blocking::multipart::Part::text(consent.to_string()));
-    form = form
-        .part("file", reqwest::blocking::multipart::Part::bytes(zip_study(&files)).file_name("study.zip"));
-    let response = client
-        .post(format!("{base}/api/v1/studies?database=B"))
-        .bearer_auth(&token)
-        .multipart(form)
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 202);
-    let submitted: Value = response.json().unwrap();
+    let submitted = upload_to_b(&client, &base, &token, &synthetic_study(4).1);
     let job_id = submitted["job"].as_i64().unwrap();
     let study_id = submitted["study"]["id"].as_i64().unwrap();
     // A second job queued behind it must also survive.
-    let (_, files_2) = synthetic_study(3);
-    let form = reqwest::blocking::multipart::Form::new()
-        .part("consent", reqwest::blocking::multipart::Part::text(consent.to_string()))
-        .part("file", reqwest::blocking::multipart::Part::bytes(zip_study(&files_2)).file_name("b.zip"));
-    let queued_job = client
-        .post(format!("{base}/api/v1/studies?database=B"))
-        .bearer_auth(&token)
-        .multipart(form)
-        .send()
-        .unwrap()
-        .json::<Value>()
-        .unwrap()["job"]
-        .as_i64()
-        .unwrap();
+    let queued_job = upload_to_b(&client, &base, &token, &synthetic_study(3).1)["job"].as_i64().unwrap();
     // Wait until the first job is running and has made progress, then kill -9.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

@@ -3,25 +3,15 @@
 //! the same result without redoing finished steps, and bad inputs or failing subjects are
 //! reported by name.
 
-use pedinorm::nifti_io::read_image;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod batch_common;
 
-fn pedinorm() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_pedinorm"))
-}
+use batch_common::{pedinorm, template_build_files as result_files};
+use pedinorm::nifti_io::read_image;
+use std::path::Path;
 
 /// A small synthetic cohort (procedural phantom, 6 mm voxels).
-fn synth(dir: &Path, n: usize) -> PathBuf {
-    let out = dir.join("cohort");
-    let status = pedinorm()
-        .args(["synth", "--phantom", "--no-warps", "--resolution", "6", "--ages", "7-11", "--seed", "3"])
-        .args(["--n", &n.to_string(), "--out-dir"])
-        .arg(&out)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    out.join("cohort.csv")
+fn synth(dir: &Path, n: usize) -> std::path::PathBuf {
+    batch_common::synth(dir, n, 0, 6.0, 3)
 }
 
 fn build(cohort: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
@@ -42,30 +32,6 @@ fn build(cohort: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
         .args(extra)
         .output()
         .unwrap()
-}
-
-/// Every file of a build that is part of the result (not timings), as (relative path, bytes
-/// or decoded voxels).
-fn result_files(build_dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut files = Vec::new();
-    for entry in walkdir::WalkDir::new(build_dir).sort_by_file_name() {
-        let entry = entry.unwrap();
-        let path = entry.path();
-        let name = path.strip_prefix(build_dir).unwrap().to_string_lossy().into_owned();
-        if !path.is_file() || name.starts_with("slurm") || name.ends_with("done.json") || name == "build.json"
-        {
-            continue;
-        }
-        let content = if name.ends_with("warp.nii.gz") {
-            std::fs::read(path).unwrap()
-        } else if name.ends_with(".nii.gz") {
-            read_image(path).unwrap().as_slice().iter().flat_map(|v| v.to_le_bytes()).collect()
-        } else {
-            std::fs::read(path).unwrap()
-        };
-        files.push((name, content));
-    }
-    files
 }
 
 #[test]

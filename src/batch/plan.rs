@@ -101,6 +101,30 @@ impl TaskEstimate {
     }
 }
 
+/// Resources of the `reduce` task of a normative-database build over `subjects` normals on
+/// templates of `template_voxels` voxels with `nodes` age nodes per bracket: it holds every
+/// subject's two masked maps (f32) and their leave-one-out null z-maps, the statistics of both
+/// channels (f64 mean, M2 and age co-moment per node and sex) and one held-out copy per
+/// thread; it reads two maps per subject and scores each subject once per channel.
+pub fn normdb_reduce_resources(
+    template_voxels: usize,
+    subjects: usize,
+    nodes: usize,
+    threads: usize,
+) -> Resources {
+    let v = template_voxels as f64;
+    let n = subjects as f64;
+    let statistics = 2.0 * nodes.max(1) as f64 * 2.0 * 3.0 * 8.0 * v;
+    let held_out = threads.max(1) as f64 * statistics / 2.0;
+    let bytes = BASE_BYTES + n * (2.0 * 4.0 + 4.0) * v + statistics + held_out;
+    let seconds = 3.0 * REDUCE_SECONDS_PER_VOXEL_SUBJECT * v * n;
+    Resources {
+        cpus: threads.max(1),
+        memory_mb: ((bytes * 1.5 / (1024.0 * 1024.0)).ceil() as u64).max(256),
+        time_minutes: ((seconds * 3.0 / 60.0).ceil() as u64).max(10),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,5 +143,14 @@ mod tests {
         // Finer registration costs more.
         let fine = TaskEstimate::for_cohort(182 * 218 * 182, 1.0, 1.0, 1, 100);
         assert!(fine.map_seconds > 4.0 * one_mm.map_seconds && fine.map_memory_mb > one_mm.map_memory_mb);
+    }
+
+    #[test]
+    fn normdb_reduce_grows_with_subjects() {
+        let small = normdb_reduce_resources(182 * 218 * 182, 100, 2, 1);
+        let large = normdb_reduce_resources(182 * 218 * 182, 1000, 2, 1);
+        assert!(large.memory_mb > 5 * small.memory_mb && large.time_minutes > small.time_minutes);
+        // 1,000 subjects at 1 mm need tens of GB: the reason for partial sums (docs/hpc.md).
+        assert!(large.memory_mb > 40_000, "{large:?}");
     }
 }

@@ -349,11 +349,22 @@ impl Executor for SlurmExecutor {
                 }
             };
             // Count attempts of the first stage that still has unfinished tasks.
-            let Some(s) =
-                submitted.iter().find(|s| s.tasks.iter().any(|&t| !stages[s.stage].tasks[t].is_done()))
+            let Some(position) =
+                submitted.iter().position(|s| s.tasks.iter().any(|&t| !stages[s.stage].tasks[t].is_done()))
             else {
                 continue;
             };
+            let s = &submitted[position];
+            // A stage behind a failed one never ran (it was cancelled, or killed for its invalid
+            // dependency). When the failed task still left valid outputs (it was cancelled as it
+            // finished), that stage is now first: resubmit it without counting an attempt.
+            let failed_before = submitted[..position]
+                .iter()
+                .any(|f| records.iter().any(|r| r.array_job_id == f.job_id && is_failure(&r.state)));
+            if failed_before {
+                tracing::info!(stage = %stages[s.stage].name, "resubmitting a stage that never ran");
+                continue;
+            }
             let stage = &stages[s.stage];
             let mut failed = Vec::new();
             for (array_index, &task_index) in s.tasks.iter().enumerate() {
@@ -376,7 +387,10 @@ impl Executor for SlurmExecutor {
                             format!(" ({})", r.reason)
                         }
                     ),
-                    None => format!("job {}_{array_index} did not complete", s.job_id),
+                    None => format!(
+                        "job {}_{array_index} left the queue without completing (cancelled before it started?)",
+                        s.job_id
+                    ),
                 };
                 let reason = format!(
                     "{reason}; log {}",

@@ -1,10 +1,13 @@
 //! `pedinorm deviation`: deviation maps of one case against the normative database.
 
+use crate::cli::executor::{BatchProgress, ExecutorArgs};
 use crate::cli::progress;
 use crate::nifti_io::read_image;
 use crate::normdb::NormDb;
+use crate::pipeline::batch_deviation::{BatchCase, CaseDone, read_cases, run_batch, write_folder_atomically};
 use crate::pipeline::deviation::{DeviationOptions, DeviationResult, compute_deviation, write_outputs};
 use crate::pipeline::normative::MappingParams;
+use crate::pipeline::template_build::default_program;
 use anyhow::{Context, bail};
 use pedinorm_registration::Image;
 use pedinorm_templates::stats::Sex;
@@ -12,13 +15,23 @@ use std::path::{Path, PathBuf};
 
 /// Arguments of `pedinorm deviation`.
 #[derive(Debug, clap::Args)]
+#[command(long_about = "Deviation maps of one case (--case) or of a list of cases (--cases) \
+against the normative database.\n\n\
+With --cases CSV (columns path, age, optional sex and id) every case is one `pedinorm deviation` \
+task, run locally (--executor local --jobs N) or as a Slurm job array (--executor slurm); each \
+case's outputs appear in OUT_DIR/ID/ at once (computed in a temporary folder, then renamed) with \
+done.json last; re-running skips the cases done; failed cases are retried, then reported by id; \
+OUT_DIR/summary.tsv lists every case.")]
 pub struct Args {
     /// The normative database (HDF5).
     #[arg(long)]
     pub normdb: PathBuf,
     /// The case: a NIfTI file or a DICOM series (folder, zip or files of one series).
+    #[arg(long, required_unless_present = "cases", conflicts_with = "cases")]
+    pub case: Option<PathBuf>,
+    /// A list of cases (CSV: path, age, sex, id) to map in a batch into OUT_DIR/ID/.
     #[arg(long)]
-    pub case: PathBuf,
+    pub cases: Option<PathBuf>,
     /// Age at scan in years (default: from the DICOM PatientAge or dates).
     #[arg(long)]
     pub age: Option<f64>,
@@ -31,6 +44,17 @@ pub struct Args {
     /// Regions listed in the report.
     #[arg(long, default_value_t = 15)]
     pub max_regions: usize,
+    /// Write OUT_DIR as a whole: compute in a temporary sibling folder, write done.json last,
+    /// then rename (how batch tasks write each case).
+    #[arg(long)]
+    pub atomic: bool,
+    /// With --cases: only check the list and write OUT_DIR/cases.tsv (id, path, age, sex; line
+    /// i + 1 is array task i) for submission by hand with scripts/slurm/submit_deviation.sh.
+    #[arg(long, requires = "cases")]
+    pub prepare_only: bool,
+    /// Where and how the tasks of --cases run.
+    #[command(flatten)]
+    pub batch: ExecutorArgs,
 }
 
 /// A case image with what its files say about age and sex.
@@ -90,13 +114,45 @@ pub fn run_case(
 
 /// Runs `pedinorm deviation`.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let case_path = match (&args.case, &args.cases) {
+        (_, Some(list)) => return run_batch_cli(&args, list),
+        (Some(case), None) => case.clone(),
+        (None, None) => bail!("give --case or --cases"),
+    };
+    if args.atomic {
+        if args.out_dir.join("done.json").is_file() {
+            return Ok(());
+        }
+        let start = std::time::Instant::now();
+        let db = NormDb::read(&args.normdb)?;
+        let case = read_case(&case_path)?;
+        let Some(age) = args.age.or(case.age_years) else {
+            bail!("{}: the age is unknown: give --age YEARS", case_path.display());
+        };
+        let sex = match &args.sex {
+            Some(text) => Some(Sex::parse(text).with_context(|| format!("--sex {text:?}: must be F or M"))?),
+            None => case.sex,
+        };
+        let id = args.out_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        write_folder_atomically(&args.out_dir, |tmp| -> anyhow::Result<CaseDone> {
+            let result = run_case(&db, &args.normdb, &case_path, &case, age, sex, tmp, args.max_regions)?;
+            Ok(CaseDone {
+                id,
+                case: case_path.clone(),
+                bracket: result.bracket.clone(),
+                significant_clusters: result.clusters.iter().filter(|c| c.significant).count(),
+                seconds: start.elapsed().as_secs_f64(),
+            })
+        })?;
+        return Ok(());
+    }
     let bar = progress::bar(3, "deviation");
     bar.set_message("reading");
     let db = NormDb::read(&args.normdb)?;
-    let case = read_case(&args.case)?;
+    let case = read_case(&case_path)?;
     let age = match (args.age, case.age_years) {
         (Some(a), _) | (None, Some(a)) => a,
-        (None, None) => bail!("{}: the age is unknown: give --age YEARS", args.case.display()),
+        (None, None) => bail!("{}: the age is unknown: give --age YEARS", case_path.display()),
     };
     let sex = match &args.sex {
         Some(text) => Some(Sex::parse(text).with_context(|| format!("--sex {text:?}: must be F or M"))?),
@@ -104,7 +160,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     bar.inc(1);
     bar.set_message("registering and scoring");
-    let result = run_case(&db, &args.normdb, &args.case, &case, age, sex, &args.out_dir, args.max_regions)?;
+    let result = run_case(&db, &args.normdb, &case_path, &case, age, sex, &args.out_dir, args.max_regions)?;
     bar.inc(2);
     bar.finish_and_clear();
     let significant: Vec<_> = result.clusters.iter().filter(|c| c.significant).collect();
@@ -134,4 +190,82 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("warning: {w}");
     }
     Ok(())
+}
+
+/// `pedinorm deviation --cases LIST`: one task per case through the chosen executor.
+fn run_batch_cli(args: &Args, list: &Path) -> anyhow::Result<()> {
+    if args.age.is_some() || args.sex.is_some() {
+        bail!("--age and --sex apply to --case; with --cases give them as columns of {}", list.display());
+    }
+    let cases = read_cases(list)?;
+    if args.prepare_only {
+        std::fs::create_dir_all(&args.out_dir)
+            .with_context(|| format!("{}: cannot create", args.out_dir.display()))?;
+        let table: String = cases
+            .iter()
+            .map(|c| {
+                let sex = c.sex.map(|s| s.code()).unwrap_or("");
+                format!("{}\t{}\t{}\t{sex}\n", c.id, c.path.display(), c.age_years)
+            })
+            .collect();
+        let path = args.out_dir.join("cases.tsv");
+        crate::atomic::write_bytes(&path, table.as_bytes())
+            .with_context(|| format!("{}: cannot write", path.display()))?;
+        println!("{}\t{} case(s)", path.display(), cases.len());
+        return Ok(());
+    }
+    // Read once here: a broken database is reported before any task is submitted.
+    let db = NormDb::read(&args.normdb)?;
+    let normdb = args.normdb.canonicalize()?;
+    std::fs::create_dir_all(&args.out_dir)
+        .with_context(|| format!("{}: cannot create", args.out_dir.display()))?;
+    let out_dir = args.out_dir.canonicalize()?;
+    let (_, threads) = args.batch.jobs_and_threads();
+    let resources = case_resources(&db, &cases, threads)?;
+    let executor = args.batch.executor(&default_program(), out_dir.join(".slurm"), "pedinorm-deviation");
+    let progress = BatchProgress::new("deviation maps");
+    let outcome =
+        run_batch(&normdb, &cases, &out_dir, args.max_regions, executor.as_ref(), resources, &|event| {
+            progress.on_event(event)
+        });
+    progress.finish();
+    let summary = outcome?;
+    println!("{}", out_dir.join("summary.tsv").display());
+    let significant =
+        summary.iter().filter(|s| s.done.as_ref().is_some_and(|d| d.significant_clusters > 0)).count();
+    eprintln!("{} case(s) done, {significant} with significant clusters", summary.len());
+    Ok(())
+}
+
+/// Resources of one case's task: a normal's map step (registration at the template's
+/// resolution) plus the database held in memory (templates, masks and statistics).
+fn case_resources(
+    db: &NormDb,
+    cases: &[BatchCase],
+    threads: usize,
+) -> anyhow::Result<crate::batch::Resources> {
+    let mut largest = 0usize;
+    for bracket in &db.brackets {
+        largest = largest.max(bracket.template.grid().len());
+    }
+    for case in cases {
+        if crate::dicom::is_nifti_path(&case.path) {
+            let header = nifti::NiftiHeader::from_file(&case.path)
+                .with_context(|| format!("case {}: {}", case.id, case.path.display()))?;
+            largest = largest.max(header.dim[1..4].iter().map(|&d| d.max(1) as usize).product());
+        }
+    }
+    let estimate = crate::batch::plan::TaskEstimate::for_cohort(largest, 1.0, 1.0, threads, 1);
+    let statistics_bytes: usize = db
+        .brackets
+        .iter()
+        .map(|b| {
+            let nodes = b.stats[0].nodes().len();
+            // Two channels × nodes × two sexes × three f64 moments per mask voxel, plus images.
+            2 * nodes * 2 * 3 * 8 * b.stats[0].voxel_count() + 12 * b.template.grid().len()
+        })
+        .sum();
+    let mut resources = estimate.map;
+    resources.memory_mb += (statistics_bytes as f64 * 1.5 / (1024.0 * 1024.0)).ceil() as u64;
+    Ok(resources)
 }

@@ -42,7 +42,7 @@ pub struct Args {
     /// Print the report as JSON on standard output.
     #[arg(long)]
     pub json: bool,
-    /// DICOM files or folders (walked recursively) of one study.
+    /// DICOM files, folders (walked recursively) or zip archives of one study.
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,
 }

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod convert;
 pub mod demo;
 pub mod deviation;
+pub mod executor;
 pub mod ingest;
 pub mod inspect;
 pub mod jacobian;

@@ -1,14 +1,18 @@
 //! `pedinorm normdb`: build, extend, merge and inspect the HDF5 normative database.
 
+use crate::cli::executor::{BatchProgress, ExecutorArgs};
 use crate::cli::progress;
 use crate::nifti_io::read_image;
 use crate::normdb::{AtlasTable, NormDb};
 use crate::pipeline::cohort::read_cohort;
 use crate::pipeline::normative::{
-    BracketInput, BuildOptions, NormalSubject, TemplateSpace, add_subject, assemble, carry_atlas,
-    map_normals, parse_label_names,
+    BracketInput, BuildOptions, NormalSubject, TemplateSpace, add_subject, assemble, carry_atlas, map_normals,
 };
-use crate::pipeline::template_build::BuildManifest;
+use crate::pipeline::normdb_build::{
+    AtlasFiles, NormalFile, NormdbParameters, build_normdb, prepare_normdb_build, run_normal_map,
+    run_normdb_reduce, run_partial, run_space,
+};
+use crate::pipeline::template_build::{BuildManifest, default_program};
 use anyhow::{Context, bail};
 use pedinorm_templates::stats::Sex;
 use pedinorm_templates::template::TemplateTarget;
@@ -22,19 +26,77 @@ pub struct Args {
 }
 
 #[derive(Debug, clap::Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 enum Command {
     /// Build a database from a normal cohort and one template per age bracket.
     Build(BuildArgs),
-    /// Add one normal subject to a database (calibration is marked stale).
+    /// Add one normal subject to a database (statistics and calibration updated).
     Add(AddArgs),
     /// Merge two databases built on the same templates: equals the database built from the union.
     Merge(MergeArgs),
     /// Print a database's metadata, brackets, subjects and calibration.
     Info(InfoArgs),
+    /// Build step: the template space (mask, carried atlas) of one bracket of a build directory.
+    Space(SpaceArgs),
+    /// Build step: map one normal of a build directory to its bracket's template.
+    Map(MapArgs),
+    /// Build step: the partial statistics of one chunk of subjects of a build directory.
+    Partial(PartialArgs),
+    /// Build step: merge statistics, calibrate and write the database of a build directory.
+    Reduce(StepArgs),
+}
+
+/// Arguments of `pedinorm normdb reduce`.
+#[derive(Debug, clap::Args)]
+pub struct StepArgs {
+    /// The build directory (with normdb.json).
+    #[arg(long)]
+    pub build_dir: PathBuf,
+}
+
+/// Arguments of `pedinorm normdb space`.
+#[derive(Debug, clap::Args)]
+pub struct SpaceArgs {
+    /// The build directory (with normdb.json).
+    #[arg(long)]
+    pub build_dir: PathBuf,
+    /// Bracket name.
+    #[arg(long)]
+    pub bracket: String,
+}
+
+/// Arguments of `pedinorm normdb map`.
+#[derive(Debug, clap::Args)]
+pub struct MapArgs {
+    /// The build directory (with normdb.json).
+    #[arg(long)]
+    pub build_dir: PathBuf,
+    /// Subject identifier.
+    #[arg(long)]
+    pub subject: String,
+}
+
+/// Arguments of `pedinorm normdb partial`.
+#[derive(Debug, clap::Args)]
+pub struct PartialArgs {
+    /// The build directory (with normdb.json).
+    #[arg(long)]
+    pub build_dir: PathBuf,
+    /// Chunk index (0-based).
+    #[arg(long)]
+    pub chunk: usize,
 }
 
 /// Arguments of `pedinorm normdb build`.
 #[derive(Debug, clap::Args)]
+#[command(long_about = "Build a normative database from a normal cohort and one template per age \
+bracket.\n\n\
+Every step runs as a `pedinorm normdb space|map|partial|reduce` process with its state in a build \
+directory (default OUTPUT.build): one `space` per bracket, one `map` per subject (registration, \
+normalized intensity and log-Jacobian maps), optionally one `partial` per chunk of subjects, then \
+`reduce` (statistics, leave-one-out calibration, the HDF5 written atomically). Tasks run locally \
+(--executor local --jobs N) or as Slurm job arrays (--executor slurm); the results are \
+bit-identical. Re-running the same command resumes an interrupted build.")]
 pub struct BuildArgs {
     /// Normal cohort: CSV (path, age, sex, site) or BIDS folder.
     #[arg(long)]
@@ -69,6 +131,20 @@ pub struct BuildArgs {
     /// T1 image of the atlas's space (e.g. the MNI152 T1), registered to each template.
     #[arg(long)]
     pub atlas_reference: Option<PathBuf>,
+    /// Build directory holding every step's outputs (default: OUTPUT.build).
+    #[arg(long)]
+    pub build_dir: Option<PathBuf>,
+    /// Compute statistics in parallel `partial` tasks of this many subjects each, merged in a
+    /// fixed order by `reduce` (default: `reduce` adds every subject itself).
+    #[arg(long)]
+    pub chunk_size: Option<usize>,
+    /// Only write the build directory (normdb.json, subjects.txt, brackets.txt) for submission
+    /// by hand with scripts/slurm/submit_normdb.sh, then stop.
+    #[arg(long)]
+    pub prepare_only: bool,
+    /// Where and how tasks run.
+    #[command(flatten)]
+    pub batch: ExecutorArgs,
 }
 
 /// Arguments of `pedinorm normdb add`.
@@ -126,6 +202,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Add(a) => add(a),
         Command::Merge(a) => merge(a),
         Command::Info(a) => info(a),
+        Command::Space(a) => Ok(run_space(&a.build_dir, &a.bracket)?),
+        Command::Map(a) => {
+            run_normal_map(&a.build_dir, &a.subject)?;
+            Ok(())
+        }
+        Command::Partial(a) => Ok(run_partial(&a.build_dir, a.chunk)?),
+        Command::Reduce(a) => {
+            run_normdb_reduce(&a.build_dir)?;
+            Ok(())
+        }
     }
 }
 
@@ -184,21 +270,10 @@ pub struct AtlasInput {
 
 /// Loads an atlas (labels, names, reference T1).
 pub fn load_atlas(labels: &Path, names: &Path, reference: &Path) -> anyhow::Result<AtlasInput> {
-    let text = std::fs::read_to_string(names)
-        .with_context(|| format!("{}: cannot read label names", names.display()))?;
-    let table = parse_label_names(&text);
-    if table.is_empty() {
-        bail!("{}: no `VALUE NAME` lines", names.display());
-    }
-    let name = labels.file_name().map(|n| n.to_string_lossy().replace(".nii.gz", "")).unwrap_or_default();
     Ok(AtlasInput {
+        table: crate::pipeline::normdb_build::atlas_table(labels, names)?,
         labels: read_image(labels)?,
         reference: read_image(reference)?,
-        table: AtlasTable {
-            name,
-            source: "see atlases/README.md (installed by scripts/setup.sh from Debian's mricron-data)".into(),
-            labels: table,
-        },
     })
 }
 
@@ -251,39 +326,61 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
             problems.push(format!("subject {}: age {:.2} is outside every bracket", s.id, s.age_years));
             continue;
         }
-        normals.push((s, sex));
+        normals.push(NormalFile {
+            id: s.id.clone(),
+            path: s.path.clone(),
+            age_years: s.age_years,
+            sex,
+            scanner: s.site.clone().unwrap_or_default(),
+        });
     }
     if !problems.is_empty() {
         bail!("{}: {} problem(s):\n  {}", args.cohort.display(), problems.len(), problems.join("\n  "));
     }
-    let normals: Vec<NormalSubject> = normals
-        .into_iter()
-        .map(|(s, sex)| {
-            Ok(NormalSubject {
-                pseudonym: s.id.clone(),
-                age_years: s.age_years,
-                sex,
-                scanner: s.site.clone().unwrap_or_default(),
-                image: read_image(&s.path)?,
-            })
-        })
-        .collect::<anyhow::Result<_>>()?;
-    let templates = brackets
-        .into_iter()
-        .map(|(n, lo, hi, path)| Ok((n, lo, hi, read_image(&path)?)))
-        .collect::<anyhow::Result<Vec<_>>>()?;
     let atlas = match (&args.atlas_labels, &args.atlas_names, &args.atlas_reference) {
-        (Some(l), Some(n), Some(r)) => Some(load_atlas(l, n, r)?),
+        (Some(labels), Some(names), Some(reference)) => {
+            Some(AtlasFiles { labels: labels.clone(), names: names.clone(), reference: reference.clone() })
+        }
         _ => None,
     };
-    let mut options = BuildOptions {
+    let parameters = NormdbParameters {
+        smoothing_fwhm_mm: args.fwhm,
         nodes_per_bracket: args.nodes,
         voxel_rate: args.voxel_rate,
         cluster_rate: args.cluster_rate,
-        ..BuildOptions::default()
+        chunk_size: args.chunk_size,
     };
-    options.mapping.smoothing_fwhm_mm = args.fwhm;
-    let db = build_database(&normals, templates, atlas.as_ref(), &options, &args.output)?;
+    let build_dir =
+        args.build_dir.clone().unwrap_or_else(|| PathBuf::from(format!("{}.build", args.output.display())));
+    let build_dir = std::env::current_dir()?.join(build_dir);
+    if args.prepare_only {
+        let manifest =
+            prepare_normdb_build(&normals, &brackets, atlas.as_ref(), &parameters, &args.output, &build_dir)?;
+        println!(
+            "{}\t{} bracket(s)\t{} subject(s)\t{} chunk(s)",
+            build_dir.display(),
+            manifest.brackets.len(),
+            manifest.subjects.len(),
+            manifest.chunks().len()
+        );
+        return Ok(());
+    }
+    let (_, threads) = args.batch.jobs_and_threads();
+    let executor = args.batch.executor(&default_program(), build_dir.join("slurm"), "pedinorm-normdb");
+    let progress = BatchProgress::new("normative database");
+    let db = build_normdb(
+        &normals,
+        &brackets,
+        atlas.as_ref(),
+        &parameters,
+        &args.output,
+        &build_dir,
+        executor.as_ref(),
+        threads,
+        &|event| progress.on_event(event),
+    )
+    .with_context(|| format!("normative database build in {}", build_dir.display()))?;
+    progress.finish();
     println!("{}", args.output.display());
     eprint!("{}", db.summary());
     Ok(())

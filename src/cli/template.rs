@@ -1,6 +1,6 @@
 //! `pedinorm template`: build age-specific templates.
 
-use crate::batch::{Executor, LocalExecutor, ProgressEvent, SlurmConfig, SlurmExecutor};
+use crate::cli::executor::{BatchProgress, ExecutorArgs};
 use crate::pipeline::cohort::read_cohort;
 use crate::pipeline::template_build::{
     SubjectInput, SubjectSource, build_template, default_program, finalize, prepare_build, run_init, run_map,
@@ -9,9 +9,7 @@ use crate::pipeline::template_build::{
 use anyhow::Context;
 use pedinorm_templates::age::{AgeBracket, AgeBrackets, AgeKernel};
 use pedinorm_templates::template::{RegistrationSettings, Sharpening, TemplateConfig, TemplateTarget};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 /// Arguments of `pedinorm template`.
 #[derive(Debug, clap::Args)]
@@ -35,14 +33,7 @@ enum Command {
     Finalize(InitArgs),
 }
 
-/// Where tasks run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ExecutorKind {
-    /// A pool of `--jobs` child processes on this machine.
-    Local,
-    /// Slurm job arrays chained with `--dependency=afterok`.
-    Slurm,
-}
+pub use crate::cli::executor::ExecutorKind;
 
 /// Arguments of `pedinorm template build`.
 #[derive(Debug, clap::Args)]
@@ -74,18 +65,9 @@ pub struct BuildArgs {
     /// Deformable iterations after the affine one.
     #[arg(long, default_value_t = 4)]
     iterations: usize,
-    /// Where tasks run.
-    #[arg(long, value_enum, default_value = "local")]
-    executor: ExecutorKind,
-    /// Concurrent local tasks (default: available cores).
-    #[arg(long)]
-    jobs: Option<usize>,
-    /// Threads per task (default: cores / jobs locally, 1 on Slurm).
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Extra attempts of a failed task.
-    #[arg(long, default_value_t = 1)]
-    retries: usize,
+    /// Where and how tasks run.
+    #[command(flatten)]
+    batch: ExecutorArgs,
     /// Output folder.
     #[arg(long)]
     out_dir: PathBuf,
@@ -107,21 +89,6 @@ pub struct BuildArgs {
     /// Do not sharpen templates (default: Laplacian sharpening as ANTs).
     #[arg(long)]
     no_sharpen: bool,
-    /// Slurm partition.
-    #[arg(long)]
-    partition: Option<String>,
-    /// Slurm account.
-    #[arg(long)]
-    account: Option<String>,
-    /// Extra #SBATCH option (repeatable), e.g. --sbatch-option=--qos=short.
-    #[arg(long = "sbatch-option", allow_hyphen_values = true)]
-    sbatch_options: Vec<String>,
-    /// At most this many array tasks at once on Slurm.
-    #[arg(long)]
-    max_concurrent: Option<usize>,
-    /// squeue polling interval (ms).
-    #[arg(long, default_value_t = 2000)]
-    poll_ms: u64,
     /// Only write each template's build directory (build.json, subjects.txt) for submission by
     /// hand with scripts/slurm/submit_template.sh, then stop.
     #[arg(long)]
@@ -240,7 +207,6 @@ struct SkippedTemplate {
 
 fn build(args: BuildArgs) -> anyhow::Result<()> {
     let cohort = read_cohort(&args.cohort)?;
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let registration = RegistrationSettings {
         spacing_mm: args.registration_spacing,
         affine_iterations: parse_schedule(&args.affine_iterations, "affine-iterations")?,
@@ -273,13 +239,7 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
     } else {
         targets.push(("all".into(), TemplateTarget::AllSubjects, cohort.len()));
     }
-    let (jobs, threads) = match args.executor {
-        ExecutorKind::Local => {
-            let jobs = args.jobs.unwrap_or(cores).max(1);
-            (jobs, args.threads.unwrap_or((cores / jobs).max(1)))
-        }
-        ExecutorKind::Slurm => (args.jobs.unwrap_or(1), args.threads.unwrap_or(1)),
-    };
+    let (_, threads) = args.batch.jobs_and_threads();
     std::fs::create_dir_all(&args.out_dir)
         .with_context(|| format!("{}: cannot create", args.out_dir.display()))?;
     let out_dir = args.out_dir.canonicalize()?;
@@ -321,51 +281,12 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
             );
             continue;
         }
-        let executor: Box<dyn Executor> = match args.executor {
-            ExecutorKind::Local => Box::new(LocalExecutor {
-                program: program.clone(),
-                jobs,
-                retries: args.retries,
-                threads_per_task: Some(threads),
-            }),
-            ExecutorKind::Slurm => Box::new(SlurmExecutor::new(
-                program.clone(),
-                SlurmConfig {
-                    partition: args.partition.clone(),
-                    account: args.account.clone(),
-                    extra_options: args.sbatch_options.clone(),
-                    retries: args.retries,
-                    max_concurrent_tasks: args.max_concurrent,
-                    poll_interval_ms: args.poll_ms,
-                    job_name_prefix: format!("pedinorm-{name}"),
-                    ..SlurmConfig::new(build_dir.join("slurm"))
-                },
-            )),
-        };
-        let bar = crate::cli::progress::bar(0, &name);
-        let counts: Mutex<HashMap<String, (usize, usize)>> = Mutex::new(HashMap::new());
-        let on_progress = |event: &ProgressEvent| {
-            let mut counts = counts.lock().expect("progress lock");
-            match event {
-                ProgressEvent::StageStarted { stage, pending, total } => {
-                    counts.insert(stage.clone(), (total - pending, *total));
-                    bar.set_message(format!("{name} {stage}"));
-                }
-                ProgressEvent::StageProgress { stage, done, total } => {
-                    counts.insert(stage.clone(), (*done, *total));
-                }
-                ProgressEvent::TaskRetried { stage, label, attempt, reason } => {
-                    bar.println(format!("{stage}: {label} failed (attempt {attempt}), retrying: {reason}"));
-                }
-                ProgressEvent::StageFinished { .. } => {}
-            }
-            let (done, total) = counts.values().fold((0, 0), |(d, t), (a, b)| (d + a, t + b));
-            bar.set_length(total as u64);
-            bar.set_position(done as u64);
-        };
+        let executor = args.batch.executor(&program, build_dir.join("slurm"), &format!("pedinorm-{name}"));
+        let progress = BatchProgress::new(&name);
+        let on_progress = |event: &crate::batch::ProgressEvent| progress.on_event(event);
         let result = build_template(&subjects, &config, &build_dir, executor.as_ref(), threads, &on_progress)
             .with_context(|| format!("template {name}"))?;
-        bar.finish_and_clear();
+        progress.finish();
         let last = result.qc.iterations.last();
         built.push(BuiltTemplate {
             name: name.clone(),
@@ -394,7 +315,8 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
     }
     let images: Vec<_> = templates.iter().collect();
     write_montage(&out_dir.join("montage.png"), &images)?;
-    let summary = serde_json::json!({ "templates": built, "skipped": skipped, "executor": format!("{:?}", args.executor).to_lowercase() });
+    let summary =
+        serde_json::json!({ "templates": built, "skipped": skipped, "executor": args.batch.executor.name() });
     crate::atomic::write_bytes(
         &out_dir.join("templates.json"),
         serde_json::to_string_pretty(&summary)?.as_bytes(),

@@ -53,6 +53,9 @@ struct SplitKey {
     echo_number: Option<i64>,
     echo_time_us: Option<i64>,
     temporal: Option<i64>,
+    /// Objects that each hold a whole volume (Siemens MOSAIC: one file per time point or
+    /// diffusion direction) give one volume each: their InstanceNumber (else their index).
+    whole_volume_object: Option<(bool, i64)>,
 }
 
 fn series_label(header: &ObjectHeader) -> String {
@@ -84,6 +87,17 @@ pub(crate) fn plan_volumes(
     }
     let mut plans = Vec::new();
     for objects in series.values() {
+        let without_uid: Vec<usize> =
+            objects.iter().copied().filter(|&o| headers[o].series_uid_missing).collect();
+        if let Some(&first) = without_uid.first() {
+            tracing::warn!(
+                "{}: SeriesInstanceUID is missing ({} file(s) of series {}); grouped by StudyInstanceUID, \
+                 SeriesNumber, SeriesDescription, Modality and acquisition geometry instead",
+                labels[first].display(),
+                without_uid.len(),
+                series_label(&headers[first]),
+            );
+        }
         let mut groups: BTreeMap<SplitKey, Vec<LocatedFrame>> = BTreeMap::new();
         for &object in objects {
             let header = &headers[object];
@@ -97,6 +111,9 @@ pub(crate) fn plan_volumes(
                     echo_number: frame.echo_number,
                     echo_time_us: frame.echo_time.map(|t| (t * 1000.0).round() as i64),
                     temporal: frame.temporal,
+                    whole_volume_object: header
+                        .mosaic
+                        .map(|_| header.instance_number.map_or((true, object as i64), |n| (false, n))),
                 };
                 groups.entry(key).or_default().push(LocatedFrame { object, frame: frame.clone() });
             }

@@ -3,6 +3,7 @@
 //! groups) and acquisition metadata for the sidecar.
 
 use super::DicomError;
+use super::csa::CsaHeader;
 use super::sidecar::{Sidecar, age_from_dates, age_from_patient_age, parse_dicom_date};
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;
@@ -30,12 +31,65 @@ pub(crate) struct Frame {
     pub temporal: Option<i64>,
     /// InstanceNumber (tie-break only: slices are sorted by position).
     pub instance_number: Option<i64>,
+    /// Tile of a Siemens MOSAIC frame this slice is cut from (row-major tile order).
+    pub tile: Option<u32>,
+}
+
+/// How the slices of a Siemens MOSAIC image are tiled in its single stored frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MosaicLayout {
+    /// Tiles per row and per column of the mosaic (`ceil(sqrt(NumberOfImagesInMosaic))`).
+    pub across: usize,
+    /// Rows of the stored frame.
+    pub full_rows: usize,
+    /// Columns of the stored frame.
+    pub full_columns: usize,
+}
+
+impl MosaicLayout {
+    /// Rows of one tile (the stored rows divided by the tiles across, rounded down as dcm2niix
+    /// does).
+    pub(crate) fn tile_rows(&self) -> usize {
+        self.full_rows / self.across
+    }
+
+    /// Columns of one tile.
+    pub(crate) fn tile_columns(&self) -> usize {
+        self.full_columns / self.across
+    }
+
+    /// Cuts tile `tile` (row-major tile order) out of the row-major stored frame; `None` when
+    /// the frame is smaller than the layout says.
+    ///
+    /// A band of tiles starts every `floor(rows × columns / across)` pixels of the stored
+    /// frame, as in dcm2niix's `nii_demosaic`. When the stored rows are a multiple of `across`
+    /// (every scanner-written mosaic) that is exactly `tile rows × columns`, i.e. tiles on a
+    /// regular grid; for other sizes the layout is not defined by the format (nibabel refuses
+    /// such frames) and dcm2niix's addressing is followed so that both agree.
+    pub(crate) fn cut(&self, full: &[f32], tile: u32) -> Option<Vec<f32>> {
+        let (rows, columns) = (self.tile_rows(), self.tile_columns());
+        let tile = tile as usize;
+        if tile >= self.across * self.across || full.len() < self.full_rows * self.full_columns {
+            return None;
+        }
+        let band = self.full_rows * self.full_columns / self.across;
+        let first = (tile / self.across) * band + (tile % self.across) * columns;
+        let mut out = Vec::with_capacity(rows * columns);
+        for row in 0..rows {
+            let start = first + row * self.full_columns;
+            out.extend_from_slice(full.get(start..start + columns)?);
+        }
+        Some(out)
+    }
 }
 
 /// What one object contributes to series assembly.
 #[derive(Debug, Clone)]
 pub(crate) struct ObjectHeader {
+    /// SeriesInstanceUID, or the fallback grouping key when it is missing (see [`series_key`]).
     pub series_uid: String,
+    /// Whether `series_uid` is the fallback key (no SeriesInstanceUID in the object).
+    pub series_uid_missing: bool,
     pub study_uid: String,
     pub transfer_syntax: String,
     pub rows: u32,
@@ -45,6 +99,10 @@ pub(crate) struct ObjectHeader {
     pub gantry_tilt: Option<f64>,
     pub slice_thickness: Option<f64>,
     pub spacing_between_slices: Option<f64>,
+    /// InstanceNumber of the object.
+    pub instance_number: Option<i64>,
+    /// Set for Siemens MOSAIC objects: `rows`/`columns` are then those of one tile.
+    pub mosaic: Option<MosaicLayout>,
     pub frames: Vec<Frame>,
     /// Metadata of this object (series-level values are taken from the first slice).
     pub sidecar: Sidecar,
@@ -128,8 +186,7 @@ pub(crate) fn read_object_header(bytes: &[u8], file: &Path) -> Result<Option<Obj
         return Ok(None);
     }
     let missing = |field, purpose| DicomError::MissingField { file: file.to_owned(), field, purpose };
-    let series_uid =
-        text(&object, tags::SERIES_INSTANCE_UID).ok_or(missing("SeriesInstanceUID", "group slices"))?;
+    let (series_uid, series_uid_missing) = series_key(&object, file)?;
     let study_uid = text(&object, tags::STUDY_INSTANCE_UID).unwrap_or_default();
     let rows = int(&object, tags::ROWS).ok_or(missing("Rows", "size the image"))?;
     let columns = int(&object, tags::COLUMNS).ok_or(missing("Columns", "size the image"))?;
@@ -141,13 +198,7 @@ pub(crate) fn read_object_header(bytes: &[u8], file: &Path) -> Result<Option<Obj
         });
     }
     let image_type = object.get(tags::IMAGE_TYPE).and_then(|e| e.to_multi_str().ok()).unwrap_or_default();
-    if image_type.iter().any(|value| value.trim().eq_ignore_ascii_case("MOSAIC")) {
-        return Err(DicomError::InvalidField {
-            file: file.to_owned(),
-            field: "ImageType",
-            rule: "Siemens MOSAIC images (slices tiled in one frame) are not supported".into(),
-        });
-    }
+    let is_mosaic = image_type.iter().any(|value| value.trim().eq_ignore_ascii_case("MOSAIC"));
     let number_of_frames = int(&object, tags::NUMBER_OF_FRAMES).unwrap_or(1);
     if !(1..=65535).contains(&number_of_frames) {
         return Err(DicomError::InvalidField {
@@ -181,7 +232,36 @@ pub(crate) fn read_object_header(bytes: &[u8], file: &Path) -> Result<Option<Obj
     let per_frame = items(&object, tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE);
     let shared = items(&object, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE).first();
     let mut frames = Vec::with_capacity(number_of_frames as usize);
-    if !per_frame.is_empty() || shared.is_some() {
+    let mut mosaic = None;
+    if is_mosaic {
+        if !per_frame.is_empty() || shared.is_some() || number_of_frames != 1 {
+            return Err(DicomError::InvalidField {
+                file: file.to_owned(),
+                field: "ImageType",
+                rule: format!(
+                    "a Siemens MOSAIC image must be a classic single-frame object, found {number_of_frames} \
+                     frame(s){}",
+                    if per_frame.is_empty() && shared.is_none() { "" } else { " with functional groups" }
+                ),
+            });
+        }
+        let template = Frame {
+            frame: 0,
+            position: top_position,
+            orientation: top_orientation,
+            pixel_spacing: top_spacing,
+            rescale: top_rescale,
+            echo_time: top_echo_time,
+            echo_number,
+            temporal,
+            instance_number,
+            tile: None,
+        };
+        let step = spacing_between_slices.or(slice_thickness);
+        let (layout, tiles) = mosaic_frames(&object, file, rows as usize, columns as usize, step, &template)?;
+        mosaic = Some(layout);
+        frames = tiles;
+    } else if !per_frame.is_empty() || shared.is_some() {
         // Enhanced multi-frame: geometry and value transforms per frame, from functional groups.
         if !per_frame.is_empty() && per_frame.len() != number_of_frames as usize {
             return Err(DicomError::InvalidField {
@@ -228,6 +308,7 @@ pub(crate) fn read_object_header(bytes: &[u8], file: &Path) -> Result<Option<Obj
                 echo_number,
                 temporal: temporal_index.or(temporal),
                 instance_number: Some(index as i64 + 1),
+                tile: None,
             });
         }
     } else {
@@ -255,25 +336,211 @@ pub(crate) fn read_object_header(bytes: &[u8], file: &Path) -> Result<Option<Obj
                 echo_number,
                 temporal,
                 instance_number: instance_number.map(|n| n * 100_000 + index as i64),
+                tile: None,
             });
         }
     }
 
     let sidecar = metadata(&object, slice_thickness, spacing_between_slices, &transfer_syntax);
+    let (rows, columns) = match mosaic {
+        Some(layout) => (layout.tile_rows() as u32, layout.tile_columns() as u32),
+        None => (rows as u32, columns as u32),
+    };
     Ok(Some(ObjectHeader {
         series_uid,
+        series_uid_missing,
         study_uid,
         transfer_syntax,
-        rows: rows as u32,
-        columns: columns as u32,
+        rows,
+        columns,
         samples_per_pixel: int(&object, tags::SAMPLES_PER_PIXEL).unwrap_or(1).clamp(0, 16) as u16,
         photometric: text(&object, tags::PHOTOMETRIC_INTERPRETATION).unwrap_or_else(|| "MONOCHROME2".into()),
         gantry_tilt: float(&object, tags::GANTRY_DETECTOR_TILT),
         slice_thickness,
         spacing_between_slices,
+        instance_number,
+        mosaic,
         frames,
         sidecar,
     }))
+}
+
+/// The key that groups objects into series: SeriesInstanceUID, and `true` in the second
+/// element when it is missing and a fallback key was built instead.
+///
+/// Fallback (objects without SeriesInstanceUID, as some exports and test files are): the
+/// StudyInstanceUID, SeriesNumber, SeriesDescription (else ProtocolName), Modality and the
+/// acquisition geometry (Rows, Columns, ImageOrientationPatient and PixelSpacing rounded to
+/// 1e-4) together. An object that has neither SeriesNumber nor SeriesDescription nor
+/// ProtocolName cannot be told apart from other series and is refused.
+pub(crate) fn series_key(object: &InMemDicomObject, file: &Path) -> Result<(String, bool), DicomError> {
+    if let Some(uid) = text(object, tags::SERIES_INSTANCE_UID) {
+        return Ok((uid, false));
+    }
+    let number = text(object, tags::SERIES_NUMBER);
+    let description = text(object, tags::SERIES_DESCRIPTION).or_else(|| text(object, tags::PROTOCOL_NAME));
+    if number.is_none() && description.is_none() {
+        return Err(DicomError::MissingField {
+            file: file.to_owned(),
+            field: "SeriesInstanceUID",
+            purpose: "group slices into series; SeriesNumber, SeriesDescription and ProtocolName are missing \
+                      too, so no fallback key can tell this series from others",
+        });
+    }
+    let rounded = |values: Option<Vec<f64>>| {
+        values
+            .map(|v| v.iter().map(|x| format!("{:.4}", x + 0.0)).collect::<Vec<_>>().join(","))
+            .unwrap_or_else(|| "-".into())
+    };
+    let key = [
+        text(object, tags::STUDY_INSTANCE_UID).unwrap_or_else(|| "-".into()),
+        number.unwrap_or_else(|| "-".into()),
+        description.unwrap_or_else(|| "-".into()),
+        text(object, tags::MODALITY).unwrap_or_else(|| "-".into()),
+        format!(
+            "{}x{}",
+            int(object, tags::ROWS).unwrap_or_default(),
+            int(object, tags::COLUMNS).unwrap_or_default()
+        ),
+        rounded(floats(object, tags::IMAGE_ORIENTATION_PATIENT)),
+        rounded(floats(object, tags::PIXEL_SPACING)),
+    ]
+    .join("|");
+    Ok((format!("no-series-uid|{key}"), true))
+}
+
+/// The value of a private element: `element` (low byte) of the block reserved by `creator` in
+/// `group`. Private creators are looked up rather than assumed at block 0x10.
+fn private_element<'a>(
+    object: &'a InMemDicomObject,
+    group: u16,
+    creator: &str,
+    element: u8,
+) -> Option<&'a dicom_object::mem::InMemElement> {
+    (0x10u16..=0xFF).find_map(|block| {
+        let reserved = object.get(Tag(group, block))?.to_bytes().ok()?;
+        let name = String::from_utf8_lossy(&reserved);
+        if name.trim_matches(|c: char| c == '\0' || c.is_whitespace()) == creator {
+            object.get(Tag(group, (block << 8) | element as u16))
+        } else {
+            None
+        }
+    })
+}
+
+/// The Siemens CSA image header of an object, when it has one that parses.
+fn csa_image_header(object: &InMemDicomObject) -> Option<CsaHeader> {
+    let element = private_element(object, 0x0029, "SIEMENS CSA HEADER", 0x10)?;
+    CsaHeader::parse(&element.to_bytes().ok()?)
+}
+
+/// NumberOfImagesInMosaic from the Siemens MR private header `(0019,xx0A)`, used when the CSA
+/// header is absent: US, or raw little-endian bytes when read with implicit VR (UN).
+fn siemens_mosaic_count(object: &InMemDicomObject) -> Option<i64> {
+    let element = private_element(object, 0x0019, "SIEMENS MR HEADER", 0x0A)?;
+    if element.vr() == dicom_core::VR::US {
+        return element.to_int::<i64>().ok();
+    }
+    let bytes = element.to_bytes().ok()?;
+    (bytes.len() == 2).then(|| u16::from_le_bytes([bytes[0], bytes[1]]) as i64)
+}
+
+/// Un-tiles a Siemens MOSAIC object: the layout and one frame per tile, each placed in space.
+///
+/// - Slice count: CSA image header `NumberOfImagesInMosaic`, else the Siemens MR header's
+///   `(0019,xx0A)`; tiles are laid out row-major in `ceil(sqrt(n))` columns and rows.
+/// - Position: ImagePositionPatient of a mosaic is that of the whole stored frame as if it were
+///   one slice; the first tile's centre coincides with the frame's, so the first tile's first
+///   pixel is shifted by `(stored - stored / across) / 2` pixels along rows and columns (real
+///   division, as nibabel's `MosaicWrapper.image_position` and dcm2niix).
+/// - Slice direction: the cross product of the ImageOrientationPatient directions, with the
+///   sign of the CSA `SliceNormalVector` (Siemens stores slices in acquisition order, which may
+///   run against the cross product); tile `k` lies `k` slice spacings (SpacingBetweenSlices,
+///   else SliceThickness) from the first along it. Without a SliceNormalVector the cross
+///   product is taken as is.
+fn mosaic_frames(
+    object: &InMemDicomObject,
+    file: &Path,
+    full_rows: usize,
+    full_columns: usize,
+    step: Option<f64>,
+    template: &Frame,
+) -> Result<(MosaicLayout, Vec<Frame>), DicomError> {
+    let invalid =
+        |field: &'static str, rule: String| DicomError::InvalidField { file: file.to_owned(), field, rule };
+    let missing = |field, purpose| DicomError::MissingField { file: file.to_owned(), field, purpose };
+    let csa = csa_image_header(object);
+    let count = csa
+        .as_ref()
+        .and_then(|h| h.int("NumberOfImagesInMosaic"))
+        .or_else(|| siemens_mosaic_count(object))
+        .ok_or(missing("NumberOfImagesInMosaic", "un-tile a Siemens MOSAIC image (CSA image header)"))?;
+    if !(1..=4096).contains(&count) {
+        return Err(invalid("NumberOfImagesInMosaic", format!("must be 1..=4096, found {count}")));
+    }
+    let count = count as usize;
+    let across = (1..=count).find(|a| a * a >= count).unwrap_or(count);
+    let layout = MosaicLayout { across, full_rows, full_columns };
+    if layout.tile_rows() == 0 || layout.tile_columns() == 0 {
+        return Err(invalid(
+            "Rows/Columns",
+            format!("a {full_rows}×{full_columns} frame cannot hold {across}×{across} MOSAIC tiles"),
+        ));
+    }
+    let purpose = "place the slices of a Siemens MOSAIC image";
+    let position = template.position.ok_or(missing("ImagePositionPatient", purpose))?;
+    let orientation = template.orientation.ok_or(missing("ImageOrientationPatient", purpose))?;
+    let spacing = template.pixel_spacing.ok_or(missing("PixelSpacing", purpose))?;
+    let row = [orientation[0], orientation[1], orientation[2]];
+    let column = [orientation[3], orientation[4], orientation[5]];
+    let cross_product = cross(row, column);
+    let length = cross_product.iter().map(|v| v * v).sum::<f64>().sqrt();
+    if length.is_nan() || length <= 0.5 {
+        return Err(invalid(
+            "ImageOrientationPatient",
+            format!("row and column directions must be orthogonal unit vectors, found {orientation:?}"),
+        ));
+    }
+    let mut normal = cross_product.map(|v| v / length);
+    if let Some(stored) = csa.as_ref().and_then(|h| h.floats::<3>("SliceNormalVector")) {
+        let stored_length = stored.iter().map(|v| v * v).sum::<f64>().sqrt();
+        let cosine = stored.iter().zip(&normal).map(|(a, b)| a * b).sum::<f64>() / stored_length.max(1e-12);
+        if cosine.is_nan() || cosine.abs() <= 0.99 {
+            return Err(invalid(
+                "SliceNormalVector",
+                format!(
+                    "the CSA slice normal {stored:?} is not parallel to the normal {normal:?} of \
+                     ImageOrientationPatient: the slice direction is ambiguous"
+                ),
+            ));
+        }
+        if cosine < 0.0 {
+            normal = normal.map(|v| -v);
+        }
+    }
+    let step = match (count, step) {
+        (1, step) => step.unwrap_or(1.0),
+        (_, Some(step)) if step > 0.0 && step < 1e4 => step,
+        (_, Some(step)) => {
+            return Err(invalid("SpacingBetweenSlices", format!("must be positive, found {step}")));
+        }
+        (_, None) => return Err(missing("SpacingBetweenSlices", purpose)),
+    };
+    // Shift from the stored frame's first pixel to the first tile's (real division, see above).
+    let shift_columns = (full_columns as f64 - full_columns as f64 / across as f64) / 2.0;
+    let shift_rows = (full_rows as f64 - full_rows as f64 / across as f64) / 2.0;
+    let first: [f64; 3] = std::array::from_fn(|a| {
+        position[a] + row[a] * spacing[1] * shift_columns + column[a] * spacing[0] * shift_rows
+    });
+    let frames = (0..count)
+        .map(|tile| Frame {
+            position: Some(std::array::from_fn(|a| first[a] + normal[a] * step * tile as f64)),
+            instance_number: template.instance_number.map(|n| n * 100_000 + tile as i64),
+            tile: Some(tile as u32),
+            ..template.clone()
+        })
+        .collect();
+    Ok((layout, frames))
 }
 
 pub(crate) fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {

@@ -6,10 +6,14 @@
 //! inside a series; slices are sorted along the slice normal by ImagePositionPatient (never by
 //! InstanceNumber). A series that does not form one regular volume (missing slices, uneven
 //! spacing, gantry tilt, mixed pixel spacing, duplicates) is refused with an error naming the
-//! file, the field and the rule. Classic single-frame, classic multi-frame and enhanced
-//! multi-frame (per-frame functional groups) objects are supported.
+//! file, the field and the rule. Classic single-frame, classic multi-frame, enhanced
+//! multi-frame (per-frame functional groups) and Siemens MOSAIC objects (slices tiled in one
+//! frame, un-tiled with the CSA header; one volume per mosaic file) are supported. Objects
+//! without SeriesInstanceUID are grouped by a documented fallback key (with a warning naming
+//! the file).
 
 mod assemble;
+mod csa;
 mod error;
 mod frames;
 mod pixels;
@@ -18,9 +22,11 @@ mod source;
 
 pub use assemble::{ORIENTATION_TOLERANCE, SPACING_TOLERANCE_FRACTION, SPACING_TOLERANCE_MM, TILT_TOLERANCE};
 pub use error::DicomError;
+pub(crate) use frames::series_key;
 pub use sidecar::Sidecar;
+pub(crate) use source::has_dicom_prefix;
 
-use ndarray::{Array3, ShapeBuilder};
+use ndarray::Array3;
 use pedinorm_registration::{Grid, Image};
 use rayon::prelude::*;
 use source::Source;
@@ -96,6 +102,58 @@ pub fn load_series_with_progress(
     let sources = source::enumerate(inputs)?;
     let names = inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
     assemble_sources(sources, &names, progress, MAX_VOLUME_VOXELS)
+}
+
+/// One object found in the inputs: a file, or an entry of a zip archive.
+#[derive(Clone)]
+pub struct InputObject {
+    source: Source,
+    explicit: bool,
+}
+
+impl std::fmt::Debug for InputObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InputObject").field("label", &self.label()).field("explicit", &self.explicit).finish()
+    }
+}
+
+impl InputObject {
+    /// The object's name in messages: its path, or `archive.zip/entry` for a zip entry.
+    pub fn label(&self) -> PathBuf {
+        self.source.label()
+    }
+
+    /// Whether the object was named explicitly (not found inside a folder or an archive): a
+    /// file named explicitly must be DICOM, one found inside a folder or archive may be skipped.
+    pub fn is_explicit(&self) -> bool {
+        self.explicit
+    }
+
+    /// The object's bytes (at most 2 GiB are read).
+    pub fn read(&self) -> Result<Arc<Vec<u8>>, DicomError> {
+        self.source.read()
+    }
+}
+
+/// The objects of the inputs, as [`load_series`] sees them: files as given, folders walked
+/// recursively in sorted order (hidden files skipped), zip archives entry by entry in sorted
+/// order; a zip entry whose name escapes the archive (absolute or `..`) is an error.
+pub fn enumerate_inputs(inputs: &[PathBuf]) -> Result<Vec<InputObject>, DicomError> {
+    Ok(source::enumerate(inputs)?
+        .into_iter()
+        .map(|(source, explicit)| InputObject { source, explicit })
+        .collect())
+}
+
+/// Loads the series made by some of the objects of [`enumerate_inputs`].
+pub fn load_series_from_objects(objects: &[InputObject]) -> Result<Vec<SeriesVolume>, DicomError> {
+    let names = match objects {
+        [] => "no input".to_owned(),
+        [only] => only.label().display().to_string(),
+        [first, ..] => format!("{} and {} other object(s)", first.label().display(), objects.len() - 1),
+    };
+    let sources = objects.iter().map(|o| (o.source.clone(), o.explicit)).collect();
+    assemble_sources(sources, &names, &|_, _, _| {}, MAX_VOLUME_VOXELS)
 }
 
 /// Loads the series in DICOM objects held in memory; `label` names each in messages.
@@ -196,16 +254,16 @@ fn assemble_sources(
     }
 
     // Decode each object once, for every plan that uses it.
-    #[allow(clippy::type_complexity)] // (plan, slot, frame, rescale) per object, local to this function
-    let mut wanted: BTreeMap<usize, Vec<(usize, usize, u32, (f64, f64))>> = BTreeMap::new();
+    let mut wanted: BTreeMap<usize, Vec<Use>> = BTreeMap::new();
     for (plan_index, plan) in plans.iter().enumerate() {
         for (slice, located) in plan.frames.iter().enumerate() {
-            wanted.entry(located.object).or_default().push((
-                plan_index,
+            wanted.entry(located.object).or_default().push(Use {
+                plan: plan_index,
                 slice,
-                located.frame.frame,
-                located.frame.rescale,
-            ));
+                frame: located.frame.frame,
+                rescale: located.frame.rescale,
+                tile: located.frame.tile,
+            });
         }
     }
     let decode_total = wanted.len();
@@ -215,12 +273,43 @@ fn assemble_sources(
         .into_par_iter()
         .map(|(object, uses)| {
             let bytes = kept_sources[object].read()?;
-            let requests: Vec<(u32, (f64, f64))> = uses.iter().map(|u| (u.2, u.3)).collect();
-            let values =
-                pixels::decode_frames(&bytes, &labels[object], &headers[object].transfer_syntax, &requests)?;
+            let header = &headers[object];
+            let values = match header.mosaic {
+                // A mosaic is one stored frame: decode it once, then cut every tile out of it.
+                Some(layout) => {
+                    let rescale = uses.first().map_or((1.0, 0.0), |u| u.rescale);
+                    let full = pixels::decode_frames(
+                        &bytes,
+                        &labels[object],
+                        &header.transfer_syntax,
+                        &[(0, rescale)],
+                    )?
+                    .pop()
+                    .unwrap_or_default();
+                    uses.iter()
+                        .map(|u| {
+                            layout.cut(&full, u.tile.unwrap_or(0)).ok_or_else(|| DicomError::InvalidField {
+                                file: labels[object].clone(),
+                                field: "Rows/Columns",
+                                rule: format!(
+                                    "decoded MOSAIC frame holds {} pixels, fewer than {}×{}",
+                                    full.len(),
+                                    layout.full_rows,
+                                    layout.full_columns
+                                ),
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()?
+                }
+                None => {
+                    let requests: Vec<(u32, (f64, f64))> =
+                        uses.iter().map(|u| (u.frame, u.rescale)).collect();
+                    pixels::decode_frames(&bytes, &labels[object], &header.transfer_syntax, &requests)?
+                }
+            };
             let count = decoded_count.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             progress("decoding pixels", count, decode_total);
-            Ok(uses.iter().zip(values).map(|(u, v)| (u.0, u.1, v)).collect())
+            Ok(uses.iter().zip(values).map(|(u, v)| (u.plan, u.slice, v)).collect())
         })
         .collect();
     // Frames concatenated in slice order, each row-major, are the Fortran-order buffer of a
@@ -243,7 +332,8 @@ fn assemble_sources(
     }
     let mut volumes = Vec::with_capacity(plans.len());
     for (plan, buffer) in plans.iter().zip(buffers) {
-        let shape = (plan.columns, plan.rows, plan.frames.len()).f();
+        let shape = (plan.columns, plan.rows, plan.frames.len());
+        let buffer = fortran_to_c_order(&buffer, plan.columns, plan.rows, plan.frames.len());
         let array = Array3::from_shape_vec(shape, buffer).map_err(|e| DicomError::InvalidField {
             file: labels[plan.first_object].clone(),
             field: "Rows/Columns",
@@ -289,6 +379,45 @@ fn assemble_sources(
         .collect()
 }
 
+/// The C-order (`[i][j][k]`, k fastest) copy of a Fortran-order (i fastest) buffer of shape
+/// `(ni, nj, nk)`. `Image` keeps C order; letting ndarray convert reads one value per cache
+/// line on large volumes. Here blocks of [`TRANSPOSE_BLOCK`] consecutive `i` are read as one
+/// contiguous run and written to as many sequential streams, in parallel over blocks (a pure
+/// copy: the result does not depend on the thread count).
+fn fortran_to_c_order(fortran: &[f32], ni: usize, nj: usize, nk: usize) -> Vec<f32> {
+    let mut c = vec![0.0f32; ni * nj * nk];
+    let plane = nj * nk;
+    if plane == 0 {
+        return c;
+    }
+    c.par_chunks_mut(TRANSPOSE_BLOCK * plane).enumerate().for_each(|(block, out)| {
+        let i0 = block * TRANSPOSE_BLOCK;
+        let width = out.len() / plane;
+        for j in 0..nj {
+            for k in 0..nk {
+                let start = i0 + ni * (j + nj * k);
+                for (d, &value) in fortran[start..start + width].iter().enumerate() {
+                    out[d * plane + j * nk + k] = value;
+                }
+            }
+        }
+    });
+    c
+}
+
+/// Columns handled together by [`fortran_to_c_order`] (16 floats: one cache line).
+const TRANSPOSE_BLOCK: usize = 16;
+
+/// One use of a decoded frame: which plan and slice it fills, from which frame (and mosaic
+/// tile) of its object, with which rescale.
+struct Use {
+    plan: usize,
+    slice: usize,
+    frame: u32,
+    rescale: (f64, f64),
+    tile: Option<u32>,
+}
+
 /// Runs third-party parsing or decoding, turning a panic on malformed input (a decoder bug)
 /// into an error that names the file, so that no input can crash the caller.
 pub(crate) fn guard<T>(file: &Path, work: impl FnOnce() -> T) -> Result<T, DicomError> {
@@ -317,8 +446,22 @@ pub fn is_nifti_path(path: &Path) -> bool {
 }
 
 #[cfg(test)]
+mod mosaic_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fortran_to_c_order_matches_ndarray() {
+        use ndarray::ShapeBuilder;
+        for (ni, nj, nk) in [(1, 1, 1), (17, 3, 5), (40, 7, 2), (16, 2, 33)] {
+            let fortran: Vec<f32> = (0..ni * nj * nk).map(|v| v as f32).collect();
+            let expected = Array3::from_shape_vec((ni, nj, nk).f(), fortran.clone()).unwrap();
+            let got = Array3::from_shape_vec((ni, nj, nk), fortran_to_c_order(&fortran, ni, nj, nk)).unwrap();
+            assert_eq!(got, expected);
+        }
+    }
 
     #[test]
     fn sanitize_keeps_safe_characters() {

@@ -365,6 +365,20 @@ impl<'a> Deidentifier<'a> {
         self.deidentify_object(path, &file)
     }
 
+    /// [`Self::deidentify_file`] for a file already read into memory (a zip entry, for
+    /// instance); `label` names it in errors.
+    pub fn deidentify_bytes(
+        &self,
+        label: &Path,
+        bytes: &[u8],
+    ) -> Result<(Vec<u8>, InMemDicomObject), DeidentifyError> {
+        let read_error = |message: String| DeidentifyError::Read { path: label.to_path_buf(), message };
+        let file = crate::dicom::guard(label, || dicom_object::OpenFileOptions::new().from_reader(bytes))
+            .map_err(|error| read_error(error.to_string()))?
+            .map_err(|error| read_error(error.to_string()))?;
+        self.deidentify_object(label, &file)
+    }
+
     /// De-identifies an already opened file object (see [`Self::deidentify_file`]).
     pub fn deidentify_object(
         &self,

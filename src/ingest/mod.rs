@@ -181,7 +181,7 @@ pub fn ingest_study(inputs: &[PathBuf], options: &IngestOptions) -> Result<Inges
 
 /// What the header pass learns about one DICOM file.
 struct FileHeader {
-    path: PathBuf,
+    object: dicom::InputObject,
     study_uid: String,
     series_uid: String,
     is_image: bool,
@@ -202,21 +202,26 @@ pub fn ingest_study_with_progress(
         return Err(IngestError::NoInputs);
     }
     let key = PseudonymKey::load(options.key_file.as_deref())?;
-    let (candidates, mut skipped_files) = enumerate_inputs(inputs)?;
+    // The same inputs as `pedinorm convert`: files, folders, zip archives (entries that escape
+    // the archive refused, objects read with a size limit).
+    let candidates = dicom::enumerate_inputs(inputs)?;
+    let mut skipped_files = 0;
 
-    // Header pass (pixel data not read), in parallel; results keep input order.
+    // Header pass (pixel data not parsed), in parallel; results keep input order.
     let total = candidates.len();
     let done = std::sync::atomic::AtomicUsize::new(0);
     let headers: Vec<Result<Option<FileHeader>, IngestError>> = candidates
-        .par_iter()
-        .map(|(path, explicit)| {
-            let header = read_header(path, options);
+        .into_par_iter()
+        .map(|object| {
+            let label = object.label();
+            let explicit = object.is_explicit();
+            let header = read_header(object, options);
             let count = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             progress(IngestProgress::Scanning(count, total));
             match header {
                 Ok(header) => Ok(Some(header)),
                 Err(_) if !explicit => Ok(None),
-                Err(message) => Err(IngestError::Input { path: path.clone(), message }),
+                Err(message) => Err(IngestError::Input { path: label, message }),
             }
         })
         .collect();
@@ -337,8 +342,8 @@ pub fn ingest_study_with_progress(
     for (done, (original_series_uid, members)) in pending.into_iter().enumerate() {
         progress(IngestProgress::Storing(done, pending_total));
         let label = members[0].facts.label.clone();
-        let paths: Vec<PathBuf> = members.iter().map(|f| f.path.clone()).collect();
-        let volumes = match dicom::load_series(&paths) {
+        let objects: Vec<dicom::InputObject> = members.iter().map(|f| f.object.clone()).collect();
+        let volumes = match dicom::load_series_from_objects(&objects) {
             Ok(volumes) if !volumes.is_empty() => volumes,
             Ok(_) => {
                 report.skipped_series.push(SkippedSeries { series: label, reason: "no volume".into() });
@@ -354,15 +359,20 @@ pub fn ingest_study_with_progress(
         let series_uid = deidentifier.uid(original_series_uid);
         let staged_dir = staging.path().join(&series_uid);
         write_volumes(&staging, &series_uid, &volumes, &pseudonym, age_years)?;
-        let deidentified: Vec<Result<(String, Vec<u8>), DeidentifyError>> = paths
+        let deidentified: Vec<Result<(String, Vec<u8>), DeidentifyError>> = objects
             .par_iter()
-            .map(|path| {
-                let (bytes, object) = deidentifier.deidentify_file(path)?;
+            .map(|input| {
+                let label = input.label();
+                let original = input.read().map_err(|error| DeidentifyError::Read {
+                    path: label.clone(),
+                    message: error.to_string(),
+                })?;
+                let (bytes, object) = deidentifier.deidentify_bytes(&label, &original)?;
                 let sop = object
                     .get(tags::SOP_INSTANCE_UID)
                     .and_then(|e| e.value().to_str().ok().map(|s| s.trim_end_matches('\0').trim().to_owned()))
                     .filter(|s| !s.is_empty())
-                    .unwrap_or_else(|| deidentifier.uid(&path.display().to_string()));
+                    .unwrap_or_else(|| deidentifier.uid(&label.display().to_string()));
                 Ok((sop, bytes))
             })
             .collect();
@@ -475,57 +485,22 @@ fn write_volumes(
     Ok(())
 }
 
-/// Files of the inputs: files as given (explicit), folders walked recursively in sorted order
-/// with hidden entries skipped. Returns the candidates and how many entries were skipped.
-fn enumerate_inputs(inputs: &[PathBuf]) -> Result<(Vec<(PathBuf, bool)>, usize), IngestError> {
-    let mut candidates = Vec::new();
-    let mut skipped = 0;
-    for input in inputs {
-        let metadata = std::fs::metadata(input)
-            .map_err(|error| IngestError::Input { path: input.clone(), message: error.to_string() })?;
-        if metadata.is_dir() {
-            for entry in walkdir::WalkDir::new(input)
-                .sort_by_file_name()
-                .into_iter()
-                .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'))
-            {
-                let entry = entry.map_err(|error| IngestError::Input {
-                    path: error.path().map(Path::to_path_buf).unwrap_or_else(|| input.clone()),
-                    message: error.to_string(),
-                })?;
-                if entry.file_type().is_file() {
-                    candidates.push((entry.into_path(), false));
-                } else if !entry.file_type().is_dir() {
-                    skipped += 1;
-                }
-            }
-        } else if is_zip(input) {
-            return Err(IngestError::Input {
-                path: input.clone(),
-                message: "zip archives are not ingested directly: extract the study to a folder first".into(),
-            });
-        } else {
-            candidates.push((input.clone(), true));
-        }
-    }
-    Ok((candidates, skipped))
-}
-
-fn is_zip(path: &Path) -> bool {
-    use std::io::Read;
-    let mut magic = [0u8; 4];
-    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && magic == *b"PK\x03\x04"
-}
-
 /// Reads the header (everything before the pixel data) of one file. The error message names
 /// what is wrong, never a value.
-fn read_header(path: &Path, options: &IngestOptions) -> Result<FileHeader, String> {
-    let object = OpenFileOptions::new()
-        .read_until(tags::PIXEL_DATA)
-        .open_file(path)
-        .map_err(|error| format!("not a readable DICOM file: {error}"))?;
+fn read_header(input: dicom::InputObject, options: &IngestOptions) -> Result<FileHeader, String> {
+    let label = input.label();
+    let bytes = input.read().map_err(|error| error.to_string())?;
+    if !dicom::has_dicom_prefix(&bytes) {
+        return Err("not a readable DICOM file: no DICM prefix at byte 128 (not a Part-10 file)".into());
+    }
+    let object =
+        dicom::guard(&label, || OpenFileOptions::new().read_until(tags::PIXEL_DATA).from_reader(&bytes[..]))
+            .map_err(|error| error.to_string())?
+            .map_err(|error| format!("not a readable DICOM file: {error}"))?;
+    drop(bytes);
     let study_uid = uid_of(&object, tags::STUDY_INSTANCE_UID).ok_or("StudyInstanceUID is missing")?;
-    let series_uid = uid_of(&object, tags::SERIES_INSTANCE_UID).ok_or("SeriesInstanceUID is missing")?;
+    // The grouping key `pedinorm convert` uses: SeriesInstanceUID, else its documented fallback.
+    let (series_uid, _) = dicom::series_key(&object, &label).map_err(|error| error.to_string())?;
     let series_number = text(&object, tags::SERIES_NUMBER).and_then(|s| s.parse::<i64>().ok());
     let label = match series_number {
         Some(number) => format!("series {number}"),
@@ -547,7 +522,7 @@ fn read_header(path: &Path, options: &IngestOptions) -> Result<FileHeader, Strin
         _ => Vec::new(),
     };
     Ok(FileHeader {
-        path: path.to_path_buf(),
+        object: input,
         study_uid,
         series_uid,
         is_image: object.get(tags::ROWS).is_some(),

@@ -6,6 +6,9 @@ use hdf5::{File, Group, Location};
 use nalgebra::Matrix4;
 use ndarray::{Array1, Array2, Array3};
 use pedinorm_registration::Grid;
+use pedinorm_templates::calibration::{
+    AbsZHistogram, BIN_WIDTH, CURVE_POINTS, CURVE_STEP, HISTOGRAM_BINS, NullSummary,
+};
 use pedinorm_templates::stats::{AgeNode, GroupMoments};
 use std::path::Path;
 use std::str::FromStr;
@@ -125,6 +128,37 @@ impl Ctx<'_> {
     fn read_1d<T: hdf5::H5Type>(&self, group: &Group, name: &str) -> Result<Vec<T>, NormDbError> {
         let ds = self.dataset(group, name)?;
         self.h5(format!("{}/{name}", group.name()), ds.read_raw::<T>())
+    }
+
+    /// A chunked (one row per chunk), shuffled, deflate-compressed 2-D dataset.
+    fn write_rows<T: hdf5::H5Type>(
+        &self,
+        group: &Group,
+        name: &str,
+        data: &Array2<T>,
+    ) -> Result<(), NormDbError> {
+        let columns = data.ncols();
+        let builder = group
+            .new_dataset_builder()
+            .chunk((1, columns.max(1)))
+            .shuffle()
+            .deflate(DEFLATE_LEVEL)
+            .with_data(data);
+        self.h5(format!("{}/{name}", group.name()), builder.create(name)).map(|_| ())
+    }
+
+    fn read_rows<T: hdf5::H5Type>(
+        &self,
+        group: &Group,
+        name: &str,
+        shape: [usize; 2],
+    ) -> Result<Array2<T>, NormDbError> {
+        let field = format!("{}/{name}", group.name());
+        let ds = self.dataset(group, name)?;
+        if ds.shape() != shape.to_vec() {
+            return Err(self.schema(&field, format!("shape {:?} must be {shape:?}", ds.shape())));
+        }
+        self.h5(&field, ds.read_2d::<T>())
     }
 
     fn write_strings(&self, group: &Group, name: &str, values: &[String]) -> Result<(), NormDbError> {
@@ -262,14 +296,85 @@ fn write_calibration(ctx: &Ctx, file: &File, calibration: &CalibrationRecord) ->
         ctx.set_f64(&cg, "gaussian_achieved_rate", c.voxel.gaussian_achieved_rate)?;
         ctx.set_u64(&cg, "subjects", c.voxel.subjects as u64)?;
         ctx.set_f64(&cg, "nominal_cluster_rate", c.cluster.nominal_rate)?;
+        ctx.set_f64(&cg, "cluster_mass_threshold", c.cluster.mass_threshold)?;
         ctx.set_u64(&cg, "cluster_size_threshold_voxels", c.cluster.size_threshold_voxels as u64)?;
         ctx.set_u64(&cg, "cluster_nominal_reachable", u64::from(c.cluster.nominal_reachable))?;
         ctx.set_f64(&cg, "achieved_cluster_rate", c.cluster.achieved_rate)?;
         ctx.write_1d(&cg, "achieved_voxel_rate_per_subject", &c.voxel.achieved_rate_per_subject)?;
         let sizes: Vec<u64> = c.cluster.max_cluster_per_subject.iter().map(|&s| s as u64).collect();
         ctx.write_1d(&cg, "max_cluster_voxels_per_subject", &sizes)?;
+        ctx.write_1d(&cg, "max_cluster_mass_per_subject", &c.cluster.max_mass_per_subject)?;
+    }
+    if !calibration.nulls.is_empty() {
+        let n = ctx.h5("/calibration/null", g.create_group("null"))?;
+        ctx.set_f64(&n, "histogram_bin_width", BIN_WIDTH)?;
+        ctx.set_f64(&n, "threshold_step", CURVE_STEP)?;
+        let rows = calibration.nulls.len();
+        ctx.write_strings(
+            &n,
+            "pseudonym",
+            &calibration.nulls.iter().map(|x| x.pseudonym.clone()).collect::<Vec<_>>(),
+        )?;
+        for channel in Channel::ALL {
+            let c = channel.index();
+            let cg = ctx.h5(channel.name(), n.create_group(channel.name()))?;
+            let histogram = Array2::from_shape_fn((rows, HISTOGRAM_BINS), |(r, b)| {
+                calibration.nulls[r].channels[c].histogram.counts()[b]
+            });
+            ctx.write_rows(&cg, "abs_z_histogram", &histogram)?;
+            let sizes = Array2::from_shape_fn((rows, CURVE_POINTS), |(r, k)| {
+                calibration.nulls[r].channels[c].max_cluster_size[k]
+            });
+            ctx.write_rows(&cg, "max_cluster_voxels", &sizes)?;
+            let masses = Array2::from_shape_fn((rows, CURVE_POINTS), |(r, k)| {
+                calibration.nulls[r].channels[c].max_cluster_mass[k]
+            });
+            ctx.write_rows(&cg, "max_cluster_mass", &masses)?;
+        }
     }
     Ok(())
+}
+
+fn read_nulls(ctx: &Ctx, calibration: &Group) -> Result<Vec<SubjectNull>, NormDbError> {
+    if !calibration.link_exists("null") {
+        return Ok(Vec::new());
+    }
+    let n = ctx.group(calibration, "null")?;
+    for (attr, expected) in [("histogram_bin_width", BIN_WIDTH), ("threshold_step", CURVE_STEP)] {
+        let found = ctx.get_f64(&n, attr)?;
+        if (found - expected).abs() > 1e-12 {
+            return Err(
+                ctx.schema(format!("/calibration/null@{attr}"), format!("must be {expected}, found {found}"))
+            );
+        }
+    }
+    let pseudonyms = ctx.read_strings(&n, "pseudonym")?;
+    let rows = pseudonyms.len();
+    let mut per_channel: Vec<Vec<NullSummary>> = Vec::new();
+    for channel in Channel::ALL {
+        let cg = ctx.group(&n, channel.name())?;
+        let histogram: Array2<u64> = ctx.read_rows(&cg, "abs_z_histogram", [rows, HISTOGRAM_BINS])?;
+        let sizes: Array2<u32> = ctx.read_rows(&cg, "max_cluster_voxels", [rows, CURVE_POINTS])?;
+        let masses: Array2<f32> = ctx.read_rows(&cg, "max_cluster_mass", [rows, CURVE_POINTS])?;
+        let field = format!("/calibration/null/{}", channel.name());
+        per_channel.push(
+            (0..rows)
+                .map(|r| {
+                    let h = AbsZHistogram::from_counts(histogram.row(r).to_vec())
+                        .map_err(|e| ctx.schema(&field, e.to_string()))?;
+                    NullSummary::from_parts(h, sizes.row(r).to_vec(), masses.row(r).to_vec())
+                        .map_err(|e| ctx.schema(&field, e.to_string()))
+                })
+                .collect::<Result<_, _>>()?,
+        );
+    }
+    let logjac = per_channel.pop().expect("two channels");
+    let intensity = per_channel.pop().expect("two channels");
+    Ok(pseudonyms
+        .into_iter()
+        .zip(intensity.into_iter().zip(logjac))
+        .map(|(pseudonym, (i, l))| SubjectNull { pseudonym, channels: [i, l] })
+        .collect())
 }
 
 /// Reads and validates a database.
@@ -480,6 +585,18 @@ fn read_calibration(ctx: &Ctx, file: &File) -> Result<CalibrationRecord, NormDbE
             },
             cluster: ClusterCalibration {
                 nominal_rate: ctx.get_f64(&cg, "nominal_cluster_rate")?,
+                // Schema version 1 judged clusters by size only: no mass threshold (every
+                // cluster above the size threshold then counts, see the deviation pipeline).
+                mass_threshold: if cg.attr("cluster_mass_threshold").is_ok() {
+                    ctx.get_f64(&cg, "cluster_mass_threshold")?
+                } else {
+                    f64::NAN
+                },
+                max_mass_per_subject: if cg.link_exists("max_cluster_mass_per_subject") {
+                    ctx.read_1d(&cg, "max_cluster_mass_per_subject")?
+                } else {
+                    Vec::new()
+                },
                 size_threshold_voxels: ctx.get_u64(&cg, "cluster_size_threshold_voxels")? as usize,
                 nominal_reachable: ctx.get_u64(&cg, "cluster_nominal_reachable")? != 0,
                 achieved_rate: ctx.get_f64(&cg, "achieved_cluster_rate")?,
@@ -491,5 +608,6 @@ fn read_calibration(ctx: &Ctx, file: &File) -> Result<CalibrationRecord, NormDbE
         method: ctx.get_str(&g, "method")?,
         stale: ctx.get_u64(&g, "stale")? != 0,
         channels,
+        nulls: read_nulls(ctx, &g)?,
     })
 }

@@ -9,7 +9,9 @@
 mod hdf5_io;
 
 use pedinorm_registration::Image;
-use pedinorm_templates::calibration::{ClusterCalibration, VoxelCalibration};
+use pedinorm_templates::calibration::{
+    CalibrationError, ClusterCalibration, NullSummary, VoxelCalibration, calibrate_channel,
+};
 use pedinorm_templates::normative::NormativeParams;
 use pedinorm_templates::stats::{NormativeAccumulator, Sex, StatsError};
 use serde::{Deserialize, Serialize};
@@ -18,7 +20,7 @@ use std::path::PathBuf;
 /// Name stored in the root attribute `schema`.
 pub const SCHEMA_NAME: &str = "pedinorm-normdb";
 /// Version stored in the root attribute `schema_version`; readers refuse newer versions.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Why a normative database cannot be read, written or combined.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +104,14 @@ impl Channel {
 pub struct BuildParameters {
     /// Gaussian smoothing of each subject's maps before accumulation (FWHM, mm; 0 = none).
     pub smoothing_fwhm_mm: f64,
+    /// Smallest Gaussian σ (mm) of the deformation field mapping subjects to templates (4 mm in
+    /// databases written before the field was recorded).
+    #[serde(default = "legacy_deformation_smoothness_mm")]
+    pub deformation_smoothness_mm: f64,
+    /// The finer registration the log-Jacobian channel is measured with (absent: the
+    /// log-Jacobian of the coarse deformation).
+    #[serde(default)]
+    pub jacobian_refinement: Option<crate::pipeline::normative::JacobianRefinement>,
     /// The normative model's parameters used when scoring.
     pub normative: NormativeParams,
     /// Nominal two-sided voxelwise false-positive rate of the calibration.
@@ -112,6 +122,10 @@ pub struct BuildParameters {
     pub intensity_normalization: String,
     /// How subjects were registered to their template.
     pub registration: String,
+}
+
+fn legacy_deformation_smoothness_mm() -> f64 {
+    4.0
 }
 
 /// Root metadata and provenance.
@@ -232,22 +246,82 @@ pub struct ChannelCalibration {
     pub cluster: ClusterCalibration,
 }
 
+/// The leave-one-out null of one normal, per channel ([`Channel::index`] order): what it
+/// contributes to the calibration, without any image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubjectNull {
+    /// The normal's pseudonym (a row of the subjects table).
+    pub pseudonym: String,
+    /// Null summary per channel.
+    pub channels: [NullSummary; 2],
+}
+
 /// Calibration of all channels.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CalibrationRecord {
     /// Method description.
     pub method: String,
-    /// True when subjects were added or databases merged after calibration: thresholds still
-    /// apply but were computed on fewer normals.
+    /// True when subjects were added or databases merged after calibration and the thresholds
+    /// could not be recomputed (a database of schema version 1 keeps no null summaries): they
+    /// still apply but were computed on fewer normals.
     pub stale: bool,
     /// Per channel, [`Channel::index`] order.
     pub channels: Vec<ChannelCalibration>,
+    /// The null summaries the thresholds were computed from, one per calibrated normal, in
+    /// pseudonym order (empty for databases of schema version 1).
+    #[serde(skip)]
+    pub nulls: Vec<SubjectNull>,
 }
 
 impl CalibrationRecord {
     /// The calibration of one channel.
     pub fn channel(&self, channel: Channel) -> &ChannelCalibration {
         &self.channels[channel.index()]
+    }
+
+    /// Thresholds and achieved rates from the normals' null summaries. The summaries are
+    /// pooled in pseudonym order, so the result does not depend on the order in which normals
+    /// were added or databases merged.
+    pub fn from_nulls(
+        mut nulls: Vec<SubjectNull>,
+        voxel_rate: f64,
+        cluster_rate: f64,
+    ) -> Result<CalibrationRecord, CalibrationError> {
+        nulls.sort_by(|a, b| a.pseudonym.cmp(&b.pseudonym));
+        let mut channels = Vec::new();
+        for channel in Channel::ALL {
+            let summaries: Vec<NullSummary> =
+                nulls.iter().map(|n| n.channels[channel.index()].clone()).collect();
+            let (voxel, cluster) = calibrate_channel(&summaries, voxel_rate, cluster_rate)?;
+            channels.push(ChannelCalibration { voxel, cluster });
+        }
+        Ok(CalibrationRecord {
+            method: format!(
+                "leave-one-out over {} normals (each scored against the other normals of the database it was calibrated in): \
+                 voxel threshold from the pooled null of |z|, cluster-mass threshold from the largest null cluster mass per normal; \
+                 achieved rates by a second (outer) leave-one-out",
+                nulls.len()
+            ),
+            stale: false,
+            channels,
+            nulls,
+        })
+    }
+
+    /// The calibration after adding `null` (a new normal scored against the database without
+    /// it), or `None` when the calibration keeps no null summaries to pool with.
+    pub fn with_null(
+        &self,
+        null: SubjectNull,
+        voxel_rate: f64,
+        cluster_rate: f64,
+    ) -> Option<CalibrationRecord> {
+        if self.nulls.is_empty() {
+            return None;
+        }
+        let mut nulls = self.nulls.clone();
+        nulls.push(null);
+        CalibrationRecord::from_nulls(nulls, voxel_rate, cluster_rate).ok()
     }
 }
 
@@ -318,7 +392,8 @@ impl NormDb {
 
     /// Merges `other` into a copy of `self`: same templates, masks, nodes and parameters are
     /// required; statistics are combined exactly (Chan), subjects concatenated (a pseudonym in
-    /// both is refused, it would count twice) and the calibration marked stale.
+    /// both is refused, it would count twice) and the calibration recomputed from the union of
+    /// both databases' null summaries (marked stale when either keeps none).
     pub fn merged(&self, other: &NormDb) -> Result<NormDb, NormDbError> {
         if self.metadata.parameters != other.metadata.parameters {
             return Err(NormDbError::Incompatible(format!(
@@ -350,7 +425,24 @@ impl NormDb {
             }
         }
         merged.subjects.extend(other.subjects.iter().cloned());
-        if let Some(calibration) = merged.calibration.as_mut() {
+        // Pool the null summaries of both; without them (schema version 1) the first
+        // database's thresholds are kept and marked stale.
+        let calibrated = |db: &NormDb| {
+            db.calibration.as_ref().is_some_and(|c| {
+                c.nulls.len() == db.subjects.iter().filter(|s| s.qc_passed).count() && !c.stale
+            })
+        };
+        if calibrated(self) && calibrated(other) {
+            let nulls = [self, other]
+                .iter()
+                .flat_map(|db| db.calibration.as_ref().expect("checked").nulls.iter().cloned())
+                .collect();
+            let p = &self.metadata.parameters;
+            merged.calibration =
+                Some(CalibrationRecord::from_nulls(nulls, p.voxel_rate, p.cluster_rate).map_err(|e| {
+                    NormDbError::Incompatible(format!("calibration of the merged database: {e}"))
+                })?);
+        } else if let Some(calibration) = merged.calibration.as_mut() {
             calibration.stale = true;
         }
         merged.metadata.history.extend(other.metadata.history.iter().map(|h| format!("(merged) {h}")));
@@ -401,16 +493,18 @@ impl NormDb {
                     let cc = c.channel(channel);
                     let _ = writeln!(
                         out,
-                        "calibration {}: |z| > {:.2} (nominal voxel rate {}, achieved {:.5}; Gaussian |z| > {:.2} would give {:.5}); clusters > {} voxels (nominal {}, achieved {:.3}){}",
+                        "calibration {}: |z| > {:.2} (nominal voxel rate {}, achieved {:.5}; Gaussian |z| > {:.2} would give {:.5}); cluster mass > {:.1} (largest null cluster {} voxels; nominal {}, achieved {:.3}); {} null summaries{}",
                         channel.name(),
                         cc.voxel.z_threshold,
                         cc.voxel.nominal_rate,
                         cc.voxel.achieved_rate,
                         cc.voxel.gaussian_threshold,
                         cc.voxel.gaussian_achieved_rate,
+                        cc.cluster.mass_threshold,
                         cc.cluster.size_threshold_voxels,
                         cc.cluster.nominal_rate,
                         cc.cluster.achieved_rate,
+                        c.nulls.len(),
                         if c.stale { " [stale]" } else { "" }
                     );
                 }
@@ -430,7 +524,6 @@ impl NormDb {
 mod tests {
     use super::*;
     use pedinorm_registration::Grid;
-    use pedinorm_templates::calibration::{AbsZHistogram, calibrate_clusters, calibrate_voxels};
     use pedinorm_templates::stats::AgeNode;
 
     /// A tiny database: one 6×7×5 bracket, a box mask, a few subjects.
@@ -475,14 +568,22 @@ mod tests {
                 qc_passed: true,
             });
         }
-        let nulls: Vec<AbsZHistogram> =
-            (0..5).map(|s| AbsZHistogram::from_z(&[s as f32, 1.0, -2.0, 0.5])).collect();
-        let channel = ChannelCalibration {
-            voxel: calibrate_voxels(&nulls, 0.01).unwrap(),
-            cluster: calibrate_clusters(&[1, 2, 3, 4, 5], 0.2).unwrap(),
-        };
+        // Null summaries of small made-up z-maps, one per subject.
+        let nulls: Vec<SubjectNull> = records
+            .iter()
+            .enumerate()
+            .map(|(s, r)| {
+                let z = ndarray::Array3::from_shape_fn((4, 4, 3), |(i, j, k)| {
+                    ((i * 5 + j * 3 + k + s + seed as usize) % 9) as f32 * 0.6 - 2.4
+                });
+                let summary = NullSummary::from_map(&z, None);
+                SubjectNull { pseudonym: r.pseudonym.clone(), channels: [summary.clone(), summary] }
+            })
+            .collect();
         let parameters = BuildParameters {
             smoothing_fwhm_mm: 4.0,
+            deformation_smoothness_mm: 4.0,
+            jacobian_refinement: Some(crate::pipeline::normative::JacobianRefinement::standard()),
             normative: NormativeParams::default(),
             voxel_rate: 0.01,
             cluster_rate: 0.2,
@@ -503,11 +604,7 @@ mod tests {
                 stats,
             }],
             subjects: records,
-            calibration: Some(CalibrationRecord {
-                method: "test".into(),
-                stale: false,
-                channels: vec![channel.clone(), channel],
-            }),
+            calibration: Some(CalibrationRecord::from_nulls(nulls, 0.01, 0.2).unwrap()),
             atlas: Some(AtlasTable {
                 name: "toy".into(),
                 source: "test".into(),
@@ -539,7 +636,17 @@ mod tests {
         let c = tiny(2, 5);
         let merged = a.merged(&c).unwrap();
         assert_eq!(merged.subjects.len(), 10);
-        assert!(merged.calibration.as_ref().unwrap().stale);
+        // Both keep null summaries: the merged calibration is recomputed from all ten, in
+        // pseudonym order, whichever database comes first.
+        let calibration = merged.calibration.as_ref().unwrap();
+        assert!(!calibration.stale);
+        assert_eq!(calibration.nulls.len(), 10);
+        assert_eq!(calibration.channels[0].cluster.max_mass_per_subject.len(), 10);
+        assert_eq!(c.merged(&a).unwrap().calibration, merged.calibration);
+        // Without null summaries (schema version 1) the thresholds are kept, marked stale.
+        let mut old = tiny(3, 5);
+        old.calibration.as_mut().unwrap().nulls.clear();
+        assert!(old.merged(&c).unwrap().calibration.unwrap().stale);
     }
 
     #[test]

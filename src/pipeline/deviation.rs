@@ -39,7 +39,8 @@ pub struct DeviationOptions {
     pub age_years: f64,
     /// Sex of the case, when known.
     pub sex: Option<Sex>,
-    /// Mapping into template space (smoothing is taken from the database).
+    /// Mapping into template space (smoothing, field smoothness and the log-Jacobian
+    /// refinement are taken from the database, see [`MappingParams::for_database`]).
     pub mapping: MappingParams,
     /// Regions listed in the report, most deviant first.
     pub max_regions: usize,
@@ -62,13 +63,16 @@ pub struct ClusterReport {
     pub peak_z: f32,
     /// Mean z over the cluster.
     pub mean_z: f32,
+    /// Cluster mass `Σ (|z| − threshold)` over its voxels (template space).
+    pub mass: f64,
     /// Peak position in template world coordinates (mm, RAS+).
     pub peak_template_mm: [f64; 3],
     /// Peak position in the case's world coordinates (mm, RAS+).
     pub peak_native_mm: [f64; 3],
     /// Atlas region at the peak, when an atlas is present.
     pub region: Option<String>,
-    /// Larger than the calibrated cluster-size threshold.
+    /// Mass larger than the calibrated cluster-mass threshold (databases calibrated before
+    /// cluster masses were recorded: size larger than the cluster-size threshold).
     pub significant: bool,
 }
 
@@ -98,7 +102,11 @@ pub struct ThresholdReport {
     pub channel: String,
     /// |z| threshold.
     pub z_threshold: f64,
-    /// Cluster size (voxels) a cluster must exceed.
+    /// Cluster mass `Σ (|z| − z_threshold)` a cluster must exceed to be significant (`None`:
+    /// a database calibrated on sizes only, see `cluster_size_threshold_voxels`).
+    pub cluster_mass_threshold: Option<f64>,
+    /// Largest cluster size (voxels) of held-out normals at the calibrated rate; decides
+    /// significance only when there is no mass threshold.
     pub cluster_size_threshold_voxels: usize,
     /// Nominal voxelwise false-positive rate.
     pub nominal_voxel_rate: f64,
@@ -174,8 +182,7 @@ pub fn compute_deviation(
         ));
     }
     let space = TemplateSpace::new(bracket.template.clone(), Some(bracket.mask.clone()))?;
-    let mut mapping = options.mapping.clone();
-    mapping.smoothing_fwhm_mm = db.metadata.parameters.smoothing_fwhm_mm;
+    let mapping = options.mapping.for_database(&db.metadata.parameters);
     let maps = map_to_template(case, &space, &mapping, "case")?;
     if maps.similarity < 0.5 {
         warnings.push(format!(
@@ -222,7 +229,10 @@ pub fn compute_deviation(
         let labels_flat = labels.as_slice().expect("standard layout").to_vec();
         let mut relabel = vec![0u32; found.len() + 1];
         for c in &found {
-            let significant = c.size_voxels > threshold.cluster_size_threshold_voxels;
+            let significant = match threshold.cluster_mass_threshold {
+                Some(mass) => c.mass > mass,
+                None => c.size_voxels > threshold.cluster_size_threshold_voxels,
+            };
             let label = if significant {
                 relabel[c.label as usize] = next_label;
                 next_label += 1;
@@ -243,6 +253,7 @@ pub fn compute_deviation(
                 volume_mm3: c.size_voxels as f64 * voxel_volume,
                 peak_z: c.peak_z,
                 mean_z: c.mean_z,
+                mass: c.mass,
                 peak_template_mm: peak_template,
                 peak_native_mm: to_subject.transform_point(peak_template),
                 region,
@@ -287,7 +298,7 @@ pub fn compute_deviation(
 }
 
 /// The thresholds of a channel: calibrated when the database has a calibration, else the
-/// Gaussian threshold at the nominal rate with no cluster-size threshold.
+/// Gaussian threshold at the nominal rate with no cluster threshold.
 fn threshold_for(db: &NormDb, channel: Channel) -> ThresholdReport {
     let p = &db.metadata.parameters;
     match &db.calibration {
@@ -296,6 +307,11 @@ fn threshold_for(db: &NormDb, channel: Channel) -> ThresholdReport {
             ThresholdReport {
                 channel: channel.name().into(),
                 z_threshold: cc.voxel.z_threshold,
+                cluster_mass_threshold: cc
+                    .cluster
+                    .mass_threshold
+                    .is_finite()
+                    .then_some(cc.cluster.mass_threshold),
                 cluster_size_threshold_voxels: cc.cluster.size_threshold_voxels,
                 nominal_voxel_rate: cc.voxel.nominal_rate,
                 achieved_voxel_rate: Some(cc.voxel.achieved_rate),
@@ -308,6 +324,7 @@ fn threshold_for(db: &NormDb, channel: Channel) -> ThresholdReport {
         None => ThresholdReport {
             channel: channel.name().into(),
             z_threshold: gaussian_two_sided(p.voxel_rate),
+            cluster_mass_threshold: None,
             cluster_size_threshold_voxels: 0,
             nominal_voxel_rate: p.voxel_rate,
             achieved_voxel_rate: None,
@@ -492,7 +509,8 @@ pub fn write_outputs(
                          space; intensity: normalized T1 signal; logjac: log of local volume of the case relative to the \
                          template (positive = larger, e.g. enlarged ventricles; negative = smaller, e.g. atrophy). \
                          Clusters are 26-connected voxels beyond the calibrated |z| threshold; 'significant' clusters \
-                         exceed the cluster size that held-out normals reach at the stated rate.",
+                         exceed the cluster mass (sum of |z| minus the threshold over the cluster, so extent and height \
+                         both count) that held-out normals reach at the stated rate.",
     };
     let json = serde_json::to_vec_pretty(&report).expect("report serializes");
     crate::atomic::write_bytes(&report_path, &json).map_err(|e| werr(&report_path, e.to_string()))?;

@@ -1,6 +1,8 @@
 //! Pipelines that chain steps over files: preprocessing, template builds, normative statistics, deviation maps.
+pub mod batch_deviation;
 pub mod cohort;
 pub mod deviation;
 pub mod normative;
+pub mod normdb_build;
 pub mod preprocess;
 pub mod template_build;

@@ -8,8 +8,8 @@
 //! case is processed exactly like the normals it is compared with.
 
 use crate::normdb::{
-    BracketDb, BuildParameters, CalibrationRecord, Channel, ChannelCalibration, Metadata, NormDb,
-    NormDbError, SubjectRecord, mask_indices,
+    BracketDb, BuildParameters, CalibrationRecord, Channel, Metadata, NormDb, NormDbError, SubjectNull,
+    SubjectRecord, mask_indices,
 };
 use ndarray::Array3;
 use pedinorm_registration::affine_registration::{AffineInit, AffineMetric, AffineParams, register_affine};
@@ -21,7 +21,7 @@ use pedinorm_registration::intensity::{
 use pedinorm_registration::resample::resample;
 use pedinorm_registration::smooth::{fwhm_to_sigma, smooth_mm};
 use pedinorm_registration::{AffineTransform, DisplacementField, Image, Interpolation, TransformChain};
-use pedinorm_templates::calibration::{AbsZHistogram, calibrate_clusters, calibrate_voxels, largest_cluster};
+use pedinorm_templates::calibration::NullSummary;
 use pedinorm_templates::normative::{NormativeModel, NormativeParams};
 use pedinorm_templates::stats::{AgeNode, NormativeAccumulator, Sex};
 use rayon::prelude::*;
@@ -62,6 +62,64 @@ pub struct MappingParams {
     /// this scale and coarser, so a focal lesion is not warped away (a lesion that the
     /// deformation absorbs would vanish from the intensity map).
     pub deformation_smoothness_mm: f64,
+    /// Refinement of the deformation used only for the log-Jacobian channel (`None`: the
+    /// log-Jacobian of the coarse deformation, as in databases of schema version 1).
+    pub jacobian_refinement: Option<JacobianRefinement>,
+}
+
+/// A second, finer diffeomorphic registration of the (coarsely) warped subject to the template
+/// whose composition with the coarse deformation gives the log-Jacobian channel.
+///
+/// The coarse deformation (σ ≥ [`MappingParams::deformation_smoothness_mm`], regularized at
+/// every iteration) cannot represent local volume change at the scale of a few millimetres: a
+/// focal atrophy of 10 mm radius keeps only ~10 % of its log-Jacobian. The intensity channel
+/// needs that coarseness (a lesion must not be warped away), the volume channel needs the
+/// opposite, so the two channels are measured at two scales of the same mapping: intensity
+/// after the coarse stage, log-Jacobian after the refinement (greedy's default regularization).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct JacobianRefinement {
+    /// Gaussian σ (mm) of the refinement's total field, applied after every update.
+    pub field_sigma_mm: f64,
+    /// Gaussian σ (mm) of the refinement's update field.
+    pub update_sigma_mm: f64,
+    /// Shrink factor per level, coarsest first.
+    pub shrink_factors: Vec<usize>,
+    /// Iterations per level.
+    pub iterations: Vec<usize>,
+}
+
+impl JacobianRefinement {
+    /// Greedy's default regularization (1.732 / 0.707 voxels at 2 mm, written in mm so the
+    /// scale of the volume channel does not depend on the template's voxel size) on two levels.
+    pub fn standard() -> Self {
+        Self {
+            field_sigma_mm: 1.4,
+            update_sigma_mm: 3.5,
+            shrink_factors: vec![2, 1],
+            iterations: vec![30, 15],
+        }
+    }
+
+    /// Registration parameters of the refinement on `space` (masked, metric of `coarse`).
+    fn diffeo_params(&self, space: &TemplateSpace, coarse: &DiffeoParams) -> DiffeoParams {
+        let spacing = space.template.grid().spacing().iter().cloned().fold(f64::INFINITY, f64::min);
+        DiffeoParams {
+            metric: coarse.metric,
+            shrink_factors: self.shrink_factors.clone(),
+            smoothing_sigmas_voxels: self
+                .shrink_factors
+                .iter()
+                .map(|&f| if f > 1 { 0.5 * f as f64 } else { 0.0 })
+                .collect(),
+            iterations: self.iterations.clone(),
+            update_sigma_voxels: self.update_sigma_mm / spacing,
+            field_sigma_voxels: self.field_sigma_mm / spacing,
+            fixed_mask: Some(space.mask.clone()),
+            // Only the forward field is used (its Jacobian); the first-order inverse suffices.
+            inverse_iterations: 0,
+            ..coarse.clone()
+        }
+    }
 }
 
 impl MappingParams {
@@ -90,13 +148,26 @@ impl MappingParams {
             deformable,
             smoothing_fwhm_mm: 4.0,
             deformation_smoothness_mm: 4.0,
+            jacobian_refinement: Some(JacobianRefinement::standard()),
+        }
+    }
+
+    /// These parameters with everything that changes the statistics (smoothing, field
+    /// smoothness, log-Jacobian refinement) taken from the database the subject is compared
+    /// with or added to, so a case or a new normal is processed exactly like its normals.
+    pub fn for_database(&self, parameters: &BuildParameters) -> Self {
+        Self {
+            smoothing_fwhm_mm: parameters.smoothing_fwhm_mm,
+            deformation_smoothness_mm: parameters.deformation_smoothness_mm,
+            jacobian_refinement: parameters.jacobian_refinement.clone(),
+            ..self.clone()
         }
     }
 
     /// A one-line description stored in the database.
     pub fn describe(&self) -> String {
         format!(
-            "affine {:?} shrink {:?} iterations {:?}; diffeomorphic {:?} shrink {:?} iterations {:?}, field smoothness ≥ {} mm; bias correction {}",
+            "affine {:?} shrink {:?} iterations {:?}; diffeomorphic {:?} shrink {:?} iterations {:?}, field smoothness ≥ {} mm; log-Jacobian refinement {}; bias correction {}",
             self.affine.metric,
             self.affine.shrink_factors,
             self.affine.iterations,
@@ -104,6 +175,13 @@ impl MappingParams {
             self.deformable.shrink_factors,
             self.deformable.iterations,
             self.deformation_smoothness_mm,
+            match &self.jacobian_refinement {
+                Some(r) => format!(
+                    "field σ {} mm, update σ {} mm, shrink {:?} iterations {:?}",
+                    r.field_sigma_mm, r.update_sigma_mm, r.shrink_factors, r.iterations
+                ),
+                None => "none".into(),
+            },
             self.bias_correction
         )
     }
@@ -251,7 +329,21 @@ pub fn map_to_template(
     };
     let (warped, _) = normalize_intensity(&warped_raw, &space.mask, &method)
         .map_err(|e| fail("intensity matching", e.to_string()))?;
-    let logjac_raw = pedinorm_registration::jacobian::log_jacobian(&result.forward);
+    let logjac_raw = match &params.jacobian_refinement {
+        None => pedinorm_registration::jacobian::log_jacobian(&result.forward),
+        Some(refinement) => {
+            let refined = register_diffeomorphic(
+                &space.template,
+                &warped_raw,
+                &AffineTransform::identity(),
+                &refinement.diffeo_params(space, &deformable_params),
+                &mut |_| {},
+            )
+            .map_err(|e| fail("log-Jacobian refinement", e.to_string()))?;
+            // Template → subject deformable part: p ↦ p + r(p) + u(p + r(p)).
+            pedinorm_registration::jacobian::log_jacobian(&result.forward.compose(&refined.forward))
+        }
+    };
     let logjac_raw = if logjac_raw.grid().same_as(space.template.grid(), 1e-3) {
         logjac_raw
     } else {
@@ -413,6 +505,8 @@ impl BuildOptions {
     pub fn build_parameters(&self) -> BuildParameters {
         BuildParameters {
             smoothing_fwhm_mm: self.mapping.smoothing_fwhm_mm,
+            deformation_smoothness_mm: self.mapping.deformation_smoothness_mm,
+            jacobian_refinement: self.mapping.jacobian_refinement.clone(),
             normative: self.normative,
             voxel_rate: self.voxel_rate,
             cluster_rate: self.cluster_rate,
@@ -554,8 +648,34 @@ pub fn accumulate(
         .collect()
 }
 
+/// The null summaries of one normal: its maps scored against `stats` (statistics that do not
+/// contain it), per channel.
+pub fn subject_null(
+    space: &TemplateSpace,
+    stats: &[NormativeAccumulator; 2],
+    record: &SubjectRecord,
+    values: &[Vec<f32>; 2],
+    params: &NormativeParams,
+) -> Result<SubjectNull, NormativeError> {
+    let grid = space.template.grid();
+    let mask = space.mask.data().mapv(|v| v > 0.5);
+    let mut channels = Vec::with_capacity(2);
+    for channel in Channel::ALL {
+        let c = channel.index();
+        let model = NormativeModel::at_age(&stats[c], record.age_years, Some(record.sex), params)
+            .map_err(|e| NormativeError::Config(format!("calibration of {}: {e}", record.pseudonym)))?;
+        let z = model.z_scores(&values[c]).map_err(|e| NormativeError::Config(e.to_string()))?;
+        let volume = scatter(grid, &space.indices, &z, 0.0);
+        channels.push(NullSummary::from_map(volume.data(), Some(&mask)));
+    }
+    let logjac = channels.pop().expect("two channels");
+    let intensity = channels.pop().expect("two channels");
+    Ok(SubjectNull { pseudonym: record.pseudonym.clone(), channels: [intensity, logjac] })
+}
+
 /// Leave-one-out calibration over the mapped normals: each QC-passed normal is scored against
-/// its bracket's statistics without itself; thresholds pooled over brackets per channel.
+/// its bracket's statistics without itself; its null summaries are pooled over brackets per
+/// channel (see [`CalibrationRecord::from_nulls`]).
 pub fn calibrate(
     brackets: &[BracketInput],
     stats: &[[NormativeAccumulator; 2]],
@@ -563,53 +683,21 @@ pub fn calibrate(
     options: &BuildOptions,
 ) -> Result<CalibrationRecord, NormativeError> {
     let members: Vec<&MappedNormal> = mapped.iter().filter(|m| m.record.qc_passed).collect();
-    let mut channels = Vec::new();
-    for channel in Channel::ALL {
-        let c = channel.index();
-        // Null z-maps (masked vectors), one per held-out normal, in subject order.
-        let nulls: Vec<Vec<f32>> = members
-            .par_iter()
-            .with_max_len(1)
-            .map(|m| {
-                let mut held_out = stats[m.bracket][c].clone();
-                held_out
+    let nulls: Vec<SubjectNull> = members
+        .par_iter()
+        .with_max_len(1)
+        .map(|m| {
+            let mut held_out = stats[m.bracket].clone();
+            for (c, accumulator) in held_out.iter_mut().enumerate() {
+                accumulator
                     .remove_subject(m.record.age_years, m.record.sex, &m.values[c])
                     .map_err(NormDbError::from)?;
-                let model = NormativeModel::at_age(
-                    &held_out,
-                    m.record.age_years,
-                    Some(m.record.sex),
-                    &options.normative,
-                )
-                .map_err(|e| NormativeError::Config(format!("calibration of {}: {e}", m.record.pseudonym)))?;
-                model.z_scores(&m.values[c]).map_err(|e| NormativeError::Config(e.to_string()))
-            })
-            .collect::<Result<_, NormativeError>>()?;
-        let histograms: Vec<AbsZHistogram> = nulls.iter().map(|z| AbsZHistogram::from_z(z)).collect();
-        let voxel = calibrate_voxels(&histograms, options.voxel_rate)
-            .map_err(|e| NormativeError::Config(format!("calibration of {}: {e}", channel.name())))?;
-        let threshold = voxel.z_threshold as f32;
-        let sizes: Vec<usize> = members
-            .par_iter()
-            .zip(&nulls)
-            .map(|(m, z)| {
-                let space = &brackets[m.bracket].space;
-                let volume = scatter(space.template.grid(), &space.indices, z, 0.0);
-                largest_cluster(volume.data(), None, threshold)
-            })
-            .collect();
-        let cluster = calibrate_clusters(&sizes, options.cluster_rate)
-            .map_err(|e| NormativeError::Config(format!("calibration of {}: {e}", channel.name())))?;
-        channels.push(ChannelCalibration { voxel, cluster });
-    }
-    Ok(CalibrationRecord {
-        method: format!(
-            "leave-one-out over {} normals: thresholds from the pooled null of |z|; achieved rates by a second (outer) leave-one-out",
-            members.len()
-        ),
-        stale: false,
-        channels,
-    })
+            }
+            subject_null(&brackets[m.bracket].space, &held_out, &m.record, &m.values, &options.normative)
+        })
+        .collect::<Result<_, NormativeError>>()?;
+    CalibrationRecord::from_nulls(nulls, options.voxel_rate, options.cluster_rate)
+        .map_err(|e| NormativeError::Config(format!("calibration: {e}")))
 }
 
 /// Builds a whole database from mapped normals.
@@ -644,8 +732,10 @@ pub fn assemble(
     })
 }
 
-/// Adds one normal to an existing database (statistics updated in place; calibration marked
-/// stale, since leave-one-out needs every normal's maps).
+/// Adds one normal to an existing database: the statistics are updated in place and the
+/// calibration recomputed with the new normal's null (its maps scored against the database
+/// before the addition, which is its leave-one-out reference). A database without null
+/// summaries (schema version 1) keeps its thresholds, marked stale.
 pub fn add_subject(
     db: &mut NormDb,
     subject: &NormalSubject,
@@ -678,7 +768,8 @@ pub fn add_subject(
         })?;
     let bracket = &db.brackets[b];
     let space = TemplateSpace::new(bracket.template.clone(), Some(bracket.mask.clone()))?;
-    let maps = map_to_template(&subject.image, &space, mapping, &subject.pseudonym)?;
+    let mapping = mapping.for_database(&db.metadata.parameters);
+    let maps = map_to_template(&subject.image, &space, &mapping, &subject.pseudonym)?;
     let record = SubjectRecord {
         pseudonym: subject.pseudonym.clone(),
         age_years: subject.age_years,
@@ -689,18 +780,36 @@ pub fn add_subject(
         qc_passed: maps.similarity >= 0.5,
     };
     if record.qc_passed {
+        let values = [gather(&maps.intensity, &space.indices), gather(&maps.logjac, &space.indices)];
+        // The database before the addition is exactly the new normal's leave-one-out reference.
+        let recalibrated = match &db.calibration {
+            Some(c) if !c.nulls.is_empty() && !c.stale => {
+                let null = subject_null(
+                    &space,
+                    &db.brackets[b].stats,
+                    &record,
+                    &values,
+                    &db.metadata.parameters.normative,
+                )?;
+                let p = &db.metadata.parameters;
+                c.with_null(null, p.voxel_rate, p.cluster_rate)
+            }
+            _ => None,
+        };
         let bracket = &mut db.brackets[b];
         for channel in Channel::ALL {
-            let values = gather(maps.channel(channel), &space.indices);
             bracket.stats[channel.index()]
-                .add_subject(subject.age_years, subject.sex, &values)
+                .add_subject(subject.age_years, subject.sex, &values[channel.index()])
                 .map_err(NormDbError::from)?;
+        }
+        match (recalibrated, db.calibration.as_mut()) {
+            (Some(c), _) => db.calibration = Some(c),
+            // Without null summaries (schema version 1) the thresholds cannot be recomputed.
+            (None, Some(c)) => c.stale = true,
+            (None, None) => {}
         }
     }
     db.subjects.push(record.clone());
-    if let Some(c) = db.calibration.as_mut() {
-        c.stale = true;
-    }
     db.metadata.touch(&format!("added subject {}", subject.pseudonym));
     Ok(record)
 }

@@ -74,7 +74,7 @@ pub enum TemplateBuildError {
     Batch(#[from] BatchError),
 }
 
-fn file_error(path: &Path, message: impl ToString) -> TemplateBuildError {
+pub(crate) fn file_error(path: &Path, message: impl ToString) -> TemplateBuildError {
     TemplateBuildError::File { path: path.to_owned(), message: message.to_string() }
 }
 
@@ -350,17 +350,17 @@ pub fn prepare_build(
     Ok(manifest)
 }
 
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), TemplateBuildError> {
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), TemplateBuildError> {
     let text = serde_json::to_string_pretty(value).map_err(|e| file_error(path, e))?;
     write_bytes(path, text.as_bytes()).map_err(|e| file_error(path, e))
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, TemplateBuildError> {
+pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, TemplateBuildError> {
     let text = std::fs::read_to_string(path).map_err(|e| file_error(path, e))?;
     serde_json::from_str(&text).map_err(|e| file_error(path, format!("invalid JSON: {e}")))
 }
 
-fn file_sizes(dir: &Path, names: &[&str]) -> Result<Vec<(String, u64)>, TemplateBuildError> {
+pub(crate) fn file_sizes(dir: &Path, names: &[&str]) -> Result<Vec<(String, u64)>, TemplateBuildError> {
     names
         .iter()
         .map(|name| {
@@ -371,7 +371,7 @@ fn file_sizes(dir: &Path, names: &[&str]) -> Result<Vec<(String, u64)>, Template
         .collect()
 }
 
-fn outputs_valid(dir: &Path, outputs: &[(String, u64)]) -> bool {
+pub(crate) fn outputs_valid(dir: &Path, outputs: &[(String, u64)]) -> bool {
     outputs.iter().all(|(name, size)| std::fs::metadata(dir.join(name)).is_ok_and(|m| m.len() == *size))
 }
 

@@ -149,12 +149,10 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
     };
     record.outcome = response.status().as_u16().to_string();
     state.metrics.record(action, response.status().as_u16(), started.elapsed().as_secs_f64());
-    let store = state.store.clone();
-    // The audit record is written before the answer leaves: an unaudited request never succeeds.
-    let written = tokio::task::spawn_blocking(move || audit::append(&store, &record)).await;
-    match written {
-        Ok(Ok(_)) => response,
-        Ok(Err(error)) => ApiError::internal(format!("audit log: {error}")).into_response(),
+    // The audit record is committed before the answer leaves: an unaudited request never
+    // succeeds. Records of concurrent requests share one commit (group commit).
+    match state.audit.append(record).await {
+        Ok(_) => response,
         Err(error) => ApiError::internal(format!("audit log: {error}")).into_response(),
     }
 }
@@ -208,11 +206,63 @@ async fn authorize(
     Ok(Principal { user, acting })
 }
 
-/// Runs blocking store work off the async executor.
+/// Runs blocking work (SQLite, files) on a clone of the state, off the async executor.
 async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+    state: &AppState,
+    work: impl FnOnce(AppState) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(work).await.map_err(ApiError::internal)?
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || work(state)).await.map_err(ApiError::internal)?
+}
+
+/// Query string whose rejections become 400 answers with a JSON error.
+pub struct Query400<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Query400<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(value)| Query400(value))
+            .map_err(|e| ApiError::BadRequest(format!("invalid query: {}", e.body_text())))
+    }
+}
+
+/// Moves or edits a case for the caller, recorded as the acting specialist, under the
+/// configured workflow rules (off the async executor).
+async fn case_action(
+    state: &AppState,
+    principal: &Principal,
+    action: impl FnOnce(&rusqlite::Connection, &Actor, &super::config::WorkflowConfig) -> Result<Case, ApiError>
+    + Send
+    + 'static,
+) -> Result<Json<Case>, ApiError> {
+    let actor = principal.actor();
+    blocking(state, move |s| action(&s.store.lock(), &actor, &s.config.workflow)).await.map(Json)
+}
+
+/// A job by id, or 404.
+fn find_job(jobs: &super::jobs::JobQueue, id: i64) -> Result<JobInfo, ApiError> {
+    jobs.get(id)?.ok_or_else(|| ApiError::NotFound(format!("job {id} does not exist")))
+}
+
+/// Queues a job of `kind` for the caller once `check` passes (both off the async executor);
+/// answers 202 with the job id.
+async fn queue_job(
+    state: &AppState,
+    principal: &Principal,
+    kind: &'static str,
+    params: serde_json::Value,
+    check: impl FnOnce(&AppState) -> Result<(), ApiError> + Send + 'static,
+) -> Result<(StatusCode, Json<JobAccepted>), ApiError> {
+    let owner = principal.recorded_name();
+    blocking(state, move |s| {
+        check(&s)?;
+        let job = s.jobs.enqueue(kind, &params, &owner)?;
+        Ok(JobAccepted { job })
+    })
+    .await
+    .map(|accepted| (StatusCode::ACCEPTED, Json(accepted)))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -263,9 +313,10 @@ pub struct Readiness {
 #[utoipa::path(get, path = "/ready", tag = "service", security(("bearer" = [])),
     responses((status = 200, body = Readiness), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
-    let store = state.store.clone();
-    let database =
-        blocking(move || Ok(store.lock().query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).is_ok())).await?;
+    let database = blocking(&state, move |s| {
+        Ok(s.store.lock().query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).is_ok())
+    })
+    .await?;
     if !database {
         return Err(ApiError::Unavailable("the state database does not answer".into()));
     }
@@ -283,8 +334,7 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Readiness>, Api
     responses((status = 200, description = "Prometheus text", content_type = "text/plain", body = String),
               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let jobs = state.jobs.clone();
-    let counts = blocking(move || jobs.counts().map_err(ApiError::from)).await?;
+    let counts = blocking(&state, move |s| s.jobs.counts().map_err(ApiError::from)).await?;
     let mut text = state.metrics.render();
     text.push_str("# HELP pedinorm_jobs Jobs by state.\n# TYPE pedinorm_jobs gauge\n");
     for (job_state, count) in counts {
@@ -359,11 +409,9 @@ fn parse_database(text: &str) -> Result<Database, ApiError> {
 pub async fn upload_study(
     State(state): State<AppState>,
     principal: Principal,
-    query: Result<Query<UploadQuery>, axum::extract::rejection::QueryRejection>,
+    Query400(query): Query400<UploadQuery>,
     request: Request,
 ) -> Result<(StatusCode, Json<Submitted>), ApiError> {
-    let Query(query) =
-        query.map_err(|e| ApiError::BadRequest(format!("invalid query: {}", e.body_text())))?;
     let database = parse_database(&query.database)?;
     let content_type = request
         .headers()
@@ -413,12 +461,10 @@ pub async fn upload_study(
         ));
     }
     let config = state.config.clone();
-    let jobs = state.jobs.clone();
-    let store = state.store.clone();
     let owner = principal.recorded_name();
     let centre = principal.actor().centre;
     let allow_unlinked = query.allow_unlinked;
-    blocking(move || {
+    blocking(&state, move |s| {
         let limits =
             UploadLimits { max_files: config.max_upload_files, max_total_bytes: config.max_unzipped_bytes };
         let staging_root = config.data_dir.join("incoming");
@@ -436,14 +482,14 @@ pub async fn upload_study(
             });
         }
         let id = {
-            let connection = store.lock();
+            let connection = s.store.lock();
             let id = studies::insert(&connection, database, "upload", &centre, &owner, None)?;
             studies::set_received(&connection, id, files, bytes)?;
             id
         };
         std::fs::rename(staging.keep(), studies::incoming_dir(&config.data_dir, id))
             .map_err(ApiError::internal)?;
-        finish_submission(&store, &jobs, id, database, consent_input, &owner, allow_unlinked)
+        finish_submission(&s.store, &s.jobs, id, database, consent_input, &owner, allow_unlinked)
     })
     .await
     .map(|submitted| (StatusCode::ACCEPTED, Json(submitted)))
@@ -523,13 +569,11 @@ pub async fn import_study(
     if !state.config.pacs.iter().any(|p| p.centre == request.centre) {
         return Err(ApiError::NotFound("no PACS is configured for that centre".into()));
     }
-    let store = state.store.clone();
-    let jobs = state.jobs.clone();
     let owner = principal.recorded_name();
     let centre = principal.actor().centre;
-    blocking(move || {
+    blocking(&state, move |s| {
         let id = {
-            let connection = store.lock();
+            let connection = s.store.lock();
             studies::insert(
                 &connection,
                 database,
@@ -539,7 +583,7 @@ pub async fn import_study(
                 Some((&request.centre, &request.study_instance_uid)),
             )?
         };
-        finish_submission(&store, &jobs, id, database, request.consent, &owner, request.allow_unlinked)
+        finish_submission(&s.store, &s.jobs, id, database, request.consent, &owner, request.allow_unlinked)
     })
     .await
     .map(|submitted| (StatusCode::ACCEPTED, Json(submitted)))
@@ -566,11 +610,11 @@ fn limit(query: &ListQuery) -> i64 {
     responses((status = 200, body = Vec<Study>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn list_studies(
     State(state): State<AppState>,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    Query400(query): Query400<ListQuery>,
 ) -> Result<Json<Vec<Study>>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let store = state.store.clone();
-    blocking(move || studies::list(&store.lock(), query.filter.as_deref(), limit(&query))).await.map(Json)
+    blocking(&state, move |s| studies::list(&s.store.lock(), query.filter.as_deref(), limit(&query)))
+        .await
+        .map(Json)
 }
 
 /// One study.
@@ -578,8 +622,7 @@ pub async fn list_studies(
     params(("id" = i64, Path, description = "Study id")),
     responses((status = 200, body = Study), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_study(State(state): State<AppState>, Id(id): Id) -> Result<Json<Study>, ApiError> {
-    let store = state.store.clone();
-    blocking(move || studies::get(&store.lock(), id)).await.map(Json)
+    blocking(&state, move |s| studies::get(&s.store.lock(), id)).await.map(Json)
 }
 
 /// Ingest options.
@@ -602,25 +645,23 @@ pub async fn ingest_study(
     Id(id): Id,
     Body400(request): Body400<IngestRequest>,
 ) -> Result<(StatusCode, Json<Submitted>), ApiError> {
-    let store = state.store.clone();
-    let jobs = state.jobs.clone();
     let owner = principal.recorded_name();
-    blocking(move || {
-        let internals = studies::internals(&store.lock(), id)?;
+    blocking(&state, move |s| {
+        let internals = studies::internals(&s.store.lock(), id)?;
         if matches!(internals.status.as_str(), "admitted" | "ingest_queued" | "refused") {
             return Err(ApiError::Conflict(format!(
                 "study {id} is {}: ingest cannot start again",
                 internals.status
             )));
         }
-        let consent = consent::get(&store.lock(), id)?;
+        let consent = consent::get(&s.store.lock(), id)?;
         if let Err(reason) = consent::permits(consent.as_ref(), internals.database) {
             return Err(ApiError::Refused {
                 message: "ingest needs consent for the database".into(),
                 reasons: vec![reason],
             });
         }
-        finish_submission(&store, &jobs, id, internals.database, None, &owner, request.allow_unlinked)
+        finish_submission(&s.store, &s.jobs, id, internals.database, None, &owner, request.allow_unlinked)
     })
     .await
     .map(|submitted| (StatusCode::ACCEPTED, Json(submitted)))
@@ -631,9 +672,8 @@ pub async fn ingest_study(
     params(("id" = i64, Path, description = "Study id")),
     responses((status = 200, body = Consent), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_consent(State(state): State<AppState>, Id(id): Id) -> Result<Json<Consent>, ApiError> {
-    let store = state.store.clone();
-    blocking(move || {
-        let connection = store.lock();
+    blocking(&state, move |s| {
+        let connection = s.store.lock();
         studies::internals(&connection, id)?;
         consent::get(&connection, id)?
             .ok_or_else(|| ApiError::NotFound(format!("study {id} has no consent record")))
@@ -653,10 +693,9 @@ pub async fn record_consent(
     Id(id): Id,
     Body400(input): Body400<ConsentInput>,
 ) -> Result<(StatusCode, Json<Consent>), ApiError> {
-    let store = state.store.clone();
     let owner = principal.recorded_name();
-    blocking(move || {
-        let connection = store.lock();
+    blocking(&state, move |s| {
+        let connection = s.store.lock();
         studies::internals(&connection, id)?;
         consent::record(&connection, id, &input, &owner)
     })
@@ -683,10 +722,9 @@ pub async fn withdraw_consent(
     Id(id): Id,
     Body400(reason): Body400<Reason>,
 ) -> Result<Json<Consent>, ApiError> {
-    let store = state.store.clone();
     let owner = principal.recorded_name();
-    blocking(move || {
-        let connection = store.lock();
+    blocking(&state, move |s| {
+        let connection = s.store.lock();
         studies::internals(&connection, id)?;
         consent::withdraw(&connection, id, &reason.reason, &owner)
     })
@@ -706,10 +744,9 @@ pub async fn submit_case(
     principal: Principal,
     Body400(input): Body400<NewCase>,
 ) -> Result<(StatusCode, Json<Case>), ApiError> {
-    let store = state.store.clone();
     let actor = principal.actor();
-    blocking(move || {
-        let connection = store.lock();
+    blocking(&state, move |s| {
+        let connection = s.store.lock();
         let consent = consent::get(&connection, input.study_id)?;
         if let Err(reason) = consent::permits(consent.as_ref(), Database::A) {
             // Check existence first so an unknown study answers 404.
@@ -730,11 +767,11 @@ pub async fn submit_case(
     responses((status = 200, body = Vec<Case>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn list_cases(
     State(state): State<AppState>,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    Query400(query): Query400<ListQuery>,
 ) -> Result<Json<Vec<Case>>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let store = state.store.clone();
-    blocking(move || cases::list(&store.lock(), query.filter.as_deref(), limit(&query))).await.map(Json)
+    blocking(&state, move |s| cases::list(&s.store.lock(), query.filter.as_deref(), limit(&query)))
+        .await
+        .map(Json)
 }
 
 /// One case with its history.
@@ -742,8 +779,7 @@ pub async fn list_cases(
     params(("id" = i64, Path, description = "Case id")),
     responses((status = 200, body = Case), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_case(State(state): State<AppState>, Id(id): Id) -> Result<Json<Case>, ApiError> {
-    let store = state.store.clone();
-    blocking(move || cases::get(&store.lock(), id)).await.map(Json)
+    blocking(&state, move |s| cases::get(&s.store.lock(), id)).await.map(Json)
 }
 
 /// Update Orphanet codes and clinical fields.
@@ -757,9 +793,7 @@ pub async fn update_case(
     Id(id): Id,
     Body400(input): Body400<CaseUpdate>,
 ) -> Result<Json<Case>, ApiError> {
-    let store = state.store.clone();
-    let actor = principal.actor();
-    blocking(move || cases::update(&store.lock(), id, &input, &actor)).await.map(Json)
+    case_action(&state, &principal, move |db, actor, _| cases::update(db, id, &input, actor)).await
 }
 
 /// An optional comment.
@@ -788,9 +822,7 @@ pub async fn review_case(
     principal: Principal,
     Id(id): Id,
 ) -> Result<Json<Case>, ApiError> {
-    let store = state.store.clone();
-    let actor = principal.actor();
-    blocking(move || cases::start_review(&store.lock(), id, &actor)).await.map(Json)
+    case_action(&state, &principal, move |db, actor, _| cases::start_review(db, id, actor)).await
 }
 
 /// Record a committee member's approval (A2 once enough distinct members approved).
@@ -805,10 +837,10 @@ pub async fn approve_case(
     Body400(comment): Body400<Comment>,
 ) -> Result<Json<Case>, ApiError> {
     check_comment(&comment.comment)?;
-    let store = state.store.clone();
-    let actor = principal.actor();
-    let rules = state.config.workflow.clone();
-    blocking(move || cases::approve(&store.lock(), id, &actor, &comment.comment, &rules)).await.map(Json)
+    case_action(&state, &principal, move |db, actor, rules| {
+        cases::approve(db, id, actor, &comment.comment, rules)
+    })
+    .await
 }
 
 /// Record a specialist's diagnosis confirmation (A1 once specialists of enough centres confirmed).
@@ -823,10 +855,10 @@ pub async fn confirm_case(
     Body400(comment): Body400<Comment>,
 ) -> Result<Json<Case>, ApiError> {
     check_comment(&comment.comment)?;
-    let store = state.store.clone();
-    let actor = principal.actor();
-    let rules = state.config.workflow.clone();
-    blocking(move || cases::confirm(&store.lock(), id, &actor, &comment.comment, &rules)).await.map(Json)
+    case_action(&state, &principal, move |db, actor, rules| {
+        cases::confirm(db, id, actor, &comment.comment, rules)
+    })
+    .await
 }
 
 /// The committee rejects a case.
@@ -840,9 +872,7 @@ pub async fn reject_case(
     Id(id): Id,
     Body400(reason): Body400<Reason>,
 ) -> Result<Json<Case>, ApiError> {
-    let store = state.store.clone();
-    let actor = principal.actor();
-    blocking(move || cases::reject(&store.lock(), id, &actor, &reason.reason)).await.map(Json)
+    case_action(&state, &principal, move |db, actor, _| cases::reject(db, id, actor, &reason.reason)).await
 }
 
 /// Withdraw a case (a state with its reason; nothing is deleted).
@@ -856,9 +886,7 @@ pub async fn withdraw_case(
     Id(id): Id,
     Body400(reason): Body400<Reason>,
 ) -> Result<Json<Case>, ApiError> {
-    let store = state.store.clone();
-    let actor = principal.actor();
-    blocking(move || cases::withdraw(&store.lock(), id, &actor, &reason.reason)).await.map(Json)
+    case_action(&state, &principal, move |db, actor, _| cases::withdraw(db, id, actor, &reason.reason)).await
 }
 
 /// A queued job.
@@ -878,17 +906,10 @@ pub async fn request_deviation(
     principal: Principal,
     Id(id): Id,
 ) -> Result<(StatusCode, Json<JobAccepted>), ApiError> {
-    let store = state.store.clone();
-    let jobs = state.jobs.clone();
-    let normdb = state.config.normdb_path();
-    let owner = principal.recorded_name();
-    blocking(move || {
-        work::check_deviation_request(&store, id, &normdb)?;
-        let job = jobs.enqueue("deviation", &serde_json::json!({ "case_id": id }), &owner)?;
-        Ok(JobAccepted { job })
+    queue_job(&state, &principal, "deviation", serde_json::json!({ "case_id": id }), move |s| {
+        work::check_deviation_request(&s.store, id, &s.config.normdb_path())
     })
     .await
-    .map(|accepted| (StatusCode::ACCEPTED, Json(accepted)))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -899,11 +920,9 @@ pub async fn request_deviation(
     responses((status = 200, body = Vec<JobInfo>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn list_jobs(
     State(state): State<AppState>,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    Query400(query): Query400<ListQuery>,
 ) -> Result<Json<Vec<JobInfo>>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let jobs = state.jobs.clone();
-    blocking(move || jobs.list(limit(&query)).map_err(ApiError::from)).await.map(Json)
+    blocking(&state, move |s| s.jobs.list(limit(&query)).map_err(ApiError::from)).await.map(Json)
 }
 
 /// Job status and progress.
@@ -911,10 +930,7 @@ pub async fn list_jobs(
     params(("id" = i64, Path, description = "Job id")),
     responses((status = 200, body = JobInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_job(State(state): State<AppState>, Id(id): Id) -> Result<Json<JobInfo>, ApiError> {
-    let jobs = state.jobs.clone();
-    blocking(move || jobs.get(id)?.ok_or_else(|| ApiError::NotFound(format!("job {id} does not exist"))))
-        .await
-        .map(Json)
+    blocking(&state, move |s| find_job(&s.jobs, id)).await.map(Json)
 }
 
 /// Cancel a queued or running job.
@@ -923,8 +939,7 @@ pub async fn get_job(State(state): State<AppState>, Id(id): Id) -> Result<Json<J
     responses((status = 200, body = JobInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn cancel_job(State(state): State<AppState>, Id(id): Id) -> Result<Json<JobInfo>, ApiError> {
-    let jobs = state.jobs.clone();
-    blocking(move || jobs.cancel(id).map_err(ApiError::from)).await.map(Json)
+    blocking(&state, move |s| s.jobs.cancel(id).map_err(ApiError::from)).await.map(Json)
 }
 
 /// One output file.
@@ -945,13 +960,12 @@ pub async fn job_outputs(
     State(state): State<AppState>,
     Id(id): Id,
 ) -> Result<Json<Vec<OutputFile>>, ApiError> {
-    let jobs = state.jobs.clone();
-    blocking(move || {
-        let job = jobs.get(id)?.ok_or_else(|| ApiError::NotFound(format!("job {id} does not exist")))?;
+    blocking(&state, move |s| {
+        let job = find_job(&s.jobs, id)?;
         if job.state != super::jobs::JobState::Done {
             return Err(ApiError::Conflict(format!("job {id} has no outputs: it is not done")));
         }
-        Ok(output_files(&jobs.output_dir(id))
+        Ok(output_files(&s.jobs.output_dir(id))
             .into_iter()
             .map(|(name, bytes)| OutputFile { name, bytes })
             .collect())
@@ -993,17 +1007,16 @@ pub async fn download_output(
     if !plain {
         return Err(ApiError::BadRequest("`name` must be a plain file name from the outputs list".into()));
     }
-    let jobs = state.jobs.clone();
-    let (bytes, name) = blocking(move || {
-        let job = jobs.get(id)?.ok_or_else(|| ApiError::NotFound(format!("job {id} does not exist")))?;
+    let (bytes, name) = blocking(&state, move |s| {
+        let job = find_job(&s.jobs, id)?;
         if job.state != super::jobs::JobState::Done {
             return Err(ApiError::NotFound(format!("job {id} is not done")));
         }
-        let listed = output_files(&jobs.output_dir(id)).into_iter().any(|(n, _)| n == name);
+        let listed = output_files(&s.jobs.output_dir(id)).into_iter().any(|(n, _)| n == name);
         if !listed {
             return Err(ApiError::NotFound(format!("job {id} has no output named {name}")));
         }
-        let bytes = std::fs::read(jobs.output_dir(id).join(&name)).map_err(ApiError::internal)?;
+        let bytes = std::fs::read(s.jobs.output_dir(id).join(&name)).map_err(ApiError::internal)?;
         Ok((bytes, name))
     })
     .await?;
@@ -1027,16 +1040,10 @@ pub async fn store_back(
     principal: Principal,
     Id(id): Id,
 ) -> Result<(StatusCode, Json<JobAccepted>), ApiError> {
-    let store = state.store.clone();
-    let jobs = state.jobs.clone();
-    let owner = principal.recorded_name();
-    blocking(move || {
-        work::check_store_back_request(&store, &jobs, id)?;
-        let job = jobs.enqueue("store_back", &serde_json::json!({ "deviation_job": id }), &owner)?;
-        Ok(JobAccepted { job })
+    queue_job(&state, &principal, "store_back", serde_json::json!({ "deviation_job": id }), move |s| {
+        work::check_store_back_request(&s.store, &s.jobs, id)
     })
     .await
-    .map(|accepted| (StatusCode::ACCEPTED, Json(accepted)))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1044,24 +1051,29 @@ pub async fn store_back(
 
 /// Normative database summary.
 #[utoipa::path(get, path = "/api/v1/normdb", tag = "normdb", security(("bearer" = [])),
-    responses((status = 200, body = work::NormdbSummary), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 200, body = work::NormdbSummary), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn normdb_info(State(state): State<AppState>) -> Result<Json<work::NormdbSummary>, ApiError> {
     let path = state.config.normdb_path();
-    blocking(move || work::normdb_summary(&path)).await.map(Json)
+    blocking(&state, move |_| work::normdb_summary(&path)).await.map(Json)
 }
 
 /// Templates and age brackets of the normative database.
 #[utoipa::path(get, path = "/api/v1/normdb/templates", tag = "normdb", security(("bearer" = [])),
-    responses((status = 200, body = Vec<work::BracketSummary>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 200, body = Vec<work::BracketSummary>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn normdb_templates(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<work::BracketSummary>>, ApiError> {
     let path = state.config.normdb_path();
-    blocking(move || work::normdb_summary(&path).map(|s| s.brackets)).await.map(Json)
+    blocking(&state, move |_| work::normdb_summary(&path).map(|s| s.brackets)).await.map(Json)
 }
 
-/// Start a normative build: the database is extended with every admitted database B study whose
-/// consent stands (withdrawn studies excluded); the job lists the studies used.
+/// Start a normative build from every admitted database B study whose consent stands
+/// (withdrawn studies excluded): `mode: extend` adds them to the installed database,
+/// `mode: scratch` builds a new one (a template per requested bracket, statistics,
+/// calibration). The job result, its `studies.json` and the database's history list the
+/// studies used.
 #[utoipa::path(post, path = "/api/v1/normdb/builds", tag = "normdb", security(("bearer" = [])),
     request_body = work::BuildRequest,
     responses((status = 202, body = JobAccepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -1072,18 +1084,8 @@ pub async fn start_build(
     Body400(request): Body400<work::BuildRequest>,
 ) -> Result<(StatusCode, Json<JobAccepted>), ApiError> {
     request.validate()?;
-    let jobs = state.jobs.clone();
-    let owner = principal.recorded_name();
-    blocking(move || {
-        let job = jobs.enqueue(
-            "normdb_build",
-            &serde_json::to_value(&request).map_err(ApiError::internal)?,
-            &owner,
-        )?;
-        Ok(JobAccepted { job })
-    })
-    .await
-    .map(|accepted| (StatusCode::ACCEPTED, Json(accepted)))
+    let params = serde_json::to_value(&request).map_err(ApiError::internal)?;
+    queue_job(&state, &principal, "normdb_build", params, |_| Ok(())).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1106,21 +1108,18 @@ pub struct AuditQuery {
     responses((status = 200, body = Vec<AuditRecord>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn read_audit(
     State(state): State<AppState>,
-    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+    Query400(query): Query400<AuditQuery>,
 ) -> Result<Json<Vec<AuditRecord>>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let store = state.store.clone();
     let after = query.after.unwrap_or(0).max(0);
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
-    blocking(move || audit::read(&store, after, limit).map_err(ApiError::from)).await.map(Json)
+    blocking(&state, move |s| audit::read(&s.store, after, limit).map_err(ApiError::from)).await.map(Json)
 }
 
 /// Verify the audit log's hash chain.
 #[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit", security(("bearer" = [])),
     responses((status = 200, body = VerifyReport), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn verify_audit(State(state): State<AppState>) -> Result<Json<VerifyReport>, ApiError> {
-    let store = state.store.clone();
-    blocking(move || audit::verify(&store).map_err(ApiError::from)).await.map(Json)
+    blocking(&state, move |s| audit::verify(&s.store).map_err(ApiError::from)).await.map(Json)
 }
 
 // ---------------------------------------------------------------------------------------------

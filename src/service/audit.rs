@@ -136,40 +136,108 @@ fn head(connection: &Connection) -> rusqlite::Result<(i64, String)> {
 
 /// Appends one record (inside its own transaction).
 pub fn append(store: &Store, record: &NewRecord) -> Result<i64, StoreError> {
-    let mut connection = store.lock();
+    let seqs = append_batch(&mut store.lock(), std::slice::from_ref(record))?;
+    Ok(seqs[0])
+}
+
+/// Appends records in order in one transaction (one commit, so one disk sync for all of
+/// them); returns their sequence numbers.
+pub fn append_batch(connection: &mut Connection, records: &[NewRecord]) -> Result<Vec<i64>, StoreError> {
     let transaction = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let last: Option<(i64, String)> = transaction
         .query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |row| {
             Ok((row.get(0)?, row.get(1)?))
         })
         .optional()?;
-    let (prev_seq, prev_hash) = last.unwrap_or((0, GENESIS.to_string()));
-    let seq = prev_seq + 1;
-    let time = now();
-    let hash = chain_hash(&prev_hash, &canonical(seq, record, &time));
-    transaction.execute(
-        "INSERT INTO audit (seq, time, user, role, centre, on_behalf_of, action, resource, outcome, prev_hash, hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        params![
-            seq,
-            time,
-            record.user,
-            record.role,
-            record.centre,
-            record.on_behalf_of,
-            record.action,
-            record.resource,
-            record.outcome,
-            prev_hash,
-            hash
-        ],
-    )?;
+    let (mut seq, mut prev_hash) = last.unwrap_or((0, GENESIS.to_string()));
+    let mut seqs = Vec::with_capacity(records.len());
+    for record in records {
+        seq += 1;
+        let time = now();
+        let hash = chain_hash(&prev_hash, &canonical(seq, record, &time));
+        transaction.execute(
+            "INSERT INTO audit (seq, time, user, role, centre, on_behalf_of, action, resource, outcome, prev_hash, hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                seq,
+                time,
+                record.user,
+                record.role,
+                record.centre,
+                record.on_behalf_of,
+                record.action,
+                record.resource,
+                record.outcome,
+                prev_hash,
+                hash
+            ],
+        )?;
+        prev_hash = hash;
+        seqs.push(seq);
+    }
     transaction.execute(
         "INSERT INTO meta (key, value) VALUES ('audit_head', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        params![format!("{seq} {hash}")],
+        params![format!("{seq} {prev_hash}")],
     )?;
     transaction.commit()?;
-    Ok(seq)
+    Ok(seqs)
+}
+
+type Pending = (NewRecord, tokio::sync::oneshot::Sender<Result<i64, String>>);
+
+/// Group commit of the request path's audit records: one writer thread with its own SQLite
+/// connection takes every record waiting, appends them in one transaction and answers each
+/// caller once that transaction is on disk. Requests arriving together share one disk sync
+/// instead of queueing behind one sync each, and readers (own connection, WAL) never wait for
+/// it; a request still gets its answer only after its record is durable.
+pub struct AuditWriter {
+    sender: std::sync::mpsc::Sender<Pending>,
+}
+
+impl AuditWriter {
+    /// Most records committed together.
+    const MAX_BATCH: usize = 256;
+
+    /// Opens the writer's connection on the state file of `data_dir` and starts its thread
+    /// (which ends when the writer is dropped).
+    pub fn start(data_dir: &std::path::Path) -> Result<AuditWriter, StoreError> {
+        let mut connection = super::store::open_connection(&data_dir.join("service.sqlite"))?;
+        let (sender, receiver) = std::sync::mpsc::channel::<Pending>();
+        std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || {
+                while let Ok(first) = receiver.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < Self::MAX_BATCH
+                        && let Ok(next) = receiver.try_recv()
+                    {
+                        batch.push(next);
+                    }
+                    let records: Vec<NewRecord> = batch.iter().map(|(r, _)| r.clone()).collect();
+                    match append_batch(&mut connection, &records) {
+                        Ok(seqs) => {
+                            for ((_, reply), seq) in batch.into_iter().zip(seqs) {
+                                let _ = reply.send(Ok(seq));
+                            }
+                        }
+                        Err(error) => {
+                            for (_, reply) in batch {
+                                let _ = reply.send(Err(error.to_string()));
+                            }
+                        }
+                    }
+                }
+            })
+            .map_err(|source| StoreError::Io { path: "audit writer thread".into(), source })?;
+        Ok(AuditWriter { sender })
+    }
+
+    /// Appends one record; resolves once it is committed.
+    pub async fn append(&self, record: NewRecord) -> Result<i64, String> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.sender.send((record, reply)).map_err(|_| "the audit writer has stopped".to_string())?;
+        answer.await.map_err(|_| "the audit writer has stopped".to_string())?
+    }
 }
 
 fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRecord> {

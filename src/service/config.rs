@@ -111,6 +111,55 @@ impl Default for WorkflowConfig {
     }
 }
 
+/// How the service's compute jobs (deviation maps, normative builds) register images.
+///
+/// The defaults are the standard schedule sized for 1–2 mm brains
+/// ([`crate::pipeline::normative::MappingParams::standard`]); a service working on coarse
+/// images (tests, demonstrations) can shorten it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ComputeConfig {
+    /// Affine iterations per pyramid level, coarse to fine (three levels); `None` = standard.
+    pub affine_iterations: Option<Vec<usize>>,
+    /// Diffeomorphic iterations per pyramid level, coarse to fine (three levels); `None` =
+    /// standard.
+    pub deformable_iterations: Option<Vec<usize>>,
+    /// Correct the bias field before registration.
+    pub bias_correction: bool,
+    /// Worker processes of a template build started by the service.
+    pub template_jobs: usize,
+    /// The `pedinorm` program that runs the steps of a template build; default: this
+    /// executable (or `PEDINORM_PROGRAM`).
+    pub program: Option<PathBuf>,
+}
+
+impl Default for ComputeConfig {
+    fn default() -> Self {
+        ComputeConfig {
+            affine_iterations: None,
+            deformable_iterations: None,
+            bias_correction: true,
+            template_jobs: 1,
+            program: None,
+        }
+    }
+}
+
+impl ComputeConfig {
+    /// The mapping parameters of deviation maps and normative builds.
+    pub fn mapping(&self) -> crate::pipeline::normative::MappingParams {
+        let mut mapping = crate::pipeline::normative::MappingParams::standard();
+        if let Some(iterations) = &self.affine_iterations {
+            mapping.affine.iterations = iterations.clone();
+        }
+        if let Some(iterations) = &self.deformable_iterations {
+            mapping.deformable.iterations = iterations.clone();
+        }
+        mapping.bias_correction = self.bias_correction;
+        mapping
+    }
+}
+
 /// The whole service configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -153,6 +202,9 @@ pub struct ServiceConfig {
     /// PACS servers, one per centre.
     #[serde(default)]
     pub pacs: Vec<PacsConfig>,
+    /// Registration schedule of compute jobs.
+    #[serde(default)]
+    pub compute: ComputeConfig,
 }
 
 fn default_listen() -> SocketAddr {
@@ -185,6 +237,7 @@ impl ServiceConfig {
             jobs: JobsConfig::default(),
             workflow: WorkflowConfig::default(),
             pacs: Vec::new(),
+            compute: ComputeConfig::default(),
         }
     }
 
@@ -209,6 +262,9 @@ impl ServiceConfig {
             rebase(p);
         }
         if let Some(p) = config.pseudonym_key_file.as_mut() {
+            rebase(p);
+        }
+        if let Some(p) = config.compute.program.as_mut() {
             rebase(p);
         }
         for pacs in &mut config.pacs {
@@ -242,6 +298,20 @@ impl ServiceConfig {
                 "listen",
                 "plain HTTP is only served on a loopback address; configure [tls] or set allow_plain_http = true",
             );
+        }
+        let levels = crate::pipeline::normative::MappingParams::standard().affine.iterations.len();
+        for (field, iterations) in [
+            ("compute.affine_iterations", &self.compute.affine_iterations),
+            ("compute.deformable_iterations", &self.compute.deformable_iterations),
+        ] {
+            if let Some(iterations) = iterations
+                && (iterations.len() != levels || iterations.iter().any(|&n| n == 0 || n > 10_000))
+            {
+                return invalid(field, &format!("must list {levels} iteration counts between 1 and 10000"));
+            }
+        }
+        if self.compute.template_jobs == 0 || self.compute.template_jobs > 64 {
+            return invalid("compute.template_jobs", "must be between 1 and 64");
         }
         let mut centres = std::collections::BTreeSet::new();
         for (index, pacs) in self.pacs.iter().enumerate() {

@@ -73,7 +73,7 @@ pub struct JobInfo {
     /// Error message when failed.
     pub error: Option<String>,
     /// Result summary when done.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub result: Option<Value>,
     /// Attempts (more than one after an interrupted run).
     pub attempts: i64,

@@ -60,11 +60,18 @@ impl Service {
             tracing::warn!("{recovered} interrupted job(s) queued again");
         }
         let workers = queue.start();
+        let audit = Arc::new(audit::AuditWriter::start(&config.data_dir)?);
+        // Warm the normative database summary so the first readers do not wait for the file.
+        let normdb = config.normdb_path();
+        std::thread::spawn(move || {
+            let _ = work::normdb_summary(&normdb);
+        });
         let state = AppState {
             config,
             store,
             jobs: queue,
             metrics: Arc::new(Metrics::default()),
+            audit,
             started: std::time::Instant::now(),
         };
         Ok(Service { state, workers })

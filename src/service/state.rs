@@ -69,6 +69,8 @@ pub struct AppState {
     pub jobs: Arc<JobQueue>,
     /// Request metrics.
     pub metrics: Arc<Metrics>,
+    /// Group-committing writer of the request audit log.
+    pub audit: Arc<super::audit::AuditWriter>,
     /// Start time.
     pub started: Instant,
 }

@@ -268,6 +268,7 @@ pub fn check_deviation_request(store: &Store, case_id: i64, normdb: &Path) -> Re
 /// Computes the deviation maps of one case volume into `out_dir` (z-maps, clusters, PNG
 /// montages, report.json) with the deviation pipeline.
 fn run_deviation(
+    mapping: crate::pipeline::normative::MappingParams,
     normdb: &Path,
     case_volume: &Path,
     age_years: f64,
@@ -276,7 +277,6 @@ fn run_deviation(
     ctx: &JobContext,
 ) -> Result<Value, JobFailure> {
     use crate::pipeline::deviation::{DeviationOptions, compute_deviation, write_outputs};
-    use crate::pipeline::normative::MappingParams;
     ctx.progress(5.0, "reading the normative database")?;
     let db = crate::normdb::NormDb::read(normdb).map_err(|e| {
         tracing::error!("normative database: {e}");
@@ -288,7 +288,7 @@ fn run_deviation(
     let options = DeviationOptions {
         age_years,
         sex: sex.and_then(pedinorm_templates::stats::Sex::parse),
-        mapping: MappingParams::standard(),
+        mapping,
         max_regions: 30,
     };
     ctx.progress(20.0, "registering and scoring")?;
@@ -336,7 +336,15 @@ fn deviation_job(config: &ServiceConfig, store: &Store, ctx: &JobContext) -> Res
         .ok_or_else(|| JobFailure::Failed("the study's age is unknown".into()))?;
     let sex = internals.metadata["sex"].as_str().map(str::to_string);
     ctx.progress(2.0, "starting deviation maps")?;
-    let summary = run_deviation(&config.normdb_path(), &volume, age, sex.as_deref(), &ctx.work_dir, ctx)?;
+    let summary = run_deviation(
+        config.compute.mapping(),
+        &config.normdb_path(),
+        &volume,
+        age,
+        sex.as_deref(),
+        &ctx.work_dir,
+        ctx,
+    )?;
     Ok(json!({ "case_id": case_id, "study_id": study_id, "age_years": age, "summary": summary }))
 }
 
@@ -430,22 +438,29 @@ pub struct NormdbSummary {
     pub calibrated: bool,
     /// Age brackets.
     pub brackets: Vec<BracketSummary>,
+    /// Operations recorded in the database, oldest first (creation, service builds with the
+    /// studies they used).
+    pub history: Vec<String>,
 }
 
-/// Reads (and caches by modification time) the normative database summary.
+/// Reads (and caches by modification time) the normative database summary. The cache lock
+/// is held during a read, so concurrent requests after a change wait for one read instead of
+/// each reading the whole file.
 pub fn normdb_summary(path: &Path) -> Result<NormdbSummary, ApiError> {
     static CACHE: Mutex<Option<(PathBuf, std::time::SystemTime, NormdbSummary)>> = Mutex::new(None);
-    let modified = std::fs::metadata(path).and_then(|m| m.modified()).map_err(|_| {
-        ApiError::Unavailable("the normative database is missing: build or install it first".into())
-    })?;
-    if let Some((p, m, summary)) = CACHE.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+    // A missing database is an absent resource (404); one that cannot be read is a 503.
+    let missing =
+        || ApiError::NotFound("the normative database is missing: build or install it first".into());
+    let modified = std::fs::metadata(path).and_then(|m| m.modified()).map_err(|_| missing())?;
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((p, m, summary)) = cache.as_ref()
         && p == path
         && *m == modified
     {
         return Ok(summary.clone());
     }
     let summary = read_normdb_summary(path)?;
-    *CACHE.lock().unwrap_or_else(|p| p.into_inner()) = Some((path.to_path_buf(), modified, summary.clone()));
+    *cache = Some((path.to_path_buf(), modified, summary.clone()));
     Ok(summary)
 }
 
@@ -473,105 +488,386 @@ fn read_normdb_summary(path: &Path) -> Result<NormdbSummary, ApiError> {
         subjects: db.subjects.len(),
         calibrated: db.calibration.is_some(),
         brackets,
+        history: db.metadata.history.clone(),
     })
+}
+
+/// How a normative build starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BuildMode {
+    /// Add the studies to the installed database (same templates; statistics updated).
+    #[default]
+    Extend,
+    /// Build a new database: one template per requested bracket from its studies, then the
+    /// statistics and the leave-one-out calibration.
+    Scratch,
+}
+
+/// An age bracket of a build from scratch.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BracketRequest {
+    /// Name (1–40 letters, digits, `-`, `_`, `.`; not starting with `.`).
+    pub name: String,
+    /// Lower age bound (years, inclusive).
+    pub min_years: f64,
+    /// Upper age bound (years, exclusive).
+    pub max_years: f64,
 }
 
 /// Parameters of a normative build.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BuildRequest {
-    /// Install the extended database as the service's normative database when the build
+    /// Install the resulting database as the service's normative database when the build
     /// succeeds (atomically; the job folder keeps its own copy).
     #[serde(default)]
     pub install: bool,
+    /// `extend` (default) or `scratch`.
+    #[serde(default)]
+    pub mode: BuildMode,
+    /// Scratch builds: the age brackets (at least one; each needs three studies).
+    #[serde(default)]
+    pub brackets: Vec<BracketRequest>,
+    /// Scratch builds: deformable template iterations after the affine one (1–10, default 2).
+    #[serde(default)]
+    pub template_iterations: Option<usize>,
+    /// Scratch builds: age nodes per bracket (1–10, default 2).
+    #[serde(default)]
+    pub nodes_per_bracket: Option<usize>,
+    /// Scratch builds: smoothing FWHM of the maps in mm (0–20, default 4).
+    #[serde(default)]
+    pub smoothing_fwhm_mm: Option<f64>,
+    /// Scratch builds: nominal voxelwise false-positive rate of the calibration (0–0.5,
+    /// default 0.001).
+    #[serde(default)]
+    pub voxel_rate: Option<f64>,
+    /// Scratch builds: nominal per-image false-cluster rate of the calibration (0–1, default
+    /// 0.05).
+    #[serde(default)]
+    pub cluster_rate: Option<f64>,
 }
 
 impl BuildRequest {
-    /// Checks the request (nothing to check yet; kept for forward compatibility).
+    /// Checks the request: brackets and parameters only with `scratch`, and in range.
     pub fn validate(&self) -> Result<(), ApiError> {
+        let bad = |rule: String| Err(ApiError::BadRequest(rule));
+        let scratch_only = self.template_iterations.is_some()
+            || self.nodes_per_bracket.is_some()
+            || self.smoothing_fwhm_mm.is_some()
+            || self.voxel_rate.is_some()
+            || self.cluster_rate.is_some()
+            || !self.brackets.is_empty();
+        if self.mode == BuildMode::Extend {
+            if scratch_only {
+                return bad("brackets and build parameters apply to `mode: scratch` only".into());
+            }
+            return Ok(());
+        }
+        if self.brackets.is_empty() || self.brackets.len() > 20 {
+            return bad("`brackets`: a scratch build needs 1 to 20 age brackets".into());
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (index, bracket) in self.brackets.iter().enumerate() {
+            let valid_name = (1..=40).contains(&bracket.name.len())
+                && !bracket.name.starts_with('.')
+                && bracket.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !valid_name {
+                return bad(format!(
+                    "`brackets[{index}].name` must be 1–40 letters, digits, `-`, `_` or `.`"
+                ));
+            }
+            if !names.insert(bracket.name.as_str()) {
+                return bad(format!("`brackets[{index}].name` is used twice"));
+            }
+            if !(bracket.min_years >= 0.0
+                && bracket.max_years > bracket.min_years
+                && bracket.max_years <= 25.0)
+            {
+                return bad(format!("`brackets[{index}]`: need 0 ≤ min_years < max_years ≤ 25"));
+            }
+        }
+        let in_range = |value: Option<f64>, low: f64, high: f64, open_low: bool| {
+            value.is_none_or(|v| v.is_finite() && v <= high && if open_low { v > low } else { v >= low })
+        };
+        if !self.template_iterations.is_none_or(|n| (1..=10).contains(&n)) {
+            return bad("`template_iterations` must be between 1 and 10".into());
+        }
+        if !self.nodes_per_bracket.is_none_or(|n| (1..=10).contains(&n)) {
+            return bad("`nodes_per_bracket` must be between 1 and 10".into());
+        }
+        if !in_range(self.smoothing_fwhm_mm, 0.0, 20.0, false) {
+            return bad("`smoothing_fwhm_mm` must be between 0 and 20".into());
+        }
+        if !in_range(self.voxel_rate, 0.0, 0.5, true) {
+            return bad("`voxel_rate` must be in (0, 0.5]".into());
+        }
+        if !in_range(self.cluster_rate, 0.0, 1.0, true) {
+            return bad("`cluster_rate` must be in (0, 1]".into());
+        }
         Ok(())
     }
 }
 
-/// Extends the normative database with the given normal studies (each registered to the
-/// template of its age bracket, statistics updated) and writes the result to
-/// `out_dir/normdb.h5`; returns the subjects added and those skipped with their reason.
-fn run_normdb_build(
-    normdb: &Path,
-    volumes: &[(i64, PathBuf, Value)],
-    out_dir: &Path,
-    ctx: &JobContext,
-) -> Result<Value, JobFailure> {
-    use crate::pipeline::normative::{MappingParams, NormalSubject, add_subject};
-    let mut db = crate::normdb::NormDb::read(normdb).map_err(|e| {
-        tracing::error!("normative database: {e}");
-        JobFailure::Failed(
-            "the normative database cannot be read; install one built with `pedinorm normdb build`".into(),
-        )
-    })?;
-    let mapping = MappingParams::standard();
-    let mut added = Vec::new();
+/// A consented, admitted database B study ready to enter a build.
+struct BuildStudy {
+    study_id: i64,
+    volume: PathBuf,
+    pseudonym: String,
+    age_years: f64,
+    sex: pedinorm_templates::stats::Sex,
+}
+
+/// The studies a build may use: admitted to database B with standing consent (withdrawn ones
+/// excluded), with their volume, age and sex; the others come back with the reason.
+fn select_build_studies(
+    config: &ServiceConfig,
+    store: &Store,
+) -> Result<(Vec<BuildStudy>, Vec<Value>), JobFailure> {
+    let selected = studies::consented_b_studies(&store.lock()).map_err(JobFailure::from)?;
+    let mut usable = Vec::new();
     let mut skipped = Vec::new();
-    for (index, (study_id, volume, metadata)) in volumes.iter().enumerate() {
-        ctx.progress(5.0 + 90.0 * index as f64 / volumes.len() as f64, &format!("adding study {study_id}"))?;
+    for (study_id, stored) in selected {
+        let metadata = studies::internals(&store.lock(), study_id).map_err(JobFailure::from)?.metadata;
         let pseudonym = metadata["pseudonym"].as_str().unwrap_or_default().to_string();
         let age = metadata["age_years"].as_f64();
         let sex = metadata["sex"].as_str().and_then(pedinorm_templates::stats::Sex::parse);
-        let (Some(age), Some(sex), false) = (age, sex, pseudonym.is_empty()) else {
-            skipped.push(json!({ "study": study_id, "reason": "age, sex or pseudonym unknown" }));
-            continue;
-        };
-        let image = match crate::nifti_io::read_image(volume) {
-            Ok(image) => image,
-            Err(_) => {
-                skipped.push(json!({ "study": study_id, "reason": "volume unreadable" }));
-                continue;
+        let volume = study_volume(&archive_dir(config).join(stored));
+        match (volume, age, sex, pseudonym.is_empty()) {
+            (Some(volume), Some(age_years), Some(sex), false) => {
+                usable.push(BuildStudy { study_id, volume, pseudonym, age_years, sex })
             }
-        };
-        let subject = NormalSubject { pseudonym, age_years: age, sex, scanner: String::new(), image };
-        match add_subject(&mut db, &subject, &mapping) {
-            Ok(_) => added.push(*study_id),
-            Err(error) => skipped.push(json!({ "study": study_id, "reason": error.to_string() })),
+            (None, ..) => skipped.push(json!({ "study": study_id, "reason": "no NIfTI volume" })),
+            _ => skipped.push(json!({ "study": study_id, "reason": "age, sex or pseudonym unknown" })),
         }
     }
-    ctx.progress(96.0, "writing the database")?;
-    db.metadata.touch(&format!("service build: added studies {added:?}"));
-    db.write(&out_dir.join("normdb.h5"))
-        .map_err(|e| JobFailure::Failed(strip_paths(&e.to_string(), out_dir)))?;
-    Ok(json!({ "added": added, "skipped": skipped, "subjects": db.subjects.len() }))
+    Ok((usable, skipped))
+}
+
+fn read_build_image(study: &BuildStudy) -> Result<pedinorm_registration::Image<f32>, JobFailure> {
+    crate::nifti_io::read_image(&study.volume)
+        .map_err(|_| JobFailure::Failed(format!("the volume of study {} cannot be read", study.study_id)))
+}
+
+/// Extends the installed normative database with the given studies (each registered to the
+/// template of its age bracket, statistics updated).
+fn extend_normdb(
+    config: &ServiceConfig,
+    studies: &[BuildStudy],
+    ctx: &JobContext,
+) -> Result<(crate::normdb::NormDb, Vec<i64>, Vec<Value>), JobFailure> {
+    use crate::pipeline::normative::{NormalSubject, add_subject};
+    let normdb = config.normdb_path();
+    if !normdb.is_file() {
+        return Err(JobFailure::Failed(
+            "the normative database is missing: build one with `mode: scratch` or install one built with `pedinorm normdb build`".into(),
+        ));
+    }
+    let mut db = crate::normdb::NormDb::read(&normdb).map_err(|e| {
+        tracing::error!("normative database: {e}");
+        JobFailure::Failed("the normative database cannot be read".into())
+    })?;
+    let mapping = config.compute.mapping();
+    let mut added = Vec::new();
+    let mut skipped = Vec::new();
+    for (index, study) in studies.iter().enumerate() {
+        let percent = 5.0 + 90.0 * index as f64 / studies.len() as f64;
+        ctx.progress(percent, &format!("adding study {}", study.study_id))?;
+        if db.subjects.iter().any(|s| s.pseudonym == study.pseudonym) {
+            skipped.push(json!({ "study": study.study_id, "reason": "already in the database" }));
+            continue;
+        }
+        let subject = NormalSubject {
+            pseudonym: study.pseudonym.clone(),
+            age_years: study.age_years,
+            sex: study.sex,
+            scanner: String::new(),
+            image: read_build_image(study)?,
+        };
+        match add_subject(&mut db, &subject, &mapping) {
+            Ok(_) => added.push(study.study_id),
+            Err(error) => skipped.push(json!({ "study": study.study_id, "reason": error.to_string() })),
+        }
+    }
+    db.metadata.touch(&format!("service build (extend): added studies {added:?}"));
+    Ok((db, added, skipped))
+}
+
+/// Builds a new normative database from the studies: for each bracket a template from its
+/// studies (local batch executor, resumable folders under `templates/`), then every study
+/// mapped to its bracket's template, statistics and leave-one-out calibration.
+fn scratch_normdb(
+    config: &ServiceConfig,
+    request: &BuildRequest,
+    studies: Vec<BuildStudy>,
+    mut skipped: Vec<Value>,
+    ctx: &JobContext,
+) -> Result<(crate::normdb::NormDb, Vec<i64>, Vec<Value>), JobFailure> {
+    use crate::batch::LocalExecutor;
+    use crate::pipeline::normative::{BracketInput, BuildOptions, NormalSubject, TemplateSpace};
+    use crate::pipeline::template_build::{SubjectInput, SubjectSource, build_template, default_program};
+    use pedinorm_templates::age::AgeBracket;
+    use pedinorm_templates::template::{RegistrationSettings, TemplateConfig, TemplateTarget};
+
+    let inside = |study: &BuildStudy| {
+        request.brackets.iter().any(|b| study.age_years >= b.min_years && study.age_years < b.max_years)
+    };
+    let (used, outside): (Vec<BuildStudy>, Vec<BuildStudy>) = studies.into_iter().partition(inside);
+    for study in &outside {
+        skipped.push(json!({ "study": study.study_id, "reason": "age outside every requested bracket" }));
+    }
+    let mapping = {
+        let mut mapping = config.compute.mapping();
+        mapping.smoothing_fwhm_mm = request.smoothing_fwhm_mm.unwrap_or(mapping.smoothing_fwhm_mm);
+        mapping
+    };
+    let program = config.compute.program.clone().unwrap_or_else(default_program);
+    let executor = LocalExecutor::new(program, config.compute.template_jobs);
+    let brackets_total = request.brackets.len() as f64;
+    let mut inputs = Vec::new();
+    for (index, bracket) in request.brackets.iter().enumerate() {
+        let members: Vec<&BuildStudy> = used
+            .iter()
+            .filter(|s| s.age_years >= bracket.min_years && s.age_years < bracket.max_years)
+            .collect();
+        if members.len() < 3 {
+            return Err(JobFailure::Failed(format!(
+                "bracket {} has {} admitted database B studies with consent; a template needs at least 3",
+                bracket.name,
+                members.len()
+            )));
+        }
+        let base = 5.0 + 50.0 * index as f64 / brackets_total;
+        ctx.progress(base, &format!("template {}", bracket.name))?;
+        let subjects: Vec<SubjectInput> = members
+            .iter()
+            .map(|s| SubjectInput {
+                id: format!("study-{}", s.study_id),
+                source: SubjectSource::Path(s.volume.clone()),
+                age_years: s.age_years,
+            })
+            .collect();
+        // The coarsest voxel spacing of the members: registration never works finer than the data.
+        let mut spacing = 0.0f64;
+        for study in &members {
+            let header = crate::nifti_io::read_image(&study.volume).map_err(|_| {
+                JobFailure::Failed(format!("the volume of study {} cannot be read", study.study_id))
+            })?;
+            spacing = spacing.max(header.grid().spacing().into_iter().fold(0.0, f64::max));
+        }
+        let template_config = TemplateConfig {
+            target: TemplateTarget::Bracket(AgeBracket {
+                name: bracket.name.clone(),
+                min_years: bracket.min_years,
+                max_years: bracket.max_years,
+            }),
+            iterations: request.template_iterations.unwrap_or(2),
+            template_spacing_mm: Some(spacing),
+            registration: RegistrationSettings {
+                spacing_mm: spacing.max(RegistrationSettings::default().spacing_mm),
+                affine_iterations: mapping.affine.iterations.clone(),
+                deformable_iterations: mapping.deformable.iterations.clone(),
+            },
+            ..TemplateConfig::default()
+        };
+        let span = 50.0 / brackets_total;
+        let template = build_template(
+            &subjects,
+            &template_config,
+            &ctx.work_dir.join("templates").join(&bracket.name),
+            &executor,
+            1,
+            &|event| {
+                if let crate::batch::ProgressEvent::StageProgress { stage, done, total } = event {
+                    let fraction = *done as f64 / (*total).max(1) as f64;
+                    let _ =
+                        ctx.progress(base + span * fraction, &format!("template {}: {stage}", bracket.name));
+                }
+            },
+        )
+        .map_err(|e| {
+            JobFailure::Failed(strip_paths(&format!("template {}: {e}", bracket.name), &ctx.work_dir))
+        })?;
+        let space = TemplateSpace::new(template.template, None)
+            .map_err(|e| JobFailure::Failed(format!("template {}: {e}", bracket.name)))?;
+        inputs.push(BracketInput {
+            name: bracket.name.clone(),
+            min_years: bracket.min_years,
+            max_years: bracket.max_years,
+            space,
+            labels: None,
+        });
+    }
+    ctx.progress(55.0, "mapping the studies to their templates")?;
+    let normals = used
+        .iter()
+        .map(|s| {
+            Ok(NormalSubject {
+                pseudonym: s.pseudonym.clone(),
+                age_years: s.age_years,
+                sex: s.sex,
+                scanner: String::new(),
+                image: read_build_image(s)?,
+            })
+        })
+        .collect::<Result<Vec<_>, JobFailure>>()?;
+    let defaults = BuildOptions::default();
+    let options = BuildOptions {
+        mapping,
+        nodes_per_bracket: request.nodes_per_bracket.unwrap_or(defaults.nodes_per_bracket),
+        voxel_rate: request.voxel_rate.unwrap_or(defaults.voxel_rate),
+        cluster_rate: request.cluster_rate.unwrap_or(defaults.cluster_rate),
+        ..defaults
+    };
+    let mapped = crate::pipeline::normative::map_normals(&normals, &inputs, &options, &|_| {})
+        .map_err(|e| JobFailure::Failed(e.to_string()))?;
+    ctx.progress(75.0, "statistics and calibration")?;
+    let mut db = crate::pipeline::normative::assemble(&inputs, &mapped, &options, None)
+        .map_err(|e| JobFailure::Failed(e.to_string()))?;
+    let ids: Vec<i64> = used.iter().map(|s| s.study_id).collect();
+    db.metadata.touch(&format!("service build (scratch): built from studies {ids:?}"));
+    Ok((db, ids, skipped))
 }
 
 fn normdb_build_job(config: &ServiceConfig, store: &Store, ctx: &JobContext) -> Result<Value, JobFailure> {
     let request: BuildRequest = serde_json::from_value(ctx.params.clone())?;
+    request.validate().map_err(|e| JobFailure::Failed(e.to_string()))?;
     ctx.progress(1.0, "selecting consented database B studies")?;
-    let normdb = config.normdb_path();
-    if !normdb.is_file() {
-        return Err(JobFailure::Failed(
-            "the normative database is missing: install one built with `pedinorm normdb build`".into(),
-        ));
-    }
-    let selected = studies::consented_b_studies(&store.lock()).map_err(JobFailure::from)?;
-    let mut volumes = Vec::new();
-    for (study_id, stored) in &selected {
-        let metadata = studies::internals(&store.lock(), *study_id).map_err(JobFailure::from)?.metadata;
-        if let Some(volume) = study_volume(&archive_dir(config).join(stored)) {
-            volumes.push((*study_id, volume, metadata));
-        }
-    }
-    if volumes.is_empty() {
+    let (usable, skipped) = select_build_studies(config, store)?;
+    if usable.is_empty() {
         return Err(JobFailure::Failed("no admitted database B study with consent is available".into()));
     }
-    // Provenance: which studies this database was built from (withdrawn consent excluded).
-    let ids: Vec<i64> = volumes.iter().map(|v| v.0).collect();
+    let (db, used, skipped) = match request.mode {
+        BuildMode::Extend => {
+            let (db, added, mut more) = extend_normdb(config, &usable, ctx)?;
+            more.extend(skipped);
+            (db, added, more)
+        }
+        BuildMode::Scratch => scratch_normdb(config, &request, usable, skipped, ctx)?,
+    };
+    ctx.progress(96.0, "writing the database")?;
+    // Provenance: the studies this database was built from (withdrawn consent excluded), in
+    // the job folder and in the database's own history.
     crate::atomic::write_bytes(
         &ctx.work_dir.join("studies.json"),
-        serde_json::to_vec_pretty(&json!({ "studies": ids }))?.as_slice(),
+        serde_json::to_vec_pretty(&json!({ "mode": request.mode, "studies": used, "skipped": skipped }))?
+            .as_slice(),
     )?;
-    let summary = run_normdb_build(&normdb, &volumes, &ctx.work_dir, ctx)?;
+    let output = ctx.work_dir.join("normdb.h5");
+    db.write(&output).map_err(|e| JobFailure::Failed(strip_paths(&e.to_string(), &ctx.work_dir)))?;
     if request.install {
         // Copy into place atomically; the job folder keeps its own copy.
-        let bytes = std::fs::read(ctx.work_dir.join("normdb.h5"))?;
-        crate::atomic::write_bytes(&normdb, &bytes)?;
+        let bytes = std::fs::read(&output)?;
+        crate::atomic::write_bytes(&config.normdb_path(), &bytes)?;
     }
-    Ok(json!({ "studies": ids, "installed": request.install, "summary": summary }))
+    Ok(json!({
+        "mode": request.mode,
+        "studies": used,
+        "skipped": skipped,
+        "subjects": db.subjects.len(),
+        "brackets": db.brackets.iter().map(|b| b.name.clone()).collect::<Vec<_>>(),
+        "calibrated": db.calibration.is_some(),
+        "installed": request.install,
+    }))
 }

@@ -1,13 +1,25 @@
 //! Helpers shared by the service tests: a synthetic identified DICOM study, zips, an
-//! in-process server on an ephemeral port, and polling.
+//! in-process server on an ephemeral port, a JSON client with job polling, and a small
+//! phantom cohort (4 mm) with its normative database for compute jobs.
 #![allow(dead_code)]
 
 use dicom_core::value::PrimitiveValue;
 use dicom_core::{DataElement, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+use pedinorm::normdb::NormDb;
+use pedinorm::pipeline::normative::{
+    BracketInput, BuildOptions, NormalSubject, TemplateSpace, assemble, map_normals,
+};
 use pedinorm::service::Service;
-use pedinorm::service::config::ServiceConfig;
+use pedinorm::service::config::{ComputeConfig, ServiceConfig};
+use pedinorm::synth_io::{DicomIdentity, write_dicom_series};
+use pedinorm_registration::Grid;
+use pedinorm_templates::stats::Sex;
+use pedinorm_validation::growth::Sex as SynthSex;
+use pedinorm_validation::subject::{Generator, SubjectSpec, SyntheticSubject};
+use pedinorm_validation::{Abnormality, BaseBrain, LesionTissue};
+use serde_json::{Value, json};
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
@@ -183,32 +195,215 @@ pub fn add_user(data_dir: &Path, name: &str, role: &str, centre: Option<&str>) -
     pedinorm::service::auth::add_user(&store, name, role.parse().unwrap(), centre).unwrap()
 }
 
-/// Polls a job until it is final; returns its JSON.
-pub async fn wait_job(
-    client: &reqwest::Client,
-    base: &str,
-    token: &str,
-    job: i64,
-    timeout: Duration,
-) -> serde_json::Value {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        let job_json: serde_json::Value = client
-            .get(format!("{base}/api/v1/jobs/{job}"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let state = job_json["state"].as_str().unwrap_or("").to_string();
-        if matches!(state.as_str(), "done" | "failed" | "cancelled") {
-            return job_json;
-        }
-        assert!(std::time::Instant::now() < deadline, "job {job} not finished in time: {job_json}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+/// A JSON client of one server: every call answers (status, body), the body parsed as JSON
+/// (or a JSON string holding the text when it is not JSON).
+#[derive(Clone)]
+pub struct Api {
+    /// HTTP client.
+    pub client: reqwest::Client,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+}
+
+impl Api {
+    /// A client of `base`.
+    pub fn new(base: &str) -> Api {
+        Api { client: reqwest::Client::new(), base: base.to_string() }
     }
+
+    /// Sends a prepared request.
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> (reqwest::StatusCode, Value) {
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// GET `path` with a token.
+    pub async fn get(&self, token: &str, path: &str) -> (reqwest::StatusCode, Value) {
+        self.send(self.client.get(format!("{}{path}", self.base)).bearer_auth(token)).await
+    }
+
+    /// POST a JSON body to `path` with a token.
+    pub async fn post(&self, token: &str, path: &str, body: &Value) -> (reqwest::StatusCode, Value) {
+        self.send(self.client.post(format!("{}{path}", self.base)).bearer_auth(token).json(body)).await
+    }
+
+    /// POST raw bytes with a content type.
+    pub async fn post_bytes(
+        &self,
+        token: &str,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (reqwest::StatusCode, Value) {
+        let request = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .header("Content-Type", content_type)
+            .body(body);
+        self.send(request).await
+    }
+
+    /// GET the raw bytes of `path`.
+    pub async fn download(&self, token: &str, path: &str) -> (reqwest::StatusCode, Vec<u8>) {
+        let response =
+            self.client.get(format!("{}{path}", self.base)).bearer_auth(token).send().await.unwrap();
+        (response.status(), response.bytes().await.unwrap().to_vec())
+    }
+
+    /// POSTs a request that queues a job (202 expected) and waits until the job is final.
+    pub async fn run_job(&self, token: &str, path: &str, body: &Value, timeout: Duration) -> Value {
+        let (status, accepted) = self.post(token, path, body).await;
+        assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{path}: {accepted}");
+        self.wait_job(token, accepted["job"].as_i64().unwrap(), timeout).await
+    }
+
+    /// Polls a job until it is final; returns its JSON.
+    pub async fn wait_job(&self, token: &str, job: i64, timeout: Duration) -> Value {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let (_, job_json) = self.get(token, &format!("/api/v1/jobs/{job}")).await;
+            if matches!(job_json["state"].as_str(), Some("done" | "failed" | "cancelled")) {
+                return job_json;
+            }
+            assert!(std::time::Instant::now() < deadline, "job {job} not finished in time: {job_json}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Uploads a study (zip) offered to `database` with consent for it, waits for ingest and
+    /// returns (study id, ingest job).
+    pub async fn upload_consented(&self, token: &str, database: &str, zip: Vec<u8>) -> (i64, Value) {
+        let consent = json!({
+            "database_a": database == "A", "database_b": database == "B",
+            "research_use": true, "date": "2024-01-02"
+        });
+        let form = reqwest::multipart::Form::new()
+            .part("consent", reqwest::multipart::Part::text(consent.to_string()))
+            .part("file", reqwest::multipart::Part::bytes(zip).file_name("study.zip"));
+        let request = self
+            .client
+            .post(format!("{}/api/v1/studies?database={database}", self.base))
+            .bearer_auth(token)
+            .multipart(form);
+        let (status, submitted) = self.send(request).await;
+        assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{submitted}");
+        let job = self.wait_job(token, submitted["job"].as_i64().unwrap(), Duration::from_secs(60)).await;
+        (submitted["study"]["id"].as_i64().unwrap(), job)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phantom cohort at 4 mm (as in `tests/main_job_small.rs`)
+
+/// Voxel size of the phantom cohort (mm).
+pub const PHANTOM_MM: f64 = 4.0;
+
+/// Issuer of the national identifier written by the synthetic DICOM writer.
+pub const SYNTHETIC_ISSUER: &str = "SYNTHETIC-CF";
+
+/// Short registration schedules for 4 mm images, used by the service's compute jobs and by
+/// the normative database built in the tests (the two must match).
+pub fn quick_compute() -> ComputeConfig {
+    ComputeConfig {
+        affine_iterations: Some(vec![60, 30, 10]),
+        deformable_iterations: Some(vec![20, 10, 5]),
+        bias_correction: false,
+        template_jobs: 2,
+        program: Some(env!("CARGO_BIN_EXE_pedinorm").into()),
+    }
+}
+
+/// The procedural phantom brain on its 4 mm grid and a subject generator.
+pub fn phantom_generator() -> Generator {
+    let n = |extent: f64| (extent / PHANTOM_MM).round() as usize;
+    let grid =
+        Grid::axis_aligned([n(140.0), n(170.0), n(130.0)], [PHANTOM_MM; 3], [-70.0, -100.0, -60.0]).unwrap();
+    Generator::new(&BaseBrain::phantom(&grid), PHANTOM_MM).unwrap()
+}
+
+/// A synthetic subject (normal, or a case with a strong white-matter lesion).
+pub fn phantom_subject(
+    generator: &Generator,
+    age_years: f64,
+    female: bool,
+    seed: u64,
+    lesion: bool,
+) -> SyntheticSubject {
+    let sex = if female { SynthSex::Female } else { SynthSex::Male };
+    let mut spec = SubjectSpec::normal(age_years, sex, seed);
+    spec.resolution_mm = PHANTOM_MM;
+    if lesion {
+        spec = spec.with_abnormality(Abnormality::Lesion {
+            tissue: LesionTissue::WhiteMatter,
+            radius_mm: 10.0,
+            contrast: 0.8,
+        });
+    }
+    let mut subject = generator.subject(&spec).unwrap();
+    subject.id = format!("phantom-{seed}");
+    subject
+}
+
+/// The subject as an identified DICOM series (Part 10 files, one per slice) with fresh UIDs;
+/// returns (StudyInstanceUID, files).
+pub fn subject_dicom(subject: &SyntheticSubject, index: usize) -> (String, Vec<Vec<u8>>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut identity = DicomIdentity::synthetic(index, rand::random::<u64>() >> 1, subject, true);
+    // UIDs from a fresh seed: a PACS that already holds an earlier run's study is not confused.
+    identity.seed = rand::random::<u64>() >> 1;
+    let paths = write_dicom_series(dir.path(), &subject.image, &identity).unwrap();
+    let files: Vec<Vec<u8>> = paths.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    let object = dicom_object::open_file(&paths[0]).unwrap();
+    let study_uid = object.element(tags::STUDY_INSTANCE_UID).unwrap().to_str().unwrap();
+    (study_uid.trim_end_matches(['\0', ' ']).to_string(), files)
+}
+
+/// Builds a small normative database (one bracket 8–13 years, template = the phantom on its
+/// grid, leave-one-out calibration) from `count` normals, with the [`quick_compute`] mapping.
+pub fn phantom_normdb(generator: &Generator, count: usize, path: &Path) -> NormDb {
+    let normals: Vec<NormalSubject> = (0..count)
+        .map(|i| {
+            let subject = phantom_subject(
+                generator,
+                8.0 + 4.5 * i as f64 / count as f64,
+                i % 2 == 0,
+                100 + i as u64,
+                false,
+            );
+            NormalSubject {
+                pseudonym: subject.id.clone(),
+                age_years: subject.age_years,
+                sex: Sex::parse(subject.sex.code()).unwrap(),
+                scanner: "synthetic-3T".into(),
+                image: subject.image,
+            }
+        })
+        .collect();
+    let mut mapping = quick_compute().mapping();
+    mapping.smoothing_fwhm_mm = 6.0;
+    let options = BuildOptions {
+        mapping,
+        nodes_per_bracket: 1,
+        min_node_subjects: 4.0,
+        voxel_rate: 0.01,
+        cluster_rate: 0.1,
+        ..BuildOptions::default()
+    };
+    let bracket = BracketInput {
+        name: "8-13y".into(),
+        min_years: 8.0,
+        max_years: 13.0,
+        space: TemplateSpace::new(generator.base_on_grid(), None).unwrap(),
+        labels: None,
+    };
+    let brackets = [bracket];
+    let mapped = map_normals(&normals, &brackets, &options, &|_| {}).unwrap();
+    let db = assemble(&brackets, &mapped, &options, None).unwrap();
+    db.write(path).unwrap();
+    db
 }
 
 /// Every file under `dir` (recursively) whose bytes contain `needle`.

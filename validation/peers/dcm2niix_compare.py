@@ -2,17 +2,20 @@
 """Compare `pedinorm convert` with dcm2niix on the same DICOM series.
 
     dcm2niix_compare.py --pedinorm BIN --work DIR [--cases CASE ...] [--no-real]
-                        [--bench-shrink N] [--report FILE]
+                        [--bench-shrink N] [--repeat N] [--only NAME ...] [--report FILE]
 
 For every series: run both converters (timed, wall clock), reorient both outputs to the closest
 RAS+ canonical orientation with nibabel, pair each pedinorm volume with the dcm2niix volume of
-the same shape and nearest affine, and compare affines (max |difference| over the 4x4, must be
+the same shape and nearest affine (a 4-D dcm2niix output -- time points, diffusion directions --
+is split into its 3-D volumes, as pedinorm writes one volume per time point), and compare affines (max |difference| over the 4x4, must be
 <= 1e-3 mm) and voxel values (max |difference|, must be <= 1e-4 of the value range).
 
 Series: the synthetic cases of make_dicom_series.py (written into DIR/synthetic from the MNI T1
 under .data/mni when present), a larger axial series for timing (`bench`, MNI T1 downsampled by
 --bench-shrink), and, unless --no-real, real files shipped inside the Python packages of the
 environment (pydicom's test files and dicomdirtests MR series, nibabel's nicom test data).
+
+Times are the shortest of --repeat runs of each program (wall clock, process start included).
 
 Prints a Markdown table (also written to --report) and exits 1 when a series that pedinorm
 converts disagrees with dcm2niix (series pedinorm refuses by rule are listed, not failed).
@@ -44,6 +47,16 @@ def run(command):
 def canonical(path):
     image = nib.as_closest_canonical(nib.load(str(path)))
     return image.affine, np.asanyarray(image.get_fdata(dtype=np.float64))
+
+
+def canonical_volumes(path):
+    """(label, affine, 3-D data) per volume: a 4-D file (dcm2niix's time series and diffusion
+    series, where pedinorm writes one file per volume) is split along its fourth axis."""
+    affine, data = canonical(path)
+    if data.ndim == 3:
+        return [(path.name, affine, data)]
+    data = data.reshape(data.shape[:3] + (-1,))
+    return [(f"{path.name}[{t}]", affine, data[..., t]) for t in range(data.shape[3])]
 
 
 def volumes_in(folder):
@@ -87,15 +100,28 @@ def decompressed_copy(series_input, target):
     return target, "/".join(tools)
 
 
-def compare_series(name, origin, series_input, work, pedinorm, dcm2niix):
+def timed(command, repeat, out):
+    """Runs `command` `repeat` times, each into an emptied `out`; the shortest wall-clock time
+    and the last result."""
+    best, result = None, None
+    for _ in range(max(repeat, 1)):
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        elapsed, result = run(command)
+        best = elapsed if best is None else min(best, elapsed)
+    return best, result
+
+
+def compare_series(name, origin, series_input, work, pedinorm, dcm2niix, repeat=1):
     ped_out = work / "pedinorm" / name
     d2n_out = work / "dcm2niix" / name
     for folder in (ped_out, d2n_out):
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-    ped_time, ped = run([pedinorm, "convert", series_input, "--out-dir", ped_out])
+    ped_time, ped = timed([pedinorm, "convert", series_input, "--out-dir", ped_out], repeat, ped_out)
     d2n_input, decompressed = decompressed_copy(series_input, work / "decompressed" / name)
-    d2n_time, d2n = run([dcm2niix, "-z", "y", "-b", "n", "-f", "%s_%e_%r", "-o", d2n_out, d2n_input])
+    d2n_time, d2n = timed([dcm2niix, "-z", "y", "-b", "n", "-f", "%s_%e_%r", "-o", d2n_out, d2n_input], repeat,
+                          d2n_out)
     if decompressed:
         origin += f" (dcm2niix reads a copy decompressed by dcmtk {decompressed})"
     row = {"series": name, "origin": origin, "ped_time": ped_time, "d2n_time": d2n_time}
@@ -109,7 +135,7 @@ def compare_series(name, origin, series_input, work, pedinorm, dcm2niix):
         row.update(verdict="not compared, dcm2niix cannot read it",
                    detail=(d2n.stdout.strip().splitlines() or ["?"])[-1][:160], volumes=f"{len(ped_volumes)} / 0")
         return row
-    d2n_loaded = [(p, *canonical(p)) for p in d2n_volumes]
+    d2n_loaded = [volume for p in d2n_volumes for volume in canonical_volumes(p)]
     worst_affine, worst_value, shapes, unmatched = 0.0, 0.0, [], []
     for path in ped_volumes:
         affine, data = canonical(path)
@@ -118,8 +144,8 @@ def compare_series(name, origin, series_input, work, pedinorm, dcm2niix):
             unmatched.append(f"{path.name} {data.shape} has no dcm2niix volume of that shape "
                              f"({', '.join(str(d.shape) for _, _, d in d2n_loaded)})")
             continue
-        # Several volumes of one series can share shape and affine (echoes, repeats): pair by
-        # affine first, then by values.
+        # Several volumes of one series can share shape and affine (echoes, repeats, diffusion
+        # directions): pair by affine first, then by values.
         span = max(float(np.ptp(data)), 1e-9)
 
         def errors(candidate):
@@ -130,11 +156,13 @@ def compare_series(name, origin, series_input, work, pedinorm, dcm2niix):
         _, value_error, affine_error = min(errors(c) for c in candidates)
         worst_affine, worst_value = max(worst_affine, affine_error), max(worst_value, value_error)
         shapes.append("×".join(str(s) for s in data.shape))
+    if len(ped_volumes) != len(d2n_loaded):
+        unmatched.append(f"{len(ped_volumes)} pedinorm volume(s) for {len(d2n_loaded)} dcm2niix volume(s)")
     agree = not unmatched and worst_affine <= AFFINE_TOLERANCE_MM and worst_value <= VALUE_TOLERANCE
     row.update(
         verdict="agree" if agree else "DISAGREE",
         detail="; ".join(unmatched)[:200],
-        volumes=f"{len(ped_volumes)} / {len(d2n_volumes)}",
+        volumes=f"{len(ped_volumes)} / {len(d2n_loaded)}",
         shape=", ".join(shapes),
         affine=worst_affine,
         value=worst_value,
@@ -155,7 +183,8 @@ def real_series(staging):
     if pydicom_dir:
         files = pydicom_dir / "data" / "test_files"
         for name in ["MR_small.dcm", "MR_small_implicit.dcm", "MR_small_bigendian.dcm", "MR_small_RLE.dcm",
-                     "MR_small_jpeg_ls_lossless.dcm", "MR_small_jp2klossless.dcm"]:
+                     "MR_small_jpeg_ls_lossless.dcm", "MR_small_jp2klossless.dcm", "MR_small_expb.dcm",
+                     "MR_small_padded.dcm"]:
             if (files / name).exists():
                 folder = staging / pathlib.Path(name).stem
                 folder.mkdir(parents=True, exist_ok=True)
@@ -174,12 +203,20 @@ def real_series(staging):
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "philips_mprage.dcm").write_bytes(gzip.decompress(mprage.read_bytes()))
             found.append(("philips_mprage", "nibabel nicom/tests/data/philips_mprage.dcm.gz", folder))
-        for name in ["0.dcm", "1.dcm", "decimal_rescale.dcm"]:
+        for name in ["0.dcm", "1.dcm", "decimal_rescale.dcm", "slicethickness_empty_string.dcm"]:
             if (data / name).exists():
                 folder = staging / ("nibabel_" + pathlib.Path(name).stem)
                 folder.mkdir(parents=True, exist_ok=True)
                 shutil.copy(data / name, folder / name)
                 found.append(("nibabel_" + pathlib.Path(name).stem, f"nibabel nicom/tests/data/{name}", folder))
+        # Two Siemens DWI mosaics (b=0 and b=1000) of one series: two volumes.
+        dwi = [data / "siemens_dwi_0.dcm.gz", data / "siemens_dwi_1000.dcm.gz"]
+        if all(p.exists() for p in dwi):
+            folder = staging / "nibabel_siemens_dwi"
+            folder.mkdir(parents=True, exist_ok=True)
+            for path in dwi:
+                (folder / path.name.removesuffix(".gz")).write_bytes(gzip.decompress(path.read_bytes()))
+            found.append(("nibabel_siemens_dwi", "nibabel nicom/tests/data/siemens_dwi_{0,1000}.dcm.gz", folder))
     extra = ROOT / ".data" / "dicom"
     if extra.is_dir():
         for folder in sorted(p for p in extra.iterdir() if p.is_dir()):
@@ -213,6 +250,8 @@ def main():
     parser.add_argument("--cases", nargs="*", help="synthetic cases (default: all)")
     parser.add_argument("--no-real", action="store_true", help="skip the real series from packages")
     parser.add_argument("--bench-shrink", type=int, default=0, help="add the timing series `bench` (MNI T1 / N)")
+    parser.add_argument("--only", nargs="*", help="compare only the series of these names (synthetic or real)")
+    parser.add_argument("--repeat", type=int, default=1, help="run each converter N times, keep the fastest")
     parser.add_argument("--report", type=pathlib.Path, help="also write the table to this file")
     args = parser.parse_args()
 
@@ -235,10 +274,15 @@ def main():
     if not args.no_real:
         series += real_series(work / "real")
 
+    if args.only:
+        series = [s for s in series if s[0] in args.only]
+        missing = set(args.only) - {s[0] for s in series}
+        if missing:
+            sys.exit(f"no series named {', '.join(sorted(missing))}")
     rows = []
     for name, origin, path in series:
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
-        rows.append(compare_series(safe, origin, path, work, args.pedinorm, args.dcm2niix))
+        rows.append(compare_series(safe, origin, path, work, args.pedinorm, args.dcm2niix, args.repeat))
         print(f"{name}: {rows[-1]['verdict']} {rows[-1].get('detail', '')}", file=sys.stderr)
     text = table(rows)
     print(text)

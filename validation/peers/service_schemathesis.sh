@@ -26,6 +26,8 @@ echo "service at $base" >&2
 
 # not_a_server_error: no 5xx; status_code_conformance / response_schema_conformance: the
 # answers match the OpenAPI document.
+# From the temporary folder: schemathesis keeps its state in ./.schemathesis.
+cd "$work"
 "$st" run "$base/openapi.json" \
   --header "Authorization: Bearer $token" \
   --checks not_a_server_error,status_code_conformance,response_schema_conformance \

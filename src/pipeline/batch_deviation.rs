@@ -1,0 +1,366 @@
+//! Deviation maps of many cases as a batch: one task per case (a `pedinorm deviation` process
+//! run by the local pool or a Slurm job array), each writing its own output folder
+//! `OUT/ID/` atomically (computed in a temporary sibling folder, `done.json` written last,
+//! then renamed into place), so a re-run skips the cases already done and a killed task never
+//! leaves a half-written folder.
+//!
+//! The case list is a CSV with a header row and the columns `path` (or `image`, `file`;
+//! relative to the CSV's folder), `age` (or `age_years`), optional `sex` (`F`/`M`; empty:
+//! unknown, both sexes pooled) and optional `id` (default: the file name without
+//! `.nii.gz`/`.nii`).
+
+use crate::batch::{BatchError, Executor, ProgressEvent, Resources, Stage, Task};
+use pedinorm_templates::stats::Sex;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Why a batch of deviation maps failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchDeviationError {
+    /// The case list cannot be read at all.
+    #[error("{path}: {message}")]
+    Unreadable {
+        /// The case list or output folder.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// Rows break rules; every problem is listed.
+    #[error("{path}: {} problem(s):\n  {}", problems.len(), problems.join("\n  "))]
+    Invalid {
+        /// The case list.
+        path: PathBuf,
+        /// One line per problem, naming the row or case, the field and the rule.
+        problems: Vec<String>,
+    },
+    /// Cases failed after their retries (the others are done; see `summary.tsv`).
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+}
+
+/// One case of a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchCase {
+    /// Identifier: the name of the case's output folder.
+    pub id: String,
+    /// The case image (NIfTI or DICOM series).
+    pub path: PathBuf,
+    /// Age at scan in years.
+    pub age_years: f64,
+    /// Sex, when known.
+    pub sex: Option<Sex>,
+}
+
+fn column(headers: &[String], names: &[&str]) -> Option<usize> {
+    headers.iter().position(|h| names.iter().any(|n| h.trim().eq_ignore_ascii_case(n)))
+}
+
+fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !id.starts_with('.')
+}
+
+/// Reads and checks a case list; every problem (missing or implausible age, unknown sex,
+/// duplicate or unusable id, missing image) is reported, by line, in one error.
+pub fn read_cases(path: &Path) -> Result<Vec<BatchCase>, BatchDeviationError> {
+    let unreadable = |message: String| BatchDeviationError::Unreadable { path: path.to_owned(), message };
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_path(path)
+        .map_err(|e| unreadable(e.to_string()))?;
+    let headers: Vec<String> =
+        reader.headers().map_err(|e| unreadable(e.to_string()))?.iter().map(str::to_owned).collect();
+    let path_column = column(&headers, &["path", "image", "file"])
+        .ok_or_else(|| unreadable("header: a `path` column is required".into()))?;
+    let age_column = column(&headers, &["age", "age_years"])
+        .ok_or_else(|| unreadable("header: an `age` column is required".into()))?;
+    let sex_column = column(&headers, &["sex"]);
+    let id_column = column(&headers, &["id", "case", "case_id", "subject"]);
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut cases: Vec<BatchCase> = Vec::new();
+    let mut problems = Vec::new();
+    for (index, record) in reader.records().enumerate() {
+        let line = index + 2;
+        let record = match record {
+            Ok(record) => record,
+            Err(error) => {
+                problems.push(format!("line {line}: {error}"));
+                continue;
+            }
+        };
+        let field = |c: Option<usize>| c.and_then(|c| record.get(c)).map(str::trim).filter(|v| !v.is_empty());
+        let Some(image) = field(Some(path_column)) else {
+            problems.push(format!("line {line}: path is missing"));
+            continue;
+        };
+        let image = if Path::new(image).is_absolute() { PathBuf::from(image) } else { base.join(image) };
+        let id = field(id_column).map(str::to_owned).unwrap_or_else(|| {
+            let name = image.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            name.trim_end_matches(".gz").trim_end_matches(".nii").to_owned()
+        });
+        let mut ok = true;
+        if !is_valid_id(&id) {
+            problems.push(format!("line {line}: id {id:?}: use letters, digits, '-', '_' or '.'"));
+            ok = false;
+        } else if cases.iter().any(|c| c.id == id) {
+            problems.push(format!("line {line}: id {id:?} appears more than once"));
+            ok = false;
+        }
+        let age = match field(Some(age_column)) {
+            None => {
+                problems.push(format!("line {line} (case {id}): age is missing"));
+                None
+            }
+            Some(text) => match text.parse::<f64>() {
+                Ok(age) if pedinorm_templates::age::check_age(age).is_ok() => Some(age),
+                Ok(age) => {
+                    problems.push(format!("line {line} (case {id}): age {age} is outside 0–25 years"));
+                    None
+                }
+                Err(_) => {
+                    problems.push(format!("line {line} (case {id}): age {text:?} is not a number of years"));
+                    None
+                }
+            },
+        };
+        let sex = match field(sex_column) {
+            None => None,
+            Some(text) => match Sex::parse(text) {
+                Some(sex) => Some(sex),
+                None => {
+                    problems.push(format!("line {line} (case {id}): sex {text:?} must be F, M or empty"));
+                    ok = false;
+                    None
+                }
+            },
+        };
+        let image = match image.canonicalize() {
+            Ok(image) => Some(image),
+            Err(e) => {
+                problems.push(format!("line {line} (case {id}): image {}: {e}", image.display()));
+                None
+            }
+        };
+        if let (true, Some(age_years), Some(path)) = (ok, age, image) {
+            cases.push(BatchCase { id, path, age_years, sex });
+        }
+    }
+    if cases.is_empty() && problems.is_empty() {
+        problems.push("the case list has no rows".into());
+    }
+    if !problems.is_empty() {
+        return Err(BatchDeviationError::Invalid { path: path.to_owned(), problems });
+    }
+    Ok(cases)
+}
+
+/// The done marker of a case's output folder.
+pub fn case_marker(out_dir: &Path, id: &str) -> PathBuf {
+    out_dir.join(id).join("done.json")
+}
+
+/// What `done.json` of a case records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaseDone {
+    /// Case identifier.
+    pub id: String,
+    /// The case image.
+    pub case: PathBuf,
+    /// Bracket the case was compared with.
+    pub bracket: String,
+    /// Significant clusters.
+    pub significant_clusters: usize,
+    /// Wall time (s); not part of the result.
+    pub seconds: f64,
+}
+
+/// Runs `compute` in a temporary sibling of `destination`, writes `done` into it as
+/// `done.json`, then renames the folder into place (replacing an unfinished folder of the same
+/// name). On error the temporary folder is removed and `destination` is untouched.
+pub fn write_folder_atomically<E>(
+    destination: &Path,
+    compute: impl FnOnce(&Path) -> Result<CaseDone, E>,
+) -> Result<CaseDone, E>
+where
+    E: From<std::io::Error>,
+{
+    let parent = destination.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)?;
+    let temporary = crate::atomic::temporary_sibling(destination);
+    let result = compute(&temporary).and_then(|done| {
+        let json = serde_json::to_vec_pretty(&done).map_err(std::io::Error::other)?;
+        crate::atomic::write_bytes(&temporary.join("done.json"), &json)?;
+        if destination.exists() {
+            // An unfinished folder of an earlier attempt: it has no done.json.
+            std::fs::remove_dir_all(destination)?;
+        }
+        std::fs::rename(&temporary, destination)?;
+        Ok(done)
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&temporary);
+    }
+    result
+}
+
+/// The batch stage: one `pedinorm deviation --atomic` task per case.
+pub fn deviation_stage(
+    normdb: &Path,
+    cases: &[BatchCase],
+    out_dir: &Path,
+    max_regions: usize,
+    resources: Resources,
+) -> Stage {
+    Stage {
+        name: "deviation".into(),
+        tasks: cases
+            .iter()
+            .map(|case| {
+                let mut args: Vec<String> = vec![
+                    "deviation".into(),
+                    "--normdb".into(),
+                    normdb.to_string_lossy().into_owned(),
+                    "--case".into(),
+                    case.path.to_string_lossy().into_owned(),
+                    "--age".into(),
+                    case.age_years.to_string(),
+                ];
+                if let Some(sex) = case.sex {
+                    args.extend(["--sex".into(), sex.code().into()]);
+                }
+                args.extend([
+                    "--max-regions".into(),
+                    max_regions.to_string(),
+                    "--out-dir".into(),
+                    out_dir.join(&case.id).to_string_lossy().into_owned(),
+                    "--atomic".into(),
+                ]);
+                Task { label: case.id.clone(), args, done_marker: case_marker(out_dir, &case.id) }
+            })
+            .collect(),
+        resources,
+    }
+}
+
+/// One row of `summary.tsv`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaseSummary {
+    /// Case identifier.
+    pub id: String,
+    /// `done` or `failed`.
+    pub status: &'static str,
+    /// What `done.json` records, when done.
+    pub done: Option<CaseDone>,
+}
+
+/// Runs every case not done yet through `executor`, then writes `OUT/summary.tsv` (one row per
+/// case: id, status, bracket, significant clusters). Failed cases (after their retries) are
+/// listed there and returned as [`BatchError::TasksFailed`], by case id.
+pub fn run_batch(
+    normdb: &Path,
+    cases: &[BatchCase],
+    out_dir: &Path,
+    max_regions: usize,
+    executor: &dyn Executor,
+    resources: Resources,
+    progress: &(dyn Fn(&ProgressEvent) + Sync),
+) -> Result<Vec<CaseSummary>, BatchDeviationError> {
+    let unwritable = |path: &Path, e: std::io::Error| BatchDeviationError::Unreadable {
+        path: path.to_owned(),
+        message: e.to_string(),
+    };
+    std::fs::create_dir_all(out_dir).map_err(|e| unwritable(out_dir, e))?;
+    let stage = deviation_stage(normdb, cases, out_dir, max_regions, resources);
+    let outcome = executor.run(&[stage], progress);
+    let summary: Vec<CaseSummary> = cases
+        .iter()
+        .map(|case| {
+            let done = std::fs::read(case_marker(out_dir, &case.id))
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<CaseDone>(&bytes).ok());
+            CaseSummary { id: case.id.clone(), status: if done.is_some() { "done" } else { "failed" }, done }
+        })
+        .collect();
+    let mut text = String::from("id\tstatus\tbracket\tsignificant_clusters\n");
+    for row in &summary {
+        let (bracket, clusters) = match &row.done {
+            Some(d) => (d.bracket.clone(), d.significant_clusters.to_string()),
+            None => (String::new(), String::new()),
+        };
+        text.push_str(&format!("{}\t{}\t{bracket}\t{clusters}\n", row.id, row.status));
+    }
+    let path = out_dir.join("summary.tsv");
+    crate::atomic::write_bytes(&path, text.as_bytes()).map_err(|e| unwritable(&path, e))?;
+    outcome?;
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn case_list_problems_are_reported_by_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.nii.gz"), b"x").unwrap();
+        let list = dir.path().join("cases.csv");
+        std::fs::write(
+            &list,
+            "path,age,sex,id\na.nii.gz,9.5,F,\na.nii.gz,7,,second\nmissing.nii.gz,8,M,m\na.nii.gz,,M,noage\na.nii.gz,8,X,badsex\na.nii.gz,8,M,second\n",
+        )
+        .unwrap();
+        let error = read_cases(&list).unwrap_err().to_string();
+        for expected in [
+            "line 4 (case m): image",
+            "line 5 (case noage): age is missing",
+            "line 6 (case badsex): sex \"X\" must be F, M or empty",
+            "line 7: id \"second\" appears more than once",
+        ] {
+            assert!(error.contains(expected), "{expected} not in {error}");
+        }
+        assert!(!error.contains("line 2") && !error.contains("line 3"), "{error}");
+        std::fs::write(&list, "path,age,sex,id\na.nii.gz,9.5,F,\na.nii.gz,7,,second\n").unwrap();
+        let cases = read_cases(&list).unwrap();
+        assert_eq!(cases.len(), 2);
+        assert_eq!(cases[0].id, "a");
+        assert_eq!(cases[0].sex, Some(Sex::Female));
+        assert_eq!(cases[1].sex, None);
+        let stage = deviation_stage(Path::new("/db.h5"), &cases, Path::new("/out"), 15, Resources::default());
+        assert_eq!(stage.tasks[1].done_marker, Path::new("/out/second/done.json"));
+        assert!(!stage.tasks[1].args.contains(&"--sex".to_string()));
+        assert_eq!(stage.tasks[0].args.last().unwrap(), "--atomic");
+    }
+
+    #[test]
+    fn folder_appears_only_when_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let destination = dir.path().join("case");
+        let done = |id: &str| CaseDone {
+            id: id.into(),
+            case: "/c".into(),
+            bracket: "b".into(),
+            significant_clusters: 1,
+            seconds: 0.0,
+        };
+        let failed: Result<CaseDone, std::io::Error> = write_folder_atomically(&destination, |tmp| {
+            std::fs::create_dir_all(tmp)?;
+            std::fs::write(tmp.join("report.json"), b"{}")?;
+            Err(std::io::Error::other("registration failed"))
+        });
+        assert!(failed.is_err());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing may be left");
+        // An unfinished folder of an earlier attempt is replaced.
+        std::fs::create_dir_all(&destination).unwrap();
+        std::fs::write(destination.join("stale"), b"x").unwrap();
+        write_folder_atomically(&destination, |tmp| {
+            std::fs::create_dir_all(tmp)?;
+            std::fs::write(tmp.join("report.json"), b"{}")?;
+            Ok::<_, std::io::Error>(done("case"))
+        })
+        .unwrap();
+        assert!(destination.join("report.json").is_file() && destination.join("done.json").is_file());
+        assert!(!destination.join("stale").exists());
+    }
+}

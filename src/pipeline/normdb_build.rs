@@ -1,0 +1,1097 @@
+//! Normative-database builds on disk: the per-bracket and per-subject work of
+//! [`crate::cli::normdb::build_database`] as separate steps with their state in a build
+//! directory, so each step runs as its own process (a local pool or a Slurm job array) and a
+//! build resumes where it stopped. The steps call the same functions as the in-memory build
+//! ([`TemplateSpace::new`], [`carry_atlas`], [`map_to_template`], [`assemble`]) in the same
+//! order, so every executor gives bit-identical statistics.
+//!
+//! Layout of a build directory `BUILD`:
+//!
+//! ```text
+//! BUILD/normdb.json                                   parameters, brackets, atlas, subjects, output path
+//! BUILD/subjects.txt, brackets.txt                    ids and bracket names (array index i = line i + 1)
+//! BUILD/bracket-NAME/template.nii.gz, mask.nii.gz     the template space (step `space`, one per bracket)
+//! BUILD/bracket-NAME/labels.nii.gz                    atlas labels carried to the template (with an atlas)
+//! BUILD/bracket-NAME/done.json
+//! BUILD/subject-ID/intensity.nii.gz, logjac.nii.gz    smoothed maps on the template grid (step `map`)
+//! BUILD/subject-ID/done.json                          bracket, QC similarity, output sizes (written last)
+//! BUILD/partial-C/stats.h5, done.json                 statistics of chunk C of subjects (step `partial`)
+//! BUILD/reduce/done.json                              the written database's path and size (step `reduce`)
+//! ```
+//!
+//! The `reduce` step merges the chunks' statistics in chunk order (or, without chunks, adds
+//! every subject in build order), calibrates leave-one-out and writes the HDF5 database
+//! atomically. A step whose `done.json` exists and whose outputs have the recorded sizes is
+//! skipped.
+
+use crate::batch::{BatchError, Executor, ProgressEvent, Resources, Stage, Task};
+use crate::nifti_io::{NiftiIoError, VoxelType, read_image, write_image};
+use crate::normdb::{AtlasTable, BracketDb, Channel, Metadata, NormDb, NormDbError, SubjectRecord};
+use crate::pipeline::normative::{
+    BracketInput, BuildOptions, MappedNormal, NormativeError, TemplateSpace, assemble, bracket_nodes,
+    calibrate, carry_atlas, gather, map_to_template, parse_label_names,
+};
+use crate::pipeline::template_build::{TemplateBuildError, file_sizes, outputs_valid, read_json, write_json};
+use pedinorm_templates::stats::{NormativeAccumulator, Sex};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Version of the build directory layout and `normdb.json`.
+pub const NORMDB_BUILD_FORMAT_VERSION: u32 = 1;
+
+/// Why a normative-database build step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NormdbBuildError {
+    /// A NIfTI file could not be read or written.
+    #[error(transparent)]
+    Nifti(#[from] NiftiIoError),
+    /// A compute step failed.
+    #[error(transparent)]
+    Normative(#[from] NormativeError),
+    /// The database could not be written or a partial statistics file read.
+    #[error(transparent)]
+    NormDb(#[from] NormDbError),
+    /// A file of the build could not be read, written or parsed.
+    #[error(transparent)]
+    File(#[from] TemplateBuildError),
+    /// The request is inconsistent (unknown subject or bracket, a different build in the folder).
+    #[error("{0}")]
+    Invalid(String),
+    /// The batch executor failed.
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+}
+
+fn file_error(path: &Path, message: impl ToString) -> NormdbBuildError {
+    NormdbBuildError::File(crate::pipeline::template_build::file_error(path, message))
+}
+
+/// Numbers that decide the result are stored in the JSON files as decimal strings (Rust's
+/// shortest round-trip form): a JSON number read back by `serde_json` may differ in the last
+/// bit, which would make a staged build differ from the in-memory one.
+mod exact_f64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&value.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(|_| serde::de::Error::custom(format!("{text:?} is not a number")))
+    }
+}
+
+/// Build parameters that decide the result (everything else of [`BuildOptions`] is the
+/// default).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NormdbParameters {
+    /// Smoothing FWHM (mm) of the intensity and log-Jacobian maps.
+    #[serde(with = "exact_f64")]
+    pub smoothing_fwhm_mm: f64,
+    /// Age nodes per bracket.
+    pub nodes_per_bracket: usize,
+    /// Nominal voxelwise false-positive rate of the calibration.
+    #[serde(with = "exact_f64")]
+    pub voxel_rate: f64,
+    /// Nominal per-image false-cluster rate of the calibration.
+    #[serde(with = "exact_f64")]
+    pub cluster_rate: f64,
+    /// Subjects per `partial` task (the statistics of each chunk are computed in parallel
+    /// tasks and merged in chunk order by `reduce`); `None`: `reduce` adds every subject itself.
+    pub chunk_size: Option<usize>,
+}
+
+impl NormdbParameters {
+    /// The build options of these parameters.
+    pub fn options(&self) -> BuildOptions {
+        let mut options = BuildOptions {
+            nodes_per_bracket: self.nodes_per_bracket,
+            voxel_rate: self.voxel_rate,
+            cluster_rate: self.cluster_rate,
+            ..BuildOptions::default()
+        };
+        options.mapping.smoothing_fwhm_mm = self.smoothing_fwhm_mm;
+        options
+    }
+}
+
+/// A bracket as recorded in `normdb.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManifestBracket {
+    /// Name (letters, digits, `-`, `_`, `.`).
+    pub name: String,
+    /// Lower bound (years, inclusive).
+    #[serde(with = "exact_f64")]
+    pub min_years: f64,
+    /// Upper bound (years, exclusive).
+    #[serde(with = "exact_f64")]
+    pub max_years: f64,
+    /// Absolute path of the template image.
+    pub template: PathBuf,
+}
+
+/// The atlas carried into every template, as recorded in `normdb.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AtlasFiles {
+    /// Label image in the reference's space.
+    pub labels: PathBuf,
+    /// Label names (`VALUE NAME` per line).
+    pub names: PathBuf,
+    /// T1 image of the atlas space.
+    pub reference: PathBuf,
+}
+
+/// A normal subject as recorded in `normdb.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManifestNormal {
+    /// Identifier and pseudonym.
+    pub id: String,
+    /// Absolute path of the image.
+    pub path: PathBuf,
+    /// Age in years.
+    #[serde(with = "exact_f64")]
+    pub age_years: f64,
+    /// Sex.
+    pub sex: Sex,
+    /// Scanner or site label.
+    pub scanner: String,
+    /// Index of the bracket whose template the subject is registered to.
+    pub bracket: usize,
+}
+
+/// The content of `normdb.json`: everything that decides the result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NormdbManifest {
+    /// [`NORMDB_BUILD_FORMAT_VERSION`].
+    pub format_version: u32,
+    /// Where `reduce` writes the database.
+    pub output: PathBuf,
+    /// Parameters.
+    pub parameters: NormdbParameters,
+    /// Brackets.
+    pub brackets: Vec<ManifestBracket>,
+    /// Atlas, if any.
+    pub atlas: Option<AtlasFiles>,
+    /// Subjects in build order (the cohort's order).
+    pub subjects: Vec<ManifestNormal>,
+}
+
+impl NormdbManifest {
+    /// Reads `BUILD/normdb.json`.
+    pub fn read(build_dir: &Path) -> Result<Self, NormdbBuildError> {
+        let path = build_dir.join("normdb.json");
+        let manifest: Self = read_json(&path)?;
+        if manifest.format_version != NORMDB_BUILD_FORMAT_VERSION {
+            return Err(file_error(
+                &path,
+                format!("format_version {} is not {NORMDB_BUILD_FORMAT_VERSION}", manifest.format_version),
+            ));
+        }
+        Ok(manifest)
+    }
+
+    fn bracket_index(&self, name: &str) -> Result<usize, NormdbBuildError> {
+        self.brackets
+            .iter()
+            .position(|b| b.name == name)
+            .ok_or_else(|| NormdbBuildError::Invalid(format!("bracket {name:?} is not in this build")))
+    }
+
+    fn subject(&self, id: &str) -> Result<&ManifestNormal, NormdbBuildError> {
+        self.subjects
+            .iter()
+            .find(|s| s.id == id)
+            .ok_or_else(|| NormdbBuildError::Invalid(format!("subject {id:?} is not in this build")))
+    }
+
+    /// Chunks of subject indices (build order) of the `partial` step, if chunked.
+    pub fn chunks(&self) -> Vec<std::ops::Range<usize>> {
+        match self.parameters.chunk_size {
+            Some(size) => {
+                let size = size.max(1);
+                (0..self.subjects.len().div_ceil(size))
+                    .map(|c| c * size..((c + 1) * size).min(self.subjects.len()))
+                    .collect()
+            }
+            None => Vec::new(),
+        }
+    }
+}
+
+/// One normal subject offered to a build.
+#[derive(Debug, Clone)]
+pub struct NormalFile {
+    /// Identifier and pseudonym (letters, digits, `-`, `_`, `.`).
+    pub id: String,
+    /// The image.
+    pub path: PathBuf,
+    /// Age in years.
+    pub age_years: f64,
+    /// Sex.
+    pub sex: Sex,
+    /// Scanner or site label.
+    pub scanner: String,
+}
+
+/// The directory of one bracket's template space.
+pub fn bracket_dir(build_dir: &Path, name: &str) -> PathBuf {
+    build_dir.join(format!("bracket-{name}"))
+}
+
+/// The directory of one subject's map step.
+pub fn subject_dir(build_dir: &Path, id: &str) -> PathBuf {
+    build_dir.join(format!("subject-{id}"))
+}
+
+/// The directory of one chunk's partial statistics.
+pub fn partial_dir(build_dir: &Path, chunk: usize) -> PathBuf {
+    build_dir.join(format!("partial-{chunk}"))
+}
+
+/// The done marker of the reduce step.
+pub fn reduce_marker(build_dir: &Path) -> PathBuf {
+    build_dir.join("reduce").join("done.json")
+}
+
+fn is_valid_name(id: &str) -> bool {
+    !id.is_empty()
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !id.starts_with('.')
+}
+
+/// The bracket a subject of `age` belongs to: the nearest centre among brackets containing it
+/// (as [`crate::pipeline::normative::bracket_of`]).
+fn bracket_for_age(brackets: &[ManifestBracket], age: f64) -> Option<usize> {
+    brackets
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| age >= b.min_years && age < b.max_years)
+        .min_by(|a, b| {
+            let centre = |x: &ManifestBracket| (age - 0.5 * (x.min_years + x.max_years)).abs();
+            centre(a.1).total_cmp(&centre(b.1))
+        })
+        .map(|(i, _)| i)
+}
+
+fn absolute(path: &Path) -> Result<PathBuf, NormdbBuildError> {
+    path.canonicalize().map_err(|e| file_error(path, e))
+}
+
+/// Writes `normdb.json` for a new build, or checks that an existing build directory holds the
+/// same build (so it can be resumed). Every problem of the cohort is reported in one error.
+pub fn prepare_normdb_build(
+    normals: &[NormalFile],
+    brackets: &[(String, f64, f64, PathBuf)],
+    atlas: Option<&AtlasFiles>,
+    parameters: &NormdbParameters,
+    output: &Path,
+    build_dir: &Path,
+) -> Result<NormdbManifest, NormdbBuildError> {
+    let mut problems = Vec::new();
+    let mut manifest_brackets = Vec::new();
+    for (index, (name, min_years, max_years, template)) in brackets.iter().enumerate() {
+        if !is_valid_name(name) {
+            problems.push(format!("bracket name {name:?}: use letters, digits, '-', '_' or '.'"));
+        }
+        if brackets[..index].iter().any(|b| &b.0 == name) {
+            problems.push(format!("bracket name {name:?} appears more than once"));
+        }
+        match template.canonicalize() {
+            Ok(template) => manifest_brackets.push(ManifestBracket {
+                name: name.clone(),
+                min_years: *min_years,
+                max_years: *max_years,
+                template,
+            }),
+            Err(e) => problems.push(format!("bracket {name}: template {}: {e}", template.display())),
+        }
+    }
+    if manifest_brackets.is_empty() && problems.is_empty() {
+        problems.push("no bracket: give at least one template".into());
+    }
+    let mut subjects = Vec::new();
+    for (index, normal) in normals.iter().enumerate() {
+        if !is_valid_name(&normal.id) {
+            problems.push(format!("subject id {:?}: use letters, digits, '-', '_' or '.'", normal.id));
+        }
+        if normals[..index].iter().any(|other| other.id == normal.id) {
+            problems.push(format!("subject {} is listed twice", normal.id));
+        }
+        if !(normal.age_years.is_finite() && (0.0..=25.0).contains(&normal.age_years)) {
+            problems.push(format!("subject {}: implausible age {}", normal.id, normal.age_years));
+            continue;
+        }
+        let Some(bracket) = bracket_for_age(&manifest_brackets, normal.age_years) else {
+            problems
+                .push(format!("subject {}: age {:.2} is outside every bracket", normal.id, normal.age_years));
+            continue;
+        };
+        match normal.path.canonicalize() {
+            Ok(path) => subjects.push(ManifestNormal {
+                id: normal.id.clone(),
+                path,
+                age_years: normal.age_years,
+                sex: normal.sex,
+                scanner: normal.scanner.clone(),
+                bracket,
+            }),
+            Err(e) => problems.push(format!("subject {}: image {}: {e}", normal.id, normal.path.display())),
+        }
+    }
+    if normals.is_empty() {
+        problems.push("no normal subject".into());
+    }
+    if parameters.chunk_size == Some(0) {
+        problems.push("chunk size must be at least 1".into());
+    }
+    if !problems.is_empty() {
+        return Err(NormdbBuildError::Invalid(format!(
+            "{} problem(s):\n  {}",
+            problems.len(),
+            problems.join("\n  ")
+        )));
+    }
+    let atlas = match atlas {
+        Some(a) => Some(AtlasFiles {
+            labels: absolute(&a.labels)?,
+            names: absolute(&a.names)?,
+            reference: absolute(&a.reference)?,
+        }),
+        None => None,
+    };
+    std::fs::create_dir_all(build_dir).map_err(|e| file_error(build_dir, e))?;
+    let build_dir = absolute(build_dir)?;
+    let output = if output.is_absolute() {
+        output.to_owned()
+    } else {
+        std::env::current_dir().map_err(|e| file_error(output, e))?.join(output)
+    };
+    let manifest = NormdbManifest {
+        format_version: NORMDB_BUILD_FORMAT_VERSION,
+        output,
+        parameters: parameters.clone(),
+        brackets: manifest_brackets,
+        atlas,
+        subjects,
+    };
+    let path = build_dir.join("normdb.json");
+    if path.is_file() {
+        let existing = NormdbManifest::read(&build_dir)?;
+        if existing != manifest {
+            return Err(file_error(
+                &path,
+                "the build directory holds a different build (other subjects, templates, settings or output); use a new directory",
+            ));
+        }
+        return Ok(existing);
+    }
+    // One name per line, in build order: array index i of a hand-submitted job is line i + 1.
+    for (file, names) in [
+        ("subjects.txt", manifest.subjects.iter().map(|s| s.id.as_str()).collect::<Vec<_>>()),
+        ("brackets.txt", manifest.brackets.iter().map(|b| b.name.as_str()).collect()),
+    ] {
+        let list: String = names.iter().map(|name| format!("{name}\n")).collect();
+        let list_path = build_dir.join(file);
+        crate::atomic::write_bytes(&list_path, list.as_bytes()).map_err(|e| file_error(&list_path, e))?;
+    }
+    write_json(&path, &manifest)?;
+    Ok(manifest)
+}
+
+/// Done marker of the space, partial and reduce steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct StepRecord {
+    step: String,
+    seconds: f64,
+    /// Output files (relative to the marker's folder, or absolute) and their sizes.
+    outputs: Vec<(String, u64)>,
+}
+
+fn step_done(marker: &Path) -> bool {
+    marker.is_file()
+        && read_json::<StepRecord>(marker)
+            .is_ok_and(|r| outputs_valid(marker.parent().expect("marker in a dir"), &r.outputs))
+}
+
+/// Result of one subject's map step (`done.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NormalMapRecord {
+    /// Subject identifier.
+    pub id: String,
+    /// Bracket name.
+    pub bracket: String,
+    /// Correlation of the warped subject with the template (QC).
+    #[serde(with = "exact_f64")]
+    pub similarity: f64,
+    /// Whether the subject passed QC (and is accumulated).
+    pub qc_passed: bool,
+    /// Wall time of the step (s); not part of the result.
+    pub seconds: f64,
+    /// Output sizes (bytes), to validate them on resume.
+    pub outputs: Vec<(String, u64)>,
+}
+
+fn map_done(build_dir: &Path, id: &str) -> Option<NormalMapRecord> {
+    let dir = subject_dir(build_dir, id);
+    read_json::<NormalMapRecord>(&dir.join("done.json")).ok().filter(|r| outputs_valid(&dir, &r.outputs))
+}
+
+/// The `space` step of one bracket: the template's brain mask (and the atlas carried to the
+/// template), written next to a copy of the template. Skipped when already done.
+pub fn run_space(build_dir: &Path, bracket: &str) -> Result<(), NormdbBuildError> {
+    let dir = bracket_dir(build_dir, bracket);
+    let marker = dir.join("done.json");
+    if step_done(&marker) {
+        return Ok(());
+    }
+    let start = Instant::now();
+    let manifest = NormdbManifest::read(build_dir)?;
+    let entry = &manifest.brackets[manifest.bracket_index(bracket)?];
+    let template = read_image(&entry.template)?;
+    let space = TemplateSpace::new(template, None)?;
+    let mut names = vec!["template.nii.gz", "mask.nii.gz"];
+    write_image(&dir.join("template.nii.gz"), &space.template, VoxelType::F32)?;
+    write_image(&dir.join("mask.nii.gz"), &space.mask, VoxelType::F32)?;
+    if let Some(atlas) = &manifest.atlas {
+        let labels = carry_atlas(
+            &space,
+            &read_image(&atlas.reference)?,
+            &read_image(&atlas.labels)?,
+            &manifest.parameters.options().mapping,
+        )?;
+        write_image(&dir.join("labels.nii.gz"), &labels, VoxelType::F32)?;
+        names.push("labels.nii.gz");
+    }
+    let record = StepRecord {
+        step: format!("space of bracket {bracket}"),
+        seconds: start.elapsed().as_secs_f64(),
+        outputs: file_sizes(&dir, &names)?,
+    };
+    Ok(write_json(&marker, &record)?)
+}
+
+/// Reads a bracket's template space written by [`run_space`].
+fn read_space(
+    build_dir: &Path,
+    manifest: &NormdbManifest,
+    b: usize,
+) -> Result<BracketInput, NormdbBuildError> {
+    let entry = &manifest.brackets[b];
+    let dir = bracket_dir(build_dir, &entry.name);
+    if !step_done(&dir.join("done.json")) {
+        return Err(NormdbBuildError::Invalid(format!(
+            "bracket {} has no template space yet (run `normdb space` first)",
+            entry.name
+        )));
+    }
+    let template = read_image(&dir.join("template.nii.gz"))?;
+    let mask = read_image(&dir.join("mask.nii.gz"))?;
+    let labels = if manifest.atlas.is_some() { Some(read_image(&dir.join("labels.nii.gz"))?) } else { None };
+    Ok(BracketInput {
+        name: entry.name.clone(),
+        min_years: entry.min_years,
+        max_years: entry.max_years,
+        space: TemplateSpace::new(template, Some(mask))?,
+        labels,
+    })
+}
+
+/// The `map` step of one subject: registration to its bracket's template, normalized
+/// intensity and log-Jacobian maps on the template grid. Skipped when already done.
+pub fn run_normal_map(build_dir: &Path, id: &str) -> Result<NormalMapRecord, NormdbBuildError> {
+    if let Some(record) = map_done(build_dir, id) {
+        return Ok(record);
+    }
+    let start = Instant::now();
+    let manifest = NormdbManifest::read(build_dir)?;
+    let subject = manifest.subject(id)?;
+    let bracket = read_space(build_dir, &manifest, subject.bracket)?;
+    let options = manifest.parameters.options();
+    let image = read_image(&subject.path)?;
+    let maps = map_to_template(&image, &bracket.space, &options.mapping, id)?;
+    let dir = subject_dir(build_dir, id);
+    write_image(&dir.join("intensity.nii.gz"), &maps.intensity, VoxelType::F32)?;
+    write_image(&dir.join("logjac.nii.gz"), &maps.logjac, VoxelType::F32)?;
+    let record = NormalMapRecord {
+        id: id.to_owned(),
+        bracket: bracket.name.clone(),
+        similarity: maps.similarity,
+        qc_passed: maps.similarity >= options.min_similarity,
+        seconds: start.elapsed().as_secs_f64(),
+        outputs: file_sizes(&dir, &["intensity.nii.gz", "logjac.nii.gz"])?,
+    };
+    write_json(&dir.join("done.json"), &record)?;
+    Ok(record)
+}
+
+/// Reads the mapped subjects of `range` (build order) back from their map steps.
+fn read_mapped(
+    build_dir: &Path,
+    manifest: &NormdbManifest,
+    brackets: &[BracketInput],
+    range: std::ops::Range<usize>,
+) -> Result<Vec<MappedNormal>, NormdbBuildError> {
+    let subjects = &manifest.subjects[range];
+    let missing: Vec<&str> =
+        subjects.iter().filter(|s| map_done(build_dir, &s.id).is_none()).map(|s| s.id.as_str()).collect();
+    if !missing.is_empty() {
+        return Err(NormdbBuildError::Invalid(format!(
+            "the map step of subject(s) {} is not done",
+            missing.join(", ")
+        )));
+    }
+    subjects
+        .iter()
+        .map(|s| {
+            let dir = subject_dir(build_dir, &s.id);
+            let record: NormalMapRecord = read_json(&dir.join("done.json"))?;
+            let indices = &brackets[s.bracket].space.indices;
+            let intensity = read_image(&dir.join("intensity.nii.gz"))?;
+            let logjac = read_image(&dir.join("logjac.nii.gz"))?;
+            Ok(MappedNormal {
+                record: SubjectRecord {
+                    pseudonym: s.id.clone(),
+                    age_years: s.age_years,
+                    sex: s.sex,
+                    scanner: s.scanner.clone(),
+                    bracket: brackets[s.bracket].name.clone(),
+                    qc_similarity: record.similarity,
+                    qc_passed: record.qc_passed,
+                },
+                bracket: s.bracket,
+                values: [gather(&intensity, indices), gather(&logjac, indices)],
+            })
+        })
+        .collect()
+}
+
+/// The age nodes of every bracket: they adapt to the ages of the QC-passed subjects, so they
+/// are known once every map step is done.
+fn nodes_of(
+    manifest: &NormdbManifest,
+    brackets: &[BracketInput],
+    passed: &[bool],
+    options: &BuildOptions,
+) -> Vec<Vec<pedinorm_templates::stats::AgeNode>> {
+    brackets
+        .iter()
+        .enumerate()
+        .map(|(b, bracket)| {
+            let ages: Vec<f64> = manifest
+                .subjects
+                .iter()
+                .zip(passed)
+                .filter(|(s, p)| s.bracket == b && **p)
+                .map(|(s, _)| s.age_years)
+                .collect();
+            bracket_nodes(
+                bracket.min_years,
+                bracket.max_years,
+                options.nodes_per_bracket,
+                &ages,
+                options.min_node_subjects,
+            )
+        })
+        .collect()
+}
+
+fn qc_of_all(build_dir: &Path, manifest: &NormdbManifest) -> Result<Vec<bool>, NormdbBuildError> {
+    manifest
+        .subjects
+        .iter()
+        .map(|s| {
+            map_done(build_dir, &s.id).map(|r| r.qc_passed).ok_or_else(|| {
+                NormdbBuildError::Invalid(format!("the map step of subject {} is not done", s.id))
+            })
+        })
+        .collect()
+}
+
+/// A database holding only statistics (no subjects, no calibration): the file format of a
+/// chunk's partial sums.
+fn statistics_only(
+    brackets: &[BracketInput],
+    stats: Vec<[NormativeAccumulator; 2]>,
+    options: &BuildOptions,
+) -> NormDb {
+    NormDb {
+        metadata: Metadata::new(options.build_parameters(), "partial statistics of a chunk of subjects"),
+        brackets: brackets
+            .iter()
+            .zip(stats)
+            .map(|(b, stats)| BracketDb {
+                name: b.name.clone(),
+                min_years: b.min_years,
+                max_years: b.max_years,
+                template: b.space.template.clone(),
+                mask: b.space.mask.clone(),
+                labels: None,
+                stats,
+            })
+            .collect(),
+        subjects: Vec::new(),
+        calibration: None,
+        atlas: None,
+    }
+}
+
+/// Accumulates subjects into statistics with the given nodes (QC-passed only, in order).
+fn accumulate_with_nodes(
+    brackets: &[BracketInput],
+    nodes: &[Vec<pedinorm_templates::stats::AgeNode>],
+    mapped: &[MappedNormal],
+) -> Result<Vec<[NormativeAccumulator; 2]>, NormdbBuildError> {
+    brackets
+        .iter()
+        .enumerate()
+        .map(|(b, bracket)| {
+            let n = bracket.space.indices.len();
+            let mut stats = [
+                NormativeAccumulator::new(nodes[b].clone(), n).map_err(NormDbError::from)?,
+                NormativeAccumulator::new(nodes[b].clone(), n).map_err(NormDbError::from)?,
+            ];
+            for m in mapped.iter().filter(|m| m.bracket == b && m.record.qc_passed) {
+                for (accumulator, values) in stats.iter_mut().zip(&m.values) {
+                    accumulator
+                        .add_subject(m.record.age_years, m.record.sex, values)
+                        .map_err(NormDbError::from)?;
+                }
+            }
+            Ok(stats)
+        })
+        .collect()
+}
+
+/// The `partial` step of one chunk of subjects: their statistics (same nodes as the whole
+/// build), written as a statistics-only HDF5 file. Skipped when already done.
+pub fn run_partial(build_dir: &Path, chunk: usize) -> Result<(), NormdbBuildError> {
+    let dir = partial_dir(build_dir, chunk);
+    let marker = dir.join("done.json");
+    if step_done(&marker) {
+        return Ok(());
+    }
+    let start = Instant::now();
+    let manifest = NormdbManifest::read(build_dir)?;
+    let chunks = manifest.chunks();
+    let Some(range) = chunks.get(chunk).cloned() else {
+        return Err(NormdbBuildError::Invalid(format!(
+            "chunk {chunk} is not in this build ({} chunks)",
+            chunks.len()
+        )));
+    };
+    let options = manifest.parameters.options();
+    let brackets: Vec<BracketInput> = (0..manifest.brackets.len())
+        .map(|b| read_space(build_dir, &manifest, b))
+        .collect::<Result<_, _>>()?;
+    let passed = qc_of_all(build_dir, &manifest)?;
+    let nodes = nodes_of(&manifest, &brackets, &passed, &options);
+    let mapped = read_mapped(build_dir, &manifest, &brackets, range)?;
+    let stats = accumulate_with_nodes(&brackets, &nodes, &mapped)?;
+    statistics_only(&brackets, stats, &options).write(&dir.join("stats.h5"))?;
+    let record = StepRecord {
+        step: format!("partial statistics of chunk {chunk}"),
+        seconds: start.elapsed().as_secs_f64(),
+        outputs: file_sizes(&dir, &["stats.h5"])?,
+    };
+    Ok(write_json(&marker, &record)?)
+}
+
+/// Label names of an atlas.
+pub fn atlas_table(labels: &Path, names: &Path) -> Result<AtlasTable, NormdbBuildError> {
+    let text = std::fs::read_to_string(names)
+        .map_err(|e| file_error(names, format!("cannot read label names: {e}")))?;
+    let table = parse_label_names(&text);
+    if table.is_empty() {
+        return Err(file_error(names, "no `VALUE NAME` lines"));
+    }
+    let name = labels.file_name().map(|n| n.to_string_lossy().replace(".nii.gz", "")).unwrap_or_default();
+    Ok(AtlasTable {
+        name,
+        source: "see atlases/README.md (installed by scripts/setup.sh from Debian's mricron-data)".into(),
+        labels: table,
+    })
+}
+
+/// The `reduce` step: statistics (merged from the chunks in chunk order, or accumulated
+/// subject by subject), leave-one-out calibration, and the database written atomically to the
+/// manifest's output. Skipped when already done.
+pub fn run_normdb_reduce(build_dir: &Path) -> Result<NormDb, NormdbBuildError> {
+    let marker = reduce_marker(build_dir);
+    let manifest = NormdbManifest::read(build_dir)?;
+    if marker.is_file()
+        && let Ok(record) = read_json::<StepRecord>(&marker)
+        && outputs_valid(build_dir, &record.outputs)
+    {
+        return Ok(NormDb::read(&manifest.output)?);
+    }
+    let start = Instant::now();
+    let options = manifest.parameters.options();
+    let brackets: Vec<BracketInput> = (0..manifest.brackets.len())
+        .map(|b| read_space(build_dir, &manifest, b))
+        .collect::<Result<_, _>>()?;
+    let mapped = read_mapped(build_dir, &manifest, &brackets, 0..manifest.subjects.len())?;
+    let atlas = match &manifest.atlas {
+        Some(a) => Some(atlas_table(&a.labels, &a.names)?),
+        None => None,
+    };
+    let db = match manifest.parameters.chunk_size {
+        // Exactly the in-memory build.
+        None => assemble(&brackets, &mapped, &options, atlas)?,
+        Some(_) => {
+            let passed: Vec<bool> = mapped.iter().map(|m| m.record.qc_passed).collect();
+            let nodes = nodes_of(&manifest, &brackets, &passed, &options);
+            let mut stats = accumulate_with_nodes(&brackets, &nodes, &[])?;
+            // Fixed chunk order: the merged moments do not depend on task timing.
+            for chunk in 0..manifest.chunks().len() {
+                let dir = partial_dir(build_dir, chunk);
+                if !step_done(&dir.join("done.json")) {
+                    return Err(NormdbBuildError::Invalid(format!(
+                        "the partial step of chunk {chunk} is not done"
+                    )));
+                }
+                let partial = NormDb::read(&dir.join("stats.h5"))?;
+                for (mine, theirs) in stats.iter_mut().zip(&partial.brackets) {
+                    for channel in Channel::ALL {
+                        mine[channel.index()].merge(theirs.channel(channel)).map_err(NormDbError::from)?;
+                    }
+                }
+            }
+            with_statistics(brackets, stats, &mapped, &options, atlas)?
+        }
+    };
+    db.write(&manifest.output)?;
+    let size = std::fs::metadata(&manifest.output).map_err(|e| file_error(&manifest.output, e))?.len();
+    let record = StepRecord {
+        step: "reduce".into(),
+        seconds: start.elapsed().as_secs_f64(),
+        outputs: vec![(manifest.output.to_string_lossy().into_owned(), size)],
+    };
+    write_json(&marker, &record)?;
+    Ok(db)
+}
+
+/// The database of given statistics: the normals' records, leave-one-out calibration (as
+/// [`assemble`], which computes the statistics itself).
+fn with_statistics(
+    brackets: Vec<BracketInput>,
+    stats: Vec<[NormativeAccumulator; 2]>,
+    mapped: &[MappedNormal],
+    options: &BuildOptions,
+    atlas: Option<AtlasTable>,
+) -> Result<NormDb, NormdbBuildError> {
+    let passed = mapped.iter().filter(|m| m.record.qc_passed).count();
+    let calibration = if passed >= 3 { Some(calibrate(&brackets, &stats, mapped, options)?) } else { None };
+    Ok(NormDb {
+        metadata: Metadata::new(options.build_parameters(), &format!("built from {} normals", mapped.len())),
+        brackets: brackets
+            .into_iter()
+            .zip(stats)
+            .map(|(b, stats)| BracketDb {
+                name: b.name,
+                min_years: b.min_years,
+                max_years: b.max_years,
+                template: b.space.template,
+                mask: b.space.mask,
+                labels: b.labels,
+                stats,
+            })
+            .collect(),
+        subjects: mapped.iter().map(|m| m.record.clone()).collect(),
+        calibration,
+        atlas,
+    })
+}
+
+/// Resources of the map tasks (registration at the template's resolution) and of the
+/// reduce task (every subject's masked maps in memory, statistics and one held-out copy per
+/// thread), see [`crate::batch::plan`].
+pub fn plan_normdb_resources(
+    manifest: &NormdbManifest,
+    threads: usize,
+) -> Result<(Resources, Resources), NormdbBuildError> {
+    let voxels_of = |path: &Path| -> Result<usize, NormdbBuildError> {
+        let header = nifti::NiftiHeader::from_file(path).map_err(|e| file_error(path, e))?;
+        Ok(header.dim[1..4].iter().map(|&d| d.max(1) as usize).product())
+    };
+    let mut largest = 0usize;
+    let mut template_voxels = 0usize;
+    for bracket in &manifest.brackets {
+        let voxels = voxels_of(&bracket.template)?;
+        largest = largest.max(voxels);
+        template_voxels = template_voxels.max(voxels);
+    }
+    for subject in &manifest.subjects {
+        largest = largest.max(voxels_of(&subject.path)?);
+    }
+    let estimate =
+        crate::batch::plan::TaskEstimate::for_cohort(largest, 1.0, 1.0, threads, manifest.subjects.len());
+    let reduce = crate::batch::plan::normdb_reduce_resources(
+        template_voxels,
+        manifest.subjects.len(),
+        manifest.parameters.nodes_per_bracket,
+        threads,
+    );
+    Ok((estimate.map, reduce))
+}
+
+/// The batch stages of a build: `space` (one task per bracket), `map` (one per subject),
+/// `partial` (one per chunk, when chunked) and `reduce`, each task a `pedinorm normdb …`
+/// invocation.
+pub fn normdb_stages(
+    build_dir: &Path,
+    manifest: &NormdbManifest,
+    map: Resources,
+    reduce: Resources,
+) -> Vec<Stage> {
+    let dir = build_dir.to_string_lossy().into_owned();
+    let args = |words: &[&str]| -> Vec<String> {
+        let mut out: Vec<String> = vec!["normdb".into(), words[0].into(), "--build-dir".into(), dir.clone()];
+        out.extend(words[1..].iter().map(|w| w.to_string()));
+        out
+    };
+    let mut stages = vec![
+        Stage {
+            name: "space".into(),
+            tasks: manifest
+                .brackets
+                .iter()
+                .map(|b| Task {
+                    label: format!("bracket {}", b.name),
+                    args: args(&["space", "--bracket", &b.name]),
+                    done_marker: bracket_dir(build_dir, &b.name).join("done.json"),
+                })
+                .collect(),
+            resources: map,
+        },
+        Stage {
+            name: "map".into(),
+            tasks: manifest
+                .subjects
+                .iter()
+                .map(|s| Task {
+                    label: s.id.clone(),
+                    args: args(&["map", "--subject", &s.id]),
+                    done_marker: subject_dir(build_dir, &s.id).join("done.json"),
+                })
+                .collect(),
+            resources: map,
+        },
+    ];
+    let chunks = manifest.chunks();
+    if !chunks.is_empty() {
+        stages.push(Stage {
+            name: "partial".into(),
+            tasks: chunks
+                .iter()
+                .enumerate()
+                .map(|(c, range)| Task {
+                    label: format!(
+                        "chunk {c} ({}..{})",
+                        manifest.subjects[range.start].id,
+                        manifest.subjects[range.end - 1].id
+                    ),
+                    args: args(&["partial", "--chunk", &c.to_string()]),
+                    done_marker: partial_dir(build_dir, c).join("done.json"),
+                })
+                .collect(),
+            resources: Resources { cpus: 1, ..reduce },
+        });
+    }
+    stages.push(Stage {
+        name: "reduce".into(),
+        tasks: vec![Task {
+            label: "reduce".into(),
+            args: args(&["reduce"]),
+            done_marker: reduce_marker(build_dir),
+        }],
+        resources: reduce,
+    });
+    stages
+}
+
+/// Removes the done marker of every step whose outputs are missing or altered, so executors,
+/// which only look for markers, run those steps again. Returns how many were removed.
+pub fn invalidate_broken_normdb_steps(
+    build_dir: &Path,
+    manifest: &NormdbManifest,
+) -> Result<usize, NormdbBuildError> {
+    let mut removed = 0;
+    let mut remove = |marker: &Path| -> Result<(), NormdbBuildError> {
+        if marker.is_file() {
+            std::fs::remove_file(marker).map_err(|e| file_error(marker, e))?;
+            removed += 1;
+        }
+        Ok(())
+    };
+    // A space or map step to run again invalidates what was computed from it.
+    let mut upstream_redone = false;
+    for b in &manifest.brackets {
+        let marker = bracket_dir(build_dir, &b.name).join("done.json");
+        if !step_done(&marker) {
+            remove(&marker)?;
+            upstream_redone = true;
+        }
+    }
+    for s in &manifest.subjects {
+        if map_done(build_dir, &s.id).is_none() {
+            remove(&subject_dir(build_dir, &s.id).join("done.json"))?;
+            upstream_redone = true;
+        }
+    }
+    for c in 0..manifest.chunks().len() {
+        let marker = partial_dir(build_dir, c).join("done.json");
+        if upstream_redone || !step_done(&marker) {
+            remove(&marker)?;
+            upstream_redone = true;
+        }
+    }
+    let marker = reduce_marker(build_dir);
+    if upstream_redone
+        || !read_json::<StepRecord>(&marker).is_ok_and(|r| outputs_valid(build_dir, &r.outputs))
+    {
+        remove(&marker)?;
+    }
+    Ok(removed)
+}
+
+/// Builds a normative database: prepares the build directory, runs every step through
+/// `executor` (each a `pedinorm normdb …` process) and returns the written database.
+/// Re-running with the same arguments resumes an interrupted build.
+#[allow(clippy::too_many_arguments)] // the flat form of a CLI command
+pub fn build_normdb(
+    normals: &[NormalFile],
+    brackets: &[(String, f64, f64, PathBuf)],
+    atlas: Option<&AtlasFiles>,
+    parameters: &NormdbParameters,
+    output: &Path,
+    build_dir: &Path,
+    executor: &dyn Executor,
+    threads_per_task: usize,
+    progress: &(dyn Fn(&ProgressEvent) + Sync),
+) -> Result<NormDb, NormdbBuildError> {
+    let manifest = prepare_normdb_build(normals, brackets, atlas, parameters, output, build_dir)?;
+    let build_dir = absolute(build_dir)?;
+    let (map, reduce) = plan_normdb_resources(&manifest, threads_per_task)?;
+    let redone = invalidate_broken_normdb_steps(&build_dir, &manifest)?;
+    if redone > 0 {
+        tracing::warn!(steps = redone, "outputs missing or altered: those steps run again");
+    }
+    executor.run(&normdb_stages(&build_dir, &manifest, map, reduce), progress)?;
+    Ok(NormDb::read(&manifest.output)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(n: usize, chunk_size: Option<usize>) -> NormdbManifest {
+        NormdbManifest {
+            format_version: NORMDB_BUILD_FORMAT_VERSION,
+            output: "/o.h5".into(),
+            parameters: NormdbParameters {
+                smoothing_fwhm_mm: 4.0,
+                nodes_per_bracket: 1,
+                voxel_rate: 0.001,
+                cluster_rate: 0.05,
+                chunk_size,
+            },
+            brackets: vec![ManifestBracket {
+                name: "a".into(),
+                min_years: 0.0,
+                max_years: 5.0,
+                template: "/t".into(),
+            }],
+            atlas: None,
+            subjects: (0..n)
+                .map(|i| ManifestNormal {
+                    id: format!("s{i}"),
+                    path: "/x".into(),
+                    age_years: 1.0,
+                    sex: Sex::Female,
+                    scanner: String::new(),
+                    bracket: 0,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn chunks_cover_the_subjects_in_order() {
+        assert!(manifest(5, None).chunks().is_empty());
+        assert_eq!(manifest(5, Some(2)).chunks(), vec![0..2, 2..4, 4..5]);
+        assert_eq!(manifest(4, Some(4)).chunks(), vec![0..4]);
+        let stages =
+            normdb_stages(Path::new("/b"), &manifest(5, Some(2)), Resources::default(), Resources::default());
+        let names: Vec<&str> = stages.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["space", "map", "partial", "reduce"]);
+        assert_eq!(stages[1].tasks[3].args, ["normdb", "map", "--build-dir", "/b", "--subject", "s3"]);
+        assert_eq!(stages[2].tasks.len(), 3);
+        assert_eq!(stages[3].tasks[0].done_marker, Path::new("/b/reduce/done.json"));
+    }
+
+    #[test]
+    fn numbers_survive_json_exactly() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..2000 {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let similarity = f64::from_bits((seed >> 12) | 0x3fe0_0000_0000_0000);
+            let record = NormalMapRecord {
+                id: "s".into(),
+                bracket: "b".into(),
+                similarity,
+                qc_passed: true,
+                seconds: 0.0,
+                outputs: Vec::new(),
+            };
+            let text = serde_json::to_string(&record).unwrap();
+            let back: NormalMapRecord = serde_json::from_str(&text).unwrap();
+            assert_eq!(back.similarity.to_bits(), similarity.to_bits(), "{text}");
+        }
+    }
+
+    #[test]
+    fn nearest_bracket_centre_wins() {
+        let b = |name: &str, lo, hi| ManifestBracket {
+            name: name.into(),
+            min_years: lo,
+            max_years: hi,
+            template: "/t".into(),
+        };
+        let brackets = [b("a", 0.0, 4.0), b("b", 3.0, 7.0)];
+        assert_eq!(bracket_for_age(&brackets, 1.0), Some(0));
+        assert_eq!(bracket_for_age(&brackets, 3.4), Some(0));
+        assert_eq!(bracket_for_age(&brackets, 3.6), Some(1));
+        assert_eq!(bracket_for_age(&brackets, 11.0), None);
+    }
+
+    #[test]
+    fn bad_cohort_is_reported_in_one_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let template = dir.path().join("t.nii.gz");
+        std::fs::write(&template, b"x").unwrap();
+        let normal = |id: &str, age: f64| NormalFile {
+            id: id.into(),
+            path: template.clone(),
+            age_years: age,
+            sex: Sex::Male,
+            scanner: String::new(),
+        };
+        let parameters = manifest(0, None).parameters;
+        let error = prepare_normdb_build(
+            &[normal("a", 3.0), normal("a", 3.0), normal("b", 30.0), normal("c", 9.0)],
+            &[("x".into(), 0.0, 5.0, template.clone())],
+            None,
+            &parameters,
+            &dir.path().join("o.h5"),
+            &dir.path().join("build"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("subject a is listed twice"), "{error}");
+        assert!(error.contains("subject b: implausible age 30"), "{error}");
+        assert!(error.contains("subject c: age 9.00 is outside every bracket"), "{error}");
+        assert!(!dir.path().join("build").exists());
+    }
+}
