@@ -174,7 +174,9 @@ mod tests {
         assert!(authenticate(&store, "pn_999_abc").is_none());
         assert!(authenticate(&store, "garbage").is_none());
         // The secret never reaches the database.
-        let secret = token.rsplit('_').next().unwrap();
+        // pn_<id>_<secret>; the URL-safe secret may itself contain '_'.
+        let secret = token.splitn(3, '_').nth(2).unwrap();
+        assert!(secret.len() >= 32, "{token}");
         for file in ["service.sqlite", "service.sqlite-wal"] {
             let bytes = std::fs::read(dir.path().join(file)).unwrap_or_default();
             assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()), "{file}");
