@@ -76,8 +76,12 @@ fn slurm_build_is_bit_identical_to_local_and_survives_a_killed_task() {
     // Cancel one array task of the last iteration's map stage mid-run (no retries). One task
     // runs at a time, so the last one is still pending while the first runs: the cancelled task
     // never writes its outputs, whatever the timing.
+    // The limit comes from a site settings file, as on a cluster.
     let faulty = dir.path().join("faulty");
-    let child = build_command(&cohort, &faulty, "slurm", &["--retries", "0", "--max-concurrent", "1"])
+    let site = dir.path().join("slurm-site.toml");
+    std::fs::write(&site, "max_concurrent = 1\nsbatch_options = [\"--comment=pedinorm-site\"]\n").unwrap();
+    let child = build_command(&cohort, &faulty, "slurm", &["--retries", "0", "--slurm-config"])
+        .arg(&site)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -118,6 +122,16 @@ fn slurm_build_is_bit_identical_to_local_and_survives_a_killed_task() {
         assert!(Instant::now() < leftover, "jobs left pending: {:?}", squeue_tasks("pedinorm-all"));
         std::thread::sleep(Duration::from_millis(200));
     }
+    let first_round = std::fs::read_dir(faulty.join("all/slurm/round-1")).unwrap();
+    let scripts: Vec<String> = first_round
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
+        .filter(|text| text.contains("#SBATCH"))
+        .collect();
+    assert!(!scripts.is_empty());
+    assert!(
+        scripts.iter().all(|t| t.contains("#SBATCH --comment=pedinorm-site") && t.contains("%1")),
+        "site settings in every job script: {scripts:?}"
+    );
     // Re-run: resumes from the killed task and ends identical.
     let output = build_command(&cohort, &faulty, "slurm", &[]).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));

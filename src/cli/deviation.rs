@@ -222,7 +222,7 @@ fn run_batch_cli(args: &Args, list: &Path) -> anyhow::Result<()> {
     let out_dir = args.out_dir.canonicalize()?;
     let (_, threads) = args.batch.jobs_and_threads();
     let resources = case_resources(&db, &cases, threads)?;
-    let executor = args.batch.executor(&default_program(), out_dir.join(".slurm"), "pedinorm-deviation");
+    let executor = args.batch.executor(&default_program(), out_dir.join(".slurm"), "pedinorm-deviation")?;
     let progress = BatchProgress::new("deviation maps");
     let outcome =
         run_batch(&normdb, &cases, &out_dir, args.max_regions, executor.as_ref(), resources, &|event| {

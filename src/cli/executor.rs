@@ -57,6 +57,40 @@ pub struct ExecutorArgs {
     /// squeue polling interval (ms).
     #[arg(long, default_value_t = 2000)]
     pub poll_ms: u64,
+    /// Site settings for Slurm (TOML: partition, account, sbatch_options, max_concurrent);
+    /// default: the file named by PEDINORM_SLURM_CONFIG, if set. Options given on the command
+    /// line win over the file.
+    #[arg(long, env = "PEDINORM_SLURM_CONFIG")]
+    pub slurm_config: Option<PathBuf>,
+}
+
+/// A site's Slurm settings, kept in a file so every build on a cluster uses them.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmSite {
+    /// Partition.
+    pub partition: Option<String>,
+    /// Account.
+    pub account: Option<String>,
+    /// Extra #SBATCH options, e.g. ["--qos=short", "--constraint=avx2"].
+    #[serde(default)]
+    pub sbatch_options: Vec<String>,
+    /// At most this many array tasks at once.
+    pub max_concurrent: Option<usize>,
+}
+
+impl SlurmSite {
+    /// Reads a site file; errors name the file and the offending key.
+    pub fn read(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("Slurm site settings {}: {e}", path.display()))?;
+        let site: Self = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("Slurm site settings {}: {e}", path.display()))?;
+        if site.max_concurrent == Some(0) {
+            anyhow::bail!("Slurm site settings {}: max_concurrent must be at least 1", path.display());
+        }
+        Ok(site)
+    }
 }
 
 impl ExecutorArgs {
@@ -74,29 +108,42 @@ impl ExecutorArgs {
 
     /// The executor running `program`; Slurm job scripts and logs go to `slurm_dir`, job names
     /// start with `job_name_prefix`.
-    pub fn executor(&self, program: &Path, slurm_dir: PathBuf, job_name_prefix: &str) -> Box<dyn Executor> {
+    pub fn executor(
+        &self,
+        program: &Path,
+        slurm_dir: PathBuf,
+        job_name_prefix: &str,
+    ) -> anyhow::Result<Box<dyn Executor>> {
         let (jobs, threads) = self.jobs_and_threads();
-        match self.executor {
+        Ok(match self.executor {
             ExecutorKind::Local => Box::new(LocalExecutor {
                 program: program.to_owned(),
                 jobs,
                 retries: self.retries,
                 threads_per_task: Some(threads),
             }),
-            ExecutorKind::Slurm => Box::new(SlurmExecutor::new(
-                program.to_owned(),
-                SlurmConfig {
-                    partition: self.partition.clone(),
-                    account: self.account.clone(),
-                    extra_options: self.sbatch_options.clone(),
-                    retries: self.retries,
-                    max_concurrent_tasks: self.max_concurrent,
-                    poll_interval_ms: self.poll_ms,
-                    job_name_prefix: job_name_prefix.to_owned(),
-                    ..SlurmConfig::new(slurm_dir)
-                },
-            )),
-        }
+            ExecutorKind::Slurm => {
+                let site = match &self.slurm_config {
+                    Some(path) => SlurmSite::read(path)?,
+                    None => SlurmSite::default(),
+                };
+                let mut extra_options = site.sbatch_options;
+                extra_options.extend(self.sbatch_options.iter().cloned());
+                Box::new(SlurmExecutor::new(
+                    program.to_owned(),
+                    SlurmConfig {
+                        partition: self.partition.clone().or(site.partition),
+                        account: self.account.clone().or(site.account),
+                        extra_options,
+                        retries: self.retries,
+                        max_concurrent_tasks: self.max_concurrent.or(site.max_concurrent),
+                        poll_interval_ms: self.poll_ms,
+                        job_name_prefix: job_name_prefix.to_owned(),
+                        ..SlurmConfig::new(slurm_dir)
+                    },
+                ))
+            }
+        })
     }
 }
 
@@ -142,5 +189,34 @@ impl BatchProgress {
     /// Removes the bar.
     pub fn finish(&self) {
         self.bar.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn site_file_is_read_and_bad_keys_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("slurm.toml");
+        std::fs::write(
+            &good,
+            "partition = \"short\"\naccount = \"neuro\"\nsbatch_options = [\"--qos=low\"]\nmax_concurrent = 50\n",
+        )
+        .unwrap();
+        let site = SlurmSite::read(&good).unwrap();
+        assert_eq!(site.partition.as_deref(), Some("short"));
+        assert_eq!(site.account.as_deref(), Some("neuro"));
+        assert_eq!(site.sbatch_options, vec!["--qos=low".to_string()]);
+        assert_eq!(site.max_concurrent, Some(50));
+
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "partion = \"short\"\n").unwrap();
+        let message = SlurmSite::read(&bad).unwrap_err().to_string();
+        assert!(message.contains("bad.toml") && message.contains("partion"), "{message}");
+        std::fs::write(&bad, "max_concurrent = 0\n").unwrap();
+        assert!(SlurmSite::read(&bad).unwrap_err().to_string().contains("max_concurrent"));
+        assert!(SlurmSite::read(&dir.path().join("missing.toml")).is_err());
     }
 }

@@ -281,7 +281,7 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
             );
             continue;
         }
-        let executor = args.batch.executor(&program, build_dir.join("slurm"), &format!("pedinorm-{name}"));
+        let executor = args.batch.executor(&program, build_dir.join("slurm"), &format!("pedinorm-{name}"))?;
         let progress = BatchProgress::new(&name);
         let on_progress = |event: &crate::batch::ProgressEvent| progress.on_event(event);
         let result = build_template(&subjects, &config, &build_dir, executor.as_ref(), threads, &on_progress)
