@@ -84,7 +84,7 @@ fn held_out_detection_and_false_positive_rates() {
     }
 
     // Held-out normals: fraction of template-mask voxels beyond threshold, clusters.
-    let n_normals = 10usize;
+    let n_normals = 20usize;
     let mut rates = [Vec::new(), Vec::new()];
     let mut with_cluster = 0usize;
     let mut seconds = Vec::new();

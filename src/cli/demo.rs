@@ -294,6 +294,7 @@ pub fn run_demo(config: &DemoConfig) -> anyhow::Result<DemoSummary> {
             bracket
         })
         .collect();
+    let mut template_members = std::collections::BTreeSet::new();
     let templates = phase(&mut timings, "templates", || {
         let executor = LocalExecutor {
             threads_per_task: Some(
@@ -303,9 +304,10 @@ pub fn run_demo(config: &DemoConfig) -> anyhow::Result<DemoSummary> {
         };
         let mut templates = Vec::new();
         for bracket in &brackets {
-            let subjects: Vec<SubjectInput> = normals
-                .iter()
-                .filter(|(s, _)| bracket.contains(s.age_years))
+            let in_bracket: Vec<&(SyntheticSubject, PathBuf)> =
+                normals.iter().filter(|(s, _)| bracket.contains(s.age_years)).collect();
+            let subjects: Vec<SubjectInput> = template_half(&in_bracket)
+                .into_iter()
                 .map(|(s, path)| SubjectInput {
                     id: s.id.clone(),
                     source: SubjectSource::Path(path.clone()),
@@ -343,12 +345,15 @@ pub fn run_demo(config: &DemoConfig) -> anyhow::Result<DemoSummary> {
             .with_context(|| format!("template of bracket {}", bracket.name))?;
             bar.finish();
             templates.push((bracket.name.clone(), bracket.min_years, bracket.max_years, result.template));
+            template_members.extend(subjects.iter().map(|s| s.id.clone()));
         }
         Ok(templates)
     })?;
 
-    // 3. Normative database with calibration (and the atlas carried to each template).
+    // 3. Normative database with calibration (and the atlas carried to each template),
+    //    calibrated on the normals the templates were not built from.
     let normdb_path = out_dir.join("normdb.h5");
+    let build = BuildOptions { template_members: template_members.clone(), ..config.build.clone() };
     let db = phase(&mut timings, "normative database", || {
         let atlas: Option<AtlasInput> = match &config.atlas {
             Some((labels, names, reference)) => Some(load_atlas(labels, names, reference)?),
@@ -364,7 +369,7 @@ pub fn run_demo(config: &DemoConfig) -> anyhow::Result<DemoSummary> {
                 image: s.image.clone(),
             })
             .collect();
-        build_database(&subjects, templates, atlas.as_ref(), &config.build, &normdb_path)
+        build_database(&subjects, templates, atlas.as_ref(), &build, &normdb_path)
     })?;
     // Read back what was written: the cases are scored against the file users will have.
     let db = NormDb::read(&normdb_path).inspect(|read| {
@@ -425,6 +430,18 @@ pub fn run_demo(config: &DemoConfig) -> anyhow::Result<DemoSummary> {
     let json = serde_json::to_vec_pretty(&summary).expect("summary serializes");
     crate::atomic::write_bytes(&out_dir.join("summary.json"), &json)?;
     Ok(summary)
+}
+
+/// The normals of a bracket a template is built from: every other one in age order when the
+/// bracket has at least 8, so the rest stay outside the template and calibrate the thresholds
+/// as new cases would be scored (a normal inside the template is closer to it than a case).
+fn template_half<'a>(in_bracket: &[&'a (SyntheticSubject, PathBuf)]) -> Vec<&'a (SyntheticSubject, PathBuf)> {
+    let mut by_age = in_bracket.to_vec();
+    by_age.sort_by(|a, b| a.0.age_years.total_cmp(&b.0.age_years).then_with(|| a.0.id.cmp(&b.0.id)));
+    if by_age.len() < 8 {
+        return by_age;
+    }
+    by_age.into_iter().step_by(2).collect()
 }
 
 /// Compares the significant clusters of a case (on its own grid) with its truth region.

@@ -220,12 +220,18 @@ pub fn parse_sex(text: &str, what: &str) -> anyhow::Result<Sex> {
     Sex::parse(text).with_context(|| format!("{what}: sex {text:?} must be F or M"))
 }
 
-/// Reads the brackets from template build directories and `NAME:MIN:MAX:PATH` specifications.
+/// A bracket read from the command line: name, age range (years) and template image.
+pub type BracketFile = (String, f64, f64, PathBuf);
+
+/// Reads the brackets from template build directories and `NAME:MIN:MAX:PATH` specifications:
+/// brackets named by `--template-build` and `--template`, and the ids of the subjects the
+/// template builds used (sorted, without repeats; none for a `--template` image).
 pub fn read_brackets(
     builds: &[PathBuf],
     specs: &[String],
-) -> anyhow::Result<Vec<(String, f64, f64, PathBuf)>> {
+) -> anyhow::Result<(Vec<BracketFile>, Vec<String>)> {
     let mut out = Vec::new();
+    let mut members = std::collections::BTreeSet::new();
     for dir in builds {
         let manifest =
             BuildManifest::read(dir).with_context(|| format!("{}: not a template build", dir.display()))?;
@@ -237,6 +243,7 @@ pub fn read_brackets(
             bail!("{}: the build is not finished (no template.nii.gz)", dir.display());
         }
         out.push((bracket.name.clone(), bracket.min_years, bracket.max_years, path));
+        members.extend(manifest.subjects.iter().filter(|s| s.weight > 0.0).map(|s| s.id.clone()));
     }
     for spec in specs {
         let parts: Vec<&str> = spec.splitn(4, ':').collect();
@@ -255,7 +262,7 @@ pub fn read_brackets(
     if out.is_empty() {
         bail!("give at least one --template-build or --template");
     }
-    Ok(out)
+    Ok((out, members.into_iter().collect()))
 }
 
 /// An atlas to carry into each template.
@@ -311,7 +318,7 @@ pub fn build_database(
 
 fn build(args: BuildArgs) -> anyhow::Result<()> {
     let cohort = read_cohort(&args.cohort)?;
-    let brackets = read_brackets(&args.template_builds, &args.templates)?;
+    let (brackets, template_members) = read_brackets(&args.template_builds, &args.templates)?;
     let mut problems = Vec::new();
     let mut normals = Vec::new();
     for s in &cohort {
@@ -349,6 +356,7 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
         voxel_rate: args.voxel_rate,
         cluster_rate: args.cluster_rate,
         chunk_size: args.chunk_size,
+        template_members,
     };
     let build_dir =
         args.build_dir.clone().unwrap_or_else(|| PathBuf::from(format!("{}.build", args.output.display())));
@@ -366,7 +374,7 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let (_, threads) = args.batch.jobs_and_threads();
-    let executor = args.batch.executor(&default_program(), build_dir.join("slurm"), "pedinorm-normdb");
+    let executor = args.batch.executor(&default_program(), build_dir.join("slurm"), "pedinorm-normdb")?;
     let progress = BatchProgress::new("normative database");
     let db = build_normdb(
         &normals,

@@ -25,6 +25,7 @@ use pedinorm_templates::calibration::NullSummary;
 use pedinorm_templates::normative::{NormativeModel, NormativeParams};
 use pedinorm_templates::stats::{AgeNode, NormativeAccumulator, Sex};
 use rayon::prelude::*;
+use std::collections::BTreeSet;
 
 /// Why a normative step failed.
 #[derive(Debug, thiserror::Error)]
@@ -484,7 +485,15 @@ pub struct BuildOptions {
     pub cluster_rate: f64,
     /// Subjects whose warped image correlates with the template below this fail QC.
     pub min_similarity: f64,
+    /// Ids of the normals the templates were built from. Their maps are closer to the template
+    /// than a new case's can be, so the calibration's null comes from the other normals when
+    /// at least [`MIN_CALIBRATION_NULLS`] of them passed QC.
+    pub template_members: BTreeSet<String>,
 }
+
+/// The fewest normals outside the templates that calibrate on their own; with fewer, every
+/// QC-passed normal is used (and the thresholds are optimistic for new cases).
+pub const MIN_CALIBRATION_NULLS: usize = 10;
 
 impl Default for BuildOptions {
     fn default() -> Self {
@@ -496,6 +505,7 @@ impl Default for BuildOptions {
             voxel_rate: 0.001,
             cluster_rate: 0.05,
             min_similarity: 0.5,
+            template_members: BTreeSet::new(),
         }
     }
 }
@@ -673,16 +683,35 @@ pub fn subject_null(
     Ok(SubjectNull { pseudonym: record.pseudonym.clone(), channels: [intensity, logjac] })
 }
 
-/// Leave-one-out calibration over the mapped normals: each QC-passed normal is scored against
-/// its bracket's statistics without itself; its null summaries are pooled over brackets per
-/// channel (see [`CalibrationRecord::from_nulls`]).
+/// The normals whose leave-one-out maps make the calibration's null: the QC-passed normals
+/// that were not in any template when enough of them exist, else every QC-passed normal.
+pub fn calibration_normals<'a>(mapped: &'a [MappedNormal], options: &BuildOptions) -> Vec<&'a MappedNormal> {
+    let passed: Vec<&MappedNormal> = mapped.iter().filter(|m| m.record.qc_passed).collect();
+    let outside: Vec<&MappedNormal> =
+        passed.iter().copied().filter(|m| !options.template_members.contains(&m.record.pseudonym)).collect();
+    if outside.len() >= MIN_CALIBRATION_NULLS {
+        return outside;
+    }
+    if !options.template_members.is_empty() {
+        tracing::warn!(
+            outside = outside.len(),
+            needed = MIN_CALIBRATION_NULLS,
+            "too few normals outside the templates: calibrating on every normal (thresholds are optimistic for new cases)"
+        );
+    }
+    passed
+}
+
+/// Leave-one-out calibration over the mapped normals: each calibration normal (see
+/// [`calibration_normals`]) is scored against its bracket's statistics without itself; its null
+/// summaries are pooled over brackets per channel (see [`CalibrationRecord::from_nulls`]).
 pub fn calibrate(
     brackets: &[BracketInput],
     stats: &[[NormativeAccumulator; 2]],
     mapped: &[MappedNormal],
     options: &BuildOptions,
 ) -> Result<CalibrationRecord, NormativeError> {
-    let members: Vec<&MappedNormal> = mapped.iter().filter(|m| m.record.qc_passed).collect();
+    let members = calibration_normals(mapped, options);
     let nulls: Vec<SubjectNull> = members
         .par_iter()
         .with_max_len(1)
@@ -864,6 +893,42 @@ pub fn parse_label_names(text: &str) -> Vec<(i32, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn mapped_normal(id: &str, qc_passed: bool) -> MappedNormal {
+        MappedNormal {
+            record: SubjectRecord {
+                pseudonym: id.into(),
+                age_years: 5.0,
+                sex: Sex::Female,
+                scanner: String::new(),
+                bracket: "b".into(),
+                qc_similarity: 0.9,
+                qc_passed,
+            },
+            bracket: 0,
+            values: [Vec::new(), Vec::new()],
+        }
+    }
+
+    #[test]
+    fn calibration_leaves_out_template_members_when_enough_others_exist() {
+        let mapped: Vec<MappedNormal> =
+            (0..24).map(|i| mapped_normal(&format!("n{i:02}"), i != 23)).collect();
+        let ids = |chosen: Vec<&MappedNormal>| -> Vec<String> {
+            chosen.iter().map(|m| m.record.pseudonym.clone()).collect()
+        };
+        // No members known: every QC-passed normal.
+        let mut options = BuildOptions::default();
+        assert_eq!(calibration_normals(&mapped, &options).len(), 23);
+        // Half of them in the templates: the other QC-passed half (11 ≥ the minimum).
+        options.template_members = (0..12).map(|i| format!("n{:02}", 2 * i)).collect();
+        let chosen = ids(calibration_normals(&mapped, &options));
+        assert_eq!(chosen.len(), 11);
+        assert!(chosen.iter().all(|id| !options.template_members.contains(id) && id != "n23"));
+        // Too few outside the templates: back to every QC-passed normal.
+        options.template_members = (0..16).map(|i| format!("n{i:02}")).collect();
+        assert_eq!(calibration_normals(&mapped, &options).len(), 23);
+    }
 
     #[test]
     fn nodes_cover_the_bracket() {

@@ -101,6 +101,10 @@ pub struct NormdbParameters {
     /// Subjects per `partial` task (the statistics of each chunk are computed in parallel
     /// tasks and merged in chunk order by `reduce`); `None`: `reduce` adds every subject itself.
     pub chunk_size: Option<usize>,
+    /// Ids of the normals the templates were built from (from `--template-build`); the
+    /// calibration's null comes from the other normals when enough exist.
+    #[serde(default)]
+    pub template_members: Vec<String>,
 }
 
 impl NormdbParameters {
@@ -110,6 +114,7 @@ impl NormdbParameters {
             nodes_per_bracket: self.nodes_per_bracket,
             voxel_rate: self.voxel_rate,
             cluster_rate: self.cluster_rate,
+            template_members: self.template_members.iter().cloned().collect(),
             ..BuildOptions::default()
         };
         options.mapping.smoothing_fwhm_mm = self.smoothing_fwhm_mm;
@@ -996,6 +1001,7 @@ mod tests {
                 voxel_rate: 0.001,
                 cluster_rate: 0.05,
                 chunk_size,
+                template_members: Vec::new(),
             },
             brackets: vec![ManifestBracket {
                 name: "a".into(),
