@@ -111,6 +111,15 @@ fn held_out_detection_and_false_positive_rates() {
             rates[ch.index()].push(z.iter().filter(|v| v.abs() > t).count() as f64 / z.len() as f64);
         }
         with_cluster += usize::from(result.clusters.iter().any(|c| c.significant));
+        eprintln!(
+            "held-out normal {i}: age {:.2} {}, bracket {}, voxel FPR intensity {:.5} logjac {:.5}, significant clusters {}",
+            subject.age_years,
+            sex.code(),
+            result.bracket,
+            rates[0].last().unwrap(),
+            rates[1].last().unwrap(),
+            result.clusters.iter().filter(|c| c.significant).count()
+        );
     }
     for ch in Channel::ALL {
         let r = &rates[ch.index()];

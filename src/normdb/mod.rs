@@ -112,6 +112,9 @@ pub struct BuildParameters {
     /// log-Jacobian of the coarse deformation).
     #[serde(default)]
     pub jacobian_refinement: Option<crate::pipeline::normative::JacobianRefinement>,
+    /// Differential bias correction of the intensity channel (σ, mm; absent: none).
+    #[serde(default)]
+    pub differential_bias_sigma_mm: Option<f64>,
     /// The normative model's parameters used when scoring.
     pub normative: NormativeParams,
     /// Nominal two-sided voxelwise false-positive rate of the calibration.
@@ -584,6 +587,7 @@ mod tests {
             smoothing_fwhm_mm: 4.0,
             deformation_smoothness_mm: 4.0,
             jacobian_refinement: Some(crate::pipeline::normative::JacobianRefinement::standard()),
+            differential_bias_sigma_mm: Some(15.0),
             normative: NormativeParams::default(),
             voxel_rate: 0.01,
             cluster_rate: 0.2,

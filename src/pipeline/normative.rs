@@ -66,6 +66,59 @@ pub struct MappingParams {
     /// Refinement of the deformation used only for the log-Jacobian channel (`None`: the
     /// log-Jacobian of the coarse deformation, as in databases of schema version 1).
     pub jacobian_refinement: Option<JacobianRefinement>,
+    /// Gaussian σ (mm) of the differential bias correction of the intensity channel (`None`:
+    /// none, as in databases written before it), see [`remove_differential_bias`].
+    pub differential_bias_sigma_mm: Option<f64>,
+}
+
+/// σ (mm) of the standard differential bias correction: wide enough that a focal lesion
+/// (radius ≤ ~10 mm) barely moves the smoothed ratio, narrow enough to follow the residual
+/// bias left at the brain's edges by the template-free field estimate.
+pub const DIFFERENTIAL_BIAS_SIGMA_MM: f64 = 15.0;
+
+/// How far (natural log) one voxel's ratio to the template may pull the smoothed ratio: a
+/// strong focal lesion or the ventricles must not bias their neighbourhood.
+const DIFFERENTIAL_BIAS_CLAMP: f32 = 0.3;
+
+/// Differential bias correction (Lewis & Fox 2004) of a subject warped and intensity-matched
+/// to its template: the log ratio subject/template inside the template mask, clamped, is
+/// smoothed with a mask-normalized Gaussian of σ mm and divided out. What a bias-field
+/// estimate on the subject alone leaves — smooth over- or under-correction near the edges of
+/// the brain — is removed; focal changes much smaller than σ stay.
+pub fn remove_differential_bias(
+    warped: &Image<f32>,
+    template: &Image<f32>,
+    mask: &Image<f32>,
+    sigma_mm: f64,
+) -> Image<f32> {
+    let mut weights = Image::filled(warped.grid().clone(), 0f32);
+    let mut log_ratio = Image::filled(warped.grid().clone(), 0f32);
+    for (((w, t), m), (weight, ratio)) in warped
+        .as_slice()
+        .iter()
+        .zip(template.as_slice())
+        .zip(mask.as_slice())
+        .zip(weights.data_mut().iter_mut().zip(log_ratio.data_mut().iter_mut()))
+    {
+        if *m > 0.5 && *w > 0.0 && *t > 0.0 {
+            *weight = 1.0;
+            *ratio = (w / t).ln().clamp(-DIFFERENTIAL_BIAS_CLAMP, DIFFERENTIAL_BIAS_CLAMP);
+        }
+    }
+    let smooth_weights = smooth_mm(&weights, sigma_mm);
+    let smooth_ratio = smooth_mm(&log_ratio, sigma_mm);
+    let mut corrected = warped.clone();
+    for ((v, m), (sw, sr)) in corrected
+        .data_mut()
+        .iter_mut()
+        .zip(mask.as_slice())
+        .zip(smooth_weights.as_slice().iter().zip(smooth_ratio.as_slice()))
+    {
+        if *m > 0.5 && *sw > 1e-3 {
+            *v *= (-(sr / sw)).exp();
+        }
+    }
+    corrected
 }
 
 /// A second, finer diffeomorphic registration of the (coarsely) warped subject to the template
@@ -150,6 +203,7 @@ impl MappingParams {
             smoothing_fwhm_mm: 4.0,
             deformation_smoothness_mm: 4.0,
             jacobian_refinement: Some(JacobianRefinement::standard()),
+            differential_bias_sigma_mm: Some(DIFFERENTIAL_BIAS_SIGMA_MM),
         }
     }
 
@@ -161,6 +215,7 @@ impl MappingParams {
             smoothing_fwhm_mm: parameters.smoothing_fwhm_mm,
             deformation_smoothness_mm: parameters.deformation_smoothness_mm,
             jacobian_refinement: parameters.jacobian_refinement.clone(),
+            differential_bias_sigma_mm: parameters.differential_bias_sigma_mm,
             ..self.clone()
         }
     }
@@ -330,6 +385,10 @@ pub fn map_to_template(
     };
     let (warped, _) = normalize_intensity(&warped_raw, &space.mask, &method)
         .map_err(|e| fail("intensity matching", e.to_string()))?;
+    let warped = match params.differential_bias_sigma_mm {
+        Some(sigma) if sigma > 0.0 => remove_differential_bias(&warped, &space.template, &space.mask, sigma),
+        _ => warped,
+    };
     let logjac_raw = match &params.jacobian_refinement {
         None => pedinorm_registration::jacobian::log_jacobian(&result.forward),
         Some(refinement) => {
@@ -517,11 +576,17 @@ impl BuildOptions {
             smoothing_fwhm_mm: self.mapping.smoothing_fwhm_mm,
             deformation_smoothness_mm: self.mapping.deformation_smoothness_mm,
             jacobian_refinement: self.mapping.jacobian_refinement.clone(),
+            differential_bias_sigma_mm: self.mapping.differential_bias_sigma_mm,
             normative: self.normative,
             voxel_rate: self.voxel_rate,
             cluster_rate: self.cluster_rate,
             intensity_normalization: format!(
-                "bias-field correction (N4-style), then piecewise-linear matching to the template at percentiles {MATCH_PERCENTILES:?} inside its mask"
+                "bias-field correction (N4-style), then piecewise-linear matching to the template at percentiles {MATCH_PERCENTILES:?} inside its mask{}",
+                match self.mapping.differential_bias_sigma_mm {
+                    Some(sigma) =>
+                        format!(", then differential bias correction against the template (σ {sigma} mm)"),
+                    None => String::new(),
+                }
             ),
             registration: self.mapping.describe(),
         }
@@ -908,6 +973,45 @@ mod tests {
             bracket: 0,
             values: [Vec::new(), Vec::new()],
         }
+    }
+
+    #[test]
+    fn differential_bias_correction_removes_a_smooth_ratio_and_keeps_a_focal_change() {
+        let grid = pedinorm_registration::Grid::axis_aligned([48, 48, 48], [2.0; 3], [0.0; 3]).unwrap();
+        let image = |f: &dyn Fn([usize; 3]) -> f32| {
+            Image::new(ndarray::Array3::from_shape_fn((48, 48, 48), |(i, j, k)| f([i, j, k])), grid.clone())
+                .unwrap()
+        };
+        let template = image(&|[i, j, k]| 100.0 + ((i * 7 + j * 3 + k * 5) % 11) as f32);
+        let mask = image(&|[i, j, k]| {
+            let d = [i as f64 - 23.5, j as f64 - 23.5, k as f64 - 23.5];
+            f32::from(d.iter().map(|v| v * v).sum::<f64>() < 20.0 * 20.0)
+        });
+        // A smooth 20 % gradient along x, and a 25 % bright lesion of radius 3 voxels (6 mm).
+        let lesion = |[i, j, k]: [usize; 3]| {
+            let d = [i as f64 - 30.0, j as f64 - 24.0, k as f64 - 24.0];
+            d.iter().map(|v| v * v).sum::<f64>() < 9.0
+        };
+        let subject = image(&|v| {
+            let bias = 0.9 + 0.2 * v[0] as f32 / 47.0;
+            template.data()[v] * bias * if lesion(v) { 1.25 } else { 1.0 }
+        });
+        let corrected = remove_differential_bias(&subject, &template, &mask, 15.0);
+        let (mut worst_background, mut lesion_ratio) = (0f32, Vec::new());
+        for ((idx, &c), &m) in corrected.data().indexed_iter().zip(mask.as_slice()) {
+            let v = [idx.0, idx.1, idx.2];
+            let ratio = c / template.data()[v];
+            if lesion(v) {
+                lesion_ratio.push(ratio);
+            } else if m > 0.5 && (12..36).contains(&v[0]) {
+                worst_background = worst_background.max((ratio - 1.0).abs());
+            }
+        }
+        let mean_lesion = lesion_ratio.iter().sum::<f32>() / lesion_ratio.len() as f32;
+        assert!(worst_background < 0.03, "residual bias {worst_background}");
+        assert!(mean_lesion > 1.2, "lesion contrast kept: {mean_lesion}");
+        // Outside the mask nothing changes.
+        assert_eq!(corrected.data()[[0, 0, 0]], subject.data()[[0, 0, 0]]);
     }
 
     #[test]
