@@ -353,7 +353,7 @@ pub fn run_demo(config: &DemoConfig) -> anyhow::Result<DemoSummary> {
     // 3. Normative database with calibration (and the atlas carried to each template),
     //    calibrated on the normals the templates were not built from.
     let normdb_path = out_dir.join("normdb.h5");
-    let build = BuildOptions { template_members: template_members.clone(), ..config.build.clone() };
+    let build = BuildOptions { template_members, ..config.build.clone() };
     let db = phase(&mut timings, "normative database", || {
         let atlas: Option<AtlasInput> = match &config.atlas {
             Some((labels, names, reference)) => Some(load_atlas(labels, names, reference)?),
