@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # Runs each cargo-fuzz target for a bounded time and prints how long it ran without a crash.
 #
-#   scripts/fuzz.sh [SECONDS_PER_TARGET]      (default 60)
+#   scripts/fuzz.sh [SECONDS_PER_TARGET [TARGET...]]   (default 60 s; targets: dicom_series nifti_read)
 #
 # Needs the nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`). Seeds: the DICOM
-# test files shipped with pydicom (from the .data/venv made by scripts/setup.sh) and small
-# NIfTI files written by nibabel. Findings land in fuzz/artifacts/<target>/.
+# test files shipped with pydicom, the compressed enhanced multi-frame MR files of pydicom-data
+# (RLE, JPEG-LS, JPEG 2000; both from the .data/venv made by scripts/setup.sh) and small
+# NIfTI files written by nibabel. Findings land in fuzz/artifacts/<target>/ (git-ignored, as
+# are fuzz/corpus and fuzz/target). The build goes to $CARGO_TARGET_DIR when it is set, else
+# to fuzz/target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-60}"
+shift || true
+targets=("$@")
+[ "${#targets[@]}" -gt 0 ] || targets=(dicom_series nifti_read)
 
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
     echo "fuzz: needs the nightly toolchain and cargo-fuzz (rustup toolchain install nightly; cargo install cargo-fuzz)" >&2
@@ -27,6 +33,11 @@ corpus = pathlib.Path("fuzz/corpus/dicom_series")
 for path in sorted(files.glob("MR_small*.dcm")):
     # The target's first byte says how many objects the rest is cut into: 0 = one.
     (corpus / path.name).write_bytes(b"\x00" + path.read_bytes())
+store = importlib.util.find_spec("data_store")
+if store:
+    for path in sorted((pathlib.Path(store.origin).parent / "data").glob("emri_small_*.dcm")):
+        if path.stat().st_size < 64 * 1024:
+            (corpus / path.name).write_bytes(b"\x00" + path.read_bytes())
 nifti = pathlib.Path("fuzz/corpus/nifti_read")
 affine = np.array([[0.9, 0.1, 0, -10], [0, 1.1, 0.2, 5], [0.05, 0, 2.5, 3], [0, 0, 0, 1]])
 for dtype in ("uint8", "int16", "float32", "float64"):
@@ -36,11 +47,13 @@ for dtype in ("uint8", "int16", "float32", "float64"):
 PY
 fi
 
-cargo +nightly fuzz build --sanitizer none -O
-for target in dicom_series nifti_read; do
+target_dir=()
+[ -n "${CARGO_TARGET_DIR:-}" ] && target_dir=(--target-dir "$CARGO_TARGET_DIR")
+cargo +nightly fuzz build --sanitizer none -O "${target_dir[@]}"
+for target in "${targets[@]}"; do
     start=$(date +%s)
     status=0
-    cargo +nightly fuzz run --sanitizer none -O "$target" "fuzz/corpus/$target" -- \
+    cargo +nightly fuzz run --sanitizer none -O "${target_dir[@]}" "$target" "fuzz/corpus/$target" -- \
         -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=30 -print_final_stats=1 >"fuzz/artifacts/$target.log" 2>&1 || status=$?
     elapsed=$(( $(date +%s) - start ))
     runs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "fuzz/artifacts/$target.log" | awk '{print $2}' | tail -1)

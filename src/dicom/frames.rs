@@ -178,6 +178,7 @@ fn checked_array<const N: usize>(
 /// Parses one object. `Ok(None)` for objects that are not images (DICOMDIR, reports, ...).
 pub(crate) fn read_object_header(bytes: &[u8], file: &Path) -> Result<Option<ObjectHeader>, DicomError> {
     let parse_error = |message: String| DicomError::Parse { file: file.to_owned(), message };
+    super::lengths::check_declared_lengths(bytes).map_err(parse_error)?;
     let object =
         super::guard(file, || OpenFileOptions::new().read_until(tags::PIXEL_DATA).from_reader(bytes))?
             .map_err(|e| parse_error(e.to_string()))?;

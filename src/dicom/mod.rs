@@ -16,6 +16,7 @@ mod assemble;
 mod csa;
 mod error;
 mod frames;
+mod lengths;
 mod pixels;
 pub mod sidecar;
 mod source;

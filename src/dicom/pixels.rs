@@ -28,6 +28,10 @@ fn decode_frames_unguarded(
         transfer_syntax: transfer_syntax.to_owned(),
         message,
     };
+    // Checked again here: the object is read anew for decoding, and the full parse below reads
+    // every value, pixel data included (see `lengths`).
+    super::lengths::check_declared_lengths(bytes)
+        .map_err(|message| DicomError::Parse { file: file.to_owned(), message })?;
     let object = OpenFileOptions::new()
         .from_reader(bytes)
         .map_err(|e| DicomError::Parse { file: file.to_owned(), message: e.to_string() })?;

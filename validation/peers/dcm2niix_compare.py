@@ -13,7 +13,21 @@ is split into its 3-D volumes, as pedinorm writes one volume per time point), an
 Series: the synthetic cases of make_dicom_series.py (written into DIR/synthetic from the MNI T1
 under .data/mni when present), a larger axial series for timing (`bench`, MNI T1 downsampled by
 --bench-shrink), and, unless --no-real, real files shipped inside the Python packages of the
-environment (pydicom's test files and dicomdirtests MR series, nibabel's nicom test data).
+environment (pydicom's test files and dicomdirtests MR series, nibabel's nicom test data, and
+every MR file of pydicom-data: the enhanced multi-frame `emri_small` in native, big-endian, RLE,
+JPEG-LS and JPEG 2000 encodings, a Siemens MR with overlays, a 1024x1024 MR in lossless and
+lossy JPEG 2000 and their uncompressed twins).
+
+The `emri_small` files carry no geometry at all (no functional groups: no
+ImageOrientationPatient, ImagePositionPatient or PixelSpacing; dcm2niix writes them with
+sform/qform code 0, "unknown"). Besides the files as shipped, each is compared once more as
+`<name>_placed`: a copy with an oblique geometry added in the functional groups (shared
+PixelMeasures and PlaneOrientation, per-frame PlanePosition 1.2 mm apart along the normal, the
+file's SpacingBetweenSlices) and the pixel data left byte for byte as shipped, so that the
+compressed multi-frame decoding of both programs is compared on real encoded data.
+
+dcm2niix's wheel decodes neither RLE, JPEG lossless, JPEG-LS nor JPEG 2000: it reads a copy
+decompressed by dcmtk (RLE, JPEG, JPEG-LS) or by pydicom with pylibjpeg-openjpeg (JPEG 2000).
 
 Times are the shortest of --repeat runs of each program (wall clock, process start included).
 
@@ -24,6 +38,7 @@ import argparse
 import gzip
 import importlib.util
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -60,11 +75,21 @@ def canonical_volumes(path):
 
 
 def volumes_in(folder):
-    return sorted(p for p in folder.glob("*.nii.gz"))
+    return sorted(p for p in folder.glob("*.nii.gz") if not is_overlay(p))
 
 
-# dcm2niix's wheel cannot decode these: give it a copy decompressed by dcmtk instead.
+def is_overlay(path):
+    """dcm2niix writes each overlay plane (group 60xx, graphics drawn over the image, not image
+    data) as `<name>_ROI<n>.nii.gz`: not a volume of the series."""
+    return re.search(r"_ROI\d+\.nii\.gz$", path.name) is not None
+
+
+# dcm2niix's wheel cannot decode these: give it a copy decompressed by dcmtk instead (JPEG 2000,
+# which Debian's dcmtk cannot decode, by pydicom with pylibjpeg-openjpeg).
+PYDICOM_DECOMPRESS = "pydicom+pylibjpeg-openjpeg"
 DECOMPRESSORS = {
+    "1.2.840.10008.1.2.4.90": PYDICOM_DECOMPRESS,
+    "1.2.840.10008.1.2.4.91": PYDICOM_DECOMPRESS,
     "1.2.840.10008.1.2.5": "dcmdrle",
     "1.2.840.10008.1.2.4.80": "dcmdjpls",
     "1.2.840.10008.1.2.4.81": "dcmdjpls",
@@ -87,13 +112,27 @@ def decompressed_copy(series_input, target):
             continue
         plan.append((path, DECOMPRESSORS.get(syntax)))
     tools = sorted({tool for _, tool in plan if tool})
-    if not tools or any(shutil.which(tool) is None for tool in tools):
+    if not tools or any(shutil.which(tool) is None for tool in tools if tool != PYDICOM_DECOMPRESS):
         return series_input, None
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
     for index, (path, tool) in enumerate(plan):
         destination = target / f"{index:05d}.dcm"
-        if tool:
+        if tool == PYDICOM_DECOMPRESS:
+            dataset = pydicom.dcmread(path)
+            try:
+                dataset.decompress()
+            except Exception as error:  # e.g. a truncated code stream: dcm2niix gets the original
+                print(f"{path.name}: pydicom cannot decompress it ({error})", file=sys.stderr)
+                shutil.copy(path, destination)
+                continue
+            # pydicom decompresses the top-level pixel data only: a JPEG 2000 thumbnail in an
+            # IconImageSequence would stay encapsulated inside a native-syntax file, which
+            # dcm2niix then misreads as the image's pixel data. The icon is not part of the image.
+            if "IconImageSequence" in dataset:
+                del dataset.IconImageSequence
+            dataset.save_as(destination, enforce_file_format=True)
+        elif tool:
             subprocess.run([tool, str(path), str(destination)], check=True, capture_output=True)
         else:
             shutil.copy(path, destination)
@@ -123,9 +162,13 @@ def compare_series(name, origin, series_input, work, pedinorm, dcm2niix, repeat=
     d2n_time, d2n = timed([dcm2niix, "-z", "y", "-b", "n", "-f", "%s_%e_%r", "-o", d2n_out, d2n_input], repeat,
                           d2n_out)
     if decompressed:
-        origin += f" (dcm2niix reads a copy decompressed by dcmtk {decompressed})"
+        by = decompressed if decompressed == PYDICOM_DECOMPRESS else f"dcmtk {decompressed}"
+        origin += f" (dcm2niix reads a copy decompressed by {by})"
     row = {"series": name, "origin": origin, "ped_time": ped_time, "d2n_time": d2n_time}
     ped_volumes, d2n_volumes = volumes_in(ped_out), volumes_in(d2n_out)
+    overlays = sorted(p.name for p in d2n_out.glob("*.nii.gz") if is_overlay(p))
+    if overlays:
+        row["origin"] += f" (dcm2niix also writes its overlay plane(s) {', '.join(overlays)}: not compared)"
     if ped.returncode != 0:
         reason = (ped.stderr.strip().splitlines() or ["?"])[-1]
         row.update(verdict="pedinorm refuses", detail=reason[:160], volumes=f"0 / {len(d2n_volumes)}")
@@ -169,6 +212,46 @@ def compare_series(name, origin, series_input, work, pedinorm, dcm2niix, repeat=
         disagree=not agree,
     )
     return row
+
+
+# Geometry given to the multi-frame files that have none (see the module docstring): an oblique
+# orientation (rotations of 20 degrees about z, then 15 degrees about the row direction), pixel
+# spacing 0.9 mm between rows and 0.8 mm between columns, first voxel at PLACED_ORIGIN (LPS).
+PLACED_ROW = (0.939693, 0.342020, 0.0)
+PLACED_COLUMN = (0.088521, -0.243210, -0.965926)
+PLACED_ORIGIN = (-30.25, -41.75, 12.5)
+PLACED_SPACING = (0.9, 0.8)
+
+
+def placed_copy(source, destination):
+    """Copy of an enhanced multi-frame object without functional groups, with the geometry above
+    added (the file's SpacingBetweenSlices, else 1 mm, between frames); the pixel data, native or
+    compressed, are written back as read."""
+    import pydicom
+    from pydicom.dataset import Dataset
+
+    dataset = pydicom.dcmread(source)
+    frames = int(dataset.NumberOfFrames)
+    step = float(dataset.get("SpacingBetweenSlices") or 1.0)
+    normal = np.cross(PLACED_ROW, PLACED_COLUMN)
+    measures = Dataset()
+    measures.PixelSpacing = [f"{v:.6f}" for v in PLACED_SPACING]
+    measures.SliceThickness = f"{step:.6f}"
+    orientation = Dataset()
+    orientation.ImageOrientationPatient = [f"{v:.6f}" for v in PLACED_ROW + PLACED_COLUMN]
+    shared = Dataset()
+    shared.PixelMeasuresSequence = [measures]
+    shared.PlaneOrientationSequence = [orientation]
+    dataset.SharedFunctionalGroupsSequence = [shared]
+    per_frame = []
+    for frame in range(frames):
+        position = Dataset()
+        position.ImagePositionPatient = [f"{v:.6f}" for v in np.add(PLACED_ORIGIN, normal * step * frame)]
+        item = Dataset()
+        item.PlanePositionSequence = [position]
+        per_frame.append(item)
+    dataset.PerFrameFunctionalGroupsSequence = per_frame
+    dataset.save_as(destination, enforce_file_format=True)
 
 
 def real_series(staging):
@@ -217,6 +300,31 @@ def real_series(staging):
             for path in dwi:
                 (folder / path.name.removesuffix(".gz")).write_bytes(gzip.decompress(path.read_bytes()))
             found.append(("nibabel_siemens_dwi", "nibabel nicom/tests/data/siemens_dwi_{0,1000}.dcm.gz", folder))
+    store_dir = package_dir("data_store")  # pydicom-data
+    if store_dir:
+        import pydicom
+
+        for path in sorted((store_dir / "data").glob("*.dcm")):
+            try:
+                header = pydicom.dcmread(path, stop_before_pixels=True)
+            except Exception:
+                continue
+            if header.get("Modality") != "MR":
+                continue
+            folder = staging / path.stem
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, folder / path.name)
+            found.append((path.stem, f"pydicom-data {path.name}", folder))
+            frames = int(header.get("NumberOfFrames") or 1)
+            if frames > 1 and "PerFrameFunctionalGroupsSequence" not in header:
+                placed = staging / f"{path.stem}_placed"
+                placed.mkdir(parents=True, exist_ok=True)
+                try:
+                    placed_copy(path, placed / path.name)
+                except Exception as error:  # pydicom cannot rewrite it (a truncated file)
+                    print(f"{path.name}: no placed copy ({error!r})", file=sys.stderr)
+                    continue
+                found.append((f"{path.stem}_placed", f"pydicom-data {path.name}, oblique geometry added", placed))
     extra = ROOT / ".data" / "dicom"
     if extra.is_dir():
         for folder in sorted(p for p in extra.iterdir() if p.is_dir()):
