@@ -4,34 +4,50 @@
 use std::path::Path;
 use std::process::Command;
 
-#[test]
-fn pedinorm_agrees_with_dcm2niix() {
+/// Runs `validation/peers/dcm2niix_compare.py` with `args` (work folder in `work`) and returns
+/// the table it prints; fails the test when the script fails.
+fn compare(work: &Path, args: &[&str]) -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let python = root.join(".data/venv/bin/python");
     assert!(python.exists(), "{} is missing: run scripts/setup.sh", python.display());
-    let work = tempfile::tempdir().unwrap();
-    let cases = ["oblique", "rle", "jpegls", "jpeg_lossless", "enhanced", "multiecho"];
     let output = Command::new(&python)
         .arg(root.join("validation/peers/dcm2niix_compare.py"))
         .arg("--pedinorm")
         .arg(env!("CARGO_BIN_EXE_pedinorm"))
         .arg("--work")
-        .arg(work.path())
-        .arg("--no-real")
-        .arg("--cases")
-        .args(cases)
+        .arg(work)
+        .args(args)
         .output()
         .expect("python runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "comparison failed:\n{stdout}\n{stderr}");
-    for case in cases {
-        let row = stdout
-            .lines()
-            .find(|line| line.starts_with(&format!("| {case} |")))
-            .unwrap_or_else(|| panic!("no row for {case}:\n{stdout}\n{stderr}"));
-        assert!(row.trim_end().ends_with("| agree |"), "{case} does not agree with dcm2niix: {row}");
+    stdout
+}
+
+/// The table row of series `name`.
+fn row<'a>(table: &'a str, name: &str) -> &'a str {
+    table
+        .lines()
+        .find(|line| line.starts_with(&format!("| {name} |")))
+        .unwrap_or_else(|| panic!("no row for {name} (is its package installed?):\n{table}"))
+}
+
+/// Every series in `names` agrees with dcm2niix.
+fn assert_agree(table: &str, names: &[&str]) {
+    for name in names {
+        let row = row(table, name);
+        assert!(row.trim_end().ends_with("| agree |"), "{name} does not agree with dcm2niix: {row}");
     }
+}
+
+#[test]
+fn pedinorm_agrees_with_dcm2niix() {
+    let work = tempfile::tempdir().unwrap();
+    let cases = ["oblique", "rle", "jpegls", "jpeg_lossless", "enhanced", "multiecho"];
+    let mut args = vec!["--no-real", "--cases"];
+    args.extend(cases);
+    assert_agree(&compare(work.path(), &args), &cases);
 }
 
 /// Real Siemens MOSAIC files (nibabel's `0.dcm`, `1.dcm` and the two-file DWI series) and a
@@ -39,32 +55,13 @@ fn pedinorm_agrees_with_dcm2niix() {
 /// dcm2niix: affine within 1e-3 mm, equal values, one volume per mosaic file.
 #[test]
 fn real_mosaic_and_uidless_files_agree_with_dcm2niix() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let python = root.join(".data/venv/bin/python");
-    assert!(python.exists(), "{} is missing: run scripts/setup.sh", python.display());
     let work = tempfile::tempdir().unwrap();
     let series = ["nibabel_0", "nibabel_1", "nibabel_siemens_dwi", "nibabel_decimal_rescale"];
-    let output = Command::new(&python)
-        .arg(root.join("validation/peers/dcm2niix_compare.py"))
-        .arg("--pedinorm")
-        .arg(env!("CARGO_BIN_EXE_pedinorm"))
-        .arg("--work")
-        .arg(work.path())
-        .args(["--cases", "axial", "--only"])
-        .args(series)
-        .output()
-        .expect("python runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "comparison failed:\n{stdout}\n{stderr}");
-    for name in series {
-        let row = stdout
-            .lines()
-            .find(|line| line.starts_with(&format!("| {name} |")))
-            .unwrap_or_else(|| panic!("no row for {name}:\n{stdout}\n{stderr}"));
-        assert!(row.trim_end().ends_with("| agree |"), "{name} does not agree with dcm2niix: {row}");
-    }
-    let dwi = stdout.lines().find(|line| line.starts_with("| nibabel_siemens_dwi |")).unwrap();
+    let mut args = vec!["--cases", "axial", "--only"];
+    args.extend(series);
+    let table = compare(work.path(), &args);
+    assert_agree(&table, &series);
+    let dwi = row(&table, "nibabel_siemens_dwi");
     assert!(dwi.contains("| 2 / 2 |"), "{dwi}");
 }
 
@@ -77,9 +74,6 @@ fn real_mosaic_and_uidless_files_agree_with_dcm2niix() {
 /// its documented rule instead of inventing a geometry.
 #[test]
 fn pydicom_data_mr_files_agree_with_dcm2niix() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let python = root.join(".data/venv/bin/python");
-    assert!(python.exists(), "{} is missing: run scripts/setup.sh", python.display());
     let work = tempfile::tempdir().unwrap();
     let agreeing = [
         "emri_small_placed",
@@ -91,36 +85,17 @@ fn pydicom_data_mr_files_agree_with_dcm2niix() {
         "MR2_J2KI",
         "MR-SIEMENS-DICOM-WithOverlays",
     ];
-    let refused = ["emri_small_RLE"];
-    let output = Command::new(&python)
-        .arg(root.join("validation/peers/dcm2niix_compare.py"))
-        .arg("--pedinorm")
-        .arg(env!("CARGO_BIN_EXE_pedinorm"))
-        .arg("--work")
-        .arg(work.path())
-        .args(["--cases", "axial", "--only"])
-        .args(agreeing)
-        .args(refused)
-        .output()
-        .expect("python runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "comparison failed:\n{stdout}\n{stderr}");
-    let row = |name: &str| {
-        stdout
-            .lines()
-            .find(|line| line.starts_with(&format!("| {name} |")))
-            .unwrap_or_else(|| panic!("no row for {name} (is pydicom-data installed?):\n{stdout}\n{stderr}"))
-            .to_owned()
-    };
+    let mut args = vec!["--cases", "axial", "--only", "emri_small_RLE"];
+    args.extend(agreeing);
+    let table = compare(work.path(), &args);
+    assert_agree(&table, &agreeing);
     for name in agreeing {
-        let row = row(name);
-        assert!(row.trim_end().ends_with("| agree |"), "{name} does not agree with dcm2niix: {row}");
+        let row = row(&table, name);
         assert!(row.contains("| 1 / 1 |"), "{name}: one volume each expected: {row}");
     }
-    let emri = row("emri_small_RLE_placed");
+    let emri = row(&table, "emri_small_RLE_placed");
     assert!(emri.contains("| 64×10×64 |"), "ten frames stacked into one volume: {emri}");
-    let shipped = row("emri_small_RLE");
+    let shipped = row(&table, "emri_small_RLE");
     assert!(
         shipped.contains("pedinorm refuses") && shipped.contains("ImagePositionPatient is missing"),
         "a file without geometry must be refused by the placement rule: {shipped}"
