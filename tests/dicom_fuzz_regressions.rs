@@ -9,3 +9,15 @@ fn a_declared_length_past_the_end_is_refused_before_allocation() {
     let error = pedinorm::dicom::assemble_fuzz_input(input).unwrap_err().to_string();
     assert!(error.contains("declares a value of 4227858432 bytes"), "{error}");
 }
+
+/// fuzz target `dicom_series`, out of memory (over 2 GiB for a 2.6 KB input): pydicom's JPEG-LS
+/// MR with PixelData's tag mutated to (7FE0,4F57) and its VR to an unknown code, so that it reads
+/// as a UN of undefined length, which the parser decodes as an implicit VR sequence: the bytes of
+/// the first fragment then declare a value of 2.7 GB. The declared-length walk now follows UN
+/// sequences in implicit VR, as the parser does, and refuses the object first.
+#[test]
+fn a_length_inside_an_undefined_length_un_is_checked_before_allocation() {
+    let input = include_bytes!("dicom_fuzz_inputs/oom_un_sequence_length.bin");
+    let error = pedinorm::dicom::assemble_fuzz_input(input).unwrap_err().to_string();
+    assert!(error.contains("(FFFE,E000) at byte 1540 declares a value of 4430 bytes"), "{error}");
+}

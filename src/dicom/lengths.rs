@@ -140,11 +140,20 @@ impl Walker<'_> {
     }
 
     /// Walks the data set element by element: into sequences and items (their contents are
-    /// elements), over other values, over the fragments of encapsulated pixel data.
+    /// elements), over other values, over the fragments of encapsulated pixel data. A UN element
+    /// of undefined length is a sequence in implicit VR little endian (PS3.5 §6.2.2), which the
+    /// parser reads as such: its contents are walked in that encoding until its delimiter.
     fn walk(&mut self) -> Result<(), String> {
+        // The encoding to restore at each open undefined-length sequence's delimiter.
+        let mut open_sequences: Vec<Encoding> = Vec::new();
         while let Some((tag, vr, length, value_start)) = self.peek_header() {
             self.check(tag, length, value_start)?;
             if tag.group() == 0xFFFE {
+                if tag == SEQUENCE_DELIMITER
+                    && let Some(encoding) = open_sequences.pop()
+                {
+                    self.encoding = encoding;
+                }
                 // Items hold elements (walk in); delimiters hold nothing.
                 self.position = value_start;
                 continue;
@@ -155,10 +164,9 @@ impl Walker<'_> {
                     self.skip_fragments()?;
                     continue;
                 }
-                // An undefined-length UN holds implicit VR data: not walked further (dicom-object
-                // decides); any other undefined length is a sequence: walk in.
-                if vr == Some(VR::UN) && self.encoding != Encoding::ImplicitLittle {
-                    return Ok(());
+                open_sequences.push(self.encoding);
+                if vr == Some(VR::UN) {
+                    self.encoding = Encoding::ImplicitLittle;
                 }
                 self.position = value_start;
                 continue;
@@ -294,6 +302,31 @@ mod tests {
         let last = bytes.len() - 4;
         bytes[last] = 200;
         assert!(check_declared_lengths(&bytes).is_err());
+    }
+
+    /// Implicit VR element: tag, 4-byte length, value.
+    fn implicit(group: u16, element: u16, length: u32, value: &[u8]) -> Vec<u8> {
+        let mut out = [group.to_le_bytes(), element.to_le_bytes()].concat();
+        out.extend_from_slice(&length.to_le_bytes());
+        out.extend_from_slice(value);
+        out
+    }
+
+    #[test]
+    fn an_undefined_length_un_is_walked_as_an_implicit_vr_sequence() {
+        // A private UN sequence (implicit VR inside) then explicit VR elements again: passes.
+        let mut data = explicit_long(0x0029, 0x1010, b"UN", UNDEFINED, &[]);
+        data.extend(item(0xE000, UNDEFINED, &implicit(0x0029, 0x1011, 4, b"abcd")));
+        data.extend(item(0xE00D, 0, &[]));
+        data.extend(item(0xE0DD, 0, &[]));
+        data.extend(explicit_short(0x0028, 0x0010, b"US", &[2, 0]));
+        assert_eq!(check_declared_lengths(&object(EXPLICIT, &data)), Ok(()));
+
+        // Inside it, an implicit VR element declaring more bytes than follow: refused.
+        let mut data = explicit_long(0x0029, 0x1010, b"UN", UNDEFINED, &[]);
+        data.extend(item(0xE000, UNDEFINED, &implicit(0x0029, 0x1011, 0xA27A_A140, b"abcd")));
+        let error = check_declared_lengths(&object(EXPLICIT, &data)).unwrap_err();
+        assert!(error.contains("(0029,1011)"), "{error}");
     }
 
     #[test]

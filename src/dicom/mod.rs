@@ -13,6 +13,7 @@
 //! the file).
 
 mod assemble;
+mod codestream;
 mod csa;
 mod error;
 mod frames;

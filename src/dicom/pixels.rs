@@ -2,7 +2,9 @@
 //! then stored values → real values with BitsStored and the frame's rescale.
 
 use super::DicomError;
-use dicom_object::OpenFileOptions;
+use super::codestream::{FrameSize, check_fragment_headers};
+use dicom_dictionary_std::tags;
+use dicom_object::{DefaultDicomObject, OpenFileOptions};
 use dicom_pixeldata::{PixelDecoder, PixelRepresentation};
 use std::path::Path;
 
@@ -35,6 +37,7 @@ fn decode_frames_unguarded(
     let object = OpenFileOptions::new()
         .from_reader(bytes)
         .map_err(|e| DicomError::Parse { file: file.to_owned(), message: e.to_string() })?;
+    check_codestream_headers(&object).map_err(pixel_error)?;
     let decoded = object.decode_pixel_data().map_err(|e| pixel_error(e.to_string()))?;
     if decoded.samples_per_pixel() != 1 {
         return Err(DicomError::InvalidField {
@@ -65,6 +68,22 @@ fn decode_frames_unguarded(
             Ok(stored[..pixels].iter().map(|&v| (v * slope + intercept) as f32).collect())
         })
         .collect()
+}
+
+/// Encapsulated pixel data: each codestream header must declare the object's own size (see
+/// `codestream`); native pixel data has no header of its own.
+fn check_codestream_headers(object: &DefaultDicomObject) -> Result<(), String> {
+    let Some(fragments) = object.element(tags::PIXEL_DATA).ok().and_then(|e| e.value().fragments()) else {
+        return Ok(());
+    };
+    let attribute =
+        |tag, default| object.element(tag).ok().and_then(|e| e.to_int::<u32>().ok()).unwrap_or(default);
+    let expected = FrameSize {
+        columns: attribute(tags::COLUMNS, 0),
+        rows: attribute(tags::ROWS, 0),
+        components: attribute(tags::SAMPLES_PER_PIXEL, 1),
+    };
+    check_fragment_headers(fragments, expected)
 }
 
 /// Stored pixel values (native little-endian samples) with BitsStored applied: unsigned values
