@@ -244,14 +244,20 @@ mod tests {
 
     const EXPLICIT: &str = "1.2.840.10008.1.2.1";
 
-    #[test]
-    fn well_formed_objects_pass() {
-        // Rows, a sequence of undefined length with one item, native pixel data.
+    /// Rows, then a sequence of undefined length with one item of undefined length.
+    fn rows_and_one_sequence() -> Vec<u8> {
         let mut data = explicit_short(0x0028, 0x0010, b"US", &[2, 0]);
         data.extend(explicit_long(0x0008, 0x1140, b"SQ", UNDEFINED, &[]));
         data.extend(item(0xE000, UNDEFINED, &explicit_short(0x0008, 0x1150, b"UI", b"1.2\0")));
         data.extend(item(0xE00D, 0, &[]));
         data.extend(item(0xE0DD, 0, &[]));
+        data
+    }
+
+    #[test]
+    fn well_formed_objects_pass() {
+        // Rows, a sequence of undefined length with one item, native pixel data.
+        let mut data = rows_and_one_sequence();
         data.extend(explicit_long(0x7FE0, 0x0010, b"OW", 8, &[1, 0, 2, 0, 3, 0, 4, 0]));
         assert_eq!(check_declared_lengths(&object(EXPLICIT, &data)), Ok(()));
 
@@ -331,11 +337,7 @@ mod tests {
 
     #[test]
     fn every_truncation_of_a_valid_object_is_walked_without_panic() {
-        let mut data = explicit_short(0x0028, 0x0010, b"US", &[2, 0]);
-        data.extend(explicit_long(0x0008, 0x1140, b"SQ", UNDEFINED, &[]));
-        data.extend(item(0xE000, UNDEFINED, &explicit_short(0x0008, 0x1150, b"UI", b"1.2\0")));
-        data.extend(item(0xE00D, 0, &[]));
-        data.extend(item(0xE0DD, 0, &[]));
+        let mut data = rows_and_one_sequence();
         data.extend(explicit_long(0x7FE0, 0x0010, b"OB", UNDEFINED, &[]));
         data.extend(item(0xE000, 4, &[1, 2, 3, 4]));
         data.extend(item(0xE0DD, 0, &[]));
