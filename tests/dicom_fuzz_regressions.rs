@@ -21,3 +21,16 @@ fn a_length_inside_an_undefined_length_un_is_checked_before_allocation() {
     let error = pedinorm::dicom::assemble_fuzz_input(input).unwrap_err().to_string();
     assert!(error.contains("(FFFE,E000) at byte 1540 declares a value of 4430 bytes"), "{error}");
 }
+
+/// fuzz target `dicom_series`, out of memory (over 2 GiB for a 393-byte input): a file meta group
+/// holding an off-group element (0000,0001) and, after it, an implicit VR transfer syntax. The
+/// parser reads the meta group by its group length and the data set as implicit VR; the length
+/// walk stopped the meta group at the first off-group tag and walked the data set as explicit
+/// VR, so it missed a declared length of 4 GiB. The walk now reads the meta group as the parser
+/// does.
+#[test]
+fn the_meta_group_is_walked_by_its_group_length() {
+    let input = include_bytes!("dicom_fuzz_inputs/oom_meta_group_length.bin");
+    let error = pedinorm::dicom::assemble_fuzz_input(input).unwrap_err().to_string();
+    assert!(error.contains("(0000,1800) at byte 380 declares a value of 4294967040 bytes"), "{error}");
+}

@@ -33,12 +33,18 @@ enum Encoding {
 /// data set or a header cut short: dicom-object then reports what is wrong).
 pub(crate) fn check_declared_lengths(bytes: &[u8]) -> Result<(), String> {
     let mut walker = Walker { bytes, position: META_START, encoding: Encoding::ExplicitLittle };
-    // The file meta group is explicit VR little endian; its transfer syntax says what follows.
+    // The file meta group is explicit VR little endian and, as dicom-object reads it, spans the
+    // bytes its group length (0002,0000) says, whatever the tags inside; its transfer syntax
+    // says how the data set that follows is encoded.
+    let Some((Tag(0x0002, 0x0000), _, 4, value_start)) = walker.peek_header() else {
+        return Ok(()); // no group length: dicom-object refuses the object itself
+    };
+    let Some(group_length) = walker.u32_at(value_start) else { return Ok(()) };
+    walker.position = value_start + 4;
+    let meta_start = walker.position;
     let mut syntax = None;
-    while let Some((tag, _, length, value_start)) = walker.peek_header() {
-        if tag.group() != 0x0002 {
-            break;
-        }
+    while walker.position - meta_start < group_length as usize {
+        let Some((tag, _, length, value_start)) = walker.peek_header() else { return Ok(()) };
         walker.check(tag, length, value_start)?;
         if length == UNDEFINED {
             return Ok(()); // not valid in the meta group: dicom-object reports it
@@ -211,6 +217,8 @@ mod tests {
         }
         let mut bytes = vec![0u8; 128];
         bytes.extend_from_slice(b"DICM");
+        bytes.extend_from_slice(&[0x02, 0x00, 0x00, 0x00, b'U', b'L', 4, 0]);
+        bytes.extend_from_slice(&(8 + uid.len() as u32).to_le_bytes());
         bytes.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I']);
         bytes.extend_from_slice(&(uid.len() as u16).to_le_bytes());
         bytes.extend_from_slice(&uid);
