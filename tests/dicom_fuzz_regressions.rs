@@ -34,3 +34,15 @@ fn the_meta_group_is_walked_by_its_group_length() {
     let error = pedinorm::dicom::assemble_fuzz_input(input).unwrap_err().to_string();
     assert!(error.contains("(0000,1800) at byte 380 declares a value of 4294967040 bytes"), "{error}");
 }
+
+/// fuzz target `dicom_series`, out of memory (over 2 GiB for a 7.6 KB input): a PixelData of
+/// defined length 0 followed by an item at the top level of the data set, from which the parser
+/// read a value of a declared length the walk did not follow. Decoding now parses the object
+/// only up to PixelData and takes PixelData from the bounded walk: what follows it is never
+/// parsed, and the empty RLE PixelData is reported.
+#[test]
+fn nothing_after_pixel_data_is_parsed() {
+    let input = include_bytes!("dicom_fuzz_inputs/oom_after_pixel_data.bin");
+    let error = pedinorm::dicom::assemble_fuzz_input(input).unwrap_err().to_string();
+    assert!(error.contains("cannot decode PixelData (transfer syntax 1.2.840.10008.1.2.5)"), "{error}");
+}

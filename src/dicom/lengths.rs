@@ -1,12 +1,13 @@
-//! A bounded pre-check of a Part-10 object's declared value lengths, run before dicom-object
-//! parses it.
+//! A bounded walk of a Part-10 object's element headers, run before dicom-object parses it:
+//! it checks every declared value length and finds the top-level PixelData.
 //!
 //! dicom-parser allocates and zero-fills a value's buffer from its declared length before it
 //! reads the value, so one corrupted length field (up to 4 GiB) in a 10 KB file makes it touch
-//! gigabytes of memory before failing (a fuzz finding: 4 GiB resident for one input). The walk
-//! below reads only element headers and refuses an object in which any defined length is longer
-//! than the bytes that follow it, which no well-formed object has. Memory use of the parser is
-//! then bounded by the size of the input.
+//! gigabytes of memory before failing (fuzz findings). The walk reads only element headers and
+//! refuses an object in which any defined length is longer than the bytes that follow it, which
+//! no well-formed object has. It also locates the top-level PixelData value, so that decoding
+//! parses the object only up to PixelData and takes the pixel bytes from this walk: what
+//! follows PixelData is never handed to the parser.
 
 use dicom_core::Tag;
 use dicom_core::VR;
@@ -28,26 +29,49 @@ enum Encoding {
     ExplicitBig,
 }
 
+/// The top-level PixelData value of an object, as slices of its bytes.
+#[derive(Debug, PartialEq)]
+pub(crate) enum PixelDataBytes<'a> {
+    /// Native pixel data: the value's bytes, its VR, and whether the data set is big endian.
+    Native { value: &'a [u8], vr: VR, big_endian: bool },
+    /// Encapsulated pixel data: the basic offset table's bytes and the fragments after it.
+    Encapsulated { offset_table: &'a [u8], fragments: Vec<&'a [u8]> },
+}
+
+/// What the walk learned of an object.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Layout<'a> {
+    /// `None` when the walk found no top-level PixelData or could not walk the data set (a
+    /// deflated data set, or a header cut short).
+    pub pixel_data: Option<PixelDataBytes<'a>>,
+}
+
 /// `Err(reason)` when an element, item or fragment of the object declares a value longer than
 /// the bytes left in the input; `Ok` otherwise (also when the walk cannot go on, e.g. a deflated
 /// data set or a header cut short: dicom-object then reports what is wrong).
 pub(crate) fn check_declared_lengths(bytes: &[u8]) -> Result<(), String> {
-    let mut walker = Walker { bytes, position: META_START, encoding: Encoding::ExplicitLittle };
+    walk_object(bytes).map(|_| ())
+}
+
+/// Walks the object: the declared-length check of [`check_declared_lengths`], and the layout.
+pub(crate) fn walk_object(bytes: &[u8]) -> Result<Layout<'_>, String> {
+    let mut walker =
+        Walker { bytes, position: META_START, encoding: Encoding::ExplicitLittle, pixel_data: None };
     // The file meta group is explicit VR little endian and, as dicom-object reads it, spans the
     // bytes its group length (0002,0000) says, whatever the tags inside; its transfer syntax
     // says how the data set that follows is encoded.
     let Some((Tag(0x0002, 0x0000), _, 4, value_start)) = walker.peek_header() else {
-        return Ok(()); // no group length: dicom-object refuses the object itself
+        return Ok(Layout::default()); // no group length: dicom-object refuses the object itself
     };
-    let Some(group_length) = walker.u32_at(value_start) else { return Ok(()) };
+    let Some(group_length) = walker.u32_at(value_start) else { return Ok(Layout::default()) };
     walker.position = value_start + 4;
     let meta_start = walker.position;
     let mut syntax = None;
     while walker.position - meta_start < group_length as usize {
-        let Some((tag, _, length, value_start)) = walker.peek_header() else { return Ok(()) };
+        let Some((tag, _, length, value_start)) = walker.peek_header() else { return Ok(Layout::default()) };
         walker.check(tag, length, value_start)?;
         if length == UNDEFINED {
-            return Ok(()); // not valid in the meta group: dicom-object reports it
+            return Ok(Layout::default()); // not valid in the meta group: dicom-object reports it
         }
         if tag == Tag(0x0002, 0x0010) {
             let value = &bytes[value_start..value_start + length as usize];
@@ -59,19 +83,28 @@ pub(crate) fn check_declared_lengths(bytes: &[u8]) -> Result<(), String> {
         Some("1.2.840.10008.1.2") => Encoding::ImplicitLittle,
         Some("1.2.840.10008.1.2.2") => Encoding::ExplicitBig,
         // Deflated data sets cannot be walked without inflating them.
-        Some("1.2.840.10008.1.2.1.99") => return Ok(()),
+        Some("1.2.840.10008.1.2.1.99") => return Ok(Layout::default()),
         _ => Encoding::ExplicitLittle,
     };
-    walker.walk()
+    walker.walk()?;
+    Ok(Layout { pixel_data: walker.pixel_data })
 }
 
 struct Walker<'a> {
     bytes: &'a [u8],
     position: usize,
     encoding: Encoding,
+    pixel_data: Option<PixelDataBytes<'a>>,
 }
 
-impl Walker<'_> {
+/// A sequence or item the walk is inside: where it ends (`None`: at its delimiter) and the
+/// encoding to restore when it closes.
+struct Container {
+    end: Option<usize>,
+    restore: Encoding,
+}
+
+impl<'a> Walker<'a> {
     fn u16_at(&self, at: usize) -> Option<u16> {
         let b = self.bytes.get(at..at + 2)?;
         Some(match self.encoding {
@@ -150,45 +183,95 @@ impl Walker<'_> {
     /// of undefined length is a sequence in implicit VR little endian (PS3.5 §6.2.2), which the
     /// parser reads as such: its contents are walked in that encoding until its delimiter.
     fn walk(&mut self) -> Result<(), String> {
-        // The encoding to restore at each open undefined-length sequence's delimiter.
-        let mut open_sequences: Vec<Encoding> = Vec::new();
+        let mut open: Vec<Container> = Vec::new();
         while let Some((tag, vr, length, value_start)) = self.peek_header() {
+            // Close the containers of defined length that end here.
+            while let Some(Container { end: Some(end), restore }) = open.last() {
+                if self.position < *end {
+                    break;
+                }
+                self.encoding = *restore;
+                open.pop();
+            }
             self.check(tag, length, value_start)?;
             if tag.group() == 0xFFFE {
-                if tag == SEQUENCE_DELIMITER
-                    && let Some(encoding) = open_sequences.pop()
-                {
-                    self.encoding = encoding;
+                match tag {
+                    // Items hold elements: walk in.
+                    ITEM => open.push(Container {
+                        end: (length != UNDEFINED).then(|| value_start + length as usize),
+                        restore: self.encoding,
+                    }),
+                    // Item and sequence delimiters close the innermost open container.
+                    _ => {
+                        if let Some(container) = open.pop() {
+                            self.encoding = container.restore;
+                        }
+                    }
                 }
-                // Items hold elements (walk in); delimiters hold nothing.
                 self.position = value_start;
+                continue;
+            }
+            if tag == PIXEL_DATA && open.is_empty() {
+                self.read_top_level_pixel_data(vr, length, value_start)?;
                 continue;
             }
             if length == UNDEFINED {
                 if tag == PIXEL_DATA {
                     self.position = value_start;
-                    self.skip_fragments()?;
+                    self.fragments()?;
                     continue;
                 }
-                open_sequences.push(self.encoding);
+                open.push(Container { end: None, restore: self.encoding });
                 if vr == Some(VR::UN) {
                     self.encoding = Encoding::ImplicitLittle;
                 }
                 self.position = value_start;
                 continue;
             }
-            self.position = if vr == Some(VR::SQ) { value_start } else { value_start + length as usize };
+            if vr == Some(VR::SQ) {
+                open.push(Container { end: Some(value_start + length as usize), restore: self.encoding });
+                self.position = value_start;
+            } else {
+                self.position = value_start + length as usize;
+            }
         }
         Ok(())
     }
 
-    /// Encapsulated pixel data: items of raw bytes up to the sequence delimiter.
-    fn skip_fragments(&mut self) -> Result<(), String> {
+    /// Records the top-level PixelData (the first one) and moves past it.
+    fn read_top_level_pixel_data(
+        &mut self,
+        vr: Option<VR>,
+        length: u32,
+        value_start: usize,
+    ) -> Result<(), String> {
+        let found = if length == UNDEFINED {
+            self.position = value_start;
+            let mut items = self.fragments()?.into_iter();
+            let offset_table = items.next().unwrap_or_default();
+            PixelDataBytes::Encapsulated { offset_table, fragments: items.collect() }
+        } else {
+            let end = value_start + length as usize;
+            self.position = end;
+            PixelDataBytes::Native {
+                value: &self.bytes[value_start..end],
+                vr: vr.unwrap_or(VR::OW),
+                big_endian: self.encoding == Encoding::ExplicitBig,
+            }
+        };
+        self.pixel_data.get_or_insert(found);
+        Ok(())
+    }
+
+    /// Encapsulated pixel data: items of raw bytes up to the sequence delimiter, returned in
+    /// order (the first is the basic offset table).
+    fn fragments(&mut self) -> Result<Vec<&'a [u8]>, String> {
+        let mut items = Vec::new();
         while let Some((tag, _, length, value_start)) = self.peek_header() {
             self.check(tag, length, value_start)?;
             if tag == SEQUENCE_DELIMITER {
                 self.position = value_start;
-                return Ok(());
+                return Ok(items);
             }
             if tag != ITEM || length == UNDEFINED {
                 return Err(format!(
@@ -199,9 +282,11 @@ impl Walker<'_> {
                     self.position
                 ));
             }
-            self.position = value_start + length as usize;
+            let end = value_start + length as usize;
+            items.push(&self.bytes[value_start..end]);
+            self.position = end;
         }
-        Ok(())
+        Ok(items)
     }
 }
 
@@ -341,6 +426,39 @@ mod tests {
         data.extend(item(0xE000, UNDEFINED, &implicit(0x0029, 0x1011, 0xA27A_A140, b"abcd")));
         let error = check_declared_lengths(&object(EXPLICIT, &data)).unwrap_err();
         assert!(error.contains("(0029,1011)"), "{error}");
+    }
+
+    #[test]
+    fn the_top_level_pixel_data_is_found_and_nested_ones_are_not() {
+        // An icon image sequence (defined length) holding its own PixelData, then the image's
+        // encapsulated PixelData: offset table and two fragments.
+        let icon = explicit_long(0x7FE0, 0x0010, b"OB", 2, &[9, 9]);
+        let icon_item = item(0xE000, icon.len() as u32, &icon);
+        let mut data = explicit_long(0x0088, 0x0200, b"SQ", icon_item.len() as u32, &icon_item);
+        data.extend(explicit_long(0x7FE0, 0x0010, b"OB", UNDEFINED, &[]));
+        data.extend(item(0xE000, 4, &[0, 0, 0, 0]));
+        data.extend(item(0xE000, 2, &[1, 2]));
+        data.extend(item(0xE000, 2, &[3, 4]));
+        data.extend(item(0xE0DD, 0, &[]));
+        let bytes = object("1.2.840.10008.1.2.5", &data);
+        let layout = walk_object(&bytes).unwrap();
+        assert_eq!(
+            layout.pixel_data,
+            Some(PixelDataBytes::Encapsulated {
+                offset_table: &[0, 0, 0, 0],
+                fragments: vec![&[1, 2], &[3, 4]]
+            })
+        );
+
+        // Native, after an undefined-length sequence.
+        let mut data = rows_and_one_sequence();
+        data.extend(explicit_long(0x7FE0, 0x0010, b"OW", 4, &[1, 0, 2, 0]));
+        let bytes = object(EXPLICIT, &data);
+        let layout = walk_object(&bytes).unwrap();
+        assert_eq!(
+            layout.pixel_data,
+            Some(PixelDataBytes::Native { value: &[1, 0, 2, 0], vr: VR::OW, big_endian: false })
+        );
     }
 
     #[test]

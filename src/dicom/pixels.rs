@@ -3,6 +3,9 @@
 
 use super::DicomError;
 use super::codestream::{FrameSize, check_fragment_headers};
+use super::lengths::PixelDataBytes;
+use dicom_core::value::{PixelFragmentSequence, PrimitiveValue, Value};
+use dicom_core::{DataElement, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
 use dicom_pixeldata::{PixelDecoder, PixelRepresentation};
@@ -19,6 +22,9 @@ pub(crate) fn decode_frames(
     super::guard(file, || decode_frames_unguarded(bytes, file, transfer_syntax, frames))?
 }
 
+/// Deflated explicit VR little endian.
+const DEFLATED_EXPLICIT_LITTLE: &str = "1.2.840.10008.1.2.1.99";
+
 fn decode_frames_unguarded(
     bytes: &[u8],
     file: &Path,
@@ -30,13 +36,7 @@ fn decode_frames_unguarded(
         transfer_syntax: transfer_syntax.to_owned(),
         message,
     };
-    // Checked again here: the object is read anew for decoding, and the full parse below reads
-    // every value, pixel data included (see `lengths`).
-    super::lengths::check_declared_lengths(bytes)
-        .map_err(|message| DicomError::Parse { file: file.to_owned(), message })?;
-    let object = OpenFileOptions::new()
-        .from_reader(bytes)
-        .map_err(|e| DicomError::Parse { file: file.to_owned(), message: e.to_string() })?;
+    let object = read_for_decoding(bytes, file, transfer_syntax)?;
     check_codestream_headers(&object).map_err(pixel_error)?;
     let decoded = object.decode_pixel_data().map_err(|e| pixel_error(e.to_string()))?;
     if decoded.samples_per_pixel() != 1 {
@@ -68,6 +68,57 @@ fn decode_frames_unguarded(
             Ok(stored[..pixels].iter().map(|&v| (v * slope + intercept) as f32).collect())
         })
         .collect()
+}
+
+/// The object parsed up to PixelData, with PixelData put in from the bounded walk (see
+/// `lengths`): nothing after PixelData reaches the parser. A deflated data set cannot be walked
+/// without inflating it and is parsed whole.
+fn read_for_decoding(
+    bytes: &[u8],
+    file: &Path,
+    transfer_syntax: &str,
+) -> Result<DefaultDicomObject, DicomError> {
+    let parse_error = |message: String| DicomError::Parse { file: file.to_owned(), message };
+    let layout = super::lengths::walk_object(bytes).map_err(parse_error)?;
+    if transfer_syntax == DEFLATED_EXPLICIT_LITTLE {
+        return OpenFileOptions::new().from_reader(bytes).map_err(|e| parse_error(e.to_string()));
+    }
+    let mut object = OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .from_reader(bytes)
+        .map_err(|e| parse_error(e.to_string()))?;
+    let value = match layout.pixel_data {
+        None => {
+            return Err(DicomError::InvalidField {
+                file: file.to_owned(),
+                field: "PixelData",
+                rule: "is missing from the top level of the data set".into(),
+            });
+        }
+        Some(PixelDataBytes::Native { value, vr, big_endian }) => {
+            let primitive = if big_endian && vr == VR::OW {
+                // Stored as 16-bit words in the data set's byte order; kept as values.
+                let words: Vec<u16> =
+                    value.chunks_exact(2).map(|w| u16::from_be_bytes([w[0], w[1]])).collect();
+                PrimitiveValue::U16(words.into())
+            } else {
+                PrimitiveValue::U8(value.to_vec().into())
+            };
+            DataElement::new(tags::PIXEL_DATA, vr, primitive)
+        }
+        Some(PixelDataBytes::Encapsulated { offset_table, fragments }) => {
+            let offsets: Vec<u32> =
+                offset_table.chunks_exact(4).map(|o| u32::from_le_bytes([o[0], o[1], o[2], o[3]])).collect();
+            let fragments: Vec<Vec<u8>> = fragments.into_iter().map(<[u8]>::to_vec).collect();
+            DataElement::new(
+                tags::PIXEL_DATA,
+                VR::OB,
+                Value::PixelSequence(PixelFragmentSequence::new(offsets, fragments)),
+            )
+        }
+    };
+    object.put(value);
+    Ok(object)
 }
 
 /// Encapsulated pixel data: each codestream header must declare the object's own size (see
