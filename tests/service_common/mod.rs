@@ -273,9 +273,14 @@ impl Api {
         }
     }
 
-    /// Uploads a study (zip) offered to `database` with consent for it, waits for ingest and
-    /// returns (study id, ingest job).
-    pub async fn upload_consented(&self, token: &str, database: &str, zip: Vec<u8>) -> (i64, Value) {
+    /// Uploads a study (zip) offered to `database` with consent for it, without waiting:
+    /// (status, body) of the submission (202 with the study and its ingest job when accepted).
+    pub async fn submit_consented(
+        &self,
+        token: &str,
+        database: &str,
+        zip: Vec<u8>,
+    ) -> (reqwest::StatusCode, Value) {
         let consent = json!({
             "database_a": database == "A", "database_b": database == "B",
             "research_use": true, "date": "2024-01-02"
@@ -288,7 +293,13 @@ impl Api {
             .post(format!("{}/api/v1/studies?database={database}", self.base))
             .bearer_auth(token)
             .multipart(form);
-        let (status, submitted) = self.send(request).await;
+        self.send(request).await
+    }
+
+    /// Uploads a study (zip) offered to `database` with consent for it, waits for ingest and
+    /// returns (study id, ingest job).
+    pub async fn upload_consented(&self, token: &str, database: &str, zip: Vec<u8>) -> (i64, Value) {
+        let (status, submitted) = self.submit_consented(token, database, zip).await;
         assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{submitted}");
         let job = self.wait_job(token, submitted["job"].as_i64().unwrap(), Duration::from_secs(60)).await;
         (submitted["study"]["id"].as_i64().unwrap(), job)
