@@ -8,7 +8,7 @@ use reqwest::blocking::Client;
 use serde_json::{Value, json};
 use service_common::*;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_pedinorm");
@@ -28,30 +28,9 @@ fn write_config(dir: &Path, stage_delay_ms: u64) -> PathBuf {
     path
 }
 
-#[allow(clippy::zombie_processes)] // the child is returned; callers kill and wait for it
 fn start(config: &Path, address_file: &Path) -> (Child, String) {
-    let _ = std::fs::remove_file(address_file);
-    let mut child = Command::new(BINARY)
-        .args(["serve", "--config"])
-        .arg(config)
-        .arg("--address-file")
-        .arg(address_file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(address) = std::fs::read_to_string(address_file) {
-            return (child, format!("http://{address}"));
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("server did not start");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (child, address) = spawn_server(config, address_file, None);
+    (child, format!("http://{address}"))
 }
 
 fn users_add(data_dir: &Path, name: &str, role: &str) -> String {

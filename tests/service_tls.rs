@@ -1,9 +1,11 @@
 //! `pedinorm serve` over HTTPS from configured certificate files (rustls), and plain HTTP
 //! refused off loopback unless allowed: the real binary, a certificate made for the test.
 
+mod service_common;
+
+use service_common::spawn_server;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_pedinorm");
 
@@ -19,27 +21,8 @@ impl Drop for Server {
 
 /// Starts `pedinorm serve --config CONFIG` and waits for the address it bound.
 fn serve(config: &Path, address_file: &Path) -> (Server, String) {
-    let child = Command::new(BINARY)
-        .args(["serve", "--config"])
-        .arg(config)
-        .arg("--address-file")
-        .arg(address_file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("pedinorm serve starts");
-    let mut server = Server(child);
-    let started = Instant::now();
-    loop {
-        if let Ok(address) = std::fs::read_to_string(address_file) {
-            return (server, address);
-        }
-        if let Ok(Some(status)) = server.0.try_wait() {
-            panic!("the server exited with {status} before listening");
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "the server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (child, address) = spawn_server(config, address_file, None);
+    (Server(child), address)
 }
 
 fn add_user(data_dir: &Path, role: &str) -> String {

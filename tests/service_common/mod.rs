@@ -189,6 +189,42 @@ impl TestServer {
     }
 }
 
+/// Starts the real `pedinorm serve --config CONFIG` as a child process and waits for the
+/// address it bound (`HOST:PORT`). Its standard output and error go to `log` when given (with
+/// `--log debug`, the most verbose level), else nowhere. The caller kills and waits for it.
+#[allow(clippy::zombie_processes)]
+pub fn spawn_server(config: &Path, address_file: &Path, log: Option<&Path>) -> (std::process::Child, String) {
+    use std::process::{Command, Stdio};
+    let _ = std::fs::remove_file(address_file);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pedinorm"));
+    command.args(["serve", "--config"]).arg(config).arg("--address-file").arg(address_file);
+    match log {
+        Some(log) => {
+            let file = std::fs::File::create(log).unwrap();
+            command.args(["--log", "debug"]).stdout(file.try_clone().unwrap()).stderr(file);
+        }
+        None => {
+            command.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+    }
+    let mut child = command.spawn().expect("pedinorm serve starts");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(address) = std::fs::read_to_string(address_file) {
+            return (child, address);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the server exited with {status} before listening");
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server did not start");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Creates a user directly in the state and returns the token.
 pub fn add_user(data_dir: &Path, name: &str, role: &str, centre: Option<&str>) -> String {
     let store = pedinorm::service::store::Store::open(data_dir).unwrap();
