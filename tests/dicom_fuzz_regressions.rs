@@ -1,12 +1,17 @@
 //! Inputs found by the cargo-fuzz targets (`scripts/fuzz.sh`), kept so that the fixes stay.
 
+/// The error the DICOM fuzz entry point gives for `input` (it must give one).
+fn refusal(input: &[u8]) -> String {
+    pedinorm::dicom::assemble_fuzz_input(input).unwrap_err().to_string()
+}
+
 /// fuzz target `dicom_series`, out of memory (4 GiB resident for a 10 KB input): an element
 /// declares a value of 0xFC000000 bytes and dicom-parser zero-filled a buffer of that size
 /// before reading it. The declared-length check refuses the object first, naming the element.
 #[test]
 fn a_declared_length_past_the_end_is_refused_before_allocation() {
     let input = include_bytes!("dicom_fuzz_inputs/oom_declared_length.bin");
-    let error = pedinorm::dicom::assemble_fuzz_input(input).unwrap_err().to_string();
+    let error = refusal(input);
     assert!(error.contains("declares a value of 4227858432 bytes"), "{error}");
 }
 
@@ -18,7 +23,7 @@ fn a_declared_length_past_the_end_is_refused_before_allocation() {
 #[test]
 fn a_length_inside_an_undefined_length_un_is_checked_before_allocation() {
     let input = include_bytes!("dicom_fuzz_inputs/oom_un_sequence_length.bin");
-    let error = pedinorm::dicom::assemble_fuzz_input(input).unwrap_err().to_string();
+    let error = refusal(input);
     assert!(error.contains("(FFFE,E000) at byte 1540 declares a value of 4430 bytes"), "{error}");
 }
 
@@ -31,7 +36,7 @@ fn a_length_inside_an_undefined_length_un_is_checked_before_allocation() {
 #[test]
 fn the_meta_group_is_walked_by_its_group_length() {
     let input = include_bytes!("dicom_fuzz_inputs/oom_meta_group_length.bin");
-    let error = pedinorm::dicom::assemble_fuzz_input(input).unwrap_err().to_string();
+    let error = refusal(input);
     assert!(error.contains("(0000,1800) at byte 380 declares a value of 4294967040 bytes"), "{error}");
 }
 
@@ -43,6 +48,6 @@ fn the_meta_group_is_walked_by_its_group_length() {
 #[test]
 fn nothing_after_pixel_data_is_parsed() {
     let input = include_bytes!("dicom_fuzz_inputs/oom_after_pixel_data.bin");
-    let error = pedinorm::dicom::assemble_fuzz_input(input).unwrap_err().to_string();
+    let error = refusal(input);
     assert!(error.contains("cannot decode PixelData (transfer syntax 1.2.840.10008.1.2.5)"), "{error}");
 }

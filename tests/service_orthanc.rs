@@ -16,16 +16,7 @@ use service_common::*;
 use std::time::Duration;
 
 fn pacs_config() -> Option<PacsConfig> {
-    let url = std::env::var("PEDINORM_ORTHANC_URL").ok().filter(|u| !u.is_empty())?;
-    Some(PacsConfig {
-        centre: "C1".into(),
-        url,
-        username: std::env::var("PEDINORM_ORTHANC_USER").ok(),
-        password: std::env::var("PEDINORM_ORTHANC_PASSWORD").ok(),
-        password_file: std::env::var("PEDINORM_ORTHANC_PASSWORD_FILE").ok().map(Into::into),
-        dicomweb_root: "/dicom-web".into(),
-        timeout_seconds: 30,
-    })
+    orthanc_from_env("C1")
 }
 
 /// Runs a PACS call off the async executor.

@@ -58,18 +58,9 @@ impl Drop for SecondOrthanc {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_study_is_imported_from_the_centre_that_holds_it() {
-    let Some(url) = std::env::var("PEDINORM_ORTHANC_URL").ok().filter(|u| !u.is_empty()) else {
+    let Some(first) = orthanc_from_env("C1") else {
         eprintln!("PEDINORM_ORTHANC_URL not set: PACS routing test not run");
         return;
-    };
-    let first = PacsConfig {
-        centre: "C1".into(),
-        url,
-        username: std::env::var("PEDINORM_ORTHANC_USER").ok(),
-        password: std::env::var("PEDINORM_ORTHANC_PASSWORD").ok(),
-        password_file: std::env::var("PEDINORM_ORTHANC_PASSWORD_FILE").ok().map(Into::into),
-        dicomweb_root: "/dicom-web".into(),
-        timeout_seconds: 30,
     };
     let dir = tempfile::tempdir().unwrap();
     let second = SecondOrthanc::start(&dir.path().join("orthanc-c2"), "C2");

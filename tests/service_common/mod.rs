@@ -225,6 +225,21 @@ pub fn spawn_server(config: &Path, address_file: &Path, log: Option<&Path>) -> (
     }
 }
 
+/// The Orthanc named by `PEDINORM_ORTHANC_URL` / `_USER` / `_PASSWORD` / `_PASSWORD_FILE` (as
+/// `scripts/services/orthanc.sh start` prints them) as the PACS of `centre`; `None` when unset.
+pub fn orthanc_from_env(centre: &str) -> Option<pedinorm::service::config::PacsConfig> {
+    let url = std::env::var("PEDINORM_ORTHANC_URL").ok().filter(|u| !u.is_empty())?;
+    Some(pedinorm::service::config::PacsConfig {
+        centre: centre.into(),
+        url,
+        username: std::env::var("PEDINORM_ORTHANC_USER").ok(),
+        password: std::env::var("PEDINORM_ORTHANC_PASSWORD").ok(),
+        password_file: std::env::var("PEDINORM_ORTHANC_PASSWORD_FILE").ok().map(Into::into),
+        dicomweb_root: "/dicom-web".into(),
+        timeout_seconds: 30,
+    })
+}
+
 /// Creates a user directly in the state and returns the token.
 pub fn add_user(data_dir: &Path, name: &str, role: &str, centre: Option<&str>) -> String {
     let store = pedinorm::service::store::Store::open(data_dir).unwrap();
