@@ -13,10 +13,11 @@ thresholded at 0.5, carried to the moving space by H, brought back by R with nea
 neighbour), count of non-positive Jacobian determinants of the deformable field, wall time and
 peak memory (/usr/bin/time -v) of the registration process.
 
-elastix (`--methods elastix`) is Debian's elastix 5 (`apt-get install elastix`): an affine stage
-then a B-spline stage (final grid spacing 10 mm), both with Mattes mutual information (32 bins)
-over 4 smoothing-pyramid levels, adaptive stochastic gradient descent, 500 iterations per level
-on 4096 random samples, in the manner of the elastix model zoo's brain MR files (Par0000).
+elastix (`--methods elastix`) is Debian's elastix 5 (`sudo apt-get install -y elastix`; `run`
+stops at once if `elastix` or `transformix` is not on PATH): an affine stage then a B-spline
+stage (final grid spacing 10 mm), both with Mattes mutual information (32 bins) over 4
+smoothing-pyramid levels, adaptive stochastic gradient descent, 500 iterations per level on 4096
+random samples, in the manner of the elastix model zoo's brain MR files (Par0000).
 `transformix -def all` turns the composed result into a dense fixed -> moving displacement
 field in LPS mm, which is what an ANTs warp is, so the same evaluation applies.
 
@@ -237,14 +238,20 @@ ELASTIX_BSPLINE = ELASTIX_COMMON + """(Transform "BSplineTransform")
 """
 
 
+def require_elastix():
+    """Stops with a message naming the missing tool and how to install it."""
+    import shutil
+    for tool in ("elastix", "transformix"):
+        if shutil.which(tool) is None:
+            sys.exit(f"registration_pairs.py: `{tool}` not found on PATH; install elastix 5 "
+                     "(Debian/Ubuntu: sudo apt-get install -y elastix) or leave `elastix` out of --methods")
+
+
 def run_elastix(fixed, moving, prefix, threads, env):
     """elastix affine + B-spline, then transformix's dense displacement field (fixed -> moving,
     LPS mm, the composed transform): (seconds, peak MB, field path). The timed part is elastix
     and transformix together, as the others' times include writing their fields."""
-    import shutil
-    for tool in ("elastix", "transformix"):
-        if shutil.which(tool) is None:
-            raise RuntimeError(f"{tool} is not installed: apt-get install elastix (Debian 12 has 5.0.1)")
+    require_elastix()
     out = Path(prefix + "elastix")
     out.mkdir(parents=True, exist_ok=True)
     (out / "affine.txt").write_text(ELASTIX_AFFINE)
@@ -334,6 +341,9 @@ def identity_errors(pairs, pair):
 
 def run(args):
     ensure_peers()
+    if "elastix" in args.methods.split(","):
+        # Checked before any method runs, so a missing tool does not surface after minutes of other work.
+        require_elastix()
     pairs = Path(args.pairs)
     rows = []
     for pair in sorted(p for p in pairs.iterdir() if p.is_dir() and p.name.startswith("pair")):
