@@ -3,7 +3,7 @@
 
 mod service_common;
 
-use service_common::spawn_server;
+use service_common::{add_user, spawn_server};
 use std::path::Path;
 use std::process::{Child, Command};
 
@@ -25,17 +25,6 @@ fn serve(config: &Path, address_file: &Path) -> (Server, String) {
     (Server(child), address)
 }
 
-fn add_user(data_dir: &Path, role: &str) -> String {
-    let output = Command::new(BINARY)
-        .args(["users", "add", "--data-dir"])
-        .arg(data_dir)
-        .args(["--name", "tls test", "--role", role])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
-}
-
 #[test]
 fn https_with_configured_certificate_files() {
     let work = tempfile::tempdir().unwrap();
@@ -52,7 +41,7 @@ fn https_with_configured_certificate_files() {
         "data_dir = \"state\"\nlisten = \"127.0.0.1:0\"\n\n[tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n",
     )
     .unwrap();
-    let token = add_user(&data_dir, "scientist");
+    let token = add_user(&data_dir, "tls test", "scientist", None);
     let (_server, address) = serve(&config, &work.path().join("address"));
     let port = address.rsplit(':').next().unwrap();
     let base = format!("https://localhost:{port}");
