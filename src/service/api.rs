@@ -117,13 +117,16 @@ fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
 }
 
-/// Authenticates, authorizes and audits every request.
+/// Authenticates, authorizes and audits every request. Deny by default: a request reaches a
+/// handler only when its (method, route) pair is in [`roles::ROUTES`] (`HEAD` follows `GET`)
+/// and the caller passes that route's rule; any other pair answers 401 without a valid token,
+/// 405 (listed path) or 404 (unknown path) with one.
 pub async fn guard(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().as_str().to_string();
     let resource: String = request.uri().path().chars().take(300).collect();
     let matched = request.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string());
-    let route = matched.as_deref().and_then(|path| roles::find(&method, path));
+    let route = matched.as_deref().and_then(|path| roles::lookup(&method, path));
     let action = route.map(|r| r.action).unwrap_or("unknown");
     let mut record = NewRecord {
         user: "-".into(),
@@ -132,20 +135,25 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
         resource,
         ..Default::default()
     };
-    let response = match route.map(|r| r.access) {
-        // Unknown paths and methods: let the router answer 404/405 (still audited).
-        None | Some(Access::Public) => next.run(request).await,
-        Some(Access::Roles(_)) => {
-            let route = route.expect("matched above");
-            let headers = request.headers().clone();
-            match authorize(&state, &headers, route, &mut record).await {
-                Ok(principal) => {
-                    request.extensions_mut().insert(principal);
-                    next.run(request).await
-                }
-                Err(error) => error.into_response(),
+    let headers = request.headers().clone();
+    let response = match route {
+        Some(route) if route.access == Access::Public => next.run(request).await,
+        Some(route) => match authorize(&state, &headers, route, &mut record).await {
+            Ok(principal) => {
+                request.extensions_mut().insert(principal);
+                next.run(request).await
             }
-        }
+            Err(error) => error.into_response(),
+        },
+        // Not in the table: never served. Only an authenticated caller learns whether the
+        // path exists.
+        None => match authenticate(&state, &headers, &mut record).await {
+            Err(error) => error.into_response(),
+            Ok(_) => match matched.as_deref().and_then(roles::allowed_methods) {
+                Some(allowed) => ApiError::MethodNotAllowed { method, allowed }.into_response(),
+                None => ApiError::NotFound("no such endpoint".into()).into_response(),
+            },
+        },
     };
     record.outcome = response.status().as_u16().to_string();
     state.metrics.record(action, response.status().as_u16(), started.elapsed().as_secs_f64());
@@ -157,12 +165,12 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
     }
 }
 
-async fn authorize(
+/// The account of the request's bearer token (recorded in the audit record), or 401.
+async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
-    route: &roles::RouteSpec,
     record: &mut NewRecord,
-) -> Result<Principal, ApiError> {
+) -> Result<User, ApiError> {
     let token = bearer(headers).ok_or(ApiError::Unauthorized)?.to_string();
     let store = state.store.clone();
     let user = tokio::task::spawn_blocking(move || auth::authenticate(&store, &token))
@@ -172,6 +180,16 @@ async fn authorize(
     record.user = user.name.clone();
     record.role = user.role.to_string();
     record.centre = user.centre.clone();
+    Ok(user)
+}
+
+async fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    route: &roles::RouteSpec,
+    record: &mut NewRecord,
+) -> Result<Principal, ApiError> {
+    let user = authenticate(state, headers, record).await?;
     if !route.allows(user.role) {
         return Err(ApiError::Forbidden(format!(
             "role {} may not call {} {}",

@@ -34,6 +34,14 @@ pub enum ApiError {
     /// 404.
     #[error("{0}")]
     NotFound(String),
+    /// 405: the route exists but not with this method; carries the methods it has.
+    #[error("{method} is not served on this path (allowed: {allowed})")]
+    MethodNotAllowed {
+        /// The refused method.
+        method: String,
+        /// The methods of the role table for the path, comma-separated (the `Allow` header).
+        allowed: String,
+    },
     /// 409.
     #[error("{0}")]
     Conflict(String),
@@ -67,6 +75,7 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Refused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -82,6 +91,7 @@ impl ApiError {
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::TooLarge(_) => "too_large",
             ApiError::Refused { .. } => "refused",
@@ -132,10 +142,19 @@ impl IntoResponse for ApiError {
         };
         let body = ErrorBody { error: self.code().to_string(), message: self.to_string(), reasons };
         let mut response = (self.status(), Json(body)).into_response();
-        if matches!(self, ApiError::Unauthorized) {
-            response
-                .headers_mut()
-                .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+        match &self {
+            ApiError::Unauthorized => {
+                response.headers_mut().insert(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    axum::http::HeaderValue::from_static("Bearer"),
+                );
+            }
+            ApiError::MethodNotAllowed { allowed, .. } => {
+                if let Ok(value) = axum::http::HeaderValue::from_str(allowed) {
+                    response.headers_mut().insert(axum::http::header::ALLOW, value);
+                }
+            }
+            _ => {}
         }
         response
     }

@@ -284,6 +284,25 @@ pub fn find(method: &str, path: &str) -> Option<&'static RouteSpec> {
     ROUTES.iter().find(|route| route.method == method && route.path == path)
 }
 
+/// The route a request is served under: `HEAD` follows the rule of `GET`; `None` when the
+/// (method, path template) pair is not in the table (such a request never reaches a handler).
+pub fn lookup(method: &str, path: &str) -> Option<&'static RouteSpec> {
+    find(if method == "HEAD" { "GET" } else { method }, path)
+}
+
+/// The methods the table lists for a path template (`HEAD` with `GET`), comma-separated, for
+/// the `Allow` header of a 405 answer; `None` when the path is not in the table.
+pub fn allowed_methods(path: &str) -> Option<String> {
+    let mut methods: Vec<&str> = ROUTES.iter().filter(|r| r.path == path).map(|r| r.method).collect();
+    if methods.is_empty() {
+        return None;
+    }
+    if methods.contains(&"GET") {
+        methods.push("HEAD");
+    }
+    Some(methods.join(", "))
+}
+
 /// The role × endpoint table as Markdown (the one in `docs/service.md`).
 pub fn markdown_table() -> String {
     let mut out = String::from("| method | path |");
