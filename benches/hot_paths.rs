@@ -5,7 +5,7 @@
 //! Run: `cargo bench --bench hot_paths` (needs `.data/mni/t1.nii.gz`).
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use pedinorm::nifti_io::read_image;
+use pedinorm::formats::nifti::read_image;
 use pedinorm_registration::affine_registration::{AffineParams, register_affine};
 use pedinorm_registration::diffeomorphic::{DiffeoParams, register_diffeomorphic};
 use pedinorm_registration::metrics::{

@@ -8,12 +8,10 @@
 pub mod atomic;
 pub mod batch;
 pub mod cli;
-pub mod dicom;
+pub mod formats;
 pub mod ingest;
-pub mod nifti_io;
 pub mod normdb;
 pub mod pipeline;
 pub mod report;
 pub mod service;
 pub mod synth_io;
-pub mod transform_io;

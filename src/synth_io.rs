@@ -4,8 +4,8 @@
 //! and identifiers are made up (`SYNTHETIC^0001`), UIDs derive from the seed.
 
 use crate::atomic::{write_atomically, write_bytes};
-use crate::nifti_io::{NiftiIoError, VoxelType, read_image, write_image};
-use crate::transform_io::{TransformIoError, write_field};
+use crate::formats::nifti::{NiftiIoError, VoxelType, read_image, write_image};
+use crate::formats::transform::{TransformIoError, write_field};
 use dicom_core::smallvec::SmallVec;
 use dicom_core::value::{DataSetSequence, PrimitiveValue};
 use dicom_core::{DataElement, VR};

@@ -9,7 +9,7 @@ mod batch_common;
 
 use batch_common::{assert_same_normdb, normdb_content, pedinorm, run_ok, synth};
 use pedinorm::cli::normdb::build_database;
-use pedinorm::nifti_io::read_image;
+use pedinorm::formats::nifti::read_image;
 use pedinorm::pipeline::cohort::read_cohort;
 use pedinorm::pipeline::normative::{BuildOptions, NormalSubject};
 use pedinorm_templates::stats::Sex;
@@ -145,10 +145,10 @@ fn batch_deviation_reports_failed_cases_by_name_and_skips_done_ones() {
     run_ok(&mut normdb_build(&cohort, &db, &[]));
     // A constant image reads fine but cannot be registered: it fails every attempt.
     let image = read_image(&cohort_dir.join("sub-0001.nii.gz")).unwrap();
-    pedinorm::nifti_io::write_image(
+    pedinorm::formats::nifti::write_image(
         &cohort_dir.join("broken.nii.gz"),
         &image.map(|_| 100.0f32),
-        pedinorm::nifti_io::VoxelType::F32,
+        pedinorm::formats::nifti::VoxelType::F32,
     )
     .unwrap();
     let cases = dir.path().join("cases.csv");

@@ -110,8 +110,8 @@ fn pydicom_data_mr_files_agree_with_dcm2niix() {
     assert_eq!(delimiter, [0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0], "the file ends with the sequence delimiter");
     let cut = work.path().join("too_short.dcm");
     std::fs::write(&cut, kept).unwrap();
-    let complete = pedinorm::dicom::load_series(&[placed]).unwrap();
-    let truncated = pedinorm::dicom::load_series(&[cut]).unwrap();
+    let complete = pedinorm::formats::dicom::load_series(&[placed]).unwrap();
+    let truncated = pedinorm::formats::dicom::load_series(&[cut]).unwrap();
     assert_eq!(complete.len(), 1);
     assert_eq!(truncated.len(), 1);
     assert_eq!(truncated[0].image.data(), complete[0].image.data());

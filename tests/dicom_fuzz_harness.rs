@@ -84,14 +84,14 @@ fn dicom_fuzz_entry_survives_mutations() {
     let mut rounds = 0;
     while rounds < 400 && (rounds < 30 || start.elapsed().as_secs_f64() < 8.0) {
         let input = mutate(&seeds[rounds % seeds.len()], &mut rng);
-        if pedinorm::dicom::assemble_fuzz_input(&input).is_ok() {
+        if pedinorm::formats::dicom::assemble_fuzz_input(&input).is_ok() {
             accepted += 1;
         }
         rounds += 1;
     }
     // Unmutated seeds must load (the harness exercises the real path, not only early errors).
     for seed in &seeds {
-        assert_eq!(pedinorm::dicom::assemble_fuzz_input(seed).unwrap().len(), 1);
+        assert_eq!(pedinorm::formats::dicom::assemble_fuzz_input(seed).unwrap().len(), 1);
     }
     assert!(accepted < rounds, "every mutation loaded: the mutations do nothing");
 }
@@ -103,23 +103,25 @@ fn nifti_reader_survives_mutations() {
     let data = ndarray::Array3::from_shape_fn((6, 5, 4), |(i, j, k)| (i + 10 * j + 100 * k) as f32);
     let image = pedinorm_registration::Image::new(data, grid).unwrap();
     let mut seeds = Vec::new();
-    for (name, voxel_type) in
-        [("a.nii", pedinorm::nifti_io::VoxelType::I16), ("b.nii.gz", pedinorm::nifti_io::VoxelType::F32)]
-    {
+    for (name, voxel_type) in [
+        ("a.nii", pedinorm::formats::nifti::VoxelType::I16),
+        ("b.nii.gz", pedinorm::formats::nifti::VoxelType::F32),
+    ] {
         let path = dir.path().join(name);
-        pedinorm::nifti_io::write_image(&path, &image, voxel_type).unwrap();
+        pedinorm::formats::nifti::write_image(&path, &image, voxel_type).unwrap();
         seeds.push(std::fs::read(&path).unwrap());
     }
     let mut rng = XorShift(0x9e3779b97f4a7c15);
     let mut rejected = 0;
     for round in 0..2000 {
         let input = mutate(&seeds[round % 2], &mut rng);
-        if pedinorm::nifti_io::read_vector_image_from_bytes(&input, Path::new("mutated.nii")).is_err() {
+        if pedinorm::formats::nifti::read_vector_image_from_bytes(&input, Path::new("mutated.nii")).is_err() {
             rejected += 1;
         }
     }
     for seed in &seeds {
-        let back = pedinorm::nifti_io::read_vector_image_from_bytes(seed, Path::new("seed.nii")).unwrap();
+        let back =
+            pedinorm::formats::nifti::read_vector_image_from_bytes(seed, Path::new("seed.nii")).unwrap();
         assert_eq!(back[0].as_slice(), image.as_slice());
     }
     assert!(rejected > 100, "only {rejected} of 2000 mutations rejected");

@@ -2,7 +2,7 @@
 
 /// The error the DICOM fuzz entry point gives for `input` (it must give one).
 fn refusal(input: &[u8]) -> String {
-    pedinorm::dicom::assemble_fuzz_input(input).unwrap_err().to_string()
+    pedinorm::formats::dicom::assemble_fuzz_input(input).unwrap_err().to_string()
 }
 
 /// fuzz target `dicom_series`, out of memory (4 GiB resident for a 10 KB input): an element

@@ -2,8 +2,8 @@
 //! JPEG-LS / JPEG lossless) with independently computed expected volumes and affines, plus
 //! real files shipped in pydicom's and nibabel's packages.
 
-use pedinorm::dicom::{DicomError, load_series, load_series_from_memory};
-use pedinorm::nifti_io::read_image;
+use pedinorm::formats::dicom::{DicomError, load_series, load_series_from_memory};
+use pedinorm::formats::nifti::read_image;
 use pedinorm_registration::Image;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -293,7 +293,7 @@ fn every_output_element_follows_the_profile_and_references_stay_consistent() {
         assert_eq!(sidecar["Pseudonym"], report.pseudonym.as_str());
         assert_eq!(sidecar["MagneticFieldStrength"], 3.0);
         assert!((sidecar["AgeYears"].as_f64().unwrap() - 8.1).abs() < 0.05);
-        let volume = pedinorm::nifti_io::read_image(&dir.join("volume.nii.gz")).unwrap();
+        let volume = pedinorm::formats::nifti::read_image(&dir.join("volume.nii.gz")).unwrap();
         assert_eq!(volume.grid().dims()[..2], [5, 6]);
     }
     let index = StudyIndex::open_existing(&options.data_dir).unwrap().unwrap();

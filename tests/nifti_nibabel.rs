@@ -4,7 +4,7 @@
 
 use nalgebra::{Matrix4, Rotation3, Vector3};
 use ndarray::Array3;
-use pedinorm::nifti_io::{VoxelType, read_vector_image, write_image, write_vector_image};
+use pedinorm::formats::nifti::{VoxelType, read_vector_image, write_image, write_vector_image};
 use pedinorm_registration::{Grid, Image};
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! function and the `pedinorm preprocess` command.
 
 use ndarray::Array3;
-use pedinorm::nifti_io::{VoxelType, read_image, write_image};
+use pedinorm::formats::nifti::{VoxelType, read_image, write_image};
 use pedinorm::pipeline::preprocess::{
     Normalization, PreprocessError, PreprocessOptions, Steps, TemplateRef, preprocess,
 };

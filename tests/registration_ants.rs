@@ -4,7 +4,7 @@
 //! (`validation/peers/registration_pairs.py` installs it).
 
 use ndarray::Array3;
-use pedinorm::nifti_io::{VoxelType, write_image};
+use pedinorm::formats::nifti::{VoxelType, write_image};
 use pedinorm_registration::resample::resample;
 use pedinorm_registration::{AffineTransform, Grid, Image, Interpolation};
 use std::path::Path;

@@ -5,8 +5,8 @@
 
 use nalgebra::Matrix3;
 use ndarray::Array3;
-use pedinorm::nifti_io::{VoxelType, read_image, write_image};
-use pedinorm::transform_io::{read_affine, read_field};
+use pedinorm::formats::nifti::{VoxelType, read_image, write_image};
+use pedinorm::formats::transform::{read_affine, read_field};
 use pedinorm_registration::resample::resample;
 use pedinorm_registration::transform::map_voxels;
 use pedinorm_registration::{

@@ -2,7 +2,7 @@
 
 use dicom_dictionary_std::tags;
 use pedinorm::cli::synth::{Args, run};
-use pedinorm::nifti_io::read_image;
+use pedinorm::formats::nifti::read_image;
 use pedinorm::synth_io::{codice_fiscale_check_char, load_base};
 use pedinorm_registration::resample::resample;
 use pedinorm_registration::{Identity, Interpolation};
@@ -60,7 +60,7 @@ fn synth_writes_nifti_csv_truth_and_a_readable_dicom_series() {
     let first: Vec<&str> = lines[1].split(',').collect();
     let nifti = read_image(&dir.path().join(first[column("path")])).unwrap();
     let series_dir = dir.path().join(first[column("dicom")]);
-    let volumes = pedinorm::dicom::load_series(std::slice::from_ref(&series_dir)).unwrap();
+    let volumes = pedinorm::formats::dicom::load_series(std::slice::from_ref(&series_dir)).unwrap();
     assert_eq!(volumes.len(), 1);
     let volume = &volumes[0];
     let back = resample(&volume.image, nifti.grid(), &Identity, Interpolation::Nearest, -1.0);

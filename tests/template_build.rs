@@ -6,7 +6,7 @@
 mod batch_common;
 
 use batch_common::{pedinorm, template_build_files as result_files};
-use pedinorm::nifti_io::read_image;
+use pedinorm::formats::nifti::read_image;
 use std::path::Path;
 
 /// A small synthetic cohort (procedural phantom, 6 mm voxels).
@@ -134,8 +134,12 @@ fn failing_subject_is_retried_then_reported_by_name() {
     // A constant image reads fine but cannot be registered.
     let image = read_image(&folder.join("sub-0001.nii.gz")).unwrap();
     let flat = image.map(|_| 100.0f32);
-    pedinorm::nifti_io::write_image(&folder.join("flat.nii.gz"), &flat, pedinorm::nifti_io::VoxelType::F32)
-        .unwrap();
+    pedinorm::formats::nifti::write_image(
+        &folder.join("flat.nii.gz"),
+        &flat,
+        pedinorm::formats::nifti::VoxelType::F32,
+    )
+    .unwrap();
     let mut text = std::fs::read_to_string(&cohort).unwrap();
     text.push_str("sub-flat,flat.nii.gz,9,F,normal\n");
     std::fs::write(&cohort, text).unwrap();

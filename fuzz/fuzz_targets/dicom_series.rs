@@ -12,6 +12,6 @@ fuzz_target!(
         std::panic::set_hook(Box::new(|_| {}));
     },
     |data: &[u8]| {
-        let _ = pedinorm::dicom::assemble_fuzz_input(data);
+        let _ = pedinorm::formats::dicom::assemble_fuzz_input(data);
     }
 );

@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = pedinorm::nifti_io::read_vector_image_from_bytes(data, std::path::Path::new("fuzz.nii"));
+    let _ = pedinorm::formats::nifti::read_vector_image_from_bytes(data, std::path::Path::new("fuzz.nii"));
 });

@@ -1,7 +1,7 @@
 //! `pedinorm apply`: resample an image through a chain of transforms (antsApplyTransforms).
 
-use crate::nifti_io::{VoxelType, read_image, write_image};
-use crate::transform_io::{LoadedTransform, read_transform_spec};
+use crate::formats::nifti::{VoxelType, read_image, write_image};
+use crate::formats::transform::{LoadedTransform, read_transform_spec};
 use anyhow::Context;
 use pedinorm_registration::{Interpolation, SpatialTransform, TransformChain, resample::resample};
 use std::path::PathBuf;

@@ -1,8 +1,8 @@
 //! `pedinorm convert`: convert DICOM series (folder, zip or files) to NIfTI volumes with JSON sidecars.
 
 use crate::atomic::write_bytes;
-use crate::dicom::{SeriesVolume, load_series_with_progress};
-use crate::nifti_io::{VoxelType, write_image};
+use crate::formats::dicom::{SeriesVolume, load_series_with_progress};
+use crate::formats::nifti::{VoxelType, write_image};
 use anyhow::Context;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

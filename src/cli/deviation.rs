@@ -2,7 +2,7 @@
 
 use crate::cli::executor::{BatchProgress, ExecutorArgs};
 use crate::cli::progress;
-use crate::nifti_io::read_image;
+use crate::formats::nifti::read_image;
 use crate::normdb::NormDb;
 use crate::pipeline::batch_deviation::{BatchCase, CaseDone, read_cases, run_batch, write_folder_atomically};
 use crate::pipeline::deviation::{DeviationOptions, DeviationResult, compute_deviation, write_outputs};
@@ -69,10 +69,10 @@ pub struct CaseInput {
 
 /// Reads a case from a NIfTI file or a DICOM series.
 pub fn read_case(path: &Path) -> anyhow::Result<CaseInput> {
-    if crate::dicom::is_nifti_path(path) {
+    if crate::formats::dicom::is_nifti_path(path) {
         return Ok(CaseInput { image: read_image(path)?, age_years: None, sex: None });
     }
-    let volumes = crate::dicom::load_series(&[path.to_owned()])
+    let volumes = crate::formats::dicom::load_series(&[path.to_owned()])
         .with_context(|| format!("{}: cannot read as a DICOM series", path.display()))?;
     match volumes.len() {
         0 => bail!("{}: no image volume found", path.display()),
@@ -249,7 +249,7 @@ fn case_resources(
         largest = largest.max(bracket.template.grid().len());
     }
     for case in cases {
-        if crate::dicom::is_nifti_path(&case.path) {
+        if crate::formats::dicom::is_nifti_path(&case.path) {
             let header = nifti::NiftiHeader::from_file(&case.path)
                 .with_context(|| format!("case {}: {}", case.id, case.path.display()))?;
             largest = largest.max(header.dim[1..4].iter().map(|&d| d.max(1) as usize).product());

@@ -1,7 +1,7 @@
 //! `pedinorm inspect`: show geometry and metadata of a NIfTI file or DICOM series (no identities).
 
-use crate::dicom::{is_nifti_path, load_series};
-use crate::nifti_io::read_info;
+use crate::formats::dicom::{is_nifti_path, load_series};
+use crate::formats::nifti::read_info;
 use std::path::PathBuf;
 
 /// Arguments of `pedinorm inspect`.

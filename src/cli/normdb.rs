@@ -2,7 +2,7 @@
 
 use crate::cli::executor::{BatchProgress, ExecutorArgs};
 use crate::cli::progress;
-use crate::nifti_io::read_image;
+use crate::formats::nifti::read_image;
 use crate::normdb::{AtlasTable, NormDb};
 use crate::pipeline::cohort::read_cohort;
 use crate::pipeline::normative::{

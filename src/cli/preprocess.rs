@@ -1,7 +1,7 @@
 //! `pedinorm preprocess`: bias-field correction, brain mask and intensity normalization.
 
 use crate::cli::progress;
-use crate::nifti_io::{VoxelType, read_image, write_image};
+use crate::formats::nifti::{VoxelType, read_image, write_image};
 use crate::pipeline::preprocess::{
     Normalization, PreprocessOptions, Steps, TemplateRef, preprocess_with_progress,
 };

@@ -1,7 +1,7 @@
 //! `pedinorm register`: register a moving image to a fixed image (rigid, affine or diffeomorphic).
 
-use crate::nifti_io::{VoxelType, read_image, write_image};
-use crate::transform_io::{write_affine, write_field};
+use crate::formats::nifti::{VoxelType, read_image, write_image};
+use crate::formats::transform::{write_affine, write_field};
 use anyhow::Context;
 use pedinorm_registration::affine_registration::{
     AffineKind, AffineMetric, AffineParams, Progress, register_affine,

@@ -373,9 +373,10 @@ impl<'a> Deidentifier<'a> {
         bytes: &[u8],
     ) -> Result<(Vec<u8>, InMemDicomObject), DeidentifyError> {
         let read_error = |message: String| DeidentifyError::Read { path: label.to_path_buf(), message };
-        let file = crate::dicom::guard(label, || dicom_object::OpenFileOptions::new().from_reader(bytes))
-            .map_err(|error| read_error(error.to_string()))?
-            .map_err(|error| read_error(error.to_string()))?;
+        let file =
+            crate::formats::dicom::guard(label, || dicom_object::OpenFileOptions::new().from_reader(bytes))
+                .map_err(|error| read_error(error.to_string()))?
+                .map_err(|error| read_error(error.to_string()))?;
         self.deidentify_object(label, &file)
     }
 

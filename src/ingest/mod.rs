@@ -16,7 +16,7 @@ mod profile_table;
 pub mod pseudonym;
 pub mod store;
 
-use crate::dicom::{self, DicomError, SeriesVolume};
+use crate::formats::dicom::{self, DicomError, SeriesVolume};
 use admission::{Database, RefusalReason, SeriesFacts, StudyFacts};
 use deidentify::{Deidentifier, DeidentifyError};
 use dicom_core::value::Value;
@@ -469,8 +469,12 @@ fn write_volumes(
         let volume_path = directory.join(format!("volume{suffix}.nii.gz"));
         std::fs::create_dir_all(&directory)
             .map_err(|source| StoreError::Io { path: directory.clone(), source })?;
-        crate::nifti_io::write_image(&volume_path, &volume.image, crate::nifti_io::VoxelType::F32)
-            .map_err(|error| IngestError::Write { path: volume_path.clone(), message: error.to_string() })?;
+        crate::formats::nifti::write_image(
+            &volume_path,
+            &volume.image,
+            crate::formats::nifti::VoxelType::F32,
+        )
+        .map_err(|error| IngestError::Write { path: volume_path.clone(), message: error.to_string() })?;
         let mut sidecar = volume.sidecar.clone();
         sidecar.pseudonym = Some(pseudonym.as_str().to_owned());
         if sidecar.age_years.is_none() {

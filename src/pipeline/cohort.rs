@@ -308,8 +308,12 @@ mod tests {
 
     fn write_volume(path: &Path) {
         let grid = Grid::axis_aligned([4, 4, 4], [2.0; 3], [0.0; 3]).unwrap();
-        crate::nifti_io::write_image(path, &Image::filled(grid, 1.0), crate::nifti_io::VoxelType::F32)
-            .unwrap();
+        crate::formats::nifti::write_image(
+            path,
+            &Image::filled(grid, 1.0),
+            crate::formats::nifti::VoxelType::F32,
+        )
+        .unwrap();
     }
 
     #[test]

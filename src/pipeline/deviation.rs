@@ -4,7 +4,7 @@
 //! clustered (26-connectivity), summarized by atlas region, and mapped back to its own grid.
 
 use super::normative::{MappingParams, SubjectMaps, TemplateSpace, gather, map_to_template, scatter};
-use crate::nifti_io::{VoxelType, write_image};
+use crate::formats::nifti::{VoxelType, write_image};
 use crate::normdb::{Channel, NormDb};
 use pedinorm_registration::{Image, Interpolation, SpatialTransform, TransformChain};
 use pedinorm_templates::calibration::{find_clusters, gaussian_two_sided};

@@ -25,7 +25,7 @@
 //! skipped.
 
 use crate::batch::{BatchError, Executor, ProgressEvent, Resources, Stage, Task};
-use crate::nifti_io::{NiftiIoError, VoxelType, read_image, write_image};
+use crate::formats::nifti::{NiftiIoError, VoxelType, read_image, write_image};
 use crate::normdb::{AtlasTable, BracketDb, Channel, Metadata, NormDb, NormDbError, SubjectRecord};
 use crate::pipeline::normative::{
     BracketInput, BuildOptions, MappedNormal, NormativeError, TemplateSpace, assemble, bracket_nodes,

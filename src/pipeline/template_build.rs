@@ -22,8 +22,8 @@
 
 use crate::atomic::write_bytes;
 use crate::batch::{BatchError, Executor, ProgressEvent, Resources, Stage, Task};
-use crate::nifti_io::{NiftiIoError, VoxelType, read_image, write_image};
-use crate::transform_io::{TransformIoError, read_affine, read_field, write_affine, write_field};
+use crate::formats::nifti::{NiftiIoError, VoxelType, read_image, write_image};
+use crate::formats::transform::{TransformIoError, read_affine, read_field, write_affine, write_field};
 use pedinorm_registration::{AffineTransform, Image};
 use pedinorm_templates::age::AgeModelError;
 use pedinorm_templates::qc::{IterationQc, SubjectFigures, iteration_qc};

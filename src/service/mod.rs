@@ -9,7 +9,6 @@ pub mod auth;
 pub mod cases;
 pub mod config;
 pub mod consent;
-pub mod derived;
 pub mod error;
 pub mod jobs;
 pub mod openapi;

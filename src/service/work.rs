@@ -283,7 +283,7 @@ fn run_deviation(
         JobFailure::Failed("the normative database cannot be read".into())
     })?;
     ctx.progress(15.0, "reading the case")?;
-    let case = crate::nifti_io::read_image(case_volume)
+    let case = crate::formats::nifti::read_image(case_volume)
         .map_err(|_| JobFailure::Failed("the case volume cannot be read".into()))?;
     let options = DeviationOptions {
         age_years,
@@ -392,11 +392,12 @@ fn store_back_job(config: &ServiceConfig, store: &Store, ctx: &JobContext) -> Re
     let study =
         found.first().ok_or_else(|| JobFailure::Failed("the PACS no longer holds the study".into()))?;
     ctx.progress(20.0, "building the derived series")?;
-    let image = crate::nifti_io::read_image(&map)?;
-    let objects = super::derived::derived_series(&image, study, "pedinorm intensity z-map")?;
+    let image = crate::formats::nifti::read_image(&map)?;
+    let objects = crate::formats::dicom_write::derived_series(&image, study, "pedinorm intensity z-map")?;
     ctx.progress(60.0, "sending to the PACS (STOW-RS)")?;
     let answer = client.store(&objects)?;
-    let series_uid = objects.first().and_then(|o| super::derived::series_uid_of(o)).unwrap_or_default();
+    let series_uid =
+        objects.first().and_then(|o| crate::formats::dicom_write::series_uid_of(o)).unwrap_or_default();
     crate::atomic::write_bytes(&ctx.work_dir.join("stow_response.json"), answer.to_string().as_bytes())?;
     Ok(
         json!({ "deviation_job": deviation_job, "centre": centre, "instances": objects.len(), "series_instance_uid": series_uid }),
@@ -646,7 +647,7 @@ fn select_build_studies(
 }
 
 fn read_build_image(study: &BuildStudy) -> Result<pedinorm_registration::Image<f32>, JobFailure> {
-    crate::nifti_io::read_image(&study.volume)
+    crate::formats::nifti::read_image(&study.volume)
         .map_err(|_| JobFailure::Failed(format!("the volume of study {} cannot be read", study.study_id)))
 }
 
@@ -751,7 +752,7 @@ fn scratch_normdb(
         // The coarsest voxel spacing of the members: registration never works finer than the data.
         let mut spacing = 0.0f64;
         for study in &members {
-            let header = crate::nifti_io::read_image(&study.volume).map_err(|_| {
+            let header = crate::formats::nifti::read_image(&study.volume).map_err(|_| {
                 JobFailure::Failed(format!("the volume of study {} cannot be read", study.study_id))
             })?;
             spacing = spacing.max(header.grid().spacing().into_iter().fold(0.0, f64::max));

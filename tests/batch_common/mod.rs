@@ -4,7 +4,7 @@
 //! `scripts/services/slurm.sh`.
 #![allow(dead_code)] // each test file uses a part
 
-use pedinorm::nifti_io::read_image;
+use pedinorm::formats::nifti::read_image;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

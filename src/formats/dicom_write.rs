@@ -204,7 +204,7 @@ mod tests {
         assert_eq!(objects.len(), 2);
         let series = series_uid_of(&objects[0]).unwrap();
         assert_eq!(series_uid_of(&objects[1]).unwrap(), series);
-        let loaded = crate::dicom::load_series_from_memory(
+        let loaded = crate::formats::dicom::load_series_from_memory(
             objects
                 .iter()
                 .enumerate()
