@@ -12,7 +12,8 @@ use crate::pipeline::normdb_build::{
     AtlasFiles, NormalFile, NormdbParameters, build_normdb, prepare_normdb_build, run_normal_map,
     run_normdb_reduce, run_partial, run_space,
 };
-use crate::pipeline::template_build::{BuildManifest, default_program};
+use crate::pipeline::steps::default_program;
+use crate::pipeline::template_build::BuildManifest;
 use anyhow::{Context, bail};
 use pedinorm_templates::stats::Sex;
 use pedinorm_templates::template::TemplateTarget;

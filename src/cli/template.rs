@@ -2,9 +2,10 @@
 
 use crate::cli::executor::{BatchProgress, ExecutorArgs};
 use crate::pipeline::cohort::read_cohort;
+use crate::pipeline::steps::default_program;
 use crate::pipeline::template_build::{
-    SubjectInput, SubjectSource, build_template, default_program, finalize, prepare_build, run_init, run_map,
-    run_reduce, write_montage,
+    SubjectInput, SubjectSource, build_template, finalize, prepare_build, run_init, run_map, run_reduce,
+    write_montage,
 };
 use anyhow::Context;
 use pedinorm_templates::age::{AgeBracket, AgeBrackets, AgeKernel};

@@ -10,6 +10,7 @@
 //! `.nii.gz`/`.nii`).
 
 use crate::batch::{BatchError, Executor, ProgressEvent, Resources, Stage, Task};
+use crate::pipeline::steps::{PlannedStage, StepFileError, is_valid_name, run_plan};
 use pedinorm_templates::stats::Sex;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -38,6 +39,12 @@ pub enum BatchDeviationError {
     Batch(#[from] BatchError),
 }
 
+impl From<StepFileError> for BatchDeviationError {
+    fn from(error: StepFileError) -> Self {
+        Self::Unreadable { path: error.path, message: error.message }
+    }
+}
+
 /// One case of a batch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchCase {
@@ -53,12 +60,6 @@ pub struct BatchCase {
 
 fn column(headers: &[String], names: &[&str]) -> Option<usize> {
     headers.iter().position(|h| names.iter().any(|n| h.trim().eq_ignore_ascii_case(n)))
-}
-
-fn is_valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && !id.starts_with('.')
 }
 
 /// Reads and checks a case list; every problem (missing or implausible age, unknown sex,
@@ -101,7 +102,7 @@ pub fn read_cases(path: &Path) -> Result<Vec<BatchCase>, BatchDeviationError> {
             name.trim_end_matches(".gz").trim_end_matches(".nii").to_owned()
         });
         let mut ok = true;
-        if !is_valid_id(&id) {
+        if !is_valid_name(&id) {
             problems.push(format!("line {line}: id {id:?}: use letters, digits, '-', '_' or '.'"));
             ok = false;
         } else if cases.iter().any(|c| c.id == id) {
@@ -176,44 +177,17 @@ pub struct CaseDone {
     pub seconds: f64,
 }
 
-/// Runs `compute` in a temporary sibling of `destination`, writes `done` into it as
-/// `done.json`, then renames the folder into place (replacing an unfinished folder of the same
-/// name). On error the temporary folder is removed and `destination` is untouched.
-pub fn write_folder_atomically<E>(
-    destination: &Path,
-    compute: impl FnOnce(&Path) -> Result<CaseDone, E>,
-) -> Result<CaseDone, E>
-where
-    E: From<std::io::Error>,
-{
-    let parent = destination.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent)?;
-    let temporary = crate::atomic::temporary_sibling(destination);
-    let result = compute(&temporary).and_then(|done| {
-        let json = serde_json::to_vec_pretty(&done).map_err(std::io::Error::other)?;
-        crate::atomic::write_bytes(&temporary.join("done.json"), &json)?;
-        if destination.exists() {
-            // An unfinished folder of an earlier attempt: it has no done.json.
-            std::fs::remove_dir_all(destination)?;
-        }
-        std::fs::rename(&temporary, destination)?;
-        Ok(done)
-    });
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&temporary);
-    }
-    result
-}
-
-/// The batch stage: one `pedinorm deviation --atomic` task per case.
+/// The batch stage: one `pedinorm deviation --atomic` task per case. A case's folder appears
+/// whole with its marker (see [`crate::pipeline::steps::write_folder_atomically`]), so an
+/// existing marker means the case is done.
 pub fn deviation_stage(
     normdb: &Path,
     cases: &[BatchCase],
     out_dir: &Path,
     max_regions: usize,
     resources: Resources,
-) -> Stage {
-    Stage {
+) -> PlannedStage {
+    let stage = Stage {
         name: "deviation".into(),
         tasks: cases
             .iter()
@@ -241,7 +215,8 @@ pub fn deviation_stage(
             })
             .collect(),
         resources,
-    }
+    };
+    PlannedStage { is_done: |marker| marker.is_file(), ..PlannedStage::new(stage) }
 }
 
 /// One row of `summary.tsv`.
@@ -273,7 +248,7 @@ pub fn run_batch(
     };
     std::fs::create_dir_all(out_dir).map_err(|e| unwritable(out_dir, e))?;
     let stage = deviation_stage(normdb, cases, out_dir, max_regions, resources);
-    let outcome = executor.run(&[stage], progress);
+    let outcome = run_plan::<BatchDeviationError>(&[stage], executor, progress);
     let summary: Vec<CaseSummary> = cases
         .iter()
         .map(|case| {
@@ -328,39 +303,9 @@ mod tests {
         assert_eq!(cases[0].sex, Some(Sex::Female));
         assert_eq!(cases[1].sex, None);
         let stage = deviation_stage(Path::new("/db.h5"), &cases, Path::new("/out"), 15, Resources::default());
-        assert_eq!(stage.tasks[1].done_marker, Path::new("/out/second/done.json"));
-        assert!(!stage.tasks[1].args.contains(&"--sex".to_string()));
-        assert_eq!(stage.tasks[0].args.last().unwrap(), "--atomic");
-    }
-
-    #[test]
-    fn folder_appears_only_when_complete() {
-        let dir = tempfile::tempdir().unwrap();
-        let destination = dir.path().join("case");
-        let done = |id: &str| CaseDone {
-            id: id.into(),
-            case: "/c".into(),
-            bracket: "b".into(),
-            significant_clusters: 1,
-            seconds: 0.0,
-        };
-        let failed: Result<CaseDone, std::io::Error> = write_folder_atomically(&destination, |tmp| {
-            std::fs::create_dir_all(tmp)?;
-            std::fs::write(tmp.join("report.json"), b"{}")?;
-            Err(std::io::Error::other("registration failed"))
-        });
-        assert!(failed.is_err());
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing may be left");
-        // An unfinished folder of an earlier attempt is replaced.
-        std::fs::create_dir_all(&destination).unwrap();
-        std::fs::write(destination.join("stale"), b"x").unwrap();
-        write_folder_atomically(&destination, |tmp| {
-            std::fs::create_dir_all(tmp)?;
-            std::fs::write(tmp.join("report.json"), b"{}")?;
-            Ok::<_, std::io::Error>(done("case"))
-        })
-        .unwrap();
-        assert!(destination.join("report.json").is_file() && destination.join("done.json").is_file());
-        assert!(!destination.join("stale").exists());
+        let tasks = &stage.stage.tasks;
+        assert_eq!(tasks[1].done_marker, Path::new("/out/second/done.json"));
+        assert!(!tasks[1].args.contains(&"--sex".to_string()));
+        assert_eq!(tasks[0].args.last().unwrap(), "--atomic");
     }
 }

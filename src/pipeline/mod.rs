@@ -5,4 +5,5 @@ pub mod deviation;
 pub mod normative;
 pub mod normdb_build;
 pub mod preprocess;
+pub mod steps;
 pub mod template_build;

@@ -31,7 +31,10 @@ use crate::pipeline::normative::{
     BracketInput, BuildOptions, MappedNormal, NormativeError, TemplateSpace, assemble, bracket_nodes,
     calibrate, carry_atlas, gather, map_to_template, parse_label_names,
 };
-use crate::pipeline::template_build::{TemplateBuildError, file_sizes, outputs_valid, read_json, write_json};
+use crate::pipeline::steps::{
+    Manifest, PlannedStage, StepFileError, StepOutputs, completed, file_error, file_sizes, image_voxels,
+    is_valid_name, read_json, read_manifest, run_plan, run_step, step_done, store_manifest, write_json,
+};
 use pedinorm_templates::stats::{NormativeAccumulator, Sex};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -54,17 +57,13 @@ pub enum NormdbBuildError {
     NormDb(#[from] NormDbError),
     /// A file of the build could not be read, written or parsed.
     #[error(transparent)]
-    File(#[from] TemplateBuildError),
+    File(#[from] StepFileError),
     /// The request is inconsistent (unknown subject or bracket, a different build in the folder).
     #[error("{0}")]
     Invalid(String),
     /// The batch executor failed.
     #[error(transparent)]
     Batch(#[from] BatchError),
-}
-
-fn file_error(path: &Path, message: impl ToString) -> NormdbBuildError {
-    NormdbBuildError::File(crate::pipeline::template_build::file_error(path, message))
 }
 
 /// Numbers that decide the result are stored in the JSON files as decimal strings (Rust's
@@ -183,18 +182,20 @@ pub struct NormdbManifest {
     pub subjects: Vec<ManifestNormal>,
 }
 
+impl Manifest for NormdbManifest {
+    const FILE: &'static str = "normdb.json";
+    const VERSION: u32 = NORMDB_BUILD_FORMAT_VERSION;
+    const DIFFERENCES: &'static str = "other subjects, templates, settings or output";
+
+    fn format_version(&self) -> u32 {
+        self.format_version
+    }
+}
+
 impl NormdbManifest {
     /// Reads `BUILD/normdb.json`.
     pub fn read(build_dir: &Path) -> Result<Self, NormdbBuildError> {
-        let path = build_dir.join("normdb.json");
-        let manifest: Self = read_json(&path)?;
-        if manifest.format_version != NORMDB_BUILD_FORMAT_VERSION {
-            return Err(file_error(
-                &path,
-                format!("format_version {} is not {NORMDB_BUILD_FORMAT_VERSION}", manifest.format_version),
-            ));
-        }
-        Ok(manifest)
+        Ok(read_manifest(build_dir)?)
     }
 
     fn bracket_index(&self, name: &str) -> Result<usize, NormdbBuildError> {
@@ -260,12 +261,6 @@ pub fn reduce_marker(build_dir: &Path) -> PathBuf {
     build_dir.join("reduce").join("done.json")
 }
 
-fn is_valid_name(id: &str) -> bool {
-    !id.is_empty()
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && !id.starts_with('.')
-}
-
 /// The bracket a subject of `age` belongs to: the nearest centre among brackets containing it
 /// (as [`crate::pipeline::normative::bracket_of`]).
 fn bracket_for_age(brackets: &[ManifestBracket], age: f64) -> Option<usize> {
@@ -281,7 +276,7 @@ fn bracket_for_age(brackets: &[ManifestBracket], age: f64) -> Option<usize> {
 }
 
 fn absolute(path: &Path) -> Result<PathBuf, NormdbBuildError> {
-    path.canonicalize().map_err(|e| file_error(path, e))
+    Ok(path.canonicalize().map_err(|e| file_error(path, e))?)
 }
 
 /// Writes `normdb.json` for a new build, or checks that an existing build directory holds the
@@ -381,43 +376,11 @@ pub fn prepare_normdb_build(
         atlas,
         subjects,
     };
-    let path = build_dir.join("normdb.json");
-    if path.is_file() {
-        let existing = NormdbManifest::read(&build_dir)?;
-        if existing != manifest {
-            return Err(file_error(
-                &path,
-                "the build directory holds a different build (other subjects, templates, settings or output); use a new directory",
-            ));
-        }
-        return Ok(existing);
-    }
-    // One name per line, in build order: array index i of a hand-submitted job is line i + 1.
-    for (file, names) in [
+    let lists = [
         ("subjects.txt", manifest.subjects.iter().map(|s| s.id.as_str()).collect::<Vec<_>>()),
         ("brackets.txt", manifest.brackets.iter().map(|b| b.name.as_str()).collect()),
-    ] {
-        let list: String = names.iter().map(|name| format!("{name}\n")).collect();
-        let list_path = build_dir.join(file);
-        crate::atomic::write_bytes(&list_path, list.as_bytes()).map_err(|e| file_error(&list_path, e))?;
-    }
-    write_json(&path, &manifest)?;
-    Ok(manifest)
-}
-
-/// Done marker of the space, partial and reduce steps.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct StepRecord {
-    step: String,
-    seconds: f64,
-    /// Output files (relative to the marker's folder, or absolute) and their sizes.
-    outputs: Vec<(String, u64)>,
-}
-
-fn step_done(marker: &Path) -> bool {
-    marker.is_file()
-        && read_json::<StepRecord>(marker)
-            .is_ok_and(|r| outputs_valid(marker.parent().expect("marker in a dir"), &r.outputs))
+    ];
+    Ok(store_manifest(&build_dir, manifest.clone(), &lists)?)
 }
 
 /// Result of one subject's map step (`done.json`).
@@ -438,43 +401,45 @@ pub struct NormalMapRecord {
     pub outputs: Vec<(String, u64)>,
 }
 
+impl StepOutputs for NormalMapRecord {
+    fn outputs(&self) -> &[(String, u64)] {
+        &self.outputs
+    }
+}
+
 fn map_done(build_dir: &Path, id: &str) -> Option<NormalMapRecord> {
-    let dir = subject_dir(build_dir, id);
-    read_json::<NormalMapRecord>(&dir.join("done.json")).ok().filter(|r| outputs_valid(&dir, &r.outputs))
+    completed(&subject_dir(build_dir, id).join("done.json"))
 }
 
 /// The `space` step of one bracket: the template's brain mask (and the atlas carried to the
 /// template), written next to a copy of the template. Skipped when already done.
 pub fn run_space(build_dir: &Path, bracket: &str) -> Result<(), NormdbBuildError> {
     let dir = bracket_dir(build_dir, bracket);
-    let marker = dir.join("done.json");
-    if step_done(&marker) {
-        return Ok(());
-    }
-    let start = Instant::now();
-    let manifest = NormdbManifest::read(build_dir)?;
-    let entry = &manifest.brackets[manifest.bracket_index(bracket)?];
-    let template = read_image(&entry.template)?;
-    let space = TemplateSpace::new(template, None)?;
-    let mut names = vec!["template.nii.gz", "mask.nii.gz"];
-    write_image(&dir.join("template.nii.gz"), &space.template, VoxelType::F32)?;
-    write_image(&dir.join("mask.nii.gz"), &space.mask, VoxelType::F32)?;
-    if let Some(atlas) = &manifest.atlas {
-        let labels = carry_atlas(
-            &space,
-            &read_image(&atlas.reference)?,
-            &read_image(&atlas.labels)?,
-            &manifest.parameters.options().mapping,
-        )?;
-        write_image(&dir.join("labels.nii.gz"), &labels, VoxelType::F32)?;
-        names.push("labels.nii.gz");
-    }
-    let record = StepRecord {
-        step: format!("space of bracket {bracket}"),
-        seconds: start.elapsed().as_secs_f64(),
-        outputs: file_sizes(&dir, &names)?,
-    };
-    Ok(write_json(&marker, &record)?)
+    run_step::<_, NormdbBuildError>(
+        &dir.join("done.json"),
+        || format!("space of bracket {bracket}"),
+        || {
+            let manifest = NormdbManifest::read(build_dir)?;
+            let entry = &manifest.brackets[manifest.bracket_index(bracket)?];
+            let template = read_image(&entry.template)?;
+            let space = TemplateSpace::new(template, None)?;
+            let mut names = vec!["template.nii.gz".to_string(), "mask.nii.gz".to_string()];
+            write_image(&dir.join("template.nii.gz"), &space.template, VoxelType::F32)?;
+            write_image(&dir.join("mask.nii.gz"), &space.mask, VoxelType::F32)?;
+            if let Some(atlas) = &manifest.atlas {
+                let labels = carry_atlas(
+                    &space,
+                    &read_image(&atlas.reference)?,
+                    &read_image(&atlas.labels)?,
+                    &manifest.parameters.options().mapping,
+                )?;
+                write_image(&dir.join("labels.nii.gz"), &labels, VoxelType::F32)?;
+                names.push("labels.nii.gz".to_string());
+            }
+            Ok(((), names))
+        },
+    )?;
+    Ok(())
 }
 
 /// Reads a bracket's template space written by [`run_space`].
@@ -673,34 +638,28 @@ fn accumulate_with_nodes(
 /// build), written as a statistics-only HDF5 file. Skipped when already done.
 pub fn run_partial(build_dir: &Path, chunk: usize) -> Result<(), NormdbBuildError> {
     let dir = partial_dir(build_dir, chunk);
-    let marker = dir.join("done.json");
-    if step_done(&marker) {
-        return Ok(());
-    }
-    let start = Instant::now();
-    let manifest = NormdbManifest::read(build_dir)?;
-    let chunks = manifest.chunks();
-    let Some(range) = chunks.get(chunk).cloned() else {
-        return Err(NormdbBuildError::Invalid(format!(
-            "chunk {chunk} is not in this build ({} chunks)",
-            chunks.len()
-        )));
-    };
-    let options = manifest.parameters.options();
-    let brackets: Vec<BracketInput> = (0..manifest.brackets.len())
-        .map(|b| read_space(build_dir, &manifest, b))
-        .collect::<Result<_, _>>()?;
-    let passed = qc_of_all(build_dir, &manifest)?;
-    let nodes = nodes_of(&manifest, &brackets, &passed, &options);
-    let mapped = read_mapped(build_dir, &manifest, &brackets, range)?;
-    let stats = accumulate_with_nodes(&brackets, &nodes, &mapped)?;
-    statistics_only(&brackets, stats, &options).write(&dir.join("stats.h5"))?;
-    let record = StepRecord {
-        step: format!("partial statistics of chunk {chunk}"),
-        seconds: start.elapsed().as_secs_f64(),
-        outputs: file_sizes(&dir, &["stats.h5"])?,
-    };
-    Ok(write_json(&marker, &record)?)
+    let step = || format!("partial statistics of chunk {chunk}");
+    run_step::<_, NormdbBuildError>(&dir.join("done.json"), step, || {
+        let manifest = NormdbManifest::read(build_dir)?;
+        let chunks = manifest.chunks();
+        let Some(range) = chunks.get(chunk).cloned() else {
+            return Err(NormdbBuildError::Invalid(format!(
+                "chunk {chunk} is not in this build ({} chunks)",
+                chunks.len()
+            )));
+        };
+        let options = manifest.parameters.options();
+        let brackets: Vec<BracketInput> = (0..manifest.brackets.len())
+            .map(|b| read_space(build_dir, &manifest, b))
+            .collect::<Result<_, _>>()?;
+        let passed = qc_of_all(build_dir, &manifest)?;
+        let nodes = nodes_of(&manifest, &brackets, &passed, &options);
+        let mapped = read_mapped(build_dir, &manifest, &brackets, range)?;
+        let stats = accumulate_with_nodes(&brackets, &nodes, &mapped)?;
+        statistics_only(&brackets, stats, &options).write(&dir.join("stats.h5"))?;
+        Ok(((), vec!["stats.h5".to_string()]))
+    })?;
+    Ok(())
 }
 
 /// Label names of an atlas.
@@ -709,7 +668,7 @@ pub fn atlas_table(labels: &Path, names: &Path) -> Result<AtlasTable, NormdbBuil
         .map_err(|e| file_error(names, format!("cannot read label names: {e}")))?;
     let table = parse_label_names(&text);
     if table.is_empty() {
-        return Err(file_error(names, "no `VALUE NAME` lines"));
+        return Err(file_error(names, "no `VALUE NAME` lines").into());
     }
     let name = labels.file_name().map(|n| n.to_string_lossy().replace(".nii.gz", "")).unwrap_or_default();
     Ok(AtlasTable {
@@ -723,58 +682,56 @@ pub fn atlas_table(labels: &Path, names: &Path) -> Result<AtlasTable, NormdbBuil
 /// subject by subject), leave-one-out calibration, and the database written atomically to the
 /// manifest's output. Skipped when already done.
 pub fn run_normdb_reduce(build_dir: &Path) -> Result<NormDb, NormdbBuildError> {
-    let marker = reduce_marker(build_dir);
     let manifest = NormdbManifest::read(build_dir)?;
-    if marker.is_file()
-        && let Ok(record) = read_json::<StepRecord>(&marker)
-        && outputs_valid(build_dir, &record.outputs)
-    {
-        return Ok(NormDb::read(&manifest.output)?);
-    }
-    let start = Instant::now();
-    let options = manifest.parameters.options();
-    let brackets: Vec<BracketInput> = (0..manifest.brackets.len())
-        .map(|b| read_space(build_dir, &manifest, b))
-        .collect::<Result<_, _>>()?;
-    let mapped = read_mapped(build_dir, &manifest, &brackets, 0..manifest.subjects.len())?;
-    let atlas = match &manifest.atlas {
-        Some(a) => Some(atlas_table(&a.labels, &a.names)?),
-        None => None,
-    };
-    let db = match manifest.parameters.chunk_size {
-        // Exactly the in-memory build.
-        None => assemble(&brackets, &mapped, &options, atlas)?,
-        Some(_) => {
-            let passed: Vec<bool> = mapped.iter().map(|m| m.record.qc_passed).collect();
-            let nodes = nodes_of(&manifest, &brackets, &passed, &options);
-            let mut stats = accumulate_with_nodes(&brackets, &nodes, &[])?;
-            // Fixed chunk order: the merged moments do not depend on task timing.
-            for chunk in 0..manifest.chunks().len() {
-                let dir = partial_dir(build_dir, chunk);
-                if !step_done(&dir.join("done.json")) {
-                    return Err(NormdbBuildError::Invalid(format!(
-                        "the partial step of chunk {chunk} is not done"
-                    )));
-                }
-                let partial = NormDb::read(&dir.join("stats.h5"))?;
-                for (mine, theirs) in stats.iter_mut().zip(&partial.brackets) {
-                    for channel in Channel::ALL {
-                        mine[channel.index()].merge(theirs.channel(channel)).map_err(NormDbError::from)?;
+    let built = run_step::<_, NormdbBuildError>(
+        &reduce_marker(build_dir),
+        || "reduce".into(),
+        || {
+            let options = manifest.parameters.options();
+            let brackets: Vec<BracketInput> = (0..manifest.brackets.len())
+                .map(|b| read_space(build_dir, &manifest, b))
+                .collect::<Result<_, _>>()?;
+            let mapped = read_mapped(build_dir, &manifest, &brackets, 0..manifest.subjects.len())?;
+            let atlas = match &manifest.atlas {
+                Some(a) => Some(atlas_table(&a.labels, &a.names)?),
+                None => None,
+            };
+            let db = match manifest.parameters.chunk_size {
+                // Exactly the in-memory build.
+                None => assemble(&brackets, &mapped, &options, atlas)?,
+                Some(_) => {
+                    let passed: Vec<bool> = mapped.iter().map(|m| m.record.qc_passed).collect();
+                    let nodes = nodes_of(&manifest, &brackets, &passed, &options);
+                    let mut stats = accumulate_with_nodes(&brackets, &nodes, &[])?;
+                    // Fixed chunk order: the merged moments do not depend on task timing.
+                    for chunk in 0..manifest.chunks().len() {
+                        let dir = partial_dir(build_dir, chunk);
+                        if !step_done(&dir.join("done.json")) {
+                            return Err(NormdbBuildError::Invalid(format!(
+                                "the partial step of chunk {chunk} is not done"
+                            )));
+                        }
+                        let partial = NormDb::read(&dir.join("stats.h5"))?;
+                        for (mine, theirs) in stats.iter_mut().zip(&partial.brackets) {
+                            for channel in Channel::ALL {
+                                mine[channel.index()]
+                                    .merge(theirs.channel(channel))
+                                    .map_err(NormDbError::from)?;
+                            }
+                        }
                     }
+                    with_statistics(brackets, stats, &mapped, &options, atlas)?
                 }
-            }
-            with_statistics(brackets, stats, &mapped, &options, atlas)?
-        }
-    };
-    db.write(&manifest.output)?;
-    let size = std::fs::metadata(&manifest.output).map_err(|e| file_error(&manifest.output, e))?.len();
-    let record = StepRecord {
-        step: "reduce".into(),
-        seconds: start.elapsed().as_secs_f64(),
-        outputs: vec![(manifest.output.to_string_lossy().into_owned(), size)],
-    };
-    write_json(&marker, &record)?;
-    Ok(db)
+            };
+            db.write(&manifest.output)?;
+            // The output is an absolute path: the record names it whole.
+            Ok((db, vec![manifest.output.to_string_lossy().into_owned()]))
+        },
+    )?;
+    match built {
+        Some(db) => Ok(db),
+        None => Ok(NormDb::read(&manifest.output)?),
+    }
 }
 
 /// The database of given statistics: the normals' records, leave-one-out calibration (as
@@ -816,10 +773,7 @@ pub fn plan_normdb_resources(
     manifest: &NormdbManifest,
     threads: usize,
 ) -> Result<(Resources, Resources), NormdbBuildError> {
-    let voxels_of = |path: &Path| -> Result<usize, NormdbBuildError> {
-        let header = nifti::NiftiHeader::from_file(path).map_err(|e| file_error(path, e))?;
-        Ok(header.dim[1..4].iter().map(|&d| d.max(1) as usize).product())
-    };
+    let voxels_of = |path: &Path| image_voxels(path);
     let mut largest = 0usize;
     let mut template_voxels = 0usize;
     for bracket in &manifest.brackets {
@@ -843,13 +797,14 @@ pub fn plan_normdb_resources(
 
 /// The batch stages of a build: `space` (one task per bracket), `map` (one per subject),
 /// `partial` (one per chunk, when chunked) and `reduce`, each task a `pedinorm normdb …`
-/// invocation.
+/// invocation. A `space` or `map` step to run again makes every later `partial` and the
+/// `reduce` step run again (they read all of them).
 pub fn normdb_stages(
     build_dir: &Path,
     manifest: &NormdbManifest,
     map: Resources,
     reduce: Resources,
-) -> Vec<Stage> {
+) -> Vec<PlannedStage> {
     let dir = build_dir.to_string_lossy().into_owned();
     let args = |words: &[&str]| -> Vec<String> {
         let mut out: Vec<String> = vec!["normdb".into(), words[0].into(), "--build-dir".into(), dir.clone()];
@@ -857,7 +812,7 @@ pub fn normdb_stages(
         out
     };
     let mut stages = vec![
-        Stage {
+        PlannedStage::new(Stage {
             name: "space".into(),
             tasks: manifest
                 .brackets
@@ -869,8 +824,8 @@ pub fn normdb_stages(
                 })
                 .collect(),
             resources: map,
-        },
-        Stage {
+        }),
+        PlannedStage::new(Stage {
             name: "map".into(),
             tasks: manifest
                 .subjects
@@ -882,37 +837,44 @@ pub fn normdb_stages(
                 })
                 .collect(),
             resources: map,
-        },
+        })
+        .recorded_by::<NormalMapRecord>(),
     ];
     let chunks = manifest.chunks();
     if !chunks.is_empty() {
-        stages.push(Stage {
-            name: "partial".into(),
-            tasks: chunks
-                .iter()
-                .enumerate()
-                .map(|(c, range)| Task {
-                    label: format!(
-                        "chunk {c} ({}..{})",
-                        manifest.subjects[range.start].id,
-                        manifest.subjects[range.end - 1].id
-                    ),
-                    args: args(&["partial", "--chunk", &c.to_string()]),
-                    done_marker: partial_dir(build_dir, c).join("done.json"),
-                })
-                .collect(),
-            resources: Resources { cpus: 1, ..reduce },
-        });
+        stages.push(
+            PlannedStage::new(Stage {
+                name: "partial".into(),
+                tasks: chunks
+                    .iter()
+                    .enumerate()
+                    .map(|(c, range)| Task {
+                        label: format!(
+                            "chunk {c} ({}..{})",
+                            manifest.subjects[range.start].id,
+                            manifest.subjects[range.end - 1].id
+                        ),
+                        args: args(&["partial", "--chunk", &c.to_string()]),
+                        done_marker: partial_dir(build_dir, c).join("done.json"),
+                    })
+                    .collect(),
+                resources: Resources { cpus: 1, ..reduce },
+            })
+            .following_upstream(),
+        );
     }
-    stages.push(Stage {
-        name: "reduce".into(),
-        tasks: vec![Task {
-            label: "reduce".into(),
-            args: args(&["reduce"]),
-            done_marker: reduce_marker(build_dir),
-        }],
-        resources: reduce,
-    });
+    stages.push(
+        PlannedStage::new(Stage {
+            name: "reduce".into(),
+            tasks: vec![Task {
+                label: "reduce".into(),
+                args: args(&["reduce"]),
+                done_marker: reduce_marker(build_dir),
+            }],
+            resources: reduce,
+        })
+        .following_upstream(),
+    );
     stages
 }
 
@@ -922,43 +884,8 @@ pub fn invalidate_broken_normdb_steps(
     build_dir: &Path,
     manifest: &NormdbManifest,
 ) -> Result<usize, NormdbBuildError> {
-    let mut removed = 0;
-    let mut remove = |marker: &Path| -> Result<(), NormdbBuildError> {
-        if marker.is_file() {
-            std::fs::remove_file(marker).map_err(|e| file_error(marker, e))?;
-            removed += 1;
-        }
-        Ok(())
-    };
-    // A space or map step to run again invalidates what was computed from it.
-    let mut upstream_redone = false;
-    for b in &manifest.brackets {
-        let marker = bracket_dir(build_dir, &b.name).join("done.json");
-        if !step_done(&marker) {
-            remove(&marker)?;
-            upstream_redone = true;
-        }
-    }
-    for s in &manifest.subjects {
-        if map_done(build_dir, &s.id).is_none() {
-            remove(&subject_dir(build_dir, &s.id).join("done.json"))?;
-            upstream_redone = true;
-        }
-    }
-    for c in 0..manifest.chunks().len() {
-        let marker = partial_dir(build_dir, c).join("done.json");
-        if upstream_redone || !step_done(&marker) {
-            remove(&marker)?;
-            upstream_redone = true;
-        }
-    }
-    let marker = reduce_marker(build_dir);
-    if upstream_redone
-        || !read_json::<StepRecord>(&marker).is_ok_and(|r| outputs_valid(build_dir, &r.outputs))
-    {
-        remove(&marker)?;
-    }
-    Ok(removed)
+    let plan = normdb_stages(build_dir, manifest, Resources::default(), Resources::default());
+    Ok(crate::pipeline::steps::invalidate(&plan)?)
 }
 
 /// Builds a normative database: prepares the build directory, runs every step through
@@ -979,11 +906,7 @@ pub fn build_normdb(
     let manifest = prepare_normdb_build(normals, brackets, atlas, parameters, output, build_dir)?;
     let build_dir = absolute(build_dir)?;
     let (map, reduce) = plan_normdb_resources(&manifest, threads_per_task)?;
-    let redone = invalidate_broken_normdb_steps(&build_dir, &manifest)?;
-    if redone > 0 {
-        tracing::warn!(steps = redone, "outputs missing or altered: those steps run again");
-    }
-    executor.run(&normdb_stages(&build_dir, &manifest, map, reduce), progress)?;
+    run_plan::<NormdbBuildError>(&normdb_stages(&build_dir, &manifest, map, reduce), executor, progress)?;
     Ok(NormDb::read(&manifest.output)?)
 }
 
@@ -1030,11 +953,11 @@ mod tests {
         assert_eq!(manifest(4, Some(4)).chunks(), vec![0..4]);
         let stages =
             normdb_stages(Path::new("/b"), &manifest(5, Some(2)), Resources::default(), Resources::default());
-        let names: Vec<&str> = stages.iter().map(|s| s.name.as_str()).collect();
+        let names: Vec<&str> = stages.iter().map(|s| s.stage.name.as_str()).collect();
         assert_eq!(names, ["space", "map", "partial", "reduce"]);
-        assert_eq!(stages[1].tasks[3].args, ["normdb", "map", "--build-dir", "/b", "--subject", "s3"]);
-        assert_eq!(stages[2].tasks.len(), 3);
-        assert_eq!(stages[3].tasks[0].done_marker, Path::new("/b/reduce/done.json"));
+        assert_eq!(stages[1].stage.tasks[3].args, ["normdb", "map", "--build-dir", "/b", "--subject", "s3"]);
+        assert_eq!(stages[2].stage.tasks.len(), 3);
+        assert_eq!(stages[3].stage.tasks[0].done_marker, Path::new("/b/reduce/done.json"));
     }
 
     #[test]

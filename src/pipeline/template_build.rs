@@ -20,10 +20,13 @@
 //! Iteration 0 registers affinely only; iterations 1..=K affine + diffeomorphic. A step whose
 //! `done.json` exists and whose outputs have the recorded sizes is skipped.
 
-use crate::atomic::write_bytes;
 use crate::batch::{BatchError, Executor, ProgressEvent, Resources, Stage, Task};
 use crate::formats::nifti::{NiftiIoError, VoxelType, read_image, write_image};
 use crate::formats::transform::{TransformIoError, read_affine, read_field, write_affine, write_field};
+use crate::pipeline::steps::{
+    Manifest, PlannedStage, StepFileError, StepOutputs, completed, file_error, file_sizes, image_voxels,
+    is_valid_name, read_json, read_manifest, run_plan, run_step, step_done, store_manifest, write_json,
+};
 use pedinorm_registration::{AffineTransform, Image};
 use pedinorm_templates::age::AgeModelError;
 use pedinorm_templates::qc::{IterationQc, SubjectFigures, iteration_qc};
@@ -59,23 +62,14 @@ pub enum TemplateBuildError {
     #[error("age model: {0}")]
     Age(#[from] AgeModelError),
     /// A file of the build could not be read, written or parsed.
-    #[error("{path}: {message}")]
-    File {
-        /// The file.
-        path: PathBuf,
-        /// What went wrong.
-        message: String,
-    },
+    #[error(transparent)]
+    File(#[from] StepFileError),
     /// The request is inconsistent (unknown subject, iteration out of range, empty cohort).
     #[error("{0}")]
     Invalid(String),
     /// The batch executor failed.
     #[error(transparent)]
     Batch(#[from] BatchError),
-}
-
-pub(crate) fn file_error(path: &Path, message: impl ToString) -> TemplateBuildError {
-    TemplateBuildError::File { path: path.to_owned(), message: message.to_string() }
 }
 
 /// Where a subject's image comes from.
@@ -127,20 +121,20 @@ pub struct BuildManifest {
     pub subjects: Vec<ManifestSubject>,
 }
 
+impl Manifest for BuildManifest {
+    const FILE: &'static str = "build.json";
+    const VERSION: u32 = BUILD_FORMAT_VERSION;
+    const DIFFERENCES: &'static str = "other subjects or settings";
+
+    fn format_version(&self) -> u32 {
+        self.format_version
+    }
+}
+
 impl BuildManifest {
     /// Reads `BUILD/build.json`.
     pub fn read(build_dir: &Path) -> Result<Self, TemplateBuildError> {
-        let path = build_dir.join("build.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| file_error(&path, e))?;
-        let manifest: Self = serde_json::from_str(&text)
-            .map_err(|e| file_error(&path, format!("invalid build manifest: {e}")))?;
-        if manifest.format_version != BUILD_FORMAT_VERSION {
-            return Err(file_error(
-                &path,
-                format!("format_version {} is not {BUILD_FORMAT_VERSION}", manifest.format_version),
-            ));
-        }
-        Ok(manifest)
+        Ok(read_manifest(build_dir)?)
     }
 
     fn subject(&self, id: &str) -> Result<&ManifestSubject, TemplateBuildError> {
@@ -219,12 +213,6 @@ pub struct TemplateBuildResult {
     pub manifest: BuildManifest,
 }
 
-fn is_valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && !id.starts_with('.')
-}
-
 /// The directory of one iteration.
 pub fn iteration_dir(build_dir: &Path, iteration: usize) -> PathBuf {
     build_dir.join(format!("iter-{iteration}"))
@@ -279,7 +267,7 @@ pub fn prepare_build(
         .map_err(|source| TemplateBuildError::Compute { context: "configuration".into(), source })?;
     let mut problems = Vec::new();
     for (index, subject) in subjects.iter().enumerate() {
-        if !is_valid_id(&subject.id) {
+        if !is_valid_name(&subject.id) {
             problems.push(format!("subject id {:?}: use letters, digits, '-', '_' or '.'", subject.id));
         }
         if subjects[..index].iter().any(|other| other.id == subject.id) {
@@ -331,105 +319,55 @@ pub fn prepare_build(
         effective_sample,
         subjects: manifest_subjects,
     };
-    let path = build_dir.join("build.json");
-    if path.is_file() {
-        let existing = BuildManifest::read(&build_dir)?;
-        if existing != manifest {
-            return Err(file_error(
-                &path,
-                "the build directory holds a different build (other subjects or settings); use a new directory",
-            ));
-        }
-        return Ok(existing);
+    let ids: Vec<&str> = manifest.subjects.iter().map(|s| s.id.as_str()).collect();
+    let lists = [("subjects.txt", ids)];
+    Ok(store_manifest(&build_dir, manifest.clone(), &lists)?)
+}
+
+impl StepOutputs for MapRecord {
+    fn outputs(&self) -> &[(String, u64)] {
+        &self.outputs
     }
-    // One id per line, in build order: array index i of a hand-submitted map job is line i + 1.
-    let list: String = manifest.subjects.iter().map(|s| format!("{}\n", s.id)).collect();
-    let list_path = build_dir.join("subjects.txt");
-    write_bytes(&list_path, list.as_bytes()).map_err(|e| file_error(&list_path, e))?;
-    write_json(&path, &manifest)?;
-    Ok(manifest)
-}
-
-pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), TemplateBuildError> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| file_error(path, e))?;
-    write_bytes(path, text.as_bytes()).map_err(|e| file_error(path, e))
-}
-
-pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, TemplateBuildError> {
-    let text = std::fs::read_to_string(path).map_err(|e| file_error(path, e))?;
-    serde_json::from_str(&text).map_err(|e| file_error(path, format!("invalid JSON: {e}")))
-}
-
-pub(crate) fn file_sizes(dir: &Path, names: &[&str]) -> Result<Vec<(String, u64)>, TemplateBuildError> {
-    names
-        .iter()
-        .map(|name| {
-            let path = dir.join(name);
-            let size = std::fs::metadata(&path).map_err(|e| file_error(&path, e))?.len();
-            Ok((name.to_string(), size))
-        })
-        .collect()
-}
-
-pub(crate) fn outputs_valid(dir: &Path, outputs: &[(String, u64)]) -> bool {
-    outputs.iter().all(|(name, size)| std::fs::metadata(dir.join(name)).is_ok_and(|m| m.len() == *size))
-}
-
-/// Marker of the init and reduce steps.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct StepRecord {
-    step: String,
-    seconds: f64,
-    outputs: Vec<(String, u64)>,
-}
-
-fn step_done(marker: &Path) -> bool {
-    marker.is_file()
-        && read_json::<StepRecord>(marker)
-            .is_ok_and(|r| outputs_valid(marker.parent().expect("marker in a dir"), &r.outputs))
 }
 
 /// The `init` step: the centre-of-mass-aligned weighted average on the template grid (the
 /// grid of the highest-weight subject, first by id on ties, at the configured spacing).
 /// Skipped when already done.
 pub fn run_init(build_dir: &Path) -> Result<(), TemplateBuildError> {
-    let marker = init_marker(build_dir);
-    if step_done(&marker) {
-        return Ok(());
-    }
-    let start = Instant::now();
-    let manifest = BuildManifest::read(build_dir)?;
-    let reference = manifest
-        .subjects
-        .iter()
-        .fold(None::<&ManifestSubject>, |best, s| match best {
-            Some(b) if b.weight >= s.weight => Some(b),
-            _ => Some(s),
-        })
-        .expect("manifest has subjects");
-    let reference_image = read_image(&reference.path)?;
-    let grid = template_grid(reference_image.grid(), manifest.config.template_spacing_mm);
-    drop(reference_image);
-    let target = init_target(
-        &grid,
-        manifest.subjects.len(),
-        |index| {
-            let subject = &manifest.subjects[index];
-            read_image(&subject.path)
-                .map(|image| (image, subject.weight))
-                .map_err(|e| TemplateError::InvalidInput(e.to_string()))
+    run_step::<_, TemplateBuildError>(
+        &init_marker(build_dir),
+        || "init".into(),
+        || {
+            let manifest = BuildManifest::read(build_dir)?;
+            let reference = manifest
+                .subjects
+                .iter()
+                .fold(None::<&ManifestSubject>, |best, s| match best {
+                    Some(b) if b.weight >= s.weight => Some(b),
+                    _ => Some(s),
+                })
+                .expect("manifest has subjects");
+            let reference_image = read_image(&reference.path)?;
+            let grid = template_grid(reference_image.grid(), manifest.config.template_spacing_mm);
+            drop(reference_image);
+            let target = init_target(
+                &grid,
+                manifest.subjects.len(),
+                |index| {
+                    let subject = &manifest.subjects[index];
+                    read_image(&subject.path)
+                        .map(|image| (image, subject.weight))
+                        .map_err(|e| TemplateError::InvalidInput(e.to_string()))
+                },
+                manifest.config.normalize_intensity,
+            )
+            .map_err(|source| TemplateBuildError::Compute { context: "init".into(), source })?;
+            let dir = build_dir.join("init");
+            write_image(&dir.join("target.nii.gz"), &target, VoxelType::F32)?;
+            Ok(((), vec!["target.nii.gz".to_string()]))
         },
-        manifest.config.normalize_intensity,
-    )
-    .map_err(|source| TemplateBuildError::Compute { context: "init".into(), source })?;
-    let dir = build_dir.join("init");
-    write_image(&dir.join("target.nii.gz"), &target, VoxelType::F32)?;
-    let record = StepRecord {
-        step: "init".into(),
-        seconds: start.elapsed().as_secs_f64(),
-        outputs: file_sizes(&dir, &["target.nii.gz"])?,
-    };
-    write_json(&marker, &record)
+    )?;
+    Ok(())
 }
 
 /// The template a map step of `iteration` registers to.
@@ -461,10 +399,7 @@ pub fn run_map_with(
     let subject = manifest.subject(id)?;
     let dir = subject_dir(build_dir, iteration, id);
     let marker = dir.join("done.json");
-    if marker.is_file()
-        && let Ok(record) = read_json::<MapRecord>(&marker)
-        && outputs_valid(&dir, &record.outputs)
-    {
+    if let Some(record) = completed::<MapRecord>(&marker) {
         return Ok(record);
     }
     let start = Instant::now();
@@ -505,79 +440,75 @@ pub fn run_map_with(
 /// sharpening, QC. Needs every subject's map step of the iteration. Skipped when already done.
 pub fn run_reduce(build_dir: &Path, iteration: usize) -> Result<(), TemplateBuildError> {
     let marker = reduce_marker(build_dir, iteration);
-    if step_done(&marker) {
-        return Ok(());
-    }
-    let start = Instant::now();
-    let manifest = BuildManifest::read(build_dir)?;
-    manifest.check_iteration(iteration)?;
-    let missing: Vec<&str> = manifest
-        .subjects
-        .iter()
-        .filter(|s| !map_marker(build_dir, iteration, &s.id).is_file())
-        .map(|s| s.id.as_str())
-        .collect();
-    if !missing.is_empty() {
-        return Err(TemplateBuildError::Invalid(format!(
-            "reduce of iteration {iteration} needs the map step of subject(s) {}",
-            missing.join(", ")
-        )));
-    }
-    let previous = read_image(&target_of_iteration(build_dir, iteration))?;
-    let mut accumulator = ReduceAccumulator::new(previous.grid(), manifest.config.normalize_intensity);
-    let mut figures = Vec::new();
-    // Fixed subject order: the sums, hence the template, do not depend on task timing.
-    for subject in &manifest.subjects {
-        let dir = subject_dir(build_dir, iteration, &subject.id);
-        let record: MapRecord = read_json(&dir.join("done.json"))?;
-        let warped = read_image(&dir.join("warped.nii.gz"))?;
-        let affine = read_affine(&dir.join("affine.txt"))?;
-        let warp = if iteration > 0 { Some(read_field(&dir.join("warp.nii.gz"))?) } else { None };
-        accumulator.add(&warped, &SubjectMapping { affine, warp }, subject.weight).map_err(|source| {
-            TemplateBuildError::Compute { context: format!("reduce subject {}", subject.id), source }
-        })?;
-        figures.push(SubjectFigures {
-            id: subject.id.clone(),
-            weight: subject.weight,
-            similarity: record.similarity,
-            warp_norm_mm: record.warp_norm_mm,
-        });
-    }
-    let template =
-        accumulator.finish(manifest.config.gradient_step, manifest.config.sharpening).map_err(|source| {
-            TemplateBuildError::Compute { context: format!("reduce iteration {iteration}"), source }
-        })?;
-    let qc = iteration_qc(iteration, &template, Some(&previous), &figures, manifest.config.outlier_z);
-    let dir = iteration_dir(build_dir, iteration);
-    write_image(&dir.join("template.nii.gz"), &template, VoxelType::F32)?;
-    write_json(&dir.join("qc.json"), &qc)?;
-    let record = StepRecord {
-        step: format!("reduce iteration {iteration}"),
-        seconds: start.elapsed().as_secs_f64(),
-        outputs: file_sizes(&dir, &["template.nii.gz", "qc.json"])?,
-    };
-    write_json(&marker, &record)
-}
-
-/// The path of the `pedinorm` program to run batch tasks with: `PEDINORM_PROGRAM` if set,
-/// else the running executable.
-pub fn default_program() -> PathBuf {
-    std::env::var_os("PEDINORM_PROGRAM")
-        .map(PathBuf::from)
-        .or_else(|| std::env::current_exe().ok())
-        .unwrap_or_else(|| PathBuf::from("pedinorm"))
+    run_step::<_, TemplateBuildError>(
+        &marker,
+        || format!("reduce iteration {iteration}"),
+        || {
+            let manifest = BuildManifest::read(build_dir)?;
+            manifest.check_iteration(iteration)?;
+            let missing: Vec<&str> = manifest
+                .subjects
+                .iter()
+                .filter(|s| !map_marker(build_dir, iteration, &s.id).is_file())
+                .map(|s| s.id.as_str())
+                .collect();
+            if !missing.is_empty() {
+                return Err(TemplateBuildError::Invalid(format!(
+                    "reduce of iteration {iteration} needs the map step of subject(s) {}",
+                    missing.join(", ")
+                )));
+            }
+            let previous = read_image(&target_of_iteration(build_dir, iteration))?;
+            let mut accumulator =
+                ReduceAccumulator::new(previous.grid(), manifest.config.normalize_intensity);
+            let mut figures = Vec::new();
+            // Fixed subject order: the sums, hence the template, do not depend on task timing.
+            for subject in &manifest.subjects {
+                let dir = subject_dir(build_dir, iteration, &subject.id);
+                let record: MapRecord = read_json(&dir.join("done.json"))?;
+                let warped = read_image(&dir.join("warped.nii.gz"))?;
+                let affine = read_affine(&dir.join("affine.txt"))?;
+                let warp = if iteration > 0 { Some(read_field(&dir.join("warp.nii.gz"))?) } else { None };
+                accumulator.add(&warped, &SubjectMapping { affine, warp }, subject.weight).map_err(
+                    |source| TemplateBuildError::Compute {
+                        context: format!("reduce subject {}", subject.id),
+                        source,
+                    },
+                )?;
+                figures.push(SubjectFigures {
+                    id: subject.id.clone(),
+                    weight: subject.weight,
+                    similarity: record.similarity,
+                    warp_norm_mm: record.warp_norm_mm,
+                });
+            }
+            let template = accumulator
+                .finish(manifest.config.gradient_step, manifest.config.sharpening)
+                .map_err(|source| TemplateBuildError::Compute {
+                    context: format!("reduce iteration {iteration}"),
+                    source,
+                })?;
+            let qc = iteration_qc(iteration, &template, Some(&previous), &figures, manifest.config.outlier_z);
+            let dir = iteration_dir(build_dir, iteration);
+            write_image(&dir.join("template.nii.gz"), &template, VoxelType::F32)?;
+            write_json(&dir.join("qc.json"), &qc)?;
+            Ok(((), vec!["template.nii.gz".to_string(), "qc.json".to_string()]))
+        },
+    )?;
+    Ok(())
 }
 
 /// The batch stages of a build: init, then map (one task per subject) and reduce for every
-/// iteration, each task a `pedinorm template …` invocation.
+/// iteration, each task a `pedinorm template …` invocation. A step whose outputs break runs
+/// again alone: the steps after it keep their results.
 pub fn build_stages(
     build_dir: &Path,
     manifest: &BuildManifest,
     map: Resources,
     reduce: Resources,
-) -> Vec<Stage> {
+) -> Vec<PlannedStage> {
     let dir = build_dir.to_string_lossy().into_owned();
-    let mut stages = vec![Stage {
+    let mut stages = vec![PlannedStage::new(Stage {
         name: "init".into(),
         tasks: vec![Task {
             label: "init".into(),
@@ -585,31 +516,34 @@ pub fn build_stages(
             done_marker: init_marker(build_dir),
         }],
         resources: reduce,
-    }];
+    })];
     for iteration in 0..=manifest.config.iterations {
-        stages.push(Stage {
-            name: format!("iter-{iteration}-map"),
-            tasks: manifest
-                .subjects
-                .iter()
-                .map(|s| Task {
-                    label: s.id.clone(),
-                    args: vec![
-                        "template".into(),
-                        "map".into(),
-                        "--build-dir".into(),
-                        dir.clone(),
-                        "--iteration".into(),
-                        iteration.to_string(),
-                        "--subject".into(),
-                        s.id.clone(),
-                    ],
-                    done_marker: map_marker(build_dir, iteration, &s.id),
-                })
-                .collect(),
-            resources: map,
-        });
-        stages.push(Stage {
+        stages.push(
+            PlannedStage::new(Stage {
+                name: format!("iter-{iteration}-map"),
+                tasks: manifest
+                    .subjects
+                    .iter()
+                    .map(|s| Task {
+                        label: s.id.clone(),
+                        args: vec![
+                            "template".into(),
+                            "map".into(),
+                            "--build-dir".into(),
+                            dir.clone(),
+                            "--iteration".into(),
+                            iteration.to_string(),
+                            "--subject".into(),
+                            s.id.clone(),
+                        ],
+                        done_marker: map_marker(build_dir, iteration, &s.id),
+                    })
+                    .collect(),
+                resources: map,
+            })
+            .recorded_by::<MapRecord>(),
+        );
+        stages.push(PlannedStage::new(Stage {
             name: format!("iter-{iteration}-reduce"),
             tasks: vec![Task {
                 label: "reduce".into(),
@@ -624,7 +558,7 @@ pub fn build_stages(
                 done_marker: reduce_marker(build_dir, iteration),
             }],
             resources: reduce,
-        });
+        }));
     }
     stages
 }
@@ -637,10 +571,7 @@ pub fn plan_resources(
 ) -> Result<(Resources, Resources), TemplateBuildError> {
     let mut largest = 0usize;
     for subject in &manifest.subjects {
-        let header =
-            nifti::NiftiHeader::from_file(&subject.path).map_err(|e| file_error(&subject.path, e))?;
-        let voxels: usize = header.dim[1..4].iter().map(|&d| d.max(1) as usize).product();
-        largest = largest.max(voxels);
+        largest = largest.max(image_voxels(&subject.path)?);
     }
     let estimate = crate::batch::plan::TaskEstimate::for_voxels(
         largest,
@@ -657,30 +588,8 @@ pub fn invalidate_broken_steps(
     build_dir: &Path,
     manifest: &BuildManifest,
 ) -> Result<usize, TemplateBuildError> {
-    let mut markers = vec![(init_marker(build_dir), false)];
-    for iteration in 0..=manifest.config.iterations {
-        for subject in &manifest.subjects {
-            markers.push((map_marker(build_dir, iteration, &subject.id), true));
-        }
-        markers.push((reduce_marker(build_dir, iteration), false));
-    }
-    let mut removed = 0;
-    for (marker, is_map) in markers {
-        if !marker.is_file() {
-            continue;
-        }
-        let valid = if is_map {
-            read_json::<MapRecord>(&marker)
-                .is_ok_and(|r| outputs_valid(marker.parent().expect("in a dir"), &r.outputs))
-        } else {
-            step_done(&marker)
-        };
-        if !valid {
-            std::fs::remove_file(&marker).map_err(|e| file_error(&marker, e))?;
-            removed += 1;
-        }
-    }
-    Ok(removed)
+    let plan = build_stages(build_dir, manifest, Resources::default(), Resources::default());
+    Ok(crate::pipeline::steps::invalidate(&plan)?)
 }
 
 /// Builds a template: prepares the build directory, runs every step through `executor`
@@ -697,12 +606,7 @@ pub fn build_template(
     let manifest = prepare_build(subjects, config, build_dir)?;
     let build_dir = build_dir.canonicalize().map_err(|e| file_error(build_dir, e))?;
     let (map, reduce) = plan_resources(&manifest, threads_per_task)?;
-    let redone = invalidate_broken_steps(&build_dir, &manifest)?;
-    if redone > 0 {
-        tracing::warn!(steps = redone, "outputs missing or altered: those steps run again");
-    }
-    let stages = build_stages(&build_dir, &manifest, map, reduce);
-    executor.run(&stages, progress)?;
+    run_plan::<TemplateBuildError>(&build_stages(&build_dir, &manifest, map, reduce), executor, progress)?;
     finalize(&build_dir)
 }
 
@@ -769,7 +673,7 @@ pub fn write_montage(path: &Path, images: &[&Image<f32>]) -> Result<(), Template
         let mut writer = encoder.write_header().map_err(|e| file_error(path, e))?;
         writer.write_image_data(&pixels).map_err(|e| file_error(path, e))?;
     }
-    write_bytes(path, &bytes).map_err(|e| file_error(path, e))
+    crate::atomic::write_bytes(path, &bytes).map_err(|e| file_error(path, e).into())
 }
 
 /// One montage row: (width, height, grey pixels).

@@ -707,7 +707,8 @@ fn scratch_normdb(
 ) -> Result<(crate::normdb::NormDb, Vec<i64>, Vec<Value>), JobFailure> {
     use crate::batch::LocalExecutor;
     use crate::pipeline::normative::{BracketInput, BuildOptions, NormalSubject, TemplateSpace};
-    use crate::pipeline::template_build::{SubjectInput, SubjectSource, build_template, default_program};
+    use crate::pipeline::steps::default_program;
+    use crate::pipeline::template_build::{SubjectInput, SubjectSource, build_template};
     use pedinorm_templates::age::AgeBracket;
     use pedinorm_templates::template::{RegistrationSettings, TemplateConfig, TemplateTarget};
 
