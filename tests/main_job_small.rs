@@ -4,10 +4,12 @@
 //! strong lesion is detected where the truth says, that the outputs exist, and that the
 //! database has the documented layout when read with h5py.
 
-use pedinorm::cli::demo::{BaseSource, DemoConfig, run_demo};
+mod demo_common;
+
+use demo_common::miniature_demo;
+use pedinorm::cli::demo::run_demo;
 use pedinorm::normdb::NormDb;
-use pedinorm::pipeline::normative::{BuildOptions, MappingParams};
-use pedinorm_validation::{Abnormality, LesionTissue};
+use pedinorm::pipeline::normative::MappingParams;
 use std::path::Path;
 
 fn python() -> std::path::PathBuf {
@@ -18,42 +20,13 @@ fn python() -> std::path::PathBuf {
 
 #[test]
 fn miniature_demo_detects_a_strong_lesion_and_writes_the_documented_database() {
-    // Template-build tasks run as `pedinorm template …` processes of the built binary.
-    // SAFETY: set before any thread of this test process reads the environment.
-    unsafe { std::env::set_var("PEDINORM_PROGRAM", env!("CARGO_BIN_EXE_pedinorm")) };
     let dir = tempfile::tempdir().unwrap();
     let mut mapping = MappingParams::standard();
     mapping.affine.iterations = vec![60, 30, 10];
     mapping.deformable.iterations = vec![20, 10, 5];
     mapping.bias_correction = false;
     mapping.smoothing_fwhm_mm = 6.0;
-    let config = DemoConfig {
-        out_dir: dir.path().join("demo"),
-        base: BaseSource::Phantom { spacing_mm: 4.0 },
-        atlas: None,
-        normals: 12,
-        cases: 1,
-        abnormalities: vec![Abnormality::Lesion {
-            tissue: LesionTissue::WhiteMatter,
-            radius_mm: 10.0,
-            contrast: 0.8,
-        }],
-        resolution_mm: 4.0,
-        age_range: (8.0, 12.0),
-        brackets: 1,
-        template_iterations: 1,
-        template_schedule: (vec![40, 20], vec![10, 5]),
-        seed: 7,
-        jobs: 2,
-        build: BuildOptions {
-            mapping,
-            nodes_per_bracket: 1,
-            min_node_subjects: 4.0,
-            voxel_rate: 0.01,
-            cluster_rate: 0.1,
-            ..BuildOptions::default()
-        },
-    };
+    let config = miniature_demo(dir.path().join("demo"), 12, mapping);
     let summary = run_demo(&config).unwrap();
     assert_eq!(summary.cases.len(), 1);
     let case = &summary.cases[0];

@@ -54,6 +54,8 @@ fn subjects(n: usize, voxels: usize) -> Vec<MappedNormal> {
                     scanner: if s < n / 2 { "centre-a".into() } else { "centre-b".into() },
                     bracket: "4-10y".into(),
                     qc_similarity: 0.95,
+                    qc_histogram_distance: 0.02,
+                    qc_mask_dice: 0.95,
                     qc_passed: true,
                 },
                 bracket: 0,

@@ -141,6 +141,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 case: case_path.clone(),
                 bracket: result.bracket.clone(),
                 significant_clusters: result.clusters.iter().filter(|c| c.significant).count(),
+                reliable: result.reliability.reliable,
                 seconds: start.elapsed().as_secs_f64(),
             })
         })?;
@@ -165,6 +166,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let significant: Vec<_> = result.clusters.iter().filter(|c| c.significant).collect();
     println!("{}", args.out_dir.display());
+    if !result.reliability.reliable {
+        eprintln!("COMPARISON UNRELIABLE: the case lies outside what the database's normals represent;");
+        eprintln!("no map or cluster below should be read as a finding. Why:");
+        for reason in &result.reliability.reasons {
+            eprintln!("  - {reason}");
+        }
+    }
     eprintln!(
         "bracket {}, age {:.2} y, {} significant cluster(s) ({} beyond the voxel threshold only)",
         result.bracket,
@@ -174,7 +182,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     for c in significant.iter().take(10) {
         eprintln!(
-            "  #{:<3} {:9} {:5} {:6.0} mm³ peak z {:6.2} at native ({:.0}, {:.0}, {:.0}) mm{}",
+            "  #{:<3} {:9} {:5} {:6.0} mm³ peak z {:6.2} at native ({:.0}, {:.0}, {:.0}) mm{}{}",
             c.label,
             c.channel,
             c.direction,
@@ -183,10 +191,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             c.peak_native_mm[0],
             c.peak_native_mm[1],
             c.peak_native_mm[2],
-            c.region.as_deref().map(|r| format!(" [{r}]")).unwrap_or_default()
+            c.region.as_deref().map(|r| format!(" [{r}]")).unwrap_or_default(),
+            if c.caveat.is_some() { "  (unreliable comparison)" } else { "" }
         );
     }
-    for w in &result.warnings {
+    for w in result.warnings.iter().filter(|w| !w.starts_with("COMPARISON UNRELIABLE")) {
         eprintln!("warning: {w}");
     }
     Ok(())

@@ -201,6 +201,7 @@ pub(super) fn write(db: &NormDb, path: &Path) -> Result<(), NormDbError> {
     if let Some(calibration) = &db.calibration {
         write_calibration(&ctx, &file, calibration)?;
     }
+    write_safeguards(&ctx, &file, db)?;
     if let Some(atlas) = &db.atlas {
         let group = ctx.h5("/atlas", file.create_group("atlas"))?;
         ctx.set_str(&group, "name", &atlas.name)?;
@@ -268,6 +269,45 @@ fn write_bracket(
     Ok(())
 }
 
+/// `/safeguards`: the SD floors and the out-of-distribution reference (derived from the
+/// subjects table and the calibration's null summaries, written for readers of the file).
+fn write_safeguards(ctx: &Ctx, file: &File, db: &NormDb) -> Result<(), NormDbError> {
+    use pedinorm_templates::safeguards::ROBUST_Z_LIMIT;
+    let g = ctx.h5("/safeguards", file.create_group("safeguards"))?;
+    let normative = &db.metadata.parameters.normative;
+    let (fraction, logjac) =
+        normative.sd_floor.map_or((0.0, 0.0), |f| (f.intensity_fraction_of_median, f.logjac));
+    ctx.set_f64(&g, "sd_floor_intensity_fraction_of_median", fraction)?;
+    ctx.set_f64(&g, "sd_floor_logjac", logjac)?;
+    for bracket in &db.brackets {
+        let floors = bracket.sd_floors(normative);
+        let b = ctx.h5(format!("/safeguards/{}", bracket.name), g.create_group(&bracket.name))?;
+        ctx.set_f64(&b, "sd_floor_intensity", floors[0])?;
+        ctx.set_f64(&b, "sd_floor_logjac", floors[1])?;
+    }
+    let Some(reference) = db.ood_reference() else { return Ok(()) };
+    let r = ctx.h5("/safeguards/reference", g.create_group("reference"))?;
+    ctx.set_f64(&r, "robust_z_limit", ROBUST_Z_LIMIT)?;
+    ctx.set_str(
+        &r,
+        "rule",
+        "flagged when worse than every calibration normal and beyond median ± robust_z_limit · spread",
+    )?;
+    for index in &reference.indices {
+        ctx.write_1d(&r, &index.name, &index.values)?;
+        let ds = ctx.dataset(&r, &index.name)?;
+        ctx.set_f64(&ds, "median", index.median)?;
+        ctx.set_f64(&ds, "spread", index.spread)?;
+        ctx.set_f64(&ds, "limit", index.limit)?;
+        ctx.set_str(
+            &ds,
+            "worse",
+            if index.worse == pedinorm_templates::safeguards::Worse::Higher { "higher" } else { "lower" },
+        )?;
+    }
+    Ok(())
+}
+
 fn write_subjects(ctx: &Ctx, file: &File, subjects: &[SubjectRecord]) -> Result<(), NormDbError> {
     let g = ctx.h5("/subjects", file.create_group("subjects"))?;
     ctx.set_u64(&g, "count", subjects.len() as u64)?;
@@ -278,6 +318,12 @@ fn write_subjects(ctx: &Ctx, file: &File, subjects: &[SubjectRecord]) -> Result<
     ctx.write_strings(&g, "scanner", &col(&|s| s.scanner.clone()))?;
     ctx.write_strings(&g, "bracket", &col(&|s| s.bracket.clone()))?;
     ctx.write_1d(&g, "qc_similarity", &subjects.iter().map(|s| s.qc_similarity).collect::<Vec<_>>())?;
+    ctx.write_1d(
+        &g,
+        "qc_histogram_distance",
+        &subjects.iter().map(|s| s.qc_histogram_distance).collect::<Vec<_>>(),
+    )?;
+    ctx.write_1d(&g, "qc_mask_dice", &subjects.iter().map(|s| s.qc_mask_dice).collect::<Vec<_>>())?;
     ctx.write_1d(&g, "qc_passed", &subjects.iter().map(|s| u8::from(s.qc_passed)).collect::<Vec<_>>())?;
     Ok(())
 }
@@ -543,9 +589,24 @@ fn read_subjects(ctx: &Ctx, file: &File) -> Result<Vec<SubjectRecord>, NormDbErr
     let similarity: Vec<f64> = ctx.read_1d(&g, "qc_similarity")?;
     let passed: Vec<u8> = ctx.read_1d(&g, "qc_passed")?;
     let n = pseudonym.len();
-    if [age.len(), sex.len(), scanner.len(), bracket.len(), similarity.len(), passed.len()]
-        .iter()
-        .any(|&l| l != n)
+    // Columns added later: unknown (NaN) in files written before them.
+    let optional = |name: &str| -> Result<Vec<f64>, NormDbError> {
+        if g.link_exists(name) { ctx.read_1d(&g, name) } else { Ok(vec![f64::NAN; n]) }
+    };
+    let histogram_distance = optional("qc_histogram_distance")?;
+    let mask_dice = optional("qc_mask_dice")?;
+    if [
+        age.len(),
+        sex.len(),
+        scanner.len(),
+        bracket.len(),
+        similarity.len(),
+        passed.len(),
+        histogram_distance.len(),
+        mask_dice.len(),
+    ]
+    .iter()
+    .any(|&l| l != n)
     {
         return Err(ctx.schema("/subjects", "all columns must have the same length"));
     }
@@ -560,6 +621,8 @@ fn read_subjects(ctx: &Ctx, file: &File) -> Result<Vec<SubjectRecord>, NormDbErr
                 scanner: scanner[i].clone(),
                 bracket: bracket[i].clone(),
                 qc_similarity: similarity[i],
+                qc_histogram_distance: histogram_distance[i],
+                qc_mask_dice: mask_dice[i],
                 qc_passed: passed[i] != 0,
             })
         })

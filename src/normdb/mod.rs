@@ -7,6 +7,7 @@
 //! checks the schema before trusting any field.
 
 mod hdf5_io;
+mod safeguards;
 
 use pedinorm_registration::Image;
 use pedinorm_templates::calibration::{
@@ -236,8 +237,20 @@ pub struct SubjectRecord {
     pub bracket: String,
     /// Correlation of the warped subject with its template (registration QC).
     pub qc_similarity: f64,
+    /// Intensity-histogram distance of the warped subject to its template (NaN: unknown,
+    /// databases written before it), see `pedinorm_templates::safeguards::histogram_distance`.
+    #[serde(default = "unknown")]
+    pub qc_histogram_distance: f64,
+    /// Dice of the subject's brain mask carried to the template with the template mask (NaN:
+    /// unknown).
+    #[serde(default = "unknown")]
+    pub qc_mask_dice: f64,
     /// Whether the subject passed QC (failed subjects are recorded but not accumulated).
     pub qc_passed: bool,
+}
+
+fn unknown() -> f64 {
+    f64::NAN
 }
 
 /// Calibrated thresholds of one channel.
@@ -568,6 +581,8 @@ mod tests {
                 scanner: "synthetic-3T".into(),
                 bracket: "4-9y".into(),
                 qc_similarity: 0.9,
+                qc_histogram_distance: 0.02,
+                qc_mask_dice: 0.95,
                 qc_passed: true,
             });
         }

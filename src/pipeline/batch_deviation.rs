@@ -173,8 +173,16 @@ pub struct CaseDone {
     pub bracket: String,
     /// Significant clusters.
     pub significant_clusters: usize,
+    /// Whether the case lies within what the normals represent (absent in records written
+    /// before it: unknown, read as reliable).
+    #[serde(default = "assumed_reliable")]
+    pub reliable: bool,
     /// Wall time (s); not part of the result.
     pub seconds: f64,
+}
+
+fn assumed_reliable() -> bool {
+    true
 }
 
 /// The batch stage: one `pedinorm deviation --atomic` task per case. A case's folder appears
@@ -258,13 +266,13 @@ pub fn run_batch(
             CaseSummary { id: case.id.clone(), status: if done.is_some() { "done" } else { "failed" }, done }
         })
         .collect();
-    let mut text = String::from("id\tstatus\tbracket\tsignificant_clusters\n");
+    let mut text = String::from("id\tstatus\tbracket\tsignificant_clusters\treliable\n");
     for row in &summary {
-        let (bracket, clusters) = match &row.done {
-            Some(d) => (d.bracket.clone(), d.significant_clusters.to_string()),
-            None => (String::new(), String::new()),
+        let (bracket, clusters, reliable) = match &row.done {
+            Some(d) => (d.bracket.clone(), d.significant_clusters.to_string(), d.reliable.to_string()),
+            None => (String::new(), String::new(), String::new()),
         };
-        text.push_str(&format!("{}\t{}\t{bracket}\t{clusters}\n", row.id, row.status));
+        text.push_str(&format!("{}\t{}\t{bracket}\t{clusters}\t{reliable}\n", row.id, row.status));
     }
     let path = out_dir.join("summary.tsv");
     crate::atomic::write_bytes(&path, text.as_bytes()).map_err(|e| unwritable(&path, e))?;

@@ -7,8 +7,8 @@ use super::normative::{MappingParams, SubjectMaps, TemplateSpace, gather, map_to
 use crate::formats::nifti::{VoxelType, write_image};
 use crate::normdb::{Channel, NormDb};
 use pedinorm_registration::{Image, Interpolation, SpatialTransform, TransformChain};
-use pedinorm_templates::calibration::{find_clusters, gaussian_two_sided};
-use pedinorm_templates::normative::NormativeModel;
+use pedinorm_templates::calibration::{AbsZHistogram, find_clusters, gaussian_two_sided};
+use pedinorm_templates::safeguards::{GlobalIndices, Reliability, age_outside_normals, floored_model};
 use pedinorm_templates::stats::Sex;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -74,6 +74,21 @@ pub struct ClusterReport {
     /// Mass larger than the calibrated cluster-mass threshold (databases calibrated before
     /// cluster masses were recorded: size larger than the cluster-size threshold).
     pub significant: bool,
+    /// Set on significant clusters when the comparison is unreliable (see
+    /// [`DeviationResult::reliability`]): the cluster may reflect the mismatch, not the case.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caveat: Option<String>,
+}
+
+/// The SD floor of one channel and where it bound.
+#[derive(Debug, Clone, Serialize)]
+pub struct SdFloorReport {
+    /// `intensity` or `logjac`.
+    pub channel: String,
+    /// The floor (channel units; 0 = none).
+    pub sd_floor: f64,
+    /// Fraction of mask voxels whose SD was raised to the floor.
+    pub fraction_of_voxels_floored: f64,
 }
 
 /// Deviation of one atlas region.
@@ -151,8 +166,13 @@ pub struct DeviationResult {
     pub thresholds: Vec<ThresholdReport>,
     /// Correlation of the warped case with the template (registration QC).
     pub registration_similarity: f64,
-    /// Notes for the reader (uncalibrated thresholds, age outside the nodes, poor registration).
+    /// Notes for the reader (uncalibrated thresholds, age outside the nodes, poor registration,
+    /// an unreliable comparison first).
     pub warnings: Vec<String>,
+    /// Whether the case lies within what the database's normals represent.
+    pub reliability: Reliability,
+    /// SD floors per channel.
+    pub sd_floors: Vec<SdFloorReport>,
     /// The case mapped to template space.
     pub maps: SubjectMaps,
 }
@@ -202,6 +222,9 @@ pub fn compute_deviation(
     let mut model_sex = None;
     let mut effective_n = 0.0;
     let mut cluster_map = vec![0f32; grid.len()];
+    let floors = bracket.sd_floors(&params);
+    let mut sd_floors = Vec::new();
+    let mut histograms = Vec::new();
     let mut next_label = 1u32;
     let to_subject = TransformChain::new(vec![&maps.forward as &dyn SpatialTransform, &maps.affine]);
     for channel in Channel::ALL {
@@ -216,12 +239,19 @@ pub fn compute_deviation(
                 options.age_years
             ));
         }
-        let model = NormativeModel::at_age(stats, options.age_years, options.sex, &params)
-            .map_err(|e| DeviationError::Model(format!("{}: {e}", channel.name())))?;
+        let (model, floored) =
+            floored_model(stats, options.age_years, options.sex, &params, floors[channel.index()])
+                .map_err(|e| DeviationError::Model(format!("{}: {e}", channel.name())))?;
+        sd_floors.push(SdFloorReport {
+            channel: channel.name().into(),
+            sd_floor: floors[channel.index()],
+            fraction_of_voxels_floored: floored,
+        });
         model_sex = model.sex;
         effective_n = model.effective_n;
         let values = gather(maps.channel(channel), &space.indices);
         let z = model.z_scores(&values).map_err(|e| DeviationError::Model(e.to_string()))?;
+        histograms.push(AbsZHistogram::from_z(&z));
         let z_volume = scatter(&grid, &space.indices, &z, 0.0);
         let threshold = threshold_for(db, channel);
         let mask_bool = space.mask.data().mapv(|v| v > 0.5);
@@ -258,6 +288,7 @@ pub fn compute_deviation(
                 peak_native_mm: to_subject.transform_point(peak_template),
                 region,
                 significant,
+                caveat: None,
             });
         }
         for (out, &l) in cluster_map.iter_mut().zip(&labels_flat) {
@@ -268,6 +299,24 @@ pub fn compute_deviation(
         z_template.push(z_volume);
         thresholds.push(threshold);
     }
+    let reliability = assess_reliability(db, b, options.age_years, &histograms, &thresholds, &maps);
+    if !reliability.reliable {
+        let caveat = format!(
+            "the comparison is unreliable ({}); this cluster may reflect the mismatch rather than the case",
+            reliability.reasons.join("; ")
+        );
+        for c in clusters.iter_mut().filter(|c| c.significant) {
+            c.caveat = Some(caveat.clone());
+        }
+        warnings.insert(
+            0,
+            format!(
+                "COMPARISON UNRELIABLE: the case lies outside what the database's normals represent: {}",
+                reliability.reasons.join("; ")
+            ),
+        );
+    }
+    warnings.extend(reliability.notes.iter().cloned());
     clusters.sort_by(|a, b| b.significant.cmp(&a.significant).then(b.size_voxels.cmp(&a.size_voxels)));
     let z_template: [Image<f32>; 2] = [z_template[0].clone(), z_template[1].clone()];
     let clusters_template = scatter(&grid, &(0..grid.len()).collect::<Vec<_>>(), &cluster_map, 0.0);
@@ -293,8 +342,56 @@ pub fn compute_deviation(
         thresholds,
         registration_similarity: maps.similarity,
         warnings,
+        reliability,
+        sd_floors,
         maps,
     })
+}
+
+/// How far, as a fraction of the bracket's width (at most [`AGE_MARGIN_MAX_YEARS`]), a case's
+/// age may lie outside the ages of the bracket's normals before the comparison is unreliable.
+pub const AGE_MARGIN_FRACTION: f64 = 0.1;
+/// Upper bound of the age margin (years).
+pub const AGE_MARGIN_MAX_YEARS: f64 = 1.0;
+
+/// The case's global indices against the calibration normals', and its age against the
+/// bracket's normals' ages.
+fn assess_reliability(
+    db: &NormDb,
+    bracket: usize,
+    age_years: f64,
+    histograms: &[AbsZHistogram],
+    thresholds: &[ThresholdReport],
+    maps: &SubjectMaps,
+) -> Reliability {
+    let b = &db.brackets[bracket];
+    let indices = GlobalIndices::from_histograms(
+        [&histograms[0], &histograms[1]],
+        [thresholds[0].z_threshold, thresholds[1].z_threshold],
+        maps.similarity,
+        maps.histogram_distance,
+        maps.mask_dice,
+    );
+    let age_problem = if b.contains(age_years) {
+        let ages: Vec<f64> =
+            db.subjects.iter().filter(|s| s.qc_passed && s.bracket == b.name).map(|s| s.age_years).collect();
+        let margin = (AGE_MARGIN_FRACTION * (b.max_years - b.min_years)).min(AGE_MARGIN_MAX_YEARS);
+        age_outside_normals(age_years, &ages, margin)
+    } else {
+        Some(format!(
+            "age {age_years:.2} y is outside every bracket of the database: the model is extrapolated"
+        ))
+    };
+    match db.ood_reference() {
+        Some(reference) => Reliability::new(reference.assess(&indices), age_problem, Vec::new()),
+        None => Reliability::new(
+            Vec::new(),
+            age_problem,
+            vec!["the database keeps no null summaries, so the case's global indices could not be compared with \
+                  its normals"
+                .into()],
+        ),
+    }
 }
 
 /// The thresholds of a channel: calibrated when the database has a calibration, else the
@@ -418,8 +515,12 @@ pub struct Report<'a> {
     pub regions: &'a [RegionReport],
     /// Registration QC.
     pub registration: serde_json::Value,
-    /// Warnings.
+    /// Warnings (an unreliable comparison first).
     pub warnings: &'a [String],
+    /// Whether the case lies within what the database's normals represent, index by index.
+    pub reliability: &'a Reliability,
+    /// SD floors per channel and where they bound.
+    pub sd_floors: &'a [SdFloorReport],
     /// Output files.
     pub outputs: Vec<String>,
     /// How to read the maps.
@@ -436,6 +537,16 @@ pub const OUTPUT_FILES: [&str; 7] = [
     "clusters_native.nii.gz",
     "report.json",
 ];
+
+/// The montage banner of an unreliable comparison: what failed, in the montage's font.
+fn unreliable_banner(reliability: &Reliability) -> String {
+    let mut what: Vec<String> =
+        reliability.indices.iter().filter(|a| a.flagged).map(|a| a.name.clone()).collect();
+    if reliability.reasons.iter().any(|r| r.contains("age")) {
+        what.insert(0, "age".into());
+    }
+    format!("UNRELIABLE COMPARISON - CASE OUTSIDE THE NORMALS ({}) - SEE REPORT.JSON", what.join(", "))
+}
 
 /// Writes the NIfTI maps, the PNG montages and `report.json` into `out_dir` (each atomically).
 pub fn write_outputs(
@@ -471,12 +582,14 @@ pub fn write_outputs(
             result.bracket,
             result.age_years
         );
+        let banner = (!result.reliability.reliable).then(|| unreliable_banner(&result.reliability));
         crate::report::write_montage(
             &path,
             case,
             &result.z_native[c],
             result.thresholds[c].z_threshold as f32,
             &title,
+            banner.as_deref(),
         )
         .map_err(|e| werr(&path, e.to_string()))?;
         written.push(path);
@@ -504,13 +617,17 @@ pub fn write_outputs(
             "max_displacement_mm": result.maps.forward.max_norm(),
         }),
         warnings: &result.warnings,
+        reliability: &result.reliability,
+        sd_floors: &result.sd_floors,
         outputs,
         interpretation: "z = (case − normative mean at the case's age and sex) / normative SD, voxelwise in template \
                          space; intensity: normalized T1 signal; logjac: log of local volume of the case relative to the \
                          template (positive = larger, e.g. enlarged ventricles; negative = smaller, e.g. atrophy). \
                          Clusters are 26-connected voxels beyond the calibrated |z| threshold; 'significant' clusters \
                          exceed the cluster mass (sum of |z| minus the threshold over the cluster, so extent and height \
-                         both count) that held-out normals reach at the stated rate.",
+                         both count) that held-out normals reach at the stated rate. When reliability.reliable is \
+                         false the case lies outside what the normals represent (reasons listed) and no map or cluster \
+                         of this report should be read as a finding.",
     };
     let json = serde_json::to_vec_pretty(&report).expect("report serializes");
     crate::atomic::write_bytes(&report_path, &json).map_err(|e| werr(&report_path, e.to_string()))?;

@@ -22,7 +22,8 @@ use pedinorm_registration::resample::resample;
 use pedinorm_registration::smooth::{fwhm_to_sigma, smooth_mm};
 use pedinorm_registration::{AffineTransform, DisplacementField, Image, Interpolation, TransformChain};
 use pedinorm_templates::calibration::NullSummary;
-use pedinorm_templates::normative::{NormativeModel, NormativeParams};
+use pedinorm_templates::normative::NormativeParams;
+use pedinorm_templates::safeguards;
 use pedinorm_templates::stats::{AgeNode, NormativeAccumulator, Sex};
 use rayon::prelude::*;
 use std::collections::BTreeSet;
@@ -320,6 +321,12 @@ pub struct SubjectMaps {
     pub inverse: DisplacementField,
     /// Correlation of the warped subject with the template inside the mask (QC).
     pub similarity: f64,
+    /// Intensity-histogram distance of the warped subject (before intensity matching) to the
+    /// template inside the mask (out-of-distribution index).
+    pub histogram_distance: f64,
+    /// Dice of the subject's own brain mask carried to the template with the template mask
+    /// (out-of-distribution index).
+    pub mask_dice: f64,
 }
 
 impl SubjectMaps {
@@ -358,11 +365,11 @@ pub fn map_to_template(
         stage,
         message,
     };
+    let subject_mask = brain_mask_from_intensity(subject, &BrainMaskParams::default()).ok();
     let corrected = if params.bias_correction {
-        let mask = brain_mask_from_intensity(subject, &BrainMaskParams::default()).ok();
         correct_bias_field(
             subject,
-            mask.as_ref(),
+            subject_mask.as_ref(),
             &BiasFieldParams { iterations: vec![50, 50, 30], ..BiasFieldParams::default() },
         )
         .map_err(|e| fail("bias-field correction", e.to_string()))?
@@ -423,6 +430,16 @@ pub fn map_to_template(
         }
     };
     let similarity = masked_correlation(&space.template, &warped, &space.indices);
+    let histogram_distance = safeguards::histogram_distance(
+        &gather(&warped_raw, &space.indices),
+        &gather(&space.template, &space.indices),
+    );
+    let mask_dice = subject_mask.as_ref().map_or(f64::NAN, |m| {
+        let carried = result.warp(m, space.template.grid(), Interpolation::Nearest);
+        let a: Vec<bool> = carried.as_slice().iter().map(|&v| v > 0.5).collect();
+        let b: Vec<bool> = space.mask.as_slice().iter().map(|&v| v > 0.5).collect();
+        safeguards::dice(&a, &b)
+    });
     Ok(SubjectMaps {
         intensity: smooth(&warped),
         logjac: smooth(&logjac_raw),
@@ -431,6 +448,8 @@ pub fn map_to_template(
         forward: result.forward,
         inverse: result.inverse,
         similarity,
+        histogram_distance,
+        mask_dice,
     })
 }
 
@@ -677,6 +696,8 @@ pub fn map_normals(
                     scanner: n.scanner.clone(),
                     bracket: brackets[b].name.clone(),
                     qc_similarity: maps.similarity,
+                    qc_histogram_distance: maps.histogram_distance,
+                    qc_mask_dice: maps.mask_dice,
                     qc_passed: maps.similarity >= options.min_similarity,
                 },
                 bracket: b,
@@ -734,11 +755,13 @@ pub fn subject_null(
 ) -> Result<SubjectNull, NormativeError> {
     let grid = space.template.grid();
     let mask = space.mask.data().mapv(|v| v > 0.5);
+    let floors = safeguards::channel_floors(params, &gather(&space.template, &space.indices));
     let mut channels = Vec::with_capacity(2);
     for channel in Channel::ALL {
         let c = channel.index();
-        let model = NormativeModel::at_age(&stats[c], record.age_years, Some(record.sex), params)
-            .map_err(|e| NormativeError::Config(format!("calibration of {}: {e}", record.pseudonym)))?;
+        let (model, _) =
+            safeguards::floored_model(&stats[c], record.age_years, Some(record.sex), params, floors[c])
+                .map_err(|e| NormativeError::Config(format!("calibration of {}: {e}", record.pseudonym)))?;
         let z = model.z_scores(&values[c]).map_err(|e| NormativeError::Config(e.to_string()))?;
         let volume = scatter(grid, &space.indices, &z, 0.0);
         channels.push(NullSummary::from_map(volume.data(), Some(&mask)));
@@ -871,6 +894,8 @@ pub fn add_subject(
         scanner: subject.scanner.clone(),
         bracket: bracket.name.clone(),
         qc_similarity: maps.similarity,
+        qc_histogram_distance: maps.histogram_distance,
+        qc_mask_dice: maps.mask_dice,
         qc_passed: maps.similarity >= 0.5,
     };
     if record.qc_passed {
@@ -968,6 +993,8 @@ mod tests {
                 scanner: String::new(),
                 bracket: "b".into(),
                 qc_similarity: 0.9,
+                qc_histogram_distance: 0.02,
+                qc_mask_dice: 0.95,
                 qc_passed,
             },
             bracket: 0,

@@ -82,6 +82,10 @@ mod exact_f64 {
     }
 }
 
+fn unknown() -> f64 {
+    f64::NAN
+}
+
 /// Build parameters that decide the result (everything else of [`BuildOptions`] is the
 /// default).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -393,6 +397,12 @@ pub struct NormalMapRecord {
     /// Correlation of the warped subject with the template (QC).
     #[serde(with = "exact_f64")]
     pub similarity: f64,
+    /// Intensity-histogram distance to the template (NaN in records written before it).
+    #[serde(with = "exact_f64", default = "unknown")]
+    pub histogram_distance: f64,
+    /// Brain-mask Dice with the template mask (NaN in records written before it).
+    #[serde(with = "exact_f64", default = "unknown")]
+    pub mask_dice: f64,
     /// Whether the subject passed QC (and is accumulated).
     pub qc_passed: bool,
     /// Wall time of the step (s); not part of the result.
@@ -488,6 +498,8 @@ pub fn run_normal_map(build_dir: &Path, id: &str) -> Result<NormalMapRecord, Nor
         id: id.to_owned(),
         bracket: bracket.name.clone(),
         similarity: maps.similarity,
+        histogram_distance: maps.histogram_distance,
+        mask_dice: maps.mask_dice,
         qc_passed: maps.similarity >= options.min_similarity,
         seconds: start.elapsed().as_secs_f64(),
         outputs: file_sizes(&dir, &["intensity.nii.gz", "logjac.nii.gz"])?,
@@ -528,6 +540,8 @@ fn read_mapped(
                     scanner: s.scanner.clone(),
                     bracket: brackets[s.bracket].name.clone(),
                     qc_similarity: record.similarity,
+                    qc_histogram_distance: record.histogram_distance,
+                    qc_mask_dice: record.mask_dice,
                     qc_passed: record.qc_passed,
                 },
                 bracket: s.bracket,
@@ -970,6 +984,8 @@ mod tests {
                 id: "s".into(),
                 bracket: "b".into(),
                 similarity,
+                histogram_distance: similarity / 3.0,
+                mask_dice: f64::NAN,
                 qc_passed: true,
                 seconds: 0.0,
                 outputs: Vec::new(),
@@ -977,6 +993,8 @@ mod tests {
             let text = serde_json::to_string(&record).unwrap();
             let back: NormalMapRecord = serde_json::from_str(&text).unwrap();
             assert_eq!(back.similarity.to_bits(), similarity.to_bits(), "{text}");
+            assert_eq!(back.histogram_distance.to_bits(), record.histogram_distance.to_bits(), "{text}");
+            assert!(back.mask_dice.is_nan());
         }
     }
 

@@ -181,16 +181,21 @@ fn display_grid(grid: &Grid, spacing: f64) -> Grid {
     Grid::axis_aligned(dims, [spacing; 3], lo).expect("positive spacing")
 }
 
+/// Background of the montage's banner.
+pub const BANNER_RED: [u8; 3] = [200, 0, 0];
+
 /// Writes an axial montage of `anatomy` with `z` (same world space, any grids) overlaid where
-/// `|z| > threshold`, to a PNG at `path` (atomically).
+/// `|z| > threshold`, to a PNG at `path` (atomically); a `banner` (e.g. an unreliable
+/// comparison) is written in white on red across the top.
 pub fn write_montage(
     path: &Path,
     anatomy: &Image<f32>,
     z: &Image<f32>,
     threshold: f32,
     title: &str,
+    banner: Option<&str>,
 ) -> Result<(), ReportError> {
-    let canvas = montage(anatomy, z, threshold, title)?;
+    let canvas = montage(anatomy, z, threshold, title, banner)?;
     let bytes = canvas.to_png()?;
     crate::atomic::write_bytes(path, &bytes)?;
     Ok(())
@@ -202,6 +207,7 @@ pub fn montage(
     z: &Image<f32>,
     threshold: f32,
     title: &str,
+    banner: Option<&str>,
 ) -> Result<Canvas, ReportError> {
     let spacing = anatomy.grid().spacing().iter().cloned().fold(f64::INFINITY, f64::min).max(1.0);
     let grid = display_grid(anatomy.grid(), spacing);
@@ -234,10 +240,21 @@ pub fn montage(
         .collect();
     let scale = (200 / d[0].max(d[1])).max(1);
     let (tile_w, tile_h) = (d[0] * scale, d[1] * scale);
-    let header = 28usize;
+    let banner_height = if banner.is_some() { 22usize } else { 0 };
+    let header = 28usize + banner_height;
     let footer = 16usize;
     let mut canvas = Canvas::new(columns * tile_w, header + rows * (tile_h + footer), [0, 0, 0]);
-    canvas.text(4, 6, title, 2, [255, 255, 255]);
+    if let Some(text) = banner {
+        for y in 0..banner_height {
+            for x in 0..canvas.width {
+                canvas.set(x, y, BANNER_RED);
+            }
+        }
+        // One text scale that fits the width (6 pixels per character at scale 1).
+        let scale = if text.chars().count() * 12 + 8 <= canvas.width { 2 } else { 1 };
+        canvas.text(4, if scale == 2 { 4 } else { 7 }, text, scale, [255, 255, 255]);
+    }
+    canvas.text(4, 6 + banner_height, title, 2, [255, 255, 255]);
     for (t, &k) in slices.iter().enumerate() {
         let (ox, oy) = ((t % columns) * tile_w, header + (t / columns) * (tile_h + footer));
         for py in 0..tile_h {
@@ -293,7 +310,7 @@ mod tests {
     #[test]
     fn overlay_is_on_the_radiological_side() {
         let (anatomy, z) = phantom();
-        let canvas = montage(&anatomy, &z, 3.0, "TEST").unwrap();
+        let canvas = montage(&anatomy, &z, 3.0, "TEST", None).unwrap();
         // Count overlay (pure red-yellow) pixels in the left and right halves of each tile
         // column: the patient's right must appear on the image's left.
         let d = [30usize, 36, 28];
@@ -322,6 +339,21 @@ mod tests {
     }
 
     #[test]
+    fn banner_is_a_red_band_with_text_above_the_title() {
+        let (anatomy, z) = phantom();
+        let plain = montage(&anatomy, &z, 3.0, "TEST", None).unwrap();
+        let flagged = montage(&anatomy, &z, 3.0, "TEST", Some("UNRELIABLE COMPARISON")).unwrap();
+        assert_eq!(flagged.height, plain.height + 22);
+        let row: Vec<[u8; 3]> = (0..flagged.width).map(|x| flagged.get(x, 1)).collect();
+        assert!(row.iter().all(|p| *p == BANNER_RED));
+        let text = (0..22)
+            .flat_map(|y| (0..flagged.width).map(move |x| (x, y)))
+            .filter(|&(x, y)| flagged.get(x, y) == [255, 255, 255])
+            .count();
+        assert!(text > 50, "banner text pixels {text}");
+    }
+
+    #[test]
     fn colours() {
         assert_eq!(overlay_colour(1.0, 3.0), None);
         assert_eq!(overlay_colour(3.5, 3.0).unwrap()[0], 255);
@@ -332,6 +364,6 @@ mod tests {
     fn empty_anatomy_is_an_error() {
         let grid = Grid::axis_aligned([4, 4, 4], [1.0; 3], [0.0; 3]).unwrap();
         let zero = Image::filled(grid, 0.0f32);
-        assert!(montage(&zero, &zero, 3.0, "X").is_err());
+        assert!(montage(&zero, &zero, 3.0, "X", None).is_err());
     }
 }

@@ -302,6 +302,8 @@ fn run_deviation(
         "clusters": result.clusters.iter().filter(|c| c.significant).count(),
         "warnings": result.warnings,
         "registration_similarity": result.registration_similarity,
+        "reliable": result.reliability.reliable,
+        "reliability_reasons": result.reliability.reasons,
     }))
 }
 

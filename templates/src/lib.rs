@@ -4,5 +4,6 @@ pub mod age;
 pub mod calibration;
 pub mod normative;
 pub mod qc;
+pub mod safeguards;
 pub mod stats;
 pub mod template;

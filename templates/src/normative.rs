@@ -54,6 +54,10 @@ pub struct NormativeParams {
     /// Minimum standard deviation of the ages at a node (years) for fitting a local age
     /// slope; below it the node's mean is used as is.
     pub min_age_sd_years: f64,
+    /// Floor under the voxelwise SD of each channel (absent in databases written before it:
+    /// no floor), see [`crate::safeguards::SdFloor`].
+    #[serde(default)]
+    pub sd_floor: Option<crate::safeguards::SdFloor>,
 }
 
 impl Default for NormativeParams {
@@ -64,6 +68,7 @@ impl Default for NormativeParams {
             min_sex_effective_n: 6.0,
             predictive: true,
             min_age_sd_years: 0.1,
+            sd_floor: Some(crate::safeguards::SdFloor::STANDARD),
         }
     }
 }

@@ -1,0 +1,41 @@
+//! The miniature `pedinorm demo` of the end-to-end tests: phantom cohort at 4 mm, ages 8–12,
+//! one bracket, one case with a strong white-matter lesion.
+
+use pedinorm::cli::demo::{BaseSource, DemoConfig};
+use pedinorm::pipeline::normative::{BuildOptions, MappingParams};
+use pedinorm_validation::{Abnormality, LesionTissue};
+use std::path::PathBuf;
+
+/// The miniature demo's configuration with `normals` normals mapped with `mapping`. Template
+/// builds run as processes of the test's `pedinorm` binary.
+pub fn miniature_demo(out_dir: PathBuf, normals: usize, mapping: MappingParams) -> DemoConfig {
+    // SAFETY: set before any thread of the test process reads the environment.
+    unsafe { std::env::set_var("PEDINORM_PROGRAM", env!("CARGO_BIN_EXE_pedinorm")) };
+    DemoConfig {
+        out_dir,
+        base: BaseSource::Phantom { spacing_mm: 4.0 },
+        atlas: None,
+        normals,
+        cases: 1,
+        abnormalities: vec![Abnormality::Lesion {
+            tissue: LesionTissue::WhiteMatter,
+            radius_mm: 10.0,
+            contrast: 0.8,
+        }],
+        resolution_mm: 4.0,
+        age_range: (8.0, 12.0),
+        brackets: 1,
+        template_iterations: 1,
+        template_schedule: (vec![40, 20], vec![10, 5]),
+        seed: 7,
+        jobs: 2,
+        build: BuildOptions {
+            mapping,
+            nodes_per_bracket: 1,
+            min_node_subjects: 4.0,
+            voxel_rate: 0.01,
+            cluster_rate: 0.1,
+            ..BuildOptions::default()
+        },
+    }
+}
