@@ -199,3 +199,49 @@ print("ok")
     let output = Command::new(python).arg("-c").arg(script).arg(&normdb).output().unwrap();
     assert!(output.status.success(), "h5py: {}", String::from_utf8_lossy(&output.stderr));
 }
+
+/// The figures of `validation/RESULTS.md` (out-of-distribution flag): flag rate on fresh
+/// in-distribution normals and on mismatched versions of them. Prints one line per kind.
+#[test]
+#[ignore = "validation figures (minutes): cargo test --test deviation_safeguards -- --ignored --nocapture"]
+fn ood_flag_rates_on_normals_and_mismatched_cases() {
+    let dir = tempfile::tempdir().unwrap();
+    let normdb = build_database(dir.path());
+    let fresh = fresh_normals(dir.path(), 20);
+    let mut rows: Vec<(&str, usize, usize, usize)> = Vec::new(); // kind, cases, flagged, with a significant cluster
+    let mut tally = |kind: &'static str, run: &Run| {
+        let flagged = run.report["reliability"]["reliable"] == false;
+        let significant = run.report["clusters"].as_array().unwrap().iter().any(|c| c["significant"] == true);
+        match rows.iter_mut().find(|r| r.0 == kind) {
+            Some(r) => {
+                r.1 += 1;
+                r.2 += usize::from(flagged);
+                r.3 += usize::from(significant);
+            }
+            None => rows.push((kind, 1, usize::from(flagged), usize::from(significant))),
+        }
+    };
+    for (i, (path, age)) in fresh.iter().enumerate() {
+        let out = |name: &str| dir.path().join(format!("{name}-{i}"));
+        tally("in-distribution normal", &deviation(&normdb, path, *age, &out("fresh")));
+        let image = read_image(path).unwrap();
+        let max = image.as_slice().iter().copied().fold(0f32, f32::max);
+        let inverted = image.map(|&v| if v > 0.02 * max { max - v } else { 0.0 });
+        let p = dir.path().join(format!("inverted-{i}.nii.gz"));
+        write_image(&p, &inverted, VoxelType::F32).unwrap();
+        tally("inverted contrast", &deviation(&normdb, &p, *age, &out("inverted")));
+        let p = dir.path().join(format!("blurred-{i}.nii.gz"));
+        write_image(&p, &smooth_mm(&image, 6.0), VoxelType::F32).unwrap();
+        tally("blur σ 6 mm", &deviation(&normdb, &p, *age, &out("blurred")));
+        let p = dir.path().join(format!("mild-blur-{i}.nii.gz"));
+        write_image(&p, &smooth_mm(&image, 3.0), VoxelType::F32).unwrap();
+        tally("blur σ 3 mm", &deviation(&normdb, &p, *age, &out("mild-blur")));
+        tally("age 16.5 y (normals 8–12 y)", &deviation(&normdb, path, 16.5, &out("age")));
+    }
+    println!("kind\tcases\tflagged\twith a significant cluster");
+    for (kind, cases, flagged, significant) in &rows {
+        println!("{kind}\t{cases}\t{flagged}\t{significant}");
+    }
+    let in_distribution = rows.iter().find(|r| r.0 == "in-distribution normal").unwrap();
+    assert!(in_distribution.2 as f64 <= 0.05 * in_distribution.1 as f64, "{rows:?}");
+}
