@@ -349,6 +349,24 @@ impl NullSummary {
     }
 }
 
+/// Calls `visit` with the flat (C-order) index of every voxel of the 3×3×3 block centred on
+/// `flat` that lies inside `dims`, the centre included, in a fixed order (deterministic).
+fn for_each_neighbour_26(flat: usize, dims: [usize; 3], mut visit: impl FnMut(usize)) {
+    let stride = [dims[1] * dims[2], dims[2]];
+    let idx = [flat / stride[0], (flat / stride[1]) % dims[1], flat % dims[2]];
+    for di in -1i64..=1 {
+        for dj in -1i64..=1 {
+            for dk in -1i64..=1 {
+                let n = [idx[0] as i64 + di, idx[1] as i64 + dj, idx[2] as i64 + dk];
+                if (0..3).any(|a| n[a] < 0 || n[a] >= dims[a] as i64) {
+                    continue;
+                }
+                visit(n[0] as usize * stride[0] + n[1] as usize * stride[1] + n[2] as usize);
+            }
+        }
+    }
+}
+
 /// For values `v` (voxels with `v ≤ 0` never belong to a cluster), the size and mass of the
 /// largest 26-connected cluster of `v > t` at every grid threshold, by one sweep over the
 /// voxels in decreasing order with a union–find (clusters only grow and merge as `t` falls).
@@ -362,7 +380,6 @@ fn largest_cluster_curves(values: &[f32], dims: [usize; 3]) -> (Vec<u32>, Vec<f3
     let mut roots: Vec<usize> = Vec::new();
     let mut sizes = vec![0u32; CURVE_POINTS];
     let mut masses = vec![0f32; CURVE_POINTS];
-    let stride = [dims[1] * dims[2], dims[2]];
     fn find(parent: &mut [u32], mut i: usize) -> usize {
         while parent[i] as usize != i {
             let grand = parent[parent[i] as usize];
@@ -382,29 +399,19 @@ fn largest_cluster_curves(values: &[f32], dims: [usize; 3]) -> (Vec<u32>, Vec<f3
             size[v] = 1;
             sum[v] = values[v] as f64;
             roots.push(v);
-            let idx = [v / stride[0], (v / stride[1]) % dims[1], v % dims[2]];
-            for di in -1i64..=1 {
-                for dj in -1i64..=1 {
-                    for dk in -1i64..=1 {
-                        let n = [idx[0] as i64 + di, idx[1] as i64 + dj, idx[2] as i64 + dk];
-                        if (0..3).any(|a| n[a] < 0 || n[a] >= dims[a] as i64) {
-                            continue;
-                        }
-                        let nf = n[0] as usize * stride[0] + n[1] as usize * stride[1] + n[2] as usize;
-                        if parent[nf] == u32::MAX {
-                            continue;
-                        }
-                        let (a, b) = (find(&mut parent, v), find(&mut parent, nf));
-                        if a != b {
-                            // The larger cluster absorbs the smaller (ties: lower index).
-                            let (big, small) = if (size[a], b) > (size[b], a) { (a, b) } else { (b, a) };
-                            parent[small] = big as u32;
-                            size[big] += size[small];
-                            sum[big] += sum[small];
-                        }
-                    }
+            for_each_neighbour_26(v, dims, |nf| {
+                if parent[nf] == u32::MAX {
+                    return;
                 }
-            }
+                let (a, b) = (find(&mut parent, v), find(&mut parent, nf));
+                if a != b {
+                    // The larger cluster absorbs the smaller (ties: lower index).
+                    let (big, small) = if (size[a], b) > (size[b], a) { (a, b) } else { (b, a) };
+                    parent[small] = big as u32;
+                    size[big] += size[small];
+                    sum[big] += sum[small];
+                }
+            });
             largest = largest.max(size[find(&mut parent, v)]);
         }
         roots.retain(|&r| parent[r] as usize == r);
@@ -566,21 +573,12 @@ pub fn find_clusters(
             if zs[flat].abs() > peak.0.abs() || (zs[flat].abs() == peak.0.abs() && flat < peak.1) {
                 peak = (zs[flat], flat);
             }
-            for di in -1i64..=1 {
-                for dj in -1i64..=1 {
-                    for dk in -1i64..=1 {
-                        let n = [idx[0] as i64 + di, idx[1] as i64 + dj, idx[2] as i64 + dk];
-                        if (0..3).any(|a| n[a] < 0 || n[a] >= dims[a] as i64) {
-                            continue;
-                        }
-                        let nf = n[0] as usize * stride[0] + n[1] as usize * stride[1] + n[2] as usize;
-                        if provisional[nf] == 0 && sign_of(nf) == sign {
-                            provisional[nf] = id;
-                            stack.push(nf);
-                        }
-                    }
+            for_each_neighbour_26(flat, dims, |nf| {
+                if provisional[nf] == 0 && sign_of(nf) == sign {
+                    provisional[nf] = id;
+                    stack.push(nf);
                 }
-            }
+            });
         }
         let p = peak.1;
         found.push(Cluster {
