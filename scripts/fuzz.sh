@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Runs each cargo-fuzz target for a bounded time and prints how long it ran without a crash.
 #
-#   scripts/fuzz.sh [SECONDS_PER_TARGET [TARGET...]]   (default 60 s; targets: dicom_series nifti_read)
+#   scripts/fuzz.sh [SECONDS_PER_TARGET [TARGET...]]   (default 60 s; targets: dicom_series nifti_read transform_read)
 #
 # Needs the nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`). Seeds: the DICOM
 # test files shipped with pydicom, the compressed enhanced multi-frame MR files of pydicom-data
 # (RLE, JPEG-LS, JPEG 2000; both from the .data/venv made by scripts/setup.sh) and small
-# NIfTI files written by nibabel. Findings land in fuzz/artifacts/<target>/ (git-ignored, as
+# NIfTI files written by nibabel, and affine transforms written by ANTs (antspyx: ITK text and
+# MATLAB v4 .mat). Findings land in fuzz/artifacts/<target>/ (git-ignored, as
 # are fuzz/corpus and fuzz/target). The build goes to $CARGO_TARGET_DIR when it is set, else
 # to fuzz/target.
 set -euo pipefail
@@ -14,7 +15,7 @@ cd "$(dirname "$0")/.."
 seconds="${1:-60}"
 shift || true
 targets=("$@")
-[ "${#targets[@]}" -gt 0 ] || targets=(dicom_series nifti_read)
+[ "${#targets[@]}" -gt 0 ] || targets=(dicom_series nifti_read transform_read)
 
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
     echo "fuzz: needs the nightly toolchain and cargo-fuzz (rustup toolchain install nightly; cargo install cargo-fuzz)" >&2
@@ -23,7 +24,7 @@ fi
 
 # Seed corpora.
 python=.data/venv/bin/python
-mkdir -p fuzz/corpus/dicom_series fuzz/corpus/nifti_read fuzz/artifacts
+mkdir -p fuzz/corpus/dicom_series fuzz/corpus/nifti_read fuzz/corpus/transform_read fuzz/artifacts
 if [ -x "$python" ]; then
     "$python" - <<'PY'
 import importlib.util, pathlib
@@ -44,6 +45,22 @@ for dtype in ("uint8", "int16", "float32", "float64"):
     image = nib.Nifti1Image(np.arange(60, dtype=dtype).reshape(3, 4, 5), affine)
     nib.save(image, str(nifti / f"{dtype}.nii"))
     nib.save(image, str(nifti / f"{dtype}.nii.gz"))
+try:
+    import tempfile, ants
+except ImportError:
+    ants = None
+if ants:
+    # The target's first byte selects the reader: odd = MATLAB v4 .mat, even = ITK text.
+    transforms = pathlib.Path("fuzz/corpus/transform_read")
+    transform = ants.create_ants_transform(
+        transform_type="AffineTransform", dimension=3,
+        matrix=np.array([[1.1, 0.1, 0], [0, 0.9, 0.2], [0.05, 0, 1.0]]),
+        offset=np.array([3.0, -2.0, 1.5]), center=np.array([10.0, 20.0, -5.0]))
+    with tempfile.TemporaryDirectory() as tmp:
+        for suffix, selector in ((".mat", b"\x01"), (".txt", b"\x00")):
+            path = pathlib.Path(tmp) / f"affine{suffix}"
+            ants.write_transform(transform, str(path))
+            (transforms / f"ants_affine{suffix}").write_bytes(selector + path.read_bytes())
 PY
 fi
 

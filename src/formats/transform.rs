@@ -102,11 +102,17 @@ const AFFINE_TYPES: [&str; 4] = [
 pub fn read_affine(path: &Path) -> Result<AffineTransform, TransformIoError> {
     let bytes =
         std::fs::read(path).map_err(|source| TransformIoError::Io { path: path.to_owned(), source })?;
+    parse_affine(path, &bytes)
+}
+
+/// Parses the content of an affine transform file; `path` names it in errors and its `.mat`
+/// extension selects the MATLAB v4 reader (as in [`read_affine`]).
+pub fn parse_affine(path: &Path, bytes: &[u8]) -> Result<AffineTransform, TransformIoError> {
     let transform = if bytes.starts_with(b"#Insight Transform File") {
-        let text = String::from_utf8(bytes).map_err(|_| format_error(path, "text", "not UTF-8"))?;
-        parse_itk_text(path, &text)?
+        let text = std::str::from_utf8(bytes).map_err(|_| format_error(path, "text", "not UTF-8"))?;
+        parse_itk_text(path, text)?
     } else if path.extension().is_some_and(|e| e == "mat") {
-        parse_matlab_v4(path, &bytes)?
+        parse_matlab_v4(path, bytes)?
     } else {
         return Err(format_error(
             path,
@@ -204,11 +210,23 @@ fn parse_matlab_v4(path: &Path, bytes: &[u8]) -> Result<AffineTransform, Transfo
             .get(name_start..name_end)
             .ok_or_else(|| format_error(path, "MATLAB header", "file is truncated"))?;
         let name = String::from_utf8_lossy(name).trim_end_matches('\0').to_owned();
-        let count = rows as usize * cols as usize;
         let width = if precision == 0 { 8 } else { 4 };
-        let data = bytes
-            .get(name_end..name_end + count * width)
+        // The sizes come from the file: a hostile header must not overflow (or wrap) the sum.
+        let data_length = (rows as usize)
+            .checked_mul(cols as usize)
+            .and_then(|count| count.checked_mul(width))
+            .ok_or_else(|| {
+                format_error(
+                    path,
+                    "MATLAB header",
+                    format!("matrix of {rows} × {cols} values of {width} bytes is larger than any file"),
+                )
+            })?;
+        let data_end = name_end
+            .checked_add(data_length)
+            .filter(|&end| end <= bytes.len())
             .ok_or_else(|| format_error(path, "MATLAB data", "file is truncated"))?;
+        let data = &bytes[name_end..data_end];
         let values: Vec<f64> = data
             .chunks_exact(width)
             .map(|c| {
@@ -224,7 +242,7 @@ fn parse_matlab_v4(path: &Path, bytes: &[u8]) -> Result<AffineTransform, Transfo
         } else if name == "fixed" {
             center = Some(values);
         }
-        offset = name_end + count * width;
+        offset = data_end;
     }
     let parameters =
         parameters.ok_or_else(|| format_error(path, "AffineTransform_double_3_3", "variable missing"))?;
@@ -405,11 +423,6 @@ pub fn read_transform_spec(spec: &str) -> Result<LoadedTransform, TransformIoErr
     Ok(LoadedTransform::Affine(affine))
 }
 
-/// Writes a 3-D image on the field's grid holding one component (a helper for inspection).
-pub fn field_component(field: &DisplacementField, component: usize) -> Image<f32> {
-    field.components()[component.min(2)].clone()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -486,6 +499,25 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let t = read_affine(&path).unwrap();
         assert_eq!(t.transform_point([0.0; 3]), [-1.0, -2.0, 3.0]);
+    }
+
+    /// A MATLAB header whose rows × columns × value width exceeds the address space used to
+    /// overflow (a panic in the test profile, a wrapped length in release).
+    #[test]
+    fn matlab_v4_sizes_that_overflow_are_refused_naming_the_field() {
+        let path = Path::new("huge.mat");
+        let mut bytes = Vec::new();
+        for v in [0i32, i32::MAX, i32::MAX, 0, 6] {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        bytes.extend_from_slice(b"fixed\0");
+        let error = parse_affine(path, &bytes).unwrap_err().to_string();
+        assert!(error.starts_with("huge.mat: MATLAB header: matrix of 2147483647 × 2147483647"), "{error}");
+        // Large but representable sizes are a truncated file, not an allocation.
+        bytes[4..8].copy_from_slice(&65536i32.to_le_bytes());
+        bytes[8..12].copy_from_slice(&65536i32.to_le_bytes());
+        let error = parse_affine(path, &bytes).unwrap_err().to_string();
+        assert_eq!(error, "huge.mat: MATLAB data: file is truncated");
     }
 
     #[test]
