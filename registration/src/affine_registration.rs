@@ -10,7 +10,7 @@ use crate::image::Image;
 use crate::interpolate::{sample_linear, sample_linear_with_gradient};
 use crate::metrics::{MattesMutualInformation, mean_squares, normalized_correlation};
 use crate::smooth::{adapt_shrink_factors, pyramid_level};
-use crate::transform::{AffineTransform, SpatialTransform};
+use crate::transform::AffineTransform;
 use nalgebra::{Matrix3, SymmetricEigen, Vector3};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -714,11 +714,6 @@ fn optimize_level(
     let (l, t) = local_parts(kind, &p, radius);
     let local = AffineTransform::about_center(&l, t.into(), (*center).into());
     Ok((base.compose(&local), current.cost))
-}
-
-/// Convenience: applies an affine to a point list (used by tests and validation).
-pub fn transform_points(transform: &AffineTransform, points: &[[f64; 3]]) -> Vec<[f64; 3]> {
-    points.iter().map(|&p| transform.transform_point(p)).collect()
 }
 
 #[cfg(test)]

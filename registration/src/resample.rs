@@ -37,11 +37,6 @@ pub fn resample(
     Image::new(data, target.clone()).expect("shape matches grid")
 }
 
-/// Resamples a label image (any integer-like values stored as f32) by nearest neighbour.
-pub fn resample_labels(moving: &Image<f32>, target: &Grid, transform: &dyn SpatialTransform) -> Image<f32> {
-    resample(moving, target, transform, Interpolation::Nearest, 0.0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

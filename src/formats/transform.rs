@@ -17,7 +17,7 @@ use nalgebra::{Matrix3, Matrix4, Vector3};
 use ndarray::{Array5, Ix5};
 use nifti::writer::WriterOptions;
 use nifti::{IntoNdArray, NiftiObject, ReaderOptions};
-use pedinorm_registration::{AffineTransform, DisplacementField, Grid, Image, SpatialTransform};
+use pedinorm_registration::{AffineTransform, DisplacementField, Grid, SpatialTransform};
 use std::path::{Path, PathBuf};
 
 /// Why a transform file could not be read or written.

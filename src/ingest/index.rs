@@ -1,5 +1,6 @@
 //! The study index: a SQLite file (`index.sqlite` in the data directory) listing patients (by
-//! pseudonym only), studies and series, with placeholder consent columns.
+//! pseudonym only), studies and series. Its consent columns stay `unrecorded` at ingest: consent
+//! is recorded and enforced per study by the service (`service::consent`).
 //!
 //! Rows are only ever inserted: ingesting a study that is already there adds nothing.
 

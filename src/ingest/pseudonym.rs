@@ -177,13 +177,6 @@ impl NationalId {
     pub fn pseudonym(&self, key: &PseudonymKey) -> Pseudonym {
         Pseudonym(hex::encode(key.mac(self.normalized.as_bytes())))
     }
-
-    /// Whether `text` contains this identifier (ignoring case and spaces), for leak checks.
-    pub fn occurs_in(&self, text: &str) -> bool {
-        let squashed: String =
-            text.chars().filter(|c| !c.is_whitespace()).map(|c| c.to_ascii_uppercase()).collect();
-        squashed.contains(&self.normalized)
-    }
 }
 
 fn validate_codice_fiscale(code: &str) -> Result<(), IdentifierProblem> {
