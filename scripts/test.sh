@@ -4,6 +4,8 @@
 # script starts on localhost and stops when it exits.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Tests that need Orthanc or Slurm fail instead of passing unrun when the component is missing.
+export CI=true
 
 ./scripts/setup.sh
 

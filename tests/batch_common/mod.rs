@@ -4,6 +4,10 @@
 //! `scripts/services/slurm.sh`.
 #![allow(dead_code)] // each test file uses a part
 
+#[path = "../component/mod.rs"]
+mod component;
+
+use component::component_available;
 use pedinorm::formats::nifti::read_image;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -91,15 +95,12 @@ pub fn template_build_files(build_dir: &Path) -> Vec<(String, Vec<u8>)> {
 }
 
 /// Whether the one-node Slurm of `scripts/services/slurm.sh start` is up (it sets
-/// `PEDINORM_SLURM=1`); otherwise says why the test does not run.
+/// `PEDINORM_SLURM=1`); otherwise says why the test does not run, or fails it under `CI=true`.
 pub fn slurm_available() -> bool {
-    if std::env::var("PEDINORM_SLURM").as_deref() == Ok("1") {
-        return true;
-    }
-    eprintln!(
-        "PEDINORM_SLURM is not 1: Slurm tests not run (start Slurm with scripts/services/slurm.sh start)"
-    );
-    false
+    component_available(
+        std::env::var("PEDINORM_SLURM").as_deref() == Ok("1"),
+        "PEDINORM_SLURM is not 1 (start Slurm with scripts/services/slurm.sh start)",
+    )
 }
 
 /// (job id with array index, name, state) of the queued or recent jobs whose name starts with

@@ -3,6 +3,10 @@
 //! phantom cohort (4 mm) with its normative database for compute jobs.
 #![allow(dead_code)]
 
+#[path = "../component/mod.rs"]
+mod component;
+
+use component::component_available;
 use dicom_core::value::PrimitiveValue;
 use dicom_core::{DataElement, VR};
 use dicom_dictionary_std::tags;
@@ -238,6 +242,18 @@ pub fn orthanc_from_env(centre: &str) -> Option<pedinorm::service::config::PacsC
         dicomweb_root: "/dicom-web".into(),
         timeout_seconds: 30,
     })
+}
+
+/// [`orthanc_from_env`] for a test that needs Orthanc: `None` (the test returns early) when it
+/// is not configured, and a failure instead under `CI=true`.
+pub fn orthanc_for_test(centre: &str) -> Option<pedinorm::service::config::PacsConfig> {
+    let config = orthanc_from_env(centre);
+    component_available(
+        config.is_some(),
+        "PEDINORM_ORTHANC_URL not set (start Orthanc with scripts/services/orthanc.sh start)",
+    )
+    .then_some(config)
+    .flatten()
 }
 
 /// Creates a user directly in the state and returns the token.
