@@ -1,6 +1,6 @@
 //! `pedinorm audit`: verify the service's audit log.
 
-use crate::service::{audit, store};
+use crate::service::audit::Anchor;
 use std::path::PathBuf;
 
 /// Arguments of `pedinorm audit`.
@@ -10,33 +10,63 @@ pub struct Args {
     command: Command,
 }
 
+/// Where the audit key and checkpoints are, when not in their default places.
+#[derive(Debug, clap::Args)]
+pub struct AnchorArgs {
+    /// The audit key file (default: the file named by PEDINORM_AUDIT_KEY_FILE, else
+    /// DATA_DIR/audit.key); must be the service's `audit.key_file`.
+    #[arg(long)]
+    pub audit_key_file: Option<PathBuf>,
+    /// The checkpoint file (default DATA_DIR/audit.checkpoints).
+    #[arg(long)]
+    pub checkpoint_file: Option<PathBuf>,
+}
+
+impl AnchorArgs {
+    /// Opens the key and checkpoint file of `data_dir` (the key must exist).
+    pub fn open(&self, data_dir: &std::path::Path) -> anyhow::Result<Anchor> {
+        Ok(Anchor::open(self.audit_key_file.as_deref(), self.checkpoint_file.as_deref(), data_dir, false)?)
+    }
+}
+
 #[derive(Debug, clap::Subcommand)]
 enum Command {
-    /// Check the hash chain; exits non-zero naming the first altered or removed record.
+    /// Check the sealed hash chain and that the log reaches its newest signed checkpoint; exits
+    /// non-zero naming the first altered or removed record.
     Verify {
         /// Service data directory.
         #[arg(long)]
         data_dir: PathBuf,
+        #[command(flatten)]
+        anchor: AnchorArgs,
     },
 }
 
 /// Runs `pedinorm audit`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
-        Command::Verify { data_dir } => {
+        Command::Verify { data_dir, anchor } => {
             let path = data_dir.join("service.sqlite");
             if !path.is_file() {
                 anyhow::bail!("{}: no service state database", path.display());
             }
+            let anchor = anchor.open(&data_dir)?;
             // Open without the schema triggers being re-created on a tampered file: read only.
             let connection =
                 rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-            match audit::verify_connection(&connection).map_err(|e: store::StoreError| anyhow::anyhow!(e))? {
-                Ok(records) => {
-                    println!("audit log intact: {records} records");
+            let report = anchor.verify(&connection)?;
+            match report.problem {
+                None => {
+                    let checkpoint = report.checkpoint.as_ref().map_or(0, |c| c.seq);
+                    println!(
+                        "audit log intact: {} records ({} sealed, {} from before the audit key), newest checkpoint at record {checkpoint}",
+                        report.records,
+                        report.records - report.unkeyed_records,
+                        report.unkeyed_records
+                    );
                     Ok(())
                 }
-                Err(violation) => anyhow::bail!("{violation}"),
+                Some(problem) => anyhow::bail!("{problem}"),
             }
         }
     }

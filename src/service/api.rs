@@ -1137,7 +1137,7 @@ pub async fn read_audit(
 #[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit", security(("bearer" = [])),
     responses((status = 200, body = VerifyReport), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn verify_audit(State(state): State<AppState>) -> Result<Json<VerifyReport>, ApiError> {
-    blocking(&state, move |s| audit::verify(&s.store).map_err(ApiError::from)).await.map(Json)
+    blocking(&state, move |s| s.audit.verify(&s.store).map_err(ApiError::from)).await.map(Json)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,15 +1,24 @@
-//! The audit log: one record per request, append-only, hash-chained.
+//! The audit log: one record per request, append-only, hash-chained, sealed and anchored.
 //!
-//! Record `n` stores `hash_n = SHA-256(hash_{n-1} ‖ canonical(record_n))` where the canonical
-//! form is a fixed-order, length-prefixed encoding of every field including the sequence
-//! number. Altering a field breaks that record's hash; removing a record breaks the sequence
-//! and the next record's `prev_hash`; removing the newest records is caught by the chain head
-//! kept in the `meta` table (updated in the same transaction as each append).
+//! Record `n` stores `hash_n = HMAC-SHA-256(key, hash_{n-1} ‖ canonical(record_n))` where the
+//! canonical form is a fixed-order, length-prefixed encoding of every field including the
+//! sequence number, and the key lives outside the state file ([`super::audit_anchor`]).
+//! Altering a field breaks that record's hash, and recomputing the later hashes needs the key;
+//! removing a record breaks the sequence and the next record's `prev_hash`; removing the newest
+//! records (even with the chain head kept in `meta`) or all of them is caught by the signed
+//! checkpoints in the second, append-only file. Records written before the key existed keep
+//! their unkeyed `SHA-256(hash_{n-1} ‖ canonical)` chain and are reported as such.
 
+use super::audit_anchor::{
+    self, AnchorError, AuditKey, Checkpoint, CheckpointFile, append_checkpoint, read_checkpoints,
+};
+use super::config::AuditConfig;
 use super::store::{Store, StoreError, now};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Hash that precedes the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -63,7 +72,8 @@ pub struct NewRecord {
 /// What `verify` found.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuditViolation {
-    /// A record's content does not match its hash (it was altered).
+    /// A record's content does not match its hash (it was altered, or its hash was recomputed
+    /// without the key).
     #[error("audit record {seq} was altered: its hash does not match its content")]
     Altered {
         /// Sequence number.
@@ -85,6 +95,42 @@ pub enum AuditViolation {
         /// Missing sequence number.
         seq: i64,
     },
+    /// The log ends before the newest signed checkpoint.
+    #[error(
+        "the audit log ends at record {last} but the signed checkpoint of {time} covers record {checkpoint}: records were removed"
+    )]
+    Truncated {
+        /// Last record found (0: none).
+        last: i64,
+        /// Record the checkpoint covers.
+        checkpoint: i64,
+        /// Time of the checkpoint.
+        time: String,
+    },
+    /// A record is not the one a signed checkpoint covers.
+    #[error(
+        "audit record {seq} is not the record the signed checkpoint of {time} covers: the log was rewritten"
+    )]
+    Diverged {
+        /// Sequence number.
+        seq: i64,
+        /// Time of the checkpoint.
+        time: String,
+    },
+    /// A line of the checkpoint file is not signed with the key.
+    #[error("line {line} of the audit checkpoint file is not signed with the audit key")]
+    ForgedCheckpoint {
+        /// Line number (from 1).
+        line: usize,
+    },
+    /// The checkpoint file holds no checkpoint.
+    #[error(
+        "the audit checkpoint file holds no checkpoint: the log cannot be anchored (was the file removed?)"
+    )]
+    NoCheckpoint,
+    /// Checkpoints name different first sealed records.
+    #[error("the audit checkpoints disagree on the first sealed record")]
+    InconsistentCheckpoints,
 }
 
 /// Result of a verification.
@@ -92,10 +138,26 @@ pub enum AuditViolation {
 pub struct VerifyReport {
     /// Records checked.
     pub records: i64,
-    /// `true` when the chain is intact.
+    /// `true` when the chain is intact and reaches the newest checkpoint.
     pub intact: bool,
     /// The first problem, naming the record.
     pub problem: Option<String>,
+    /// Records written before the audit key existed: their chain is checked, but it is not
+    /// sealed, so it proves less (see `docs/service.md`).
+    pub unkeyed_records: i64,
+    /// The newest signed checkpoint.
+    pub checkpoint: Option<Checkpoint>,
+}
+
+/// What an intact log holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// Records checked.
+    pub records: i64,
+    /// Records before the first sealed one.
+    pub unkeyed_records: i64,
+    /// The newest signed checkpoint.
+    pub checkpoint: Checkpoint,
 }
 
 fn canonical(seq: i64, record: &NewRecord, time: &str) -> Vec<u8> {
@@ -118,7 +180,8 @@ fn canonical(seq: i64, record: &NewRecord, time: &str) -> Vec<u8> {
     out
 }
 
-fn chain_hash(prev_hash: &str, canonical: &[u8]) -> String {
+/// The chain hash of records written before the audit key existed.
+fn unkeyed_hash(prev_hash: &str, canonical: &[u8]) -> String {
     let mut hasher = Sha256::new();
     hasher.update(prev_hash.as_bytes());
     hasher.update(canonical);
@@ -134,27 +197,20 @@ fn head(connection: &Connection) -> rusqlite::Result<(i64, String)> {
         .unwrap_or((0, GENESIS.to_string())))
 }
 
-/// Appends one record (inside its own transaction).
-pub fn append(store: &Store, record: &NewRecord) -> Result<i64, StoreError> {
-    let seqs = append_batch(&mut store.lock(), std::slice::from_ref(record))?;
-    Ok(seqs[0])
-}
-
 /// Appends records in order in one transaction (one commit, so one disk sync for all of
-/// them); returns their sequence numbers.
-pub fn append_batch(connection: &mut Connection, records: &[NewRecord]) -> Result<Vec<i64>, StoreError> {
+/// them), sealed with `key`; returns their sequence numbers.
+pub fn append_batch(
+    connection: &mut Connection,
+    records: &[NewRecord],
+    key: &AuditKey,
+) -> Result<Vec<i64>, StoreError> {
     let transaction = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let last: Option<(i64, String)> = transaction
-        .query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })
-        .optional()?;
-    let (mut seq, mut prev_hash) = last.unwrap_or((0, GENESIS.to_string()));
+    let (mut seq, mut prev_hash) = last_record(&transaction)?;
     let mut seqs = Vec::with_capacity(records.len());
     for record in records {
         seq += 1;
         let time = now();
-        let hash = chain_hash(&prev_hash, &canonical(seq, record, &time));
+        let hash = key.seal_record(&prev_hash, &canonical(seq, record, &time));
         transaction.execute(
             "INSERT INTO audit (seq, time, user, role, centre, on_behalf_of, action, resource, outcome, prev_hash, hash)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
@@ -183,60 +239,258 @@ pub fn append_batch(connection: &mut Connection, records: &[NewRecord]) -> Resul
     Ok(seqs)
 }
 
-type Pending = (NewRecord, tokio::sync::oneshot::Sender<Result<i64, String>>);
+/// Sequence number and hash of the newest record (0 and [`GENESIS`] when there is none).
+fn last_record(connection: &Connection) -> rusqlite::Result<(i64, String)> {
+    Ok(connection
+        .query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .optional()?
+        .unwrap_or((0, GENESIS.to_string())))
+}
+
+/// The audit key and the checkpoint file of one data directory.
+#[derive(Debug)]
+pub struct Anchor {
+    /// Key sealing records and checkpoints.
+    pub key: AuditKey,
+    /// The append-only checkpoint file.
+    pub checkpoint_file: PathBuf,
+}
+
+impl Anchor {
+    /// The key (see [`AuditKey::locate`]; created in the data directory only when
+    /// `create_key`) and the checkpoint file (default `DATA_DIR/audit.checkpoints`).
+    pub fn open(
+        key_file: Option<&Path>,
+        checkpoint_file: Option<&Path>,
+        data_dir: &Path,
+        create_key: bool,
+    ) -> Result<Anchor, AnchorError> {
+        Ok(Anchor {
+            key: AuditKey::locate(key_file, data_dir, create_key)?,
+            checkpoint_file: checkpoint_file
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| data_dir.join(audit_anchor::DEFAULT_CHECKPOINT_FILE)),
+        })
+    }
+
+    /// The first sealed record and the newest checkpointed one. A log that was never anchored
+    /// (written before the key existed, or new) is anchored now: sealing starts with the next
+    /// record. A log that holds sealed records but no checkpoint is refused.
+    pub fn establish(&self, connection: &Connection) -> Result<(i64, i64), StoreError> {
+        let file = read_checkpoints(&self.checkpoint_file, &self.key)?;
+        if let Some(first) = file.checkpoints.first() {
+            let newest = file.checkpoints.iter().map(|c| c.seq).max().unwrap_or(0);
+            let (last, _) = last_record(connection)?;
+            if last < newest {
+                tracing::error!(last, checkpoint = newest, "the audit log ends before its newest checkpoint");
+            }
+            return Ok((first.keyed_from, newest));
+        }
+        if !file.forged.is_empty() {
+            return Err(AnchorError::WrongKey { path: self.checkpoint_file.clone() }.into());
+        }
+        if self.holds_sealed_records(connection)? {
+            return Err(AnchorError::Unanchored { path: self.checkpoint_file.clone() }.into());
+        }
+        let (last, head) = last_record(connection)?;
+        let checkpoint = Checkpoint { seq: last, head, time: now(), keyed_from: last + 1 };
+        append_checkpoint(&self.checkpoint_file, &self.key, &checkpoint)?;
+        Ok((last + 1, last))
+    }
+
+    fn holds_sealed_records(&self, connection: &Connection) -> Result<bool, StoreError> {
+        let mut statement = connection.prepare(&format!("SELECT {COLUMNS} FROM audit ORDER BY seq"))?;
+        let mut rows = statement.query([])?;
+        while let Some(row) = rows.next()? {
+            let record = row_to_record(row)?;
+            let canonical = canonical(record.seq, &record.content(), &record.time);
+            if self.key.seal_record(&record.prev_hash, &canonical) == record.hash {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Appends a checkpoint of the log's newest record unless it is `unless_at`; returns the
+    /// newest record's sequence number.
+    pub fn checkpoint(
+        &self,
+        connection: &Connection,
+        keyed_from: i64,
+        unless_at: i64,
+    ) -> Result<i64, StoreError> {
+        let (seq, head) = last_record(connection)?;
+        if seq != unless_at {
+            append_checkpoint(
+                &self.checkpoint_file,
+                &self.key,
+                &Checkpoint { seq, head, time: now(), keyed_from },
+            )?;
+        }
+        Ok(seq)
+    }
+
+    /// Checks the chain under the key and against the checkpoints.
+    pub fn verify(&self, connection: &Connection) -> Result<VerifyReport, StoreError> {
+        let file = read_checkpoints(&self.checkpoint_file, &self.key)?;
+        Ok(match verify_connection(connection, &self.key, &file)? {
+            Ok(verified) => VerifyReport {
+                records: verified.records,
+                intact: true,
+                problem: None,
+                unkeyed_records: verified.unkeyed_records,
+                checkpoint: Some(verified.checkpoint),
+            },
+            Err(violation) => {
+                let records = connection.query_row("SELECT COUNT(*) FROM audit", [], |row| row.get(0))?;
+                let keyed_from = file.checkpoints.first().map_or(1, |c| c.keyed_from);
+                VerifyReport {
+                    records,
+                    intact: false,
+                    problem: Some(violation.to_string()),
+                    unkeyed_records: (keyed_from - 1).clamp(0, records),
+                    checkpoint: file.checkpoints.iter().max_by_key(|c| c.seq).cloned(),
+                }
+            }
+        })
+    }
+
+    /// Appends one record outside the service (the command line) and checkpoints it.
+    pub fn append_offline(&self, store: &Store, record: &NewRecord) -> Result<i64, StoreError> {
+        let mut connection = store.lock();
+        let (keyed_from, _) = self.establish(&connection)?;
+        let seq = append_batch(&mut connection, std::slice::from_ref(record), &self.key)?[0];
+        self.checkpoint(&connection, keyed_from, -1)?;
+        Ok(seq)
+    }
+}
+
+enum Message {
+    Append(NewRecord, tokio::sync::oneshot::Sender<Result<i64, String>>),
+    Checkpoint(std::sync::mpsc::Sender<()>),
+}
 
 /// Group commit of the request path's audit records: one writer thread with its own SQLite
 /// connection takes every record waiting, appends them in one transaction and answers each
 /// caller once that transaction is on disk. Requests arriving together share one disk sync
 /// instead of queueing behind one sync each, and readers (own connection, WAL) never wait for
-/// it; a request still gets its answer only after its record is durable.
+/// it; a request still gets its answer only after its record is durable. The thread also
+/// writes the checkpoints: every `checkpoint_every_records` records, every
+/// `checkpoint_every_seconds` while records arrive, and when the writer stops.
 pub struct AuditWriter {
-    sender: std::sync::mpsc::Sender<Pending>,
+    sender: std::sync::mpsc::Sender<Message>,
+    anchor: Arc<Anchor>,
 }
 
 impl AuditWriter {
     /// Most records committed together.
     const MAX_BATCH: usize = 256;
 
-    /// Opens the writer's connection on the state file of `data_dir` and starts its thread
-    /// (which ends when the writer is dropped).
-    pub fn start(data_dir: &std::path::Path) -> Result<AuditWriter, StoreError> {
+    /// Opens the writer's connection on the state file of `data_dir`, anchors the log and
+    /// starts its thread (which ends, after a last checkpoint, when the writer is dropped).
+    pub fn start(data_dir: &Path, config: &AuditConfig) -> Result<AuditWriter, StoreError> {
+        let anchor = Arc::new(Anchor::open(
+            config.key_file.as_deref(),
+            config.checkpoint_file.as_deref(),
+            data_dir,
+            true,
+        )?);
         let mut connection = super::store::open_connection(&data_dir.join("service.sqlite"))?;
-        let (sender, receiver) = std::sync::mpsc::channel::<Pending>();
+        let (keyed_from, mut checkpointed) = anchor.establish(&connection)?;
+        let every_records = config.checkpoint_every_records.max(1) as i64;
+        let every = std::time::Duration::from_secs(config.checkpoint_every_seconds.max(1));
+        let (sender, receiver) = std::sync::mpsc::channel::<Message>();
+        let thread_anchor = anchor.clone();
         std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || {
-                while let Ok(first) = receiver.recv() {
-                    let mut batch = vec![first];
-                    while batch.len() < Self::MAX_BATCH
-                        && let Ok(next) = receiver.try_recv()
-                    {
-                        batch.push(next);
+                let anchor = thread_anchor;
+                let mut last_time = std::time::Instant::now();
+                let mut head = checkpointed;
+                loop {
+                    let first = match receiver.recv_timeout(every) {
+                        Ok(message) => Some(message),
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                    };
+                    let mut records = Vec::new();
+                    let mut replies = Vec::new();
+                    let mut flushes = Vec::new();
+                    let mut next = first;
+                    while let Some(message) = next.take() {
+                        match message {
+                            Message::Append(record, reply) => {
+                                records.push(record);
+                                replies.push(reply);
+                            }
+                            Message::Checkpoint(done) => flushes.push(done),
+                        }
+                        if records.len() < Self::MAX_BATCH {
+                            next = receiver.try_recv().ok();
+                        }
                     }
-                    let records: Vec<NewRecord> = batch.iter().map(|(r, _)| r.clone()).collect();
-                    match append_batch(&mut connection, &records) {
-                        Ok(seqs) => {
-                            for ((_, reply), seq) in batch.into_iter().zip(seqs) {
-                                let _ = reply.send(Ok(seq));
+                    if !records.is_empty() {
+                        match append_batch(&mut connection, &records, &anchor.key) {
+                            Ok(seqs) => {
+                                head = *seqs.last().expect("one per record");
+                                for (reply, seq) in replies.into_iter().zip(seqs) {
+                                    let _ = reply.send(Ok(seq));
+                                }
+                            }
+                            Err(error) => {
+                                for reply in replies {
+                                    let _ = reply.send(Err(error.to_string()));
+                                }
                             }
                         }
-                        Err(error) => {
-                            for (_, reply) in batch {
-                                let _ = reply.send(Err(error.to_string()));
+                    }
+                    let due = head - checkpointed >= every_records
+                        || (head > checkpointed && last_time.elapsed() >= every)
+                        || !flushes.is_empty();
+                    if due {
+                        match anchor.checkpoint(&connection, keyed_from, checkpointed) {
+                            Ok(seq) => {
+                                checkpointed = seq;
+                                head = head.max(seq);
+                                last_time = std::time::Instant::now();
                             }
+                            Err(error) => tracing::error!("audit checkpoint: {error}"),
                         }
                     }
+                    for done in flushes {
+                        let _ = done.send(());
+                    }
+                }
+                if let Err(error) = anchor.checkpoint(&connection, keyed_from, checkpointed) {
+                    tracing::error!("audit checkpoint: {error}");
                 }
             })
             .map_err(|source| StoreError::Io { path: "audit writer thread".into(), source })?;
-        Ok(AuditWriter { sender })
+        Ok(AuditWriter { sender, anchor })
     }
 
     /// Appends one record; resolves once it is committed.
     pub async fn append(&self, record: NewRecord) -> Result<i64, String> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.sender.send((record, reply)).map_err(|_| "the audit writer has stopped".to_string())?;
+        self.sender
+            .send(Message::Append(record, reply))
+            .map_err(|_| "the audit writer has stopped".to_string())?;
         answer.await.map_err(|_| "the audit writer has stopped".to_string())?
+    }
+
+    /// Writes a checkpoint of every record committed so far and waits for it (blocking).
+    pub fn checkpoint_now(&self) {
+        let (done, wait) = std::sync::mpsc::channel();
+        if self.sender.send(Message::Checkpoint(done)).is_ok() {
+            let _ = wait.recv();
+        }
+    }
+
+    /// Checks the chain under the key and against the checkpoints.
+    pub fn verify(&self, store: &Store) -> Result<VerifyReport, StoreError> {
+        self.anchor.verify(&store.lock())
     }
 }
 
@@ -268,8 +522,43 @@ pub fn read(store: &Store, after: i64, limit: i64) -> Result<Vec<AuditRecord>, S
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
-/// Checks the whole chain; `Err` names the first bad record.
-pub fn verify_connection(connection: &Connection) -> Result<Result<i64, AuditViolation>, StoreError> {
+impl AuditRecord {
+    /// The recorded fields (without the chain).
+    fn content(&self) -> NewRecord {
+        NewRecord {
+            user: self.user.clone(),
+            role: self.role.clone(),
+            centre: self.centre.clone(),
+            on_behalf_of: self.on_behalf_of.clone(),
+            action: self.action.clone(),
+            resource: self.resource.clone(),
+            outcome: self.outcome.clone(),
+        }
+    }
+}
+
+/// Checks the whole chain: records from the first sealed one on under `key`, earlier ones
+/// with the unkeyed chain; every signed checkpoint must name a record of the log, and the log
+/// must reach the newest. `Err` names the first problem.
+pub fn verify_connection(
+    connection: &Connection,
+    key: &AuditKey,
+    file: &CheckpointFile,
+) -> Result<Result<Verified, AuditViolation>, StoreError> {
+    if let Some(&line) = file.forged.first() {
+        return Ok(Err(AuditViolation::ForgedCheckpoint { line }));
+    }
+    let Some(newest) = file.checkpoints.iter().max_by_key(|c| c.seq) else {
+        return Ok(Err(AuditViolation::NoCheckpoint));
+    };
+    let keyed_from = file.checkpoints[0].keyed_from;
+    if file.checkpoints.iter().any(|c| c.keyed_from != keyed_from) {
+        return Ok(Err(AuditViolation::InconsistentCheckpoints));
+    }
+    let mut anchors: std::collections::BTreeMap<i64, Vec<&Checkpoint>> = Default::default();
+    for checkpoint in &file.checkpoints {
+        anchors.entry(checkpoint.seq).or_default().push(checkpoint);
+    }
     let mut statement = connection.prepare(&format!("SELECT {COLUMNS} FROM audit ORDER BY seq"))?;
     let mut rows = statement.query([])?;
     let mut expected_seq = 1;
@@ -280,25 +569,33 @@ pub fn verify_connection(connection: &Connection) -> Result<Result<i64, AuditVio
         if record.seq != expected_seq {
             return Ok(Err(AuditViolation::Removed { seq: expected_seq }));
         }
-        let new = NewRecord {
-            user: record.user.clone(),
-            role: record.role.clone(),
-            centre: record.centre.clone(),
-            on_behalf_of: record.on_behalf_of.clone(),
-            action: record.action.clone(),
-            resource: record.resource.clone(),
-            outcome: record.outcome.clone(),
+        let canonical = canonical(record.seq, &record.content(), &record.time);
+        let recomputed = if record.seq < keyed_from {
+            unkeyed_hash(&record.prev_hash, &canonical)
+        } else {
+            key.seal_record(&record.prev_hash, &canonical)
         };
-        let recomputed = chain_hash(&record.prev_hash, &canonical(record.seq, &new, &record.time));
         if recomputed != record.hash {
             return Ok(Err(AuditViolation::Altered { seq: record.seq }));
         }
         if record.prev_hash != prev_hash {
             return Ok(Err(AuditViolation::Broken { seq: record.seq, previous: record.seq - 1 }));
         }
+        if let Some(checkpoint) =
+            anchors.get(&record.seq).and_then(|list| list.iter().find(|c| c.head != record.hash))
+        {
+            return Ok(Err(AuditViolation::Diverged { seq: record.seq, time: checkpoint.time.clone() }));
+        }
         prev_hash = record.hash;
         expected_seq += 1;
         count += 1;
+    }
+    if newest.seq > count {
+        return Ok(Err(AuditViolation::Truncated {
+            last: count,
+            checkpoint: newest.seq,
+            time: newest.time.clone(),
+        }));
     }
     let (head_seq, head_hash) = head(connection)?;
     if head_seq >= expected_seq {
@@ -308,19 +605,11 @@ pub fn verify_connection(connection: &Connection) -> Result<Result<i64, AuditVio
     if head_seq == count && head_hash != prev_hash && count > 0 {
         return Ok(Err(AuditViolation::Altered { seq: count }));
     }
-    Ok(Ok(count))
-}
-
-/// Checks the whole chain of the store.
-pub fn verify(store: &Store) -> Result<VerifyReport, StoreError> {
-    let connection = store.lock();
-    Ok(match verify_connection(&connection)? {
-        Ok(records) => VerifyReport { records, intact: true, problem: None },
-        Err(violation) => {
-            let records = connection.query_row("SELECT COUNT(*) FROM audit", [], |row| row.get(0))?;
-            VerifyReport { records, intact: false, problem: Some(violation.to_string()) }
-        }
-    })
+    Ok(Ok(Verified {
+        records: count,
+        unkeyed_records: (keyed_from - 1).clamp(0, count),
+        checkpoint: newest.clone(),
+    }))
 }
 
 #[cfg(test)]
@@ -339,33 +628,115 @@ mod tests {
         }
     }
 
-    #[test]
-    fn chain_detects_alteration_and_removal() {
+    fn anchored_store(records: usize) -> (tempfile::TempDir, Store, Anchor) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        for i in 0..5 {
-            append(&store, &record(&format!("a{i}"))).unwrap();
+        let anchor = Anchor::open(None, None, dir.path(), true).unwrap();
+        for i in 0..records {
+            anchor.append_offline(&store, &record(&format!("a{i}"))).unwrap();
         }
-        assert!(verify(&store).unwrap().intact);
+        (dir, store, anchor)
+    }
+
+    fn check(store: &Store, anchor: &Anchor) -> Result<Verified, AuditViolation> {
+        let file = read_checkpoints(&anchor.checkpoint_file, &anchor.key).unwrap();
+        verify_connection(&store.lock(), &anchor.key, &file).unwrap()
+    }
+
+    #[test]
+    fn chain_detects_alteration_and_removal() {
+        let (_dir, store, anchor) = anchored_store(5);
+        assert_eq!(check(&store, &anchor).unwrap().records, 5);
         // Updates through SQL are refused by the trigger.
         assert!(store.lock().execute("UPDATE audit SET outcome = '500' WHERE seq = 2", []).is_err());
         let connection = store.lock();
         connection.execute_batch("DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete;").unwrap();
         connection.execute("UPDATE audit SET outcome = '403' WHERE seq = 3", []).unwrap();
-        assert_eq!(verify_connection(&connection).unwrap(), Err(AuditViolation::Altered { seq: 3 }));
-        connection.execute("UPDATE audit SET outcome = '200' WHERE seq = 3", []).unwrap();
-        assert_eq!(verify_connection(&connection).unwrap(), Ok(5));
-        connection.execute("DELETE FROM audit WHERE seq = 2", []).unwrap();
-        assert_eq!(verify_connection(&connection).unwrap(), Err(AuditViolation::Removed { seq: 2 }));
         drop(connection);
+        assert_eq!(check(&store, &anchor), Err(AuditViolation::Altered { seq: 3 }));
+        store.lock().execute("UPDATE audit SET outcome = '200' WHERE seq = 3", []).unwrap();
+        assert_eq!(check(&store, &anchor).unwrap().records, 5);
+        store.lock().execute("DELETE FROM audit WHERE seq = 2", []).unwrap();
+        assert_eq!(check(&store, &anchor), Err(AuditViolation::Removed { seq: 2 }));
+    }
+
+    #[test]
+    fn truncation_with_the_head_and_rehashing_are_detected() {
+        let (_dir, store, anchor) = anchored_store(4);
+        let connection = store.lock();
+        connection.execute_batch("DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete;").unwrap();
+        // The newest records and the stored head removed together.
+        let kept: String =
+            connection.query_row("SELECT hash FROM audit WHERE seq = 2", [], |r| r.get(0)).unwrap();
+        connection.execute("DELETE FROM audit WHERE seq > 2", []).unwrap();
+        connection
+            .execute("UPDATE meta SET value = ?1 WHERE key = 'audit_head'", [format!("2 {kept}")])
+            .unwrap();
+        drop(connection);
+        assert!(matches!(
+            check(&store, &anchor),
+            Err(AuditViolation::Truncated { last: 2, checkpoint: 4, .. })
+        ));
+        // Every record removed.
+        store.lock().execute_batch("DELETE FROM audit; DELETE FROM meta WHERE key = 'audit_head';").unwrap();
+        assert!(matches!(check(&store, &anchor), Err(AuditViolation::Truncated { last: 0, .. })));
+
+        // An edit followed by recomputing every later hash without the key.
+        let (_dir, store, anchor) = anchored_store(4);
+        let connection = store.lock();
+        connection.execute_batch("DROP TRIGGER audit_no_update;").unwrap();
+        connection.execute("UPDATE audit SET outcome = '403' WHERE seq = 2", []).unwrap();
+        let records: Vec<AuditRecord> = {
+            let mut statement =
+                connection.prepare(&format!("SELECT {COLUMNS} FROM audit ORDER BY seq")).unwrap();
+            statement.query_map([], row_to_record).unwrap().map(Result::unwrap).collect()
+        };
+        let mut prev = records[0].hash.clone();
+        for record in &records[1..] {
+            let hash = unkeyed_hash(&prev, &canonical(record.seq, &record.content(), &record.time));
+            connection
+                .execute(
+                    "UPDATE audit SET prev_hash = ?1, hash = ?2 WHERE seq = ?3",
+                    params![prev, hash, record.seq],
+                )
+                .unwrap();
+            prev = hash;
+        }
+        connection
+            .execute("UPDATE meta SET value = ?1 WHERE key = 'audit_head'", [format!("4 {prev}")])
+            .unwrap();
+        drop(connection);
+        assert_eq!(check(&store, &anchor), Err(AuditViolation::Altered { seq: 2 }));
+    }
+
+    #[test]
+    fn records_before_the_key_are_checked_unkeyed_and_stay_anchored() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        for i in 0..3 {
-            append(&store, &record(&format!("a{i}"))).unwrap();
+        // Three records as written before the key existed.
+        {
+            let connection = store.lock();
+            let mut prev = GENESIS.to_string();
+            for seq in 1..=3 {
+                let time = now();
+                let hash = unkeyed_hash(&prev, &canonical(seq, &record("old"), &time));
+                connection
+                    .execute(
+                        "INSERT INTO audit VALUES (?1, ?2, 'u', 'admin', 'C1', '', 'old', '/x', '200', ?3, ?4)",
+                        params![seq, time, prev, hash],
+                    )
+                    .unwrap();
+                prev = hash;
+            }
+            connection.execute("INSERT INTO meta VALUES ('audit_head', ?1)", [format!("3 {prev}")]).unwrap();
         }
-        let connection = store.lock();
-        connection.execute_batch("DROP TRIGGER audit_no_delete;").unwrap();
-        connection.execute("DELETE FROM audit WHERE seq = 3", []).unwrap();
-        assert_eq!(verify_connection(&connection).unwrap(), Err(AuditViolation::Removed { seq: 3 }));
+        let anchor = Anchor::open(None, None, dir.path(), true).unwrap();
+        anchor.append_offline(&store, &record("new")).unwrap();
+        let verified = check(&store, &anchor).unwrap();
+        assert_eq!((verified.records, verified.unkeyed_records), (4, 3));
+        // Once sealed records exist, a removed checkpoint file is not silently re-anchored.
+        std::fs::remove_file(&anchor.checkpoint_file).unwrap();
+        assert_eq!(check(&store, &anchor), Err(AuditViolation::NoCheckpoint));
+        assert!(anchor.establish(&store.lock()).is_err());
     }
 }

@@ -160,6 +160,34 @@ impl ComputeConfig {
     }
 }
 
+/// Audit-log sealing and anchoring.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// File holding the secret key that seals the audit chain (at least 32 bytes). Default:
+    /// the file named by `PEDINORM_AUDIT_KEY_FILE`, else `DATA_DIR/audit.key` (created at the
+    /// first start). Keep it outside the data directory: whoever can read it can reseal an
+    /// edited log.
+    pub key_file: Option<PathBuf>,
+    /// Append-only file of signed checkpoints; default `DATA_DIR/audit.checkpoints`.
+    pub checkpoint_file: Option<PathBuf>,
+    /// A checkpoint after at most this many records.
+    pub checkpoint_every_records: u64,
+    /// A checkpoint at most this many seconds after a record.
+    pub checkpoint_every_seconds: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            key_file: None,
+            checkpoint_file: None,
+            checkpoint_every_records: 1000,
+            checkpoint_every_seconds: 60,
+        }
+    }
+}
+
 /// The whole service configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -193,6 +221,9 @@ pub struct ServiceConfig {
     /// Issuer of the national identifier in OtherPatientIDsSequence, handed to ingest.
     #[serde(default)]
     pub national_id_issuer: Option<String>,
+    /// Audit-log sealing and anchoring.
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// Job queue.
     #[serde(default)]
     pub jobs: JobsConfig,
@@ -234,6 +265,7 @@ impl ServiceConfig {
             normdb: None,
             pseudonym_key_file: None,
             national_id_issuer: None,
+            audit: AuditConfig::default(),
             jobs: JobsConfig::default(),
             workflow: WorkflowConfig::default(),
             pacs: Vec::new(),
@@ -264,6 +296,12 @@ impl ServiceConfig {
         if let Some(p) = config.pseudonym_key_file.as_mut() {
             rebase(p);
         }
+        if let Some(p) = config.audit.key_file.as_mut() {
+            rebase(p);
+        }
+        if let Some(p) = config.audit.checkpoint_file.as_mut() {
+            rebase(p);
+        }
         if let Some(p) = config.compute.program.as_mut() {
             rebase(p);
         }
@@ -289,6 +327,9 @@ impl ServiceConfig {
         }
         if self.workflow.committee_approvals_required == 0 {
             return invalid("workflow.committee_approvals_required", "must be at least 1");
+        }
+        if self.audit.checkpoint_every_records == 0 || self.audit.checkpoint_every_seconds == 0 {
+            return invalid("audit.checkpoint_every_records", "checkpoint intervals must be positive");
         }
         if self.max_upload_bytes == 0 {
             return invalid("max_upload_bytes", "must be positive");

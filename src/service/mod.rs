@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod audit_anchor;
 pub mod auth;
 pub mod cases;
 pub mod config;
@@ -59,7 +60,7 @@ impl Service {
             tracing::warn!("{recovered} interrupted job(s) queued again");
         }
         let workers = queue.start();
-        let audit = Arc::new(audit::AuditWriter::start(&config.data_dir)?);
+        let audit = Arc::new(audit::AuditWriter::start(&config.data_dir, &config.audit)?);
         // Warm the normative database summary so the first readers do not wait for the file.
         let normdb = config.normdb_path();
         std::thread::spawn(move || {
@@ -84,6 +85,8 @@ impl Service {
     /// Stops the workers after their current jobs.
     pub fn stop(self) {
         self.state.jobs.shutdown();
+        // Anchor every request answered so far.
+        self.state.audit.checkpoint_now();
         for worker in self.workers {
             let _ = worker.join();
         }

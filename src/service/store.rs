@@ -14,6 +14,9 @@ pub enum StoreError {
     /// SQLite failed.
     #[error("service state database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The audit key or checkpoint file.
+    #[error(transparent)]
+    Anchor(#[from] super::audit_anchor::AnchorError),
     /// Creating the data directory failed.
     #[error("cannot create data directory {path}: {source}")]
     Io {
