@@ -6,8 +6,6 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use pedinorm::formats::nifti::read_image;
-use pedinorm_registration::affine_registration::{AffineParams, register_affine};
-use pedinorm_registration::diffeomorphic::{DiffeoParams, register_diffeomorphic};
 use pedinorm_registration::metrics::{
     LocalCcVariant, LocalCcWork, MattesMutualInformation, local_cc_forces, mean_squares,
     normalized_correlation,
@@ -15,7 +13,10 @@ use pedinorm_registration::metrics::{
 use pedinorm_registration::resample::resample;
 use pedinorm_registration::smooth::{pyramid_level, smooth_voxels};
 use pedinorm_registration::transform::map_voxels;
-use pedinorm_registration::{AffineTransform, DisplacementField, Image, Interpolation, TransformChain};
+use pedinorm_registration::{
+    AffineTransform, DeformableStage, DisplacementField, Image, Interpolation, RegistrationPlan, Schedule,
+    TransformChain, register,
+};
 use std::hint::black_box;
 use std::path::Path;
 
@@ -68,40 +69,35 @@ fn benches(c: &mut Criterion) {
         b.iter(|| black_box(mi.evaluate(f, m, &mut derivative)))
     });
     let mut work = LocalCcWork::new(f, dims, 2);
-    let mut coefficient = vec![0f32; f.len()];
+    let mut coefficient = vec![0f64; f.len()];
     c.bench_function("local cc r2 + gradient 2mm", |b| {
         b.iter(|| {
             black_box(local_cc_forces(&mut work, f, m, None, LocalCcVariant::Squared, &mut coefficient))
         })
     });
-    let one_iteration = DiffeoParams {
-        shrink_factors: vec![1],
-        smoothing_sigmas_voxels: vec![0.0],
-        iterations: vec![1],
-        inverse_iterations: 0,
-        ..DiffeoParams::default()
+    let one_iteration = RegistrationPlan {
+        affine: None,
+        deformable: Some(DeformableStage {
+            schedule: Schedule::in_voxels(&[1], &[0.0], &[1]),
+            inverse_iterations: 0,
+            ..DeformableStage::default()
+        }),
+        ..RegistrationPlan::default()
     };
-    let identity = AffineTransform::identity();
+    let affine_only = RegistrationPlan { deformable: None, ..RegistrationPlan::default() };
     let mut group = c.benchmark_group("whole runs");
     group.sample_size(10);
     group.bench_function("one deformable iteration 2mm", |b| {
-        b.iter(|| {
-            black_box(
-                register_diffeomorphic(&fixed, &moving, &identity, &one_iteration, &mut |_| {}).unwrap(),
-            )
-        })
+        b.iter(|| black_box(register(&fixed, &moving, &one_iteration).unwrap()))
     });
     group.bench_function("affine registration 2mm", |b| {
-        b.iter(|| black_box(register_affine(&fixed, &moving, &AffineParams::default(), &mut |_| {}).unwrap()))
+        b.iter(|| black_box(register(&fixed, &moving, &affine_only).unwrap()))
     });
-    let affine = register_affine(&fixed, &moving, &AffineParams::default(), &mut |_| {}).unwrap().transform;
+    let affine = register(&fixed, &moving, &affine_only).unwrap().affine;
+    let deformable_only =
+        RegistrationPlan { initial: Some(affine), affine: None, ..RegistrationPlan::default() };
     group.bench_function("deformable registration 2mm", |b| {
-        b.iter(|| {
-            black_box(
-                register_diffeomorphic(&fixed, &moving, &affine, &DiffeoParams::default(), &mut |_| {})
-                    .unwrap(),
-            )
-        })
+        b.iter(|| black_box(register(&fixed, &moving, &deformable_only).unwrap()))
     });
     group.finish();
 }

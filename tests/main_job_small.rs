@@ -22,8 +22,8 @@ fn python() -> std::path::PathBuf {
 fn miniature_demo_detects_a_strong_lesion_and_writes_the_documented_database() {
     let dir = tempfile::tempdir().unwrap();
     let mut mapping = MappingParams::standard();
-    mapping.affine.iterations = vec![60, 30, 10];
-    mapping.deformable.iterations = vec![20, 10, 5];
+    mapping.affine_iterations = vec![60, 30, 10];
+    mapping.deformable_iterations = vec![20, 10, 5];
     mapping.bias_correction = false;
     mapping.smoothing_fwhm_mm = 6.0;
     let config = miniature_demo(dir.path().join("demo"), 12, mapping);

@@ -8,71 +8,15 @@
 use crate::grid::Grid;
 use crate::image::Image;
 use crate::interpolate::{sample_linear, sample_linear_with_gradient};
-use crate::metrics::{MattesMutualInformation, mean_squares, normalized_correlation};
+use crate::metrics::{Layout, Metric, MetricEvaluator};
+pub use crate::plan::{Progress, RegistrationError};
 use crate::smooth::{adapt_shrink_factors, pyramid_level};
 use crate::transform::AffineTransform;
 use nalgebra::{Matrix3, SymmetricEigen, Vector3};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-
-/// One progress event: sent once per optimizer iteration of every level of every stage.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Progress {
-    /// Stage name (`rigid`, `similarity`, `affine`, `deformable`, `inverse`).
-    pub stage: String,
-    /// Pyramid level, 0 = coarsest.
-    pub level: usize,
-    /// Number of levels.
-    pub levels: usize,
-    /// Iteration within the level (1-based).
-    pub iteration: usize,
-    /// Iteration budget of the level.
-    pub iterations: usize,
-    /// Current cost (lower is better).
-    pub metric: f64,
-}
-
-/// Why a registration cannot run or failed.
-#[derive(Debug, Clone, thiserror::Error, PartialEq)]
-pub enum RegistrationError {
-    /// A parameter breaks a rule.
-    #[error("registration parameter {field}: {rule}")]
-    InvalidParameters {
-        /// The parameter.
-        field: &'static str,
-        /// The rule it breaks.
-        rule: String,
-    },
-    /// A mask is not on its image's grid.
-    #[error("{which} mask must lie on the {which} image's grid (same dimensions and affine)")]
-    MaskGrid {
-        /// `fixed` or `moving`.
-        which: &'static str,
-    },
-    /// An image has no usable intensity (constant or empty after masking).
-    #[error("{which} image: {rule}")]
-    UnusableImage {
-        /// `fixed` or `moving`.
-        which: &'static str,
-        /// What is wrong.
-        rule: String,
-    },
-    /// The images stopped overlapping (the optimizer diverged or the inputs do not overlap).
-    #[error(
-        "images do not overlap enough at {stage} level {level}: {valid} of {total} samples map inside the moving image"
-    )]
-    NoOverlap {
-        /// Stage name.
-        stage: String,
-        /// Pyramid level.
-        level: usize,
-        /// Samples inside.
-        valid: usize,
-        /// All samples.
-        total: usize,
-    },
-}
+use std::sync::{Arc, Mutex};
 
 /// Degrees of freedom of the affine model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,25 +27,6 @@ pub enum AffineKind {
     Similarity,
     /// Full affine (12 parameters); run after a similarity stage on the coarsest level.
     Affine,
-}
-
-/// The similarity metric of affine registration.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum AffineMetric {
-    /// Mattes mutual information: `bins` histogram bins, a seeded random subset of
-    /// `sampling_fraction` of the fixed voxels (ANTs: 32 bins, 25 %).
-    MattesMi {
-        /// Histogram bins per axis.
-        bins: usize,
-        /// Fraction of fixed voxels sampled (0, 1].
-        sampling_fraction: f64,
-        /// Seed of the sample selection.
-        seed: u64,
-    },
-    /// Normalized cross-correlation (same modality and polarity).
-    Ncc,
-    /// Mean squared intensity difference (same modality and scaling).
-    MeanSquares,
 }
 
 /// How the optimization starts.
@@ -117,13 +42,14 @@ pub enum AffineInit {
     Identity,
 }
 
-/// Parameters of [`register_affine`].
+/// Parameters of [`register_affine`], the schedule resolved to voxels (built by
+/// [`crate::plan::register`] from an [`crate::plan::AffineStage`]).
 #[derive(Debug, Clone)]
-pub struct AffineParams {
+pub(crate) struct AffineParams {
     /// Degrees of freedom.
     pub kind: AffineKind,
     /// The metric.
-    pub metric: AffineMetric,
+    pub metric: Arc<dyn Metric>,
     /// Shrink factor per level, coarsest first (capped so each level keeps ≥ 16 voxels).
     pub shrink_factors: Vec<usize>,
     /// Gaussian smoothing per level, in voxels of the full-resolution fixed image.
@@ -142,27 +68,18 @@ pub struct AffineParams {
     pub initial_transform: Option<AffineTransform>,
 }
 
+#[cfg(test)]
 impl Default for AffineParams {
-    /// `antsRegistrationSyN.sh`'s affine stage: MI (32 bins, 25 %), 8x4x2x1, 3x2x1x0 vox.
+    /// [`crate::plan::AffineStage::default`] with the schedule in voxels.
     fn default() -> Self {
-        Self {
-            kind: AffineKind::Affine,
-            metric: AffineMetric::MattesMi { bins: 32, sampling_fraction: 0.25, seed: 1 },
-            shrink_factors: vec![8, 4, 2, 1],
-            smoothing_sigmas_voxels: vec![3.0, 2.0, 1.0, 0.0],
-            iterations: vec![1000, 500, 250, 100],
-            init: AffineInit::CenterOfMass,
-            fixed_mask: None,
-            moving_mask: None,
-            max_samples: 120_000,
-            initial_transform: None,
-        }
+        let plan = crate::plan::RegistrationPlan::default();
+        crate::plan::affine_params(&crate::plan::AffineStage::default(), &plan, 1.0)
     }
 }
 
 /// The outcome of [`register_affine`].
 #[derive(Debug, Clone)]
-pub struct AffineResult {
+pub(crate) struct AffineResult {
     /// Fixed world → moving world.
     pub transform: AffineTransform,
     /// Final cost at the finest level (lower is better; −MI, −NCC or mean squares).
@@ -270,30 +187,12 @@ fn initial_transform(
     Ok(candidates)
 }
 
-/// The metric of one level, with its histogram ranges.
-enum LevelMetric {
-    Mattes(MattesMutualInformation),
-    Ncc,
-    MeanSquares,
-}
-
-impl LevelMetric {
-    fn evaluate(&self, fixed: &[f32], moving: &[f32], derivative: &mut [f64]) -> f64 {
-        match self {
-            LevelMetric::Mattes(mi) => mi.evaluate(fixed, moving, derivative),
-            LevelMetric::Ncc => normalized_correlation(fixed, moving, derivative),
-            LevelMetric::MeanSquares => mean_squares(fixed, moving, derivative),
-        }
-    }
-}
-
 /// Fixed samples and the moving level image of one pyramid level.
 struct LevelProblem {
     points: Vec<[f64; 3]>,
-    fixed_values: Vec<f32>,
     moving: Image<f32>,
     moving_mask: Option<Image<f32>>,
-    metric: LevelMetric,
+    metric: Mutex<Box<dyn MetricEvaluator>>,
 }
 
 /// Cost and gradient with respect to the local linear part and translation.
@@ -362,18 +261,20 @@ impl LevelProblem {
                 valid: count,
             };
         }
-        let f: Vec<f32> = indices.iter().map(|&s| self.fixed_values[s]).collect();
-        let m: Vec<f32> = indices.iter().map(|&s| values[s]).collect();
-        let mut derivative = vec![0f64; count];
-        let cost = self.metric.evaluate(&f, &m, &mut derivative);
+        let weight: Vec<f32> = valid.iter().map(|&ok| if ok { 1.0 } else { 0.0 }).collect();
+        let mut derivative = vec![0f64; n];
+        let cost = self.metric.lock().expect("metric lock").value_and_derivative(
+            &values,
+            Some(&weight),
+            &mut derivative,
+        );
         let partials: Vec<(Matrix3<f64>, Vector3<f64>)> = indices
             .par_chunks(BLOCK)
-            .zip(derivative.par_chunks(BLOCK))
-            .map(|(idx, ds)| {
+            .map(|idx| {
                 let mut gl = Matrix3::zeros();
                 let mut gt = Vector3::zeros();
-                for (&s, &d) in idx.iter().zip(ds) {
-                    let g = Vector3::from(gradients[s]) * d;
+                for &s in idx {
+                    let g = Vector3::from(gradients[s]) * derivative[s];
                     let r = Vector3::from(self.points[s]) - center;
                     gl += g * r.transpose();
                     gt += g;
@@ -450,7 +351,7 @@ fn build_level(
     level: usize,
     fixed_range: (f32, f32),
     moving_range: (f32, f32),
-) -> LevelProblem {
+) -> Result<LevelProblem, RegistrationError> {
     let fixed_level = pyramid_level(fixed, factor, sigma);
     let moving_level = pyramid_level(moving, factor, sigma);
     let fixed_mask = params.fixed_mask.as_ref().map(|m| {
@@ -475,9 +376,9 @@ fn build_level(
     let d = grid.dims();
     let candidates: Vec<usize> =
         (0..grid.len()).filter(|&v| fixed_mask.as_ref().is_none_or(|m| m.as_slice()[v] >= 0.5)).collect();
-    let (fraction, seed) = match params.metric {
-        AffineMetric::MattesMi { sampling_fraction, seed, .. } => (sampling_fraction.clamp(1e-6, 1.0), seed),
-        _ => (1.0, 0x5eed),
+    let (fraction, seed) = match params.metric.sampling() {
+        Some((sampling_fraction, seed)) => (sampling_fraction.clamp(1e-6, 1.0), seed),
+        None => (1.0, 0x5eed),
     };
     // Coarse levels have few voxels: use them all; fine levels use the seeded subset.
     let wanted = ((candidates.len() as f64 * fraction) as usize)
@@ -499,15 +400,9 @@ fn build_level(
             grid.voxel_to_world([i as f64, j as f64, k as f64])
         })
         .collect();
-    let fixed_values = chosen.iter().map(|&v| fixed_level.as_slice()[v]).collect();
-    let metric = match params.metric {
-        AffineMetric::MattesMi { bins, .. } => {
-            LevelMetric::Mattes(MattesMutualInformation::new(bins, fixed_range, moving_range))
-        }
-        AffineMetric::Ncc => LevelMetric::Ncc,
-        AffineMetric::MeanSquares => LevelMetric::MeanSquares,
-    };
-    LevelProblem { points, fixed_values, moving: moving_level, moving_mask, metric }
+    let fixed_values: Vec<f32> = chosen.iter().map(|&v| fixed_level.as_slice()[v]).collect();
+    let metric = params.metric.prepare(&fixed_values, Layout::Samples { fixed_range, moving_range })?;
+    Ok(LevelProblem { points, moving: moving_level, moving_mask, metric: Mutex::new(metric) })
 }
 
 fn check_mask(mask: &Option<Image<f32>>, grid: &Grid, which: &'static str) -> Result<(), RegistrationError> {
@@ -550,7 +445,7 @@ fn intensity_range(image: &Image<f32>, which: &'static str) -> Result<(f32, f32)
 
 /// Registers `moving` to `fixed` with an affine model: the returned transform maps fixed
 /// world points to moving world points. Deterministic: bit-identical at any thread count.
-pub fn register_affine(
+pub(crate) fn register_affine(
     fixed: &Image<f32>,
     moving: &Image<f32>,
     params: &AffineParams,
@@ -559,14 +454,7 @@ pub fn register_affine(
     check_schedule(&params.shrink_factors, &params.smoothing_sigmas_voxels, &params.iterations)?;
     check_mask(&params.fixed_mask, fixed.grid(), "fixed")?;
     check_mask(&params.moving_mask, moving.grid(), "moving")?;
-    if let AffineMetric::MattesMi { bins, sampling_fraction, .. } = params.metric
-        && (bins < 8 || !(sampling_fraction > 0.0 && sampling_fraction <= 1.0))
-    {
-        return Err(RegistrationError::InvalidParameters {
-            field: "metric",
-            rule: "MI needs ≥ 8 bins and a sampling fraction in (0, 1]".into(),
-        });
-    }
+    params.metric.check()?;
     let fixed_range = intensity_range(fixed, "fixed")?;
     let moving_range = intensity_range(moving, "moving")?;
     let candidates = initial_transform(fixed, moving, params)?;
@@ -588,7 +476,7 @@ pub fn register_affine(
             level,
             fixed_range,
             moving_range,
-        );
+        )?;
         if level == 0 && candidates.len() > 1 {
             // Pick the principal-axes candidate with the best cost.
             let identity = Matrix3::identity();
@@ -720,6 +608,7 @@ fn optimize_level(
 pub(crate) mod tests {
     use super::*;
     use crate::interpolate::Interpolation;
+    use crate::metrics::MattesMi;
     use crate::resample::resample;
     use ndarray::Array3;
 
@@ -763,10 +652,10 @@ pub(crate) mod tests {
         v
     }
 
-    fn quick(kind: AffineKind, metric: AffineMetric) -> AffineParams {
+    fn quick(kind: AffineKind, metric: impl Metric + 'static) -> AffineParams {
         AffineParams {
             kind,
-            metric,
+            metric: Arc::new(metric),
             shrink_factors: vec![4, 2, 1],
             smoothing_sigmas_voxels: vec![2.0, 1.0, 0.0],
             iterations: vec![200, 100, 50],
@@ -788,7 +677,7 @@ pub(crate) mod tests {
         let result = register_affine(
             &fixed,
             &moving,
-            &quick(AffineKind::Affine, AffineMetric::MattesMi { bins: 32, sampling_fraction: 0.5, seed: 7 }),
+            &quick(AffineKind::Affine, MattesMi { bins: 32, sampling_fraction: 0.5, seed: 7 }),
             &mut |_| calls += 1,
         )
         .unwrap();
@@ -804,7 +693,7 @@ pub(crate) mod tests {
         let fixed = phantom(&grid);
         let truth = AffineTransform::rigid([0.0, 0.0, 0.35], [4.0, 3.0, -2.0], [0.0; 3]);
         let moving = resample(&fixed, &grid, &truth, Interpolation::Linear, 0.0);
-        let mut params = quick(AffineKind::Rigid, AffineMetric::Ncc);
+        let mut params = quick(AffineKind::Rigid, crate::metrics::Ncc);
         params.init = AffineInit::PrincipalAxes;
         let result = register_affine(&fixed, &moving, &params, &mut |_| {}).unwrap();
         let expected = truth.inverse().unwrap();
@@ -836,8 +725,7 @@ pub(crate) mod tests {
         let fixed = phantom(&grid);
         let truth = AffineTransform::rigid([0.05, 0.0, 0.1], [2.0, 1.0, 0.0], [0.0; 3]);
         let moving = resample(&fixed, &grid, &truth, Interpolation::Linear, 0.0);
-        let params =
-            quick(AffineKind::Affine, AffineMetric::MattesMi { bins: 32, sampling_fraction: 0.3, seed: 3 });
+        let params = quick(AffineKind::Affine, MattesMi { bins: 32, sampling_fraction: 0.3, seed: 3 });
         let run = |threads| {
             rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)

@@ -10,42 +10,25 @@
 //! inverse field `w` also lives on the fixed grid (as ANTs' `InverseWarp`): moving → fixed is
 //! `q ↦ A⁻¹q + w(A⁻¹q)`, the chain `[inverse affine, inverse]`.
 
-pub use crate::affine_registration::{Progress, RegistrationError};
+use crate::finite_difference::voxel_derivatives;
 use crate::grid::Grid;
 use crate::image::Image;
 use crate::interpolate::{Interpolation, sample_clamped, sample_clamped3};
-use crate::metrics::{LocalCcVariant, LocalCcWork, MattesMutualInformation, local_cc_forces};
+use crate::metrics::{Layout, Metric};
+use crate::plan::{Progress, RegistrationError};
 use crate::resample::resample;
 use crate::smooth::{adapt_shrink_factors, pyramid_level, smooth_slice_in_place};
 use crate::transform::{AffineTransform, DisplacementField, Identity, TransformChain};
 use nalgebra::{Matrix3, Matrix4, Vector3};
 use rayon::prelude::*;
+use std::sync::Arc;
 
-/// Similarity metric of the deformable stage.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum DeformableMetric {
-    /// Signed local correlation over a `(2r+1)³` window (greedy's `NCC rxrxr`).
-    LocalCc {
-        /// Window radius in voxels.
-        radius: usize,
-    },
-    /// Squared local correlation (ANTs' `CC`): tolerates inverted local contrast.
-    SquaredLocalCc {
-        /// Window radius in voxels.
-        radius: usize,
-    },
-    /// Mattes mutual information over the whole image (any monotone or inverted contrast).
-    MattesMi {
-        /// Histogram bins per axis.
-        bins: usize,
-    },
-}
-
-/// Parameters of [`register_diffeomorphic`].
+/// Parameters of [`register_diffeomorphic`], the schedule and regularization resolved to
+/// voxels (built by [`crate::plan::register`] from a [`crate::plan::DeformableStage`]).
 #[derive(Debug, Clone)]
-pub struct DiffeoParams {
+pub(crate) struct DiffeoParams {
     /// The metric.
-    pub metric: DeformableMetric,
+    pub metric: Arc<dyn Metric>,
     /// Shrink factor per level, coarsest first (capped so levels keep ≥ 16 voxels per axis).
     pub shrink_factors: Vec<usize>,
     /// Gaussian smoothing of the images per level, in full-resolution voxels.
@@ -73,28 +56,16 @@ pub struct DiffeoParams {
     pub convergence_slope: f64,
 }
 
+#[cfg(test)]
 impl Default for DiffeoParams {
-    /// ANTs SyN's schedule (8x4x2x1, 3x2x1x0 vox, 100x70x50x20) with greedy's smoothing
-    /// (1.732 / 0.707 vox) and ANTs' squared CC with radius 2 (`antsRegistrationSyNQuick`).
+    /// [`crate::plan::DeformableStage::default`] with the schedule in voxels.
     fn default() -> Self {
-        Self {
-            metric: DeformableMetric::SquaredLocalCc { radius: 2 },
-            shrink_factors: vec![8, 4, 2, 1],
-            smoothing_sigmas_voxels: vec![3.0, 2.0, 1.0, 0.0],
-            iterations: vec![100, 70, 50, 20],
-            step_size: 0.5,
-            update_sigma_voxels: 1.732,
-            field_sigma_voxels: 0.707,
-            symmetric: true,
-            fixed_mask: None,
-            moving_mask: None,
-            inverse_iterations: 20,
-            convergence_slope: 1e-5,
-        }
+        let plan = crate::plan::RegistrationPlan::default();
+        crate::plan::deformable_params(&crate::plan::DeformableStage::default(), &plan, 1.0)
     }
 }
 
-/// The outcome of [`register_diffeomorphic`].
+/// The deformable part of a registration (see [`crate::plan::register`]).
 #[derive(Debug, Clone)]
 pub struct DiffeoResult {
     /// Forward field on the fixed grid: fixed → moving is `p ↦ affine(p + forward(p))`.
@@ -152,14 +123,9 @@ fn world_gradient(data: &[f32], grid: &Grid, out: &mut [Vec<f32>; 3]) {
     let [gx, gy, gz] = out;
     gx.par_chunks_mut(slab).zip(gy.par_chunks_mut(slab)).zip(gz.par_chunks_mut(slab)).enumerate().for_each(
         |(i, ((cx, cy), cz))| {
-            let (ia, ib, fi) = neighbours(i, d[0]);
             for j in 0..d[1] {
-                let (ja, jb, fj) = neighbours(j, d[1]);
                 for k in 0..d[2] {
-                    let (ka, kb, fk) = neighbours(k, d[2]);
-                    let di = (data[(ib * d[1] + j) * d[2] + k] - data[(ia * d[1] + j) * d[2] + k]) * fi;
-                    let dj = (data[(i * d[1] + jb) * d[2] + k] - data[(i * d[1] + ja) * d[2] + k]) * fj;
-                    let dk = (data[(i * d[1] + j) * d[2] + kb] - data[(i * d[1] + j) * d[2] + ka]) * fk;
+                    let [di, dj, dk] = voxel_derivatives(data, d, [i, j, k]);
                     let o = j * d[2] + k;
                     cx[o] = m[(0, 0)] * di + m[(0, 1)] * dj + m[(0, 2)] * dk;
                     cy[o] = m[(1, 0)] * di + m[(1, 1)] * dj + m[(1, 2)] * dk;
@@ -168,19 +134,6 @@ fn world_gradient(data: &[f32], grid: &Grid, out: &mut [Vec<f32>; 3]) {
             }
         },
     );
-}
-
-#[inline]
-fn neighbours(i: usize, n: usize) -> (usize, usize, f32) {
-    if n == 1 {
-        (0, 0, 0.0)
-    } else if i == 0 {
-        (0, 1, 1.0)
-    } else if i == n - 1 {
-        (n - 2, n - 1, 1.0)
-    } else {
-        (i - 1, i + 1, 0.5)
-    }
 }
 
 /// Checks the schedule and masks.
@@ -212,23 +165,7 @@ fn validate(
             field: "sigmas", rule: "finite and ≥ 0".into()
         });
     }
-    match params.metric {
-        DeformableMetric::LocalCc { radius } | DeformableMetric::SquaredLocalCc { radius }
-            if radius == 0 || radius > 10 =>
-        {
-            return Err(RegistrationError::InvalidParameters {
-                field: "metric radius",
-                rule: "1 to 10 voxels".into(),
-            });
-        }
-        DeformableMetric::MattesMi { bins } if bins < 8 => {
-            return Err(RegistrationError::InvalidParameters {
-                field: "metric bins",
-                rule: "at least 8".into(),
-            });
-        }
-        _ => {}
-    }
+    params.metric.check()?;
     if !initial.is_valid() {
         return Err(RegistrationError::InvalidParameters {
             field: "initial",
@@ -250,7 +187,7 @@ fn validate(
 
 /// Registers `moving` to `fixed` deformably after the affine `initial` (fixed world → moving
 /// world). Deterministic: bit-identical at any thread count.
-pub fn register_diffeomorphic(
+pub(crate) fn register_diffeomorphic(
     fixed: &Image<f32>,
     moving: &Image<f32>,
     initial: &AffineTransform,
@@ -291,7 +228,7 @@ pub fn register_diffeomorphic(
             level,
             levels,
             progress,
-        );
+        )?;
         field = Some(u_new);
         cost = level_cost;
     }
@@ -325,7 +262,7 @@ fn run_level(
     level: usize,
     levels: usize,
     progress: &mut dyn FnMut(&Progress),
-) -> (DisplacementField, f64) {
+) -> Result<(DisplacementField, f64), RegistrationError> {
     let grid = fixed.grid().clone();
     let dims = grid.dims();
     let n = grid.len();
@@ -352,14 +289,9 @@ fn run_level(
     if params.symmetric {
         world_gradient(fixed_data, &grid, &mut fixed_gradient);
     }
-    let mut coefficient = vec![0f32; n];
+    let mut coefficient = vec![0f64; n];
     let mut next = [vec![0f32; n], vec![0f32; n], vec![0f32; n]];
-    let mut cc_work = match params.metric {
-        DeformableMetric::LocalCc { radius } | DeformableMetric::SquaredLocalCc { radius } => {
-            Some(LocalCcWork::new(fixed_data, dims, radius))
-        }
-        DeformableMetric::MattesMi { .. } => None,
-    };
+    let mut metric = params.metric.prepare(fixed_data, Layout::Dense { dims })?;
     let use_weight = fixed_weight.is_some() || moving_weight.is_some();
     let mut history: Vec<f64> = Vec::new();
     let mut cost = 0.0;
@@ -390,18 +322,7 @@ fn run_level(
         );
         // 2. Metric and its derivative with respect to the warped intensities.
         let weights = if use_weight { Some(weight.as_slice()) } else { None };
-        cost = match (params.metric, cc_work.as_mut()) {
-            (DeformableMetric::LocalCc { .. }, Some(work)) => {
-                local_cc_forces(work, fixed_data, &warped, weights, LocalCcVariant::Signed, &mut coefficient)
-            }
-            (DeformableMetric::SquaredLocalCc { .. }, Some(work)) => {
-                local_cc_forces(work, fixed_data, &warped, weights, LocalCcVariant::Squared, &mut coefficient)
-            }
-            (DeformableMetric::MattesMi { bins }, _) => {
-                mi_forces(fixed_data, &warped, weights, bins, &mut coefficient)
-            }
-            _ => unreachable!("local-CC work exists for local-CC metrics"),
-        };
+        cost = metric.value_and_derivative(&warped, weights, &mut coefficient);
         progress(&Progress {
             stage: "deformable".into(),
             level,
@@ -440,7 +361,7 @@ fn run_level(
             );
         }
         for g in gradient.iter_mut() {
-            g.par_iter_mut().zip(coefficient.par_iter()).for_each(|(g, &a)| *g *= -a);
+            g.par_iter_mut().zip(coefficient.par_iter()).for_each(|(g, &a)| *g *= -(a as f32));
             smooth_slice_in_place(g, dims, [params.update_sigma_voxels; 3]);
         }
         // 4. Scale so the largest update moves `step_size` voxels.
@@ -496,32 +417,7 @@ fn run_level(
             smooth_slice_in_place(c, dims, [params.field_sigma_voxels; 3]);
         }
     }
-    (DisplacementField::from_flat(&grid, [ux, uy, uz]), cost)
-}
-
-/// Mattes MI over all weighted voxels; the per-voxel derivative goes to `coefficient`.
-fn mi_forces(
-    fixed: &[f32],
-    warped: &[f32],
-    weight: Option<&[f32]>,
-    bins: usize,
-    coefficient: &mut [f32],
-) -> f64 {
-    let indices: Vec<usize> = (0..fixed.len()).filter(|&v| weight.is_none_or(|w| w[v] > 0.0)).collect();
-    let f: Vec<f32> = indices.iter().map(|&v| fixed[v]).collect();
-    let m: Vec<f32> = indices.iter().map(|&v| warped[v]).collect();
-    let range =
-        |x: &[f32]| x.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-    let metric = MattesMutualInformation::new(bins, range(&f), range(&m));
-    let mut derivative = vec![0f64; indices.len()];
-    let cost = metric.evaluate(&f, &m, &mut derivative);
-    coefficient.iter_mut().for_each(|c| *c = 0.0);
-    // Per-voxel derivatives are O(1/N): rescale (the step is normalized anyway).
-    let n = indices.len() as f64;
-    for (&v, &d) in indices.iter().zip(&derivative) {
-        coefficient[v] = (d * n) as f32;
-    }
-    cost
+    Ok((DisplacementField::from_flat(&grid, [ux, uy, uz]), cost))
 }
 
 #[cfg(test)]
@@ -604,11 +500,12 @@ mod tests {
         let moving = resample(&fixed, &grid, &truth, Interpolation::Linear, 0.0)
             .map(|v| if *v > 0.0 { 200.0 - v } else { 0.0 });
         // Dense MI is the weaker metric (a global histogram, little local information).
-        for (metric, gain) in [
-            (DeformableMetric::MattesMi { bins: 32 }, 0.9),
-            (DeformableMetric::SquaredLocalCc { radius: 2 }, 0.6),
-        ] {
-            let params = DiffeoParams { metric, ..quick() };
+        let metrics: [(Arc<dyn Metric>, f64); 2] = [
+            (Arc::new(crate::metrics::MattesMi { bins: 32, sampling_fraction: 1.0, seed: 1 }), 0.9),
+            (Arc::new(crate::metrics::SquaredLocalCc { radius: 2 }), 0.6),
+        ];
+        for (metric, gain) in metrics {
+            let params = DiffeoParams { metric: metric.clone(), ..quick() };
             let result =
                 register_diffeomorphic(&fixed, &moving, &AffineTransform::identity(), &params, &mut |_| {})
                     .unwrap();

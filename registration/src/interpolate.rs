@@ -17,39 +17,10 @@ pub enum Interpolation {
 #[inline]
 pub fn sample_linear(image: &Image<f32>, voxel: [f64; 3], outside: f32) -> f32 {
     let dims = image.grid().dims();
-    let data = image.as_slice();
-    let mut base = [0usize; 3];
-    let mut frac = [0f64; 3];
-    for a in 0..3 {
-        let x = voxel[a];
-        let n = dims[a];
-        if !(x >= -0.5 && x <= n as f64 - 0.5) {
-            return outside;
-        }
-        let clamped = x.clamp(0.0, (n - 1) as f64);
-        // Non-negative, so truncation is the floor.
-        let f = (clamped as usize) as f64;
-        let mut b = f as usize;
-        let mut t = clamped - f;
-        if b + 1 >= n {
-            b = n.saturating_sub(2);
-            t = if n == 1 { 0.0 } else { clamped - b as f64 };
-        }
-        base[a] = b;
-        frac[a] = t;
+    if (0..3).any(|a| !(voxel[a] >= -0.5 && voxel[a] <= dims[a] as f64 - 0.5)) {
+        return outside;
     }
-    let step = [dims[1] * dims[2], dims[2], 1];
-    let next = |a: usize| if dims[a] > 1 { step[a] } else { 0 };
-    let i0 = base[0] * step[0] + base[1] * step[1] + base[2];
-    let (di, dj, dk) = (next(0), next(1), next(2));
-    let (tx, ty, tz) = (frac[0] as f32, frac[1] as f32, frac[2] as f32);
-    let c00 = data[i0] * (1.0 - tz) + data[i0 + dk] * tz;
-    let c01 = data[i0 + dj] * (1.0 - tz) + data[i0 + dj + dk] * tz;
-    let c10 = data[i0 + di] * (1.0 - tz) + data[i0 + di + dk] * tz;
-    let c11 = data[i0 + di + dj] * (1.0 - tz) + data[i0 + di + dj + dk] * tz;
-    let c0 = c00 * (1.0 - ty) + c01 * ty;
-    let c1 = c10 * (1.0 - ty) + c11 * ty;
-    c0 * (1.0 - tx) + c1 * tx
+    sample_clamped(image.as_slice(), dims, voxel)
 }
 
 /// Nearest-voxel sample at a continuous voxel index; `outside` beyond the grid.

@@ -1,6 +1,7 @@
 //! Jacobian determinant and log-Jacobian maps of displacement fields: the local volume change
 //! of the map `p ↦ p + u(p)` (> 1 expansion, < 1 contraction, ≤ 0 folding).
 
+use crate::finite_difference::voxel_derivatives;
 use crate::image::Image;
 use crate::transform::DisplacementField;
 use ndarray::Array3;
@@ -20,17 +21,14 @@ pub fn jacobian_determinant(field: &DisplacementField) -> Image<f32> {
     let [ux, uy, uz] = field.slices();
     let mut out = vec![0f32; grid.len()];
     out.par_chunks_mut(slab).enumerate().for_each(|(i, chunk)| {
-        let (ia, ib, fi) = neighbours(i, d[0]);
         for j in 0..d[1] {
-            let (ja, jb, fj) = neighbours(j, d[1]);
             for k in 0..d[2] {
-                let (ka, kb, fk) = neighbours(k, d[2]);
-                let at = |a: usize, b: usize, c: usize| (a * d[1] + b) * d[2] + c;
                 let mut voxel_jacobian = nalgebra::Matrix3::<f64>::zeros();
                 for (row, u) in [ux, uy, uz].iter().enumerate() {
-                    voxel_jacobian[(row, 0)] = ((u[at(ib, j, k)] - u[at(ia, j, k)]) * fi) as f64;
-                    voxel_jacobian[(row, 1)] = ((u[at(i, jb, k)] - u[at(i, ja, k)]) * fj) as f64;
-                    voxel_jacobian[(row, 2)] = ((u[at(i, j, kb)] - u[at(i, j, ka)]) * fk) as f64;
+                    let derivatives = voxel_derivatives(u, d, [i, j, k]);
+                    for (column, derivative) in derivatives.into_iter().enumerate() {
+                        voxel_jacobian[(row, column)] = derivative as f64;
+                    }
                 }
                 let full = nalgebra::Matrix3::identity() + voxel_jacobian * inverse;
                 chunk[j * d[2] + k] = full.determinant() as f32;
@@ -50,19 +48,6 @@ pub fn log_jacobian(field: &DisplacementField) -> Image<f32> {
 /// Number of voxels whose Jacobian determinant is ≤ 0 (folded).
 pub fn count_non_positive(jacobian: &Image<f32>) -> usize {
     jacobian.as_slice().iter().filter(|&&j| j <= 0.0).count()
-}
-
-#[inline]
-fn neighbours(i: usize, n: usize) -> (usize, usize, f32) {
-    if n == 1 {
-        (0, 0, 0.0)
-    } else if i == 0 {
-        (0, 1, 1.0)
-    } else if i == n - 1 {
-        (n - 2, n - 1, 1.0)
-    } else {
-        (i - 1, i + 1, 0.5)
-    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,13 @@ pub use interpolate::Interpolation;
 pub use transform::{AffineTransform, Identity, SpatialTransform};
 pub mod affine_registration;
 pub mod diffeomorphic;
+mod finite_difference;
 pub mod intensity;
 pub mod jacobian;
 pub mod metrics;
+pub mod plan;
+
+pub use plan::{
+    AffineStage, DeformableStage, Level, Progress, Registration, RegistrationError, RegistrationPlan,
+    Schedule, Sigma, Smoothing, register, register_with_progress,
+};

@@ -152,6 +152,18 @@ pub fn pyramid_level(image: &Image<f32>, factor: usize, sigma_voxels: f64) -> Im
     if extra > 1e-3 { smooth_voxels(&current, [extra; 3]) } else { current }
 }
 
+/// One pyramid level with anti-aliasing smoothing only (σ = half the level's voxel size,
+/// [`crate::plan::Smoothing::AntiAliasing`]); factor 1 returns a copy.
+pub fn anti_aliased_level(image: &Image<f32>, factor: usize) -> Image<f32> {
+    pyramid_level(image, factor, anti_aliasing_sigma_voxels(factor))
+}
+
+/// The anti-aliasing σ of shrinking by `factor`, in full-resolution voxels: half the shrunken
+/// voxel size, none without shrinking.
+pub fn anti_aliasing_sigma_voxels(factor: usize) -> f64 {
+    if factor > 1 { factor as f64 / 2.0 } else { 0.0 }
+}
+
 /// Shrink factors adapted to an image: each requested factor is capped so the shrunken image
 /// keeps at least `min_voxels` voxels along its shortest axis.
 pub fn adapt_shrink_factors(dims: [usize; 3], requested: &[usize], min_voxels: usize) -> Vec<usize> {

@@ -3,12 +3,11 @@
 use crate::formats::nifti::{VoxelType, read_image, write_image};
 use crate::formats::transform::{write_affine, write_field};
 use anyhow::Context;
-use pedinorm_registration::affine_registration::{
-    AffineKind, AffineMetric, AffineParams, Progress, register_affine,
-};
-use pedinorm_registration::diffeomorphic::{DeformableMetric, DiffeoParams, register_diffeomorphic};
-use pedinorm_registration::{Image, Interpolation, resample::resample};
+use pedinorm_registration::affine_registration::AffineKind;
+use pedinorm_registration::metrics::{LocalCc, MattesMi, MeanSquares, Metric, Ncc, SquaredLocalCc};
+use pedinorm_registration::{Image, Interpolation, Progress, RegistrationPlan, register_with_progress};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The transform model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -103,34 +102,38 @@ fn run_inner(args: &Args) -> anyhow::Result<()> {
     let moving = read_image(&args.moving)?;
     let fixed_mask = read_mask(&args.fixed_mask, &fixed, "fixed")?;
     let moving_mask = read_mask(&args.moving_mask, &moving, "moving")?;
-    let affine_metric = match (args.transform, args.metric) {
-        (TransformKind::Syn, _) | (_, None | Some(MetricChoice::Mi)) => {
-            AffineMetric::MattesMi { bins: 32, sampling_fraction: 0.25, seed: 1 }
-        }
-        (_, Some(MetricChoice::Ncc)) => AffineMetric::Ncc,
-        (_, Some(MetricChoice::Meansquares)) => AffineMetric::MeanSquares,
+    let mutual_information = || Arc::new(MattesMi { bins: 32, sampling_fraction: 0.25, seed: 1 });
+    let affine_metric: Arc<dyn Metric> = match (args.transform, args.metric) {
+        (TransformKind::Syn, _) | (_, None | Some(MetricChoice::Mi)) => mutual_information(),
+        (_, Some(MetricChoice::Ncc)) => Arc::new(Ncc),
+        (_, Some(MetricChoice::Meansquares)) => Arc::new(MeanSquares),
         (_, Some(other)) => {
             anyhow::bail!("--metric {other:?} is a deformable metric: use it with --transform syn")
         }
     };
-    let deformable_metric = match args.metric {
-        None | Some(MetricChoice::SquaredCc) => DeformableMetric::SquaredLocalCc { radius: 2 },
-        Some(MetricChoice::Cc) => DeformableMetric::LocalCc { radius: 2 },
-        Some(MetricChoice::Mi) => DeformableMetric::MattesMi { bins: 32 },
-        Some(other) if args.transform == TransformKind::Syn => {
-            anyhow::bail!(
-                "--metric {other:?} is an affine metric: use squared-cc, cc or mi with --transform syn"
-            )
+    let mut plan = RegistrationPlan { fixed_mask, moving_mask, ..RegistrationPlan::default() };
+    if let Some(stage) = plan.affine.as_mut() {
+        stage.kind =
+            if args.transform == TransformKind::Rigid { AffineKind::Rigid } else { AffineKind::Affine };
+        stage.metric = affine_metric;
+    }
+    if args.transform == TransformKind::Syn {
+        let deformable_metric: Arc<dyn Metric> = match args.metric {
+            None | Some(MetricChoice::SquaredCc) => Arc::new(SquaredLocalCc { radius: 2 }),
+            Some(MetricChoice::Cc) => Arc::new(LocalCc { radius: 2 }),
+            Some(MetricChoice::Mi) => mutual_information(),
+            Some(other) => {
+                anyhow::bail!(
+                    "--metric {other:?} is an affine metric: use squared-cc, cc or mi with --transform syn"
+                )
+            }
+        };
+        if let Some(stage) = plan.deformable.as_mut() {
+            stage.metric = deformable_metric;
         }
-        Some(_) => DeformableMetric::SquaredLocalCc { radius: 2 },
-    };
-    let affine_params = AffineParams {
-        kind: if args.transform == TransformKind::Rigid { AffineKind::Rigid } else { AffineKind::Affine },
-        metric: affine_metric,
-        fixed_mask: fixed_mask.clone(),
-        moving_mask: moving_mask.clone(),
-        ..AffineParams::default()
-    };
+    } else {
+        plan.deformable = None;
+    }
     let bar = super::progress::bar(0, "affine");
     let mut tracker = ProgressTracker::default();
     let mut report = |p: &Progress| {
@@ -139,26 +142,21 @@ fn run_inner(args: &Args) -> anyhow::Result<()> {
         bar.set_position(position.0);
         bar.set_message(format!("{} level {}/{} cost {:.5}", p.stage, p.level + 1, p.levels, p.metric));
     };
-    let affine = register_affine(&fixed, &moving, &affine_params, &mut report).with_context(|| {
-        format!("affine registration of {} to {}", args.moving.display(), args.fixed.display())
-    })?;
-    write_affine(&output_path(&args.output, "affine.txt"), &affine.transform)?;
-    let warped = if args.transform == TransformKind::Syn {
-        let params =
-            DiffeoParams { metric: deformable_metric, fixed_mask, moving_mask, ..DiffeoParams::default() };
-        let result = register_diffeomorphic(&fixed, &moving, &affine.transform, &params, &mut report)
-            .with_context(|| {
-                format!("deformable registration of {} to {}", args.moving.display(), args.fixed.display())
-            })?;
-        write_field(&output_path(&args.output, "warp.nii.gz"), &result.forward)?;
-        write_field(&output_path(&args.output, "inverse_warp.nii.gz"), &result.inverse)?;
-        result.warp(&moving, fixed.grid(), Interpolation::Linear)
-    } else {
-        resample(&moving, fixed.grid(), &affine.transform, Interpolation::Linear, 0.0)
-    };
+    let registration = register_with_progress(&fixed, &moving, &plan, &mut report)
+        .with_context(|| format!("registration of {} to {}", args.moving.display(), args.fixed.display()))?;
+    write_affine(&output_path(&args.output, "affine.txt"), &registration.affine)?;
+    if let Some(deformable) = &registration.deformable {
+        write_field(&output_path(&args.output, "warp.nii.gz"), &deformable.forward)?;
+        write_field(&output_path(&args.output, "inverse_warp.nii.gz"), &deformable.inverse)?;
+    }
+    let warped = registration.warp(&moving, fixed.grid(), Interpolation::Linear);
     write_image(&output_path(&args.output, "warped.nii.gz"), &warped, VoxelType::F32)?;
     bar.finish_and_clear();
-    tracing::info!(output = %Path::new(&args.output).display(), cost = affine.metric_value, "registration written");
+    tracing::info!(
+        output = %Path::new(&args.output).display(),
+        cost = registration.affine_metric_value,
+        "registration written"
+    );
     Ok(())
 }
 

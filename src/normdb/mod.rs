@@ -105,10 +105,10 @@ impl Channel {
 pub struct BuildParameters {
     /// Gaussian smoothing of each subject's maps before accumulation (FWHM, mm; 0 = none).
     pub smoothing_fwhm_mm: f64,
-    /// Smallest Gaussian σ (mm) of the deformation field mapping subjects to templates (4 mm in
-    /// databases written before the field was recorded).
-    #[serde(default = "legacy_deformation_smoothness_mm")]
-    pub deformation_smoothness_mm: f64,
+    /// Gaussian σ (mm) of the deformation field mapping subjects to templates (4 mm in
+    /// databases written before the field was recorded; stored under its former name).
+    #[serde(rename = "deformation_smoothness_mm", default = "legacy_field_sigma_mm")]
+    pub field_sigma_mm: f64,
     /// The finer registration the log-Jacobian channel is measured with (absent: the
     /// log-Jacobian of the coarse deformation).
     #[serde(default)]
@@ -128,7 +128,7 @@ pub struct BuildParameters {
     pub registration: String,
 }
 
-fn legacy_deformation_smoothness_mm() -> f64 {
+fn legacy_field_sigma_mm() -> f64 {
     4.0
 }
 
@@ -600,7 +600,7 @@ mod tests {
             .collect();
         let parameters = BuildParameters {
             smoothing_fwhm_mm: 4.0,
-            deformation_smoothness_mm: 4.0,
+            field_sigma_mm: 4.0,
             jacobian_refinement: Some(crate::pipeline::normative::JacobianRefinement::standard()),
             differential_bias_sigma_mm: Some(15.0),
             normative: NormativeParams::default(),

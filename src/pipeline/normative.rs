@@ -12,15 +12,17 @@ use crate::normdb::{
     SubjectRecord, mask_indices,
 };
 use ndarray::Array3;
-use pedinorm_registration::affine_registration::{AffineInit, AffineMetric, AffineParams, register_affine};
-use pedinorm_registration::diffeomorphic::{DeformableMetric, DiffeoParams, register_diffeomorphic};
 use pedinorm_registration::intensity::{
     BiasFieldParams, BrainMaskParams, NormalizationMethod, brain_mask_from_intensity, correct_bias_field,
     normalize_intensity,
 };
+use pedinorm_registration::metrics::Metric;
 use pedinorm_registration::resample::resample;
 use pedinorm_registration::smooth::{fwhm_to_sigma, smooth_mm};
-use pedinorm_registration::{AffineTransform, DisplacementField, Image, Interpolation, TransformChain};
+use pedinorm_registration::{
+    AffineTransform, DisplacementField, Image, Interpolation, RegistrationPlan, Sigma, TransformChain,
+    register,
+};
 use pedinorm_templates::calibration::NullSummary;
 use pedinorm_templates::normative::NormativeParams;
 use pedinorm_templates::safeguards;
@@ -54,16 +56,17 @@ pub enum NormativeError {
 pub struct MappingParams {
     /// Correct the bias field before registration.
     pub bias_correction: bool,
-    /// Affine stage (template fixed, subject moving).
-    pub affine: AffineParams,
-    /// Deformable stage.
-    pub deformable: DiffeoParams,
+    /// Iterations per level of the affine stage of [`RegistrationPlan::template_map`]
+    /// (template fixed, subject moving; three levels).
+    pub affine_iterations: Vec<usize>,
+    /// Iterations per level of its diffeomorphic stage (three levels).
+    pub deformable_iterations: Vec<usize>,
     /// Smoothing of the intensity and log-Jacobian maps (FWHM, mm; 0 = none).
     pub smoothing_fwhm_mm: f64,
-    /// Smallest Gaussian σ (mm) of the deformation field: the registration aligns anatomy at
-    /// this scale and coarser, so a focal lesion is not warped away (a lesion that the
-    /// deformation absorbs would vanish from the intensity map).
-    pub deformation_smoothness_mm: f64,
+    /// Gaussian σ (mm) of the deformation field: the registration aligns anatomy at this
+    /// scale and coarser, so a focal lesion is not warped away (a lesion that the deformation
+    /// absorbs would vanish from the intensity map).
+    pub field_sigma_mm: f64,
     /// Refinement of the deformation used only for the log-Jacobian channel (`None`: the
     /// log-Jacobian of the coarse deformation, as in databases of schema version 1).
     pub jacobian_refinement: Option<JacobianRefinement>,
@@ -125,7 +128,7 @@ pub fn remove_differential_bias(
 /// A second, finer diffeomorphic registration of the (coarsely) warped subject to the template
 /// whose composition with the coarse deformation gives the log-Jacobian channel.
 ///
-/// The coarse deformation (σ ≥ [`MappingParams::deformation_smoothness_mm`], regularized at
+/// The coarse deformation (σ [`MappingParams::field_sigma_mm`], regularized at
 /// every iteration) cannot represent local volume change at the scale of a few millimetres: a
 /// focal atrophy of 10 mm radius keeps only ~10 % of its log-Jacobian. The intensity channel
 /// needs that coarseness (a lesion must not be warped away), the volume channel needs the
@@ -155,25 +158,15 @@ impl JacobianRefinement {
         }
     }
 
-    /// Registration parameters of the refinement on `space` (masked, metric of `coarse`).
-    fn diffeo_params(&self, space: &TemplateSpace, coarse: &DiffeoParams) -> DiffeoParams {
-        let spacing = space.template.grid().spacing().iter().cloned().fold(f64::INFINITY, f64::min);
-        DiffeoParams {
-            metric: coarse.metric,
-            shrink_factors: self.shrink_factors.clone(),
-            smoothing_sigmas_voxels: self
-                .shrink_factors
-                .iter()
-                .map(|&f| if f > 1 { 0.5 * f as f64 } else { 0.0 })
-                .collect(),
-            iterations: self.iterations.clone(),
-            update_sigma_voxels: self.update_sigma_mm / spacing,
-            field_sigma_voxels: self.field_sigma_mm / spacing,
-            fixed_mask: Some(space.mask.clone()),
-            // Only the forward field is used (its Jacobian); the first-order inverse suffices.
-            inverse_iterations: 0,
-            ..coarse.clone()
-        }
+    /// The refinement's registration plan, with the metric of the coarse registration.
+    fn plan(&self, metric: std::sync::Arc<dyn Metric>) -> RegistrationPlan {
+        RegistrationPlan::jacobian_refinement(
+            metric,
+            self.field_sigma_mm,
+            self.update_sigma_mm,
+            &self.shrink_factors,
+            &self.iterations,
+        )
     }
 }
 
@@ -181,31 +174,34 @@ impl MappingParams {
     /// A schedule sized for 1–2 mm brains on a few cores: affine with mutual information on
     /// 4×2×1 levels, then greedy diffeomorphic with local correlation.
     pub fn standard() -> Self {
-        let affine = AffineParams {
-            metric: AffineMetric::MattesMi { bins: 32, sampling_fraction: 0.25, seed: 1 },
-            shrink_factors: vec![4, 2, 1],
-            smoothing_sigmas_voxels: vec![2.0, 1.0, 0.0],
-            iterations: vec![200, 100, 40],
-            init: AffineInit::CenterOfMass,
-            max_samples: 60_000,
-            ..AffineParams::default()
-        };
-        let deformable = DiffeoParams {
-            metric: DeformableMetric::LocalCc { radius: 2 },
-            shrink_factors: vec![4, 2, 1],
-            smoothing_sigmas_voxels: vec![2.0, 1.0, 0.0],
-            iterations: vec![60, 40, 20],
-            ..DiffeoParams::default()
+        let plan = RegistrationPlan::template_map(4.0);
+        let iterations = |schedule: Option<&pedinorm_registration::Schedule>| {
+            schedule.map(|s| s.iterations()).unwrap_or_default()
         };
         Self {
             bias_correction: true,
-            affine,
-            deformable,
+            affine_iterations: iterations(plan.affine.as_ref().map(|a| &a.schedule)),
+            deformable_iterations: iterations(plan.deformable.as_ref().map(|d| &d.schedule)),
             smoothing_fwhm_mm: 4.0,
-            deformation_smoothness_mm: 4.0,
+            field_sigma_mm: 4.0,
             jacobian_refinement: Some(JacobianRefinement::standard()),
             differential_bias_sigma_mm: Some(DIFFERENTIAL_BIAS_SIGMA_MM),
         }
+    }
+
+    /// The registration plan of a subject onto `space`'s template: the template-map preset
+    /// with these iterations and field smoothness, the metrics restricted to the template mask.
+    pub fn registration_plan(&self, space: &TemplateSpace) -> Result<RegistrationPlan, NormativeError> {
+        let mut plan =
+            RegistrationPlan::template_map(self.field_sigma_mm).with_fixed_mask(space.mask.clone());
+        let invalid = |e: pedinorm_registration::RegistrationError| NormativeError::Config(e.to_string());
+        if let Some(affine) = plan.affine.as_mut() {
+            affine.schedule.set_iterations(&self.affine_iterations).map_err(invalid)?;
+        }
+        if let Some(deformable) = plan.deformable.as_mut() {
+            deformable.schedule.set_iterations(&self.deformable_iterations).map_err(invalid)?;
+        }
+        Ok(plan)
     }
 
     /// These parameters with everything that changes the statistics (smoothing, field
@@ -214,7 +210,7 @@ impl MappingParams {
     pub fn for_database(&self, parameters: &BuildParameters) -> Self {
         Self {
             smoothing_fwhm_mm: parameters.smoothing_fwhm_mm,
-            deformation_smoothness_mm: parameters.deformation_smoothness_mm,
+            field_sigma_mm: parameters.field_sigma_mm,
             jacobian_refinement: parameters.jacobian_refinement.clone(),
             differential_bias_sigma_mm: parameters.differential_bias_sigma_mm,
             ..self.clone()
@@ -223,15 +219,27 @@ impl MappingParams {
 
     /// A one-line description stored in the database.
     pub fn describe(&self) -> String {
+        let plan = RegistrationPlan::template_map(self.field_sigma_mm);
+        let stage = |metric: Option<&std::sync::Arc<dyn Metric>>, shrink: Option<Vec<usize>>| {
+            (metric.map(|m| format!("{m:?}")).unwrap_or_default(), shrink.unwrap_or_default())
+        };
+        let affine = stage(
+            plan.affine.as_ref().map(|a| &a.metric),
+            plan.affine.as_ref().map(|a| a.schedule.shrink_factors()),
+        );
+        let deformable = stage(
+            plan.deformable.as_ref().map(|d| &d.metric),
+            plan.deformable.as_ref().map(|d| d.schedule.shrink_factors()),
+        );
         format!(
-            "affine {:?} shrink {:?} iterations {:?}; diffeomorphic {:?} shrink {:?} iterations {:?}, field smoothness ≥ {} mm; log-Jacobian refinement {}; bias correction {}",
-            self.affine.metric,
-            self.affine.shrink_factors,
-            self.affine.iterations,
-            self.deformable.metric,
-            self.deformable.shrink_factors,
-            self.deformable.iterations,
-            self.deformation_smoothness_mm,
+            "affine {} shrink {:?} iterations {:?}; diffeomorphic {} shrink {:?} iterations {:?}, field smoothness ≥ {} mm; log-Jacobian refinement {}; bias correction {}",
+            affine.0,
+            affine.1,
+            self.affine_iterations,
+            deformable.0,
+            deformable.1,
+            self.deformable_iterations,
+            self.field_sigma_mm,
             match &self.jacobian_refinement {
                 Some(r) => format!(
                     "field σ {} mm, update σ {} mm, shrink {:?} iterations {:?}",
@@ -377,14 +385,12 @@ pub fn map_to_template(
     } else {
         subject.clone()
     };
-    let affine_params = AffineParams { fixed_mask: Some(space.mask.clone()), ..params.affine.clone() };
-    let affine = register_affine(&space.template, &corrected, &affine_params, &mut |_| {})
-        .map_err(|e| fail("affine registration", e.to_string()))?
-        .transform;
-    let deformable_params = deformable_for(space, params);
-    let result =
-        register_diffeomorphic(&space.template, &corrected, &affine, &deformable_params, &mut |_| {})
-            .map_err(|e| fail("diffeomorphic registration", e.to_string()))?;
+    let plan = params.registration_plan(space)?;
+    let registration =
+        register(&space.template, &corrected, &plan).map_err(|e| fail("registration", e.to_string()))?;
+    let Some(result) = registration.deformable else {
+        return Err(fail("registration", "the template-map plan has no diffeomorphic stage".into()));
+    };
     let warped_raw = result.warp(&corrected, space.template.grid(), Interpolation::Linear);
     let method = NormalizationMethod::Landmarks {
         percentiles: MATCH_PERCENTILES.to_vec(),
@@ -399,16 +405,18 @@ pub fn map_to_template(
     let logjac_raw = match &params.jacobian_refinement {
         None => pedinorm_registration::jacobian::log_jacobian(&result.forward),
         Some(refinement) => {
-            let refined = register_diffeomorphic(
+            let coarse_metric = plan.deformable.as_ref().map(|d| d.metric.clone()).expect("checked above");
+            let refined = register(
                 &space.template,
                 &warped_raw,
-                &AffineTransform::identity(),
-                &refinement.diffeo_params(space, &deformable_params),
-                &mut |_| {},
+                &refinement.plan(coarse_metric).with_fixed_mask(space.mask.clone()),
             )
             .map_err(|e| fail("log-Jacobian refinement", e.to_string()))?;
+            let Some(refined) = refined.forward() else {
+                return Err(fail("log-Jacobian refinement", "no diffeomorphic stage".into()));
+            };
             // Template → subject deformable part: p ↦ p + r(p) + u(p + r(p)).
-            pedinorm_registration::jacobian::log_jacobian(&result.forward.compose(&refined.forward))
+            pedinorm_registration::jacobian::log_jacobian(&result.forward.compose(refined))
         }
     };
     let logjac_raw = if logjac_raw.grid().same_as(space.template.grid(), 1e-3) {
@@ -451,16 +459,6 @@ pub fn map_to_template(
         histogram_distance,
         mask_dice,
     })
-}
-
-/// The deformable parameters for a template: masked, with the field smoothness in mm
-/// converted to template voxels.
-fn deformable_for(space: &TemplateSpace, params: &MappingParams) -> DiffeoParams {
-    let spacing = space.template.grid().spacing().iter().cloned().fold(f64::INFINITY, f64::min);
-    let mut deformable = DiffeoParams { fixed_mask: Some(space.mask.clone()), ..params.deformable.clone() };
-    deformable.field_sigma_voxels =
-        deformable.field_sigma_voxels.max(params.deformation_smoothness_mm / spacing);
-    deformable
 }
 
 /// Makes landmark values strictly increasing (a flat template histogram would otherwise give a
@@ -593,7 +591,7 @@ impl BuildOptions {
     pub fn build_parameters(&self) -> BuildParameters {
         BuildParameters {
             smoothing_fwhm_mm: self.mapping.smoothing_fwhm_mm,
-            deformation_smoothness_mm: self.mapping.deformation_smoothness_mm,
+            field_sigma_mm: self.mapping.field_sigma_mm,
             jacobian_refinement: self.mapping.jacobian_refinement.clone(),
             differential_bias_sigma_mm: self.mapping.differential_bias_sigma_mm,
             normative: self.normative,
@@ -948,14 +946,14 @@ pub fn carry_atlas(
         stage,
         message,
     };
-    let affine_params = AffineParams { fixed_mask: Some(space.mask.clone()), ..mapping.affine.clone() };
-    let affine = register_affine(&space.template, reference, &affine_params, &mut |_| {})
-        .map_err(|e| fail("affine registration", e.to_string()))?
-        .transform;
-    let deformable_params =
-        DiffeoParams { fixed_mask: Some(space.mask.clone()), ..mapping.deformable.clone() };
-    let result = register_diffeomorphic(&space.template, reference, &affine, &deformable_params, &mut |_| {})
-        .map_err(|e| fail("diffeomorphic registration", e.to_string()))?;
+    // The atlas follows the anatomy at greedy's default field smoothness, not the subjects'
+    // lesion-preserving one.
+    let mut plan = mapping.registration_plan(space)?;
+    if let Some(deformable) = plan.deformable.as_mut() {
+        deformable.field_sigma = Sigma::Voxels(0.707);
+    }
+    let result =
+        register(&space.template, reference, &plan).map_err(|e| fail("registration", e.to_string()))?;
     let carried = result.warp(labels, space.template.grid(), Interpolation::Nearest);
     let mask = space.mask.as_slice();
     let data: Vec<f32> =

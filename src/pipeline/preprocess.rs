@@ -10,10 +10,6 @@
 //!
 //! Pure in-memory work; the CLI and the template and deviation pipelines call [`preprocess`].
 
-use pedinorm_registration::affine_registration::{
-    AffineInit, AffineKind, AffineMetric, AffineParams, RegistrationError, register_affine,
-};
-use pedinorm_registration::diffeomorphic::{DeformableMetric, DiffeoParams, register_diffeomorphic};
 use pedinorm_registration::intensity::normalize::{
     NYUL_PERCENTILES, landmarks, matching_percentiles, tissue_peaks,
 };
@@ -23,6 +19,7 @@ use pedinorm_registration::intensity::{
     correct_bias_field, normalize_intensity,
 };
 use pedinorm_registration::{Image, Interpolation};
+use pedinorm_registration::{RegistrationError, RegistrationPlan, register};
 
 /// Which steps run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -328,28 +325,8 @@ pub fn propagate_mask(
             rule: "needs at least one level".into(),
         });
     }
-    let levels = shrink_factors.len();
-    let sigmas: Vec<f64> = shrink_factors.iter().map(|&f| if f > 1 { f as f64 / 2.0 } else { 0.0 }).collect();
-    let affine_params = AffineParams {
-        kind: AffineKind::Affine,
-        metric: AffineMetric::MattesMi { bins: 32, sampling_fraction: 0.25, seed: 1 },
-        shrink_factors: shrink_factors.to_vec(),
-        smoothing_sigmas_voxels: sigmas.clone(),
-        iterations: [200, 100, 50, 25].iter().copied().cycle().take(levels).collect(),
-        init: AffineInit::CenterOfMass,
-        ..AffineParams::default()
-    };
-    let affine = register_affine(subject, template.image, &affine_params, &mut |_| {})?;
-    let deformable_params = DiffeoParams {
-        metric: DeformableMetric::SquaredLocalCc { radius: 2 },
-        shrink_factors: shrink_factors.to_vec(),
-        smoothing_sigmas_voxels: sigmas,
-        iterations: [100, 70, 50, 20].iter().copied().cycle().take(levels).collect(),
-        ..DiffeoParams::default()
-    };
-    let deformable =
-        register_diffeomorphic(subject, template.image, &affine.transform, &deformable_params, &mut |_| {})?;
-    let warped = deformable.warp(template.mask, subject.grid(), Interpolation::Linear);
+    let registration = register(subject, template.image, &RegistrationPlan::fast(shrink_factors))?;
+    let warped = registration.warp(template.mask, subject.grid(), Interpolation::Linear);
     Ok(warped.map(|&m| if m >= 0.5 { 1.0f32 } else { 0.0 }))
 }
 

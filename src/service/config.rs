@@ -150,10 +150,10 @@ impl ComputeConfig {
     pub fn mapping(&self) -> crate::pipeline::normative::MappingParams {
         let mut mapping = crate::pipeline::normative::MappingParams::standard();
         if let Some(iterations) = &self.affine_iterations {
-            mapping.affine.iterations = iterations.clone();
+            mapping.affine_iterations = iterations.clone();
         }
         if let Some(iterations) = &self.deformable_iterations {
-            mapping.deformable.iterations = iterations.clone();
+            mapping.deformable_iterations = iterations.clone();
         }
         mapping.bias_correction = self.bias_correction;
         mapping
@@ -340,7 +340,7 @@ impl ServiceConfig {
                 "plain HTTP is only served on a loopback address; configure [tls] or set allow_plain_http = true",
             );
         }
-        let levels = crate::pipeline::normative::MappingParams::standard().affine.iterations.len();
+        let levels = crate::pipeline::normative::MappingParams::standard().affine_iterations.len();
         for (field, iterations) in [
             ("compute.affine_iterations", &self.compute.affine_iterations),
             ("compute.deformable_iterations", &self.compute.deformable_iterations),

@@ -770,8 +770,8 @@ fn scratch_normdb(
             template_spacing_mm: Some(spacing),
             registration: RegistrationSettings {
                 spacing_mm: spacing.max(RegistrationSettings::default().spacing_mm),
-                affine_iterations: mapping.affine.iterations.clone(),
-                deformable_iterations: mapping.deformable.iterations.clone(),
+                affine_iterations: mapping.affine_iterations.clone(),
+                deformable_iterations: mapping.deformable_iterations.clone(),
             },
             ..TemplateConfig::default()
         };

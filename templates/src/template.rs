@@ -604,15 +604,6 @@ pub struct PedinormRegistrar {
     pub settings: RegistrationSettings,
 }
 
-impl PedinormRegistrar {
-    fn schedule(levels: usize) -> (Vec<usize>, Vec<f64>) {
-        // Shrink factors 2^(levels-1) … 1 and smoothing 1x…0 voxels of the registration grid.
-        let factors: Vec<usize> = (0..levels).rev().map(|l| 1usize << l).collect();
-        let sigmas = factors.iter().map(|&f| if f > 1 { f as f64 / 2.0 } else { 0.0 }).collect();
-        (factors, sigmas)
-    }
-}
-
 impl Registrar for PedinormRegistrar {
     fn register(
         &self,
@@ -620,42 +611,19 @@ impl Registrar for PedinormRegistrar {
         subject: &Image<f32>,
         stage: MapStage,
     ) -> Result<SubjectMapping, TemplateError> {
-        use pedinorm_registration::affine_registration::{AffineParams, register_affine};
-        use pedinorm_registration::diffeomorphic::{DeformableMetric, DiffeoParams, register_diffeomorphic};
+        use pedinorm_registration::{RegistrationPlan, register};
         let settings = &self.settings;
         let factor = registration_factor(template.grid(), settings.spacing_mm);
-        let fixed = if factor > 1 {
-            pedinorm_registration::smooth::pyramid_level(template, factor, factor as f64 / 2.0)
-        } else {
-            template.clone()
-        };
-        let error = |e: pedinorm_registration::affine_registration::RegistrationError| {
-            TemplateError::Registration(e.to_string())
-        };
-        let (shrink_factors, smoothing_sigmas_voxels) = Self::schedule(settings.affine_iterations.len());
-        let affine_params = AffineParams {
-            shrink_factors,
-            smoothing_sigmas_voxels,
-            iterations: settings.affine_iterations.clone(),
-            ..AffineParams::default()
-        };
-        let affine = register_affine(&fixed, subject, &affine_params, &mut |_| {}).map_err(error)?.transform;
+        let fixed = pedinorm_registration::smooth::anti_aliased_level(template, factor);
+        let mut plan =
+            RegistrationPlan::template_build(&settings.affine_iterations, &settings.deformable_iterations);
         if stage == MapStage::Affine {
-            return Ok(SubjectMapping { affine, warp: None });
+            plan.deformable = None;
         }
-        let (shrink_factors, smoothing_sigmas_voxels) = Self::schedule(settings.deformable_iterations.len());
-        let deformable_params = DiffeoParams {
-            metric: DeformableMetric::SquaredLocalCc { radius: 2 },
-            shrink_factors,
-            smoothing_sigmas_voxels,
-            iterations: settings.deformable_iterations.clone(),
-            // The inverse is not used by template construction; keep its cost minimal.
-            inverse_iterations: 1,
-            ..DiffeoParams::default()
-        };
-        let result = register_diffeomorphic(&fixed, subject, &affine, &deformable_params, &mut |_| {})
-            .map_err(error)?;
-        Ok(SubjectMapping { affine: result.affine, warp: Some(result.forward) })
+        let result =
+            register(&fixed, subject, &plan).map_err(|e| TemplateError::Registration(e.to_string()))?;
+        let warp = result.deformable.map(|deformable| deformable.forward);
+        Ok(SubjectMapping { affine: result.affine, warp })
     }
 }
 

@@ -2,8 +2,93 @@
 //! greedy's `NCC`. The window sums are separable box filters, so the cost per voxel does not
 //! grow with the cube of the radius.
 
+use super::{Layout, Metric, MetricEvaluator};
+use crate::plan::RegistrationError;
 use crate::smooth::convolve_axis_slice;
 use rayon::prelude::*;
+
+/// Signed local correlation over a `(2r+1)³` window (greedy's `NCC rxrxr`), as a [`Metric`]
+/// of dense (deformable) registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalCc {
+    /// Window radius in voxels (1 to 10).
+    pub radius: usize,
+}
+
+/// Squared local correlation (ANTs' `CC`), which tolerates inverted local contrast, as a
+/// [`Metric`] of dense (deformable) registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SquaredLocalCc {
+    /// Window radius in voxels (1 to 10).
+    pub radius: usize,
+}
+
+fn check_radius(radius: usize) -> Result<(), RegistrationError> {
+    if radius == 0 || radius > 10 {
+        return Err(RegistrationError::InvalidParameters {
+            field: "metric radius",
+            rule: "1 to 10 voxels".into(),
+        });
+    }
+    Ok(())
+}
+
+fn prepare_windows(
+    fixed: &[f32],
+    layout: Layout,
+    radius: usize,
+    variant: LocalCcVariant,
+) -> Result<Box<dyn MetricEvaluator>, RegistrationError> {
+    match layout {
+        Layout::Dense { dims } => Ok(Box::new(LocalCcEvaluator {
+            work: LocalCcWork::new(fixed, dims, radius),
+            fixed: fixed.to_vec(),
+            variant,
+        })),
+        Layout::Samples { .. } => Err(RegistrationError::InvalidParameters {
+            field: "metric",
+            rule: "local correlation needs whole images (a deformable stage), not scattered samples".into(),
+        }),
+    }
+}
+
+impl Metric for LocalCc {
+    fn check(&self) -> Result<(), RegistrationError> {
+        check_radius(self.radius)
+    }
+
+    fn prepare(&self, fixed: &[f32], layout: Layout) -> Result<Box<dyn MetricEvaluator>, RegistrationError> {
+        prepare_windows(fixed, layout, self.radius, LocalCcVariant::Signed)
+    }
+}
+
+impl Metric for SquaredLocalCc {
+    fn check(&self) -> Result<(), RegistrationError> {
+        check_radius(self.radius)
+    }
+
+    fn prepare(&self, fixed: &[f32], layout: Layout) -> Result<Box<dyn MetricEvaluator>, RegistrationError> {
+        prepare_windows(fixed, layout, self.radius, LocalCcVariant::Squared)
+    }
+}
+
+/// A local-CC metric bound to one level's fixed image and window sums.
+struct LocalCcEvaluator {
+    work: LocalCcWork,
+    fixed: Vec<f32>,
+    variant: LocalCcVariant,
+}
+
+impl MetricEvaluator for LocalCcEvaluator {
+    fn value_and_derivative(
+        &mut self,
+        moving: &[f32],
+        weight: Option<&[f32]>,
+        derivative: &mut [f64],
+    ) -> f64 {
+        local_cc_forces(&mut self.work, &self.fixed, moving, weight, self.variant, derivative)
+    }
+}
 
 /// Which local correlation to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +156,7 @@ pub fn local_cc_forces(
     moving: &[f32],
     weight: Option<&[f32]>,
     variant: LocalCcVariant,
-    coefficient: &mut [f32],
+    coefficient: &mut [f64],
 ) -> f64 {
     let dims = work.dims;
     let radius = work.radius;
@@ -119,7 +204,7 @@ pub fn local_cc_forces(
                 };
                 total += w * value;
                 weight_sum += w;
-                *c = (-w * derivative) as f32;
+                *c = -w * derivative;
             }
             (total, weight_sum)
         })
@@ -162,7 +247,7 @@ mod tests {
         let dims = [10, 9, 8];
         let fixed = pattern(dims, 0.0);
         let mut work = LocalCcWork::new(&fixed, dims, 2);
-        let mut coefficient = vec![0f32; fixed.len()];
+        let mut coefficient = vec![0f64; fixed.len()];
         let same = local_cc_forces(&mut work, &fixed, &fixed, None, LocalCcVariant::Signed, &mut coefficient);
         assert!((same + 1.0).abs() < 1e-3, "{same}");
         let inverted: Vec<f32> = fixed.iter().map(|v| 5.0 - v).collect();
@@ -179,10 +264,10 @@ mod tests {
         let fixed = pattern(dims, 0.0);
         let moving = pattern(dims, 0.6);
         let mut work = LocalCcWork::new(&fixed, dims, 2);
-        let mut coefficient = vec![0f32; fixed.len()];
+        let mut coefficient = vec![0f64; fixed.len()];
         let before =
             local_cc_forces(&mut work, &fixed, &moving, None, LocalCcVariant::Squared, &mut coefficient);
-        let stepped: Vec<f32> = moving.iter().zip(&coefficient).map(|(m, c)| m - 0.5 * c).collect();
+        let stepped: Vec<f32> = moving.iter().zip(&coefficient).map(|(m, c)| m - 0.5 * *c as f32).collect();
         let mut scratch = coefficient.clone();
         let after = local_cc_forces(&mut work, &fixed, &stepped, None, LocalCcVariant::Squared, &mut scratch);
         assert!(after < before, "{after} !< {before}");
