@@ -161,7 +161,9 @@ async fn role_table_is_enforced_for_every_route_and_role() {
             break;
         }
     }
-    let expected_minimum = ROUTES.len() * (Role::ALL.len() + 1);
+    // Requests to routes that need a token one by one; public routes and requests without a
+    // valid token are counted in aggregate.
+    let expected_minimum = ROUTES.iter().filter(|r| r.access != Access::Public).count() * Role::ALL.len();
     assert!(records.len() >= expected_minimum, "{} audit records < {expected_minimum}", records.len());
     assert!(records.iter().any(|r| r["on_behalf_of"].as_str().unwrap().starts_with("dr portal user")));
     assert!(records.iter().any(|r| r["outcome"] == "403" && r["role"] == "auditor"));

@@ -64,7 +64,8 @@ const METHODS: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OP
 #[test]
 fn every_route_and_method_is_denied_unless_listed() {
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), "");
+    // Far more requests without a token than the default allowance of one address.
+    write_config(dir.path(), "anonymous_requests_per_minute = 100000\n");
     let admin = user(dir.path(), "adm", Role::Admin);
     let auditor = user(dir.path(), "aud", Role::Auditor);
     let server = Server::start(dir.path(), None);
@@ -126,4 +127,392 @@ fn every_route_and_method_is_denied_unless_listed() {
     let refused = client.request(reqwest::Method::DELETE, format!("{}/api/v1/studies/1", server.base));
     let refused = refused.bearer_auth(&admin).send().unwrap();
     assert_eq!(refused.headers()["allow"], "GET, HEAD");
+}
+
+fn multipart_upload(
+    client: &Client,
+    base: &str,
+    token: &str,
+    database: &str,
+    consent: Option<Value>,
+    zip: Vec<u8>,
+) -> (StatusCode, Value) {
+    let mut form = reqwest::blocking::multipart::Form::new();
+    if let Some(consent) = consent {
+        form = form.part("consent", reqwest::blocking::multipart::Part::text(consent.to_string()));
+    }
+    form = form.part("file", reqwest::blocking::multipart::Part::bytes(zip).file_name("study.zip"));
+    let response = client
+        .post(format!("{base}/api/v1/studies?database={database}"))
+        .bearer_auth(token)
+        .multipart(form)
+        .send()
+        .unwrap();
+    let status = response.status();
+    (status, response.json().unwrap_or(Value::Null))
+}
+
+fn consent(a: bool, b: bool, date: &str) -> Value {
+    serde_json::json!({ "database_a": a, "database_b": b, "research_use": true, "date": date })
+}
+
+fn study_rows(state: &Path) -> i64 {
+    let connection = rusqlite::Connection::open(state.join("service.sqlite")).unwrap();
+    connection.query_row("SELECT COUNT(*) FROM studies", [], |row| row.get(0)).unwrap()
+}
+
+/// Files under `dir` (recursively), as paths relative to it.
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut files: Vec<String> = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.path().strip_prefix(dir).unwrap().display().to_string())
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn a_refused_upload_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "");
+    let scientist = user(dir.path(), "sci", Role::Scientist);
+    let server = Server::start(dir.path(), None);
+    let client = Client::new();
+    let state = dir.path().join("state");
+    let (_, files) = synthetic_study(3);
+    for (database, refused_consent) in [
+        ("A", consent(true, false, "2999-01-01")),        // in the future
+        ("B", consent(false, false, "2024-01-02")),       // covers no database
+        ("B", serde_json::json!({ "database_b": true })), // not a consent record
+    ] {
+        let (status, body) = multipart_upload(
+            &client,
+            &server.base,
+            &scientist,
+            database,
+            Some(refused_consent),
+            zip_study(&files),
+        );
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    }
+    // Objects that are not DICOM.
+    let (status, body) = multipart_upload(
+        &client,
+        &server.base,
+        &scientist,
+        "B",
+        Some(consent(false, true, "2024-01-02")),
+        zip(&[("a.dcm", files[0].as_slice()), ("b.dcm", b"junk")]),
+    );
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    // A PACS import with a consent in the future.
+    let import = serde_json::json!({
+        "centre": "C1", "study_instance_uid": "1.2.3", "database": "B",
+        "consent": consent(false, true, "2999-01-01"),
+    });
+    let response = client
+        .post(format!("{}/api/v1/studies/import", server.base))
+        .bearer_auth(&scientist)
+        .json(&import)
+        .send();
+    assert_eq!(response.unwrap().status(), StatusCode::BAD_REQUEST);
+    assert_eq!(study_rows(&state), 0, "a refused request left a study row");
+    assert_eq!(files_under(&state.join("incoming")), Vec::<String>::new(), "a refused upload left files");
+    let listed: Value = client
+        .get(format!("{}/api/v1/studies", server.base))
+        .bearer_auth(&scientist)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(listed, serde_json::json!([]));
+    // The same upload with a valid consent is kept, with its consent.
+    let (status, body) = multipart_upload(
+        &client,
+        &server.base,
+        &scientist,
+        "A",
+        Some(consent(true, false, "2024-01-02")),
+        zip_study(&files),
+    );
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["study"]["consent"]["database_a"], true, "{body}");
+    assert_eq!(study_rows(&state), 1);
+}
+
+#[test]
+fn answers_name_the_entry_never_a_server_path() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "");
+    let scientist = user(dir.path(), "sci", Role::Scientist);
+    let log = dir.path().join("server.log");
+    let server = Server::start(dir.path(), Some(&log));
+    let client = Client::new();
+    let (_, files) = synthetic_study(2);
+    let truncated = files[1][..400].to_vec();
+    let (status, body) = multipart_upload(
+        &client,
+        &server.base,
+        &scientist,
+        "B",
+        None,
+        zip(&[("x/1.dcm", files[0].as_slice()), ("x/2.dcm", b"junk"), ("x/3.dcm", truncated.as_slice())]),
+    );
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let reasons: Vec<String> =
+        body["reasons"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_string()).collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons[0].starts_with("part 1: zip entry 2: not a readable DICOM file"), "{reasons:?}");
+    assert!(reasons[1].starts_with("part 1: zip entry 3: not a readable DICOM file"), "{reasons:?}");
+    let text = body.to_string();
+    let root = dir.path().display().to_string();
+    for server_detail in [root.as_str(), "/tmp", "incoming", "upload-", "000002", ".dcm"] {
+        assert!(!text.contains(server_detail), "the answer shows {server_detail}: {text}");
+    }
+    drop(server);
+    // The stored file's full path is in the log, for the operator.
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(log_text.contains("incoming/upload-") && log_text.contains("000002.dcm"), "{log_text}");
+}
+
+#[test]
+fn identified_leftovers_of_a_crash_are_swept_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "max_upload_files = 20000\n");
+    let scientist = user(dir.path(), "sci", Role::Scientist);
+    let state = dir.path().join("state");
+    let server = Server::start(dir.path(), None);
+    let client = Client::new();
+    // Owned data: a study waiting for consent (its received objects) and an admitted one.
+    let (_, files) = synthetic_study(3);
+    let (status, waiting) = multipart_upload(&client, &server.base, &scientist, "B", None, zip_study(&files));
+    assert_eq!(status, StatusCode::ACCEPTED, "{waiting}");
+    let waiting_dir = state.join("incoming").join(waiting["study"]["id"].as_i64().unwrap().to_string());
+    let (status, admitted) = multipart_upload(
+        &client,
+        &server.base,
+        &scientist,
+        "B",
+        Some(consent(false, true, "2024-01-02")),
+        zip_study(&synthetic_study(3).1),
+    );
+    assert_eq!(status, StatusCode::ACCEPTED, "{admitted}");
+    let job = admitted["job"].as_i64().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let status: Value = client
+            .get(format!("{}/api/v1/jobs/{job}", server.base))
+            .bearer_auth(&scientist)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        if status["state"] == "done" {
+            assert_eq!(status["result"]["admitted"], true, "{status}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let owned_received = files_under(&waiting_dir);
+    assert_eq!(owned_received.len(), 3);
+    let archive = files_under(&state.join("archive"));
+    assert!(!archive.is_empty());
+
+    // kill -9 while a large upload is being unpacked.
+    let many: Vec<Vec<u8>> = (0..6000).map(|_| files[0].clone()).collect();
+    let big = zip_study(&many);
+    let base = server.base.clone();
+    let token = scientist.clone();
+    let uploader = std::thread::spawn(move || {
+        let form = reqwest::blocking::multipart::Form::new()
+            .part("file", reqwest::blocking::multipart::Part::bytes(big).file_name("big.zip"));
+        let _ = Client::builder()
+            .timeout(std::time::Duration::from_secs(120))
+            .build()
+            .unwrap()
+            .post(format!("{base}/api/v1/studies?database=B"))
+            .bearer_auth(token)
+            .multipart(form)
+            .send();
+    });
+    let unpacking = || {
+        std::fs::read_dir(state.join("incoming"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("upload-"))
+            .any(|e| std::fs::read_dir(e.path()).map(|mut d| d.next().is_some()).unwrap_or(false))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !unpacking() {
+        assert!(std::time::Instant::now() < deadline, "the upload never started unpacking");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    drop(server); // SIGKILL
+    uploader.join().unwrap();
+    assert!(unpacking(), "the crash left an upload folder behind");
+    // Leftovers of other crashes: an ingest staging folder of a dead process and received
+    // objects no study owns.
+    for leftover in ["archive/.staging/4194999-1/s/dicom/x.dcm", "incoming/424242/000001.dcm"] {
+        let path = state.join(leftover);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, PATIENT_NAME).unwrap();
+    }
+
+    let log = dir.path().join("restart.log");
+    let server = Server::start(dir.path(), Some(&log));
+    let remaining: Vec<String> = std::fs::read_dir(state.join("incoming"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into())
+        .collect();
+    assert_eq!(remaining, vec![waiting_dir.file_name().unwrap().to_string_lossy().to_string()]);
+    assert_eq!(files_under(&waiting_dir), owned_received, "the waiting study's objects are untouched");
+    assert!(!state.join("archive/.staging").exists());
+    assert_eq!(files_under(&state.join("archive")), archive, "the archive is untouched");
+    assert!(
+        files_containing(&state, PATIENT_NAME)
+            .iter()
+            .all(|f| f.starts_with(&waiting_dir.display().to_string()))
+    );
+    drop(server);
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(log_text.contains("removed 3 leftover staging folder(s) of identified data"), "{log_text}");
+    for name in ["upload-", "4194999", "424242"] {
+        assert!(!log_text.contains(name), "the log names {name}: {log_text}");
+    }
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// Runs the server expecting it to refuse to start; returns its standard error.
+fn refused_start(config: &Path) -> String {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pedinorm"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the server started on a shared data directory");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(!output.status.success());
+    String::from_utf8_lossy(&output.stderr).to_string()
+}
+
+#[test]
+fn the_data_directory_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let state = dir.path().join("state");
+    // The user is created by the command line, which creates the state.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pedinorm"))
+        .args(["users", "add", "--data-dir"])
+        .arg(&state)
+        .args(["--name", "sci", "--role", "scientist", "--centre", "C1"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let scientist = String::from_utf8(output.stdout).unwrap().trim().to_string();
+    let server = Server::start(dir.path(), None);
+    let client = Client::new();
+    let (status, waiting) =
+        multipart_upload(&client, &server.base, &scientist, "B", None, zip_study(&synthetic_study(2).1));
+    assert_eq!(status, StatusCode::ACCEPTED, "{waiting}");
+    let (status, _) = multipart_upload(
+        &client,
+        &server.base,
+        &scientist,
+        "B",
+        Some(consent(false, true, "2024-01-02")),
+        zip_study(&synthetic_study(2).1),
+    );
+    assert_eq!(status, StatusCode::ACCEPTED);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    drop(server);
+    let mut checked = 0;
+    for entry in walkdir::WalkDir::new(&state).into_iter().flatten() {
+        let expected = if entry.file_type().is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(mode(entry.path()), expected, "{}", entry.path().display());
+        checked += 1;
+    }
+    assert!(checked > 10, "{checked}");
+    assert!(
+        files_under(&state).iter().any(|f| f.starts_with("incoming/")),
+        "identified objects were checked"
+    );
+
+    // A data directory others can read is refused, naming the rule; the override only warns.
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let stderr = refused_start(&config);
+    assert!(
+        stderr.contains("open to group or others (mode 755)") && stderr.contains("chmod 700"),
+        "{stderr}"
+    );
+    write_config(dir.path(), "allow_shared_data_dir = true\n");
+    let log = dir.path().join("shared.log");
+    drop(Server::start(dir.path(), Some(&log)));
+    assert!(std::fs::read_to_string(&log).unwrap().contains("open to group or others"));
+}
+
+#[test]
+fn anonymous_noise_is_rate_limited_and_audited_in_aggregate() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "anonymous_requests_per_minute = 20\nanonymous_audit_window_seconds = 4\n");
+    let radiologist = user(dir.path(), "rad", Role::Radiologist);
+    let auditor = user(dir.path(), "aud", Role::Auditor);
+    let server = Server::start(dir.path(), None);
+    let client = Client::new();
+    let mut statuses = std::collections::BTreeMap::<u16, u64>::new();
+    for i in 0..40 {
+        let mut request = client.get(format!("{}/api/v1/studies/{i}", server.base));
+        if i % 4 == 3 {
+            request = request.bearer_auth("pn_1_forged");
+        }
+        *statuses.entry(request.send().unwrap().status().as_u16()).or_default() += 1;
+    }
+    // 20 at once, then one every 3 s.
+    let unauthorized = statuses.get(&401).copied().unwrap_or(0);
+    assert!((20..=22).contains(&unauthorized), "{statuses:?}");
+    assert_eq!(unauthorized + statuses.get(&429).copied().unwrap_or(0), 40, "{statuses:?}");
+    // Authenticated callers from the same address are not limited, and are audited one by one.
+    for _ in 0..25 {
+        let response = client.get(format!("{}/api/v1/whoami", server.base)).bearer_auth(&radiologist).send();
+        assert_eq!(response.unwrap().status(), StatusCode::OK);
+    }
+    // The window ends and is reported within a second.
+    std::thread::sleep(std::time::Duration::from_millis(6000));
+    let records: Vec<Value> = client
+        .get(format!("{}/api/v1/audit?limit=1000", server.base))
+        .bearer_auth(&auditor)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(records.iter().filter(|r| r["action"] == "whoami").count(), 25);
+    let anonymous: Vec<&Value> = records.iter().filter(|r| r["action"] == "anonymous").collect();
+    assert!((2..=4).contains(&anonymous.len()), "one record per address, status and window: {anonymous:?}");
+    let mut counted = 0;
+    for record in anonymous {
+        let resource = record["resource"].as_str().unwrap();
+        let (count, rest) = resource.split_once(' ').unwrap();
+        assert!(rest.starts_with("request(s) without a valid token from 127.0.0.1"), "{resource}");
+        assert!(matches!(record["outcome"].as_str(), Some("401" | "429")), "{record}");
+        counted += count.parse::<u64>().unwrap();
+    }
+    assert_eq!(counted, 40);
+    assert!(records.iter().all(|r| !r["resource"].as_str().unwrap().starts_with("/api/v1/studies/")));
 }

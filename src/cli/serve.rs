@@ -21,6 +21,9 @@ pub struct Args {
     /// Write the bound address (`host:port`) to this file once listening (for scripts and tests).
     #[arg(long)]
     pub address_file: Option<PathBuf>,
+    /// Start even when the data directory is open to group or others (warns instead of refusing).
+    #[arg(long)]
+    pub allow_shared_data_dir: bool,
 }
 
 /// Runs `pedinorm serve`.
@@ -36,6 +39,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
+    config.allow_shared_data_dir |= args.allow_shared_data_dir;
     config.validate()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -66,7 +70,8 @@ async fn serve(config: ServiceConfig, address_file: Option<PathBuf>) -> anyhow::
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     eprintln!("pedinorm service listening on {scheme}://{bound}");
-    let app = router.into_make_service();
+    // The client address keys the rate limit of requests without a valid token.
+    let app = router.into_make_service_with_connect_info::<SocketAddr>();
     match tls {
         Some(tls) => {
             // The ring provider is the one compiled in; install it once for rustls.
@@ -82,6 +87,7 @@ async fn serve(config: ServiceConfig, address_file: Option<PathBuf>) -> anyhow::
             axum_server::from_tcp(std_listener).handle(handle).serve(app).await?;
         }
     }
+    service.flush_anonymous().await;
     let stopper = tokio::task::spawn_blocking(move || service.stop());
     let _ = stopper.await;
     Ok(())

@@ -16,13 +16,14 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{
-    DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Path, Query, Request, State,
+    ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Path, Query, Request, State,
 };
 use axum::http::{HeaderMap, StatusCode, header, request::Parts};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
 use utoipa::{IntoParams, ToSchema};
 
@@ -117,11 +118,12 @@ fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
 }
 
-/// Authenticates, authorizes and audits every request. Deny by default: a request reaches a
+/// Authenticates, authorizes and audits every request (those without a valid token are
+/// rate-limited per address and audited in aggregate, see [`super::anonymous`]). Deny by default: a request reaches a
 /// handler only when its (method, route) pair is in [`roles::ROUTES`] (`HEAD` follows `GET`)
 /// and the caller passes that route's rule; any other pair answers 401 without a valid token,
 /// 405 (listed path) or 404 (unknown path) with one.
-pub async fn guard(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().as_str().to_string();
     let resource: String = request.uri().path().chars().take(300).collect();
@@ -136,9 +138,47 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
         ..Default::default()
     };
     let headers = request.headers().clone();
-    let response = match route {
+    let address = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    // A request without a token spends its address's allowance before anything else runs.
+    let response = if bearer(&headers).is_none() && !state.anonymous.admit(address) {
+        ApiError::RateLimited.into_response()
+    } else {
+        dispatch(&state, request, next, route, matched.as_deref(), &headers, &mut record).await
+    };
+    state.metrics.record(action, response.status().as_u16(), started.elapsed().as_secs_f64());
+    if record.user == "-" {
+        // No valid token: a forged one spends the allowance too; counted, audited in aggregate.
+        let limited = bearer(&headers).is_some() && !state.anonymous.admit(address);
+        state.anonymous.note(address, response.status().as_u16());
+        return if limited { ApiError::RateLimited.into_response() } else { response };
+    }
+    record.outcome = response.status().as_u16().to_string();
+    // The audit record is committed before the answer leaves: an unaudited request never
+    // succeeds. Records of concurrent requests share one commit (group commit).
+    match state.audit.append(record).await {
+        Ok(_) => response,
+        Err(error) => ApiError::internal(format!("audit log: {error}")).into_response(),
+    }
+}
+
+/// Serves a request the table lists (after the caller passed its rule), or answers for one
+/// it does not.
+async fn dispatch(
+    state: &AppState,
+    mut request: Request,
+    next: Next,
+    route: Option<&'static roles::RouteSpec>,
+    matched: Option<&str>,
+    headers: &HeaderMap,
+    record: &mut NewRecord,
+) -> Response {
+    match route {
         Some(route) if route.access == Access::Public => next.run(request).await,
-        Some(route) => match authorize(&state, &headers, route, &mut record).await {
+        Some(route) => match authorize(state, headers, route, record).await {
             Ok(principal) => {
                 request.extensions_mut().insert(principal);
                 next.run(request).await
@@ -147,21 +187,14 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
         },
         // Not in the table: never served. Only an authenticated caller learns whether the
         // path exists.
-        None => match authenticate(&state, &headers, &mut record).await {
+        None => match authenticate(state, headers, record).await {
             Err(error) => error.into_response(),
-            Ok(_) => match matched.as_deref().and_then(roles::allowed_methods) {
-                Some(allowed) => ApiError::MethodNotAllowed { method, allowed }.into_response(),
+            Ok(_) => match matched.and_then(roles::allowed_methods) {
+                Some(allowed) => ApiError::MethodNotAllowed { method: request.method().to_string(), allowed }
+                    .into_response(),
                 None => ApiError::NotFound("no such endpoint".into()).into_response(),
             },
         },
-    };
-    record.outcome = response.status().as_u16().to_string();
-    state.metrics.record(action, response.status().as_u16(), started.elapsed().as_secs_f64());
-    // The audit record is committed before the answer leaves: an unaudited request never
-    // succeeds. Records of concurrent requests share one commit (group commit).
-    match state.audit.append(record).await {
-        Ok(_) => response,
-        Err(error) => ApiError::internal(format!("audit log: {error}")).into_response(),
     }
 }
 
@@ -452,9 +485,11 @@ pub async fn upload_study(
             match name.as_str() {
                 "file" | "files" => parts.push((file_name, bytes.to_vec())),
                 "consent" => {
-                    consent_input = Some(serde_json::from_slice(&bytes).map_err(|e| {
+                    let input: ConsentInput = serde_json::from_slice(&bytes).map_err(|e| {
                         ApiError::BadRequest(format!("part `consent` is not a valid consent record: {e}"))
-                    })?)
+                    })?;
+                    consent::check_input(&input)?;
+                    consent_input = Some(input);
                 }
                 other => {
                     return Err(ApiError::BadRequest(format!(
@@ -491,23 +526,33 @@ pub async fn upload_study(
             .prefix("upload-")
             .tempdir_in(&staging_root)
             .map_err(ApiError::internal)?;
-        let (files, bytes) = studies::store_parts(staging.path(), parts, limits)?;
-        let problems = studies::validate_dicom_dir(staging.path());
+        let stored = studies::store_parts(staging.path(), parts, limits)?;
+        let problems = studies::validate_dicom_dir(staging.path(), &stored.labels);
         if !problems.is_empty() {
             return Err(ApiError::Refused {
                 message: "the upload holds objects that are not valid DICOM".into(),
                 reasons: problems,
             });
         }
+        // Study row, consent and files are kept together or not at all: the files move into
+        // place inside the transaction, and a failed commit takes them out again.
         let id = {
-            let connection = s.store.lock();
-            let id = studies::insert(&connection, database, "upload", &centre, &owner, None)?;
-            studies::set_received(&connection, id, files, bytes)?;
+            let mut connection = s.store.lock();
+            let transaction = connection.transaction()?;
+            let id = studies::insert(&transaction, database, "upload", &centre, &owner, None)?;
+            studies::set_received(&transaction, id, stored.files, stored.bytes)?;
+            if let Some(input) = &consent_input {
+                consent::record(&transaction, id, input, &owner)?;
+            }
+            let incoming = studies::incoming_dir(&config.data_dir, id);
+            std::fs::rename(staging.path(), &incoming).map_err(ApiError::internal)?;
+            if let Err(error) = transaction.commit() {
+                let _ = std::fs::remove_dir_all(&incoming);
+                return Err(error.into());
+            }
             id
         };
-        std::fs::rename(staging.keep(), studies::incoming_dir(&config.data_dir, id))
-            .map_err(ApiError::internal)?;
-        finish_submission(&s.store, &s.jobs, id, database, consent_input, &owner, allow_unlinked)
+        finish_submission(&s.store, &s.jobs, id, database, &owner, allow_unlinked)
     })
     .await
     .map(|submitted| (StatusCode::ACCEPTED, Json(submitted)))
@@ -521,20 +566,16 @@ fn multipart_error(error: axum::extract::multipart::MultipartError) -> ApiError 
     }
 }
 
-/// Records consent if given and queues ingest when consent permits it.
+/// Queues ingest of a stored study when its consent permits it.
 fn finish_submission(
     store: &super::store::Store,
     jobs: &super::jobs::JobQueue,
     id: i64,
     database: Database,
-    consent_input: Option<ConsentInput>,
     owner: &str,
     allow_unlinked: bool,
 ) -> Result<Submitted, ApiError> {
     let connection = store.lock();
-    if let Some(input) = &consent_input {
-        consent::record(&connection, id, input, owner)?;
-    }
     let permitted = consent::permits(consent::get(&connection, id)?.as_ref(), database).is_ok();
     let job = if permitted {
         drop(connection);
@@ -583,6 +624,9 @@ pub async fn import_study(
     Body400(request): Body400<ImportRequest>,
 ) -> Result<(StatusCode, Json<Submitted>), ApiError> {
     let database = parse_database(&request.database)?;
+    if let Some(input) = &request.consent {
+        consent::check_input(input)?;
+    }
     super::pacs::check_uid(&request.study_instance_uid).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     if !state.config.pacs.iter().any(|p| p.centre == request.centre) {
         return Err(ApiError::NotFound("no PACS is configured for that centre".into()));
@@ -591,17 +635,23 @@ pub async fn import_study(
     let centre = principal.actor().centre;
     blocking(&state, move |s| {
         let id = {
-            let connection = s.store.lock();
-            studies::insert(
-                &connection,
+            let mut connection = s.store.lock();
+            let transaction = connection.transaction()?;
+            let id = studies::insert(
+                &transaction,
                 database,
                 "pacs",
                 &centre,
                 &owner,
                 Some((&request.centre, &request.study_instance_uid)),
-            )?
+            )?;
+            if let Some(input) = &request.consent {
+                consent::record(&transaction, id, input, &owner)?;
+            }
+            transaction.commit()?;
+            id
         };
-        finish_submission(&s.store, &s.jobs, id, database, request.consent, &owner, request.allow_unlinked)
+        finish_submission(&s.store, &s.jobs, id, database, &owner, request.allow_unlinked)
     })
     .await
     .map(|submitted| (StatusCode::ACCEPTED, Json(submitted)))
@@ -679,7 +729,7 @@ pub async fn ingest_study(
                 reasons: vec![reason],
             });
         }
-        finish_submission(&s.store, &s.jobs, id, internals.database, None, &owner, request.allow_unlinked)
+        finish_submission(&s.store, &s.jobs, id, internals.database, &owner, request.allow_unlinked)
     })
     .await
     .map(|submitted| (StatusCode::ACCEPTED, Json(submitted)))
@@ -1150,8 +1200,26 @@ async fn not_found() -> ApiError {
     ApiError::NotFound("no such endpoint".into())
 }
 
-/// Builds the router with the guard layer.
+/// Writes the aggregated audit records of anonymous requests as their windows end.
+fn report_anonymous(state: &AppState) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+    let state = state.clone();
+    runtime.spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            for record in state.anonymous.due(false) {
+                if let Err(error) = state.audit.append(record).await {
+                    tracing::error!("audit log: {error}");
+                }
+            }
+        }
+    });
+}
+
+/// Builds the router with the guard layer (and starts reporting anonymous requests to the
+/// audit log).
 pub fn router(state: AppState) -> axum::Router {
+    report_anonymous(&state);
     let upload_limit = state.config.max_upload_bytes;
     axum::Router::new()
         .route("/health", get(health))

@@ -236,6 +236,16 @@ pub struct ServiceConfig {
     /// Registration schedule of compute jobs.
     #[serde(default)]
     pub compute: ComputeConfig,
+    /// Start even when the data directory is open to group or others (only warn).
+    #[serde(default)]
+    pub allow_shared_data_dir: bool,
+    /// Requests without a valid token one client address may send per minute (429 beyond).
+    #[serde(default = "default_anonymous_rate")]
+    pub anonymous_requests_per_minute: u32,
+    /// Requests without a valid token are audited as one record per address, status and
+    /// window of this many seconds, with their count.
+    #[serde(default = "default_anonymous_window")]
+    pub anonymous_audit_window_seconds: u64,
 }
 
 fn default_listen() -> SocketAddr {
@@ -249,6 +259,12 @@ fn default_max_unzipped() -> u64 {
 }
 fn default_max_files() -> usize {
     5000
+}
+fn default_anonymous_rate() -> u32 {
+    120
+}
+fn default_anonymous_window() -> u64 {
+    60
 }
 
 impl ServiceConfig {
@@ -270,6 +286,9 @@ impl ServiceConfig {
             workflow: WorkflowConfig::default(),
             pacs: Vec::new(),
             compute: ComputeConfig::default(),
+            allow_shared_data_dir: false,
+            anonymous_requests_per_minute: default_anonymous_rate(),
+            anonymous_audit_window_seconds: default_anonymous_window(),
         }
     }
 
@@ -330,6 +349,12 @@ impl ServiceConfig {
         }
         if self.audit.checkpoint_every_records == 0 || self.audit.checkpoint_every_seconds == 0 {
             return invalid("audit.checkpoint_every_records", "checkpoint intervals must be positive");
+        }
+        if self.anonymous_requests_per_minute == 0 {
+            return invalid("anonymous_requests_per_minute", "must be at least 1");
+        }
+        if self.anonymous_audit_window_seconds == 0 {
+            return invalid("anonymous_audit_window_seconds", "must be at least 1");
         }
         if self.max_upload_bytes == 0 {
             return invalid("max_upload_bytes", "must be positive");

@@ -86,6 +86,15 @@ pub fn check_date(field: &str, text: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Checks a consent record's own rules (date, scope), before anything is stored.
+pub fn check_input(input: &ConsentInput) -> Result<(), ApiError> {
+    check_date("date", &input.date)?;
+    if !input.database_a && !input.database_b {
+        return Err(ApiError::BadRequest("consent must cover database A, database B or both".into()));
+    }
+    Ok(())
+}
+
 /// Records consent for a study (once; a withdrawn consent stays withdrawn).
 pub fn record(
     connection: &Connection,
@@ -93,10 +102,7 @@ pub fn record(
     input: &ConsentInput,
     actor: &str,
 ) -> Result<Consent, ApiError> {
-    check_date("date", &input.date)?;
-    if !input.database_a && !input.database_b {
-        return Err(ApiError::BadRequest("consent must cover database A, database B or both".into()));
-    }
+    check_input(input)?;
     if get(connection, study_id)?.is_some() {
         return Err(ApiError::Conflict(format!(
             "study {study_id} already has a consent record; records are never replaced (withdraw instead)"

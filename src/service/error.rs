@@ -56,6 +56,9 @@ pub enum ApiError {
         /// Named reasons.
         reasons: Vec<String>,
     },
+    /// 429: too many requests without a valid token from one address.
+    #[error("too many requests without a valid token from this address; retry later")]
+    RateLimited,
     /// 503.
     #[error("{0}")]
     Unavailable(String),
@@ -79,6 +82,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Refused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -95,6 +99,7 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::TooLarge(_) => "too_large",
             ApiError::Refused { .. } => "refused",
+            ApiError::RateLimited => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::BadGateway(_) => "pacs_error",
             ApiError::Internal(_) => "internal",
@@ -148,6 +153,11 @@ impl IntoResponse for ApiError {
                     axum::http::header::WWW_AUTHENTICATE,
                     axum::http::HeaderValue::from_static("Bearer"),
                 );
+            }
+            ApiError::RateLimited => {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("60"));
             }
             ApiError::MethodNotAllowed { allowed, .. } => {
                 if let Ok(value) = axum::http::HeaderValue::from_str(allowed) {

@@ -3,6 +3,7 @@
 //! `pedinorm serve` runs it; see `docs/service.md` for the API, the role × endpoint table and
 //! the data layout.
 
+pub mod anonymous;
 pub mod api;
 pub mod audit;
 pub mod audit_anchor;
@@ -14,10 +15,12 @@ pub mod error;
 pub mod jobs;
 pub mod openapi;
 pub mod pacs;
+pub mod protect;
 pub mod roles;
 pub mod state;
 pub mod store;
 pub mod studies;
+pub mod sweep;
 pub mod work;
 
 use config::ServiceConfig;
@@ -33,9 +36,20 @@ pub struct Service {
 }
 
 impl Service {
-    /// Opens the state in the data directory, requeues interrupted jobs and starts the workers.
+    /// Checks the data directory's permissions, opens the state in it, requeues interrupted
+    /// jobs, sweeps identified staging data left by a crash and starts the workers.
     pub fn start(config: ServiceConfig) -> Result<Service, store::StoreError> {
         let config = Arc::new(config);
+        protect::private_new_files();
+        let data_dir = &config.data_dir;
+        let io_error = |source| store::StoreError::Io { path: data_dir.display().to_string(), source };
+        protect::create_private_dir(data_dir).map_err(io_error)?;
+        if let Some(rule) = protect::shared_access(data_dir).map_err(io_error)? {
+            if !config.allow_shared_data_dir {
+                return Err(store::StoreError::Permissions(rule));
+            }
+            tracing::warn!("{rule}");
+        }
         let store = store::Store::open(&config.data_dir)?;
         let jobs_dir = config.data_dir.join("jobs");
         std::fs::create_dir_all(&jobs_dir)
@@ -59,6 +73,15 @@ impl Service {
         if recovered > 0 {
             tracing::warn!("{recovered} interrupted job(s) queued again");
         }
+        let swept = sweep::sweep_staging(&config.data_dir, &store)?;
+        if swept.folders > 0 {
+            tracing::warn!(
+                "removed {} leftover staging folder(s) of identified data ({} files, {} bytes)",
+                swept.folders,
+                swept.files,
+                swept.bytes
+            );
+        }
         let workers = queue.start();
         let audit = Arc::new(audit::AuditWriter::start(&config.data_dir, &config.audit)?);
         // Warm the normative database summary so the first readers do not wait for the file.
@@ -66,7 +89,12 @@ impl Service {
         std::thread::spawn(move || {
             let _ = work::normdb_summary(&normdb);
         });
+        let anonymous = Arc::new(anonymous::AnonymousGate::new(
+            config.anonymous_requests_per_minute,
+            std::time::Duration::from_secs(config.anonymous_audit_window_seconds),
+        ));
         let state = AppState {
+            anonymous,
             config,
             store,
             jobs: queue,
@@ -80,6 +108,15 @@ impl Service {
     /// The HTTP router.
     pub fn router(&self) -> axum::Router {
         api::router(self.state.clone())
+    }
+
+    /// Writes the audit records of anonymous requests not yet reported (at shutdown).
+    pub async fn flush_anonymous(&self) {
+        for record in self.state.anonymous.due(true) {
+            if let Err(error) = self.state.audit.append(record).await {
+                tracing::error!("audit log: {error}");
+            }
+        }
     }
 
     /// Stops the workers after their current jobs.

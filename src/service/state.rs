@@ -73,4 +73,6 @@ pub struct AppState {
     pub audit: Arc<super::audit::AuditWriter>,
     /// Start time.
     pub started: Instant,
+    /// Rate limit and aggregated audit of requests without a valid token.
+    pub anonymous: Arc<super::anonymous::AnonymousGate>,
 }

@@ -25,6 +25,9 @@ pub enum StoreError {
         /// Underlying error.
         source: std::io::Error,
     },
+    /// The data directory is open to other users.
+    #[error("{0}")]
+    Permissions(String),
 }
 
 const SCHEMA: &str = r#"
@@ -142,9 +145,11 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (and creates or migrates) the state file inside `data_dir`.
+    /// Opens (and creates or migrates) the state file inside `data_dir`. The state is private
+    /// to the service's user: the directory is created 0700 and files 0600.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir)
+        super::protect::private_new_files();
+        super::protect::create_private_dir(data_dir)
             .map_err(|source| StoreError::Io { path: data_dir.display().to_string(), source })?;
         let connection = open_connection(&data_dir.join("service.sqlite"))?;
         Ok(Store { connection: Arc::new(Mutex::new(connection)) })

@@ -84,17 +84,31 @@ pub fn check_client_path(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// What [`store_parts`] kept.
+#[derive(Debug, Clone)]
+pub struct StoredParts {
+    /// Objects stored (`000001.dcm`, … in order).
+    pub files: usize,
+    /// Their total size.
+    pub bytes: u64,
+    /// For each stored object, in order, the entry it came from as the client knows it
+    /// (`part 2`, `part 1: zip entry 7`): never a client file name nor a server path.
+    pub labels: Vec<String>,
+}
+
 /// Collects received parts into `dir`: zip archives are expanded (entries checked), other
-/// parts are taken as DICOM objects. Returns (objects, bytes).
+/// parts are taken as DICOM objects.
 pub fn store_parts(
     dir: &Path,
     parts: Vec<(Option<String>, Vec<u8>)>,
     limits: UploadLimits,
-) -> Result<(usize, u64), ApiError> {
+) -> Result<StoredParts, ApiError> {
     std::fs::create_dir_all(dir).map_err(ApiError::internal)?;
     let mut count = 0usize;
     let mut total = 0u64;
-    let mut write = |bytes: &[u8]| -> Result<(), ApiError> {
+    let mut labels = Vec::new();
+    let mut write = |label: String, bytes: &[u8]| -> Result<(), ApiError> {
+        labels.push(label);
         count += 1;
         total += bytes.len() as u64;
         if count > limits.max_files {
@@ -116,20 +130,23 @@ pub fn store_parts(
         if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06") {
             expand_zip(index + 1, &bytes, limits, &mut write)?;
         } else {
-            write(&bytes)?;
+            write(format!("part {}", index + 1), &bytes)?;
         }
     }
     if count == 0 {
         return Err(ApiError::BadRequest("the upload holds no files".into()));
     }
-    Ok((count, total))
+    Ok(StoredParts { files: count, bytes: total, labels })
 }
+
+/// Stores one object under the label of the entry it came from.
+type WriteObject<'a> = dyn FnMut(String, &[u8]) -> Result<(), ApiError> + 'a;
 
 fn expand_zip(
     part: usize,
     bytes: &[u8],
     limits: UploadLimits,
-    write: &mut dyn FnMut(&[u8]) -> Result<(), ApiError>,
+    write: &mut WriteObject<'_>,
 ) -> Result<(), ApiError> {
     let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes))
         .map_err(|e| ApiError::BadRequest(format!("part {part}: not a readable zip archive ({e})")))?;
@@ -168,26 +185,33 @@ fn expand_zip(
             .take(limits.max_total_bytes + 1)
             .read_to_end(&mut content)
             .map_err(|e| ApiError::BadRequest(format!("{label}: cannot be decompressed ({e})")))?;
-        write(&content)?;
+        write(label, &content)?;
     }
     Ok(())
 }
 
 /// Checks that every stored object is a readable DICOM file with the tags ingest needs;
-/// returns the named problems (objects named by position, never by their client names).
-pub fn validate_dicom_dir(dir: &Path) -> Vec<String> {
+/// returns the named problems. Objects are named by `labels` (from [`store_parts`]; by
+/// position when missing), never by their client names nor by server paths: the reader's
+/// full message, which names the stored file, goes to the log only.
+pub fn validate_dicom_dir(dir: &Path, labels: &[String]) -> Vec<String> {
     use dicom_dictionary_std::tags;
     let mut problems = Vec::new();
     let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(entries) => entries.flatten().map(|e| e.path()).collect(),
-        Err(e) => return vec![format!("cannot read the received files: {e}")],
+        Err(e) => {
+            tracing::warn!("cannot list received files in {}: {e}", dir.display());
+            return vec!["the received files cannot be read".into()];
+        }
     };
     files.sort();
     for (index, path) in files.iter().enumerate() {
-        let label = format!("object {}", index + 1);
+        let label = labels.get(index).cloned().unwrap_or_else(|| format!("object {}", index + 1));
         match dicom_object::OpenFileOptions::new().read_until(tags::PIXEL_DATA).open_file(path) {
-            Err(error) => problems
-                .push(format!("{label}: not a readable DICOM file ({})", first_line(&error.to_string()))),
+            Err(error) => {
+                tracing::warn!("received object {label} ({}) is not readable DICOM: {error}", path.display());
+                problems.push(format!("{label}: not a readable DICOM file ({})", reader_cause(&error, path)))
+            }
             Ok(object) => {
                 for (tag, name) in [
                     (tags::STUDY_INSTANCE_UID, "StudyInstanceUID"),
@@ -208,8 +232,23 @@ pub fn validate_dicom_dir(dir: &Path) -> Vec<String> {
     problems
 }
 
-fn first_line(text: &str) -> String {
-    text.lines().next().unwrap_or("").chars().take(200).collect()
+/// The reader's explanation without the stored file's path: the innermost cause (which says
+/// what was wrong with the bytes), with any path of the file removed.
+fn reader_cause(error: &dyn std::error::Error, path: &Path) -> String {
+    let mut cause = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    let text = cause.to_string();
+    let mut text: String = text.lines().next().unwrap_or("").chars().take(200).collect();
+    for shown in
+        [path.display().to_string(), path.parent().map(|p| p.display().to_string()).unwrap_or_default()]
+    {
+        if !shown.is_empty() {
+            text = text.replace(&shown, "");
+        }
+    }
+    text.replace("''", "").replace("\"\"", "").trim().to_string()
 }
 
 /// Creates a study row.
@@ -402,16 +441,19 @@ mod tests {
             assert!(matches!(error, Err(ApiError::BadRequest(_))), "zip {name}");
         }
         assert!(!dir.path().join("evil.dcm").exists());
-        let (count, _) =
+        let stored =
             store_parts(&dir.path().join("ok"), vec![(None, zip_with(&["a/1.dcm", "a/2.dcm"]))], limits)
                 .unwrap();
-        assert_eq!(count, 2);
+        assert_eq!(stored.files, 2);
+        assert_eq!(stored.labels, ["part 1: zip entry 1", "part 1: zip entry 2"]);
         assert!(dir.path().join("ok/000002.dcm").exists());
         let many: Vec<&str> = vec!["f1", "f2", "f3", "f4", "f5", "f6", "f7", "f8", "f9", "f10", "f11"];
         let error = store_parts(&dir.path().join("m"), vec![(None, zip_with(&many))], limits);
         assert!(matches!(error, Err(ApiError::TooLarge(_))));
-        let problems = validate_dicom_dir(&dir.path().join("ok"));
+        let problems = validate_dicom_dir(&dir.path().join("ok"), &stored.labels);
         assert_eq!(problems.len(), 2);
-        assert!(problems[0].starts_with("object 1: not a readable DICOM file"), "{problems:?}");
+        assert!(problems[1].starts_with("part 1: zip entry 2: not a readable DICOM file"), "{problems:?}");
+        let root = dir.path().display().to_string();
+        assert!(problems.iter().all(|p| !p.contains(&root) && !p.contains("000002")), "{problems:?}");
     }
 }

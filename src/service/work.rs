@@ -197,13 +197,12 @@ fn ingest_job(config: &ServiceConfig, store: &Store, ctx: &JobContext) -> Result
             max_files: config.max_upload_files,
             max_total_bytes: config.max_unzipped_bytes,
         };
-        let (files, bytes) =
-            studies::store_parts(&partial, objects.into_iter().map(|o| (None, o)).collect(), limits)
-                .map_err(|e| JobFailure::Failed(e.to_string()))?;
+        let stored = studies::store_parts(&partial, objects.into_iter().map(|o| (None, o)).collect(), limits)
+            .map_err(|e| JobFailure::Failed(e.to_string()))?;
         let _ = std::fs::remove_dir_all(&input_dir);
         std::fs::rename(&partial, &input_dir)?;
-        studies::set_received(&store.lock(), study_id, files, bytes)?;
-        let problems = studies::validate_dicom_dir(&input_dir);
+        studies::set_received(&store.lock(), study_id, stored.files, stored.bytes)?;
+        let problems = studies::validate_dicom_dir(&input_dir, &stored.labels);
         if !problems.is_empty() {
             set("refused", &problems, None)?;
             let _ = std::fs::remove_dir_all(&input_dir);

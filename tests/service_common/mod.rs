@@ -142,13 +142,22 @@ pub fn zip_study(files: &[Vec<u8>]) -> Vec<u8> {
 /// Writes a pseudonym key file and returns a configuration using it.
 pub fn test_config(data_dir: &Path) -> ServiceConfig {
     std::fs::create_dir_all(data_dir).unwrap();
+    private(data_dir);
     let key = data_dir.join("pseudonym.key");
     std::fs::write(&key, "0123456789abcdef0123456789abcdef0123456789abcdef").unwrap();
     let mut config = ServiceConfig::with_data_dir(data_dir.to_path_buf(), "127.0.0.1:0".parse().unwrap());
     config.pseudonym_key_file = Some(key);
     config.national_id_issuer = Some("IT-CF".into());
     config.max_upload_bytes = 4 * 1024 * 1024;
+    // The exhaustive tests send many requests without a token from one address.
+    config.anonymous_requests_per_minute = 1_000_000;
     config
+}
+
+/// Makes a data directory private to the user (the service refuses a shared one).
+pub fn private(data_dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
 }
 
 /// A server running in this process on an ephemeral port.
@@ -169,7 +178,7 @@ impl TestServer {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (sender, receiver) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            axum::serve(listener, router)
+            axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
                 .with_graceful_shutdown(async {
                     let _ = receiver.await;
                 })
@@ -259,6 +268,7 @@ pub fn orthanc_for_test(centre: &str) -> Option<pedinorm::service::config::PacsC
 /// Creates a user directly in the state and returns the token.
 pub fn add_user(data_dir: &Path, name: &str, role: &str, centre: Option<&str>) -> String {
     let store = pedinorm::service::store::Store::open(data_dir).unwrap();
+    private(data_dir);
     pedinorm::service::auth::add_user(&store, name, role.parse().unwrap(), centre).unwrap()
 }
 
