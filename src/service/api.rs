@@ -100,9 +100,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
                 .await
                 .map_err(|_| ApiError::BadRequest("invalid path".into()))?;
         let raw = params.get("id").ok_or_else(|| ApiError::BadRequest("missing id".into()))?;
+        // 1 ..= 2^53: every id a JSON number holds exactly (the OpenAPI bounds).
         raw.parse::<i64>()
             .ok()
-            .filter(|id| *id > 0 && *id < (1 << 53))
+            .filter(|id| *id > 0 && *id <= (1 << 53))
             .map(Id)
             .ok_or_else(|| ApiError::BadRequest("`id` must be a positive integer".into()))
     }
@@ -430,7 +431,7 @@ pub async fn whoami(principal: Principal) -> Json<WhoAmI> {
 #[into_params(parameter_in = Query)]
 pub struct UploadQuery {
     /// Database the study is offered to: `A` or `B`.
-    pub database: String,
+    pub database: Database,
     /// Admit a study without a national identifier as unlinked.
     #[serde(default)]
     pub allow_unlinked: bool,
@@ -443,10 +444,6 @@ pub struct Submitted {
     pub study: Study,
     /// The ingest job, when it could be queued (consent recorded).
     pub job: Option<i64>,
-}
-
-fn parse_database(text: &str) -> Result<Database, ApiError> {
-    Database::parse(text).ok_or_else(|| ApiError::BadRequest("`database` must be A or B".into()))
 }
 
 /// Upload a study: a zip archive (`application/zip`), one DICOM object (`application/dicom`),
@@ -463,7 +460,7 @@ pub async fn upload_study(
     Query400(query): Query400<UploadQuery>,
     request: Request,
 ) -> Result<(StatusCode, Json<Submitted>), ApiError> {
-    let database = parse_database(&query.database)?;
+    let database = query.database;
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -604,7 +601,7 @@ pub struct ImportRequest {
     /// StudyInstanceUID in that PACS.
     pub study_instance_uid: String,
     /// Database the study is offered to: `A` or `B`.
-    pub database: String,
+    pub database: Database,
     /// Consent, if already known.
     #[serde(default)]
     pub consent: Option<ConsentInput>,
@@ -623,7 +620,7 @@ pub async fn import_study(
     principal: Principal,
     Body400(request): Body400<ImportRequest>,
 ) -> Result<(StatusCode, Json<Submitted>), ApiError> {
-    let database = parse_database(&request.database)?;
+    let database = request.database;
     if let Some(input) = &request.consent {
         consent::check_input(input)?;
     }
@@ -687,7 +684,7 @@ pub async fn list_studies(
 
 /// One study.
 #[utoipa::path(get, path = "/api/v1/studies/{id}", tag = "studies", security(("bearer" = [])),
-    params(("id" = i64, Path, description = "Study id")),
+    params(("id" = i64, Path, description = "Study id", minimum = 1, maximum = 9007199254740992_i64)),
     responses((status = 200, body = Study), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_study(State(state): State<AppState>, Id(id): Id) -> Result<Json<Study>, ApiError> {
     blocking(&state, move |s| studies::get(&s.store.lock(), id)).await.map(Json)
@@ -704,7 +701,7 @@ pub struct IngestRequest {
 
 /// (Re)start ingest of a received study (after consent was recorded, or after a failure).
 #[utoipa::path(post, path = "/api/v1/studies/{id}/ingest", tag = "studies", security(("bearer" = [])),
-    params(("id" = i64, Path, description = "Study id")), request_body = IngestRequest,
+    params(("id" = i64, Path, description = "Study id", minimum = 1, maximum = 9007199254740992_i64)), request_body = IngestRequest,
     responses((status = 202, body = Submitted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn ingest_study(
@@ -737,7 +734,7 @@ pub async fn ingest_study(
 
 /// Consent of a study.
 #[utoipa::path(get, path = "/api/v1/studies/{id}/consent", tag = "consent", security(("bearer" = [])),
-    params(("id" = i64, Path, description = "Study id")),
+    params(("id" = i64, Path, description = "Study id", minimum = 1, maximum = 9007199254740992_i64)),
     responses((status = 200, body = Consent), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_consent(State(state): State<AppState>, Id(id): Id) -> Result<Json<Consent>, ApiError> {
     blocking(&state, move |s| {
@@ -752,7 +749,7 @@ pub async fn get_consent(State(state): State<AppState>, Id(id): Id) -> Result<Js
 
 /// Record the consent of a study (once).
 #[utoipa::path(post, path = "/api/v1/studies/{id}/consent", tag = "consent", security(("bearer" = [])),
-    params(("id" = i64, Path, description = "Study id")), request_body = ConsentInput,
+    params(("id" = i64, Path, description = "Study id", minimum = 1, maximum = 9007199254740992_i64)), request_body = ConsentInput,
     responses((status = 201, body = Consent), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn record_consent(
@@ -781,7 +778,7 @@ pub struct Reason {
 
 /// Withdraw consent: recorded, nothing deleted; the study is excluded from later computations.
 #[utoipa::path(post, path = "/api/v1/studies/{id}/consent/withdraw", tag = "consent", security(("bearer" = [])),
-    params(("id" = i64, Path, description = "Study id")), request_body = Reason,
+    params(("id" = i64, Path, description = "Study id", minimum = 1, maximum = 9007199254740992_i64)), request_body = Reason,
     responses((status = 200, body = Consent), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn withdraw_consent(
@@ -844,7 +841,7 @@ pub async fn list_cases(
 
 /// One case with its history.
 #[utoipa::path(get, path = "/api/v1/cases/{id}", tag = "cases", security(("bearer" = [])),
-    params(("id" = i64, Path, description = "Case id")),
+    params(("id" = i64, Path, description = "Case id", minimum = 1, maximum = 9007199254740992_i64)),
     responses((status = 200, body = Case), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_case(State(state): State<AppState>, Id(id): Id) -> Result<Json<Case>, ApiError> {
     blocking(&state, move |s| cases::get(&s.store.lock(), id)).await.map(Json)
@@ -852,7 +849,7 @@ pub async fn get_case(State(state): State<AppState>, Id(id): Id) -> Result<Json<
 
 /// Update Orphanet codes and clinical fields.
 #[utoipa::path(patch, path = "/api/v1/cases/{id}", tag = "cases", security(("bearer" = [])),
-    params(("id" = i64, Path, description = "Case id")), request_body = CaseUpdate,
+    params(("id" = i64, Path, description = "Case id", minimum = 1, maximum = 9007199254740992_i64)), request_body = CaseUpdate,
     responses((status = 200, body = Case), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update_case(
@@ -882,7 +879,7 @@ fn check_comment(comment: &str) -> Result<(), ApiError> {
 
 /// The committee starts reviewing a submitted case.
 #[utoipa::path(post, path = "/api/v1/cases/{id}/review", tag = "cases", security(("bearer" = [])),
-    params(("id" = i64, Path, description = "Case id")),
+    params(("id" = i64, Path, description = "Case id", minimum = 1, maximum = 9007199254740992_i64)),
     responses((status = 200, body = Case), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn review_case(
@@ -895,7 +892,7 @@ pub async fn review_case(
 
 /// Record a committee member's approval (A2 once enough distinct members approved).
 #[utoipa::path(post, path = "/api/v1/cases/{id}/approvals", tag = "cases", security(("bearer" = [])),
-    params(("id" = i64, Path, description = "Case id")), request_body = Comment,
+    params(("id" = i64, Path, description = "Case id", minimum = 1, maximum = 9007199254740992_i64)), request_body = Comment,
     responses((status = 200, body = Case), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn approve_case(
@@ -913,7 +910,7 @@ pub async fn approve_case(
 
 /// Record a specialist's diagnosis confirmation (A1 once specialists of enough centres confirmed).
 #[utoipa::path(post, path = "/api/v1/cases/{id}/confirmations", tag = "cases", security(("bearer" = [])),
-    params(("id" = i64, Path, description = "Case id")), request_body = Comment,
+    params(("id" = i64, Path, description = "Case id", minimum = 1, maximum = 9007199254740992_i64)), request_body = Comment,
     responses((status = 200, body = Case), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn confirm_case(
@@ -931,7 +928,7 @@ pub async fn confirm_case(
 
 /// The committee rejects a case.
 #[utoipa::path(post, path = "/api/v1/cases/{id}/reject", tag = "cases", security(("bearer" = [])),
-    params(("id" = i64, Path, description = "Case id")), request_body = Reason,
+    params(("id" = i64, Path, description = "Case id", minimum = 1, maximum = 9007199254740992_i64)), request_body = Reason,
     responses((status = 200, body = Case), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn reject_case(
@@ -945,7 +942,7 @@ pub async fn reject_case(
 
 /// Withdraw a case (a state with its reason; nothing is deleted).
 #[utoipa::path(post, path = "/api/v1/cases/{id}/withdraw", tag = "cases", security(("bearer" = [])),
-    params(("id" = i64, Path, description = "Case id")), request_body = Reason,
+    params(("id" = i64, Path, description = "Case id", minimum = 1, maximum = 9007199254740992_i64)), request_body = Reason,
     responses((status = 200, body = Case), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn withdraw_case(
@@ -966,7 +963,7 @@ pub struct JobAccepted {
 
 /// Request a deviation map for a case (age and sex from the study); returns a job.
 #[utoipa::path(post, path = "/api/v1/cases/{id}/deviation", tag = "cases", security(("bearer" = [])),
-    params(("id" = i64, Path, description = "Case id")),
+    params(("id" = i64, Path, description = "Case id", minimum = 1, maximum = 9007199254740992_i64)),
     responses((status = 202, body = JobAccepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn request_deviation(
@@ -995,7 +992,7 @@ pub async fn list_jobs(
 
 /// Job status and progress.
 #[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", security(("bearer" = [])),
-    params(("id" = i64, Path, description = "Job id")),
+    params(("id" = i64, Path, description = "Job id", minimum = 1, maximum = 9007199254740992_i64)),
     responses((status = 200, body = JobInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_job(State(state): State<AppState>, Id(id): Id) -> Result<Json<JobInfo>, ApiError> {
     blocking(&state, move |s| find_job(&s.jobs, id)).await.map(Json)
@@ -1003,7 +1000,7 @@ pub async fn get_job(State(state): State<AppState>, Id(id): Id) -> Result<Json<J
 
 /// Cancel a queued or running job.
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", security(("bearer" = [])),
-    params(("id" = i64, Path, description = "Job id")),
+    params(("id" = i64, Path, description = "Job id", minimum = 1, maximum = 9007199254740992_i64)),
     responses((status = 200, body = JobInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn cancel_job(State(state): State<AppState>, Id(id): Id) -> Result<Json<JobInfo>, ApiError> {
@@ -1021,7 +1018,7 @@ pub struct OutputFile {
 
 /// Output files of a finished job.
 #[utoipa::path(get, path = "/api/v1/jobs/{id}/outputs", tag = "jobs", security(("bearer" = [])),
-    params(("id" = i64, Path, description = "Job id")),
+    params(("id" = i64, Path, description = "Job id", minimum = 1, maximum = 9007199254740992_i64)),
     responses((status = 200, body = Vec<OutputFile>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn job_outputs(
@@ -1058,8 +1055,10 @@ fn content_type_for(name: &str) -> &'static str {
 
 /// Download one output (NIfTI z-maps, cluster map, report.json, PNG montages).
 #[utoipa::path(get, path = "/api/v1/jobs/{id}/outputs/{name}", tag = "jobs", security(("bearer" = [])),
-    params(("id" = i64, Path, description = "Job id"), ("name" = String, Path, description = "File name from the outputs list")),
-    responses((status = 200, description = "The file", content_type = "application/octet-stream", body = Vec<u8>),
+    params(("id" = i64, Path, description = "Job id", minimum = 1, maximum = 9007199254740992_i64), ("name" = String, Path, description = "File name from the outputs list", pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$")),
+    responses((status = 200, description = "The file: JSON for `.json` outputs, PNG for montages, gzip for NIfTI maps",
+               content((serde_json::Value = "application/json"), (Vec<u8> = "image/png"), (Vec<u8> = "application/gzip"),
+                       (Vec<u8> = "text/csv"), (Vec<u8> = "application/octet-stream"))),
               (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn download_output(
     State(state): State<AppState>,
@@ -1100,7 +1099,7 @@ pub async fn download_output(
 
 /// Send a deviation job's maps back to the PACS of the study as a derived DICOM series.
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/store-back", tag = "jobs", security(("bearer" = [])),
-    params(("id" = i64, Path, description = "A finished deviation job")),
+    params(("id" = i64, Path, description = "A finished deviation job", minimum = 1, maximum = 9007199254740992_i64)),
     responses((status = 202, body = JobAccepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn store_back(

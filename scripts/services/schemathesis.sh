@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Contract test of the running service with schemathesis, as the scientist, radiologist and
+# auditor roles: starts `pedinorm serve` on a fresh private data directory (embedded defaults
+# plus a high anonymous allowance, so the unauthenticated probes of `ignored_auth` are not
+# answered 429), creates one user per role and runs `schemathesis run --checks all` against
+# /openapi.json for each. Prints one summary line per role; exits non-zero on any failure.
+#
+# usage: scripts/services/schemathesis.sh PEDINORM_BINARY SCHEMATHESIS_BINARY [MAX_EXAMPLES]
+# (schemathesis 4.32.5: `python3 -m venv V && V/bin/pip install schemathesis==4.32.5`)
+set -euo pipefail
+binary=$1
+schemathesis=$2
+examples=${3:-50}
+work=$(mktemp -d)
+trap 'kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
+mkdir -m 700 "$work/state"
+cat > "$work/pedinorm.toml" <<TOML
+data_dir = "state"
+listen = "127.0.0.1:0"
+anonymous_requests_per_minute = 1000000
+TOML
+declare -A token
+for role in scientist radiologist auditor; do
+  token[$role]=$("$binary" users add --data-dir "$work/state" --name "st-$role" --role "$role" --centre C1)
+done
+"$binary" serve --config "$work/pedinorm.toml" --address-file "$work/address" > "$work/server.log" 2>&1 &
+server=$!
+for _ in $(seq 100); do [ -s "$work/address" ] && break; sleep 0.1; done
+base="http://$(cat "$work/address")"
+status=0
+for role in scientist radiologist auditor; do
+  if "$schemathesis" run "$base/openapi.json" --checks all --max-examples "$examples" --seed 1 \
+      --no-color --header "Authorization: Bearer ${token[$role]}" > "$work/$role.txt" 2>&1; then
+    result=passed
+  else
+    result=FAILED
+    status=1
+  fi
+  echo "$role: $result — $(grep -E '^[0-9]+ (passed|failed)|passed|failed' "$work/$role.txt" | tail -1)"
+  [ "$result" = passed ] || tail -60 "$work/$role.txt"
+done
+exit $status
