@@ -3,15 +3,15 @@
 //! so that the whole path from DICOM can be exercised. Everything written is synthetic: names
 //! and identifiers are made up (`SYNTHETIC^0001`), UIDs derive from the seed.
 
-use crate::atomic::{write_atomically, write_bytes};
+use crate::atomic::write_bytes;
+use crate::formats::dicom_write::{DicomWriteError, PixelScaling, SeriesSpec, UidSource, write_series};
 use crate::formats::nifti::{NiftiIoError, VoxelType, read_image, write_image};
 use crate::formats::transform::{TransformIoError, write_field};
 use dicom_core::smallvec::SmallVec;
 use dicom_core::value::{DataSetSequence, PrimitiveValue};
 use dicom_core::{DataElement, VR};
-use dicom_dictionary_std::{tags, uids};
-use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
-use nalgebra::Vector3;
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
 use pedinorm_registration::Image;
 use pedinorm_validation::rng::derive_seed;
 use pedinorm_validation::{BaseBrain, Sex, SynthError, SyntheticSubject};
@@ -41,14 +41,9 @@ pub enum SynthIoError {
     /// The generator refused its input.
     #[error(transparent)]
     Synth(#[from] SynthError),
-    /// A DICOM file could not be built or written.
-    #[error("{path}: cannot write DICOM: {message}")]
-    Dicom {
-        /// The file.
-        path: PathBuf,
-        /// What went wrong.
-        message: String,
-    },
+    /// The DICOM series could not be built or written.
+    #[error(transparent)]
+    Dicom(#[from] DicomWriteError),
     /// A plain file could not be written.
     #[error("{path}: {source}")]
     Io {
@@ -275,15 +270,6 @@ pub fn patient_age_string(age_years: f64) -> String {
     }
 }
 
-/// A DICOM UID under the `2.25` root (a decimal 128-bit number) derived from a seed.
-fn uid(seed: u64, purpose: u64) -> String {
-    let high = derive_seed(seed, purpose.wrapping_mul(2));
-    let low = derive_seed(seed, purpose.wrapping_mul(2) + 1);
-    // Below 2^127 so the decimal has at most 39 digits.
-    let value = ((u128::from(high) << 64) | u128::from(low)) >> 1;
-    format!("2.25.{value}")
-}
-
 /// Character values at odd (1st, 3rd, …) positions in the codice fiscale check algorithm
 /// (digits 0–9 share the values of letters A–J).
 const ODD_VALUES: [u32; 26] =
@@ -337,151 +323,74 @@ fn strings(values: &[String]) -> PrimitiveValue {
     PrimitiveValue::Strs(SmallVec::from_vec(values.to_vec()))
 }
 
-fn decimal(value: f64) -> String {
-    // DS values are at most 16 characters.
-    let text = format!("{value:.6}");
-    let text = text.trim_end_matches('0').trim_end_matches('.').to_string();
-    if text == "-0" { "0".into() } else { text.chars().take(16).collect() }
-}
+/// Purpose number of the seeded StudyInstanceUID (the series writer numbers the others).
+const STUDY_UID_PURPOSE: u64 = 10;
 
-/// Writes `image` as a classic single-frame MR series into `dir` (`IM0001.dcm`, …), one file
-/// per slice along the third voxel axis. Geometry: ImageOrientationPatient and
-/// ImagePositionPatient from the affine with RAS → LPS conversion; in-plane axes are flipped
-/// where needed so rows run along +x and columns along +y of LPS as far as the grid allows.
-/// Pixels are unsigned 16-bit with RescaleSlope/RescaleIntercept restoring the real values.
+/// Writes `image` as a classic single-frame MR series into `dir` (`IM0001.dcm`, …) with the
+/// synthetic `identity`, through the one series writer ([`crate::formats::dicom_write`]):
+/// unsigned 16-bit pixels spanning the image's range, UIDs derived from the identity's seed.
 pub fn write_dicom_series(
     dir: &Path,
     image: &Image<f32>,
     identity: &DicomIdentity,
 ) -> Result<Vec<PathBuf>, SynthIoError> {
-    std::fs::create_dir_all(dir).map_err(|source| SynthIoError::Io { path: dir.to_owned(), source })?;
-    let grid = image.grid();
-    let dims = grid.dims();
-    let spacing = grid.spacing();
-    let direction = grid.direction();
-    let to_lps = |v: Vector3<f64>| Vector3::new(-v.x, -v.y, v.z);
-    // Flip an in-plane axis when its LPS direction points mostly negative.
-    let mut flip = [false; 2];
-    for (axis, flipped) in flip.iter_mut().enumerate() {
-        let d = to_lps(direction.column(axis).into_owned());
-        let dominant = (0..3).max_by(|&a, &b| d[a].abs().total_cmp(&d[b].abs())).expect("three components");
-        *flipped = d[dominant] < 0.0;
-    }
-    let row_direction = to_lps(direction.column(0).into_owned()) * if flip[0] { -1.0 } else { 1.0 };
-    let column_direction = to_lps(direction.column(1).into_owned()) * if flip[1] { -1.0 } else { 1.0 };
-    let orientation: Vec<String> =
-        row_direction.iter().chain(column_direction.iter()).map(|&v| decimal(v)).collect();
+    let uids = UidSource::Seeded(identity.seed);
+    let spec = SeriesSpec {
+        study_uid: uids.uid(STUDY_UID_PURPOSE),
+        uids,
+        scaling: PixelScaling::unsigned_full_range(image),
+        attributes: synthetic_attributes(identity),
+    };
+    Ok(write_series(dir, image, &spec)?)
+}
 
-    let (low, high) = image.finite_range().unwrap_or((0.0, 0.0));
-    let intercept = f64::from(low.min(0.0));
-    let slope = if high as f64 > intercept { (f64::from(high) - intercept) / 65535.0 } else { 1.0 };
-    let data = image.data();
-
-    let study_uid = uid(identity.seed, 10);
-    let series_uid = uid(identity.seed, 11);
-    let frame_uid = uid(identity.seed, 12);
+/// The patient, study and acquisition attributes of a synthetic series (all made up).
+fn synthetic_attributes(identity: &DicomIdentity) -> InMemDicomObject {
     let date = |d: time::Date| format!("{:04}{:02}{:02}", d.year(), u8::from(d.month()), d.day());
-    let mut written = Vec::with_capacity(dims[2]);
-    for k in 0..dims[2] {
-        let first = [if flip[0] { dims[0] - 1 } else { 0 }, if flip[1] { dims[1] - 1 } else { 0 }];
-        let ras = grid.voxel_to_world([first[0] as f64, first[1] as f64, k as f64]);
-        let lps = to_lps(Vector3::new(ras[0], ras[1], ras[2]));
-        let position: Vec<String> = lps.iter().map(|&v| decimal(v)).collect();
-        let mut pixels = Vec::with_capacity(dims[0] * dims[1]);
-        for row in 0..dims[1] {
-            let j = if flip[1] { dims[1] - 1 - row } else { row };
-            for column in 0..dims[0] {
-                let i = if flip[0] { dims[0] - 1 - column } else { column };
-                let value = (f64::from(data[[i, j, k]]) - intercept) / slope;
-                pixels.push(value.round().clamp(0.0, 65535.0) as u16);
-            }
-        }
-        let instance_uid = uid(identity.seed, 1000 + k as u64);
-        let mut object = InMemDicomObject::new_empty();
-        let mut put = |tag, vr, value: PrimitiveValue| {
-            object.put(DataElement::new(tag, vr, value));
-        };
-        put(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 100".into());
-        put(tags::IMAGE_TYPE, VR::CS, strings(&["ORIGINAL".into(), "PRIMARY".into(), "M".into()]));
-        put(tags::SOP_CLASS_UID, VR::UI, uids::MR_IMAGE_STORAGE.into());
-        put(tags::SOP_INSTANCE_UID, VR::UI, instance_uid.as_str().into());
-        put(tags::STUDY_DATE, VR::DA, date(identity.study_date).into());
-        put(tags::SERIES_DATE, VR::DA, date(identity.study_date).into());
-        put(tags::STUDY_TIME, VR::TM, "100000".into());
-        put(tags::MODALITY, VR::CS, "MR".into());
-        put(tags::MANUFACTURER, VR::LO, "SYNTHETIC".into());
-        put(tags::MANUFACTURER_MODEL_NAME, VR::LO, "pedinorm synth".into());
-        put(tags::STUDY_DESCRIPTION, VR::LO, "SYNTHETIC BRAIN".into());
-        put(tags::SERIES_DESCRIPTION, VR::LO, "T1w_synthetic".into());
-        put(tags::PATIENT_NAME, VR::PN, identity.patient_name.as_str().into());
-        put(tags::PATIENT_ID, VR::LO, identity.patient_id.as_str().into());
-        put(tags::PATIENT_BIRTH_DATE, VR::DA, date(identity.birth_date).into());
-        put(tags::PATIENT_SEX, VR::CS, identity.sex.code().into());
-        put(tags::PATIENT_AGE, VR::AS, patient_age_string(identity.age_years).into());
-        if let Some(national_id) = &identity.national_id {
-            let mut item = InMemDicomObject::new_empty();
-            item.put(DataElement::new(tags::PATIENT_ID, VR::LO, PrimitiveValue::from(national_id.as_str())));
-            item.put(DataElement::new(
-                tags::ISSUER_OF_PATIENT_ID,
-                VR::LO,
-                PrimitiveValue::from("SYNTHETIC-CF"),
-            ));
-            item.put(DataElement::new(tags::TYPE_OF_PATIENT_ID, VR::CS, PrimitiveValue::from("TEXT")));
-            object.put(DataElement::new(
-                tags::OTHER_PATIENT_I_DS_SEQUENCE,
-                VR::SQ,
-                DataSetSequence::from(vec![item]),
-            ));
-        }
-        let mut put = |tag, vr, value: PrimitiveValue| {
-            object.put(DataElement::new(tag, vr, value));
-        };
-        put(tags::BODY_PART_EXAMINED, VR::CS, "HEAD".into());
-        put(tags::PATIENT_POSITION, VR::CS, "HFS".into());
-        put(tags::SCANNING_SEQUENCE, VR::CS, strings(&["GR".into(), "IR".into()]));
-        put(tags::SEQUENCE_VARIANT, VR::CS, strings(&["SP".into(), "MP".into()]));
-        put(tags::MR_ACQUISITION_TYPE, VR::CS, "3D".into());
-        put(tags::SLICE_THICKNESS, VR::DS, decimal(spacing[2]).into());
-        put(tags::SPACING_BETWEEN_SLICES, VR::DS, decimal(spacing[2]).into());
-        put(tags::REPETITION_TIME, VR::DS, "2300".into());
-        put(tags::ECHO_TIME, VR::DS, "2.98".into());
-        put(tags::INVERSION_TIME, VR::DS, "900".into());
-        put(tags::MAGNETIC_FIELD_STRENGTH, VR::DS, "3".into());
-        put(tags::FLIP_ANGLE, VR::DS, "9".into());
-        put(tags::PROTOCOL_NAME, VR::LO, "T1_MPRAGE_SYNTHETIC".into());
-        put(tags::STUDY_INSTANCE_UID, VR::UI, study_uid.as_str().into());
-        put(tags::SERIES_INSTANCE_UID, VR::UI, series_uid.as_str().into());
-        put(tags::STUDY_ID, VR::SH, "1".into());
-        put(tags::SERIES_NUMBER, VR::IS, "1".into());
-        put(tags::INSTANCE_NUMBER, VR::IS, format!("{}", k + 1).into());
-        put(tags::IMAGE_POSITION_PATIENT, VR::DS, strings(&position));
-        put(tags::IMAGE_ORIENTATION_PATIENT, VR::DS, strings(&orientation));
-        put(tags::FRAME_OF_REFERENCE_UID, VR::UI, frame_uid.as_str().into());
-        put(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1u16));
-        put(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2".into());
-        put(tags::ROWS, VR::US, PrimitiveValue::from(dims[1] as u16));
-        put(tags::COLUMNS, VR::US, PrimitiveValue::from(dims[0] as u16));
-        // PixelSpacing is (between rows, between columns): rows step along voxel axis 1.
-        put(tags::PIXEL_SPACING, VR::DS, strings(&[decimal(spacing[1]), decimal(spacing[0])]));
-        put(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(16u16));
-        put(tags::BITS_STORED, VR::US, PrimitiveValue::from(16u16));
-        put(tags::HIGH_BIT, VR::US, PrimitiveValue::from(15u16));
-        put(tags::PIXEL_REPRESENTATION, VR::US, PrimitiveValue::from(0u16));
-        put(tags::RESCALE_INTERCEPT, VR::DS, decimal(intercept).into());
-        put(tags::RESCALE_SLOPE, VR::DS, format!("{slope:.10e}").chars().take(16).collect::<String>().into());
-        put(tags::RESCALE_TYPE, VR::LO, "US".into());
-        put(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(SmallVec::from_vec(pixels)));
-        let path = dir.join(format!("IM{:04}.dcm", k + 1));
-        let file = object
-            .with_meta(FileMetaTableBuilder::new().transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN))
-            .map_err(|e| SynthIoError::Dicom { path: path.clone(), message: e.to_string() })?;
-        write_atomically(&path, |tmp| {
-            file.write_to_file(tmp)
-                .map_err(|e| SynthIoError::Dicom { path: path.clone(), message: e.to_string() })
-        })?;
-        written.push(path);
+    let mut object = InMemDicomObject::new_empty();
+    let mut put = |tag, vr, value: PrimitiveValue| {
+        object.put(DataElement::new(tag, vr, value));
+    };
+    put(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 100".into());
+    put(tags::IMAGE_TYPE, VR::CS, strings(&["ORIGINAL".into(), "PRIMARY".into(), "M".into()]));
+    put(tags::STUDY_DATE, VR::DA, date(identity.study_date).into());
+    put(tags::SERIES_DATE, VR::DA, date(identity.study_date).into());
+    put(tags::STUDY_TIME, VR::TM, "100000".into());
+    put(tags::MANUFACTURER, VR::LO, "SYNTHETIC".into());
+    put(tags::MANUFACTURER_MODEL_NAME, VR::LO, "pedinorm synth".into());
+    put(tags::STUDY_DESCRIPTION, VR::LO, "SYNTHETIC BRAIN".into());
+    put(tags::SERIES_DESCRIPTION, VR::LO, "T1w_synthetic".into());
+    put(tags::PATIENT_NAME, VR::PN, identity.patient_name.as_str().into());
+    put(tags::PATIENT_ID, VR::LO, identity.patient_id.as_str().into());
+    put(tags::PATIENT_BIRTH_DATE, VR::DA, date(identity.birth_date).into());
+    put(tags::PATIENT_SEX, VR::CS, identity.sex.code().into());
+    put(tags::PATIENT_AGE, VR::AS, patient_age_string(identity.age_years).into());
+    put(tags::BODY_PART_EXAMINED, VR::CS, "HEAD".into());
+    put(tags::PATIENT_POSITION, VR::CS, "HFS".into());
+    put(tags::SCANNING_SEQUENCE, VR::CS, strings(&["GR".into(), "IR".into()]));
+    put(tags::SEQUENCE_VARIANT, VR::CS, strings(&["SP".into(), "MP".into()]));
+    put(tags::MR_ACQUISITION_TYPE, VR::CS, "3D".into());
+    put(tags::REPETITION_TIME, VR::DS, "2300".into());
+    put(tags::ECHO_TIME, VR::DS, "2.98".into());
+    put(tags::INVERSION_TIME, VR::DS, "900".into());
+    put(tags::MAGNETIC_FIELD_STRENGTH, VR::DS, "3".into());
+    put(tags::FLIP_ANGLE, VR::DS, "9".into());
+    put(tags::PROTOCOL_NAME, VR::LO, "T1_MPRAGE_SYNTHETIC".into());
+    put(tags::STUDY_ID, VR::SH, "1".into());
+    put(tags::SERIES_NUMBER, VR::IS, "1".into());
+    put(tags::RESCALE_TYPE, VR::LO, "US".into());
+    if let Some(national_id) = &identity.national_id {
+        let mut item = InMemDicomObject::new_empty();
+        item.put(DataElement::new(tags::PATIENT_ID, VR::LO, PrimitiveValue::from(national_id.as_str())));
+        item.put(DataElement::new(tags::ISSUER_OF_PATIENT_ID, VR::LO, PrimitiveValue::from("SYNTHETIC-CF")));
+        item.put(DataElement::new(tags::TYPE_OF_PATIENT_ID, VR::CS, PrimitiveValue::from("TEXT")));
+        object.put(DataElement::new(
+            tags::OTHER_PATIENT_I_DS_SEQUENCE,
+            VR::SQ,
+            DataSetSequence::from(vec![item]),
+        ));
     }
-    Ok(written)
+    object
 }
 
 #[cfg(test)]
@@ -505,13 +414,5 @@ mod tests {
         assert_eq!(patient_age_string(0.5), "006M");
         assert_eq!(patient_age_string(1.99), "023M");
         assert_eq!(patient_age_string(7.6), "007Y");
-    }
-
-    #[test]
-    fn uids_are_valid_and_distinct() {
-        let a = uid(1, 10);
-        assert!(a.len() <= 64 && a.starts_with("2.25.") && a[5..].chars().all(|c| c.is_ascii_digit()));
-        assert_ne!(a, uid(1, 11));
-        assert_ne!(a, uid(2, 10));
     }
 }

@@ -1,225 +1,297 @@
-//! Derived DICOM series: a z-map on the case's own grid written as an MR series
-//! (`DERIVED\SECONDARY`) that joins the original study in the PACS, so radiologists open it
-//! in their viewer next to the images it was computed from.
+//! DICOM series writing: a volume as a classic single-frame MR series (one object per slice,
+//! explicit VR little endian), for the synthetic cohort's series and for the derived z-map
+//! series sent back to the PACS.
 //!
-//! Patient and study attributes are copied from the PACS's own QIDO-RS answer for the study
-//! and go straight back to that PACS: they are held in memory only, never stored or logged.
+//! Geometry: voxel axis i runs along each row (Columns = ni) and axis j down the columns
+//! (Rows = nj); slice k is one object. ImageOrientationPatient holds the directions of axes i
+//! and j and ImagePositionPatient the centre of voxel (0, 0, k), both converted from RAS+ to
+//! LPS. The pixel order is the voxel order, never flipped: the series reader
+//! (`formats::dicom`) keeps the stored order too, so a written series reads back with the same
+//! affine (for a right-handed grid; a left-handed one reads back with the slice order reversed,
+//! the same world geometry), and a derived series lies voxel for voxel on the series it came from.
 
+use crate::atomic::write_bytes;
+use crate::formats::lps::ras_to_lps;
+use dicom_core::smallvec::SmallVec;
 use dicom_core::value::PrimitiveValue;
-use dicom_core::{DataElement, Tag, VR};
-use dicom_dictionary_std::tags;
+use dicom_core::{DataElement, VR};
+use dicom_dictionary_std::{tags, uids};
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 use pedinorm_registration::Image;
-use serde_json::Value;
+use pedinorm_validation::rng::derive_seed;
+use std::path::{Path, PathBuf};
 
-/// MR Image Storage.
-const MR_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.4";
-/// Explicit VR Little Endian.
-const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
-/// Stored value = z / slope.
-const Z_SLOPE: f64 = 0.01;
-
-/// Errors while building the series.
+/// Why a series could not be built or written.
 #[derive(Debug, thiserror::Error)]
-pub enum DerivedError {
-    /// The study attributes from the PACS lack a required field.
-    #[error("the PACS answer for the study lacks {0}")]
-    MissingAttribute(&'static str),
-    /// Encoding failed.
-    #[error("cannot encode the derived series: {0}")]
-    Encode(String),
+pub enum DicomWriteError {
+    /// An object could not be encoded.
+    #[error("cannot encode slice {slice} of the DICOM series: {message}")]
+    Encode {
+        /// Zero-based slice index.
+        slice: usize,
+        /// What went wrong.
+        message: String,
+    },
+    /// A file could not be written.
+    #[error("{path}: cannot write DICOM: {message}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The image does not fit a DICOM image (at most 65535 rows and columns).
+    #[error("an image of {dims:?} voxels does not fit DICOM Rows/Columns (at most 65535)")]
+    TooLarge {
+        /// The grid dimensions.
+        dims: [usize; 3],
+    },
 }
 
-/// A fresh UID under the `2.25` (UUID-derived) root.
-pub fn new_uid() -> String {
-    format!("2.25.{}", rand::random::<u128>() >> 1)
+/// How stored 16-bit values map to real values: `real = slope × stored + intercept`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PixelScaling {
+    /// Unsigned 16-bit (PixelRepresentation 0).
+    Unsigned {
+        /// RescaleSlope.
+        slope: f64,
+        /// RescaleIntercept.
+        intercept: f64,
+    },
+    /// Signed 16-bit (PixelRepresentation 1), intercept 0; values that are not finite are
+    /// stored as 0.
+    Signed {
+        /// RescaleSlope.
+        slope: f64,
+    },
 }
 
-fn json_string(study: &Value, tag: &str) -> Option<String> {
-    let value = study.get(tag)?.get("Value")?.get(0)?;
-    match value {
-        Value::String(s) => Some(s.clone()),
-        Value::Object(map) => map.get("Alphabetic").and_then(Value::as_str).map(str::to_string),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
+impl PixelScaling {
+    /// Unsigned 16-bit spanning the finite values of `image` (from `min(0, lowest)` to the
+    /// highest), so that no finite value is clipped.
+    pub fn unsigned_full_range(image: &Image<f32>) -> Self {
+        let (low, high) = image.finite_range().unwrap_or((0.0, 0.0));
+        let intercept = f64::from(low.min(0.0));
+        let slope = if f64::from(high) > intercept { (f64::from(high) - intercept) / 65535.0 } else { 1.0 };
+        PixelScaling::Unsigned { slope, intercept }
+    }
+
+    fn slope_intercept(self) -> (f64, f64) {
+        match self {
+            PixelScaling::Unsigned { slope, intercept } => (slope, intercept),
+            PixelScaling::Signed { slope } => (slope, 0.0),
+        }
+    }
+
+    fn stored_bytes(self, value: f32) -> [u8; 2] {
+        let (slope, intercept) = self.slope_intercept();
+        let scaled = (f64::from(value) - intercept) / slope;
+        match self {
+            PixelScaling::Unsigned { .. } => (scaled.round().clamp(0.0, 65535.0) as u16).to_le_bytes(),
+            PixelScaling::Signed { .. } if value.is_finite() => {
+                (scaled.round().clamp(-32768.0, 32767.0) as i16).to_le_bytes()
+            }
+            PixelScaling::Signed { .. } => [0, 0],
+        }
     }
 }
 
-fn text(tag: Tag, vr: VR, value: impl Into<String>) -> DataElement<InMemDicomObject> {
-    DataElement::new(tag, vr, PrimitiveValue::from(value.into()))
+/// Where the UIDs of a series come from (all under the `2.25` root: a decimal 128-bit number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UidSource {
+    /// Derived from a seed and a purpose number: the same seed gives the same UIDs.
+    Seeded(u64),
+    /// Fresh random UIDs.
+    Random,
 }
 
-fn format_ds(value: f64) -> String {
-    // DS is at most 16 characters.
+/// Purpose numbers of the seeded UIDs.
+const SERIES_PURPOSE: u64 = 11;
+const FRAME_OF_REFERENCE_PURPOSE: u64 = 12;
+const FIRST_INSTANCE_PURPOSE: u64 = 1000;
+
+impl UidSource {
+    /// The UID for `purpose` (seeded), or a fresh one (random).
+    pub fn uid(self, purpose: u64) -> String {
+        let value = match self {
+            UidSource::Seeded(seed) => {
+                let high = derive_seed(seed, purpose.wrapping_mul(2));
+                let low = derive_seed(seed, purpose.wrapping_mul(2) + 1);
+                (u128::from(high) << 64) | u128::from(low)
+            }
+            UidSource::Random => rand::random::<u128>(),
+        };
+        // Below 2^127 so the decimal has at most 39 digits (the UID at most 44 characters).
+        format!("2.25.{}", value >> 1)
+    }
+}
+
+/// What a series carries besides the image.
+#[derive(Debug, Clone)]
+pub struct SeriesSpec {
+    /// StudyInstanceUID of the study the series joins.
+    pub study_uid: String,
+    /// Source of the series, frame-of-reference and instance UIDs.
+    pub uids: UidSource,
+    /// How voxel values are stored.
+    pub scaling: PixelScaling,
+    /// Attributes copied into every object: patient, study, series description and number,
+    /// acquisition. The writer sets the identification, geometry and pixel attributes itself.
+    pub attributes: InMemDicomObject,
+}
+
+/// A series encoded as Part 10 files, one per slice.
+#[derive(Debug, Clone)]
+pub struct EncodedSeries {
+    /// SeriesInstanceUID.
+    pub series_uid: String,
+    /// The objects, slice 0 first.
+    pub objects: Vec<Vec<u8>>,
+}
+
+/// A DS (decimal string) value: six decimals at most, trailing zeros dropped, at most 16
+/// characters.
+pub fn decimal_string(value: f64) -> String {
     let text = format!("{value:.6}");
-    let trimmed = text.trim_end_matches('0').trim_end_matches('.');
-    let out = if trimmed.is_empty() || trimmed == "-" { "0" } else { trimmed };
-    out.chars().take(16).collect()
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    if text == "-0" { "0".into() } else { text.chars().take(16).collect() }
 }
 
-/// Builds one DICOM object per slice of `image` (RAS+ grid) as Part 10 bytes.
-pub fn derived_series(
-    image: &Image<f32>,
-    study: &Value,
-    description: &str,
-) -> Result<Vec<Vec<u8>>, DerivedError> {
-    let study_uid =
-        json_string(study, "0020000D").ok_or(DerivedError::MissingAttribute("StudyInstanceUID"))?;
+/// A DS value that keeps the full precision a rescale slope needs: the plain decimal when it
+/// is exact, else scientific notation in 16 characters.
+fn exact_decimal_string(value: f64) -> String {
+    let plain = decimal_string(value);
+    if plain.parse::<f64>().is_ok_and(|parsed| parsed == value) {
+        return plain;
+    }
+    format!("{value:.10e}").chars().take(16).collect()
+}
+
+fn multi(values: impl IntoIterator<Item = String>) -> PrimitiveValue {
+    PrimitiveValue::Strs(values.into_iter().collect())
+}
+
+/// Encodes `image` (RAS+ grid) as an MR series, one Part 10 object per slice along the third
+/// voxel axis.
+pub fn encode_series(image: &Image<f32>, spec: &SeriesSpec) -> Result<EncodedSeries, DicomWriteError> {
     let grid = image.grid();
-    let [ni, nj, nk] = grid.dims();
-    let affine = grid.affine();
-    let spacing = grid.spacing();
-    // RAS → LPS: negate x and y.
-    let lps = |v: [f64; 3]| [-v[0], -v[1], v[2]];
-    let axis = |column: usize| {
-        let v = [affine[(0, column)], affine[(1, column)], affine[(2, column)]];
-        let norm = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt().max(f64::MIN_POSITIVE);
-        lps([v[0] / norm, v[1] / norm, v[2] / norm])
+    let dims = grid.dims();
+    let (Ok(columns), Ok(rows)) = (u16::try_from(dims[0]), u16::try_from(dims[1])) else {
+        return Err(DicomWriteError::TooLarge { dims });
     };
-    let (row_direction, column_direction) = (axis(0), axis(1));
-    let orientation = [row_direction, column_direction]
+    let spacing = grid.spacing();
+    let direction = grid.direction();
+    let orientation: Vec<String> = [0, 1]
         .iter()
-        .flat_map(|v| v.iter().map(|x| format_ds(*x)))
-        .collect::<Vec<_>>()
-        .join("\\");
-    let series_uid = new_uid();
-    let frame_uid = new_uid();
+        .flat_map(|&axis| {
+            let d = direction.column(axis);
+            ras_to_lps([d[0], d[1], d[2]])
+        })
+        .map(decimal_string)
+        .collect();
+    let (slope, intercept) = spec.scaling.slope_intercept();
+    let pixel_representation = match spec.scaling {
+        PixelScaling::Unsigned { .. } => 0u16,
+        PixelScaling::Signed { .. } => 1u16,
+    };
+    let series_uid = spec.uids.uid(SERIES_PURPOSE);
+    let frame_uid = spec.uids.uid(FRAME_OF_REFERENCE_PURPOSE);
     let data = image.data();
-    let mut objects = Vec::with_capacity(nk);
-    for k in 0..nk {
-        let mut object = InMemDicomObject::new_empty();
-        let sop_uid = new_uid();
-        object.put(text(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"));
-        object.put(text(tags::SOP_CLASS_UID, VR::UI, MR_IMAGE_STORAGE));
-        object.put(text(tags::SOP_INSTANCE_UID, VR::UI, sop_uid.clone()));
-        object.put(text(tags::IMAGE_TYPE, VR::CS, "DERIVED\\SECONDARY\\ZMAP"));
-        object.put(text(tags::MODALITY, VR::CS, "MR"));
-        object.put(text(tags::STUDY_INSTANCE_UID, VR::UI, study_uid.clone()));
-        object.put(text(tags::SERIES_INSTANCE_UID, VR::UI, series_uid.clone()));
-        object.put(text(tags::FRAME_OF_REFERENCE_UID, VR::UI, frame_uid.clone()));
-        object.put(text(tags::SERIES_DESCRIPTION, VR::LO, description.chars().take(64).collect::<String>()));
-        object.put(text(tags::SERIES_NUMBER, VR::IS, "9901"));
-        object.put(text(tags::INSTANCE_NUMBER, VR::IS, (k + 1).to_string()));
-        object.put(text(tags::MANUFACTURER, VR::LO, "pedinorm"));
-        object.put(text(
-            tags::DERIVATION_DESCRIPTION,
-            VR::ST,
-            "voxelwise z-score against the paediatric normative database",
-        ));
-        for (tag, vr, json_tag) in [
-            (tags::PATIENT_NAME, VR::PN, "00100010"),
-            (tags::PATIENT_ID, VR::LO, "00100020"),
-            (tags::PATIENT_BIRTH_DATE, VR::DA, "00100030"),
-            (tags::PATIENT_SEX, VR::CS, "00100040"),
-            (tags::STUDY_DATE, VR::DA, "00080020"),
-            (tags::STUDY_TIME, VR::TM, "00080030"),
-            (tags::ACCESSION_NUMBER, VR::SH, "00080050"),
-            (tags::STUDY_ID, VR::SH, "00200010"),
-            (tags::REFERRING_PHYSICIAN_NAME, VR::PN, "00080090"),
-        ] {
-            object.put(text(tag, vr, json_string(study, json_tag).unwrap_or_default()));
-        }
-        let origin = grid.voxel_to_world([0.0, 0.0, k as f64]);
-        let position = lps(origin).iter().map(|x| format_ds(*x)).collect::<Vec<_>>().join("\\");
-        object.put(text(tags::IMAGE_POSITION_PATIENT, VR::DS, position));
-        object.put(text(tags::IMAGE_ORIENTATION_PATIENT, VR::DS, orientation.clone()));
-        // PixelSpacing is (between rows, between columns) = (j spacing, i spacing).
-        object.put(text(
-            tags::PIXEL_SPACING,
-            VR::DS,
-            format!("{}\\{}", format_ds(spacing[1]), format_ds(spacing[0])),
-        ));
-        object.put(text(tags::SLICE_THICKNESS, VR::DS, format_ds(spacing[2])));
-        object.put(text(tags::SPACING_BETWEEN_SLICES, VR::DS, format_ds(spacing[2])));
-        object.put(DataElement::new(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1_u16)));
-        object.put(text(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"));
-        object.put(DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(nj as u16)));
-        object.put(DataElement::new(tags::COLUMNS, VR::US, PrimitiveValue::from(ni as u16)));
-        object.put(DataElement::new(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(16_u16)));
-        object.put(DataElement::new(tags::BITS_STORED, VR::US, PrimitiveValue::from(16_u16)));
-        object.put(DataElement::new(tags::HIGH_BIT, VR::US, PrimitiveValue::from(15_u16)));
-        object.put(DataElement::new(tags::PIXEL_REPRESENTATION, VR::US, PrimitiveValue::from(1_u16)));
-        object.put(text(tags::RESCALE_SLOPE, VR::DS, format_ds(Z_SLOPE)));
-        object.put(text(tags::RESCALE_INTERCEPT, VR::DS, "0"));
-        object.put(text(tags::WINDOW_CENTER, VR::DS, "0"));
-        object.put(text(tags::WINDOW_WIDTH, VR::DS, "1000"));
-        let mut pixels = Vec::with_capacity(ni * nj * 2);
-        for j in 0..nj {
-            for i in 0..ni {
-                let z = data[[i, j, k]];
-                let stored = if z.is_finite() {
-                    (z as f64 / Z_SLOPE).round().clamp(-32768.0, 32767.0) as i16
-                } else {
-                    0
-                };
-                pixels.extend_from_slice(&stored.to_le_bytes());
+    let mut objects = Vec::with_capacity(dims[2]);
+    for k in 0..dims[2] {
+        let mut object = spec.attributes.clone();
+        let mut put = |tag, vr, value: PrimitiveValue| {
+            object.put(DataElement::new(tag, vr, value));
+        };
+        let position = ras_to_lps(grid.voxel_to_world([0.0, 0.0, k as f64]));
+        put(tags::SOP_CLASS_UID, VR::UI, uids::MR_IMAGE_STORAGE.into());
+        put(tags::SOP_INSTANCE_UID, VR::UI, spec.uids.uid(FIRST_INSTANCE_PURPOSE + k as u64).into());
+        put(tags::MODALITY, VR::CS, "MR".into());
+        put(tags::STUDY_INSTANCE_UID, VR::UI, spec.study_uid.as_str().into());
+        put(tags::SERIES_INSTANCE_UID, VR::UI, series_uid.as_str().into());
+        put(tags::FRAME_OF_REFERENCE_UID, VR::UI, frame_uid.as_str().into());
+        put(tags::INSTANCE_NUMBER, VR::IS, (k + 1).to_string().into());
+        put(tags::IMAGE_POSITION_PATIENT, VR::DS, multi(position.map(decimal_string)));
+        put(tags::IMAGE_ORIENTATION_PATIENT, VR::DS, multi(orientation.iter().cloned()));
+        // PixelSpacing is (between rows, between columns): rows step along voxel axis j.
+        put(tags::PIXEL_SPACING, VR::DS, multi([decimal_string(spacing[1]), decimal_string(spacing[0])]));
+        put(tags::SLICE_THICKNESS, VR::DS, decimal_string(spacing[2]).into());
+        put(tags::SPACING_BETWEEN_SLICES, VR::DS, decimal_string(spacing[2]).into());
+        put(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1u16));
+        put(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2".into());
+        put(tags::ROWS, VR::US, PrimitiveValue::from(rows));
+        put(tags::COLUMNS, VR::US, PrimitiveValue::from(columns));
+        put(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(16u16));
+        put(tags::BITS_STORED, VR::US, PrimitiveValue::from(16u16));
+        put(tags::HIGH_BIT, VR::US, PrimitiveValue::from(15u16));
+        put(tags::PIXEL_REPRESENTATION, VR::US, PrimitiveValue::from(pixel_representation));
+        put(tags::RESCALE_SLOPE, VR::DS, exact_decimal_string(slope).into());
+        put(tags::RESCALE_INTERCEPT, VR::DS, exact_decimal_string(intercept).into());
+        let mut pixels = Vec::with_capacity(dims[0] * dims[1] * 2);
+        for j in 0..dims[1] {
+            for i in 0..dims[0] {
+                pixels.extend_from_slice(&spec.scaling.stored_bytes(data[[i, j, k]]));
             }
         }
-        object.put(DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::from(pixels)));
+        put(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U8(SmallVec::from_vec(pixels)));
+        let encode_error = |message: String| DicomWriteError::Encode { slice: k, message };
         let file = object
             .with_meta(
                 FileMetaTableBuilder::new()
-                    .transfer_syntax(EXPLICIT_VR_LE)
-                    .media_storage_sop_class_uid(MR_IMAGE_STORAGE),
+                    .transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN)
+                    .media_storage_sop_class_uid(uids::MR_IMAGE_STORAGE),
             )
-            .map_err(|e| DerivedError::Encode(e.to_string()))?;
+            .map_err(|e| encode_error(e.to_string()))?;
         let mut bytes = Vec::new();
-        file.write_all(&mut bytes).map_err(|e| DerivedError::Encode(e.to_string()))?;
+        file.write_all(&mut bytes).map_err(|e| encode_error(e.to_string()))?;
         objects.push(bytes);
     }
-    Ok(objects)
+    Ok(EncodedSeries { series_uid, objects })
 }
 
-/// SeriesInstanceUID of an encoded object.
-pub fn series_uid_of(bytes: &[u8]) -> Option<String> {
-    let object = dicom_object::OpenFileOptions::new()
-        .read_preamble(dicom_object::file::ReadPreamble::Always)
-        .from_reader(std::io::Cursor::new(bytes))
-        .ok()?;
-    object
-        .element(tags::SERIES_INSTANCE_UID)
-        .ok()?
-        .to_str()
-        .ok()
-        .map(|s| s.trim_end_matches('\0').to_string())
+/// Writes `image` as an MR series into `dir` (`IM0001.dcm`, … one file per slice, each
+/// written atomically) and returns the files.
+pub fn write_series(
+    dir: &Path,
+    image: &Image<f32>,
+    spec: &SeriesSpec,
+) -> Result<Vec<PathBuf>, DicomWriteError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| DicomWriteError::Write { path: dir.to_owned(), message: e.to_string() })?;
+    let series = encode_series(image, spec)?;
+    let mut written = Vec::with_capacity(series.objects.len());
+    for (k, bytes) in series.objects.iter().enumerate() {
+        let path = dir.join(format!("IM{:04}.dcm", k + 1));
+        write_bytes(&path, bytes)
+            .map_err(|e| DicomWriteError::Write { path: path.clone(), message: e.to_string() })?;
+        written.push(path);
+    }
+    Ok(written)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::Array3;
-    use pedinorm_registration::Grid;
 
     #[test]
-    fn derived_series_round_trips_through_the_dicom_loader() {
-        let grid = Grid::axis_aligned([4, 3, 2], [1.0, 2.0, 3.0], [10.0, -5.0, 7.0]).unwrap();
-        let data =
-            Array3::from_shape_fn((4, 3, 2), |(i, j, k)| (i as f32) - (j as f32) * 0.5 + k as f32 * 2.0);
-        let image = Image::new(data, grid).unwrap();
-        let study = serde_json::json!({
-            "0020000D": { "vr": "UI", "Value": ["1.2.3.4"] },
-            "00100010": { "vr": "PN", "Value": [{ "Alphabetic": "Test^Patient" }] },
-        });
-        let objects = derived_series(&image, &study, "z").unwrap();
-        assert_eq!(objects.len(), 2);
-        let series = series_uid_of(&objects[0]).unwrap();
-        assert_eq!(series_uid_of(&objects[1]).unwrap(), series);
-        let loaded = crate::formats::dicom::load_series_from_memory(
-            objects
-                .iter()
-                .enumerate()
-                .map(|(i, o)| (std::path::PathBuf::from(format!("{i}.dcm")), o.clone()))
-                .collect(),
-        )
-        .unwrap();
-        assert_eq!(loaded.len(), 1);
-        let volume = &loaded[0].image;
-        assert_eq!(volume.grid().dims(), [4, 3, 2]);
-        for (a, b) in volume.grid().affine().iter().zip(image.grid().affine().iter()) {
-            assert!((a - b).abs() < 1e-4, "{a} vs {b}");
-        }
-        for ((i, j, k), value) in image.data().indexed_iter() {
-            assert!((volume.data()[[i, j, k]] - value).abs() < 0.006, "{i} {j} {k}");
-        }
+    fn uids_are_valid_and_distinct() {
+        let a = UidSource::Seeded(1).uid(10);
+        assert!(a.len() <= 64 && a.starts_with("2.25.") && a[5..].chars().all(|c| c.is_ascii_digit()));
+        assert_eq!(a, UidSource::Seeded(1).uid(10));
+        assert_ne!(a, UidSource::Seeded(1).uid(11));
+        assert_ne!(a, UidSource::Seeded(2).uid(10));
+        assert_ne!(UidSource::Random.uid(10), UidSource::Random.uid(10));
+    }
+
+    #[test]
+    fn decimal_strings_fit_the_ds_rule() {
+        assert_eq!(decimal_string(-0.0000001), "0");
+        assert_eq!(decimal_string(12.5), "12.5");
+        assert_eq!(decimal_string(-90.0), "-90");
+        assert_eq!(exact_decimal_string(0.01), "0.01");
+        let slope = 1000.0 / 65535.0;
+        let text = exact_decimal_string(slope);
+        assert!(text.len() <= 16, "{text}");
+        assert!((text.parse::<f64>().unwrap() / slope - 1.0).abs() < 1e-9, "{text}");
     }
 }

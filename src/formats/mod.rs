@@ -1,8 +1,9 @@
 //! File formats at the boundary of pedinorm: NIfTI images, ITK/ANTs transform files, DICOM
-//! series (reading, and writing derived series). Geometry conversions between pedinorm's RAS+
+//! series (reading, and the one series writer). Geometry conversions between pedinorm's RAS+
 //! world and the LPS conventions of DICOM and ITK happen here and nowhere else.
 
 pub mod dicom;
 pub mod dicom_write;
+pub mod lps;
 pub mod nifti;
 pub mod transform;

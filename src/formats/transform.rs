@@ -13,6 +13,7 @@
 //! Both describe fixed → moving point mappings (pull), as in pedinorm.
 
 use crate::atomic::write_atomically;
+use crate::formats::lps::{RAS_LPS_SIGNS, ras_lps_matrix};
 use nalgebra::{Matrix3, Matrix4, Vector3};
 use ndarray::{Array5, Ix5};
 use nifti::writer::WriterOptions;
@@ -61,24 +62,19 @@ fn format_error(path: &Path, field: &'static str, rule: impl Into<String>) -> Tr
     TransformIoError::Format { path: path.to_owned(), field, rule: rule.into() }
 }
 
-/// RAS ↔ LPS flip (its own inverse).
-fn flip() -> Matrix3<f64> {
-    Matrix3::from_diagonal(&Vector3::new(-1.0, -1.0, 1.0))
-}
-
 /// An affine from ITK's LPS parameters (`A` row-major, translation `t`, centre `c`).
 pub fn affine_from_itk(parameters: &[f64; 12], center: &[f64; 3]) -> AffineTransform {
     let a = Matrix3::from_row_slice(&parameters[..9]);
     let t = Vector3::new(parameters[9], parameters[10], parameters[11]);
     let c = Vector3::from(*center);
     let offset = t + c - a * c;
-    let d = flip();
+    let d = ras_lps_matrix();
     AffineTransform::from_parts(&(d * a * d), &(d * offset))
 }
 
 /// ITK's LPS parameters (`A` row-major, then the translation) of an affine, with centre 0.
 pub fn affine_to_itk(transform: &AffineTransform) -> [f64; 12] {
-    let d = flip();
+    let d = ras_lps_matrix();
     let a = d * transform.linear() * d;
     let offset = d * transform.offset();
     let mut p = [0f64; 12];
@@ -302,7 +298,7 @@ pub fn read_field(path: &Path) -> Result<DisplacementField, TransformIoError> {
         return Err(format_error(path, "data", "displacements must be finite"));
     }
     let d = grid.dims();
-    let sign = [-1.0f32, -1.0, 1.0];
+    let sign = RAS_LPS_SIGNS.map(|s| s as f32);
     let components: [Vec<f32>; 3] = std::array::from_fn(|c| {
         let mut out = Vec::with_capacity(grid.len());
         for i in 0..d[0] {
@@ -322,13 +318,10 @@ pub fn write_field(path: &Path, field: &DisplacementField) -> Result<(), Transfo
     let grid = field.grid();
     let d = grid.dims();
     let [x, y, z] = field.slices();
+    let sign = RAS_LPS_SIGNS.map(|s| s as f32);
     let data = Array5::from_shape_fn((d[0], d[1], d[2], 1, 3), |(i, j, k, _, c)| {
         let flat = grid.flat_index(i, j, k);
-        match c {
-            0 => -x[flat],
-            1 => -y[flat],
-            _ => z[flat],
-        }
+        sign[c] * [x, y, z][c][flat]
     });
     let mut header = nifti::NiftiHeader::default();
     let affine = grid.affine();

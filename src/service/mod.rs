@@ -11,6 +11,7 @@ pub mod auth;
 pub mod cases;
 pub mod config;
 pub mod consent;
+pub mod derived;
 pub mod error;
 pub mod jobs;
 pub mod openapi;

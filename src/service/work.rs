@@ -394,11 +394,10 @@ fn store_back_job(config: &ServiceConfig, store: &Store, ctx: &JobContext) -> Re
         found.first().ok_or_else(|| JobFailure::Failed("the PACS no longer holds the study".into()))?;
     ctx.progress(20.0, "building the derived series")?;
     let image = crate::formats::nifti::read_image(&map)?;
-    let objects = crate::formats::dicom_write::derived_series(&image, study, "pedinorm intensity z-map")?;
+    let series = super::derived::derived_series(&image, study, "pedinorm intensity z-map")?;
+    let (objects, series_uid) = (series.objects, series.series_uid);
     ctx.progress(60.0, "sending to the PACS (STOW-RS)")?;
     let answer = client.store(&objects)?;
-    let series_uid =
-        objects.first().and_then(|o| crate::formats::dicom_write::series_uid_of(o)).unwrap_or_default();
     crate::atomic::write_bytes(&ctx.work_dir.join("stow_response.json"), answer.to_string().as_bytes())?;
     Ok(
         json!({ "deviation_job": deviation_job, "centre": centre, "instances": objects.len(), "series_instance_uid": series_uid }),

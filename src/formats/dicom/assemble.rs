@@ -295,7 +295,7 @@ fn plan_one(
         lps[(axis, 2)] = slice_step[axis];
         lps[(axis, 3)] = positions[0][axis];
     }
-    let ras = Matrix4::from_diagonal(&nalgebra::Vector4::new(-1.0, -1.0, 1.0, 1.0)) * lps;
+    let ras = crate::formats::lps::ras_lps_affine() * lps;
     Ok(VolumePlan {
         first_object: frames[0].object,
         series_uid: first.series_uid.clone(),
