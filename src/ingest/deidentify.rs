@@ -14,7 +14,10 @@
 //! * attributes not in the table are kept, except that any other person name or element of
 //!   unknown VR (UN) is removed, any other date is shifted and any other UID outside the DICOM
 //!   root `1.2.840.10008.` is remapped (stricter than the standard, which keeps them);
-//! * Patient ID becomes the national pseudonym, so the de-identified files still link.
+//! * Patient ID becomes the national pseudonym, so the de-identified files still link;
+//! * with the *Clean Descriptors* option ([`Deidentifier::with_clean_descriptors`], which
+//!   ingest applies), free-text descriptors are kept without the tokens naming the patient
+//!   ([`super::descriptors`]); without it they are removed as the Basic Profile says.
 //!
 //! Dates move by a per-patient number of days derived from the pseudonym under the secret key,
 //! so every interval between a patient's studies survives. UIDs are replaced by
@@ -22,6 +25,7 @@
 //! re-ingesting gives identical UIDs, and a reference in one file to another file's UID maps to
 //! that file's new UID.
 
+use super::descriptors::{CLEAN_DESCRIPTORS_CODE, CLEANED_DESCRIPTORS, IdentityTokens};
 use super::profile_table::BASIC_PROFILE;
 use super::pseudonym::{Pseudonym, PseudonymKey};
 use dicom_core::header::Header;
@@ -77,6 +81,8 @@ pub enum Action {
     ReplaceUid,
     /// Replace with the patient's pseudonym (Patient ID).
     Pseudonym,
+    /// A free-text descriptor: cleaned under the Clean Descriptors option, else removed.
+    CleanDescriptor,
 }
 
 /// Attributes kept under *Retain Patient Characteristics* (age, sex, size, weight).
@@ -149,6 +155,9 @@ pub fn action(tag: Tag, vr: VR) -> Action {
     }
     if tag == tags::PATIENT_ID {
         return Action::Pseudonym;
+    }
+    if CLEANED_DESCRIPTORS.contains(&tag) {
+        return Action::CleanDescriptor;
     }
     if RETAINED_PATIENT_CHARACTERISTICS.contains(&tag) {
         return Action::Keep;
@@ -242,12 +251,35 @@ pub struct Deidentifier<'a> {
     key: &'a PseudonymKey,
     pseudonym: &'a Pseudonym,
     day_shift: i64,
+    descriptors: Option<&'a IdentityTokens>,
 }
 
 impl<'a> Deidentifier<'a> {
     /// A de-identifier for one patient.
     pub fn new(key: &'a PseudonymKey, pseudonym: &'a Pseudonym) -> Self {
-        Self { key, pseudonym, day_shift: day_shift(key, pseudonym) }
+        Self { key, pseudonym, day_shift: day_shift(key, pseudonym), descriptors: None }
+    }
+
+    /// Applies the Clean Descriptors option: descriptors are kept without the tokens that
+    /// match `identity`.
+    pub fn with_clean_descriptors(mut self, identity: &'a IdentityTokens) -> Self {
+        self.descriptors = Some(identity);
+        self
+    }
+
+    /// A descriptor cleaned of the patient's identities; `None` without the option (the
+    /// descriptor is then not kept at all) or when nothing is left.
+    pub fn clean_descriptor(&self, text: &str) -> Option<String> {
+        self.descriptors.map(|identity| identity.clean(text)).filter(|cleaned| !cleaned.is_empty())
+    }
+
+    /// The de-identification methods applied (CID 7050 code value and meaning).
+    pub fn method_codes(&self) -> Vec<(&'static str, &'static str)> {
+        let mut codes = METHOD_CODES.to_vec();
+        if self.descriptors.is_some() {
+            codes.push(CLEAN_DESCRIPTORS_CODE);
+        }
+        codes
     }
 
     /// This patient's date offset in days.
@@ -269,10 +301,11 @@ impl<'a> Deidentifier<'a> {
             tags::DEIDENTIFICATION_METHOD,
             VR::LO,
             PrimitiveValue::Strs(
-                METHOD_CODES.iter().map(|&(_, meaning)| meaning.to_owned()).collect::<Vec<_>>().into(),
+                self.method_codes().iter().map(|&(_, meaning)| meaning.to_owned()).collect::<Vec<_>>().into(),
             ),
         ));
-        let codes: Vec<InMemDicomObject> = METHOD_CODES
+        let codes: Vec<InMemDicomObject> = self
+            .method_codes()
             .iter()
             .map(|&(value, meaning)| {
                 InMemDicomObject::from_element_iter([
@@ -316,6 +349,11 @@ impl<'a> Deidentifier<'a> {
                 _ => element.clone(),
             }),
             Action::Empty => Some(empty_element(tag, vr)),
+            Action::CleanDescriptor => {
+                let cleaned: Vec<String> =
+                    strings(element).iter().filter_map(|text| self.clean_descriptor(text)).collect();
+                (!cleaned.is_empty()).then(|| DataElement::new(tag, vr, PrimitiveValue::Strs(cleaned.into())))
+            }
             Action::Dummy => Some(dummy_element(tag, vr, self)),
             Action::Pseudonym => {
                 Some(DataElement::new(tag, vr, PrimitiveValue::from(self.pseudonym.as_str())))

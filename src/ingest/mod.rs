@@ -11,6 +11,7 @@
 
 pub mod admission;
 pub mod deidentify;
+pub mod descriptors;
 pub mod index;
 mod profile_table;
 pub mod pseudonym;
@@ -190,6 +191,7 @@ struct FileHeader {
     facts: SeriesFacts,
     age_years: Option<f64>,
     patient_sex: Option<String>,
+    identity: descriptors::IdentityTokens,
 }
 
 /// [`ingest_study`] reporting progress to `progress`.
@@ -287,7 +289,15 @@ pub fn ingest_study_with_progress(
         return Err(IngestError::Refused(reasons));
     }
     let pseudonym = pseudonym.expect("a study without reasons to refuse has a pseudonym");
-    let deidentifier = Deidentifier::new(&key, &pseudonym);
+    // Clean Descriptors: every identity any file carries (and the one given explicitly).
+    let mut identity = descriptors::IdentityTokens::default();
+    for file in &files {
+        identity.merge(file.identity.clone());
+    }
+    if let IdentifierSource::Explicit(raw) = &options.identifier {
+        identity.add_identifier(raw);
+    }
+    let deidentifier = Deidentifier::new(&key, &pseudonym).with_clean_descriptors(&identity);
     let study_uid = deidentifier.uid(&original_study_uid);
     let database = options.database.name();
     let study_relative = StudyStore::study_relative(database, pseudonym.as_str(), &study_uid);
@@ -358,7 +368,7 @@ pub fn ingest_study_with_progress(
         };
         let series_uid = deidentifier.uid(original_series_uid);
         let staged_dir = staging.path().join(&series_uid);
-        write_volumes(&staging, &series_uid, &volumes, &pseudonym, age_years)?;
+        write_volumes(&staging, &series_uid, &volumes, &deidentifier, &pseudonym, age_years)?;
         let deidentified: Vec<Result<(String, Vec<u8>), DeidentifyError>> = objects
             .par_iter()
             .map(|input| {
@@ -460,6 +470,7 @@ fn write_volumes(
     staging: &store::Staging,
     series_uid: &str,
     volumes: &[SeriesVolume],
+    deidentifier: &Deidentifier<'_>,
     pseudonym: &Pseudonym,
     age_years: Option<f64>,
 ) -> Result<(), IngestError> {
@@ -477,6 +488,12 @@ fn write_volumes(
         .map_err(|error| IngestError::Write { path: volume_path.clone(), message: error.to_string() })?;
         let mut sidecar = volume.sidecar.clone();
         sidecar.pseudonym = Some(pseudonym.as_str().to_owned());
+        sidecar.series_description =
+            sidecar.series_description.as_deref().and_then(|d| deidentifier.clean_descriptor(d));
+        sidecar.protocol_name =
+            sidecar.protocol_name.as_deref().and_then(|d| deidentifier.clean_descriptor(d));
+        sidecar.deidentification_method =
+            Some(deidentifier.method_codes().iter().map(|&(_, meaning)| meaning.to_owned()).collect());
         if sidecar.age_years.is_none() {
             sidecar.age_years = age_years;
         }
@@ -535,6 +552,7 @@ fn read_header(input: dicom::InputObject, options: &IngestOptions) -> Result<Fil
         facts,
         age_years: age_of(&object),
         patient_sex: text(&object, tags::PATIENT_SEX).map(|s| s.to_ascii_uppercase()),
+        identity: descriptors::IdentityTokens::from_object(&object),
     })
 }
 

@@ -601,6 +601,7 @@ fn metadata(
         age_years,
         age_source,
         pseudonym: None,
+        deidentification_method: None,
         transfer_syntax_uid: (!syntax.is_empty()).then(|| syntax.to_owned()),
         conversion_software: Some("pedinorm".into()),
         conversion_software_version: Some(env!("CARGO_PKG_VERSION").into()),

@@ -84,6 +84,10 @@ pub struct Sidecar {
     /// The patient's pseudonym, filled by ingest (never by conversion).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pseudonym: Option<String>,
+    /// The de-identification methods ingest applied (DICOM CID 7050 meanings, as in the
+    /// de-identified objects' DeidentificationMethod); never filled by conversion.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deidentification_method: Option<Vec<String>>,
     /// Transfer syntax UID of the source files.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transfer_syntax_uid: Option<String>,
