@@ -8,9 +8,9 @@
 mod batch_common;
 
 use batch_common::{assert_same_normdb, normdb_content, pedinorm, run_ok, synth};
-use pedinorm::cli::normdb::build_database;
 use pedinorm::formats::nifti::read_image;
 use pedinorm::pipeline::cohort::read_cohort;
+use pedinorm::pipeline::database::{BracketTemplate, build_database};
 use pedinorm::pipeline::normative::{BuildOptions, NormalSubject};
 use pedinorm_templates::stats::Sex;
 use std::path::{Path, PathBuf};
@@ -61,11 +61,9 @@ fn normdb_build_resumes_and_chunked_statistics_match() {
         })
         .collect();
     let template = read_image(&cohort.parent().unwrap().join("base_t1.nii.gz")).unwrap();
-    let in_memory = dir.path().join("in-memory.h5");
     let options = BuildOptions { nodes_per_bracket: 1, ..BuildOptions::default() };
-    let mut built =
-        build_database(&normals, vec![("t".into(), 7.0, 12.0, template)], None, &options, &in_memory)
-            .unwrap();
+    let bracket = BracketTemplate { name: "t".into(), min_years: 7.0, max_years: 12.0, template };
+    let mut built = build_database(&normals, vec![bracket], None, &options, &|_| {}).unwrap();
     built.metadata.created_utc.clear();
     built.metadata.modified_utc.clear();
     built.metadata.history.clear();

@@ -8,12 +8,13 @@
 //! `pedinorm deviation` on any other case.
 
 use crate::batch::{LocalExecutor, ProgressEvent};
-use crate::cli::deviation::{CaseInput, run_case};
-use crate::cli::normdb::{AtlasInput, build_database, load_atlas};
 use crate::cli::progress;
 use crate::normdb::{Channel, NormDb};
-use crate::pipeline::deviation::ClusterReport;
-use crate::pipeline::normative::{BuildOptions, NormalSubject};
+use crate::pipeline::database::{
+    AtlasInput, BracketTemplate, MIN_TEMPLATE_SUBJECTS, build_database, load_atlas,
+};
+use crate::pipeline::deviation::{ClusterReport, DeviationOptions, run_case};
+use crate::pipeline::normative::{BuildOptions, MappingParams, NormalSubject};
 use crate::pipeline::steps::default_program;
 use crate::pipeline::template_build::{SubjectInput, SubjectSource, build_template};
 use crate::synth_io::{WriteOptions, csv_row, load_base, write_cohort_csv, write_subject};
@@ -230,9 +231,9 @@ pub fn run_demo(config: &DemoConfig) -> anyhow::Result<DemoSummary> {
     if !(min_age >= 0.0 && max_age > min_age && max_age <= 18.0) {
         bail!("age range {min_age}–{max_age} must lie within 0–18 years");
     }
-    if config.normals < 3 * config.brackets {
+    if config.normals < MIN_TEMPLATE_SUBJECTS * config.brackets {
         bail!(
-            "{} normals are too few for {} brackets (at least 3 per bracket)",
+            "{} normals are too few for {} brackets (at least {MIN_TEMPLATE_SUBJECTS} per bracket)",
             config.normals,
             config.brackets
         );
@@ -315,8 +316,12 @@ pub fn run_demo(config: &DemoConfig) -> anyhow::Result<DemoSummary> {
                     age_years: s.age_years,
                 })
                 .collect();
-            if subjects.len() < 3 {
-                bail!("bracket {} has {} normals; at least 3 are needed", bracket.name, subjects.len());
+            if subjects.len() < MIN_TEMPLATE_SUBJECTS {
+                bail!(
+                    "bracket {} has {} normals; at least {MIN_TEMPLATE_SUBJECTS} are needed",
+                    bracket.name,
+                    subjects.len()
+                );
             }
             let template_config = TemplateConfig {
                 target: TemplateTarget::Bracket(bracket.clone()),
@@ -345,7 +350,12 @@ pub fn run_demo(config: &DemoConfig) -> anyhow::Result<DemoSummary> {
             )
             .with_context(|| format!("template of bracket {}", bracket.name))?;
             bar.finish();
-            templates.push((bracket.name.clone(), bracket.min_years, bracket.max_years, result.template));
+            templates.push(BracketTemplate {
+                name: bracket.name.clone(),
+                min_years: bracket.min_years,
+                max_years: bracket.max_years,
+                template: result.template,
+            });
             template_members.extend(subjects.iter().map(|s| s.id.clone()));
         }
         Ok(templates)
@@ -370,7 +380,11 @@ pub fn run_demo(config: &DemoConfig) -> anyhow::Result<DemoSummary> {
                 image: s.image.clone(),
             })
             .collect();
-        build_database(&subjects, templates, atlas.as_ref(), &build, &normdb_path)
+        let bar = progress::bar(subjects.len() as u64, "normals to templates");
+        let db = build_database(&subjects, templates, atlas.as_ref(), &build, &|_| bar.inc(1))?;
+        bar.finish();
+        db.write(&normdb_path)?;
+        Ok(db)
     })?;
     // Read back what was written: the cases are scored against the file users will have.
     let db = NormDb::read(&normdb_path).inspect(|read| {
@@ -384,21 +398,16 @@ pub fn run_demo(config: &DemoConfig) -> anyhow::Result<DemoSummary> {
         for (subject, path) in &cases {
             let start = Instant::now();
             let case_dir = out_dir.join("cases").join(&subject.id);
-            let input = CaseInput {
-                image: subject.image.clone(),
-                age_years: Some(subject.age_years),
+            let options = DeviationOptions {
+                age_years: subject.age_years,
                 sex: Some(to_sex(subject.sex)),
+                mapping: MappingParams::standard(),
+                max_regions: 15,
             };
-            let result = run_case(
-                &db,
-                &normdb_path,
-                path,
-                &input,
-                subject.age_years,
-                Some(to_sex(subject.sex)),
-                &case_dir,
-                15,
-            )?;
+            let case_name = path.display().to_string();
+            let normdb_name = normdb_path.display().to_string();
+            let result = run_case(&db, &subject.image, &options, &case_name, &normdb_name, &case_dir)
+                .with_context(|| format!("case {}", path.display()))?;
             let seconds = start.elapsed().as_secs_f64();
             outcomes.push(compare_with_truth(subject, &result, case_dir, seconds));
             bar.inc(1);

@@ -2,14 +2,12 @@
 
 use crate::cli::executor::{BatchProgress, ExecutorArgs};
 use crate::cli::progress;
-use crate::formats::nifti::read_image;
 use crate::normdb::NormDb;
 use crate::pipeline::batch_deviation::{BatchCase, CaseDone, read_cases, run_batch};
-use crate::pipeline::deviation::{DeviationOptions, DeviationResult, compute_deviation, write_outputs};
+use crate::pipeline::deviation::{DeviationOptions, read_case, run_case};
 use crate::pipeline::normative::MappingParams;
 use crate::pipeline::steps::{default_program, write_folder_atomically};
 use anyhow::{Context, bail};
-use pedinorm_registration::Image;
 use pedinorm_templates::stats::Sex;
 use std::path::{Path, PathBuf};
 
@@ -57,59 +55,9 @@ pub struct Args {
     pub batch: ExecutorArgs,
 }
 
-/// A case image with what its files say about age and sex.
-pub struct CaseInput {
-    /// The image.
-    pub image: Image<f32>,
-    /// Age from the files, if any.
-    pub age_years: Option<f64>,
-    /// Sex from the files, if any.
-    pub sex: Option<Sex>,
-}
-
-/// Reads a case from a NIfTI file or a DICOM series.
-pub fn read_case(path: &Path) -> anyhow::Result<CaseInput> {
-    if crate::formats::dicom::is_nifti_path(path) {
-        return Ok(CaseInput { image: read_image(path)?, age_years: None, sex: None });
-    }
-    let volumes = crate::formats::dicom::load_series(&[path.to_owned()])
-        .with_context(|| format!("{}: cannot read as a DICOM series", path.display()))?;
-    match volumes.len() {
-        0 => bail!("{}: no image volume found", path.display()),
-        1 => {}
-        n => bail!("{}: {n} volumes found; give one series", path.display()),
-    }
-    let volume = volumes.into_iter().next().expect("one volume");
-    Ok(CaseInput {
-        age_years: volume.sidecar.age_years,
-        sex: volume.sidecar.patient_sex.as_deref().and_then(Sex::parse),
-        image: volume.image,
-    })
-}
-
-/// Runs one deviation computation and writes its outputs; shared by `deviation` and `demo`.
-#[allow(clippy::too_many_arguments)] // one flat call shared by the CLI and the service
-pub fn run_case(
-    db: &NormDb,
-    normdb_path: &Path,
-    case_path: &Path,
-    case: &CaseInput,
-    age: f64,
-    sex: Option<Sex>,
-    out_dir: &Path,
-    max_regions: usize,
-) -> anyhow::Result<DeviationResult> {
-    let options = DeviationOptions { age_years: age, sex, mapping: MappingParams::standard(), max_regions };
-    let result = compute_deviation(db, &case.image, &options)
-        .with_context(|| format!("case {}", case_path.display()))?;
-    write_outputs(
-        &result,
-        &case.image,
-        &case_path.display().to_string(),
-        &normdb_path.display().to_string(),
-        out_dir,
-    )?;
-    Ok(result)
+/// The deviation options of a case given on the command line.
+fn case_options(age_years: f64, sex: Option<Sex>, max_regions: usize) -> DeviationOptions {
+    DeviationOptions { age_years, sex, mapping: MappingParams::standard(), max_regions }
 }
 
 /// Runs `pedinorm deviation`.
@@ -119,6 +67,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (Some(case), None) => case.clone(),
         (None, None) => bail!("give --case or --cases"),
     };
+    let (case_name, normdb_name) = (case_path.display().to_string(), args.normdb.display().to_string());
     if args.atomic {
         if args.out_dir.join("done.json").is_file() {
             return Ok(());
@@ -135,7 +84,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         };
         let id = args.out_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         write_folder_atomically(&args.out_dir, |tmp| -> anyhow::Result<CaseDone> {
-            let result = run_case(&db, &args.normdb, &case_path, &case, age, sex, tmp, args.max_regions)?;
+            let options = case_options(age, sex, args.max_regions);
+            let result = run_case(&db, &case.image, &options, &case_name, &normdb_name, tmp)
+                .with_context(|| format!("case {}", case_path.display()))?;
             Ok(CaseDone {
                 id,
                 case: case_path.clone(),
@@ -161,7 +112,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     bar.inc(1);
     bar.set_message("registering and scoring");
-    let result = run_case(&db, &args.normdb, &case_path, &case, age, sex, &args.out_dir, args.max_regions)?;
+    let options = case_options(age, sex, args.max_regions);
+    let result = run_case(&db, &case.image, &options, &case_name, &normdb_name, &args.out_dir)
+        .with_context(|| format!("case {}", case_path.display()))?;
     bar.inc(2);
     bar.finish_and_clear();
     let significant: Vec<_> = result.clusters.iter().filter(|c| c.significant).collect();

@@ -1,13 +1,10 @@
 //! `pedinorm normdb`: build, extend, merge and inspect the HDF5 normative database.
 
 use crate::cli::executor::{BatchProgress, ExecutorArgs};
-use crate::cli::progress;
 use crate::formats::nifti::read_image;
-use crate::normdb::{AtlasTable, NormDb};
+use crate::normdb::NormDb;
 use crate::pipeline::cohort::read_cohort;
-use crate::pipeline::normative::{
-    BracketInput, BuildOptions, NormalSubject, TemplateSpace, add_subject, assemble, carry_atlas, map_normals,
-};
+use crate::pipeline::normative::{NormalSubject, add_subject};
 use crate::pipeline::normdb_build::{
     AtlasFiles, NormalFile, NormdbParameters, build_normdb, prepare_normdb_build, run_normal_map,
     run_normdb_reduce, run_partial, run_space,
@@ -17,7 +14,7 @@ use crate::pipeline::template_build::BuildManifest;
 use anyhow::{Context, bail};
 use pedinorm_templates::stats::Sex;
 use pedinorm_templates::template::TemplateTarget;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Arguments of `pedinorm normdb`.
 #[derive(Debug, clap::Args)]
@@ -264,57 +261,6 @@ pub fn read_brackets(
         bail!("give at least one --template-build or --template");
     }
     Ok((out, members.into_iter().collect()))
-}
-
-/// An atlas to carry into each template.
-pub struct AtlasInput {
-    /// Label image.
-    pub labels: pedinorm_registration::Image<f32>,
-    /// Reference T1 of the atlas space.
-    pub reference: pedinorm_registration::Image<f32>,
-    /// Names.
-    pub table: AtlasTable,
-}
-
-/// Loads an atlas (labels, names, reference T1).
-pub fn load_atlas(labels: &Path, names: &Path, reference: &Path) -> anyhow::Result<AtlasInput> {
-    Ok(AtlasInput {
-        table: crate::pipeline::normdb_build::atlas_table(labels, names)?,
-        labels: read_image(labels)?,
-        reference: read_image(reference)?,
-    })
-}
-
-/// Builds a database from normals and brackets and writes it; shared by `build` and `demo`.
-pub fn build_database(
-    normals: &[NormalSubject],
-    brackets: Vec<(String, f64, f64, pedinorm_registration::Image<f32>)>,
-    atlas: Option<&AtlasInput>,
-    options: &BuildOptions,
-    output: &Path,
-) -> anyhow::Result<NormDb> {
-    let mut inputs = Vec::new();
-    for (name, min, max, template) in brackets {
-        let space = TemplateSpace::new(template, None).with_context(|| format!("bracket {name}"))?;
-        inputs.push(BracketInput { name, min_years: min, max_years: max, space, labels: None });
-    }
-    if let Some(atlas) = atlas {
-        let bar = progress::bar(inputs.len() as u64, "atlas to templates");
-        for input in &mut inputs {
-            input.labels = Some(
-                carry_atlas(&input.space, &atlas.reference, &atlas.labels, &options.mapping)
-                    .with_context(|| format!("carrying the atlas to bracket {}", input.name))?,
-            );
-            bar.inc(1);
-        }
-        bar.finish();
-    }
-    let bar = progress::bar(normals.len() as u64, "normals to templates");
-    let mapped = map_normals(normals, &inputs, options, &|_| bar.inc(1))?;
-    bar.finish();
-    let db = assemble(&inputs, &mapped, options, atlas.map(|a| a.table.clone()))?;
-    db.write(output)?;
-    Ok(db)
 }
 
 fn build(args: BuildArgs) -> anyhow::Result<()> {

@@ -4,7 +4,7 @@
 //! clustered (26-connectivity), summarized by atlas region, and mapped back to its own grid.
 
 use super::normative::{MappingParams, SubjectMaps, TemplateSpace, gather, map_to_template, scatter};
-use crate::formats::nifti::{VoxelType, write_image};
+use crate::formats::nifti::{VoxelType, read_image, write_image};
 use crate::normdb::{Channel, NormDb};
 use pedinorm_registration::{Image, Interpolation, SpatialTransform, TransformChain};
 use pedinorm_templates::calibration::{AbsZHistogram, find_clusters, gaussian_two_sided};
@@ -22,6 +22,14 @@ pub enum DeviationError {
     /// The normative model cannot be evaluated for this case.
     #[error("normative model: {0}")]
     Model(String),
+    /// The case could not be read.
+    #[error("{path}: {message}")]
+    Input {
+        /// The case file or folder.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
     /// An output could not be written.
     #[error("{path}: {message}")]
     Write {
@@ -633,4 +641,52 @@ pub fn write_outputs(
     crate::atomic::write_bytes(&report_path, &json).map_err(|e| werr(&report_path, e.to_string()))?;
     written.push(report_path);
     Ok(written)
+}
+
+/// A case image with what its files say about age and sex.
+pub struct CaseInput {
+    /// The image.
+    pub image: Image<f32>,
+    /// Age from the files, if any.
+    pub age_years: Option<f64>,
+    /// Sex from the files, if any.
+    pub sex: Option<Sex>,
+}
+
+/// Reads a case from a NIfTI file or a DICOM series.
+pub fn read_case(path: &Path) -> Result<CaseInput, DeviationError> {
+    let unreadable = |message: String| DeviationError::Input { path: path.to_owned(), message };
+    if crate::formats::dicom::is_nifti_path(path) {
+        let image = read_image(path).map_err(|e| unreadable(e.to_string()))?;
+        return Ok(CaseInput { image, age_years: None, sex: None });
+    }
+    let volumes = crate::formats::dicom::load_series(&[path.to_owned()])
+        .map_err(|e| unreadable(format!("cannot read as a DICOM series: {e}")))?;
+    match volumes.len() {
+        0 => return Err(unreadable("no image volume found".into())),
+        1 => {}
+        n => return Err(unreadable(format!("{n} volumes found; give one series"))),
+    }
+    let volume = volumes.into_iter().next().expect("one volume");
+    Ok(CaseInput {
+        age_years: volume.sidecar.age_years,
+        sex: volume.sidecar.patient_sex.as_deref().and_then(Sex::parse),
+        image: volume.image,
+    })
+}
+
+/// Computes the deviation maps of one case and writes its outputs into `out_dir`; the one path
+/// of the command line (single cases and batch tasks), the demo and the service.
+/// `case_name` and `normdb_name` are what the report names them.
+pub fn run_case(
+    db: &NormDb,
+    case: &Image<f32>,
+    options: &DeviationOptions,
+    case_name: &str,
+    normdb_name: &str,
+    out_dir: &Path,
+) -> Result<DeviationResult, DeviationError> {
+    let result = compute_deviation(db, case, options)?;
+    write_outputs(&result, case, case_name, normdb_name, out_dir)?;
+    Ok(result)
 }

@@ -1,6 +1,7 @@
 //! Pipelines that chain steps over files: preprocessing, template builds, normative statistics, deviation maps.
 pub mod batch_deviation;
 pub mod cohort;
+pub mod database;
 pub mod deviation;
 pub mod normative;
 pub mod normdb_build;

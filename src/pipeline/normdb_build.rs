@@ -1,5 +1,5 @@
 //! Normative-database builds on disk: the per-bracket and per-subject work of
-//! [`crate::cli::normdb::build_database`] as separate steps with their state in a build
+//! [`crate::pipeline::database::build_database`] as separate steps with their state in a build
 //! directory, so each step runs as its own process (a local pool or a Slurm job array) and a
 //! build resumes where it stopped. The steps call the same functions as the in-memory build
 //! ([`TemplateSpace::new`], [`carry_atlas`], [`map_to_template`], [`assemble`]) in the same
@@ -29,7 +29,7 @@ use crate::formats::nifti::{NiftiIoError, VoxelType, read_image, write_image};
 use crate::normdb::{AtlasTable, BracketDb, Channel, Metadata, NormDb, NormDbError, SubjectRecord};
 use crate::pipeline::normative::{
     BracketInput, BuildOptions, MappedNormal, NormativeError, TemplateSpace, assemble, bracket_nodes,
-    calibrate, carry_atlas, gather, map_to_template, parse_label_names,
+    calibrate, carry_atlas, gather, map_to_template,
 };
 use crate::pipeline::steps::{
     Manifest, PlannedStage, StepFileError, StepOutputs, completed, file_error, file_sizes, image_voxels,
@@ -676,22 +676,6 @@ pub fn run_partial(build_dir: &Path, chunk: usize) -> Result<(), NormdbBuildErro
     Ok(())
 }
 
-/// Label names of an atlas.
-pub fn atlas_table(labels: &Path, names: &Path) -> Result<AtlasTable, NormdbBuildError> {
-    let text = std::fs::read_to_string(names)
-        .map_err(|e| file_error(names, format!("cannot read label names: {e}")))?;
-    let table = parse_label_names(&text);
-    if table.is_empty() {
-        return Err(file_error(names, "no `VALUE NAME` lines").into());
-    }
-    let name = labels.file_name().map(|n| n.to_string_lossy().replace(".nii.gz", "")).unwrap_or_default();
-    Ok(AtlasTable {
-        name,
-        source: "see atlases/README.md (installed by scripts/setup.sh from Debian's mricron-data)".into(),
-        labels: table,
-    })
-}
-
 /// The `reduce` step: statistics (merged from the chunks in chunk order, or accumulated
 /// subject by subject), leave-one-out calibration, and the database written atomically to the
 /// manifest's output. Skipped when already done.
@@ -707,7 +691,7 @@ pub fn run_normdb_reduce(build_dir: &Path) -> Result<NormDb, NormdbBuildError> {
                 .collect::<Result<_, _>>()?;
             let mapped = read_mapped(build_dir, &manifest, &brackets, 0..manifest.subjects.len())?;
             let atlas = match &manifest.atlas {
-                Some(a) => Some(atlas_table(&a.labels, &a.names)?),
+                Some(a) => Some(crate::pipeline::database::atlas_table(&a.labels, &a.names)?),
                 None => None,
             };
             let db = match manifest.parameters.chunk_size {

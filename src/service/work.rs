@@ -275,7 +275,7 @@ fn run_deviation(
     out_dir: &Path,
     ctx: &JobContext,
 ) -> Result<Value, JobFailure> {
-    use crate::pipeline::deviation::{DeviationOptions, compute_deviation, write_outputs};
+    use crate::pipeline::deviation::{DeviationOptions, run_case};
     ctx.progress(5.0, "reading the normative database")?;
     let db = crate::normdb::NormDb::read(normdb).map_err(|e| {
         tracing::error!("normative database: {e}");
@@ -290,11 +290,9 @@ fn run_deviation(
         mapping,
         max_regions: 30,
     };
-    ctx.progress(20.0, "registering and scoring")?;
-    let result = compute_deviation(&db, &case, &options).map_err(|e| JobFailure::Failed(e.to_string()))?;
-    ctx.progress(85.0, "writing maps and report")?;
+    ctx.progress(20.0, "registering, scoring and writing maps and report")?;
     // Names in the report are service-level, never file paths of the archive.
-    write_outputs(&result, &case, "case", "normdb.h5", out_dir)
+    let result = run_case(&db, &case, &options, "case", "normdb.h5", out_dir)
         .map_err(|e| JobFailure::Failed(strip_paths(&e.to_string(), out_dir)))?;
     Ok(json!({
         "bracket": result.bracket,
@@ -706,7 +704,8 @@ fn scratch_normdb(
     ctx: &JobContext,
 ) -> Result<(crate::normdb::NormDb, Vec<i64>, Vec<Value>), JobFailure> {
     use crate::batch::LocalExecutor;
-    use crate::pipeline::normative::{BracketInput, BuildOptions, NormalSubject, TemplateSpace};
+    use crate::pipeline::database::{BracketTemplate, MIN_TEMPLATE_SUBJECTS, build_database};
+    use crate::pipeline::normative::{BuildOptions, NormalSubject};
     use crate::pipeline::steps::default_program;
     use crate::pipeline::template_build::{SubjectInput, SubjectSource, build_template};
     use pedinorm_templates::age::AgeBracket;
@@ -733,9 +732,9 @@ fn scratch_normdb(
             .iter()
             .filter(|s| s.age_years >= bracket.min_years && s.age_years < bracket.max_years)
             .collect();
-        if members.len() < 3 {
+        if members.len() < MIN_TEMPLATE_SUBJECTS {
             return Err(JobFailure::Failed(format!(
-                "bracket {} has {} admitted database B studies with consent; a template needs at least 3",
+                "bracket {} has {} admitted database B studies with consent; a template needs at least {MIN_TEMPLATE_SUBJECTS}",
                 bracket.name,
                 members.len()
             )));
@@ -791,14 +790,11 @@ fn scratch_normdb(
         .map_err(|e| {
             JobFailure::Failed(strip_paths(&format!("template {}: {e}", bracket.name), &ctx.work_dir))
         })?;
-        let space = TemplateSpace::new(template.template, None)
-            .map_err(|e| JobFailure::Failed(format!("template {}: {e}", bracket.name)))?;
-        inputs.push(BracketInput {
+        inputs.push(BracketTemplate {
             name: bracket.name.clone(),
             min_years: bracket.min_years,
             max_years: bracket.max_years,
-            space,
-            labels: None,
+            template: template.template,
         });
     }
     ctx.progress(55.0, "mapping the studies to their templates")?;
@@ -822,10 +818,7 @@ fn scratch_normdb(
         cluster_rate: request.cluster_rate.unwrap_or(defaults.cluster_rate),
         ..defaults
     };
-    let mapped = crate::pipeline::normative::map_normals(&normals, &inputs, &options, &|_| {})
-        .map_err(|e| JobFailure::Failed(e.to_string()))?;
-    ctx.progress(75.0, "statistics and calibration")?;
-    let mut db = crate::pipeline::normative::assemble(&inputs, &mapped, &options, None)
+    let mut db = build_database(&normals, inputs, None, &options, &|_| {})
         .map_err(|e| JobFailure::Failed(e.to_string()))?;
     let ids: Vec<i64> = used.iter().map(|s| s.study_id).collect();
     db.metadata.touch(&format!("service build (scratch): built from studies {ids:?}"));
