@@ -156,7 +156,7 @@ pub fn write_subject(
 }
 
 /// The header line of `cohort.csv`.
-pub const CSV_HEADER: &str = "id,path,age_years,sex,kind,mask,labels,lesion,lesion_base,warp_to_base,warp_from_base,dicom,brain_volume_ml,lesion_volume_ml,centre_x,centre_y,centre_z";
+pub const CSV_HEADER: &str = "id,path,age_years,sex,kind,mask,labels,lesion,lesion_base,warp_to_base,warp_from_base,dicom,brain_volume_ml,lesion_volume_ml,centre_x,centre_y,centre_z,site";
 
 /// One `cohort.csv` line (without newline) for a subject and its files.
 pub fn csv_row(subject: &SyntheticSubject, files: &SubjectFiles) -> String {
@@ -177,7 +177,7 @@ pub fn csv_row(subject: &SyntheticSubject, files: &SubjectFiles) -> String {
         .map(|c| format!("{:.2},{:.2},{:.2}", c[0], c[1], c[2]))
         .unwrap_or_else(|| ",,".into());
     format!(
-        "{},{},{:.4},{},{},{},{},{},{},{},{},{},{:.2},{},{}",
+        "{},{},{:.4},{},{},{},{},{},{},{},{},{},{:.2},{},{},{}",
         subject.id,
         files.image.display(),
         subject.age_years,
@@ -192,7 +192,8 @@ pub fn csv_row(subject: &SyntheticSubject, files: &SubjectFiles) -> String {
         path(&files.dicom),
         subject.truth.brain_volume_ml,
         lesion_volume,
-        centre
+        centre,
+        subject.site
     )
 }
 

@@ -18,7 +18,9 @@ fn args(out_dir: &Path) -> Args {
         resolution: 4.0,
         base_dir: PathBuf::from("does-not-exist"),
         phantom: true,
-        snr: 25.0,
+        sites: 2,
+        snr: None,
+        smooth_only: false,
         dicom: true,
         national_id: true,
         no_warps: false,
@@ -53,6 +55,7 @@ fn synth_writes_nifti_csv_truth_and_a_readable_dicom_series() {
         let age: f64 = fields[column("age_years")].parse().unwrap();
         assert!((0.2..=12.0).contains(&age));
         assert!(["F", "M"].contains(&fields[column("sex")]));
+        assert!(["S1", "S2"].contains(&fields[column("site")]), "{line}");
     }
     assert!(dir.path().join("base_t1.nii.gz").is_file());
 

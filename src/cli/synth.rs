@@ -5,7 +5,7 @@ use crate::synth_io::{
 };
 use anyhow::Context;
 use pedinorm_registration::Grid;
-use pedinorm_validation::{BaseBrain, CohortSpec, Generator, cohort_plan};
+use pedinorm_validation::{BaseBrain, CohortSpec, Generator, GeneratorOptions, Site, cohort_plan};
 use std::path::PathBuf;
 
 /// Arguments of `pedinorm synth`.
@@ -13,8 +13,9 @@ use std::path::PathBuf;
 #[command(long_about = "Generate a synthetic paediatric cohort with known ground truth.\n\n\
 Every image is SYNTHETIC: an adult base brain (MNI152 2009 T1 with GM/WM maps, from \
 --base-dir) is shrunk along a brain-growth curve, given an age-dependent T1 grey/white \
-contrast, an individual smooth diffeomorphic warp, a head pose, a bias field and Rician noise; \
-cases also get a lesion, focal atrophy or enlarged ventricles. Writes DIR/sub-XXXX.nii.gz, \
+contrast, an individual anatomy (smooth and fine-scale folding warps, cortical boundary and \
+thickness, CSF, ventricle size and asymmetry), a head pose, and the contrast, blur, bias field and \
+Rician noise of its synthetic scanner site; cases also get a lesion, focal atrophy or enlarged ventricles. Writes DIR/sub-XXXX.nii.gz, \
 _mask, _labels, _lesion (cases), truth warps, DIR/base_t1.nii.gz and DIR/cohort.csv; with \
 --dicom also one DICOM series per subject (synthetic names such as SYNTHETIC^0001). \
 See docs/synthetic-cohort.md.")]
@@ -40,9 +41,18 @@ pub struct Args {
     /// Use the built-in procedural phantom instead of the base brain files.
     #[arg(long)]
     pub phantom: bool,
-    /// Signal-to-noise ratio (mean brain intensity / noise σ).
-    #[arg(long, default_value_t = 25.0)]
-    pub snr: f64,
+    /// Synthetic scanner sites S1…SN (contrast, blur, noise, bias drawn per site; subjects
+    /// cycle through them). 0: the reference site S0 only.
+    #[arg(long, default_value_t = 0)]
+    pub sites: usize,
+    /// Signal-to-noise ratio (mean brain intensity / noise σ) of every site; default: each
+    /// site's own (25 for the reference site).
+    #[arg(long)]
+    pub snr: Option<f64>,
+    /// The population of one brain under smooth warps only (no folding, boundary, CSF,
+    /// ventricle or asymmetry variation), as generated before.
+    #[arg(long)]
+    pub smooth_only: bool,
     /// Also write each subject as a DICOM series (MR, explicit VR little endian).
     #[arg(long)]
     pub dicom: bool,
@@ -89,7 +99,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let base = if args.phantom { phantom_base(args.resolution)? } else { load_base(&args.base_dir)? };
     let mut spec = CohortSpec::new(args.n, min_age, max_age, args.cases, args.seed);
     spec.resolution_mm = args.resolution;
-    spec.options.snr = args.snr;
+    spec.sites =
+        if args.sites == 0 { vec![Site::reference()] } else { Site::numbered(1, args.sites, args.seed) };
+    if let Some(snr) = args.snr {
+        spec.sites.iter_mut().for_each(|site| site.snr = snr);
+    }
+    if args.smooth_only {
+        spec.options = GeneratorOptions::smooth_only();
+    }
     let plan = cohort_plan(&spec)?;
     let generator = Generator::new(&base, args.resolution)?;
     drop(base);

@@ -6,6 +6,7 @@ use crate::abnormality::{Abnormality, LesionTissue};
 use crate::base::BaseBrain;
 use crate::growth::Sex;
 use crate::rng::{derive_seed, stream, streams, uniform};
+use crate::site::Site;
 use crate::subject::{Generator, GeneratorOptions, SubjectSpec, SyntheticSubject};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -52,8 +53,11 @@ pub struct CohortSpec {
     pub resolution_mm: f64,
     /// Abnormalities given to the cases in turn; empty means [`default_abnormalities`].
     pub abnormalities: Vec<Abnormality>,
-    /// Image-formation knobs shared by all subjects.
+    /// Anatomy knobs shared by all subjects.
     pub options: GeneratorOptions,
+    /// Scanner sites; subject `i` (normals first, then cases) is imaged at site
+    /// `i mod sites.len()`. Empty means the reference site only.
+    pub sites: Vec<Site>,
 }
 
 impl CohortSpec {
@@ -67,6 +71,7 @@ impl CohortSpec {
             resolution_mm: 2.0,
             abnormalities: Vec::new(),
             options: GeneratorOptions::default(),
+            sites: Vec::new(),
         }
     }
 }
@@ -112,6 +117,9 @@ pub fn cohort_plan(spec: &CohortSpec) -> Result<Vec<CohortMember>, SynthError> {
     if spec.n_normals + spec.n_cases > 9999 {
         return invalid("n_normals", "at most 9999 subjects".into());
     }
+    for site in &spec.sites {
+        site.validate()?;
+    }
     let palette =
         if spec.abnormalities.is_empty() { default_abnormalities() } else { spec.abnormalities.clone() };
     let mut rng = stream(spec.seed, streams::COHORT);
@@ -153,6 +161,11 @@ fn member(
             resolution_mm: spec.resolution_mm,
             abnormality,
             options: spec.options.clone(),
+            site: if spec.sites.is_empty() {
+                Site::reference()
+            } else {
+                spec.sites[index % spec.sites.len()].clone()
+            },
         },
     }
 }
@@ -218,6 +231,18 @@ mod tests {
         }
         assert!(one[2].truth.kind.is_case() && !one[0].truth.kind.is_case());
         assert_ne!(one[0].image.as_slice(), one[1].image.as_slice());
+    }
+
+    #[test]
+    fn subjects_cycle_through_the_sites() {
+        let mut spec = CohortSpec::new(5, 0.0, 10.0, 2, 3);
+        spec.sites = Site::numbered(1, 3, 3);
+        let plan = cohort_plan(&spec).unwrap();
+        let ids: Vec<&str> = plan.iter().map(|m| m.spec.site.id.as_str()).collect();
+        assert_eq!(ids, ["S1", "S2", "S3", "S1", "S2", "S3", "S1"]);
+        assert_eq!(cohort_plan(&CohortSpec::new(1, 0.0, 1.0, 0, 3)).unwrap()[0].spec.site, Site::reference());
+        spec.sites[1].snr = 0.0;
+        assert!(cohort_plan(&spec).unwrap_err().to_string().contains("site.snr"));
     }
 
     #[test]

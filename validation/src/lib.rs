@@ -26,7 +26,9 @@ pub mod cohort;
 pub mod contrast;
 pub mod growth;
 pub mod rng;
+pub mod site;
 pub mod subject;
+pub mod variability;
 pub mod warp;
 
 pub use abnormality::{Abnormality, LesionTissue, SubjectKind};
@@ -34,8 +36,10 @@ pub use base::BaseBrain;
 pub use cohort::{AgeSpec, CohortMember, CohortSpec, cohort_plan, generate_cohort};
 pub use contrast::TissueIntensities;
 pub use growth::Sex;
+pub use site::Site;
 pub use subject::{
-    Generator, GeneratorOptions, SubjectSpec, SyntheticSubject, Truth, generate_subject, resampled_grid,
+    Generator, GeneratorOptions, IndividualAnatomy, SubjectSpec, SyntheticSubject, Truth, generate_subject,
+    resampled_grid,
 };
 
 /// Why a synthetic subject or cohort cannot be generated.

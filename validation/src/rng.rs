@@ -15,6 +15,10 @@ pub(crate) mod streams {
     pub const ABNORMALITY: u64 = 6;
     pub const SITE: u64 = 7;
     pub const COHORT: u64 = 8;
+    pub const INDIVIDUAL: u64 = 9;
+    pub const FOLDING: u64 = 10;
+    pub const BOUNDARY_WM: u64 = 11;
+    pub const BOUNDARY_PIAL: u64 = 12;
 }
 
 /// The random stream `stream_id` of `seed`.

@@ -8,19 +8,23 @@ use crate::bias::{bias_field, rician_noise};
 use crate::contrast::{TissueIntensities, relative_contrast, white_matter_maturity};
 use crate::growth::{Sex, scale_factors};
 use crate::rng::{standard_normal, stream, streams, uniform};
+use crate::site::Site;
 use crate::warp::{
-    exponential, field_from_fn, image_from_fn, max_displacement_mm, random_velocity, scale_field,
+    exponential, field_from_fn, image_from_fn, jacobian_determinant, max_displacement_mm, random_field_rms,
+    random_velocity, scale_field,
 };
 use nalgebra::{Matrix3, Matrix4, Rotation3, Vector3};
 use pedinorm_registration::interpolate::sample_linear;
 use pedinorm_registration::resample::resample;
-use pedinorm_registration::smooth::smooth_mm;
+use pedinorm_registration::smooth::{smooth_mm, smooth_voxels};
 use pedinorm_registration::{AffineTransform, DisplacementField, Grid, Identity, Image, Interpolation};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-/// Knobs of the generator that are not the subject's identity. The defaults give a 3T-like
-/// image of moderate quality.
+/// Knobs of the generator's anatomy that are not the subject's identity. The defaults give
+/// the inter-individual variability of real children (see `docs/synthetic-cohort.md`);
+/// [`GeneratorOptions::smooth_only`] gives the earlier population of one brain under smooth
+/// warps only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GeneratorOptions {
     /// Largest displacement (mm) of the individual-anatomy warp.
@@ -33,15 +37,31 @@ pub struct GeneratorOptions {
     pub pose_rotation_deg: f64,
     /// Largest head translation along each axis (mm).
     pub pose_translation_mm: f64,
-    /// Range of the bias field's max/min ratio minus one (0.1–0.3 means 10–30 %).
-    pub bias_range: (f64, f64),
-    /// Signal-to-noise ratio: mean brain intensity over the noise standard deviation.
-    pub snr: f64,
-    /// Range of a global scanner/site intensity scale (1, 1 for none).
-    pub site_scale_range: (f64, f64),
     /// Delay (years) of white-matter maturation in the frontal periphery relative to the
     /// central posterior white matter (myelination proceeds back to front, inside out).
     pub myelination_delay_years: f64,
+    /// Root-mean-square velocity (mm, per axis) of the fine-scale folding warp: gyral and
+    /// sulcal pattern differences at a few millimetres.
+    pub folding_rms_mm: f64,
+    /// Smoothness (Gaussian σ, mm) of the folding warp.
+    pub folding_scale_mm: f64,
+    /// Root-mean-square shift (mm, per axis) of the grey/white and of the pial boundary,
+    /// drawn independently: local cortical thickness and boundary differences that no single
+    /// diffeomorphism of the base explains.
+    pub boundary_rms_mm: f64,
+    /// Smoothness (Gaussian σ, mm) of the boundary shifts.
+    pub boundary_scale_mm: f64,
+    /// Standard deviation (mm) of a subject's global cortical thickness offset.
+    pub thickness_sd_mm: f64,
+    /// Standard deviation (mm) of a subject's global pial shift (sulcal and surface CSF).
+    pub sulcal_csf_sd_mm: f64,
+    /// Coefficient of variation of the ventricle volume (log-normal).
+    pub ventricle_volume_cv: f64,
+    /// Standard deviation of the right-minus-left hemispheric volume asymmetry (fraction).
+    pub asymmetry_sd: f64,
+    /// Standard deviation (mm) of the petalia: forward shift of the right hemisphere relative
+    /// to the left.
+    pub petalia_sd_mm: f64,
 }
 
 impl Default for GeneratorOptions {
@@ -52,12 +72,80 @@ impl Default for GeneratorOptions {
             size_variation: 0.07,
             pose_rotation_deg: 3.0,
             pose_translation_mm: 3.0,
-            bias_range: (0.10, 0.30),
-            snr: 25.0,
-            site_scale_range: (1.0, 1.0),
             myelination_delay_years: 0.25,
+            folding_rms_mm: 0.6,
+            folding_scale_mm: 3.0,
+            boundary_rms_mm: 0.4,
+            boundary_scale_mm: 2.5,
+            thickness_sd_mm: 0.15,
+            sulcal_csf_sd_mm: 0.4,
+            ventricle_volume_cv: 0.4,
+            asymmetry_sd: 0.015,
+            petalia_sd_mm: 1.5,
         }
     }
+}
+
+impl GeneratorOptions {
+    /// The population of one brain under smooth warps: growth, size, pose and the smooth
+    /// individual warp only, no folding, boundary, CSF, ventricle or asymmetry variation.
+    pub fn smooth_only() -> Self {
+        Self {
+            folding_rms_mm: 0.0,
+            boundary_rms_mm: 0.0,
+            thickness_sd_mm: 0.0,
+            sulcal_csf_sd_mm: 0.0,
+            ventricle_volume_cv: 0.0,
+            asymmetry_sd: 0.0,
+            petalia_sd_mm: 0.0,
+            ..Self::default()
+        }
+    }
+
+    fn validate(&self) -> Result<(), SynthError> {
+        let within = |v: f64, lo: f64, hi: f64| v.is_finite() && v >= lo && v <= hi;
+        let checks: [(&'static str, f64, f64, f64, &str); 15] = [
+            ("max_warp_mm", self.max_warp_mm, 0.0, 20.0, "0–20 mm"),
+            ("warp_smoothness_mm", self.warp_smoothness_mm, 2.0, 60.0, "2–60 mm"),
+            ("size_variation", self.size_variation, 0.0, 0.3, "0–0.3"),
+            ("pose_rotation_deg", self.pose_rotation_deg, 0.0, 30.0, "0–30°"),
+            ("pose_translation_mm", self.pose_translation_mm, 0.0, 30.0, "0–30 mm"),
+            ("myelination_delay_years", self.myelination_delay_years, 0.0, 2.0, "0–2 years"),
+            ("folding_rms_mm", self.folding_rms_mm, 0.0, 5.0, "0–5 mm"),
+            ("folding_scale_mm", self.folding_scale_mm, 1.0, 20.0, "1–20 mm"),
+            ("boundary_rms_mm", self.boundary_rms_mm, 0.0, 3.0, "0–3 mm"),
+            ("boundary_scale_mm", self.boundary_scale_mm, 1.0, 20.0, "1–20 mm"),
+            ("thickness_sd_mm", self.thickness_sd_mm, 0.0, 2.0, "0–2 mm"),
+            ("sulcal_csf_sd_mm", self.sulcal_csf_sd_mm, 0.0, 3.0, "0–3 mm"),
+            ("ventricle_volume_cv", self.ventricle_volume_cv, 0.0, 1.5, "0–1.5"),
+            ("asymmetry_sd", self.asymmetry_sd, 0.0, 0.2, "0–0.2"),
+            ("petalia_sd_mm", self.petalia_sd_mm, 0.0, 10.0, "0–10 mm"),
+        ];
+        for (field, value, lo, hi, rule) in checks {
+            if !within(value, lo, hi) {
+                return Err(SynthError::InvalidSpec { field, rule: format!("{value} must be {rule}") });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The individual anatomy drawn for one subject beyond the smooth warp (ground truth).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct IndividualAnatomy {
+    /// Ventricle volume factor aimed at (log-normal around 1).
+    pub ventricle_volume_factor: f64,
+    /// Largest displacement of the ventricle part of the warp (mm, base space; negative:
+    /// the ventricles shrink).
+    pub ventricle_dilation_mm: f64,
+    /// Global cortical thickness offset (mm, subject space).
+    pub thickness_offset_mm: f64,
+    /// Global pial shift (mm, subject space; positive: more sulcal and surface CSF).
+    pub sulcal_csf_shift_mm: f64,
+    /// Right-minus-left hemispheric volume asymmetry (fraction) of the warp.
+    pub hemispheric_asymmetry: f64,
+    /// Forward shift of the right hemisphere relative to the left (mm).
+    pub petalia_mm: f64,
 }
 
 /// What to generate: who the subject is and how the image is made.
@@ -73,12 +161,14 @@ pub struct SubjectSpec {
     pub resolution_mm: f64,
     /// An abnormality, for a case.
     pub abnormality: Option<Abnormality>,
-    /// Image-formation knobs.
+    /// Anatomy knobs.
     pub options: GeneratorOptions,
+    /// The scanner site the subject is imaged at.
+    pub site: Site,
 }
 
 impl SubjectSpec {
-    /// A normal subject at 2 mm with default options.
+    /// A normal subject at 2 mm with default options at the reference site.
     pub fn normal(age_years: f64, sex: Sex, seed: u64) -> Self {
         Self {
             age_years,
@@ -87,6 +177,7 @@ impl SubjectSpec {
             resolution_mm: 2.0,
             abnormality: None,
             options: GeneratorOptions::default(),
+            site: Site::reference(),
         }
     }
 
@@ -104,62 +195,8 @@ impl SubjectSpec {
         if !(self.resolution_mm.is_finite() && (0.5..=8.0).contains(&self.resolution_mm)) {
             return invalid("resolution_mm", format!("{} must be within 0.5–8 mm", self.resolution_mm));
         }
-        let o = &self.options;
-        let checks: [(&'static str, bool, String); 8] = [
-            (
-                "max_warp_mm",
-                o.max_warp_mm.is_finite() && (0.0..=20.0).contains(&o.max_warp_mm),
-                "0–20 mm".into(),
-            ),
-            (
-                "warp_smoothness_mm",
-                o.warp_smoothness_mm.is_finite() && (2.0..=60.0).contains(&o.warp_smoothness_mm),
-                "2–60 mm".into(),
-            ),
-            (
-                "size_variation",
-                o.size_variation.is_finite() && (0.0..=0.3).contains(&o.size_variation),
-                "0–0.3".into(),
-            ),
-            (
-                "pose_rotation_deg",
-                o.pose_rotation_deg.is_finite() && (0.0..=30.0).contains(&o.pose_rotation_deg),
-                "0–30°".into(),
-            ),
-            (
-                "pose_translation_mm",
-                o.pose_translation_mm.is_finite() && (0.0..=30.0).contains(&o.pose_translation_mm),
-                "0–30 mm".into(),
-            ),
-            (
-                "bias_range",
-                o.bias_range.0.is_finite()
-                    && o.bias_range.0 >= 0.0
-                    && o.bias_range.1 >= o.bias_range.0
-                    && o.bias_range.1 <= 2.0,
-                "0 ≤ low ≤ high ≤ 2".into(),
-            ),
-            (
-                "snr",
-                o.snr.is_finite() && o.snr >= 1.0 || o.snr == f64::INFINITY,
-                "at least 1 (infinite: no noise)".into(),
-            ),
-            (
-                "site_scale_range",
-                o.site_scale_range.0 > 0.0
-                    && o.site_scale_range.1 >= o.site_scale_range.0
-                    && o.site_scale_range.1 < 100.0,
-                "0 < low ≤ high < 100".into(),
-            ),
-        ];
-        for (field, ok, rule) in checks {
-            if !ok {
-                return invalid(field, format!("must be {rule}"));
-            }
-        }
-        if !(o.myelination_delay_years.is_finite() && (0.0..=2.0).contains(&o.myelination_delay_years)) {
-            return invalid("myelination_delay_years", "must be 0–2 years".into());
-        }
+        self.options.validate()?;
+        self.site.validate()?;
         if let Some(abnormality) = &self.abnormality {
             abnormality.validate().map_err(|(field, rule)| SynthError::InvalidSpec { field, rule })?;
         }
@@ -205,8 +242,10 @@ pub struct Truth {
     pub intensities: TissueIntensities,
     /// Noise standard deviation of the Rician noise (image units).
     pub noise_sigma: f64,
-    /// Global scanner/site intensity scale applied.
-    pub site_scale: f64,
+    /// The scanner site (contrast, blur, noise, bias, scale) the image was made with.
+    pub site: Site,
+    /// Individual anatomy beyond the smooth warp.
+    pub individual: IndividualAnatomy,
     /// Largest displacement of the individual-anatomy warp (mm).
     pub anatomy_warp_max_mm: f64,
 }
@@ -226,6 +265,8 @@ pub struct SyntheticSubject {
     pub age_years: f64,
     /// Sex.
     pub sex: Sex,
+    /// Label of the scanner site.
+    pub site: String,
 }
 
 /// A grid covering the same field of view as `grid` (same centre and directions) with
@@ -265,14 +306,25 @@ pub struct Generator {
     ventricles: Image<f32>,
     centre: [f64; 3],
     half_extent: [f64; 3],
+    /// Grid of the individual warps and abnormality warps (output grid, at least 2 mm).
+    warp_grid: Grid,
+    /// Outward unit normals (soft: fading away from the boundary) of the grey/white and the
+    /// pial boundary, on the output grid.
+    wm_normal: DisplacementField,
+    tissue_normal: DisplacementField,
+    /// Velocity pushing the ventricle walls outward, largest value 1 mm, on `warp_grid`.
+    ventricle_velocity: DisplacementField,
+    /// Mean log-Jacobian over the ventricles of the exponential of `ventricle_velocity`.
+    ventricle_log_growth_per_mm: f64,
 }
 
-struct Channels {
-    csf: Image<f32>,
-    gm: Image<f32>,
-    wm: Image<f32>,
-    mask: Image<f32>,
-    texture: Image<f32>,
+/// The base's tissue fractions, brain mask and texture residual on one grid.
+pub(crate) struct Channels {
+    pub(crate) csf: Image<f32>,
+    pub(crate) gm: Image<f32>,
+    pub(crate) wm: Image<f32>,
+    pub(crate) mask: Image<f32>,
+    pub(crate) texture: Image<f32>,
 }
 
 /// Values of the base channels at one base point.
@@ -377,7 +429,32 @@ impl Generator {
             (0.5 * (high[2] - low[2])).max(1.0),
         ];
         let ventricles = ventricle_mask(&grid, &coarse, centre, half_extent);
-        Ok(Self { resolution_mm, grid, adult, fine, coarse, ventricles, centre, half_extent })
+        let warp_grid = resampled_grid(&grid, resolution_mm.max(2.0));
+        let wm_normal = outward_normal(&coarse.wm);
+        let tissue =
+            image_from_fn(&grid, |[i, j, k]| coarse.wm.data()[[i, j, k]] + coarse.gm.data()[[i, j, k]]);
+        let tissue_normal = outward_normal(&tissue);
+        let ventricle_velocity = ventricle_outward_velocity(&ventricles, &warp_grid);
+        let ventricle_log_growth_per_mm = match &ventricle_velocity {
+            Some(velocity) => mean_log_jacobian(&exponential(velocity), &ventricles),
+            None => 0.0,
+        };
+        let ventricle_velocity = ventricle_velocity.unwrap_or_else(|| DisplacementField::zeros(&warp_grid));
+        Ok(Self {
+            resolution_mm,
+            grid,
+            adult,
+            fine,
+            coarse,
+            ventricles,
+            centre,
+            half_extent,
+            warp_grid,
+            wm_normal,
+            tissue_normal,
+            ventricle_velocity,
+            ventricle_log_growth_per_mm,
+        })
     }
 
     /// The output grid shared by every subject of this generator (base field of view).
@@ -393,6 +470,21 @@ impl Generator {
     /// Adult tissue intensities fitted on the base.
     pub fn adult_intensities(&self) -> TissueIntensities {
         self.adult
+    }
+
+    /// The base channels on the output grid.
+    pub(crate) fn coarse_channels(&self) -> &Channels {
+        &self.coarse
+    }
+
+    /// The base's ventricles on the output grid (1 inside).
+    pub fn ventricle_mask(&self) -> &Image<f32> {
+        &self.ventricles
+    }
+
+    /// Centroid of the base brain (world mm); its x is the midline.
+    pub fn brain_centre(&self) -> [f64; 3] {
+        self.centre
     }
 
     /// The base brain resampled to the output grid (base space, adult contrast, no noise): a
@@ -450,18 +542,13 @@ impl Generator {
         let affine = AffineTransform::from_matrix(matrix);
         let affine_inverse = affine.inverse().expect("scaled rotations are invertible");
 
-        // Individual anatomy: a smooth random diffeomorphism in base space.
-        let velocity_grid = resampled_grid(grid, self.resolution_mm.max(options.warp_smoothness_mm / 3.0));
-        let velocity = random_velocity(
-            &velocity_grid,
-            options.warp_smoothness_mm,
-            options.max_warp_mm,
-            spec.seed,
-            streams::ANATOMY,
-        );
+        // Individual anatomy: a random diffeomorphism in base space (smooth shape, fine
+        // folding, ventricle size, hemispheric asymmetry), and boundary shifts of the tissues.
+        let (velocity, individual) = self.individual_velocity(spec);
         let anatomy = exponential(&velocity);
         let anatomy_inverse = exponential(&scale_field(&velocity, -1.0));
         let anatomy_warp_max_mm = max_displacement_mm(&anatomy);
+        let boundaries = self.boundary_shifts(spec, &individual, mean_scale);
 
         // Abnormality (base space): a warp, an intensity profile, or nothing.
         let placed = match &spec.abnormality {
@@ -516,7 +603,13 @@ impl Generator {
             let u = deformation.displacement_at_voxel(flat);
             [x[0] + u[0], x[1] + u[1], x[2] + u[2]]
         };
-        let adult = self.adult;
+        let site = &spec.site;
+        let adult = TissueIntensities {
+            csf: self.adult.grey_matter - (self.adult.grey_matter - self.adult.csf) * site.csf_contrast,
+            grey_matter: self.adult.grey_matter,
+            white_matter: self.adult.grey_matter
+                + (self.adult.white_matter - self.adult.grey_matter) * site.wm_contrast,
+        };
         let delay_years = options.myelination_delay_years;
         let age = spec.age_years;
         let lesion_profile = |w: [f64; 3]| -> f32 {
@@ -531,10 +624,10 @@ impl Generator {
         };
         let sampled: Vec<(Sampled, f32, f32)> = crate::warp::map_voxels(grid, |v| {
             let w = base_point(v);
-            let s = self.fine.sample(w);
+            let s = boundaries.sample(self, w);
             let maturity = white_matter_maturity(age - delay_years * self.maturation_delay(w));
             let mu = adult.at_maturity(maturity);
-            let texture_gain = relative_contrast(maturity).clamp(-1.0, 1.0);
+            let texture_gain = relative_contrast(maturity).clamp(-1.0, 1.0) * site.wm_contrast;
             let tissue = f64::from(s.csf) * mu.csf
                 + f64::from(s.gm) * mu.grey_matter
                 + f64::from(s.wm) * mu.white_matter
@@ -580,18 +673,14 @@ impl Generator {
         };
         let abnormality_centre_mm = lesion_mask.as_ref().and_then(centroid);
 
-        // Scanner: bias field, site scale, Rician noise.
+        // Scanner: point-spread blur, bias field, site scale, Rician noise.
+        let tissue_image = site_blur(tissue_image, site);
         let mut bias_rng = stream(spec.seed, streams::BIAS);
-        let strength = uniform(&mut bias_rng, options.bias_range.0, options.bias_range.1);
+        let strength = uniform(&mut bias_rng, site.bias_range.0, site.bias_range.1);
         let bias = bias_field(grid, &brain_mask, strength, &mut bias_rng);
-        let site_scale = uniform(
-            &mut stream(spec.seed, streams::SITE),
-            options.site_scale_range.0,
-            options.site_scale_range.1,
-        );
-        let mut signal = tissue_image.clone();
+        let mut signal = tissue_image;
         for (value, b) in signal.as_mut_slice().iter_mut().zip(bias.as_slice()) {
-            *value = (f64::from(*value) * f64::from(*b) * site_scale) as f32;
+            *value = (f64::from(*value) * f64::from(*b) * site.intensity_scale) as f32;
         }
         let (brain_sum, brain_count) = signal
             .as_slice()
@@ -600,7 +689,7 @@ impl Generator {
             .filter(|(_, m)| **m > 0.5)
             .fold((0.0f64, 0usize), |(s, n), (v, _)| (s + f64::from(*v), n + 1));
         let mean_brain = if brain_count > 0 { brain_sum / brain_count as f64 } else { 0.0 };
-        let noise_sigma = if options.snr.is_finite() { mean_brain / options.snr } else { 0.0 };
+        let noise_sigma = if site.snr.is_finite() { mean_brain / site.snr } else { 0.0 };
         let image = rician_noise(&signal, noise_sigma, spec.seed);
 
         Ok(SyntheticSubject {
@@ -622,12 +711,105 @@ impl Generator {
                 brain_volume_ml,
                 intensities: adult.at_age(age),
                 noise_sigma,
-                site_scale,
+                site: site.clone(),
+                individual,
                 anatomy_warp_max_mm,
             },
             age_years: spec.age_years,
             sex: spec.sex,
+            site: site.id.clone(),
         })
+    }
+
+    /// The subject's individual-anatomy velocity in base space on the warp grid: the smooth
+    /// shape warp, the fine folding warp, the ventricle push scaled to the drawn ventricle
+    /// volume, and the hemispheric asymmetry (right hemisphere widened, shifted forward).
+    fn individual_velocity(&self, spec: &SubjectSpec) -> (DisplacementField, IndividualAnatomy) {
+        let o = &spec.options;
+        let smooth_grid = resampled_grid(&self.grid, self.resolution_mm.max(o.warp_smoothness_mm / 3.0));
+        let smooth =
+            random_velocity(&smooth_grid, o.warp_smoothness_mm, o.max_warp_mm, spec.seed, streams::ANATOMY);
+        let folding = (o.folding_rms_mm > 0.0).then(|| {
+            random_field_rms(
+                &self.warp_grid,
+                o.folding_scale_mm,
+                o.folding_rms_mm,
+                spec.seed,
+                streams::FOLDING,
+            )
+        });
+        let mut rng = stream(spec.seed, streams::INDIVIDUAL);
+        let z: Vec<f64> = (0..5).map(|_| standard_normal(&mut rng)).collect();
+        let log_sd = (1.0 + o.ventricle_volume_cv.powi(2)).ln().sqrt();
+        let ventricle_volume_factor = (log_sd * z[0] - 0.5 * log_sd * log_sd).exp();
+        let ventricle_dilation_mm = if self.ventricle_log_growth_per_mm > 0.0 {
+            (ventricle_volume_factor.ln() / self.ventricle_log_growth_per_mm)
+                .clamp(-MAX_VENTRICLE_DILATION_MM, MAX_VENTRICLE_DILATION_MM)
+        } else {
+            0.0
+        };
+        let individual = IndividualAnatomy {
+            ventricle_volume_factor,
+            ventricle_dilation_mm,
+            thickness_offset_mm: o.thickness_sd_mm * z[1],
+            sulcal_csf_shift_mm: o.sulcal_csf_sd_mm * z[2],
+            hemispheric_asymmetry: o.asymmetry_sd * z[3],
+            petalia_mm: o.petalia_sd_mm * z[4],
+        };
+        let grid = &self.warp_grid;
+        let dims = grid.dims();
+        let midline = self.centre[0];
+        let velocity = field_from_fn(grid, |[i, j, k]| {
+            let flat = (i * dims[1] + j) * dims[2] + k;
+            let p = grid.voxel_to_world([i as f64, j as f64, k as f64]);
+            let mut v = smooth.displacement_at(p);
+            let mut add = |u: [f64; 3], factor: f64| (0..3).for_each(|a| v[a] += factor * u[a]);
+            if let Some(folding) = &folding {
+                add(folding.displacement_at_voxel(flat), 1.0);
+            }
+            if ventricle_dilation_mm != 0.0 {
+                add(self.ventricle_velocity.displacement_at_voxel(flat), ventricle_dilation_mm);
+            }
+            // Right of the midline (RAS+ x) stretched by the asymmetry; a smooth step over ~5 mm.
+            let x = p[0] - midline;
+            let right = 1.0 / (1.0 + (-x / 5.0).exp());
+            v[0] += individual.hemispheric_asymmetry * x * right;
+            v[1] += 0.5 * individual.petalia_mm * (x / 10.0).tanh();
+            v
+        });
+        (velocity, individual)
+    }
+
+    /// The subject's boundary shifts in base space (millimetres of the subject divided by its
+    /// growth scale): independent band-limited fields for the grey/white and the pial
+    /// boundary, plus the global thickness and sulcal-CSF offsets along the normals.
+    fn boundary_shifts(
+        &self,
+        spec: &SubjectSpec,
+        individual: &IndividualAnatomy,
+        mean_scale: f64,
+    ) -> Boundaries {
+        let o = &spec.options;
+        let field = |stream_id| {
+            (o.boundary_rms_mm > 0.0).then(|| {
+                random_field_rms(
+                    &self.warp_grid,
+                    o.boundary_scale_mm / mean_scale,
+                    o.boundary_rms_mm / mean_scale,
+                    spec.seed,
+                    stream_id,
+                )
+            })
+        };
+        let half_thickness = 0.5 * individual.thickness_offset_mm;
+        Boundaries {
+            wm: field(streams::BOUNDARY_WM),
+            pial: field(streams::BOUNDARY_PIAL),
+            // Sampling the white matter further out shrinks it (thicker cortex); sampling the
+            // tissue further in grows it (thicker cortex), further out adds CSF.
+            wm_shift_mm: half_thickness / mean_scale,
+            pial_shift_mm: (individual.sulcal_csf_shift_mm - half_thickness) / mean_scale,
+        }
     }
 
     /// Relative maturation delay in [0, 1] at a base point: 0 in the central posterior brain,
@@ -645,7 +827,7 @@ impl Generator {
         let grid = &self.grid;
         // Abnormality warps are smooth on a scale of several mm: a grid of at least 2 mm keeps
         // 1 mm subjects fast.
-        let velocity_grid = resampled_grid(grid, self.resolution_mm.max(2.0));
+        let velocity_grid = &self.warp_grid;
         let c = &self.coarse;
         let pick =
             |candidates: &[usize], fallback: &Image<f32>, rng: &mut rand_chacha::ChaCha8Rng| -> [f64; 3] {
@@ -709,7 +891,7 @@ impl Generator {
                 // Jacobian exp(−3a) at c; log-Jacobian is negative within √3 σ = radius.
                 let sigma = radius / 3f64.sqrt();
                 let a = -(1.0 - volume_loss).ln() / 3.0;
-                let velocity = field_from_fn(&velocity_grid, |[i, j, k]| {
+                let velocity = field_from_fn(velocity_grid, |[i, j, k]| {
                     let y = velocity_grid.voxel_to_world([i as f64, j as f64, k as f64]);
                     let d = [y[0] - centre[0], y[1] - centre[1], y[2] - centre[2]];
                     let r2 = d[0] * d[0] + d[1] * d[1] + d[2] * d[2];
@@ -723,39 +905,74 @@ impl Generator {
                 if count == 0 {
                     return Err(SynthError::NoLocation("the base brain has no deep CSF (ventricles)".into()));
                 }
-                // Push outward along −∇g, g the smoothed ventricle mask: divergence −Δg is
-                // positive inside the ventricles (expansion) and negative around (compression).
-                let coarse_ventricles =
-                    resample(&self.ventricles, &velocity_grid, &Identity, Interpolation::Linear, 0.0);
-                let g = smooth_mm(&coarse_ventricles, 3.0);
-                let dims = velocity_grid.dims();
-                let inverse_linear = velocity_grid.linear().try_inverse().expect("valid grid");
-                let gradient = field_from_fn(&velocity_grid, |[i, j, k]| {
-                    let idx = [i, j, k];
-                    let mut voxel_gradient = Vector3::zeros();
-                    for a in 0..3 {
-                        let mut lo = idx;
-                        let mut hi = idx;
-                        lo[a] = idx[a].saturating_sub(1);
-                        hi[a] = (idx[a] + 1).min(dims[a] - 1);
-                        if hi[a] > lo[a] {
-                            voxel_gradient[a] =
-                                f64::from(g.data()[hi] - g.data()[lo]) / (hi[a] - lo[a]) as f64;
-                        }
-                    }
-                    let world = inverse_linear.transpose() * voxel_gradient;
-                    [-world[0], -world[1], -world[2]]
-                });
-                let largest = max_displacement_mm(&gradient);
-                if largest <= 0.0 {
+                if self.ventricle_log_growth_per_mm <= 0.0 {
                     return Err(SynthError::NoLocation("the ventricle mask has no boundary".into()));
                 }
-                let velocity = scale_field(&gradient, dilation_mm / largest);
+                let velocity = scale_field(&self.ventricle_velocity, dilation_mm);
                 let centre = centroid(&self.ventricles).expect("non-empty ventricle mask");
                 Ok(Placed { centre, radius: 0.0, velocity: Some(velocity), profile: None, ventricles: true })
             }
         }
     }
+}
+
+/// Largest ventricle push (mm) of the individual anatomy, either way.
+const MAX_VENTRICLE_DILATION_MM: f64 = 10.0;
+
+/// A subject's shifts of the grey/white and pial boundaries (base space).
+struct Boundaries {
+    wm: Option<DisplacementField>,
+    pial: Option<DisplacementField>,
+    wm_shift_mm: f64,
+    pial_shift_mm: f64,
+}
+
+impl Boundaries {
+    /// The base channels at `w` with the white matter read at the shifted grey/white boundary
+    /// and the tissue (grey + white) at the shifted pial boundary; the brain (tissue + CSF)
+    /// stays as in the base, so what the tissue loses becomes CSF and vice versa.
+    fn sample(&self, generator: &Generator, w: [f64; 3]) -> Sampled {
+        let s = generator.fine.sample(w);
+        if self.wm.is_none() && self.pial.is_none() && self.wm_shift_mm == 0.0 && self.pial_shift_mm == 0.0 {
+            return s;
+        }
+        let shifted = |field: &Option<DisplacementField>, normal: &DisplacementField, along: f64| {
+            let mut p = w;
+            if let Some(field) = field {
+                let u = field.displacement_at(w);
+                (0..3).for_each(|a| p[a] += u[a]);
+            }
+            if along != 0.0 {
+                let n = normal.displacement_at(w);
+                (0..3).for_each(|a| p[a] += along * n[a]);
+            }
+            generator.fine.mask.grid().world_to_voxel(p)
+        };
+        let fine = &generator.fine;
+        let at_wm = shifted(&self.wm, &generator.wm_normal, self.wm_shift_mm);
+        let at_pial = shifted(&self.pial, &generator.tissue_normal, self.pial_shift_mm);
+        let brain = s.csf + s.gm + s.wm;
+        let tissue =
+            (sample_linear(&fine.gm, at_pial, 0.0) + sample_linear(&fine.wm, at_pial, 0.0)).clamp(0.0, brain);
+        let wm = sample_linear(&fine.wm, at_wm, 0.0).clamp(0.0, tissue);
+        Sampled { csf: brain - tissue, gm: tissue - wm, wm, ..s }
+    }
+}
+
+/// The site's point-spread blur (in-plane along the first two voxel axes, slice profile along
+/// the third).
+fn site_blur(image: Image<f32>, site: &Site) -> Image<f32> {
+    let spacing = image.grid().spacing();
+    let to_sigma = |fwhm: f64, axis: usize| fwhm / (8.0 * 2f64.ln()).sqrt() / spacing[axis];
+    let sigma = [
+        to_sigma(site.blur_fwhm_mm, 0),
+        to_sigma(site.blur_fwhm_mm, 1),
+        to_sigma(site.slice_blur_fwhm_mm, 2),
+    ];
+    if sigma.iter().all(|&s| s < 1e-3) {
+        return image;
+    }
+    smooth_voxels(&image, sigma)
 }
 
 /// The lateral ventricles (and the third ventricle) of the base on the output grid: CSF deep
@@ -818,6 +1035,78 @@ fn ventricle_mask(grid: &Grid, coarse: &Channels, centre: [f64; 3], half_extent:
         *value = if l > 0 && sizes[l as usize] * 4 >= largest { 1.0 } else { 0.0 };
     }
     mask
+}
+
+/// The velocity pushing the ventricle walls outward along −∇g, g the ventricle mask smoothed
+/// at 3 mm, scaled so its largest value is 1 mm: its divergence −Δg is positive inside the
+/// ventricles (expansion) and negative around them (compression). `None` without a boundary.
+fn ventricle_outward_velocity(ventricles: &Image<f32>, warp_grid: &Grid) -> Option<DisplacementField> {
+    let coarse = resample(ventricles, warp_grid, &Identity, Interpolation::Linear, 0.0);
+    let gradient = gradient_field(&smooth_mm(&coarse, 3.0));
+    let largest = max_displacement_mm(&gradient);
+    (largest > 0.0).then(|| scale_field(&gradient, -1.0 / largest))
+}
+
+/// The world-space gradient of an image (central differences, one-sided at the border).
+fn gradient_field(image: &Image<f32>) -> DisplacementField {
+    let grid = image.grid().clone();
+    let dims = grid.dims();
+    let inverse_linear = grid.linear().try_inverse().expect("valid grid");
+    field_from_fn(&grid, |[i, j, k]| {
+        let idx = [i, j, k];
+        let mut voxel_gradient = Vector3::zeros();
+        for a in 0..3 {
+            let (mut lo, mut hi) = (idx, idx);
+            lo[a] = idx[a].saturating_sub(1);
+            hi[a] = (idx[a] + 1).min(dims[a] - 1);
+            if hi[a] > lo[a] {
+                voxel_gradient[a] = f64::from(image.data()[hi] - image.data()[lo]) / (hi[a] - lo[a]) as f64;
+            }
+        }
+        let world = inverse_linear.transpose() * voxel_gradient;
+        [world[0], world[1], world[2]]
+    })
+}
+
+/// Gradient magnitude (per mm) of a tissue fraction smoothed at 2 mm above which the normal
+/// has unit length; below it the normal fades, so shifts vanish away from boundaries.
+const NORMAL_FULL_GRADIENT: f64 = 0.05;
+
+/// Soft outward normal of the boundary of a tissue fraction: `−∇f / |∇f|` of `f` smoothed at
+/// 2 mm, shortened where `|∇f|` is below [`NORMAL_FULL_GRADIENT`].
+fn outward_normal(fraction: &Image<f32>) -> DisplacementField {
+    let gradient = gradient_field(&smooth_mm(fraction, 2.0));
+    let [x, y, z] = gradient.components();
+    let grid = fraction.grid().clone();
+    let dims = grid.dims();
+    field_from_fn(&grid, |[i, j, k]| {
+        let flat = (i * dims[1] + j) * dims[2] + k;
+        let g = [f64::from(x.as_slice()[flat]), f64::from(y.as_slice()[flat]), f64::from(z.as_slice()[flat])];
+        let norm = (g[0] * g[0] + g[1] * g[1] + g[2] * g[2]).sqrt();
+        if norm <= 1e-12 {
+            return [0.0; 3];
+        }
+        let length = (norm / NORMAL_FULL_GRADIENT).min(1.0) / norm;
+        [-g[0] * length, -g[1] * length, -g[2] * length]
+    })
+}
+
+/// Mean log-Jacobian of `field` over the voxels of `mask` (any grid: the mask is sampled at
+/// the field's voxel centres).
+fn mean_log_jacobian(field: &DisplacementField, mask: &Image<f32>) -> f64 {
+    let det = jacobian_determinant(field);
+    let grid = field.grid();
+    let dims = grid.dims();
+    let (mut sum, mut count) = (0.0, 0usize);
+    for (flat, &d) in det.as_slice().iter().enumerate() {
+        let (i, j, k) = (flat / (dims[1] * dims[2]), (flat / dims[2]) % dims[1], flat % dims[2]);
+        let w = grid.voxel_to_world([i as f64, j as f64, k as f64]);
+        if sample_linear(mask, mask.grid().world_to_voxel(w), 0.0) >= 0.5 && d > 0.0 {
+            sum += f64::from(d).ln();
+            count += 1;
+        }
+    }
+    if count == 0 { 0.0 } else { sum / count as f64 }
 }
 
 /// Where an abnormality was placed (base space) and what it does.
@@ -965,7 +1254,7 @@ mod tests {
     fn lesion_mask_is_where_intensities_changed() {
         for contrast in [0.4, -0.4] {
             let mut normal = spec(8.0, 11);
-            normal.options.snr = f64::INFINITY;
+            normal.site.snr = f64::INFINITY;
             let case = normal.clone().with_abnormality(Abnormality::Lesion {
                 tissue: LesionTissue::WhiteMatter,
                 radius_mm: 9.0,

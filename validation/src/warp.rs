@@ -78,6 +78,29 @@ pub fn random_velocity(
     seed: u64,
     stream_id: u64,
 ) -> DisplacementField {
+    let field = smoothed_noise(grid, smoothness_mm, seed, stream_id);
+    let largest = max_displacement_mm(&field);
+    if largest <= 0.0 { field } else { scale_field(&field, max_mm / largest) }
+}
+
+/// A band-limited random vector field on `grid`: white Gaussian noise per component smoothed
+/// with a Gaussian of `smoothness_mm`, scaled so each component has root-mean-square `rms_mm`
+/// over the grid. Unlike [`random_velocity`] its amplitude does not depend on the grid size.
+pub fn random_field_rms(
+    grid: &Grid,
+    smoothness_mm: f64,
+    rms_mm: f64,
+    seed: u64,
+    stream_id: u64,
+) -> DisplacementField {
+    let field = smoothed_noise(grid, smoothness_mm, seed, stream_id);
+    let sum_sq: f64 =
+        field.components().iter().flat_map(|c| c.as_slice()).map(|&v| f64::from(v).powi(2)).sum();
+    let rms = (sum_sq / (3 * grid.len()) as f64).sqrt();
+    if rms <= 0.0 { field } else { scale_field(&field, rms_mm / rms) }
+}
+
+fn smoothed_noise(grid: &Grid, smoothness_mm: f64, seed: u64, stream_id: u64) -> DisplacementField {
     let mut rng = stream(seed, stream_id);
     let d = grid.dims();
     let mut components: Vec<Image<f32>> = (0..3)
@@ -90,9 +113,7 @@ pub fn random_velocity(
     let z = components.pop().expect("three components");
     let y = components.pop().expect("three components");
     let x = components.pop().expect("three components");
-    let field = DisplacementField::from_components([x, y, z]);
-    let largest = max_displacement_mm(&field);
-    if largest <= 0.0 { field } else { scale_field(&field, max_mm / largest) }
+    DisplacementField::from_components([x, y, z])
 }
 
 /// `outer ∘ inner` as a displacement field on `inner`'s grid: the point `p` maps to
