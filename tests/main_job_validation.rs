@@ -104,6 +104,7 @@ fn held_out_detection_and_false_positive_rates() {
             sex: Some(sex_of(sex)),
             mapping: mapping.clone(),
             max_regions: 5,
+            site: None,
         };
         let start = Instant::now();
         let result = compute_deviation(&db, &subject.image, &options).unwrap();
@@ -186,6 +187,7 @@ fn held_out_detection_and_false_positive_rates() {
             sex: Some(sex_of(sex)),
             mapping: mapping.clone(),
             max_regions: 5,
+            site: None,
         };
         let start = Instant::now();
         let result = compute_deviation(&db, &subject.image, &options).unwrap();

@@ -1,11 +1,13 @@
 //! `pedinorm demo`: run the whole job on built-in synthetic data.
 //!
-//! Generates a synthetic paediatric cohort (normals and cases with known abnormalities) from
-//! the MNI152 brain, builds one template per age bracket with the local batch executor, builds
-//! the HDF5 normative database with leave-one-out calibration (and the JHU atlas carried to
-//! every template when available), computes deviation maps of the cases and compares their
-//! significant clusters with the known truth. `DIR/normdb.h5` is then ready for
-//! `pedinorm deviation` on any other case.
+//! Generates a synthetic paediatric cohort (normals imaged at several scanner sites, and cases
+//! with known abnormalities) from the MNI152 brain over 0–17 years, builds one template per
+//! default age bracket with the local batch executor, builds the HDF5 normative database with
+//! leave-one-out calibration (and the JHU atlas carried to every template when available),
+//! computes deviation maps of the cases and compares their significant clusters with the known
+//! truth, and scores normals of a site the database has never seen to report the false
+//! positives a new centre would meet. `DIR/normdb.h5` is then ready for `pedinorm deviation`
+//! on any other case.
 
 use crate::batch::{LocalExecutor, ProgressEvent};
 use crate::cli::progress;
@@ -14,16 +16,19 @@ use crate::pipeline::database::{
     AtlasInput, BracketTemplate, MIN_TEMPLATE_SUBJECTS, build_database, load_atlas,
 };
 use crate::pipeline::deviation::{ClusterReport, DeviationOptions, run_case};
+use crate::pipeline::held_out::{HeldOutFigures, HeldOutNormal, score_held_out};
 use crate::pipeline::normative::{BuildOptions, MappingParams, NormalSubject};
 use crate::pipeline::steps::default_program;
 use crate::pipeline::template_build::{SubjectInput, SubjectSource, build_template};
 use crate::synth_io::{WriteOptions, csv_row, load_base, write_cohort_csv, write_subject};
 use anyhow::{Context, bail};
 use pedinorm_registration::{Grid, Image};
-use pedinorm_templates::age::AgeBracket;
+use pedinorm_templates::age::{AgeBracket, AgeBrackets};
 use pedinorm_templates::stats::Sex;
 use pedinorm_templates::template::{RegistrationSettings, TemplateConfig, TemplateTarget};
-use pedinorm_validation::{Abnormality, BaseBrain, CohortSpec, Generator, SyntheticSubject, cohort_plan};
+use pedinorm_validation::{
+    Abnormality, AgeSpec, BaseBrain, CohortSpec, Generator, Site, SyntheticSubject, cohort_plan,
+};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -34,8 +39,8 @@ pub struct Args {
     /// Output folder (cohort, templates, normdb.h5, case results).
     #[arg(long)]
     pub out_dir: PathBuf,
-    /// Normal subjects.
-    #[arg(long, default_value_t = 40)]
+    /// Normal subjects of the database (spread evenly over the brackets).
+    #[arg(long, default_value_t = 56)]
     pub normals: usize,
     /// Cases with known abnormalities.
     #[arg(long, default_value_t = 4)]
@@ -43,15 +48,25 @@ pub struct Args {
     /// Voxel size of the synthetic images (mm).
     #[arg(long, default_value_t = 2.0)]
     pub resolution: f64,
-    /// Youngest and oldest normal (years).
-    #[arg(long, default_value_t = 2.0)]
+    /// Youngest normal (years).
+    #[arg(long, default_value_t = 0.0)]
     pub min_age: f64,
-    /// Oldest normal (years).
-    #[arg(long, default_value_t = 14.0)]
+    /// Upper end of the age range (years, exclusive).
+    #[arg(long, default_value_t = 18.0)]
     pub max_age: f64,
-    /// Age brackets (equal splits of the age range), one template each.
+    /// Age brackets, one template each: `default` (the paediatric brackets 0–1, 1–2, 2–4, 4–7,
+    /// 7–11, 11–14, 14–18 years that meet the age range, with the same number of normals each)
+    /// or a number of equal splits of the age range.
+    #[arg(long, default_value = "default")]
+    pub brackets: DemoBrackets,
+    /// Scanner sites of the database's normals (`S1`, `S2`, …, drawn from the seed); 0 images
+    /// every subject at the reference site.
     #[arg(long, default_value_t = 3)]
-    pub brackets: usize,
+    pub sites: usize,
+    /// Normals of one further site the database has never seen, scored as cases to measure
+    /// false positives (0: none).
+    #[arg(long, default_value_t = 7)]
+    pub held_out_normals: usize,
     /// Deformable iterations of each template build.
     #[arg(long, default_value_t = 2)]
     pub template_iterations: usize,
@@ -64,6 +79,75 @@ pub struct Args {
     /// Folder with the MNI base brain (`mni/`) and atlases (`atlases/`).
     #[arg(long, default_value = ".data")]
     pub data_dir: PathBuf,
+}
+
+/// How the demo divides its age range into brackets.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DemoBrackets {
+    /// The default paediatric brackets that meet the age range, normals stratified by bracket.
+    Paediatric,
+    /// This many equal splits of the age range, normals spread evenly over it.
+    Equal(usize),
+}
+
+impl std::str::FromStr for DemoBrackets {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text == "default" {
+            return Ok(Self::Paediatric);
+        }
+        match text.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(Self::Equal(n)),
+            _ => Err(format!("--brackets {text:?}: must be `default` or a positive number of equal splits")),
+        }
+    }
+}
+
+impl DemoBrackets {
+    /// The brackets over `[min_age, max_age)`.
+    pub fn over(&self, min_age: f64, max_age: f64) -> Vec<AgeBracket> {
+        match *self {
+            Self::Paediatric => AgeBrackets::default_paediatric()
+                .brackets()
+                .iter()
+                .filter(|b| b.max_years > min_age && b.min_years < max_age)
+                .cloned()
+                .collect(),
+            Self::Equal(count) => {
+                let width = (max_age - min_age) / count as f64;
+                (0..count)
+                    .map(|b| {
+                        let lo = min_age + width * b as f64;
+                        // The last bracket is closed at the top so the oldest normal belongs to it.
+                        let hi =
+                            if b + 1 == count { max_age + 1e-6 } else { min_age + width * (b + 1) as f64 };
+                        let mut bracket = AgeBracket::new(lo, hi);
+                        bracket.name = format!("{:.1}-{:.1}y", lo, min_age + width * (b + 1) as f64);
+                        bracket
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Ages of `normals` normals: evenly within each paediatric bracket (so the infant
+    /// brackets get as many as the wide ones), or spread over the whole range for equal splits.
+    fn ages(&self, brackets: &[AgeBracket], normals: usize, min_age: f64, max_age: f64) -> AgeSpec {
+        match self {
+            Self::Equal(_) => AgeSpec::Range { min: min_age, max: max_age },
+            Self::Paediatric => {
+                let mut ages = Vec::with_capacity(normals);
+                for (b, bracket) in brackets.iter().enumerate() {
+                    let (lo, hi) = (bracket.min_years.max(min_age), bracket.max_years.min(max_age));
+                    // Later brackets take the remainder.
+                    let count = normals / brackets.len()
+                        + usize::from(brackets.len() - b <= normals % brackets.len());
+                    ages.extend((0..count).map(|i| lo + (hi - lo) * (i as f64 + 0.5) / count as f64));
+                }
+                AgeSpec::List(ages)
+            }
+        }
+    }
 }
 
 /// Where the base brain comes from.
@@ -97,8 +181,12 @@ pub struct DemoConfig {
     pub resolution_mm: f64,
     /// Age range of the cohort.
     pub age_range: (f64, f64),
-    /// Number of brackets.
-    pub brackets: usize,
+    /// Age brackets.
+    pub brackets: DemoBrackets,
+    /// Scanner sites of the database's normals (0: the reference site only).
+    pub sites: usize,
+    /// Normals of an unseen site scored for false positives (0: none).
+    pub held_out_normals: usize,
     /// Template iterations.
     pub template_iterations: usize,
     /// Template registration iterations per level (affine, deformable).
@@ -145,6 +233,9 @@ pub struct DemoSummary {
     pub cases: Vec<CaseOutcome>,
     /// Calibration per channel.
     pub calibration: Vec<ChannelCalibrationSummary>,
+    /// False positives on normals of a site the database has never seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_out: Option<HeldOutFigures>,
     /// Seconds per phase.
     pub timings: Vec<(String, f64)>,
 }
@@ -188,7 +279,9 @@ impl DemoConfig {
             abnormalities: Vec::new(),
             resolution_mm: args.resolution,
             age_range: (args.min_age, args.max_age),
-            brackets: args.brackets.max(1),
+            brackets: args.brackets.clone(),
+            sites: args.sites,
+            held_out_normals: args.held_out_normals,
             template_iterations: args.template_iterations,
             template_schedule: (vec![100, 50, 25], vec![40, 20, 10]),
             seed: args.seed,
@@ -231,11 +324,15 @@ pub fn run_demo(config: &DemoConfig) -> anyhow::Result<DemoSummary> {
     if !(min_age >= 0.0 && max_age > min_age && max_age <= 18.0) {
         bail!("age range {min_age}–{max_age} must lie within 0–18 years");
     }
-    if config.normals < MIN_TEMPLATE_SUBJECTS * config.brackets {
+    let brackets = config.brackets.over(min_age, max_age);
+    if brackets.is_empty() {
+        bail!("no age bracket meets the age range {min_age}–{max_age} years");
+    }
+    if config.normals < MIN_TEMPLATE_SUBJECTS * brackets.len() {
         bail!(
             "{} normals are too few for {} brackets (at least {MIN_TEMPLATE_SUBJECTS} per bracket)",
             config.normals,
-            config.brackets
+            brackets.len()
         );
     }
 
@@ -257,6 +354,8 @@ pub fn run_demo(config: &DemoConfig) -> anyhow::Result<DemoSummary> {
     let mut spec = CohortSpec::new(config.normals, min_age, max_age, config.cases, config.seed);
     spec.resolution_mm = config.resolution_mm;
     spec.abnormalities = config.abnormalities.clone();
+    spec.ages = config.brackets.ages(&brackets, config.normals, min_age, max_age);
+    spec.sites = Site::numbered(1, config.sites, config.seed);
     let plan = cohort_plan(&spec)?;
     let cohort_dir = out_dir.join("cohort");
     let (normals, cases) = phase(&mut timings, "synthetic cohort", || {
@@ -285,17 +384,6 @@ pub fn run_demo(config: &DemoConfig) -> anyhow::Result<DemoSummary> {
     })?;
 
     // 2. One template per bracket (local batch executor, resumable build folders).
-    let width = (max_age - min_age) / config.brackets as f64;
-    let brackets: Vec<AgeBracket> = (0..config.brackets)
-        .map(|b| {
-            let lo = min_age + width * b as f64;
-            // The last bracket is closed at the top so the oldest normal belongs to it.
-            let hi = if b + 1 == config.brackets { max_age + 1e-6 } else { min_age + width * (b + 1) as f64 };
-            let mut bracket = AgeBracket::new(lo, hi);
-            bracket.name = format!("{:.1}-{:.1}y", lo, min_age + width * (b + 1) as f64);
-            bracket
-        })
-        .collect();
     let mut template_members = std::collections::BTreeSet::new();
     let templates = phase(&mut timings, "templates", || {
         let executor = LocalExecutor {
@@ -376,7 +464,7 @@ pub fn run_demo(config: &DemoConfig) -> anyhow::Result<DemoSummary> {
                 pseudonym: s.id.clone(),
                 age_years: s.age_years,
                 sex: to_sex(s.sex),
-                scanner: "synthetic-3T".into(),
+                scanner: site_label(config, s),
                 image: s.image.clone(),
             })
             .collect();
@@ -403,6 +491,7 @@ pub fn run_demo(config: &DemoConfig) -> anyhow::Result<DemoSummary> {
                 sex: Some(to_sex(subject.sex)),
                 mapping: MappingParams::standard(),
                 max_regions: 15,
+                site: Some(site_label(config, subject)),
             };
             let case_name = path.display().to_string();
             let normdb_name = normdb_path.display().to_string();
@@ -415,6 +504,13 @@ pub fn run_demo(config: &DemoConfig) -> anyhow::Result<DemoSummary> {
         bar.finish();
         Ok(outcomes)
     })?;
+
+    // 5. Normals of a site the database has never seen, scored as cases.
+    let held_out = if config.held_out_normals == 0 {
+        None
+    } else {
+        Some(phase(&mut timings, "held-out site normals", || held_out_site(config, &base, &brackets, &db))?)
+    };
 
     let calibration = db
         .calibration
@@ -436,10 +532,72 @@ pub fn run_demo(config: &DemoConfig) -> anyhow::Result<DemoSummary> {
                 .collect()
         })
         .unwrap_or_default();
-    let summary = DemoSummary { normdb: normdb_path, cases: outcomes, calibration, timings };
+    let summary = DemoSummary { normdb: normdb_path, cases: outcomes, calibration, held_out, timings };
     let json = serde_json::to_vec_pretty(&summary).expect("summary serializes");
     crate::atomic::write_bytes(&out_dir.join("summary.json"), &json)?;
     Ok(summary)
+}
+
+/// The scanner label recorded for a normal: its synthetic site, or one label for all when the
+/// cohort has no sites.
+fn site_label(config: &DemoConfig, subject: &SyntheticSubject) -> String {
+    if config.sites == 0 { "synthetic-3T".into() } else { subject.site.clone() }
+}
+
+/// Generates `held_out_normals` normals at the site after the database's last (one per
+/// bracket in turn, ages mid-bracket, another anatomy seed) and scores them against `db`.
+fn held_out_site(
+    config: &DemoConfig,
+    base: &BaseBrain,
+    brackets: &[AgeBracket],
+    db: &NormDb,
+) -> anyhow::Result<HeldOutFigures> {
+    let n = config.held_out_normals;
+    let seed = config.seed ^ 0x0048_454c_444f_5554; // a different anatomy for every held-out normal
+    let (min_age, max_age) = config.age_range;
+    let mut spec = CohortSpec::new(n, min_age, max_age, 0, seed);
+    spec.resolution_mm = config.resolution_mm;
+    spec.ages = AgeSpec::List(
+        (0..n)
+            .map(|i| {
+                let b = &brackets[i % brackets.len()];
+                let (lo, hi) = (b.min_years.max(min_age), b.max_years.min(max_age));
+                // Cycle through the brackets, a different age within each on every round.
+                let round = (i / brackets.len()) as f64;
+                lo + (hi - lo) * ((0.5 + 0.382 * round) % 1.0)
+            })
+            .collect(),
+    );
+    spec.sites = Site::numbered(config.sites + 1, 1, config.seed);
+    let plan = cohort_plan(&spec)?;
+    let generator = Generator::new(base, config.resolution_mm)?;
+    let bar = progress::bar(n as u64, "held-out site normals");
+    let mut subjects = Vec::with_capacity(n);
+    for member in &plan {
+        let mut subject = generator.subject(&member.spec)?;
+        subject.id = member.id.replace("sub-", "held-");
+        subjects.push(subject);
+    }
+    let normals: Vec<HeldOutNormal> = subjects
+        .iter()
+        .map(|s| HeldOutNormal {
+            id: s.id.clone(),
+            age_years: s.age_years,
+            sex: Some(to_sex(s.sex)),
+            site: s.site.clone(),
+            image: &s.image,
+        })
+        .collect();
+    let options = DeviationOptions {
+        age_years: 0.0,
+        sex: None,
+        mapping: MappingParams::standard(),
+        max_regions: 0,
+        site: None,
+    };
+    let figures = score_held_out(db, &normals, &options, &|_| bar.inc(1))?;
+    bar.finish();
+    Ok(figures)
 }
 
 /// The normals of a bracket a template is built from: every other one in age order when the
@@ -553,6 +711,29 @@ fn print_summary(config: &DemoConfig, summary: &DemoSummary) {
         "{detected} of {} abnormalities detected by a significant cluster overlapping the truth",
         summary.cases.len()
     );
+    if let Some(held_out) = &summary.held_out {
+        println!();
+        println!(
+            "false positives on {} normals of site {} (not in the database), scored as cases:",
+            held_out.normals.len(),
+            held_out.sites.join(", ")
+        );
+        for rate in &held_out.voxel_rates {
+            println!(
+                "  {:9} voxels beyond threshold {:.5} (nominal {}, {:.1}x)",
+                rate.channel,
+                rate.achieved,
+                rate.nominal,
+                rate.achieved / rate.nominal
+            );
+        }
+        println!(
+            "  normals with a significant cluster {:.0} % (nominal {:.0} %); flagged unreliable {:.0} %",
+            100.0 * held_out.cluster_rate,
+            100.0 * held_out.nominal_cluster_rate,
+            100.0 * held_out.flagged_rate
+        );
+    }
     for (name, s) in &summary.timings {
         println!("  {name:22} {s:7.1} s");
     }

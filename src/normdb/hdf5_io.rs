@@ -16,12 +16,16 @@ use std::str::FromStr;
 /// Deflate level of every chunked dataset.
 const DEFLATE_LEVEL: u8 = 4;
 
-struct Ctx<'a> {
+pub(super) struct Ctx<'a> {
     path: &'a Path,
 }
 
 impl Ctx<'_> {
-    fn h5<T>(&self, context: impl Into<String>, result: hdf5::Result<T>) -> Result<T, NormDbError> {
+    pub(super) fn h5<T>(
+        &self,
+        context: impl Into<String>,
+        result: hdf5::Result<T>,
+    ) -> Result<T, NormDbError> {
         result.map_err(|source| NormDbError::Hdf5 {
             path: self.path.to_owned(),
             context: context.into(),
@@ -29,63 +33,63 @@ impl Ctx<'_> {
         })
     }
 
-    fn schema(&self, field: impl Into<String>, rule: impl Into<String>) -> NormDbError {
+    pub(super) fn schema(&self, field: impl Into<String>, rule: impl Into<String>) -> NormDbError {
         NormDbError::Schema { path: self.path.to_owned(), field: field.into(), rule: rule.into() }
     }
 
-    fn vlu(&self, field: &str, text: &str) -> Result<VarLenUnicode, NormDbError> {
+    pub(super) fn vlu(&self, field: &str, text: &str) -> Result<VarLenUnicode, NormDbError> {
         VarLenUnicode::from_str(text).map_err(|e| self.schema(field, format!("string not storable: {e}")))
     }
 
-    fn set_str(&self, loc: &Location, name: &str, value: &str) -> Result<(), NormDbError> {
+    pub(super) fn set_str(&self, loc: &Location, name: &str, value: &str) -> Result<(), NormDbError> {
         let v = self.vlu(name, value)?;
         let attr = self.h5(name, loc.new_attr::<VarLenUnicode>().shape(()).create(name))?;
         self.h5(name, attr.as_writer().write_scalar(&v))
     }
 
-    fn set_f64(&self, loc: &Location, name: &str, value: f64) -> Result<(), NormDbError> {
+    pub(super) fn set_f64(&self, loc: &Location, name: &str, value: f64) -> Result<(), NormDbError> {
         let attr = self.h5(name, loc.new_attr::<f64>().shape(()).create(name))?;
         self.h5(name, attr.as_writer().write_scalar(&value))
     }
 
-    fn set_u64(&self, loc: &Location, name: &str, value: u64) -> Result<(), NormDbError> {
+    pub(super) fn set_u64(&self, loc: &Location, name: &str, value: u64) -> Result<(), NormDbError> {
         let attr = self.h5(name, loc.new_attr::<u64>().shape(()).create(name))?;
         self.h5(name, attr.as_writer().write_scalar(&value))
     }
 
-    fn get_str(&self, loc: &Location, name: &str) -> Result<String, NormDbError> {
+    pub(super) fn get_str(&self, loc: &Location, name: &str) -> Result<String, NormDbError> {
         let field = format!("{}@{name}", loc.name());
         let attr = loc.attr(name).map_err(|_| self.schema(&field, "required attribute is missing"))?;
         let v: VarLenUnicode = self.h5(&field, attr.as_reader().read_scalar())?;
         Ok(v.as_str().to_owned())
     }
 
-    fn get_f64(&self, loc: &Location, name: &str) -> Result<f64, NormDbError> {
+    pub(super) fn get_f64(&self, loc: &Location, name: &str) -> Result<f64, NormDbError> {
         let field = format!("{}@{name}", loc.name());
         let attr = loc.attr(name).map_err(|_| self.schema(&field, "required attribute is missing"))?;
         self.h5(&field, attr.as_reader().read_scalar::<f64>())
     }
 
-    fn get_u64(&self, loc: &Location, name: &str) -> Result<u64, NormDbError> {
+    pub(super) fn get_u64(&self, loc: &Location, name: &str) -> Result<u64, NormDbError> {
         let field = format!("{}@{name}", loc.name());
         let attr = loc.attr(name).map_err(|_| self.schema(&field, "required attribute is missing"))?;
         self.h5(&field, attr.as_reader().read_scalar::<u64>())
     }
 
-    fn group(&self, parent: &Group, name: &str) -> Result<Group, NormDbError> {
+    pub(super) fn group(&self, parent: &Group, name: &str) -> Result<Group, NormDbError> {
         parent
             .group(name)
             .map_err(|_| self.schema(format!("{}/{name}", parent.name()), "required group is missing"))
     }
 
-    fn dataset(&self, parent: &Group, name: &str) -> Result<hdf5::Dataset, NormDbError> {
+    pub(super) fn dataset(&self, parent: &Group, name: &str) -> Result<hdf5::Dataset, NormDbError> {
         parent
             .dataset(name)
             .map_err(|_| self.schema(format!("{}/{name}", parent.name()), "required dataset is missing"))
     }
 
     /// A chunked, shuffled, deflate-compressed 3-D dataset.
-    fn write_volume<T: hdf5::H5Type>(
+    pub(super) fn write_volume<T: hdf5::H5Type>(
         &self,
         group: &Group,
         name: &str,
@@ -98,7 +102,7 @@ impl Ctx<'_> {
         self.h5(format!("{}/{name}", group.name()), builder.create(name)).map(|_| ())
     }
 
-    fn read_volume<T: hdf5::H5Type>(
+    pub(super) fn read_volume<T: hdf5::H5Type>(
         &self,
         group: &Group,
         name: &str,
@@ -114,7 +118,7 @@ impl Ctx<'_> {
         self.h5(&field, ds.read::<T, ndarray::Ix3>())
     }
 
-    fn write_1d<T: hdf5::H5Type + Clone>(
+    pub(super) fn write_1d<T: hdf5::H5Type + Clone>(
         &self,
         group: &Group,
         name: &str,
@@ -125,13 +129,13 @@ impl Ctx<'_> {
         self.h5(format!("{}/{name}", group.name()), builder.create(name)).map(|_| ())
     }
 
-    fn read_1d<T: hdf5::H5Type>(&self, group: &Group, name: &str) -> Result<Vec<T>, NormDbError> {
+    pub(super) fn read_1d<T: hdf5::H5Type>(&self, group: &Group, name: &str) -> Result<Vec<T>, NormDbError> {
         let ds = self.dataset(group, name)?;
         self.h5(format!("{}/{name}", group.name()), ds.read_raw::<T>())
     }
 
     /// A chunked (one row per chunk), shuffled, deflate-compressed 2-D dataset.
-    fn write_rows<T: hdf5::H5Type>(
+    pub(super) fn write_rows<T: hdf5::H5Type>(
         &self,
         group: &Group,
         name: &str,
@@ -147,7 +151,7 @@ impl Ctx<'_> {
         self.h5(format!("{}/{name}", group.name()), builder.create(name)).map(|_| ())
     }
 
-    fn read_rows<T: hdf5::H5Type>(
+    pub(super) fn read_rows<T: hdf5::H5Type>(
         &self,
         group: &Group,
         name: &str,
@@ -161,12 +165,17 @@ impl Ctx<'_> {
         self.h5(&field, ds.read_2d::<T>())
     }
 
-    fn write_strings(&self, group: &Group, name: &str, values: &[String]) -> Result<(), NormDbError> {
+    pub(super) fn write_strings(
+        &self,
+        group: &Group,
+        name: &str,
+        values: &[String],
+    ) -> Result<(), NormDbError> {
         let v: Vec<VarLenUnicode> = values.iter().map(|s| self.vlu(name, s)).collect::<Result<_, _>>()?;
         self.write_1d(group, name, &v)
     }
 
-    fn read_strings(&self, group: &Group, name: &str) -> Result<Vec<String>, NormDbError> {
+    pub(super) fn read_strings(&self, group: &Group, name: &str) -> Result<Vec<String>, NormDbError> {
         Ok(self.read_1d::<VarLenUnicode>(group, name)?.into_iter().map(|s| s.as_str().to_owned()).collect())
     }
 }
@@ -377,6 +386,9 @@ fn write_calibration(ctx: &Ctx, file: &File, calibration: &CalibrationRecord) ->
             });
             ctx.write_rows(&cg, "max_cluster_mass", &masses)?;
         }
+    }
+    if let Some(effects) = &calibration.site_effects {
+        super::hdf5_site_effects::write(ctx, &g, effects)?;
     }
     Ok(())
 }
@@ -672,5 +684,6 @@ fn read_calibration(ctx: &Ctx, file: &File) -> Result<CalibrationRecord, NormDbE
         stale: ctx.get_u64(&g, "stale")? != 0,
         channels,
         nulls: read_nulls(ctx, &g)?,
+        site_effects: super::hdf5_site_effects::read(ctx, &g)?,
     })
 }

@@ -7,6 +7,7 @@
 //! checks the schema before trusting any field.
 
 mod hdf5_io;
+mod hdf5_site_effects;
 mod safeguards;
 
 use pedinorm_registration::Image;
@@ -14,6 +15,7 @@ use pedinorm_templates::calibration::{
     CalibrationError, ClusterCalibration, NullSummary, VoxelCalibration, calibrate_channel,
 };
 use pedinorm_templates::normative::NormativeParams;
+use pedinorm_templates::site_effects::SiteEffects;
 use pedinorm_templates::stats::{NormativeAccumulator, Sex, StatsError};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -287,6 +289,10 @@ pub struct CalibrationRecord {
     /// pseudonym order (empty for databases of schema version 1).
     #[serde(skip)]
     pub nulls: Vec<SubjectNull>,
+    /// Scanner-site effects per channel ([`Channel::index`] order), when the calibration
+    /// normals came from several sites; the null summaries are then of site-corrected z.
+    #[serde(default)]
+    pub site_effects: Option<Vec<SiteEffects>>,
 }
 
 impl CalibrationRecord {
@@ -321,6 +327,7 @@ impl CalibrationRecord {
             stale: false,
             channels,
             nulls,
+            site_effects: None,
         })
     }
 
@@ -337,7 +344,11 @@ impl CalibrationRecord {
         }
         let mut nulls = self.nulls.clone();
         nulls.push(null);
-        CalibrationRecord::from_nulls(nulls, voxel_rate, cluster_rate).ok()
+        // The site effects stay those estimated at the build: re-estimating them needs every
+        // calibration normal's z-map, which the database does not keep.
+        let mut record = CalibrationRecord::from_nulls(nulls, voxel_rate, cluster_rate).ok()?;
+        record.site_effects = self.site_effects.clone();
+        Some(record)
     }
 }
 

@@ -4,11 +4,13 @@
 //! clustered (26-connectivity), summarized by atlas region, and mapped back to its own grid.
 
 use super::normative::{MappingParams, SubjectMaps, TemplateSpace, gather, map_to_template, scatter};
+use super::site_model;
 use crate::formats::nifti::{VoxelType, read_image, write_image};
 use crate::normdb::{Channel, NormDb};
 use pedinorm_registration::{Image, Interpolation, SpatialTransform, TransformChain};
 use pedinorm_templates::calibration::{AbsZHistogram, find_clusters, gaussian_two_sided};
 use pedinorm_templates::safeguards::{GlobalIndices, Reliability, age_outside_normals, floored_model};
+use pedinorm_templates::site_effects::SiteAdjustment;
 use pedinorm_templates::stats::Sex;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -52,6 +54,9 @@ pub struct DeviationOptions {
     pub mapping: MappingParams,
     /// Regions listed in the report, most deviant first.
     pub max_regions: usize,
+    /// Scanner or site of the case, matched against the database's sites (None: not given,
+    /// scored as a site the database has not seen).
+    pub site: Option<String>,
 }
 
 /// One cluster of supra-threshold voxels.
@@ -181,6 +186,8 @@ pub struct DeviationResult {
     pub reliability: Reliability,
     /// SD floors per channel.
     pub sd_floors: Vec<SdFloorReport>,
+    /// The site correction applied (None: the database has no site effects).
+    pub site_adjustment: Option<SiteAdjustment>,
     /// The case mapped to template space.
     pub maps: SubjectMaps,
 }
@@ -234,6 +241,9 @@ pub fn compute_deviation(
     let mut sd_floors = Vec::new();
     let mut histograms = Vec::new();
     let mut next_label = 1u32;
+    let site_effects = db.calibration.as_ref().and_then(|c| c.site_effects.as_deref());
+    let mut site_classes = None;
+    let mut site_adjustment = None;
     let to_subject = TransformChain::new(vec![&maps.forward as &dyn SpatialTransform, &maps.affine]);
     for channel in Channel::ALL {
         let stats = bracket.channel(channel);
@@ -258,7 +268,13 @@ pub fn compute_deviation(
         model_sex = model.sex;
         effective_n = model.effective_n;
         let values = gather(maps.channel(channel), &space.indices);
-        let z = model.z_scores(&values).map_err(|e| DeviationError::Model(e.to_string()))?;
+        let mut z = model.z_scores(&values).map_err(|e| DeviationError::Model(e.to_string()))?;
+        if let Some(effects) = site_effects {
+            let classes = site_classes.get_or_insert_with(|| site_model::tissue_classes(&space));
+            let classes = classes.as_ref().map_err(|e| DeviationError::Model(e.to_string()))?;
+            site_adjustment =
+                Some(site_model::adjust(effects, channel, classes, options.site.as_deref(), &mut z));
+        }
         histograms.push(AbsZHistogram::from_z(&z));
         let z_volume = scatter(&grid, &space.indices, &z, 0.0);
         let threshold = threshold_for(db, channel);
@@ -325,6 +341,9 @@ pub fn compute_deviation(
         );
     }
     warnings.extend(reliability.notes.iter().cloned());
+    if let Some(adjustment @ SiteAdjustment::Unseen { .. }) = &site_adjustment {
+        warnings.push(adjustment.describe());
+    }
     clusters.sort_by(|a, b| b.significant.cmp(&a.significant).then(b.size_voxels.cmp(&a.size_voxels)));
     let z_template: [Image<f32>; 2] = [z_template[0].clone(), z_template[1].clone()];
     let clusters_template = scatter(&grid, &(0..grid.len()).collect::<Vec<_>>(), &cluster_map, 0.0);
@@ -352,6 +371,7 @@ pub fn compute_deviation(
         warnings,
         reliability,
         sd_floors,
+        site_adjustment,
         maps,
     })
 }
@@ -529,10 +549,23 @@ pub struct Report<'a> {
     pub reliability: &'a Reliability,
     /// SD floors per channel and where they bound.
     pub sd_floors: &'a [SdFloorReport],
+    /// The scanner-site correction applied (absent: the database has no site effects).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub site: Option<SiteReport<'a>>,
     /// Output files.
     pub outputs: Vec<String>,
     /// How to read the maps.
     pub interpretation: &'static str,
+}
+
+/// The site correction of a report.
+#[derive(Debug, Clone, Serialize)]
+pub struct SiteReport<'a> {
+    /// What was applied.
+    #[serde(flatten)]
+    pub adjustment: &'a SiteAdjustment,
+    /// The same in one sentence.
+    pub description: String,
 }
 
 /// Names of the files [`write_outputs`] writes.
@@ -627,6 +660,10 @@ pub fn write_outputs(
         warnings: &result.warnings,
         reliability: &result.reliability,
         sd_floors: &result.sd_floors,
+        site: result
+            .site_adjustment
+            .as_ref()
+            .map(|a| SiteReport { adjustment: a, description: a.describe() }),
         outputs,
         interpretation: "z = (case − normative mean at the case's age and sex) / normative SD, voxelwise in template \
                          space; intensity: normalized T1 signal; logjac: log of local volume of the case relative to the \

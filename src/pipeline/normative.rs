@@ -7,6 +7,7 @@
 //! The same mapping, [`map_to_template`], is applied to cases by the deviation pipeline, so a
 //! case is processed exactly like the normals it is compared with.
 
+use super::site_model;
 use crate::normdb::{
     BracketDb, BuildParameters, CalibrationRecord, Channel, Metadata, NormDb, NormDbError, SubjectNull,
     SubjectRecord, mask_indices,
@@ -26,6 +27,7 @@ use pedinorm_registration::{
 use pedinorm_templates::calibration::NullSummary;
 use pedinorm_templates::normative::NormativeParams;
 use pedinorm_templates::safeguards;
+use pedinorm_templates::site_effects::SiteEffects;
 use pedinorm_templates::stats::{AgeNode, NormativeAccumulator, Sex};
 use rayon::prelude::*;
 use std::collections::BTreeSet;
@@ -742,31 +744,54 @@ pub fn accumulate(
         .collect()
 }
 
+/// One normal's maps scored against `stats` (statistics that do not contain it): z per mask
+/// voxel, per channel.
+pub fn held_out_z(
+    space: &TemplateSpace,
+    stats: &[NormativeAccumulator; 2],
+    record: &SubjectRecord,
+    values: &[Vec<f32>; 2],
+    params: &NormativeParams,
+) -> Result<[Vec<f32>; 2], NormativeError> {
+    let floors = safeguards::channel_floors(params, &gather(&space.template, &space.indices));
+    let score = |channel: Channel| -> Result<Vec<f32>, NormativeError> {
+        let c = channel.index();
+        let (model, _) =
+            safeguards::floored_model(&stats[c], record.age_years, Some(record.sex), params, floors[c])
+                .map_err(|e| NormativeError::Config(format!("calibration of {}: {e}", record.pseudonym)))?;
+        model.z_scores(&values[c]).map_err(|e| NormativeError::Config(e.to_string()))
+    };
+    Ok([score(Channel::Intensity)?, score(Channel::LogJacobian)?])
+}
+
+/// The null summaries of one normal from its held-out z per channel.
+pub fn null_from_z(space: &TemplateSpace, record: &SubjectRecord, z: &[Vec<f32>; 2]) -> SubjectNull {
+    let mask = space.mask.data().mapv(|v| v > 0.5);
+    let summary = |z: &[f32]| {
+        let volume = scatter(space.template.grid(), &space.indices, z, 0.0);
+        NullSummary::from_map(volume.data(), Some(&mask))
+    };
+    SubjectNull { pseudonym: record.pseudonym.clone(), channels: [summary(&z[0]), summary(&z[1])] }
+}
+
 /// The null summaries of one normal: its maps scored against `stats` (statistics that do not
-/// contain it), per channel.
+/// contain it), per channel, corrected for its site when the database has site effects.
 pub fn subject_null(
     space: &TemplateSpace,
     stats: &[NormativeAccumulator; 2],
     record: &SubjectRecord,
     values: &[Vec<f32>; 2],
     params: &NormativeParams,
+    site_effects: Option<&[SiteEffects]>,
 ) -> Result<SubjectNull, NormativeError> {
-    let grid = space.template.grid();
-    let mask = space.mask.data().mapv(|v| v > 0.5);
-    let floors = safeguards::channel_floors(params, &gather(&space.template, &space.indices));
-    let mut channels = Vec::with_capacity(2);
-    for channel in Channel::ALL {
-        let c = channel.index();
-        let (model, _) =
-            safeguards::floored_model(&stats[c], record.age_years, Some(record.sex), params, floors[c])
-                .map_err(|e| NormativeError::Config(format!("calibration of {}: {e}", record.pseudonym)))?;
-        let z = model.z_scores(&values[c]).map_err(|e| NormativeError::Config(e.to_string()))?;
-        let volume = scatter(grid, &space.indices, &z, 0.0);
-        channels.push(NullSummary::from_map(volume.data(), Some(&mask)));
+    let mut z = held_out_z(space, stats, record, values, params)?;
+    if let Some(effects) = site_effects {
+        let classes = site_model::tissue_classes(space).map_err(|e| NormativeError::Config(e.to_string()))?;
+        for channel in Channel::ALL {
+            site_model::adjust(effects, channel, &classes, Some(&record.scanner), &mut z[channel.index()]);
+        }
     }
-    let logjac = channels.pop().expect("two channels");
-    let intensity = channels.pop().expect("two channels");
-    Ok(SubjectNull { pseudonym: record.pseudonym.clone(), channels: [intensity, logjac] })
+    Ok(null_from_z(space, record, &z))
 }
 
 /// The normals whose leave-one-out maps make the calibration's null: the QC-passed normals
@@ -789,8 +814,10 @@ pub fn calibration_normals<'a>(mapped: &'a [MappedNormal], options: &BuildOption
 }
 
 /// Leave-one-out calibration over the mapped normals: each calibration normal (see
-/// [`calibration_normals`]) is scored against its bracket's statistics without itself; its null
-/// summaries are pooled over brackets per channel (see [`CalibrationRecord::from_nulls`]).
+/// [`calibration_normals`]) is scored against its bracket's statistics without itself. When
+/// the normals come from several sites, the site effects are estimated from these z-maps and
+/// each normal's own removed (see [`site_model`]). The null summaries are pooled over brackets
+/// per channel (see [`CalibrationRecord::from_nulls`]).
 pub fn calibrate(
     brackets: &[BracketInput],
     stats: &[[NormativeAccumulator; 2]],
@@ -798,7 +825,7 @@ pub fn calibrate(
     options: &BuildOptions,
 ) -> Result<CalibrationRecord, NormativeError> {
     let members = calibration_normals(mapped, options);
-    let nulls: Vec<SubjectNull> = members
+    let mut z: Vec<[Vec<f32>; 2]> = members
         .par_iter()
         .with_max_len(1)
         .map(|m| {
@@ -808,11 +835,37 @@ pub fn calibrate(
                     .remove_subject(m.record.age_years, m.record.sex, &m.values[c])
                     .map_err(NormDbError::from)?;
             }
-            subject_null(&brackets[m.bracket].space, &held_out, &m.record, &m.values, &options.normative)
+            held_out_z(&brackets[m.bracket].space, &held_out, &m.record, &m.values, &options.normative)
         })
         .collect::<Result<_, NormativeError>>()?;
-    CalibrationRecord::from_nulls(nulls, options.voxel_rate, options.cluster_rate)
-        .map_err(|e| NormativeError::Config(format!("calibration: {e}")))
+    let site_error =
+        |e: pedinorm_templates::site_effects::SiteEffectError| NormativeError::Config(e.to_string());
+    let classes: Vec<Vec<u8>> = brackets
+        .iter()
+        .map(|b| site_model::tissue_classes(&b.space))
+        .collect::<Result<_, _>>()
+        .map_err(site_error)?;
+    let site_effects = site_model::estimate(&members, &z, &classes).map_err(site_error)?;
+    if let Some(effects) = &site_effects {
+        for (m, z) in members.iter().zip(z.iter_mut()) {
+            for channel in Channel::ALL {
+                let classes = &classes[m.bracket];
+                site_model::adjust(
+                    effects,
+                    channel,
+                    classes,
+                    Some(&m.record.scanner),
+                    &mut z[channel.index()],
+                );
+            }
+        }
+    }
+    let nulls: Vec<SubjectNull> =
+        members.iter().zip(&z).map(|(m, z)| null_from_z(&brackets[m.bracket].space, &m.record, z)).collect();
+    let mut record = CalibrationRecord::from_nulls(nulls, options.voxel_rate, options.cluster_rate)
+        .map_err(|e| NormativeError::Config(format!("calibration: {e}")))?;
+    record.site_effects = site_effects;
+    Ok(record)
 }
 
 /// Builds a whole database from mapped normals.
@@ -907,6 +960,7 @@ pub fn add_subject(
                     &record,
                     &values,
                     &db.metadata.parameters.normative,
+                    c.site_effects.as_deref(),
                 )?;
                 let p = &db.metadata.parameters;
                 c.with_null(null, p.voxel_rate, p.cluster_rate)

@@ -289,6 +289,7 @@ fn run_deviation(
         sex: sex.and_then(pedinorm_templates::stats::Sex::parse),
         mapping,
         max_regions: 30,
+        site: None,
     };
     ctx.progress(20.0, "registering, scoring and writing maps and report")?;
     // Names in the report are service-level, never file paths of the archive.

@@ -5,5 +5,6 @@ pub mod calibration;
 pub mod normative;
 pub mod qc;
 pub mod safeguards;
+pub mod site_effects;
 pub mod stats;
 pub mod template;

@@ -1,7 +1,7 @@
 //! The miniature `pedinorm demo` of the end-to-end tests: phantom cohort at 4 mm, ages 8–12,
 //! one bracket, one case with a strong white-matter lesion.
 
-use pedinorm::cli::demo::{BaseSource, DemoConfig};
+use pedinorm::cli::demo::{BaseSource, DemoBrackets, DemoConfig};
 use pedinorm::pipeline::normative::{BuildOptions, MappingParams};
 use pedinorm_validation::{Abnormality, LesionTissue};
 use std::path::PathBuf;
@@ -24,7 +24,9 @@ pub fn miniature_demo(out_dir: PathBuf, normals: usize, mapping: MappingParams) 
         }],
         resolution_mm: 4.0,
         age_range: (8.0, 12.0),
-        brackets: 1,
+        brackets: DemoBrackets::Equal(1),
+        sites: 0,
+        held_out_normals: 0,
         template_iterations: 1,
         template_schedule: (vec![40, 20], vec![10, 5]),
         seed: 7,

@@ -31,6 +31,7 @@ VOLATILE_KEYS = {"seconds", "timings", "wall_seconds", "elapsed_seconds", "creat
                  "path", "paths", "hostname", "version", "software_version"}
 
 DEMO_ARGS = ["--normals", "16", "--cases", "2", "--resolution", "4", "--brackets", "2",
+             "--min-age", "2", "--max-age", "14", "--sites", "0", "--held-out-normals", "0",
              "--template-iterations", "1", "--seed", "7"]
 
 

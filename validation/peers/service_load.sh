@@ -27,7 +27,7 @@ json() { python3 -c "import json,sys; v=json.load(sys.stdin); print($1)"; }
 
 echo "normative database (pedinorm demo, 2 mm, 8 normals)…" >&2
 "$bin" demo --out-dir "$work/demo" --normals 8 --cases 1 --resolution 2 --min-age 6 --max-age 10 \
-  --brackets 1 --template-iterations 1 --data-dir "$root/.data" >"$work/demo.log" 2>&1
+  --brackets 1 --held-out-normals 0 --template-iterations 1 --data-dir "$root/.data" >"$work/demo.log" 2>&1
 echo "synthetic case as DICOM…" >&2
 "$bin" synth --n 1 --cases 1 --ages 7-9 --resolution 2 --seed 11 --dicom --national-id --no-warps \
   --base-dir "$root/.data/mni" --out-dir "$work/case" >"$work/synth.log" 2>&1
