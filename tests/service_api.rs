@@ -31,6 +31,10 @@ async fn role_table_is_enforced_for_every_route_and_role() {
         .into_iter()
         .map(|role| (role, add_user(dir.path(), &format!("user-{role}"), role.as_str(), Some("C1"))))
         .collect();
+    // The portal acts only for registered users.
+    for role in [Role::Radiologist, Role::Committee, Role::Scientist, Role::Auditor] {
+        add_user(dir.path(), "dr portal user", role.as_str(), Some("C2"));
+    }
     let server = TestServer::start(config).await;
     let client = reqwest::Client::new();
     let mut checked = 0;
@@ -180,6 +184,7 @@ async fn study_consent_ingest_and_case_workflow() {
     let committee_1 = add_user(dir.path(), "prof one", "committee", Some("C1"));
     let committee_2 = add_user(dir.path(), "prof two", "committee", Some("C1"));
     let portal = add_user(dir.path(), "portal", "portal", None);
+    add_user(dir.path(), "prof three", "committee", Some("C2"));
     let server = TestServer::start(config).await;
     let api = Api::new(&server.base);
 

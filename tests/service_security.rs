@@ -516,3 +516,192 @@ fn anonymous_noise_is_rate_limited_and_audited_in_aggregate() {
     assert_eq!(counted, 40);
     assert!(records.iter().all(|r| !r["resource"].as_str().unwrap().starts_with("/api/v1/studies/")));
 }
+
+/// (status, JSON body) of one request as `token` (the portal's acting headers when given).
+fn call(
+    client: &Client,
+    base: &str,
+    method: &str,
+    path: &str,
+    token: &str,
+    acting: Option<(&str, &str, &str)>,
+) -> (StatusCode, Value) {
+    let mut request = client
+        .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), format!("{base}{path}"))
+        .bearer_auth(token);
+    if let Some((name, role, centre)) = acting {
+        request = request
+            .header("X-Acting-User", name)
+            .header("X-Acting-Role", role)
+            .header("X-Acting-Centre", centre);
+    }
+    if method != "GET" {
+        let body = match (method, path.rsplit('/').next()) {
+            ("PATCH", _) => serde_json::json!({ "orpha_codes": ["ORPHA:99"] }),
+            (_, Some("consent")) => consent(true, false, "2024-01-02"),
+            (_, Some("withdraw" | "reject")) => serde_json::json!({ "reason": "probe" }),
+            _ => serde_json::json!({}),
+        };
+        request = request.json(&body);
+    }
+    let response = request.send().unwrap();
+    let status = response.status();
+    (status, response.json().unwrap_or(Value::Null))
+}
+
+fn path_id(path: &str) -> i64 {
+    path.split('/').nth(4).and_then(|id| id.parse().ok()).unwrap_or(0)
+}
+
+/// Waits until a job is final; returns it.
+fn wait_job(client: &Client, base: &str, token: &str, job: i64) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (_, status) = call(client, base, "GET", &format!("/api/v1/jobs/{job}"), token, None);
+        if matches!(status["state"].as_str(), Some("done" | "failed" | "cancelled")) {
+            return status;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_centre_reads_and_changes_only_its_own_studies_consent_cases_and_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "");
+    let state = dir.path().join("state");
+    let at = |name: &str, role: Role, centre: &str| add_user(&state, name, role.as_str(), Some(centre));
+    let radiologist_1 = at("rad one", Role::Radiologist, "C1");
+    let radiologist_2 = at("rad two", Role::Radiologist, "C2");
+    let scientist_2 = at("sci two", Role::Scientist, "C2");
+    let committee_2 = at("prof two", Role::Committee, "C2");
+    let admin = at("adm", Role::Admin, "C3");
+    let auditor = at("aud", Role::Auditor, "C3");
+    let portal = add_user(&state, "portal", "portal", None);
+    let server = Server::start(dir.path(), None);
+    let client = Client::new();
+    let base = server.base.as_str();
+    let send = |method: &str, path: &str, token: &str| call(&client, base, method, path, token, None);
+
+    // Centre C1 submits a study with consent, its case, and the ingest job runs.
+    let (status, submitted) = multipart_upload(
+        &client,
+        base,
+        &radiologist_1,
+        "A",
+        Some(consent(true, false, "2024-01-02")),
+        zip_study(&synthetic_study(3).1),
+    );
+    assert_eq!(status, StatusCode::ACCEPTED, "{submitted}");
+    assert_eq!(submitted["study"]["centre"], "C1");
+    let study = submitted["study"]["id"].as_i64().unwrap();
+    let job = submitted["job"].as_i64().unwrap();
+    assert_eq!(wait_job(&client, base, &radiologist_1, job)["centre"], "C1");
+    let request = client.post(format!("{base}/api/v1/cases")).bearer_auth(&radiologist_1);
+    let response = request.json(&serde_json::json!({ "study_id": study })).send().unwrap();
+    let (status, case): (StatusCode, Value) = (response.status(), response.json().unwrap());
+    assert_eq!(status, StatusCode::CREATED, "{case}");
+    let case = case["id"].as_i64().unwrap();
+
+    let study_paths = [
+        ("GET", format!("/api/v1/studies/{study}")),
+        ("GET", format!("/api/v1/studies/{study}/consent")),
+        ("POST", format!("/api/v1/studies/{study}/consent")),
+        ("POST", format!("/api/v1/studies/{study}/consent/withdraw")),
+        ("POST", format!("/api/v1/studies/{study}/ingest")),
+    ];
+    let case_paths = [
+        ("GET", format!("/api/v1/cases/{case}")),
+        ("PATCH", format!("/api/v1/cases/{case}")),
+        ("POST", format!("/api/v1/cases/{case}/withdraw")),
+        ("POST", format!("/api/v1/cases/{case}/deviation")),
+    ];
+    let job_paths = [
+        ("GET", format!("/api/v1/jobs/{job}")),
+        ("GET", format!("/api/v1/jobs/{job}/outputs")),
+        ("GET", format!("/api/v1/jobs/{job}/outputs/report.json")),
+        ("POST", format!("/api/v1/jobs/{job}/cancel")),
+        ("POST", format!("/api/v1/jobs/{job}/store-back")),
+    ];
+    // Another centre's resource answers exactly as a missing one: same status, same words,
+    // even with a body the handler would refuse.
+    let missing = |method: &str, path: &str, token: &str| {
+        let id = path_id(path);
+        let other = path.replacen(&format!("/{id}"), "/999999", 1);
+        let (status, body) = send(method, &other, token);
+        (status, body.to_string().replace("999999", &id.to_string()))
+    };
+    for (method, path) in study_paths.iter().chain(&case_paths).chain(&job_paths) {
+        let (status, body) = send(method, path, &radiologist_2);
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path} by C2: {body}");
+        assert_eq!((status, body.to_string()), missing(method, path, &radiologist_2), "{method} {path}");
+        let request =
+            client.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), format!("{base}{path}"));
+        let invalid =
+            request.bearer_auth(&radiologist_2).header("Content-Type", "application/json").body("{");
+        assert_eq!(invalid.send().unwrap().status(), StatusCode::NOT_FOUND, "{method} {path} invalid body");
+    }
+    for (method, path) in study_paths.iter().chain(&job_paths) {
+        let (status, body) = send(method, path, &scientist_2);
+        if !matches!(status, StatusCode::FORBIDDEN) {
+            assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path} by a scientist of C2: {body}");
+        }
+    }
+    // Nor can C2 open a case on C1's study, nor list C1's resources.
+    let request = client.post(format!("{base}/api/v1/cases")).bearer_auth(&radiologist_2);
+    let response = request.json(&serde_json::json!({ "study_id": study })).send().unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    for list in ["/api/v1/studies", "/api/v1/cases", "/api/v1/jobs"] {
+        assert_eq!(send("GET", list, &radiologist_2), (StatusCode::OK, serde_json::json!([])), "{list}");
+        let (_, own) = send("GET", list, &radiologist_1);
+        assert_eq!(own.as_array().unwrap().len(), 1, "{list}: {own}");
+    }
+
+    // C1 itself reads and changes them.
+    assert_eq!(send("GET", &study_paths[0].1, &radiologist_1).0, StatusCode::OK);
+    assert_eq!(send("GET", &study_paths[1].1, &radiologist_1).0, StatusCode::OK);
+    assert_eq!(send("GET", &case_paths[0].1, &radiologist_1).0, StatusCode::OK);
+    let patch = client.patch(format!("{base}{}", case_paths[1].1)).bearer_auth(&radiologist_1);
+    let patched = patch.json(&serde_json::json!({ "orpha_codes": ["ORPHA:99"] })).send().unwrap();
+    assert_eq!(patched.status(), StatusCode::OK);
+    assert_eq!(send("GET", &job_paths[1].1, &radiologist_1).0, StatusCode::OK);
+
+    // The committee of C2 reviews and approves C1's case, but sees no C1 study or consent.
+    assert_eq!(send("GET", &case_paths[0].1, &committee_2).0, StatusCode::OK);
+    assert_eq!(send("POST", &format!("/api/v1/cases/{case}/review"), &committee_2).0, StatusCode::OK);
+    let (status, approved) = send("POST", &format!("/api/v1/cases/{case}/approvals"), &committee_2);
+    assert_eq!(status, StatusCode::OK, "{approved}");
+    assert_eq!(send("GET", "/api/v1/cases", &committee_2).1.as_array().unwrap().len(), 1);
+    for (method, path) in &study_paths[..2] {
+        assert_eq!(send(method, path, &committee_2).0, StatusCode::NOT_FOUND, "{path} by committee of C2");
+    }
+    assert_eq!(send("GET", "/api/v1/studies", &committee_2), (StatusCode::OK, serde_json::json!([])));
+
+    // Admins and auditors are global.
+    for (_, path) in [&study_paths[0], &study_paths[1], &case_paths[0], &job_paths[0]] {
+        assert_eq!(send("GET", path, &admin).0, StatusCode::OK, "{path} by an admin of C3");
+    }
+    assert_eq!(send("GET", "/api/v1/jobs", &admin).1.as_array().unwrap().len(), 1);
+    let (status, records) = send("GET", "/api/v1/audit?limit=1000", &auditor);
+    assert_eq!(status, StatusCode::OK);
+    let centres: std::collections::BTreeSet<&str> =
+        records.as_array().unwrap().iter().filter_map(|r| r["centre"].as_str()).collect();
+    assert!(centres.contains("C1") && centres.contains("C2"), "{centres:?}");
+
+    // The portal acts only for a registered user of that role and centre, within that scope.
+    let as_portal =
+        |path: &str, acting: (&str, &str, &str)| call(&client, base, "GET", path, &portal, Some(acting));
+    assert_eq!(as_portal(&case_paths[0].1, ("rad one", "radiologist", "C1")).0, StatusCode::OK);
+    assert_eq!(as_portal(&case_paths[0].1, ("rad two", "radiologist", "C2")).0, StatusCode::NOT_FOUND);
+    assert_eq!(as_portal(&case_paths[0].1, ("prof two", "committee", "C2")).0, StatusCode::OK);
+    for forged in [
+        ("rad two", "radiologist", "C1"), // registered, but at another centre
+        ("rad one", "committee", "C1"),   // registered, but with another role
+        ("nobody", "radiologist", "C1"),  // not registered
+    ] {
+        let (status, body) = as_portal(&case_paths[0].1, forged);
+        assert_eq!(status, StatusCode::FORBIDDEN, "{forged:?}: {body}");
+        assert!(body["message"].as_str().unwrap().contains("registered user"), "{body}");
+    }
+}

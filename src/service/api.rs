@@ -9,6 +9,7 @@ use super::consent::{self, Consent, ConsentInput, Database};
 use super::error::{ApiError, ErrorBody};
 use super::jobs::{JobInfo, output_files};
 use super::roles::{self, Access, Role};
+use super::scope::{self, Owned, Scope};
 use super::state::AppState;
 use super::studies::{self, Study, UploadLimits};
 use super::work;
@@ -179,13 +180,21 @@ async fn dispatch(
 ) -> Response {
     match route {
         Some(route) if route.access == Access::Public => next.run(request).await,
-        Some(route) => match authorize(state, headers, route, record).await {
-            Ok(principal) => {
-                request.extensions_mut().insert(principal);
-                next.run(request).await
+        Some(route) => {
+            let authorized = match authorize(state, headers, route, record).await {
+                Ok(principal) => scope::enforce(state, route.path, request.uri().path(), &principal)
+                    .await
+                    .map(|_| principal),
+                Err(error) => Err(error),
+            };
+            match authorized {
+                Ok(principal) => {
+                    request.extensions_mut().insert(principal);
+                    next.run(request).await
+                }
+                Err(error) => error.into_response(),
             }
-            Err(error) => error.into_response(),
-        },
+        }
         // Not in the table: never served. Only an authenticated caller learns whether the
         // path exists.
         None => match authenticate(state, headers, record).await {
@@ -253,6 +262,7 @@ async fn authorize(
                 route.method, route.path
             )));
         }
+        scope::require_registered(&state.store, name, role, &centre).await?;
         acting = Some((name.to_string(), role, centre));
     }
     Ok(Principal { user, acting })
@@ -293,24 +303,29 @@ async fn case_action(
     blocking(state, move |s| action(&s.store.lock(), &actor, &s.config.workflow)).await.map(Json)
 }
 
+/// The centre a study, case or job belongs to (its jobs belong there too), or 404.
+fn owning_centre(state: &AppState, kind: Owned, id: i64) -> Result<String, ApiError> {
+    scope::centre_of(&state.store.lock(), kind, id)?.ok_or_else(|| kind.not_found(id))
+}
+
 /// A job by id, or 404.
 fn find_job(jobs: &super::jobs::JobQueue, id: i64) -> Result<JobInfo, ApiError> {
     jobs.get(id)?.ok_or_else(|| ApiError::NotFound(format!("job {id} does not exist")))
 }
 
-/// Queues a job of `kind` for the caller once `check` passes (both off the async executor);
-/// answers 202 with the job id.
+/// Queues a job of `kind` for the caller once `check` passes, belonging to the centre `check`
+/// names (both off the async executor); answers 202 with the job id.
 async fn queue_job(
     state: &AppState,
     principal: &Principal,
     kind: &'static str,
     params: serde_json::Value,
-    check: impl FnOnce(&AppState) -> Result<(), ApiError> + Send + 'static,
+    check: impl FnOnce(&AppState) -> Result<String, ApiError> + Send + 'static,
 ) -> Result<(StatusCode, Json<JobAccepted>), ApiError> {
     let owner = principal.recorded_name();
     blocking(state, move |s| {
-        check(&s)?;
-        let job = s.jobs.enqueue(kind, &params, &owner)?;
+        let centre = check(&s)?;
+        let job = s.jobs.enqueue(kind, &params, &owner, &centre)?;
         Ok(JobAccepted { job })
     })
     .await
@@ -574,12 +589,14 @@ fn finish_submission(
 ) -> Result<Submitted, ApiError> {
     let connection = store.lock();
     let permitted = consent::permits(consent::get(&connection, id)?.as_ref(), database).is_ok();
+    let centre = scope::centre_of(&connection, Owned::Study, id)?.unwrap_or_default();
     let job = if permitted {
         drop(connection);
         let job = jobs.enqueue(
             "ingest",
             &serde_json::json!({ "study_id": id, "allow_unlinked": allow_unlinked }),
             owner,
+            &centre,
         )?;
         let connection = store.lock();
         studies::set_ingest_job(&connection, id, job)?;
@@ -670,16 +687,21 @@ fn limit(query: &ListQuery) -> i64 {
     query.limit.unwrap_or(100).clamp(1, 1000)
 }
 
-/// List studies, newest first.
+/// List the studies the caller may see (see the scoping rules), newest first.
 #[utoipa::path(get, path = "/api/v1/studies", tag = "studies", security(("bearer" = [])), params(ListQuery),
     responses((status = 200, body = Vec<Study>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn list_studies(
     State(state): State<AppState>,
+    principal: Principal,
     Query400(query): Query400<ListQuery>,
 ) -> Result<Json<Vec<Study>>, ApiError> {
-    blocking(&state, move |s| studies::list(&s.store.lock(), query.filter.as_deref(), limit(&query)))
-        .await
-        .map(Json)
+    let scope = Scope::of(&principal);
+    blocking(&state, move |s| {
+        let centre = scope.visible_centre(Owned::Study);
+        studies::list(&s.store.lock(), query.filter.as_deref(), centre, limit(&query))
+    })
+    .await
+    .map(Json)
 }
 
 /// One study.
@@ -810,8 +832,11 @@ pub async fn submit_case(
     Body400(input): Body400<NewCase>,
 ) -> Result<(StatusCode, Json<Case>), ApiError> {
     let actor = principal.actor();
+    let scope = Scope::of(&principal);
     blocking(&state, move |s| {
         let connection = s.store.lock();
+        // A study of another centre cannot be the subject of this centre's case.
+        scope.check(&connection, Owned::Study, input.study_id)?;
         let consent = consent::get(&connection, input.study_id)?;
         if let Err(reason) = consent::permits(consent.as_ref(), Database::A) {
             // Check existence first so an unknown study answers 404.
@@ -827,16 +852,21 @@ pub async fn submit_case(
     .map(|case| (StatusCode::CREATED, Json(case)))
 }
 
-/// List cases (filter = status), newest first.
+/// List the cases the caller may see (filter = status), newest first.
 #[utoipa::path(get, path = "/api/v1/cases", tag = "cases", security(("bearer" = [])), params(ListQuery),
     responses((status = 200, body = Vec<Case>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn list_cases(
     State(state): State<AppState>,
+    principal: Principal,
     Query400(query): Query400<ListQuery>,
 ) -> Result<Json<Vec<Case>>, ApiError> {
-    blocking(&state, move |s| cases::list(&s.store.lock(), query.filter.as_deref(), limit(&query)))
-        .await
-        .map(Json)
+    let scope = Scope::of(&principal);
+    blocking(&state, move |s| {
+        let centre = scope.visible_centre(Owned::Case);
+        cases::list(&s.store.lock(), query.filter.as_deref(), centre, limit(&query))
+    })
+    .await
+    .map(Json)
 }
 
 /// One case with its history.
@@ -972,7 +1002,8 @@ pub async fn request_deviation(
     Id(id): Id,
 ) -> Result<(StatusCode, Json<JobAccepted>), ApiError> {
     queue_job(&state, &principal, "deviation", serde_json::json!({ "case_id": id }), move |s| {
-        work::check_deviation_request(&s.store, id, &s.config.normdb_path())
+        work::check_deviation_request(&s.store, id, &s.config.normdb_path())?;
+        owning_centre(s, Owned::Case, id)
     })
     .await
 }
@@ -980,14 +1011,20 @@ pub async fn request_deviation(
 // ---------------------------------------------------------------------------------------------
 // Jobs
 
-/// List jobs, newest first.
+/// List the jobs the caller may see, newest first.
 #[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", security(("bearer" = [])), params(ListQuery),
     responses((status = 200, body = Vec<JobInfo>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn list_jobs(
     State(state): State<AppState>,
+    principal: Principal,
     Query400(query): Query400<ListQuery>,
 ) -> Result<Json<Vec<JobInfo>>, ApiError> {
-    blocking(&state, move |s| s.jobs.list(limit(&query)).map_err(ApiError::from)).await.map(Json)
+    let scope = Scope::of(&principal);
+    blocking(&state, move |s| {
+        s.jobs.list(limit(&query), scope.visible_centre(Owned::Job)).map_err(ApiError::from)
+    })
+    .await
+    .map(Json)
 }
 
 /// Job status and progress.
@@ -1108,7 +1145,8 @@ pub async fn store_back(
     Id(id): Id,
 ) -> Result<(StatusCode, Json<JobAccepted>), ApiError> {
     queue_job(&state, &principal, "store_back", serde_json::json!({ "deviation_job": id }), move |s| {
-        work::check_store_back_request(&s.store, &s.jobs, id)
+        work::check_store_back_request(&s.store, &s.jobs, id)?;
+        owning_centre(s, Owned::Job, id)
     })
     .await
 }
@@ -1152,7 +1190,8 @@ pub async fn start_build(
 ) -> Result<(StatusCode, Json<JobAccepted>), ApiError> {
     request.validate()?;
     let params = serde_json::to_value(&request).map_err(ApiError::internal)?;
-    queue_job(&state, &principal, "normdb_build", params, |_| Ok(())).await
+    let centre = Scope::of(&principal).centre;
+    queue_job(&state, &principal, "normdb_build", params, move |_| Ok(centre)).await
 }
 
 // ---------------------------------------------------------------------------------------------

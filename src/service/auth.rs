@@ -130,6 +130,15 @@ pub fn authenticate(store: &Store, token: &str) -> Option<User> {
     Some(User { id, name, role, centre })
 }
 
+/// Whether an enabled user of that name, role and centre exists (the portal may act only
+/// for such a user).
+pub fn is_registered(store: &Store, name: &str, role: Role, centre: &str) -> Result<bool, AuthError> {
+    Ok(store
+        .lock()
+        .prepare("SELECT 1 FROM users WHERE name = ?1 AND role = ?2 AND centre = ?3 AND disabled = 0")?
+        .exists(params![name, role.as_str(), centre])?)
+}
+
 /// Every user (without secrets), for `pedinorm users list`.
 pub fn list_users(store: &Store) -> Result<Vec<User>, AuthError> {
     let connection = store.lock();

@@ -8,6 +8,7 @@
 
 use super::config::WorkflowConfig;
 use super::error::ApiError;
+use super::scope::Owned;
 use super::store::now;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -307,13 +308,14 @@ pub fn get(connection: &Connection, id: i64) -> Result<Case, ApiError> {
     })
 }
 
-/// Case ids, newest first, optionally filtered by status.
-pub fn list(connection: &Connection, status: Option<&str>, limit: i64) -> Result<Vec<Case>, ApiError> {
-    let mut statement = connection
-        .prepare("SELECT id FROM cases WHERE (?1 IS NULL OR status = ?1) ORDER BY id DESC LIMIT ?2")?;
-    let ids = statement
-        .query_map(params![status, limit], |row| row.get::<_, i64>(0))?
-        .collect::<Result<Vec<_>, _>>()?;
+/// Cases, newest first, optionally filtered by status and by submitting centre.
+pub fn list(
+    connection: &Connection,
+    status: Option<&str>,
+    centre: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Case>, ApiError> {
+    let ids = super::scope::newest_ids(connection, Owned::Case, ("status", status), centre, limit)?;
     ids.into_iter().map(|id| get(connection, id)).collect()
 }
 

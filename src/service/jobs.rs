@@ -80,6 +80,8 @@ pub struct JobInfo {
     /// Parameters (service ids only).
     #[schema(value_type = Object)]
     pub params: Value,
+    /// Centre the job belongs to (that of the study, case or caller it serves).
+    pub centre: String,
 }
 
 /// Why a job did not succeed.
@@ -197,8 +199,7 @@ pub struct JobQueue {
     shutdown: Arc<AtomicBool>,
 }
 
-const JOB_COLUMNS: &str =
-    "id, kind, state, progress, stage, owner, created, started, finished, error, result, attempts, params";
+const JOB_COLUMNS: &str = "id, kind, state, progress, stage, owner, created, started, finished, error, result, attempts, params, centre";
 
 fn row_to_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<JobInfo> {
     let result: Option<String> = row.get(10)?;
@@ -217,6 +218,7 @@ fn row_to_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<JobInfo> {
         result: result.and_then(|r| serde_json::from_str(&r).ok()),
         attempts: row.get(11)?,
         params: serde_json::from_str(&params).unwrap_or(Value::Null),
+        centre: row.get(13)?,
     })
 }
 
@@ -261,8 +263,8 @@ impl JobQueue {
         Ok(count)
     }
 
-    /// Submits a job.
-    pub fn enqueue(&self, kind: &str, params: &Value, owner: &str) -> Result<i64, JobError> {
+    /// Submits a job on behalf of `owner`, belonging to `centre`.
+    pub fn enqueue(&self, kind: &str, params: &Value, owner: &str, centre: &str) -> Result<i64, JobError> {
         if !self.handlers.contains_key(kind) {
             return Err(JobError::UnknownKind(kind.to_string()));
         }
@@ -275,8 +277,8 @@ impl JobQueue {
                 return Err(JobError::QueueFull(queued as usize));
             }
             connection.execute(
-                "INSERT INTO jobs (kind, params, state, owner, created) VALUES (?1, ?2, 'queued', ?3, ?4)",
-                params![kind, params.to_string(), owner, now()],
+                "INSERT INTO jobs (kind, params, state, owner, created, centre) VALUES (?1, ?2, 'queued', ?3, ?4, ?5)",
+                params![kind, params.to_string(), owner, now(), centre],
             )?;
             connection.last_insert_rowid()
         };
@@ -298,12 +300,13 @@ impl JobQueue {
             .optional()?)
     }
 
-    /// Newest jobs first.
-    pub fn list(&self, limit: i64) -> Result<Vec<JobInfo>, JobError> {
+    /// Newest jobs first; only those of `centre` when given.
+    pub fn list(&self, limit: i64, centre: Option<&str>) -> Result<Vec<JobInfo>, JobError> {
         let connection = self.store.lock();
-        let mut statement =
-            connection.prepare(&format!("SELECT {JOB_COLUMNS} FROM jobs ORDER BY id DESC LIMIT ?1"))?;
-        let rows = statement.query_map(params![limit], row_to_job)?;
+        let mut statement = connection.prepare(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE (?2 IS NULL OR centre = ?2) ORDER BY id DESC LIMIT ?1"
+        ))?;
+        let rows = statement.query_map(params![limit, centre], row_to_job)?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
@@ -537,8 +540,8 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("jobs")).unwrap();
         let queue = Arc::new(queue(dir.path(), 0));
         let workers = queue.start();
-        let ok = queue.enqueue("write", &serde_json::json!({"n": 7}), "u").unwrap();
-        let bad = queue.enqueue("write", &serde_json::json!({}), "u").unwrap();
+        let ok = queue.enqueue("write", &serde_json::json!({"n": 7}), "u", "C1").unwrap();
+        let bad = queue.enqueue("write", &serde_json::json!({}), "u", "C1").unwrap();
         let job = wait_final(&queue, ok);
         assert_eq!(job.state, JobState::Done);
         assert_eq!(job.progress, 100.0);
@@ -547,7 +550,7 @@ mod tests {
         assert_eq!((job.state, job.error.as_deref()), (JobState::Failed, Some("n missing")));
         assert!(!queue.output_dir(bad).exists());
         assert!(!dir.path().join("jobs").join(format!("{bad}.partial")).exists());
-        assert!(matches!(queue.enqueue("nope", &Value::Null, "u"), Err(JobError::UnknownKind(_))));
+        assert!(matches!(queue.enqueue("nope", &Value::Null, "u", "C1"), Err(JobError::UnknownKind(_))));
         queue.shutdown();
         for worker in workers {
             worker.join().unwrap();
@@ -560,10 +563,11 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("jobs")).unwrap();
         let queue = Arc::new(queue(dir.path(), 300));
         // Not started: everything stays queued, so the bound applies.
-        let ids: Vec<i64> =
-            (0..3).map(|_| queue.enqueue("write", &serde_json::json!({"n": 1}), "u").unwrap()).collect();
+        let ids: Vec<i64> = (0..3)
+            .map(|_| queue.enqueue("write", &serde_json::json!({"n": 1}), "u", "C1").unwrap())
+            .collect();
         assert!(matches!(
-            queue.enqueue("write", &serde_json::json!({"n": 1}), "u"),
+            queue.enqueue("write", &serde_json::json!({"n": 1}), "u", "C1"),
             Err(JobError::QueueFull(3))
         ));
         assert_eq!(queue.cancel(ids[2]).unwrap().state, JobState::Cancelled);
@@ -590,8 +594,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("jobs")).unwrap();
         let queue = queue(dir.path(), 0);
-        let a = queue.enqueue("write", &serde_json::json!({"n": 3}), "u").unwrap();
-        let b = queue.enqueue("write", &serde_json::json!({"n": 4}), "u").unwrap();
+        let a = queue.enqueue("write", &serde_json::json!({"n": 3}), "u", "C1").unwrap();
+        let b = queue.enqueue("write", &serde_json::json!({"n": 4}), "u", "C1").unwrap();
         // Simulate a crash: both running, `a` half-written, `b` already published.
         queue.claim().unwrap();
         queue.claim().unwrap();

@@ -18,6 +18,7 @@ pub mod openapi;
 pub mod pacs;
 pub mod protect;
 pub mod roles;
+pub mod scope;
 pub mod state;
 pub mod store;
 pub mod studies;

@@ -73,7 +73,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT,
     result TEXT,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
-    attempts INTEGER NOT NULL DEFAULT 0
+    attempts INTEGER NOT NULL DEFAULT 0,
+    centre TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, id);
 CREATE TABLE IF NOT EXISTS studies (
@@ -171,7 +172,19 @@ pub fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     connection.pragma_update(None, "synchronous", "FULL")?;
     connection.pragma_update(None, "foreign_keys", "ON")?;
     connection.execute_batch(SCHEMA)?;
+    migrate(&connection)?;
     Ok(connection)
+}
+
+/// Brings a state file written by an earlier version up to the schema: jobs gained the
+/// centre they belong to (older jobs belong to none, so only global roles see them).
+fn migrate(connection: &Connection) -> Result<(), rusqlite::Error> {
+    let has_centre =
+        connection.prepare("SELECT 1 FROM pragma_table_info('jobs') WHERE name = 'centre'")?.exists([])?;
+    if !has_centre {
+        connection.execute_batch("ALTER TABLE jobs ADD COLUMN centre TEXT NOT NULL DEFAULT ''")?;
+    }
+    Ok(())
 }
 
 /// Current UTC time in RFC 3339 with microseconds (sortable, unambiguous).

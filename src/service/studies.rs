@@ -8,6 +8,7 @@
 
 use super::consent::{self, Consent, Database};
 use super::error::ApiError;
+use super::scope::Owned;
 use super::store::now;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
@@ -390,13 +391,14 @@ pub fn get(connection: &Connection, id: i64) -> Result<Study, ApiError> {
     Ok(Study { consent: consent::get(connection, id)?, ..study })
 }
 
-/// Studies, newest first.
-pub fn list(connection: &Connection, database: Option<&str>, limit: i64) -> Result<Vec<Study>, ApiError> {
-    let mut statement = connection
-        .prepare("SELECT id FROM studies WHERE (?1 IS NULL OR database = ?1) ORDER BY id DESC LIMIT ?2")?;
-    let ids = statement
-        .query_map(params![database, limit], |row| row.get::<_, i64>(0))?
-        .collect::<Result<Vec<_>, _>>()?;
+/// Studies, newest first; only those of `centre` when given.
+pub fn list(
+    connection: &Connection,
+    database: Option<&str>,
+    centre: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Study>, ApiError> {
+    let ids = super::scope::newest_ids(connection, Owned::Study, ("database", database), centre, limit)?;
     ids.into_iter().map(|id| get(connection, id)).collect()
 }
 
