@@ -19,40 +19,13 @@ use pedinorm::pipeline::deviation::{DeviationOptions, compute_deviation};
 use pedinorm::pipeline::normative::{MappingParams, gather};
 use pedinorm_registration::Image;
 use pedinorm_templates::stats::Sex;
+use pedinorm_validation::scoring::auc;
 use pedinorm_validation::{Abnormality, Generator, LesionTissue, SubjectSpec};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// Area under the ROC curve of scores of positives against negatives (ties count half).
-fn auc(positives: &[f32], negatives: &[f32]) -> f64 {
-    let mut all: Vec<(f32, bool)> =
-        positives.iter().map(|&s| (s, true)).chain(negatives.iter().map(|&s| (s, false))).collect();
-    all.sort_by(|a, b| a.0.total_cmp(&b.0));
-    // Mann–Whitney U with average ranks.
-    let mut rank_sum = 0.0;
-    let mut i = 0;
-    while i < all.len() {
-        let mut j = i;
-        while j < all.len() && all[j].0 == all[i].0 {
-            j += 1;
-        }
-        let average_rank = (i + j + 1) as f64 / 2.0;
-        rank_sum += all[i..j].iter().filter(|x| x.1).count() as f64 * average_rank;
-        i = j;
-    }
-    let (p, n) = (positives.len() as f64, negatives.len() as f64);
-    (rank_sum - p * (p + 1.0) / 2.0) / (p * n)
-}
-
 fn sex_of(sex: pedinorm_validation::Sex) -> Sex {
     Sex::parse(sex.code()).unwrap()
-}
-
-#[test]
-fn auc_of_perfect_and_random_scores() {
-    assert!((auc(&[3.0, 4.0], &[1.0, 2.0]) - 1.0).abs() < 1e-12);
-    assert!((auc(&[1.0, 2.0], &[3.0, 4.0])).abs() < 1e-12);
-    assert!((auc(&[1.0, 1.0], &[1.0, 1.0]) - 0.5).abs() < 1e-12);
 }
 
 #[test]

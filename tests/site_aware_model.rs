@@ -27,6 +27,7 @@ fn two_site_database_corrects_known_sites_widens_unknown_ones_and_reports_held_o
     let mut config = miniature_demo(dir.path().join("demo"), 12, mapping.clone());
     config.sites = 2;
     config.held_out_normals = 2;
+    config.held_out_cases = 1;
     let summary = run_demo(&config).unwrap();
 
     // Both sites have their own effect in both channels, read back from the file.
@@ -53,6 +54,11 @@ fn two_site_database_corrects_known_sites_widens_unknown_ones_and_reports_held_o
     assert_eq!(held_out.normals.len(), 2);
     assert_eq!(held_out.voxel_rates.len(), 2);
     assert!(held_out.voxel_rates.iter().all(|r| r.achieved.is_finite() && r.nominal == 0.01));
+    // Its case is compared with the truth: the strong lesion ranks above the rest of the brain.
+    let [out_of_site] = summary.held_out_cases.as_slice() else { panic!("one held-out case") };
+    assert_eq!(out_of_site.site, "S3");
+    assert!(out_of_site.voxel_auc > 0.8, "{out_of_site:?}");
+    assert!(summary.cases[0].voxel_auc > 0.8, "{:?}", summary.cases[0]);
 
     // One subject scored as its own site, as an unknown one and with no site given.
     let n = |extent: f64| (extent / 4.0).round() as usize;

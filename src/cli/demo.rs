@@ -15,7 +15,7 @@ use crate::normdb::{Channel, NormDb};
 use crate::pipeline::database::{
     AtlasInput, BracketTemplate, MIN_TEMPLATE_SUBJECTS, build_database, load_atlas,
 };
-use crate::pipeline::deviation::{ClusterReport, DeviationOptions, run_case};
+use crate::pipeline::deviation::{ClusterReport, DeviationOptions, compute_deviation, run_case};
 use crate::pipeline::held_out::{HeldOutFigures, HeldOutNormal, score_held_out};
 use crate::pipeline::normative::{BuildOptions, MappingParams, NormalSubject};
 use crate::pipeline::steps::default_program;
@@ -26,6 +26,7 @@ use pedinorm_registration::{Grid, Image};
 use pedinorm_templates::age::{AgeBracket, AgeBrackets};
 use pedinorm_templates::stats::Sex;
 use pedinorm_templates::template::{RegistrationSettings, TemplateConfig, TemplateTarget};
+use pedinorm_validation::scoring::lesion_auc;
 use pedinorm_validation::{
     Abnormality, AgeSpec, BaseBrain, CohortSpec, Generator, Site, SyntheticSubject, cohort_plan,
 };
@@ -67,6 +68,12 @@ pub struct Args {
     /// false positives (0: none).
     #[arg(long, default_value_t = 7)]
     pub held_out_normals: usize,
+    /// Cases of that unseen site, scored and compared with their truth like the others.
+    #[arg(long, default_value_t = 0)]
+    pub held_out_cases: usize,
+    /// Pool every site as one (no site effects in the database): for comparison.
+    #[arg(long)]
+    pub no_site_model: bool,
     /// Deformable iterations of each template build.
     #[arg(long, default_value_t = 2)]
     pub template_iterations: usize,
@@ -187,6 +194,8 @@ pub struct DemoConfig {
     pub sites: usize,
     /// Normals of an unseen site scored for false positives (0: none).
     pub held_out_normals: usize,
+    /// Cases of the unseen site (0: none).
+    pub held_out_cases: usize,
     /// Template iterations.
     pub template_iterations: usize,
     /// Template registration iterations per level (affine, deformable).
@@ -208,8 +217,13 @@ pub struct CaseOutcome {
     pub kind: String,
     /// Age (years).
     pub age_years: f64,
+    /// Scanner site of the case.
+    pub site: String,
     /// Truth volume (ml) on the case grid.
     pub truth_volume_ml: f64,
+    /// Voxelwise AUC of the larger |z| of the two channels for the truth region against the
+    /// rest of the brain (case grid).
+    pub voxel_auc: f64,
     /// A significant cluster overlaps the truth region.
     pub detected: bool,
     /// The largest significant cluster overlapping the truth.
@@ -236,6 +250,9 @@ pub struct DemoSummary {
     /// False positives on normals of a site the database has never seen.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub held_out: Option<HeldOutFigures>,
+    /// Cases of that unseen site.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub held_out_cases: Vec<CaseOutcome>,
     /// Seconds per phase.
     pub timings: Vec<(String, f64)>,
 }
@@ -282,11 +299,12 @@ impl DemoConfig {
             brackets: args.brackets.clone(),
             sites: args.sites,
             held_out_normals: args.held_out_normals,
+            held_out_cases: args.held_out_cases,
             template_iterations: args.template_iterations,
             template_schedule: (vec![100, 50, 25], vec![40, 20, 10]),
             seed: args.seed,
             jobs: args.jobs.unwrap_or(cores).max(1),
-            build: BuildOptions::default(),
+            build: BuildOptions { site_effects: !args.no_site_model, ..BuildOptions::default() },
         })
     }
 }
@@ -506,10 +524,10 @@ pub fn run_demo(config: &DemoConfig) -> anyhow::Result<DemoSummary> {
     })?;
 
     // 5. Normals of a site the database has never seen, scored as cases.
-    let held_out = if config.held_out_normals == 0 {
-        None
+    let (held_out, held_out_cases) = if config.held_out_normals + config.held_out_cases == 0 {
+        (None, Vec::new())
     } else {
-        Some(phase(&mut timings, "held-out site normals", || held_out_site(config, &base, &brackets, &db))?)
+        phase(&mut timings, "held-out site", || held_out_site(config, &base, &brackets, &db))?
     };
 
     let calibration = db
@@ -532,7 +550,8 @@ pub fn run_demo(config: &DemoConfig) -> anyhow::Result<DemoSummary> {
                 .collect()
         })
         .unwrap_or_default();
-    let summary = DemoSummary { normdb: normdb_path, cases: outcomes, calibration, held_out, timings };
+    let summary =
+        DemoSummary { normdb: normdb_path, cases: outcomes, calibration, held_out, held_out_cases, timings };
     let json = serde_json::to_vec_pretty(&summary).expect("summary serializes");
     crate::atomic::write_bytes(&out_dir.join("summary.json"), &json)?;
     Ok(summary)
@@ -544,19 +563,21 @@ fn site_label(config: &DemoConfig, subject: &SyntheticSubject) -> String {
     if config.sites == 0 { "synthetic-3T".into() } else { subject.site.clone() }
 }
 
-/// Generates `held_out_normals` normals at the site after the database's last (one per
-/// bracket in turn, ages mid-bracket, another anatomy seed) and scores them against `db`.
+/// Generates `held_out_normals` normals (one per bracket in turn, another anatomy seed) and
+/// `held_out_cases` cases at the site after the database's last, scores the normals for false
+/// positives and compares the cases with their truth.
 fn held_out_site(
     config: &DemoConfig,
     base: &BaseBrain,
     brackets: &[AgeBracket],
     db: &NormDb,
-) -> anyhow::Result<HeldOutFigures> {
+) -> anyhow::Result<(Option<HeldOutFigures>, Vec<CaseOutcome>)> {
     let n = config.held_out_normals;
-    let seed = config.seed ^ 0x0048_454c_444f_5554; // a different anatomy for every held-out normal
+    let seed = config.seed ^ 0x0048_454c_444f_5554; // a different anatomy for every held-out subject
     let (min_age, max_age) = config.age_range;
-    let mut spec = CohortSpec::new(n, min_age, max_age, 0, seed);
+    let mut spec = CohortSpec::new(n, min_age, max_age, config.held_out_cases, seed);
     spec.resolution_mm = config.resolution_mm;
+    spec.abnormalities = config.abnormalities.clone();
     spec.ages = AgeSpec::List(
         (0..n)
             .map(|i| {
@@ -571,12 +592,31 @@ fn held_out_site(
     spec.sites = Site::numbered(config.sites + 1, 1, config.seed);
     let plan = cohort_plan(&spec)?;
     let generator = Generator::new(base, config.resolution_mm)?;
-    let bar = progress::bar(n as u64, "held-out site normals");
+    let bar = progress::bar(plan.len() as u64, "held-out site");
     let mut subjects = Vec::with_capacity(n);
+    let mut cases = Vec::new();
     for member in &plan {
         let mut subject = generator.subject(&member.spec)?;
         subject.id = member.id.replace("sub-", "held-");
-        subjects.push(subject);
+        if member.spec.abnormality.is_some() {
+            let start = Instant::now();
+            let options = DeviationOptions {
+                age_years: subject.age_years,
+                sex: Some(to_sex(subject.sex)),
+                mapping: MappingParams::standard(),
+                max_regions: 0,
+                site: Some(subject.site.clone()),
+            };
+            let result = compute_deviation(db, &subject.image, &options)?;
+            cases.push(compare_with_truth(&subject, &result, PathBuf::new(), start.elapsed().as_secs_f64()));
+            bar.inc(1);
+        } else {
+            subjects.push(subject);
+        }
+    }
+    if subjects.is_empty() {
+        bar.finish();
+        return Ok((None, cases));
     }
     let normals: Vec<HeldOutNormal> = subjects
         .iter()
@@ -597,7 +637,7 @@ fn held_out_site(
     };
     let figures = score_held_out(db, &normals, &options, &|_| bar.inc(1))?;
     bar.finish();
-    Ok(figures)
+    Ok((Some(figures), cases))
 }
 
 /// The normals of a bracket a template is built from: every other one in age order when the
@@ -634,6 +674,16 @@ pub fn compare_with_truth(
         }
     }
     let voxel_ml = subject.image.grid().linear().determinant().abs() / 1000.0;
+    let score: Vec<f32> = result.z_native[0]
+        .as_slice()
+        .iter()
+        .zip(result.z_native[1].as_slice())
+        .map(|(a, b)| a.abs().max(b.abs()))
+        .collect();
+    let voxel_auc = match truth {
+        Some(t) => lesion_auc(&score, t.as_slice(), subject.truth.labels.as_slice()),
+        None => f64::NAN,
+    };
     let significant: Vec<&ClusterReport> = result.clusters.iter().filter(|c| c.significant).collect();
     let matching = significant
         .iter()
@@ -644,7 +694,9 @@ pub fn compare_with_truth(
         id: subject.id.clone(),
         kind: subject.truth.kind.as_str().to_owned(),
         age_years: subject.age_years,
+        site: subject.site.clone(),
         truth_volume_ml: truth_voxels as f64 * voxel_ml,
+        voxel_auc,
         detected: matching.is_some(),
         other_significant_clusters: significant.iter().filter(|c| !overlapping.contains(&c.label)).count(),
         matching_cluster: matching,
@@ -658,6 +710,38 @@ pub fn compare_with_truth(
         out_dir,
         seconds,
     }
+}
+
+fn print_cases(cases: &[CaseOutcome]) {
+    println!(
+        "{:<10} {:<22} {:>4} {:>6} {:>9} {:>9} {:>10} {:>6} {:>8} {:>6}",
+        "case", "truth", "site", "age", "truth ml", "detected", "peak z", "AUC", "others", "s"
+    );
+    for c in cases {
+        let peak = c
+            .matching_cluster
+            .as_ref()
+            .map(|m| format!("{} {:+.1}", m.channel, m.peak_z))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<10} {:<22} {:>4} {:>6.1} {:>9.2} {:>9} {:>10} {:>6.3} {:>8} {:>6.1}",
+            c.id,
+            c.kind,
+            c.site,
+            c.age_years,
+            c.truth_volume_ml,
+            if c.detected { "yes" } else { "no" },
+            peak,
+            c.voxel_auc,
+            c.other_significant_clusters,
+            c.seconds
+        );
+    }
+    let detected = cases.iter().filter(|c| c.detected).count();
+    println!(
+        "{detected} of {} abnormalities detected by a significant cluster overlapping the truth",
+        cases.len()
+    );
 }
 
 fn print_summary(config: &DemoConfig, summary: &DemoSummary) {
@@ -683,34 +767,12 @@ fn print_summary(config: &DemoConfig, summary: &DemoSummary) {
         );
     }
     println!();
-    println!(
-        "{:<10} {:<22} {:>6} {:>9} {:>9} {:>10} {:>8} {:>6}",
-        "case", "truth", "age", "truth ml", "detected", "peak z", "others", "s"
-    );
-    for c in &summary.cases {
-        let peak = c
-            .matching_cluster
-            .as_ref()
-            .map(|m| format!("{} {:+.1}", m.channel, m.peak_z))
-            .unwrap_or_else(|| "-".into());
-        println!(
-            "{:<10} {:<22} {:>6.1} {:>9.2} {:>9} {:>10} {:>8} {:>6.1}",
-            c.id,
-            c.kind,
-            c.age_years,
-            c.truth_volume_ml,
-            if c.detected { "yes" } else { "no" },
-            peak,
-            c.other_significant_clusters,
-            c.seconds
-        );
+    print_cases(&summary.cases);
+    if !summary.held_out_cases.is_empty() {
+        println!();
+        println!("cases of a site the database has never seen:");
+        print_cases(&summary.held_out_cases);
     }
-    let detected = summary.cases.iter().filter(|c| c.detected).count();
-    println!();
-    println!(
-        "{detected} of {} abnormalities detected by a significant cluster overlapping the truth",
-        summary.cases.len()
-    );
     if let Some(held_out) = &summary.held_out {
         println!();
         println!(

@@ -567,6 +567,9 @@ pub struct BuildOptions {
     /// than a new case's can be, so the calibration's null comes from the other normals when
     /// at least [`MIN_CALIBRATION_NULLS`] of them passed QC.
     pub template_members: BTreeSet<String>,
+    /// Estimate and apply scanner-site effects when the calibration normals come from several
+    /// sites (see [`site_model`]); off, every site is pooled as one.
+    pub site_effects: bool,
 }
 
 /// The fewest normals outside the templates that calibrate on their own; with fewer, every
@@ -584,6 +587,7 @@ impl Default for BuildOptions {
             cluster_rate: 0.05,
             min_similarity: 0.5,
             template_members: BTreeSet::new(),
+            site_effects: true,
         }
     }
 }
@@ -845,7 +849,11 @@ pub fn calibrate(
         .map(|b| site_model::tissue_classes(&b.space))
         .collect::<Result<_, _>>()
         .map_err(site_error)?;
-    let site_effects = site_model::estimate(&members, &z, &classes).map_err(site_error)?;
+    let site_effects = if options.site_effects {
+        site_model::estimate(&members, &z, &classes).map_err(site_error)?
+    } else {
+        None
+    };
     if let Some(effects) = &site_effects {
         for (m, z) in members.iter().zip(z.iter_mut()) {
             for channel in Channel::ALL {

@@ -27,6 +27,7 @@ pub fn miniature_demo(out_dir: PathBuf, normals: usize, mapping: MappingParams) 
         brackets: DemoBrackets::Equal(1),
         sites: 0,
         held_out_normals: 0,
+        held_out_cases: 0,
         template_iterations: 1,
         template_schedule: (vec![40, 20], vec![10, 5]),
         seed: 7,

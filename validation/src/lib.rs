@@ -26,6 +26,7 @@ pub mod cohort;
 pub mod contrast;
 pub mod growth;
 pub mod rng;
+pub mod scoring;
 pub mod site;
 pub mod subject;
 pub mod variability;
