@@ -36,9 +36,10 @@ pub struct Args {
     /// Sex (F or M; default: from DICOM PatientSex; unknown pools both sexes).
     #[arg(long)]
     pub sex: Option<String>,
-    /// Scanner or site of the case, as recorded for the database's normals: a site with
-    /// normals in the database is scored against its own offsets; any other (or none) against
-    /// the pooled model with widened variance.
+    /// Scanner or site of the case, as recorded for the database's normals (default: the
+    /// scanner a DICOM case names, "MANUFACTURER Model 3T"): a site with normals in the
+    /// database is scored against its own offsets; any other (or none) against the pooled model
+    /// with widened variance.
     #[arg(long)]
     pub site: Option<String>,
     /// Output folder.
@@ -61,13 +62,14 @@ pub struct Args {
 }
 
 /// The deviation options of a case given on the command line.
-fn case_options(age_years: f64, sex: Option<Sex>, args: &Args) -> DeviationOptions {
+/// The site is `--site`, else the scanner named by the case's DICOM files.
+fn case_options(age_years: f64, sex: Option<Sex>, args: &Args, scanner: Option<&str>) -> DeviationOptions {
     DeviationOptions {
         age_years,
         sex,
         mapping: MappingParams::standard(),
         max_regions: args.max_regions,
-        site: args.site.clone(),
+        site: args.site.clone().or_else(|| scanner.map(str::to_owned)),
     }
 }
 
@@ -95,7 +97,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         };
         let id = args.out_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         write_folder_atomically(&args.out_dir, |tmp| -> anyhow::Result<CaseDone> {
-            let options = case_options(age, sex, &args);
+            let options = case_options(age, sex, &args, case.scanner.as_deref());
             let result = run_case(&db, &case.image, &options, &case_name, &normdb_name, tmp)
                 .with_context(|| format!("case {}", case_path.display()))?;
             Ok(CaseDone {
@@ -123,7 +125,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     bar.inc(1);
     bar.set_message("registering and scoring");
-    let options = case_options(age, sex, &args);
+    let options = case_options(age, sex, &args, case.scanner.as_deref());
     let result = run_case(&db, &case.image, &options, &case_name, &normdb_name, &args.out_dir)
         .with_context(|| format!("case {}", case_path.display()))?;
     bar.inc(2);

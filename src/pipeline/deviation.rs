@@ -688,6 +688,10 @@ pub struct CaseInput {
     pub age_years: Option<f64>,
     /// Sex from the files, if any.
     pub sex: Option<Sex>,
+    /// Scanner label from the files (see [`Sidecar::scanner_label`]), if any.
+    ///
+    /// [`Sidecar::scanner_label`]: crate::formats::dicom::sidecar::Sidecar::scanner_label
+    pub scanner: Option<String>,
 }
 
 /// Reads a case from a NIfTI file or a DICOM series.
@@ -695,7 +699,7 @@ pub fn read_case(path: &Path) -> Result<CaseInput, DeviationError> {
     let unreadable = |message: String| DeviationError::Input { path: path.to_owned(), message };
     if crate::formats::dicom::is_nifti_path(path) {
         let image = read_image(path).map_err(|e| unreadable(e.to_string()))?;
-        return Ok(CaseInput { image, age_years: None, sex: None });
+        return Ok(CaseInput { image, age_years: None, sex: None, scanner: None });
     }
     let volumes = crate::formats::dicom::load_series(&[path.to_owned()])
         .map_err(|e| unreadable(format!("cannot read as a DICOM series: {e}")))?;
@@ -708,6 +712,7 @@ pub fn read_case(path: &Path) -> Result<CaseInput, DeviationError> {
     Ok(CaseInput {
         age_years: volume.sidecar.age_years,
         sex: volume.sidecar.patient_sex.as_deref().and_then(Sex::parse),
+        scanner: volume.sidecar.scanner_label(),
         image: volume.image,
     })
 }

@@ -289,7 +289,7 @@ fn run_deviation(
         sex: sex.and_then(pedinorm_templates::stats::Sex::parse),
         mapping,
         max_regions: 30,
-        site: None,
+        site: crate::formats::dicom::sidecar::Sidecar::next_to(case_volume).and_then(|s| s.scanner_label()),
     };
     ctx.progress(20.0, "registering, scoring and writing maps and report")?;
     // Names in the report are service-level, never file paths of the archive.
@@ -645,6 +645,14 @@ fn select_build_studies(
     Ok((usable, skipped))
 }
 
+/// The scanner label of a study's volume (empty when its sidecar names none): normals are
+/// grouped by it for site effects.
+fn scanner_of(volume: &std::path::Path) -> String {
+    crate::formats::dicom::sidecar::Sidecar::next_to(volume)
+        .and_then(|s| s.scanner_label())
+        .unwrap_or_default()
+}
+
 fn read_build_image(study: &BuildStudy) -> Result<pedinorm_registration::Image<f32>, JobFailure> {
     crate::formats::nifti::read_image(&study.volume)
         .map_err(|_| JobFailure::Failed(format!("the volume of study {} cannot be read", study.study_id)))
@@ -682,7 +690,7 @@ fn extend_normdb(
             pseudonym: study.pseudonym.clone(),
             age_years: study.age_years,
             sex: study.sex,
-            scanner: String::new(),
+            scanner: scanner_of(&study.volume),
             image: read_build_image(study)?,
         };
         match add_subject(&mut db, &subject, &mapping) {
@@ -806,7 +814,7 @@ fn scratch_normdb(
                 pseudonym: s.pseudonym.clone(),
                 age_years: s.age_years,
                 sex: s.sex,
-                scanner: String::new(),
+                scanner: scanner_of(&s.volume),
                 image: read_build_image(s)?,
             })
         })

@@ -151,9 +151,67 @@ pub fn age_from_dates(birth: time::Date, study: time::Date) -> Option<f64> {
     Some(years as f64 + fraction)
 }
 
+impl Sidecar {
+    /// The sidecar an ingest stored next to `volume` (`volume<suffix>.nii.gz` →
+    /// `sidecar<suffix>.json`), when there is one and it parses.
+    pub fn next_to(volume: &std::path::Path) -> Option<Sidecar> {
+        let name = volume.file_name()?.to_str()?;
+        let suffix = name.strip_prefix("volume")?.strip_suffix(".nii.gz")?;
+        let bytes = std::fs::read(volume.with_file_name(format!("sidecar{suffix}.json"))).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// The scanner label normals and cases are grouped by for site effects: manufacturer,
+    /// model and field strength (`"SIEMENS Prisma 3T"`), upper-cased manufacturer and spaces
+    /// collapsed so spellings of one scanner agree. `None` when neither manufacturer nor model
+    /// is known.
+    pub fn scanner_label(&self) -> Option<String> {
+        let clean = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let manufacturer =
+            self.manufacturer.as_deref().map(|m| clean(m).to_uppercase()).filter(|m| !m.is_empty());
+        let model = self.manufacturers_model_name.as_deref().map(clean).filter(|m| !m.is_empty());
+        if manufacturer.is_none() && model.is_none() {
+            return None;
+        }
+        let field = self.magnetic_field_strength.filter(|t| t.is_finite() && *t > 0.0).map(|t| {
+            // 2.89 T and 3 T are one field strength on labels.
+            let rounded = (t * 2.0).round() / 2.0;
+            format!("{rounded}T")
+        });
+        Some([manufacturer, model, field].into_iter().flatten().collect::<Vec<_>>().join(" "))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scanner_labels_agree_across_spellings() {
+        let a = Sidecar {
+            manufacturer: Some("Siemens ".into()),
+            manufacturers_model_name: Some("Prisma  fit".into()),
+            magnetic_field_strength: Some(2.89362),
+            ..Default::default()
+        };
+        let b =
+            Sidecar { manufacturer: Some("SIEMENS".into()), magnetic_field_strength: Some(3.0), ..a.clone() };
+        assert_eq!(a.scanner_label().as_deref(), Some("SIEMENS Prisma fit 3T"));
+        assert_eq!(a.scanner_label(), b.scanner_label());
+        assert_eq!(Sidecar::default().scanner_label(), None);
+        let model_only = Sidecar { manufacturers_model_name: Some("Achieva".into()), ..Default::default() };
+        assert_eq!(model_only.scanner_label().as_deref(), Some("Achieva"));
+    }
+
+    #[test]
+    fn the_sidecar_next_to_a_volume_is_found_by_its_suffix() {
+        let dir = tempfile::tempdir().unwrap();
+        let sidecar = Sidecar { manufacturer: Some("GE".into()), ..Default::default() };
+        std::fs::write(dir.path().join("sidecar_e2.json"), serde_json::to_vec(&sidecar).unwrap()).unwrap();
+        assert_eq!(Sidecar::next_to(&dir.path().join("volume_e2.nii.gz")), Some(sidecar));
+        assert_eq!(Sidecar::next_to(&dir.path().join("volume.nii.gz")), None);
+        assert_eq!(Sidecar::next_to(&dir.path().join("case.nii.gz")), None);
+    }
 
     #[test]
     fn patient_age_units() {
