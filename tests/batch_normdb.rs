@@ -11,7 +11,7 @@ use batch_common::{assert_same_normdb, normdb_content, pedinorm, run_ok, synth};
 use pedinorm::formats::nifti::read_image;
 use pedinorm::pipeline::cohort::read_cohort;
 use pedinorm::pipeline::database::{BracketTemplate, build_database};
-use pedinorm::pipeline::normative::{BuildOptions, NormalSubject};
+use pedinorm_templates::model::{BuildOptions, NormalSubject};
 use pedinorm_templates::stats::Sex;
 use std::path::{Path, PathBuf};
 use std::process::Command;

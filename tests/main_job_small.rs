@@ -8,8 +8,8 @@ mod demo_common;
 
 use demo_common::miniature_demo;
 use pedinorm::cli::demo::run_demo;
-use pedinorm::normdb::NormDb;
-use pedinorm::pipeline::normative::MappingParams;
+use pedinorm::normdb::NormDbFile;
+use pedinorm_templates::model::{MappingParams, NormativeDb};
 use std::path::Path;
 
 fn python() -> std::path::PathBuf {
@@ -45,7 +45,7 @@ fn miniature_demo_detects_a_strong_lesion_and_writes_the_documented_database() {
     assert_eq!(report["thresholds"][0]["calibrated"], true);
 
     // Calibration: thresholds exist and the achieved rates are reported.
-    let db = NormDb::read(&summary.normdb).unwrap();
+    let db = NormativeDb::read(&summary.normdb).unwrap();
     let calibration = db.calibration.as_ref().expect("calibrated");
     assert_eq!(calibration.channels.len(), 2);
     assert!(calibration.channels[0].voxel.z_threshold > 0.0);

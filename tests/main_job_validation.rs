@@ -14,10 +14,10 @@
 //! show a significant cluster (nominal 5 %; recorded 2/20), and every white-matter lesion of
 //! radius ≥ 5 mm and |contrast| ≥ 20 % is detected (recorded: all of them).
 
-use pedinorm::normdb::{Channel, NormDb};
+use pedinorm::normdb::NormDbFile;
 use pedinorm::pipeline::deviation::{DeviationOptions, compute_deviation};
-use pedinorm::pipeline::normative::{MappingParams, gather};
 use pedinorm_registration::Image;
+use pedinorm_templates::model::{Channel, MappingParams, NormativeDb, gather};
 use pedinorm_templates::stats::Sex;
 use pedinorm_validation::scoring::auc;
 use pedinorm_validation::{Abnormality, Generator, LesionTissue, SubjectSpec};
@@ -33,7 +33,7 @@ fn sex_of(sex: pedinorm_validation::Sex) -> Sex {
 fn held_out_detection_and_false_positive_rates() {
     let normdb: PathBuf =
         std::env::var_os("PEDINORM_NORMDB").map(PathBuf::from).unwrap_or_else(|| "out/demo/normdb.h5".into());
-    let db = NormDb::read(&normdb).unwrap();
+    let db = NormativeDb::read(&normdb).unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let base = pedinorm::synth_io::load_base(&root.join(".data/mni")).unwrap();
     let resolution = db.brackets[0].template.grid().spacing()[0].round();

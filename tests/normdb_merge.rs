@@ -2,14 +2,18 @@
 //! a's and b's subjects, its calibration recomputed from both databases' null summaries;
 //! `normdb info` reads it; a bad input is refused without touching the output.
 
-use pedinorm::normdb::{CalibrationRecord, NormDb, SubjectRecord};
-use pedinorm::pipeline::normative::{
-    BracketInput, BuildOptions, MappedNormal, TemplateSpace, assemble, calibrate,
-};
+use pedinorm::normdb::NormDbFile;
 use pedinorm_registration::{Grid, Image};
+use pedinorm_templates::model::{
+    BracketInput, BuildOptions, CalibrationRecord, MappedNormal, NormativeDb, SubjectRecord, TemplateSpace,
+    assemble, calibrate,
+};
 use pedinorm_templates::stats::Sex;
 use std::path::Path;
 use std::process::Command;
+
+/// The time the databases of these tests are recorded as built at.
+const NOW: &str = "2026-01-01T00:00:00Z";
 
 fn bracket() -> BracketInput {
     let grid = Grid::axis_aligned([10, 12, 9], [2.0; 3], [-10.0, -12.0, -9.0]).unwrap();
@@ -82,10 +86,10 @@ fn merge_equals_the_union() {
     options.voxel_rate = 0.01;
     // The node definition (adaptive kernel widths) must be shared: build each database with
     // the nodes the union gets, as two centres agreeing on a protocol would.
-    let union = assemble(&brackets, &all, &options, None).unwrap();
+    let union = assemble(&brackets, &all, &options, None, NOW).unwrap();
     let nodes = union.brackets[0].stats[0].nodes().to_vec();
     let with_nodes = |part: &[MappedNormal]| {
-        let mut db = assemble(&brackets, part, &options, None).unwrap();
+        let mut db = assemble(&brackets, part, &options, None, NOW).unwrap();
         for stats in db.brackets[0].stats.iter_mut() {
             let mut fresh =
                 pedinorm_templates::stats::NormativeAccumulator::new(nodes.clone(), stats.voxel_count())
@@ -115,7 +119,7 @@ fn merge_equals_the_union() {
         c_path.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let merged = NormDb::read(&c_path).unwrap();
+    let merged = NormativeDb::read(&c_path).unwrap();
     assert_eq!(merged.subjects.len(), 24);
     assert_eq!(merged.subjects, union.subjects);
     for c in 0..2 {
@@ -135,7 +139,7 @@ fn merge_equals_the_union() {
     // Calibration: recomputed from the union of both halves' null summaries (each normal's
     // leave-one-out null against its own half), not marked stale, independent of the order of
     // the merge, stored and read back from the file.
-    let (da, db) = (NormDb::read(&a_path).unwrap(), NormDb::read(&b_path).unwrap());
+    let (da, db) = (NormativeDb::read(&a_path).unwrap(), NormativeDb::read(&b_path).unwrap());
     let calibration = merged.calibration.as_ref().unwrap();
     assert!(!calibration.stale);
     assert_eq!(calibration.nulls.len(), 24);
@@ -150,7 +154,7 @@ fn merge_equals_the_union() {
         .collect();
     let expected = CalibrationRecord::from_nulls(pooled, options.voxel_rate, options.cluster_rate).unwrap();
     assert_eq!(calibration, &expected);
-    assert_eq!(db.merged(&da).unwrap().calibration.as_ref(), Some(calibration));
+    assert_eq!(db.merged(&da, NOW).unwrap().calibration.as_ref(), Some(calibration));
     let union_calibration = union.calibration.as_ref().unwrap();
     for c in 0..2 {
         let (m, u) = (&calibration.channels[c], &union_calibration.channels[c]);

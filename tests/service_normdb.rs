@@ -5,7 +5,8 @@
 
 mod service_common;
 
-use pedinorm::normdb::NormDb;
+use pedinorm::normdb::NormDbFile;
+use pedinorm_templates::model::NormativeDb;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use service_common::*;
@@ -111,7 +112,7 @@ async fn scratch_build_from_consented_database_b_studies() {
     assert_eq!(summary["brackets"][0]["subjects"], 4);
     let last = summary["history"].as_array().unwrap().last().unwrap().as_str().unwrap().to_string();
     assert!(last.ends_with(&format!("built from studies {used:?}")), "{last}");
-    let db = NormDb::read(&normdb_path).unwrap();
+    let db = NormativeDb::read(&normdb_path).unwrap();
     assert!(db.subjects.iter().all(|s| s.pseudonym != withdrawn_pseudonym));
     assert_eq!(db.brackets[0].template.grid().spacing(), [PHANTOM_MM; 3]);
 

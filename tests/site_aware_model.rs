@@ -8,10 +8,10 @@ mod demo_common;
 
 use demo_common::miniature_demo;
 use pedinorm::cli::demo::run_demo;
-use pedinorm::normdb::NormDb;
+use pedinorm::normdb::NormDbFile;
 use pedinorm::pipeline::deviation::{DeviationOptions, compute_deviation};
-use pedinorm::pipeline::normative::MappingParams;
 use pedinorm_registration::Grid;
+use pedinorm_templates::model::{MappingParams, NormativeDb};
 use pedinorm_templates::site_effects::SiteAdjustment;
 use pedinorm_validation::{BaseBrain, Generator, Site, SubjectSpec};
 use std::path::Path;
@@ -31,7 +31,7 @@ fn two_site_database_corrects_known_sites_widens_unknown_ones_and_reports_held_o
     let summary = run_demo(&config).unwrap();
 
     // Both sites have their own effect in both channels, read back from the file.
-    let db = NormDb::read(&summary.normdb).unwrap();
+    let db = NormativeDb::read(&summary.normdb).unwrap();
     let effects = db.calibration.as_ref().unwrap().site_effects.as_ref().expect("site effects stored");
     assert_eq!(effects.len(), 2);
     for channel in effects {

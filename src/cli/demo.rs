@@ -11,19 +11,19 @@
 
 use crate::batch::{LocalExecutor, ProgressEvent};
 use crate::cli::progress;
-use crate::normdb::{Channel, NormDb};
+use crate::normdb::NormDbFile;
 use crate::pipeline::database::{
     AtlasInput, BracketTemplate, MIN_TEMPLATE_SUBJECTS, build_database, load_atlas,
 };
 use crate::pipeline::deviation::{ClusterReport, DeviationOptions, compute_deviation, run_case};
 use crate::pipeline::held_out::{HeldOutFigures, HeldOutNormal, score_held_out};
-use crate::pipeline::normative::{BuildOptions, MappingParams, NormalSubject};
 use crate::pipeline::steps::default_program;
 use crate::pipeline::template_build::{SubjectInput, SubjectSource, build_template};
 use crate::synth_io::{WriteOptions, csv_row, load_base, write_cohort_csv, write_subject};
 use anyhow::{Context, bail};
 use pedinorm_registration::{Grid, Image};
 use pedinorm_templates::age::{AgeBracket, AgeBrackets};
+use pedinorm_templates::model::{BuildOptions, Channel, MappingParams, NormalSubject, NormativeDb};
 use pedinorm_templates::stats::Sex;
 use pedinorm_templates::template::{RegistrationSettings, TemplateConfig, TemplateTarget};
 use pedinorm_validation::scoring::lesion_auc;
@@ -493,7 +493,7 @@ pub fn run_demo(config: &DemoConfig) -> anyhow::Result<DemoSummary> {
         Ok(db)
     })?;
     // Read back what was written: the cases are scored against the file users will have.
-    let db = NormDb::read(&normdb_path).inspect(|read| {
+    let db = NormativeDb::read(&normdb_path).inspect(|read| {
         debug_assert_eq!(read.subjects.len(), db.subjects.len());
     })?;
 
@@ -570,7 +570,7 @@ fn held_out_site(
     config: &DemoConfig,
     base: &BaseBrain,
     brackets: &[AgeBracket],
-    db: &NormDb,
+    db: &NormativeDb,
 ) -> anyhow::Result<(Option<HeldOutFigures>, Vec<CaseOutcome>)> {
     let n = config.held_out_normals;
     let seed = config.seed ^ 0x0048_454c_444f_5554; // a different anatomy for every held-out subject

@@ -2,12 +2,12 @@
 
 use crate::cli::executor::{BatchProgress, ExecutorArgs};
 use crate::cli::progress;
-use crate::normdb::NormDb;
+use crate::normdb::NormDbFile;
 use crate::pipeline::batch_deviation::{BatchCase, CaseDone, read_cases, run_batch};
 use crate::pipeline::deviation::{DeviationOptions, read_case, run_case};
-use crate::pipeline::normative::MappingParams;
 use crate::pipeline::steps::{default_program, write_folder_atomically};
 use anyhow::{Context, bail};
+use pedinorm_templates::model::{MappingParams, NormativeDb};
 use pedinorm_templates::stats::Sex;
 use std::path::{Path, PathBuf};
 
@@ -86,7 +86,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             return Ok(());
         }
         let start = std::time::Instant::now();
-        let db = NormDb::read(&args.normdb)?;
+        let db = NormativeDb::read(&args.normdb)?;
         let case = read_case(&case_path)?;
         let Some(age) = args.age.or(case.age_years) else {
             bail!("{}: the age is unknown: give --age YEARS", case_path.display());
@@ -113,7 +113,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let bar = progress::bar(3, "deviation");
     bar.set_message("reading");
-    let db = NormDb::read(&args.normdb)?;
+    let db = NormativeDb::read(&args.normdb)?;
     let case = read_case(&case_path)?;
     let age = match (args.age, case.age_years) {
         (Some(a), _) | (None, Some(a)) => a,
@@ -190,7 +190,7 @@ fn run_batch_cli(args: &Args, list: &Path) -> anyhow::Result<()> {
         return Ok(());
     }
     // Read once here: a broken database is reported before any task is submitted.
-    let db = NormDb::read(&args.normdb)?;
+    let db = NormativeDb::read(&args.normdb)?;
     let normdb = args.normdb.canonicalize()?;
     std::fs::create_dir_all(&args.out_dir)
         .with_context(|| format!("{}: cannot create", args.out_dir.display()))?;
@@ -215,7 +215,7 @@ fn run_batch_cli(args: &Args, list: &Path) -> anyhow::Result<()> {
 /// Resources of one case's task: a normal's map step (registration at the template's
 /// resolution) plus the database held in memory (templates, masks and statistics).
 fn case_resources(
-    db: &NormDb,
+    db: &NormativeDb,
     cases: &[BatchCase],
     threads: usize,
 ) -> anyhow::Result<crate::batch::Resources> {

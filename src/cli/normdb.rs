@@ -2,9 +2,8 @@
 
 use crate::cli::executor::{BatchProgress, ExecutorArgs};
 use crate::formats::nifti::read_image;
-use crate::normdb::NormDb;
+use crate::normdb::{NormDbFile, now_utc, summary};
 use crate::pipeline::cohort::read_cohort;
-use crate::pipeline::normative::{NormalSubject, add_subject};
 use crate::pipeline::normdb_build::{
     AtlasFiles, NormalFile, NormdbParameters, build_normdb, prepare_normdb_build, run_normal_map,
     run_normdb_reduce, run_partial, run_space,
@@ -12,6 +11,7 @@ use crate::pipeline::normdb_build::{
 use crate::pipeline::steps::default_program;
 use crate::pipeline::template_build::BuildManifest;
 use anyhow::{Context, bail};
+use pedinorm_templates::model::{NormalSubject, NormativeDb, add_subject};
 use pedinorm_templates::stats::Sex;
 use pedinorm_templates::template::TemplateTarget;
 use std::path::PathBuf;
@@ -337,12 +337,12 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
     .with_context(|| format!("normative database build in {}", build_dir.display()))?;
     progress.finish();
     println!("{}", args.output.display());
-    eprint!("{}", db.summary());
+    eprint!("{}", summary(&db));
     Ok(())
 }
 
 fn add(args: AddArgs) -> anyhow::Result<()> {
-    let mut db = NormDb::read(&args.normdb)?;
+    let mut db = NormativeDb::read(&args.normdb)?;
     let image = read_image(&args.image)?;
     let subject = NormalSubject {
         pseudonym: args.pseudonym.clone(),
@@ -351,9 +351,9 @@ fn add(args: AddArgs) -> anyhow::Result<()> {
         scanner: args.scanner.clone(),
         image,
     };
-    let mut mapping = crate::pipeline::normative::MappingParams::standard();
+    let mut mapping = pedinorm_templates::model::MappingParams::standard();
     mapping.smoothing_fwhm_mm = db.metadata.parameters.smoothing_fwhm_mm;
-    let record = add_subject(&mut db, &subject, &mapping)?;
+    let record = add_subject(&mut db, &subject, &mapping, &now_utc())?;
     let output = args.output.unwrap_or(args.normdb);
     db.write(&output)?;
     println!(
@@ -367,10 +367,10 @@ fn add(args: AddArgs) -> anyhow::Result<()> {
 }
 
 fn merge(args: MergeArgs) -> anyhow::Result<()> {
-    let first = NormDb::read(&args.first)?;
-    let second = NormDb::read(&args.second)?;
+    let first = NormativeDb::read(&args.first)?;
+    let second = NormativeDb::read(&args.second)?;
     let merged = first
-        .merged(&second)
+        .merged(&second, &now_utc())
         .with_context(|| format!("merging {} and {}", args.first.display(), args.second.display()))?;
     merged.write(&args.output)?;
     println!("{}", args.output.display());
@@ -378,8 +378,8 @@ fn merge(args: MergeArgs) -> anyhow::Result<()> {
 }
 
 fn info(args: InfoArgs) -> anyhow::Result<()> {
-    let db = NormDb::read(&args.normdb)?;
-    print!("{}", db.summary());
+    let db = NormativeDb::read(&args.normdb)?;
+    print!("{}", summary(&db));
     if args.subjects {
         println!("pseudonym\tage_years\tsex\tscanner\tbracket\tqc_similarity\tqc_passed");
         for s in &db.subjects {

@@ -1,4 +1,4 @@
-//! HDF5 reading and writing of [`NormDb`] (layout in `docs/normdb.md`).
+//! HDF5 reading and writing of [`NormativeDb`] (layout in `docs/normdb.md`).
 
 use super::*;
 use hdf5::types::VarLenUnicode;
@@ -6,10 +6,17 @@ use hdf5::{File, Group, Location};
 use nalgebra::Matrix4;
 use ndarray::{Array1, Array2, Array3};
 use pedinorm_registration::Grid;
+use pedinorm_registration::Image;
 use pedinorm_templates::calibration::{
     AbsZHistogram, BIN_WIDTH, CURVE_POINTS, CURVE_STEP, HISTOGRAM_BINS, NullSummary,
 };
+use pedinorm_templates::calibration::{ClusterCalibration, VoxelCalibration};
+use pedinorm_templates::model::{
+    AtlasTable, BracketDb, BuildParameters, CalibrationRecord, ChannelCalibration, Metadata, SubjectNull,
+    SubjectRecord, mask_indices,
+};
 use pedinorm_templates::stats::{AgeNode, GroupMoments};
+use pedinorm_templates::stats::{NormativeAccumulator, Sex};
 use std::path::Path;
 use std::str::FromStr;
 
@@ -181,7 +188,7 @@ impl Ctx<'_> {
 }
 
 /// Writes `db` to a new file at `path` (the caller renames it into place).
-pub(super) fn write(db: &NormDb, path: &Path) -> Result<(), NormDbError> {
+pub(super) fn write(db: &NormativeDb, path: &Path) -> Result<(), NormDbError> {
     let ctx = Ctx { path };
     let file = ctx.h5("create file", File::create(path))?;
     let meta = &db.metadata;
@@ -280,7 +287,7 @@ fn write_bracket(
 
 /// `/safeguards`: the SD floors and the out-of-distribution reference (derived from the
 /// subjects table and the calibration's null summaries, written for readers of the file).
-fn write_safeguards(ctx: &Ctx, file: &File, db: &NormDb) -> Result<(), NormDbError> {
+fn write_safeguards(ctx: &Ctx, file: &File, db: &NormativeDb) -> Result<(), NormDbError> {
     use pedinorm_templates::safeguards::ROBUST_Z_LIMIT;
     let g = ctx.h5("/safeguards", file.create_group("safeguards"))?;
     let normative = &db.metadata.parameters.normative;
@@ -436,7 +443,7 @@ fn read_nulls(ctx: &Ctx, calibration: &Group) -> Result<Vec<SubjectNull>, NormDb
 }
 
 /// Reads and validates a database.
-pub(super) fn read(path: &Path) -> Result<NormDb, NormDbError> {
+pub(super) fn read(path: &Path) -> Result<NormativeDb, NormDbError> {
     let ctx = Ctx { path };
     if !path.is_file() {
         return Err(NormDbError::Io {
@@ -495,7 +502,7 @@ pub(super) fn read(path: &Path) -> Result<NormDb, NormDbError> {
     } else {
         None
     };
-    Ok(NormDb { metadata, brackets, subjects, calibration, atlas })
+    Ok(NormativeDb { metadata, brackets, subjects, calibration, atlas })
 }
 
 fn read_bracket(ctx: &Ctx, templates: &Group, stats: &Group, name: &str) -> Result<BracketDb, NormDbError> {

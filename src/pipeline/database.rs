@@ -5,14 +5,13 @@
 //! same database; the command line, the demo and the service all build through one of the two.
 
 use crate::formats::nifti::read_image;
-use crate::normdb::{AtlasTable, NormDb};
-use crate::pipeline::normative::{
-    BracketInput, BuildOptions, NormalSubject, TemplateSpace, assemble, carry_atlas, map_normals,
-    parse_label_names,
-};
 use crate::pipeline::normdb_build::NormdbBuildError;
 use crate::pipeline::steps::file_error;
 use pedinorm_registration::Image;
+use pedinorm_templates::model::{
+    AtlasTable, BracketInput, BuildOptions, NormalSubject, NormativeDb, TemplateSpace, assemble, carry_atlas,
+    map_normals, parse_label_names,
+};
 use std::path::Path;
 
 /// The fewest normals a bracket's template is built from (by the demo and the service).
@@ -75,7 +74,7 @@ pub fn build_database(
     atlas: Option<&AtlasInput>,
     options: &BuildOptions,
     on_mapped: &(dyn Fn(&str) + Sync),
-) -> Result<NormDb, NormdbBuildError> {
+) -> Result<NormativeDb, NormdbBuildError> {
     let mut inputs = Vec::new();
     for bracket in brackets {
         let space = TemplateSpace::new(bracket.template, None)
@@ -97,5 +96,5 @@ pub fn build_database(
         });
     }
     let mapped = map_normals(normals, &inputs, options, on_mapped)?;
-    Ok(assemble(&inputs, &mapped, options, atlas.map(|a| a.table.clone()))?)
+    Ok(assemble(&inputs, &mapped, options, atlas.map(|a| a.table.clone()), &crate::normdb::now_utc())?)
 }

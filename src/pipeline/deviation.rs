@@ -3,12 +3,14 @@
 //! the age- and sex-matched normative model, thresholded with the calibrated thresholds,
 //! clustered (26-connectivity), summarized by atlas region, and mapped back to its own grid.
 
-use super::normative::{MappingParams, SubjectMaps, TemplateSpace, gather, map_to_template, scatter};
-use super::site_model;
 use crate::formats::nifti::{VoxelType, read_image, write_image};
-use crate::normdb::{Channel, NormDb};
 use pedinorm_registration::{Image, Interpolation, SpatialTransform, TransformChain};
 use pedinorm_templates::calibration::{AbsZHistogram, find_clusters, gaussian_two_sided};
+use pedinorm_templates::model::site;
+use pedinorm_templates::model::{Channel, NormativeDb};
+use pedinorm_templates::model::{
+    MappingParams, SubjectMaps, TemplateSpace, gather, map_to_template, scatter,
+};
 use pedinorm_templates::safeguards::{GlobalIndices, Reliability, age_outside_normals, floored_model};
 use pedinorm_templates::site_effects::SiteAdjustment;
 use pedinorm_templates::stats::Sex;
@@ -20,7 +22,7 @@ use std::path::{Path, PathBuf};
 pub enum DeviationError {
     /// Mapping the case into template space failed.
     #[error(transparent)]
-    Mapping(#[from] super::normative::NormativeError),
+    Mapping(#[from] pedinorm_templates::model::ModelError),
     /// The normative model cannot be evaluated for this case.
     #[error("normative model: {0}")]
     Model(String),
@@ -194,7 +196,7 @@ pub struct DeviationResult {
 
 /// Computes the deviation maps of `case` (an image on its own grid).
 pub fn compute_deviation(
-    db: &NormDb,
+    db: &NormativeDb,
     case: &Image<f32>,
     options: &DeviationOptions,
 ) -> Result<DeviationResult, DeviationError> {
@@ -270,10 +272,9 @@ pub fn compute_deviation(
         let values = gather(maps.channel(channel), &space.indices);
         let mut z = model.z_scores(&values).map_err(|e| DeviationError::Model(e.to_string()))?;
         if let Some(effects) = site_effects {
-            let classes = site_classes.get_or_insert_with(|| site_model::tissue_classes(&space));
+            let classes = site_classes.get_or_insert_with(|| site::tissue_classes(&space));
             let classes = classes.as_ref().map_err(|e| DeviationError::Model(e.to_string()))?;
-            site_adjustment =
-                Some(site_model::adjust(effects, channel, classes, options.site.as_deref(), &mut z));
+            site_adjustment = Some(site::adjust(effects, channel, classes, options.site.as_deref(), &mut z));
         }
         histograms.push(AbsZHistogram::from_z(&z));
         let z_volume = scatter(&grid, &space.indices, &z, 0.0);
@@ -385,7 +386,7 @@ pub const AGE_MARGIN_MAX_YEARS: f64 = 1.0;
 /// The case's global indices against the calibration normals', and its age against the
 /// bracket's normals' ages.
 fn assess_reliability(
-    db: &NormDb,
+    db: &NormativeDb,
     bracket: usize,
     age_years: f64,
     histograms: &[AbsZHistogram],
@@ -424,7 +425,7 @@ fn assess_reliability(
 
 /// The thresholds of a channel: calibrated when the database has a calibration, else the
 /// Gaussian threshold at the nominal rate with no cluster threshold.
-fn threshold_for(db: &NormDb, channel: Channel) -> ThresholdReport {
+fn threshold_for(db: &NormativeDb, channel: Channel) -> ThresholdReport {
     let p = &db.metadata.parameters;
     match &db.calibration {
         Some(c) => {
@@ -462,7 +463,7 @@ fn threshold_for(db: &NormDb, channel: Channel) -> ThresholdReport {
 }
 
 fn region_summary(
-    db: &NormDb,
+    db: &NormativeDb,
     bracket: usize,
     z: &[Image<f32>; 2],
     thresholds: &[ThresholdReport],
@@ -640,7 +641,7 @@ pub fn write_outputs(
         written.iter().map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect();
     outputs.push("report.json".into());
     let report = Report {
-        software: crate::normdb::software(),
+        software: pedinorm_templates::model::software(),
         created_utc: crate::normdb::now_utc(),
         case: case_name.to_owned(),
         normdb: normdb_name.to_owned(),
@@ -721,7 +722,7 @@ pub fn read_case(path: &Path) -> Result<CaseInput, DeviationError> {
 /// of the command line (single cases and batch tasks), the demo and the service.
 /// `case_name` and `normdb_name` are what the report names them.
 pub fn run_case(
-    db: &NormDb,
+    db: &NormativeDb,
     case: &Image<f32>,
     options: &DeviationOptions,
     case_name: &str,

@@ -5,8 +5,8 @@
 //! the database cannot give it.
 
 use super::deviation::{DeviationError, DeviationOptions, compute_deviation};
-use crate::normdb::{Channel, NormDb};
 use pedinorm_registration::Image;
+use pedinorm_templates::model::{Channel, NormativeDb};
 use pedinorm_templates::stats::Sex;
 use serde::Serialize;
 
@@ -83,7 +83,7 @@ impl HeldOutFigures {
 /// Scores every normal of `normals` against `db` with `options` (age and sex are taken from
 /// each normal) and gathers the false-positive figures. `on_done` is called after each normal.
 pub fn score_held_out(
-    db: &NormDb,
+    db: &NormativeDb,
     normals: &[HeldOutNormal<'_>],
     options: &DeviationOptions,
     on_done: &dyn Fn(&HeldOutOutcome),

@@ -26,14 +26,15 @@
 
 use crate::batch::{BatchError, Executor, ProgressEvent, Resources, Stage, Task};
 use crate::formats::nifti::{NiftiIoError, VoxelType, read_image, write_image};
-use crate::normdb::{AtlasTable, BracketDb, Channel, Metadata, NormDb, NormDbError, SubjectRecord};
-use crate::pipeline::normative::{
-    BracketInput, BuildOptions, MappedNormal, NormativeError, TemplateSpace, assemble, bracket_nodes,
-    calibrate, carry_atlas, gather, map_to_template,
-};
+use crate::normdb::{NormDbError, NormDbFile, now_utc};
 use crate::pipeline::steps::{
     Manifest, PlannedStage, StepFileError, StepOutputs, completed, file_error, file_sizes, image_voxels,
     is_valid_name, read_json, read_manifest, run_plan, run_step, step_done, store_manifest, write_json,
+};
+use pedinorm_templates::model::{
+    AtlasTable, BracketDb, BracketInput, BuildOptions, Channel, MappedNormal, Metadata, ModelError,
+    NormativeDb, SubjectRecord, TemplateSpace, assemble, bracket_nodes, calibrate, carry_atlas, gather,
+    map_to_template,
 };
 use pedinorm_templates::stats::{NormativeAccumulator, Sex};
 use serde::{Deserialize, Serialize};
@@ -51,7 +52,7 @@ pub enum NormdbBuildError {
     Nifti(#[from] NiftiIoError),
     /// A compute step failed.
     #[error(transparent)]
-    Normative(#[from] NormativeError),
+    Normative(#[from] ModelError),
     /// The database could not be written or a partial statistics file read.
     #[error(transparent)]
     NormDb(#[from] NormDbError),
@@ -266,7 +267,7 @@ pub fn reduce_marker(build_dir: &Path) -> PathBuf {
 }
 
 /// The bracket a subject of `age` belongs to: the nearest centre among brackets containing it
-/// (as [`crate::pipeline::normative::bracket_of`]).
+/// (as [`pedinorm_templates::model::bracket_of`]).
 fn bracket_for_age(brackets: &[ManifestBracket], age: f64) -> Option<usize> {
     brackets
         .iter()
@@ -599,9 +600,13 @@ fn statistics_only(
     brackets: &[BracketInput],
     stats: Vec<[NormativeAccumulator; 2]>,
     options: &BuildOptions,
-) -> NormDb {
-    NormDb {
-        metadata: Metadata::new(options.build_parameters(), "partial statistics of a chunk of subjects"),
+) -> NormativeDb {
+    NormativeDb {
+        metadata: Metadata::new(
+            options.build_parameters(),
+            "partial statistics of a chunk of subjects",
+            &now_utc(),
+        ),
         brackets: brackets
             .iter()
             .zip(stats)
@@ -679,7 +684,7 @@ pub fn run_partial(build_dir: &Path, chunk: usize) -> Result<(), NormdbBuildErro
 /// The `reduce` step: statistics (merged from the chunks in chunk order, or accumulated
 /// subject by subject), leave-one-out calibration, and the database written atomically to the
 /// manifest's output. Skipped when already done.
-pub fn run_normdb_reduce(build_dir: &Path) -> Result<NormDb, NormdbBuildError> {
+pub fn run_normdb_reduce(build_dir: &Path) -> Result<NormativeDb, NormdbBuildError> {
     let manifest = NormdbManifest::read(build_dir)?;
     let built = run_step::<_, NormdbBuildError>(
         &reduce_marker(build_dir),
@@ -696,7 +701,7 @@ pub fn run_normdb_reduce(build_dir: &Path) -> Result<NormDb, NormdbBuildError> {
             };
             let db = match manifest.parameters.chunk_size {
                 // Exactly the in-memory build.
-                None => assemble(&brackets, &mapped, &options, atlas)?,
+                None => assemble(&brackets, &mapped, &options, atlas, &now_utc())?,
                 Some(_) => {
                     let passed: Vec<bool> = mapped.iter().map(|m| m.record.qc_passed).collect();
                     let nodes = nodes_of(&manifest, &brackets, &passed, &options);
@@ -709,7 +714,7 @@ pub fn run_normdb_reduce(build_dir: &Path) -> Result<NormDb, NormdbBuildError> {
                                 "the partial step of chunk {chunk} is not done"
                             )));
                         }
-                        let partial = NormDb::read(&dir.join("stats.h5"))?;
+                        let partial = NormativeDb::read(&dir.join("stats.h5"))?;
                         for (mine, theirs) in stats.iter_mut().zip(&partial.brackets) {
                             for channel in Channel::ALL {
                                 mine[channel.index()]
@@ -728,7 +733,7 @@ pub fn run_normdb_reduce(build_dir: &Path) -> Result<NormDb, NormdbBuildError> {
     )?;
     match built {
         Some(db) => Ok(db),
-        None => Ok(NormDb::read(&manifest.output)?),
+        None => Ok(NormativeDb::read(&manifest.output)?),
     }
 }
 
@@ -740,11 +745,15 @@ fn with_statistics(
     mapped: &[MappedNormal],
     options: &BuildOptions,
     atlas: Option<AtlasTable>,
-) -> Result<NormDb, NormdbBuildError> {
+) -> Result<NormativeDb, NormdbBuildError> {
     let passed = mapped.iter().filter(|m| m.record.qc_passed).count();
     let calibration = if passed >= 3 { Some(calibrate(&brackets, &stats, mapped, options)?) } else { None };
-    Ok(NormDb {
-        metadata: Metadata::new(options.build_parameters(), &format!("built from {} normals", mapped.len())),
+    Ok(NormativeDb {
+        metadata: Metadata::new(
+            options.build_parameters(),
+            &format!("built from {} normals", mapped.len()),
+            &now_utc(),
+        ),
         brackets: brackets
             .into_iter()
             .zip(stats)
@@ -900,12 +909,12 @@ pub fn build_normdb(
     executor: &dyn Executor,
     threads_per_task: usize,
     progress: &(dyn Fn(&ProgressEvent) + Sync),
-) -> Result<NormDb, NormdbBuildError> {
+) -> Result<NormativeDb, NormdbBuildError> {
     let manifest = prepare_normdb_build(normals, brackets, atlas, parameters, output, build_dir)?;
     let build_dir = absolute(build_dir)?;
     let (map, reduce) = plan_normdb_resources(&manifest, threads_per_task)?;
     run_plan::<NormdbBuildError>(&normdb_stages(&build_dir, &manifest, map, reduce), executor, progress)?;
-    Ok(NormDb::read(&manifest.output)?)
+    Ok(NormativeDb::read(&manifest.output)?)
 }
 
 #[cfg(test)]

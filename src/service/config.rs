@@ -114,7 +114,7 @@ impl Default for WorkflowConfig {
 /// How the service's compute jobs (deviation maps, normative builds) register images.
 ///
 /// The defaults are the standard schedule sized for 1–2 mm brains
-/// ([`crate::pipeline::normative::MappingParams::standard`]); a service working on coarse
+/// ([`pedinorm_templates::model::MappingParams::standard`]); a service working on coarse
 /// images (tests, demonstrations) can shorten it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -147,8 +147,8 @@ impl Default for ComputeConfig {
 
 impl ComputeConfig {
     /// The mapping parameters of deviation maps and normative builds.
-    pub fn mapping(&self) -> crate::pipeline::normative::MappingParams {
-        let mut mapping = crate::pipeline::normative::MappingParams::standard();
+    pub fn mapping(&self) -> pedinorm_templates::model::MappingParams {
+        let mut mapping = pedinorm_templates::model::MappingParams::standard();
         if let Some(iterations) = &self.affine_iterations {
             mapping.affine_iterations = iterations.clone();
         }
@@ -365,7 +365,7 @@ impl ServiceConfig {
                 "plain HTTP is only served on a loopback address; configure [tls] or set allow_plain_http = true",
             );
         }
-        let levels = crate::pipeline::normative::MappingParams::standard().affine_iterations.len();
+        let levels = pedinorm_templates::model::MappingParams::standard().affine_iterations.len();
         for (field, iterations) in [
             ("compute.affine_iterations", &self.compute.affine_iterations),
             ("compute.deformable_iterations", &self.compute.deformable_iterations),

@@ -8,6 +8,7 @@ use super::jobs::{JobContext, JobFailure, JobQueue, JobState};
 use super::pacs::PacsClient;
 use super::store::Store;
 use super::{cases, studies};
+use crate::normdb::NormDbFile;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -267,7 +268,7 @@ pub fn check_deviation_request(store: &Store, case_id: i64, normdb: &Path) -> Re
 /// Computes the deviation maps of one case volume into `out_dir` (z-maps, clusters, PNG
 /// montages, report.json) with the deviation pipeline.
 fn run_deviation(
-    mapping: crate::pipeline::normative::MappingParams,
+    mapping: pedinorm_templates::model::MappingParams,
     normdb: &Path,
     case_volume: &Path,
     age_years: f64,
@@ -277,7 +278,7 @@ fn run_deviation(
 ) -> Result<Value, JobFailure> {
     use crate::pipeline::deviation::{DeviationOptions, run_case};
     ctx.progress(5.0, "reading the normative database")?;
-    let db = crate::normdb::NormDb::read(normdb).map_err(|e| {
+    let db = pedinorm_templates::model::NormativeDb::read(normdb).map_err(|e| {
         tracing::error!("normative database: {e}");
         JobFailure::Failed("the normative database cannot be read".into())
     })?;
@@ -465,7 +466,7 @@ pub fn normdb_summary(path: &Path) -> Result<NormdbSummary, ApiError> {
 }
 
 fn read_normdb_summary(path: &Path) -> Result<NormdbSummary, ApiError> {
-    let db = crate::normdb::NormDb::read(path).map_err(|e| {
+    let db = pedinorm_templates::model::NormativeDb::read(path).map_err(|e| {
         tracing::error!("normative database: {e}");
         ApiError::Unavailable("the normative database cannot be read".into())
     })?;
@@ -664,15 +665,15 @@ fn extend_normdb(
     config: &ServiceConfig,
     studies: &[BuildStudy],
     ctx: &JobContext,
-) -> Result<(crate::normdb::NormDb, Vec<i64>, Vec<Value>), JobFailure> {
-    use crate::pipeline::normative::{NormalSubject, add_subject};
+) -> Result<(pedinorm_templates::model::NormativeDb, Vec<i64>, Vec<Value>), JobFailure> {
+    use pedinorm_templates::model::{NormalSubject, add_subject};
     let normdb = config.normdb_path();
     if !normdb.is_file() {
         return Err(JobFailure::Failed(
             "the normative database is missing: build one with `mode: scratch` or install one built with `pedinorm normdb build`".into(),
         ));
     }
-    let mut db = crate::normdb::NormDb::read(&normdb).map_err(|e| {
+    let mut db = pedinorm_templates::model::NormativeDb::read(&normdb).map_err(|e| {
         tracing::error!("normative database: {e}");
         JobFailure::Failed("the normative database cannot be read".into())
     })?;
@@ -693,12 +694,12 @@ fn extend_normdb(
             scanner: scanner_of(&study.volume),
             image: read_build_image(study)?,
         };
-        match add_subject(&mut db, &subject, &mapping) {
+        match add_subject(&mut db, &subject, &mapping, &crate::normdb::now_utc()) {
             Ok(_) => added.push(study.study_id),
             Err(error) => skipped.push(json!({ "study": study.study_id, "reason": error.to_string() })),
         }
     }
-    db.metadata.touch(&format!("service build (extend): added studies {added:?}"));
+    db.metadata.touch(&format!("service build (extend): added studies {added:?}"), &crate::normdb::now_utc());
     Ok((db, added, skipped))
 }
 
@@ -711,13 +712,13 @@ fn scratch_normdb(
     studies: Vec<BuildStudy>,
     mut skipped: Vec<Value>,
     ctx: &JobContext,
-) -> Result<(crate::normdb::NormDb, Vec<i64>, Vec<Value>), JobFailure> {
+) -> Result<(pedinorm_templates::model::NormativeDb, Vec<i64>, Vec<Value>), JobFailure> {
     use crate::batch::LocalExecutor;
     use crate::pipeline::database::{BracketTemplate, MIN_TEMPLATE_SUBJECTS, build_database};
-    use crate::pipeline::normative::{BuildOptions, NormalSubject};
     use crate::pipeline::steps::default_program;
     use crate::pipeline::template_build::{SubjectInput, SubjectSource, build_template};
     use pedinorm_templates::age::AgeBracket;
+    use pedinorm_templates::model::{BuildOptions, NormalSubject};
     use pedinorm_templates::template::{RegistrationSettings, TemplateConfig, TemplateTarget};
 
     let inside = |study: &BuildStudy| {
@@ -830,7 +831,8 @@ fn scratch_normdb(
     let mut db = build_database(&normals, inputs, None, &options, &|_| {})
         .map_err(|e| JobFailure::Failed(e.to_string()))?;
     let ids: Vec<i64> = used.iter().map(|s| s.study_id).collect();
-    db.metadata.touch(&format!("service build (scratch): built from studies {ids:?}"));
+    db.metadata
+        .touch(&format!("service build (scratch): built from studies {ids:?}"), &crate::normdb::now_utc());
     Ok((db, ids, skipped))
 }
 

@@ -9,6 +9,8 @@ mod component;
 
 use component::component_available;
 use pedinorm::formats::nifti::read_image;
+use pedinorm::normdb::NormDbFile;
+use pedinorm_templates::model::NormativeDb;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -119,8 +121,8 @@ pub fn squeue_tasks(name_prefix: &str) -> Vec<(String, String, String)> {
 
 /// A normative database without its creation times and history: templates, masks, labels,
 /// statistics, subjects, calibration and build parameters, for bit-identity checks.
-pub fn normdb_content(path: &Path) -> pedinorm::normdb::NormDb {
-    let mut db = pedinorm::normdb::NormDb::read(path).unwrap();
+pub fn normdb_content(path: &Path) -> NormativeDb {
+    let mut db = NormativeDb::read(path).unwrap();
     db.metadata.created_utc.clear();
     db.metadata.modified_utc.clear();
     db.metadata.history.clear();
@@ -129,7 +131,7 @@ pub fn normdb_content(path: &Path) -> pedinorm::normdb::NormDb {
 
 /// Asserts two databases hold the same content, part by part (a readable message names the
 /// first part that differs instead of printing whole databases).
-pub fn assert_same_normdb(found: &pedinorm::normdb::NormDb, expected: &pedinorm::normdb::NormDb) {
+pub fn assert_same_normdb(found: &NormativeDb, expected: &NormativeDb) {
     assert_eq!(found.metadata.parameters, expected.metadata.parameters, "build parameters differ");
     assert_eq!(found.brackets.len(), expected.brackets.len(), "bracket count differs");
     for (a, b) in found.brackets.iter().zip(&expected.brackets) {

@@ -2,7 +2,7 @@
 //! one bracket, one case with a strong white-matter lesion.
 
 use pedinorm::cli::demo::{BaseSource, DemoBrackets, DemoConfig};
-use pedinorm::pipeline::normative::{BuildOptions, MappingParams};
+use pedinorm_templates::model::{BuildOptions, MappingParams};
 use pedinorm_validation::{Abnormality, LesionTissue};
 use std::path::PathBuf;
 

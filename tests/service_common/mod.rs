@@ -11,14 +11,14 @@ use dicom_core::value::PrimitiveValue;
 use dicom_core::{DataElement, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
-use pedinorm::normdb::NormDb;
-use pedinorm::pipeline::normative::{
-    BracketInput, BuildOptions, NormalSubject, TemplateSpace, assemble, map_normals,
-};
+use pedinorm::normdb::NormDbFile;
 use pedinorm::service::Service;
 use pedinorm::service::config::{ComputeConfig, ServiceConfig};
 use pedinorm::synth_io::{DicomIdentity, write_dicom_series};
 use pedinorm_registration::Grid;
+use pedinorm_templates::model::{
+    BracketInput, BuildOptions, NormalSubject, NormativeDb, TemplateSpace, assemble, map_normals,
+};
 use pedinorm_templates::stats::Sex;
 use pedinorm_validation::growth::Sex as SynthSex;
 use pedinorm_validation::subject::{Generator, SubjectSpec, SyntheticSubject};
@@ -451,7 +451,7 @@ pub fn subject_dicom(subject: &SyntheticSubject, index: usize) -> (String, Vec<V
 
 /// Builds a small normative database (one bracket 8–13 years, template = the phantom on its
 /// grid, leave-one-out calibration) from `count` normals, with the [`quick_compute`] mapping.
-pub fn phantom_normdb(generator: &Generator, count: usize, path: &Path) -> NormDb {
+pub fn phantom_normdb(generator: &Generator, count: usize, path: &Path) -> NormativeDb {
     let normals: Vec<NormalSubject> = (0..count)
         .map(|i| {
             let subject = phantom_subject(
@@ -489,7 +489,7 @@ pub fn phantom_normdb(generator: &Generator, count: usize, path: &Path) -> NormD
     };
     let brackets = [bracket];
     let mapped = map_normals(&normals, &brackets, &options, &|_| {}).unwrap();
-    let db = assemble(&brackets, &mapped, &options, None).unwrap();
+    let db = assemble(&brackets, &mapped, &options, None, "2026-01-01T00:00:00Z").unwrap();
     db.write(path).unwrap();
     db
 }

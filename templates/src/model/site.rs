@@ -1,12 +1,12 @@
-//! The site-aware part of the normative model (see
-//! [`pedinorm_templates::site_effects`]): estimated at calibration from the calibration
+//! The site-aware part of the normative model (see [`crate::site_effects`]): estimated at calibration from the calibration
 //! normals' leave-one-out z-maps and their scanner labels, applied to every z-map scored
 //! against the database — the calibration normals' own (so the thresholds are calibrated on
 //! site-corrected values) and every case's.
 
-use super::normative::{MappedNormal, TemplateSpace, gather};
-use crate::normdb::Channel;
-use pedinorm_templates::site_effects::{
+use super::accumulate::MappedNormal;
+use super::database::Channel;
+use super::space::{TemplateSpace, gather};
+use crate::site_effects::{
     DEFAULT_CLASSES, DEFAULT_MIN_SITE_NORMALS, SiteAdjustment, SiteEffectError, SiteEffects, SiteNull,
     TissueClasses,
 };

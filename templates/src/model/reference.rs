@@ -1,21 +1,21 @@
 //! What the database knows about its own limits: the SD floors of each bracket and the
-//! distribution of the out-of-distribution indices over its calibration normals (compute in
-//! `pedinorm_templates::safeguards`).
+//! distribution of the out-of-distribution indices over its calibration normals (the rules are
+//! in [`crate::safeguards`]).
 
-use super::{BracketDb, NormDb};
-use pedinorm_templates::safeguards::{GlobalIndices, OodReference, channel_floors};
+use super::database::{BracketDb, NormativeDb};
+use crate::safeguards::{GlobalIndices, OodReference, channel_floors};
 
 impl BracketDb {
     /// The SD floors of this bracket's channels (`[intensity, logjac]`; zero when the
     /// database's model has no floor).
-    pub fn sd_floors(&self, params: &pedinorm_templates::normative::NormativeParams) -> [f64; 2] {
+    pub fn sd_floors(&self, params: &crate::normative::NormativeParams) -> [f64; 2] {
         let data = self.template.as_slice();
         let in_mask: Vec<f32> = self.mask_indices().into_iter().map(|i| data[i]).collect();
         channel_floors(params, &in_mask)
     }
 }
 
-impl NormDb {
+impl NormativeDb {
     /// The global indices of every calibration normal (its leave-one-out null map at the
     /// calibrated thresholds and its mapping figures), in pseudonym order.
     pub fn calibration_indices(&self) -> Vec<(String, GlobalIndices)> {
@@ -51,7 +51,7 @@ impl NormDb {
 mod tests {
     #[test]
     fn reference_comes_from_the_calibration_normals_and_floors_from_the_template() {
-        let db = super::super::tests::tiny(3, 12);
+        let db = crate::model::testing::tiny(3, 12);
         let indices = db.calibration_indices();
         let calibrated = db.calibration.as_ref().unwrap().nulls.len();
         assert_eq!(indices.len(), calibrated);

@@ -1,0 +1,254 @@
+//! Normals into statistics: the inputs of a build (normals, brackets, options), every normal
+//! mapped to its bracket's template, and the mapped normals accumulated into mergeable
+//! age-node statistics per bracket and channel.
+
+use super::ModelError;
+use super::database::{BuildParameters, SubjectRecord};
+use super::mapping::{MappingParams, map_to_template};
+use super::space::{MATCH_PERCENTILES, TemplateSpace, gather};
+use crate::normative::NormativeParams;
+use crate::stats::{AgeNode, NormativeAccumulator, Sex};
+use pedinorm_registration::Image;
+use rayon::prelude::*;
+use std::collections::BTreeSet;
+
+/// One normal subject offered to the database.
+#[derive(Debug, Clone)]
+pub struct NormalSubject {
+    /// Pseudonym (no identity).
+    pub pseudonym: String,
+    /// Age at scan, years.
+    pub age_years: f64,
+    /// Sex.
+    pub sex: Sex,
+    /// Scanner or site label.
+    pub scanner: String,
+    /// The image (T1-weighted, any grid).
+    pub image: Image<f32>,
+}
+
+/// A bracket to build: its age range and template.
+#[derive(Debug, Clone)]
+pub struct BracketInput {
+    /// Bracket name.
+    pub name: String,
+    /// Lower bound (years, inclusive).
+    pub min_years: f64,
+    /// Upper bound (years, exclusive).
+    pub max_years: f64,
+    /// Template and mask.
+    pub space: TemplateSpace,
+    /// Atlas labels on the template grid, if any.
+    pub labels: Option<Image<f32>>,
+}
+
+/// Parameters of a database build.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Mapping of subjects into template space.
+    pub mapping: MappingParams,
+    /// Normative model used when scoring.
+    pub normative: NormativeParams,
+    /// Age nodes per bracket (evenly placed inside it).
+    pub nodes_per_bracket: usize,
+    /// Minimum kernel mass (subjects' worth of weight) at every node; kernels widen to reach it.
+    pub min_node_subjects: f64,
+    /// Nominal voxelwise false-positive rate of the calibration.
+    pub voxel_rate: f64,
+    /// Nominal per-image false-cluster rate of the calibration.
+    pub cluster_rate: f64,
+    /// Subjects whose warped image correlates with the template below this fail QC.
+    pub min_similarity: f64,
+    /// Ids of the normals the templates were built from. Their maps are closer to the template
+    /// than a new case's can be, so the calibration's null comes from the other normals when
+    /// at least [`MIN_CALIBRATION_NULLS`] of them passed QC.
+    pub template_members: BTreeSet<String>,
+    /// Estimate and apply scanner-site effects when the calibration normals come from several
+    /// sites (see [`super::site`]); off, every site is pooled as one.
+    pub site_effects: bool,
+}
+
+/// The fewest normals outside the templates that calibrate on their own; with fewer, every
+/// QC-passed normal is used (and the thresholds are optimistic for new cases).
+pub const MIN_CALIBRATION_NULLS: usize = 10;
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        Self {
+            mapping: MappingParams::standard(),
+            normative: NormativeParams::default(),
+            nodes_per_bracket: 2,
+            min_node_subjects: 6.0,
+            voxel_rate: 0.001,
+            cluster_rate: 0.05,
+            min_similarity: 0.5,
+            template_members: BTreeSet::new(),
+            site_effects: true,
+        }
+    }
+}
+
+impl BuildOptions {
+    /// The parameters recorded in the database.
+    pub fn build_parameters(&self) -> BuildParameters {
+        BuildParameters {
+            smoothing_fwhm_mm: self.mapping.smoothing_fwhm_mm,
+            field_sigma_mm: self.mapping.field_sigma_mm,
+            jacobian_refinement: self.mapping.jacobian_refinement.clone(),
+            differential_bias_sigma_mm: self.mapping.differential_bias_sigma_mm,
+            normative: self.normative,
+            voxel_rate: self.voxel_rate,
+            cluster_rate: self.cluster_rate,
+            intensity_normalization: format!(
+                "bias-field correction (N4-style), then piecewise-linear matching to the template at percentiles {MATCH_PERCENTILES:?} inside its mask{}",
+                match self.mapping.differential_bias_sigma_mm {
+                    Some(sigma) =>
+                        format!(", then differential bias correction against the template (σ {sigma} mm)"),
+                    None => String::new(),
+                }
+            ),
+            registration: self.mapping.describe(),
+        }
+    }
+}
+
+/// Age nodes of a bracket: `count` evenly spaced inside it, kernels adapted to the ages.
+pub fn bracket_nodes(
+    min_years: f64,
+    max_years: f64,
+    count: usize,
+    ages: &[f64],
+    min_subjects: f64,
+) -> Vec<AgeNode> {
+    let count = count.max(1);
+    let width = max_years - min_years;
+    let node_ages: Vec<f64> =
+        (0..count).map(|i| min_years + width * (i as f64 + 0.5) / count as f64).collect();
+    let base = (width / count as f64 / 2.0).max(0.1);
+    AgeNode::adaptive(&node_ages, ages, base, (width * 2.0).max(base), min_subjects)
+}
+
+/// A normal subject mapped to its bracket, kept for accumulation and leave-one-out.
+#[derive(Debug, Clone)]
+pub struct MappedNormal {
+    /// The database record.
+    pub record: SubjectRecord,
+    /// Bracket index.
+    pub bracket: usize,
+    /// Masked values per channel ([`Channel::index`](super::Channel::index) order).
+    pub values: [Vec<f32>; 2],
+}
+
+/// Index of the bracket a normal subject of `age` is registered to (the nearest centre among
+/// brackets containing it).
+pub fn bracket_of(brackets: &[BracketInput], age: f64) -> Option<usize> {
+    brackets
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| age >= b.min_years && age < b.max_years)
+        .min_by(|a, b| {
+            let centre = |x: &BracketInput| (age - 0.5 * (x.min_years + x.max_years)).abs();
+            centre(a.1).total_cmp(&centre(b.1))
+        })
+        .map(|(i, _)| i)
+}
+
+/// Maps every normal to its bracket (in parallel over subjects; each result is independent,
+/// so the order and values do not depend on the thread count). `progress` is called once per
+/// finished subject.
+pub fn map_normals(
+    normals: &[NormalSubject],
+    brackets: &[BracketInput],
+    options: &BuildOptions,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<Vec<MappedNormal>, ModelError> {
+    let mut seen = std::collections::HashSet::new();
+    for n in normals {
+        if !seen.insert(&n.pseudonym) {
+            return Err(ModelError::Config(format!("subject {} is listed twice", n.pseudonym)));
+        }
+        if !(n.age_years.is_finite() && (0.0..=25.0).contains(&n.age_years)) {
+            return Err(ModelError::Config(format!(
+                "subject {}: implausible age {}",
+                n.pseudonym, n.age_years
+            )));
+        }
+        if bracket_of(brackets, n.age_years).is_none() {
+            return Err(ModelError::Config(format!(
+                "subject {}: age {:.2} is outside every bracket",
+                n.pseudonym, n.age_years
+            )));
+        }
+    }
+    normals
+        .par_iter()
+        .with_max_len(1)
+        .map(|n| {
+            let b = bracket_of(brackets, n.age_years).expect("checked");
+            let space = &brackets[b].space;
+            let maps = map_to_template(&n.image, space, &options.mapping, &n.pseudonym)?;
+            progress(&n.pseudonym);
+            Ok(MappedNormal {
+                record: SubjectRecord {
+                    pseudonym: n.pseudonym.clone(),
+                    age_years: n.age_years,
+                    sex: n.sex,
+                    scanner: n.scanner.clone(),
+                    bracket: brackets[b].name.clone(),
+                    qc_similarity: maps.similarity,
+                    qc_histogram_distance: maps.histogram_distance,
+                    qc_mask_dice: maps.mask_dice,
+                    qc_passed: maps.similarity >= options.min_similarity,
+                },
+                bracket: b,
+                values: [gather(&maps.intensity, &space.indices), gather(&maps.logjac, &space.indices)],
+            })
+        })
+        .collect()
+}
+
+/// Accumulates mapped normals (QC-passed only) into per-bracket statistics.
+pub fn accumulate(
+    brackets: &[BracketInput],
+    mapped: &[MappedNormal],
+    options: &BuildOptions,
+) -> Result<Vec<[NormativeAccumulator; 2]>, ModelError> {
+    brackets
+        .iter()
+        .enumerate()
+        .map(|(b, bracket)| {
+            let members: Vec<&MappedNormal> =
+                mapped.iter().filter(|m| m.bracket == b && m.record.qc_passed).collect();
+            let ages: Vec<f64> = members.iter().map(|m| m.record.age_years).collect();
+            let nodes = bracket_nodes(
+                bracket.min_years,
+                bracket.max_years,
+                options.nodes_per_bracket,
+                &ages,
+                options.min_node_subjects,
+            );
+            let n = bracket.space.indices.len();
+            let mut stats =
+                [NormativeAccumulator::new(nodes.clone(), n)?, NormativeAccumulator::new(nodes, n)?];
+            for m in &members {
+                for (accumulator, values) in stats.iter_mut().zip(&m.values) {
+                    accumulator.add_subject(m.record.age_years, m.record.sex, values)?;
+                }
+            }
+            Ok(stats)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_cover_the_bracket() {
+        let nodes = bracket_nodes(4.0, 8.0, 2, &[4.5, 5.0, 6.0, 7.0, 7.5], 2.0);
+        assert_eq!(nodes.len(), 2);
+        assert!((nodes[0].age_years - 5.0).abs() < 1e-12 && (nodes[1].age_years - 7.0).abs() < 1e-12);
+        assert!(nodes.iter().all(|n| n.kernel_mass(&[4.5, 5.0, 6.0, 7.0, 7.5]) >= 2.0));
+    }
+}

@@ -1,0 +1,131 @@
+//! A whole database from mapped normals, and one more normal added to an existing database.
+
+use super::ModelError;
+use super::accumulate::{BracketInput, BuildOptions, MappedNormal, NormalSubject, accumulate};
+use super::calibrate::{calibrate, subject_null};
+use super::database::{AtlasTable, BracketDb, Channel, Metadata, NormativeDb, SubjectRecord};
+use super::mapping::{MappingParams, map_to_template};
+use super::space::{TemplateSpace, gather};
+
+/// Builds a whole database from mapped normals, created at `now_utc` (RFC 3339).
+pub fn assemble(
+    brackets: &[BracketInput],
+    mapped: &[MappedNormal],
+    options: &BuildOptions,
+    atlas: Option<AtlasTable>,
+    now_utc: &str,
+) -> Result<NormativeDb, ModelError> {
+    let stats = accumulate(brackets, mapped, options)?;
+    let passed = mapped.iter().filter(|m| m.record.qc_passed).count();
+    let calibration = if passed >= 3 { Some(calibrate(brackets, &stats, mapped, options)?) } else { None };
+    let bracket_dbs = brackets
+        .iter()
+        .zip(stats)
+        .map(|(b, stats)| BracketDb {
+            name: b.name.clone(),
+            min_years: b.min_years,
+            max_years: b.max_years,
+            template: b.space.template.clone(),
+            mask: b.space.mask.clone(),
+            labels: b.labels.clone(),
+            stats,
+        })
+        .collect();
+    Ok(NormativeDb {
+        metadata: Metadata::new(
+            options.build_parameters(),
+            &format!("built from {} normals", mapped.len()),
+            now_utc,
+        ),
+        brackets: bracket_dbs,
+        subjects: mapped.iter().map(|m| m.record.clone()).collect(),
+        calibration,
+        atlas,
+    })
+}
+
+/// Adds one normal to an existing database: the statistics are updated in place and the
+/// calibration recomputed with the new normal's null (its maps scored against the database
+/// before the addition, which is its leave-one-out reference). A database without null
+/// summaries (schema version 1) keeps its thresholds, marked stale. The history records the
+/// addition at `now_utc` (RFC 3339).
+pub fn add_subject(
+    db: &mut NormativeDb,
+    subject: &NormalSubject,
+    mapping: &MappingParams,
+    now_utc: &str,
+) -> Result<SubjectRecord, ModelError> {
+    if db.subjects.iter().any(|s| s.pseudonym == subject.pseudonym) {
+        return Err(ModelError::Config(format!("subject {} is already in the database", subject.pseudonym)));
+    }
+    if !(subject.age_years.is_finite() && (0.0..=25.0).contains(&subject.age_years)) {
+        return Err(ModelError::Config(format!(
+            "subject {}: implausible age {}",
+            subject.pseudonym, subject.age_years
+        )));
+    }
+    let b = db
+        .brackets
+        .iter()
+        .enumerate()
+        .filter(|(_, x)| x.contains(subject.age_years))
+        .min_by(|a, c| {
+            let d = |x: &BracketDb| (subject.age_years - 0.5 * (x.min_years + x.max_years)).abs();
+            d(a.1).total_cmp(&d(c.1))
+        })
+        .map(|(i, _)| i)
+        .ok_or_else(|| {
+            ModelError::Config(format!("age {:.2} is outside every bracket", subject.age_years))
+        })?;
+    let bracket = &db.brackets[b];
+    let space = TemplateSpace::new(bracket.template.clone(), Some(bracket.mask.clone()))?;
+    let mapping = mapping.for_database(&db.metadata.parameters);
+    let maps = map_to_template(&subject.image, &space, &mapping, &subject.pseudonym)?;
+    let record = SubjectRecord {
+        pseudonym: subject.pseudonym.clone(),
+        age_years: subject.age_years,
+        sex: subject.sex,
+        scanner: subject.scanner.clone(),
+        bracket: bracket.name.clone(),
+        qc_similarity: maps.similarity,
+        qc_histogram_distance: maps.histogram_distance,
+        qc_mask_dice: maps.mask_dice,
+        qc_passed: maps.similarity >= 0.5,
+    };
+    if record.qc_passed {
+        let values = [gather(&maps.intensity, &space.indices), gather(&maps.logjac, &space.indices)];
+        // The database before the addition is exactly the new normal's leave-one-out reference.
+        let recalibrated = match &db.calibration {
+            Some(c) if !c.nulls.is_empty() && !c.stale => {
+                let null = subject_null(
+                    &space,
+                    &db.brackets[b].stats,
+                    &record,
+                    &values,
+                    &db.metadata.parameters.normative,
+                    c.site_effects.as_deref(),
+                )?;
+                let p = &db.metadata.parameters;
+                c.with_null(null, p.voxel_rate, p.cluster_rate)
+            }
+            _ => None,
+        };
+        let bracket = &mut db.brackets[b];
+        for channel in Channel::ALL {
+            bracket.stats[channel.index()].add_subject(
+                subject.age_years,
+                subject.sex,
+                &values[channel.index()],
+            )?;
+        }
+        match (recalibrated, db.calibration.as_mut()) {
+            (Some(c), _) => db.calibration = Some(c),
+            // Without null summaries (schema version 1) the thresholds cannot be recomputed.
+            (None, Some(c)) => c.stale = true,
+            (None, None) => {}
+        }
+    }
+    db.subjects.push(record.clone());
+    db.metadata.touch(&format!("added subject {}", subject.pseudonym), now_utc);
+    Ok(record)
+}

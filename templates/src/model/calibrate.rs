@@ -1,0 +1,175 @@
+//! Leave-one-out calibration: each calibration normal is scored against its bracket's
+//! statistics without itself, corrected for its site when the normals come from several, and
+//! the null summaries are pooled into thresholds.
+
+use super::ModelError;
+use super::accumulate::{BracketInput, BuildOptions, MIN_CALIBRATION_NULLS, MappedNormal};
+use super::database::{CalibrationRecord, Channel, SubjectNull, SubjectRecord};
+use super::site;
+use super::space::{TemplateSpace, gather, scatter};
+use crate::calibration::NullSummary;
+use crate::normative::NormativeParams;
+use crate::safeguards;
+use crate::site_effects::SiteEffects;
+use crate::stats::NormativeAccumulator;
+use rayon::prelude::*;
+
+/// One normal's maps scored against `stats` (statistics that do not contain it): z per mask
+/// voxel, per channel.
+pub fn held_out_z(
+    space: &TemplateSpace,
+    stats: &[NormativeAccumulator; 2],
+    record: &SubjectRecord,
+    values: &[Vec<f32>; 2],
+    params: &NormativeParams,
+) -> Result<[Vec<f32>; 2], ModelError> {
+    let floors = safeguards::channel_floors(params, &gather(&space.template, &space.indices));
+    let score = |channel: Channel| -> Result<Vec<f32>, ModelError> {
+        let c = channel.index();
+        let (model, _) =
+            safeguards::floored_model(&stats[c], record.age_years, Some(record.sex), params, floors[c])
+                .map_err(|e| ModelError::Config(format!("calibration of {}: {e}", record.pseudonym)))?;
+        model.z_scores(&values[c]).map_err(|e| ModelError::Config(e.to_string()))
+    };
+    Ok([score(Channel::Intensity)?, score(Channel::LogJacobian)?])
+}
+
+/// The null summaries of one normal from its held-out z per channel.
+pub fn null_from_z(space: &TemplateSpace, record: &SubjectRecord, z: &[Vec<f32>; 2]) -> SubjectNull {
+    let mask = space.mask.data().mapv(|v| v > 0.5);
+    let summary = |z: &[f32]| {
+        let volume = scatter(space.template.grid(), &space.indices, z, 0.0);
+        NullSummary::from_map(volume.data(), Some(&mask))
+    };
+    SubjectNull { pseudonym: record.pseudonym.clone(), channels: [summary(&z[0]), summary(&z[1])] }
+}
+
+/// The null summaries of one normal: its maps scored against `stats` (statistics that do not
+/// contain it), per channel, corrected for its site when the database has site effects.
+pub fn subject_null(
+    space: &TemplateSpace,
+    stats: &[NormativeAccumulator; 2],
+    record: &SubjectRecord,
+    values: &[Vec<f32>; 2],
+    params: &NormativeParams,
+    site_effects: Option<&[SiteEffects]>,
+) -> Result<SubjectNull, ModelError> {
+    let mut z = held_out_z(space, stats, record, values, params)?;
+    if let Some(effects) = site_effects {
+        let classes = site::tissue_classes(space).map_err(|e| ModelError::Config(e.to_string()))?;
+        for channel in Channel::ALL {
+            site::adjust(effects, channel, &classes, Some(&record.scanner), &mut z[channel.index()]);
+        }
+    }
+    Ok(null_from_z(space, record, &z))
+}
+
+/// The normals whose leave-one-out maps make the calibration's null: the QC-passed normals
+/// that were not in any template when enough of them exist, else every QC-passed normal.
+pub fn calibration_normals<'a>(mapped: &'a [MappedNormal], options: &BuildOptions) -> Vec<&'a MappedNormal> {
+    let passed: Vec<&MappedNormal> = mapped.iter().filter(|m| m.record.qc_passed).collect();
+    let outside: Vec<&MappedNormal> =
+        passed.iter().copied().filter(|m| !options.template_members.contains(&m.record.pseudonym)).collect();
+    if outside.len() >= MIN_CALIBRATION_NULLS {
+        return outside;
+    }
+    if !options.template_members.is_empty() {
+        tracing::warn!(
+            outside = outside.len(),
+            needed = MIN_CALIBRATION_NULLS,
+            "too few normals outside the templates: calibrating on every normal (thresholds are optimistic for new cases)"
+        );
+    }
+    passed
+}
+
+/// Leave-one-out calibration over the mapped normals: each calibration normal (see
+/// [`calibration_normals`]) is scored against its bracket's statistics without itself. When
+/// the normals come from several sites, the site effects are estimated from these z-maps and
+/// each normal's own removed (see [`site`]). The null summaries are pooled over brackets
+/// per channel (see [`CalibrationRecord::from_nulls`]).
+pub fn calibrate(
+    brackets: &[BracketInput],
+    stats: &[[NormativeAccumulator; 2]],
+    mapped: &[MappedNormal],
+    options: &BuildOptions,
+) -> Result<CalibrationRecord, ModelError> {
+    let members = calibration_normals(mapped, options);
+    let mut z: Vec<[Vec<f32>; 2]> = members
+        .par_iter()
+        .with_max_len(1)
+        .map(|m| {
+            let mut held_out = stats[m.bracket].clone();
+            for (c, accumulator) in held_out.iter_mut().enumerate() {
+                accumulator.remove_subject(m.record.age_years, m.record.sex, &m.values[c])?;
+            }
+            held_out_z(&brackets[m.bracket].space, &held_out, &m.record, &m.values, &options.normative)
+        })
+        .collect::<Result<_, ModelError>>()?;
+    let site_error = |e: crate::site_effects::SiteEffectError| ModelError::Config(e.to_string());
+    let classes: Vec<Vec<u8>> = brackets
+        .iter()
+        .map(|b| site::tissue_classes(&b.space))
+        .collect::<Result<_, _>>()
+        .map_err(site_error)?;
+    let site_effects =
+        if options.site_effects { site::estimate(&members, &z, &classes).map_err(site_error)? } else { None };
+    if let Some(effects) = &site_effects {
+        for (m, z) in members.iter().zip(z.iter_mut()) {
+            for channel in Channel::ALL {
+                let classes = &classes[m.bracket];
+                site::adjust(effects, channel, classes, Some(&m.record.scanner), &mut z[channel.index()]);
+            }
+        }
+    }
+    let nulls: Vec<SubjectNull> =
+        members.iter().zip(&z).map(|(m, z)| null_from_z(&brackets[m.bracket].space, &m.record, z)).collect();
+    let mut record = CalibrationRecord::from_nulls(nulls, options.voxel_rate, options.cluster_rate)
+        .map_err(|e| ModelError::Config(format!("calibration: {e}")))?;
+    record.site_effects = site_effects;
+    Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::Sex;
+
+    fn mapped_normal(id: &str, qc_passed: bool) -> MappedNormal {
+        MappedNormal {
+            record: SubjectRecord {
+                pseudonym: id.into(),
+                age_years: 5.0,
+                sex: Sex::Female,
+                scanner: String::new(),
+                bracket: "b".into(),
+                qc_similarity: 0.9,
+                qc_histogram_distance: 0.02,
+                qc_mask_dice: 0.95,
+                qc_passed,
+            },
+            bracket: 0,
+            values: [Vec::new(), Vec::new()],
+        }
+    }
+
+    #[test]
+    fn calibration_leaves_out_template_members_when_enough_others_exist() {
+        let mapped: Vec<MappedNormal> =
+            (0..24).map(|i| mapped_normal(&format!("n{i:02}"), i != 23)).collect();
+        let ids = |chosen: Vec<&MappedNormal>| -> Vec<String> {
+            chosen.iter().map(|m| m.record.pseudonym.clone()).collect()
+        };
+        // No members known: every QC-passed normal.
+        let mut options = BuildOptions::default();
+        assert_eq!(calibration_normals(&mapped, &options).len(), 23);
+        // Half of them in the templates: the other QC-passed half (11 ≥ the minimum).
+        options.template_members = (0..12).map(|i| format!("n{:02}", 2 * i)).collect();
+        let chosen = ids(calibration_normals(&mapped, &options));
+        assert_eq!(chosen.len(), 11);
+        assert!(chosen.iter().all(|id| !options.template_members.contains(id) && id != "n23"));
+        // Too few outside the templates: back to every QC-passed normal.
+        options.template_members = (0..16).map(|i| format!("n{i:02}")).collect();
+        assert_eq!(calibration_normals(&mapped, &options).len(), 23);
+    }
+}

@@ -1,0 +1,98 @@
+//! Merging two databases built on the same templates with the same parameters.
+
+use super::database::{CalibrationRecord, DatabaseError, NormativeDb};
+
+impl NormativeDb {
+    /// Merges `other` into a copy of `self`: same templates, masks, nodes and parameters are
+    /// required; statistics are combined exactly (Chan), subjects concatenated (a pseudonym in
+    /// both is refused, it would count twice) and the calibration recomputed from the union of
+    /// both databases' null summaries (marked stale when either keeps none).
+    pub fn merged(&self, other: &NormativeDb, now_utc: &str) -> Result<NormativeDb, DatabaseError> {
+        if self.metadata.parameters != other.metadata.parameters {
+            return Err(DatabaseError::Incompatible(format!(
+                "build parameters differ: {:?} against {:?}",
+                self.metadata.parameters, other.metadata.parameters
+            )));
+        }
+        if self.brackets.len() != other.brackets.len() {
+            return Err(DatabaseError::Incompatible("different numbers of age brackets".into()));
+        }
+        for subject in &other.subjects {
+            if self.subjects.iter().any(|s| s.pseudonym == subject.pseudonym) {
+                return Err(DatabaseError::Incompatible(format!(
+                    "subject {} is in both databases",
+                    subject.pseudonym
+                )));
+            }
+        }
+        let mut merged = self.clone();
+        for (mine, theirs) in merged.brackets.iter_mut().zip(&other.brackets) {
+            if mine.name != theirs.name || mine.template != theirs.template || mine.mask != theirs.mask {
+                return Err(DatabaseError::Incompatible(format!(
+                    "bracket {} against {}: templates must be identical to merge statistics",
+                    mine.name, theirs.name
+                )));
+            }
+            for c in 0..2 {
+                mine.stats[c].merge(&theirs.stats[c])?;
+            }
+        }
+        merged.subjects.extend(other.subjects.iter().cloned());
+        // Pool the null summaries of both; without them (schema version 1) the first
+        // database's thresholds are kept and marked stale.
+        let calibrated = |db: &NormativeDb| {
+            db.calibration.as_ref().is_some_and(|c| {
+                c.nulls.len() == db.subjects.iter().filter(|s| s.qc_passed).count() && !c.stale
+            })
+        };
+        if calibrated(self) && calibrated(other) {
+            let nulls = [self, other]
+                .iter()
+                .flat_map(|db| db.calibration.as_ref().expect("checked").nulls.iter().cloned())
+                .collect();
+            let p = &self.metadata.parameters;
+            merged.calibration =
+                Some(CalibrationRecord::from_nulls(nulls, p.voxel_rate, p.cluster_rate).map_err(|e| {
+                    DatabaseError::Incompatible(format!("calibration of the merged database: {e}"))
+                })?);
+        } else if let Some(calibration) = merged.calibration.as_mut() {
+            calibration.stale = true;
+        }
+        merged.metadata.history.extend(other.metadata.history.iter().map(|h| format!("(merged) {h}")));
+        merged
+            .metadata
+            .touch(&format!("merged {} + {} subjects", self.subjects.len(), other.subjects.len()), now_utc);
+        Ok(merged)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::testing::tiny;
+
+    const NOW: &str = "2026-01-02T00:00:00Z";
+
+    #[test]
+    fn merge_refuses_duplicates_and_different_templates() {
+        let a = tiny(1, 5);
+        assert!(matches!(a.merged(&a, NOW), Err(DatabaseError::Incompatible(_))));
+        let mut b = tiny(2, 5);
+        b.brackets[0].template.as_mut_slice()[0] = 99.0;
+        assert!(matches!(a.merged(&b, NOW), Err(DatabaseError::Incompatible(_))));
+        let c = tiny(2, 5);
+        let merged = a.merged(&c, NOW).unwrap();
+        assert_eq!(merged.subjects.len(), 10);
+        // Both keep null summaries: the merged calibration is recomputed from all ten, in
+        // pseudonym order, whichever database comes first.
+        let calibration = merged.calibration.as_ref().unwrap();
+        assert!(!calibration.stale);
+        assert_eq!(calibration.nulls.len(), 10);
+        assert_eq!(calibration.channels[0].cluster.max_mass_per_subject.len(), 10);
+        assert_eq!(c.merged(&a, NOW).unwrap().calibration, merged.calibration);
+        // Without null summaries (schema version 1) the thresholds are kept, marked stale.
+        let mut old = tiny(3, 5);
+        old.calibration.as_mut().unwrap().nulls.clear();
+        assert!(old.merged(&c, NOW).unwrap().calibration.unwrap().stale);
+    }
+}

@@ -1,0 +1,40 @@
+//! The normative model as in-memory values: a subject mapped to its bracket's template
+//! ([`mapping`], [`space`], [`differential_bias`]), mapped normals accumulated into age-node
+//! statistics ([`accumulate`](mod@accumulate)), leave-one-out calibration ([`calibrate`](mod@calibrate)), the whole database
+//! built, extended ([`build`]) and merged ([`merge`]) as a [`NormativeDb`] value, its
+//! safeguard reference ([`reference`](mod@reference)), the site-aware part of the model
+//! ([`site`]), and an atlas carried to a template ([`atlas`]).
+//!
+//! Nothing here reads or writes a file or reads the clock: the caller stores the database and
+//! passes the time operations are recorded at.
+
+pub mod accumulate;
+pub mod atlas;
+pub mod build;
+pub mod calibrate;
+pub mod database;
+pub mod differential_bias;
+mod error;
+pub mod mapping;
+pub mod merge;
+pub mod reference;
+pub mod site;
+pub mod space;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
+
+pub use accumulate::{
+    BracketInput, BuildOptions, MIN_CALIBRATION_NULLS, MappedNormal, NormalSubject, accumulate,
+    bracket_nodes, bracket_of, map_normals,
+};
+pub use atlas::{carry_atlas, parse_label_names};
+pub use build::{add_subject, assemble};
+pub use calibrate::{calibrate, calibration_normals, held_out_z, null_from_z, subject_null};
+pub use database::{
+    AtlasTable, BracketDb, BuildParameters, CalibrationRecord, Channel, ChannelCalibration, DatabaseError,
+    Metadata, NormativeDb, SubjectNull, SubjectRecord, mask_indices, software,
+};
+pub use differential_bias::{DIFFERENTIAL_BIAS_SIGMA_MM, remove_differential_bias};
+pub use error::ModelError;
+pub use mapping::{JacobianRefinement, MappingParams, SubjectMaps, map_to_template};
+pub use space::{MATCH_PERCENTILES, TemplateSpace, gather, masked_correlation, scatter, template_mask};

@@ -1,0 +1,124 @@
+//! A template space: the template, its mask, the voxel order of the statistics and the
+//! intensity landmarks subjects are matched to; moving values between volumes and that order.
+
+use super::ModelError;
+use super::database::mask_indices;
+use ndarray::Array3;
+use pedinorm_registration::Image;
+use pedinorm_registration::intensity::{BrainMaskParams, brain_mask_from_intensity};
+
+/// A template with its mask and the intensity scale subjects are matched to.
+#[derive(Debug, Clone)]
+pub struct TemplateSpace {
+    /// Template image.
+    pub template: Image<f32>,
+    /// Brain mask of the template.
+    pub mask: Image<f32>,
+    /// Flat indices of the mask voxels (the statistics' voxel order).
+    pub indices: Vec<usize>,
+    /// Template intensities at [`MATCH_PERCENTILES`] inside the mask.
+    pub landmarks: Vec<f64>,
+}
+
+/// Percentiles at which subject intensities are matched to the template (piecewise linear).
+pub const MATCH_PERCENTILES: [f64; 11] = [0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99];
+
+impl TemplateSpace {
+    /// A template space; the mask is computed from the template when not given.
+    pub fn new(template: Image<f32>, mask: Option<Image<f32>>) -> Result<Self, ModelError> {
+        let mask = match mask {
+            Some(m) => m,
+            None => template_mask(&template)?,
+        };
+        if !mask.grid().same_as(template.grid(), 1e-3) {
+            return Err(ModelError::Config("template mask is on another grid than the template".into()));
+        }
+        let indices = mask_indices(&mask);
+        if indices.len() < 27 {
+            return Err(ModelError::Config(format!("template mask has only {} voxels", indices.len())));
+        }
+        let landmarks = percentiles_in_mask(&template, &indices, &MATCH_PERCENTILES);
+        Ok(Self { template, mask, indices, landmarks })
+    }
+}
+
+/// Brain mask of a template: intensity-based, without requiring a skull.
+pub fn template_mask(template: &Image<f32>) -> Result<Image<f32>, ModelError> {
+    brain_mask_from_intensity(template, &BrainMaskParams::default()).map_err(|e| ModelError::Subject {
+        subject: "template".into(),
+        stage: "brain mask",
+        message: e.to_string(),
+    })
+}
+
+fn percentiles_in_mask(image: &Image<f32>, indices: &[usize], percentiles: &[f64]) -> Vec<f64> {
+    let data = image.as_slice();
+    let mut values: Vec<f32> = indices.iter().map(|&i| data[i]).collect();
+    values.sort_unstable_by(|a, b| a.total_cmp(b));
+    percentiles
+        .iter()
+        .map(|&p| {
+            let position = p * (values.len() - 1) as f64;
+            let lo = position.floor() as usize;
+            let hi = position.ceil() as usize;
+            let t = position - lo as f64;
+            values[lo] as f64 * (1.0 - t) + values[hi] as f64 * t
+        })
+        .collect()
+}
+
+/// Pearson correlation of two images over the given voxels.
+pub fn masked_correlation(a: &Image<f32>, b: &Image<f32>, indices: &[usize]) -> f64 {
+    let (da, db) = (a.as_slice(), b.as_slice());
+    let n = indices.len() as f64;
+    let (mut sa, mut sb) = (0.0, 0.0);
+    for &i in indices {
+        sa += da[i] as f64;
+        sb += db[i] as f64;
+    }
+    let (ma, mb) = (sa / n, sb / n);
+    let (mut cov, mut va, mut vb) = (0.0, 0.0, 0.0);
+    for &i in indices {
+        let (x, y) = (da[i] as f64 - ma, db[i] as f64 - mb);
+        cov += x * y;
+        va += x * x;
+        vb += y * y;
+    }
+    if va > 0.0 && vb > 0.0 { cov / (va * vb).sqrt() } else { 0.0 }
+}
+
+/// Values of `image` at `indices`.
+pub fn gather(image: &Image<f32>, indices: &[usize]) -> Vec<f32> {
+    let data = image.as_slice();
+    indices.iter().map(|&i| data[i]).collect()
+}
+
+/// A volume on `grid` holding `values` at `indices` and `fill` elsewhere.
+pub fn scatter(
+    grid: &pedinorm_registration::Grid,
+    indices: &[usize],
+    values: &[f32],
+    fill: f32,
+) -> Image<f32> {
+    let mut data = vec![fill; grid.len()];
+    for (&i, &v) in indices.iter().zip(values) {
+        data[i] = v;
+    }
+    let d = grid.dims();
+    Image::new(Array3::from_shape_vec((d[0], d[1], d[2]), data).expect("grid size"), grid.clone())
+        .expect("shape")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scatter_gather_round_trip() {
+        let grid = pedinorm_registration::Grid::axis_aligned([3, 4, 5], [1.0; 3], [0.0; 3]).unwrap();
+        let indices = vec![1, 7, 30, 59];
+        let volume = scatter(&grid, &indices, &[1.0, 2.0, 3.0, 4.0], -1.0);
+        assert_eq!(gather(&volume, &indices), vec![1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(volume.as_slice()[0], -1.0);
+    }
+}
