@@ -6,10 +6,10 @@
 
 mod demo_common;
 
-use demo_common::miniature_demo;
+use demo_common::{miniature_demo, quick_mapping};
 use pedinorm::cli::demo::run_demo;
 use pedinorm::normdb::NormDbFile;
-use pedinorm_templates::model::{MappingParams, NormativeDb};
+use pedinorm_templates::model::NormativeDb;
 use std::path::Path;
 
 fn python() -> std::path::PathBuf {
@@ -21,11 +21,7 @@ fn python() -> std::path::PathBuf {
 #[test]
 fn miniature_demo_detects_a_strong_lesion_and_writes_the_documented_database() {
     let dir = tempfile::tempdir().unwrap();
-    let mut mapping = MappingParams::standard();
-    mapping.affine_iterations = vec![60, 30, 10];
-    mapping.deformable_iterations = vec![20, 10, 5];
-    mapping.bias_correction = false;
-    mapping.smoothing_fwhm_mm = 6.0;
+    let mapping = quick_mapping();
     let config = miniature_demo(dir.path().join("demo"), 12, mapping);
     let summary = run_demo(&config).unwrap();
     assert_eq!(summary.cases.len(), 1);

@@ -6,12 +6,12 @@
 
 mod demo_common;
 
-use demo_common::miniature_demo;
+use demo_common::{miniature_demo, quick_mapping};
 use pedinorm::cli::demo::run_demo;
 use pedinorm::normdb::NormDbFile;
 use pedinorm::pipeline::deviation::{DeviationOptions, compute_deviation};
 use pedinorm_registration::Grid;
-use pedinorm_templates::model::{MappingParams, NormativeDb};
+use pedinorm_templates::model::NormativeDb;
 use pedinorm_templates::site_effects::SiteAdjustment;
 use pedinorm_validation::{BaseBrain, Generator, Site, SubjectSpec};
 use std::path::Path;
@@ -19,11 +19,7 @@ use std::path::Path;
 #[test]
 fn two_site_database_corrects_known_sites_widens_unknown_ones_and_reports_held_out_false_positives() {
     let dir = tempfile::tempdir().unwrap();
-    let mut mapping = MappingParams::standard();
-    mapping.affine_iterations = vec![60, 30, 10];
-    mapping.deformable_iterations = vec![20, 10, 5];
-    mapping.bias_correction = false;
-    mapping.smoothing_fwhm_mm = 6.0;
+    let mapping = quick_mapping();
     let mut config = miniature_demo(dir.path().join("demo"), 12, mapping.clone());
     config.sites = 2;
     config.held_out_normals = 2;

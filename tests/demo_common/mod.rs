@@ -6,6 +6,18 @@ use pedinorm_templates::model::{BuildOptions, MappingParams};
 use pedinorm_validation::{Abnormality, LesionTissue};
 use std::path::PathBuf;
 
+/// The quick mapping of the miniature demos: short schedules, no bias correction, 6 mm
+/// smoothing (4 mm phantom voxels).
+#[allow(dead_code)] // not every test binary that includes this module uses it
+pub fn quick_mapping() -> MappingParams {
+    let mut mapping = MappingParams::standard();
+    mapping.affine_iterations = vec![60, 30, 10];
+    mapping.deformable_iterations = vec![20, 10, 5];
+    mapping.bias_correction = false;
+    mapping.smoothing_fwhm_mm = 6.0;
+    mapping
+}
+
 /// The miniature demo's configuration with `normals` normals mapped with `mapping`. Template
 /// builds run as processes of the test's `pedinorm` binary.
 pub fn miniature_demo(out_dir: PathBuf, normals: usize, mapping: MappingParams) -> DemoConfig {
