@@ -13,7 +13,7 @@ work="${1:?usage: $0 WORK [demo arguments]}"
 shift
 cargo build -q --release --bin pedinorm
 bin="${CARGO_TARGET_DIR:-target}/release/pedinorm"
-common=(--held-out-normals 14 --held-out-cases 8 --cases 8 "$@")
+common=(--held-out-normals 14 --held-out-cases 6 --cases 6 "$@")
 mkdir -p "$work"
 "$bin" demo --out-dir "$work/run" "${common[@]}" >"$work/on.log" 2>&1
 mkdir -p "$work/on" && cp "$work/run/summary.json" "$work/on/summary.json"
