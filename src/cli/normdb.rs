@@ -5,12 +5,13 @@ use crate::formats::nifti::read_image;
 use crate::normdb::{NormDbFile, now_utc, summary};
 use crate::pipeline::cohort::read_cohort;
 use crate::pipeline::normdb_build::{
-    AtlasFiles, NormalFile, NormdbParameters, build_normdb, prepare_normdb_build, run_normal_map,
-    run_normdb_reduce, run_partial, run_space,
+    AtlasFiles, BracketTemplateFile, NormalFile, NormdbParameters, build_normdb, prepare_normdb_build,
+    run_normal_map, run_normdb_reduce, run_partial, run_space,
 };
 use crate::pipeline::steps::default_program;
 use crate::pipeline::template_build::BuildManifest;
 use anyhow::{Context, bail};
+use pedinorm_templates::age::containing_bracket;
 use pedinorm_templates::model::{NormalSubject, NormativeDb, add_subject};
 use pedinorm_templates::stats::Sex;
 use pedinorm_templates::template::TemplateTarget;
@@ -218,16 +219,13 @@ pub fn parse_sex(text: &str, what: &str) -> anyhow::Result<Sex> {
     Sex::parse(text).with_context(|| format!("{what}: sex {text:?} must be F or M"))
 }
 
-/// A bracket read from the command line: name, age range (years) and template image.
-pub type BracketFile = (String, f64, f64, PathBuf);
-
 /// Reads the brackets from template build directories and `NAME:MIN:MAX:PATH` specifications:
 /// brackets named by `--template-build` and `--template`, and the ids of the subjects the
 /// template builds used (sorted, without repeats; none for a `--template` image).
 pub fn read_brackets(
     builds: &[PathBuf],
     specs: &[String],
-) -> anyhow::Result<(Vec<BracketFile>, Vec<String>)> {
+) -> anyhow::Result<(Vec<BracketTemplateFile>, Vec<String>)> {
     let mut out = Vec::new();
     let mut members = std::collections::BTreeSet::new();
     for dir in builds {
@@ -240,7 +238,12 @@ pub fn read_brackets(
         if !path.is_file() {
             bail!("{}: the build is not finished (no template.nii.gz)", dir.display());
         }
-        out.push((bracket.name.clone(), bracket.min_years, bracket.max_years, path));
+        out.push(BracketTemplateFile {
+            name: bracket.name.clone(),
+            min_years: bracket.min_years,
+            max_years: bracket.max_years,
+            template: path,
+        });
         members.extend(manifest.subjects.iter().filter(|s| s.weight > 0.0).map(|s| s.id.clone()));
     }
     for spec in specs {
@@ -255,7 +258,12 @@ pub fn read_brackets(
         if !(min >= 0.0 && max > min) {
             bail!("--template {spec:?}: need 0 ≤ MIN < MAX");
         }
-        out.push((parts[0].to_owned(), min, max, PathBuf::from(parts[3])));
+        out.push(BracketTemplateFile {
+            name: parts[0].to_owned(),
+            min_years: min,
+            max_years: max,
+            template: PathBuf::from(parts[3]),
+        });
     }
     if out.is_empty() {
         bail!("give at least one --template-build or --template");
@@ -276,7 +284,7 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
                 continue;
             }
         };
-        if !brackets.iter().any(|b| s.age_years >= b.1 && s.age_years < b.2) {
+        if containing_bracket(&brackets, s.age_years).is_none() {
             problems.push(format!("subject {}: age {:.2} is outside every bracket", s.id, s.age_years));
             continue;
         }

@@ -31,6 +31,7 @@ use crate::pipeline::steps::{
     Manifest, PlannedStage, StepFileError, StepOutputs, completed, file_error, file_sizes, image_voxels,
     is_valid_name, read_json, read_manifest, run_plan, run_step, step_done, store_manifest, write_json,
 };
+use pedinorm_templates::age::{AgeRange, containing_bracket};
 use pedinorm_templates::model::{
     AtlasTable, BracketDb, BracketInput, BuildOptions, Channel, MappedNormal, Metadata, ModelError,
     NormativeDb, SubjectRecord, TemplateSpace, assemble, bracket_nodes, calibrate, carry_atlas, gather,
@@ -266,18 +267,35 @@ pub fn reduce_marker(build_dir: &Path) -> PathBuf {
     build_dir.join("reduce").join("done.json")
 }
 
-/// The bracket a subject of `age` belongs to: the nearest centre among brackets containing it
-/// (as [`pedinorm_templates::model::bracket_of`]).
-fn bracket_for_age(brackets: &[ManifestBracket], age: f64) -> Option<usize> {
-    brackets
-        .iter()
-        .enumerate()
-        .filter(|(_, b)| age >= b.min_years && age < b.max_years)
-        .min_by(|a, b| {
-            let centre = |x: &ManifestBracket| (age - 0.5 * (x.min_years + x.max_years)).abs();
-            centre(a.1).total_cmp(&centre(b.1))
-        })
-        .map(|(i, _)| i)
+impl AgeRange for ManifestBracket {
+    fn min_years(&self) -> f64 {
+        self.min_years
+    }
+    fn max_years(&self) -> f64 {
+        self.max_years
+    }
+}
+
+/// A bracket of a build as given: name, age range and template image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BracketTemplateFile {
+    /// Name (letters, digits, `-`, `_`, `.`).
+    pub name: String,
+    /// Lower bound (years, inclusive).
+    pub min_years: f64,
+    /// Upper bound (years, exclusive).
+    pub max_years: f64,
+    /// The template image.
+    pub template: PathBuf,
+}
+
+impl AgeRange for BracketTemplateFile {
+    fn min_years(&self) -> f64 {
+        self.min_years
+    }
+    fn max_years(&self) -> f64 {
+        self.max_years
+    }
 }
 
 fn absolute(path: &Path) -> Result<PathBuf, NormdbBuildError> {
@@ -288,7 +306,7 @@ fn absolute(path: &Path) -> Result<PathBuf, NormdbBuildError> {
 /// same build (so it can be resumed). Every problem of the cohort is reported in one error.
 pub fn prepare_normdb_build(
     normals: &[NormalFile],
-    brackets: &[(String, f64, f64, PathBuf)],
+    brackets: &[BracketTemplateFile],
     atlas: Option<&AtlasFiles>,
     parameters: &NormdbParameters,
     output: &Path,
@@ -296,11 +314,11 @@ pub fn prepare_normdb_build(
 ) -> Result<NormdbManifest, NormdbBuildError> {
     let mut problems = Vec::new();
     let mut manifest_brackets = Vec::new();
-    for (index, (name, min_years, max_years, template)) in brackets.iter().enumerate() {
+    for (index, BracketTemplateFile { name, min_years, max_years, template }) in brackets.iter().enumerate() {
         if !is_valid_name(name) {
             problems.push(format!("bracket name {name:?}: use letters, digits, '-', '_' or '.'"));
         }
-        if brackets[..index].iter().any(|b| &b.0 == name) {
+        if brackets[..index].iter().any(|b| &b.name == name) {
             problems.push(format!("bracket name {name:?} appears more than once"));
         }
         match template.canonicalize() {
@@ -328,7 +346,7 @@ pub fn prepare_normdb_build(
             problems.push(format!("subject {}: implausible age {}", normal.id, normal.age_years));
             continue;
         }
-        let Some(bracket) = bracket_for_age(&manifest_brackets, normal.age_years) else {
+        let Some(bracket) = containing_bracket(&manifest_brackets, normal.age_years) else {
             problems
                 .push(format!("subject {}: age {:.2} is outside every bracket", normal.id, normal.age_years));
             continue;
@@ -901,7 +919,7 @@ pub fn invalidate_broken_normdb_steps(
 #[allow(clippy::too_many_arguments)] // the flat form of a CLI command
 pub fn build_normdb(
     normals: &[NormalFile],
-    brackets: &[(String, f64, f64, PathBuf)],
+    brackets: &[BracketTemplateFile],
     atlas: Option<&AtlasFiles>,
     parameters: &NormdbParameters,
     output: &Path,
@@ -1000,10 +1018,10 @@ mod tests {
             template: "/t".into(),
         };
         let brackets = [b("a", 0.0, 4.0), b("b", 3.0, 7.0)];
-        assert_eq!(bracket_for_age(&brackets, 1.0), Some(0));
-        assert_eq!(bracket_for_age(&brackets, 3.4), Some(0));
-        assert_eq!(bracket_for_age(&brackets, 3.6), Some(1));
-        assert_eq!(bracket_for_age(&brackets, 11.0), None);
+        assert_eq!(containing_bracket(&brackets, 1.0), Some(0));
+        assert_eq!(containing_bracket(&brackets, 3.4), Some(0));
+        assert_eq!(containing_bracket(&brackets, 3.6), Some(1));
+        assert_eq!(containing_bracket(&brackets, 11.0), None);
     }
 
     #[test]
@@ -1021,7 +1039,12 @@ mod tests {
         let parameters = manifest(0, None).parameters;
         let error = prepare_normdb_build(
             &[normal("a", 3.0), normal("a", 3.0), normal("b", 30.0), normal("c", 9.0)],
-            &[("x".into(), 0.0, 5.0, template.clone())],
+            &[BracketTemplateFile {
+                name: "x".into(),
+                min_years: 0.0,
+                max_years: 5.0,
+                template: template.clone(),
+            }],
             None,
             &parameters,
             &dir.path().join("o.h5"),

@@ -119,6 +119,46 @@ impl AgeBracket {
     }
 }
 
+/// Anything with an age range `[min_years, max_years)` that a bracket is chosen among: the
+/// bracket of a configuration, of a build, of a database.
+pub trait AgeRange {
+    /// Lower bound in years (inclusive).
+    fn min_years(&self) -> f64;
+    /// Upper bound in years (exclusive).
+    fn max_years(&self) -> f64;
+}
+
+impl AgeRange for AgeBracket {
+    fn min_years(&self) -> f64 {
+        self.min_years
+    }
+    fn max_years(&self) -> f64 {
+        self.max_years
+    }
+}
+
+/// The bracket a normal of `age` belongs to: among the brackets containing it, the one whose
+/// centre is nearest (ties go to the earlier); `None` when no bracket contains it.
+pub fn containing_bracket<B: AgeRange>(brackets: &[B], age: f64) -> Option<usize> {
+    let contains = |b: &B| age >= b.min_years() && age < b.max_years();
+    let distance = |b: &B| (age - 0.5 * (b.min_years() + b.max_years())).abs();
+    brackets
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| contains(b))
+        .min_by(|a, b| distance(a.1).total_cmp(&distance(b.1)))
+        .map(|(i, _)| i)
+}
+
+/// The bracket a case of `age` is compared with: the [`containing_bracket`], else the bracket
+/// with the nearest bound (ties go to the earlier); `None` only without brackets.
+pub fn nearest_bracket<B: AgeRange>(brackets: &[B], age: f64) -> Option<usize> {
+    containing_bracket(brackets, age).or_else(|| {
+        let distance = |b: &B| (age - b.min_years()).abs().min((age - b.max_years()).abs());
+        brackets.iter().enumerate().min_by(|a, b| distance(a.1).total_cmp(&distance(b.1))).map(|(i, _)| i)
+    })
+}
+
 /// A validated list of age brackets (overlap allowed, names unique).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "Vec<AgeBracket>", into = "Vec<AgeBracket>")]
@@ -184,22 +224,7 @@ impl AgeBrackets {
     /// Index of the bracket whose centre is nearest to `age` among those containing it, or
     /// the nearest bracket overall when none contains it (for choosing a case's template).
     pub fn nearest(&self, age: f64) -> usize {
-        let containing = self.brackets_for(age);
-        let candidates: Vec<usize> =
-            if containing.is_empty() { (0..self.brackets.len()).collect() } else { containing };
-        let distance = |i: usize| {
-            let b = &self.brackets[i];
-            if b.contains(age) {
-                (age - b.centre()).abs()
-            } else {
-                (age - b.min_years).abs().min((age - b.max_years).abs()) + 1e6
-            }
-        };
-        // Ties go to the earlier bracket: `min_by` keeps the first minimum.
-        candidates
-            .into_iter()
-            .min_by(|&a, &b| distance(a).total_cmp(&distance(b)))
-            .expect("brackets non-empty")
+        nearest_bracket(&self.brackets, age).expect("brackets non-empty")
     }
 }
 

@@ -6,6 +6,7 @@ use super::ModelError;
 use super::database::{BuildParameters, SubjectRecord};
 use super::mapping::{MappingParams, map_to_template};
 use super::space::{MATCH_PERCENTILES, TemplateSpace, gather};
+use crate::age::{AgeRange, containing_bracket};
 use crate::normative::NormativeParams;
 use crate::stats::{AgeNode, NormativeAccumulator, Sex};
 use pedinorm_registration::Image;
@@ -139,18 +140,13 @@ pub struct MappedNormal {
     pub values: [Vec<f32>; 2],
 }
 
-/// Index of the bracket a normal subject of `age` is registered to (the nearest centre among
-/// brackets containing it).
-pub fn bracket_of(brackets: &[BracketInput], age: f64) -> Option<usize> {
-    brackets
-        .iter()
-        .enumerate()
-        .filter(|(_, b)| age >= b.min_years && age < b.max_years)
-        .min_by(|a, b| {
-            let centre = |x: &BracketInput| (age - 0.5 * (x.min_years + x.max_years)).abs();
-            centre(a.1).total_cmp(&centre(b.1))
-        })
-        .map(|(i, _)| i)
+impl AgeRange for BracketInput {
+    fn min_years(&self) -> f64 {
+        self.min_years
+    }
+    fn max_years(&self) -> f64 {
+        self.max_years
+    }
 }
 
 /// Maps every normal to its bracket (in parallel over subjects; each result is independent,
@@ -173,7 +169,7 @@ pub fn map_normals(
                 n.pseudonym, n.age_years
             )));
         }
-        if bracket_of(brackets, n.age_years).is_none() {
+        if containing_bracket(brackets, n.age_years).is_none() {
             return Err(ModelError::Config(format!(
                 "subject {}: age {:.2} is outside every bracket",
                 n.pseudonym, n.age_years
@@ -184,7 +180,7 @@ pub fn map_normals(
         .par_iter()
         .with_max_len(1)
         .map(|n| {
-            let b = bracket_of(brackets, n.age_years).expect("checked");
+            let b = containing_bracket(brackets, n.age_years).expect("checked");
             let space = &brackets[b].space;
             let maps = map_to_template(&n.image, space, &options.mapping, &n.pseudonym)?;
             progress(&n.pseudonym);

@@ -6,6 +6,7 @@ use super::calibrate::{calibrate, subject_null};
 use super::database::{AtlasTable, BracketDb, Channel, Metadata, NormativeDb, SubjectRecord};
 use super::mapping::{MappingParams, map_to_template};
 use super::space::{TemplateSpace, gather};
+use crate::age::containing_bracket;
 
 /// Builds a whole database from mapped normals, created at `now_utc` (RFC 3339).
 pub fn assemble(
@@ -64,19 +65,9 @@ pub fn add_subject(
             subject.pseudonym, subject.age_years
         )));
     }
-    let b = db
-        .brackets
-        .iter()
-        .enumerate()
-        .filter(|(_, x)| x.contains(subject.age_years))
-        .min_by(|a, c| {
-            let d = |x: &BracketDb| (subject.age_years - 0.5 * (x.min_years + x.max_years)).abs();
-            d(a.1).total_cmp(&d(c.1))
-        })
-        .map(|(i, _)| i)
-        .ok_or_else(|| {
-            ModelError::Config(format!("age {:.2} is outside every bracket", subject.age_years))
-        })?;
+    let b = containing_bracket(&db.brackets, subject.age_years).ok_or_else(|| {
+        ModelError::Config(format!("age {:.2} is outside every bracket", subject.age_years))
+    })?;
     let bracket = &db.brackets[b];
     let space = TemplateSpace::new(bracket.template.clone(), Some(bracket.mask.clone()))?;
     let mapping = mapping.for_database(&db.metadata.parameters);

@@ -2,6 +2,7 @@
 //! and provenance of every age bracket. `pedinorm`'s `normdb` module reads and writes it as
 //! HDF5 (layout in `docs/normdb.md`); everything here is in memory.
 
+use crate::age::{AgeRange, nearest_bracket};
 use crate::calibration::{
     CalibrationError, ClusterCalibration, NullSummary, VoxelCalibration, calibrate_channel,
 };
@@ -159,6 +160,15 @@ impl BracketDb {
     /// Whether `age` is inside the bracket.
     pub fn contains(&self, age: f64) -> bool {
         age >= self.min_years && age < self.max_years
+    }
+}
+
+impl AgeRange for BracketDb {
+    fn min_years(&self) -> f64 {
+        self.min_years
+    }
+    fn max_years(&self) -> f64 {
+        self.max_years
     }
 }
 
@@ -337,16 +347,6 @@ impl NormativeDb {
     /// Index of the bracket for a case of `age`: among brackets containing it the one whose
     /// centre is nearest, else the nearest bracket overall.
     pub fn bracket_for_age(&self, age: f64) -> usize {
-        let distance = |b: &BracketDb| {
-            let centre = 0.5 * (b.min_years + b.max_years);
-            if b.contains(age) {
-                (age - centre).abs()
-            } else {
-                1e6 + (age - b.min_years).abs().min((age - b.max_years).abs())
-            }
-        };
-        (0..self.brackets.len())
-            .min_by(|&a, &b| distance(&self.brackets[a]).total_cmp(&distance(&self.brackets[b])))
-            .unwrap_or(0)
+        nearest_bracket(&self.brackets, age).unwrap_or(0)
     }
 }

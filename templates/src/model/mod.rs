@@ -25,7 +25,7 @@ pub mod testing;
 
 pub use accumulate::{
     BracketInput, BuildOptions, MIN_CALIBRATION_NULLS, MappedNormal, NormalSubject, accumulate,
-    bracket_nodes, bracket_of, map_normals,
+    bracket_nodes, map_normals,
 };
 pub use atlas::{carry_atlas, parse_label_names};
 pub use build::{add_subject, assemble};
