@@ -1,5 +1,9 @@
-//! `pedinorm users`: manage service users and their tokens.
+//! `pedinorm users`: manage service users and their tokens. Users are never deleted: they are
+//! disabled (their token fails at once) and enabled again. Every command but `add` (which
+//! may run before the service ever started, without an audit key) writes an audit record.
 
+use crate::cli::audit::AnchorArgs;
+use crate::service::audit::NewRecord;
 use crate::service::auth;
 use crate::service::roles::Role;
 use crate::service::store::Store;
@@ -10,6 +14,16 @@ use std::path::PathBuf;
 pub struct Args {
     #[command(subcommand)]
     command: Command,
+}
+
+/// The data directory and the audit log's key and checkpoints.
+#[derive(Debug, clap::Args)]
+struct Audited {
+    /// Service data directory.
+    #[arg(long)]
+    data_dir: PathBuf,
+    #[command(flatten)]
+    anchor: AnchorArgs,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -29,12 +43,59 @@ enum Command {
         #[arg(long)]
         centre: Option<String>,
     },
-    /// List users (no tokens).
+    /// List users, disabled ones included (no tokens): id, name, role, centre, state.
     List {
-        /// Service data directory.
-        #[arg(long)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        at: Audited,
     },
+    /// Disable a user: their token fails from the next request on; nothing is deleted.
+    Disable {
+        #[command(flatten)]
+        at: Audited,
+        /// User id (from `users list`).
+        #[arg(long)]
+        id: i64,
+    },
+    /// Enable a disabled user again, with the token they had.
+    Enable {
+        #[command(flatten)]
+        at: Audited,
+        /// User id (from `users list`).
+        #[arg(long)]
+        id: i64,
+    },
+    /// Replace a user's token; prints the new token once (the old one fails at once).
+    RotateToken {
+        #[command(flatten)]
+        at: Audited,
+        /// User id (from `users list`).
+        #[arg(long)]
+        id: i64,
+    },
+}
+
+/// Opens the state, runs `change` and records it in the audit log as `action` on `resource`.
+/// The audit key must be at hand before anything changes.
+fn audited<T>(
+    at: &Audited,
+    action: &str,
+    resource: String,
+    change: impl FnOnce(&Store) -> Result<T, auth::AuthError>,
+) -> anyhow::Result<T> {
+    let anchor = at.anchor.open(&at.data_dir)?;
+    let store = Store::open(&at.data_dir)?;
+    let result = change(&store);
+    let account = std::env::var("USER").unwrap_or_default();
+    let record = NewRecord {
+        user: format!("{account} (command line)").trim_start().to_string(),
+        role: "operator".into(),
+        action: action.into(),
+        resource,
+        outcome: if result.is_ok() { "ok" } else { "failed" }.into(),
+        ..NewRecord::default()
+    };
+    anchor.append_offline(&store, &record)?;
+    Ok(result?)
 }
 
 /// Runs `pedinorm users`.
@@ -46,11 +107,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let token = auth::add_user(&store, &name, role, centre.as_deref())?;
             println!("{token}");
         }
-        Command::List { data_dir } => {
-            let store = Store::open(&data_dir)?;
-            for user in auth::list_users(&store)? {
-                println!("{}\t{}\t{}\t{}", user.id, user.name, user.role, user.centre);
+        Command::List { at } => {
+            for user in audited(&at, "user.list", "/api/v1/users".into(), auth::list_users)? {
+                let state = if user.disabled { "disabled" } else { "enabled" };
+                println!("{}\t{}\t{}\t{}\t{state}", user.id, user.name, user.role, user.centre);
             }
+        }
+        Command::Disable { at, id } => {
+            let resource = format!("/api/v1/users/{id}/disable");
+            let user = audited(&at, "user.disable", resource, |store| auth::set_disabled(store, id, true))?;
+            eprintln!("user {} ({}) disabled", user.id, user.name);
+        }
+        Command::Enable { at, id } => {
+            let resource = format!("/api/v1/users/{id}/enable");
+            let user = audited(&at, "user.enable", resource, |store| auth::set_disabled(store, id, false))?;
+            eprintln!("user {} ({}) enabled", user.id, user.name);
+        }
+        Command::RotateToken { at, id } => {
+            let resource = format!("/api/v1/users/{id}/rotate-token");
+            println!(
+                "{}",
+                audited(&at, "user.rotate_token", resource, |store| auth::rotate_token(store, id))?
+            );
         }
     }
     Ok(())

@@ -12,6 +12,7 @@ use super::roles::{self, Access, Role};
 use super::scope::{self, Owned, Scope};
 use super::state::AppState;
 use super::studies::{self, Study, UploadLimits};
+use super::users;
 use super::work;
 use axum::Json;
 use axum::body::Body;
@@ -1292,6 +1293,10 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/api/v1/normdb", get(normdb_info))
         .route("/api/v1/normdb/templates", get(normdb_templates))
         .route("/api/v1/normdb/builds", post(start_build))
+        .route("/api/v1/users", get(users::list_users))
+        .route("/api/v1/users/{id}/disable", post(users::disable_user))
+        .route("/api/v1/users/{id}/enable", post(users::enable_user))
+        .route("/api/v1/users/{id}/rotate-token", post(users::rotate_token))
         .route("/api/v1/audit", get(read_audit))
         .route("/api/v1/audit/verify", get(verify_audit))
         .fallback(not_found)

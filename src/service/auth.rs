@@ -22,6 +22,9 @@ pub enum AuthError {
     /// State store failure.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// No user has that id.
+    #[error("user {0} does not exist")]
+    NotFound(i64),
     /// A field breaks a rule.
     #[error("user field `{field}`: {rule}")]
     Invalid {
@@ -51,6 +54,34 @@ pub struct User {
     pub centre: String,
 }
 
+/// A user as shown to admins: no salt, no hash, no token.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct UserEntry {
+    /// Row id (the `<id>` of the user's token).
+    pub id: i64,
+    /// Name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Centre (empty when the user belongs to none).
+    pub centre: String,
+    /// A disabled user's token fails; the user is kept (nothing is deleted).
+    pub disabled: bool,
+    /// Creation time.
+    pub created: String,
+}
+
+/// A fresh secret with its salt and salted hash: (salt, hash, secret).
+fn new_secret() -> (Vec<u8>, Vec<u8>, String) {
+    let mut salt = [0u8; 16];
+    let mut secret_bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut salt);
+    rand::rng().fill_bytes(&mut secret_bytes);
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret_bytes);
+    let hash = hash_secret(&salt, &secret).finalize().into_bytes().to_vec();
+    (salt.to_vec(), hash, secret)
+}
+
 fn hash_secret(salt: &[u8], secret: &str) -> HmacSha256 {
     let mut mac = HmacSha256::new_from_slice(salt).expect("HMAC accepts keys of any length");
     mac.update(secret.as_bytes());
@@ -78,16 +109,11 @@ pub fn add_user(store: &Store, name: &str, role: Role, centre: Option<&str>) -> 
     if let Some(centre) = centre {
         check_name("centre", centre)?;
     }
-    let mut salt = [0u8; 16];
-    let mut secret_bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut salt);
-    rand::rng().fill_bytes(&mut secret_bytes);
-    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret_bytes);
-    let hash = hash_secret(&salt, &secret).finalize().into_bytes().to_vec();
+    let (salt, hash, secret) = new_secret();
     let connection = store.lock();
     connection.execute(
         "INSERT INTO users (name, role, centre, salt, token_hash, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![name, role.as_str(), centre.unwrap_or(""), salt.to_vec(), hash, now()],
+        params![name, role.as_str(), centre.unwrap_or(""), salt, hash, now()],
     )?;
     let id = connection.last_insert_rowid();
     Ok(format!("pn_{id}_{secret}"))
@@ -139,27 +165,59 @@ pub fn is_registered(store: &Store, name: &str, role: Role, centre: &str) -> Res
         .exists(params![name, role.as_str(), centre])?)
 }
 
-/// Every user (without secrets), for `pedinorm users list`.
-pub fn list_users(store: &Store) -> Result<Vec<User>, AuthError> {
+const ENTRY_COLUMNS: &str = "id, name, role, centre, disabled, created";
+
+fn row_to_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<UserEntry> {
+    let role: String = row.get(2)?;
+    Ok(UserEntry {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        // Roles are checked when users are created; an unknown one cannot authenticate either.
+        role: role.parse().unwrap_or(Role::Auditor),
+        centre: row.get::<_, Option<String>>(3)?.unwrap_or_default(),
+        disabled: row.get::<_, i64>(4)? != 0,
+        created: row.get(5)?,
+    })
+}
+
+/// Every user, disabled ones included (without secrets), by id.
+pub fn list_users(store: &Store) -> Result<Vec<UserEntry>, AuthError> {
     let connection = store.lock();
-    let mut statement =
-        connection.prepare("SELECT id, name, role, centre FROM users WHERE disabled = 0 ORDER BY id")?;
-    let rows = statement.query_map([], |row| {
-        Ok((
-            row.get::<_, i64>(0)?,
-            row.get::<_, String>(1)?,
-            row.get::<_, String>(2)?,
-            row.get::<_, String>(3)?,
-        ))
-    })?;
-    let mut users = Vec::new();
-    for row in rows {
-        let (id, name, role, centre) = row?;
-        if let Ok(role) = role.parse() {
-            users.push(User { id, name, role, centre });
-        }
-    }
+    let mut statement = connection.prepare(&format!("SELECT {ENTRY_COLUMNS} FROM users ORDER BY id"))?;
+    let users = statement.query_map([], row_to_entry)?.collect::<Result<Vec<_>, _>>()?;
     Ok(users)
+}
+
+/// One user (without secrets).
+pub fn get_user(store: &Store, id: i64) -> Result<UserEntry, AuthError> {
+    store
+        .lock()
+        .query_row(&format!("SELECT {ENTRY_COLUMNS} FROM users WHERE id = ?1"), params![id], row_to_entry)
+        .optional()?
+        .ok_or(AuthError::NotFound(id))
+}
+
+/// Disables or enables a user. Every request looks its token up, so a disabled user's token
+/// fails from the next request on.
+pub fn set_disabled(store: &Store, id: i64, disabled: bool) -> Result<UserEntry, AuthError> {
+    let changed =
+        store.lock().execute("UPDATE users SET disabled = ?2 WHERE id = ?1", params![id, disabled as i64])?;
+    if changed == 0 {
+        return Err(AuthError::NotFound(id));
+    }
+    get_user(store, id)
+}
+
+/// Gives a user a new token (returned once, never stored); the old one fails at once.
+pub fn rotate_token(store: &Store, id: i64) -> Result<String, AuthError> {
+    let (salt, hash, secret) = new_secret();
+    let changed = store
+        .lock()
+        .execute("UPDATE users SET salt = ?2, token_hash = ?3 WHERE id = ?1", params![id, salt, hash])?;
+    if changed == 0 {
+        return Err(AuthError::NotFound(id));
+    }
+    Ok(format!("pn_{id}_{secret}"))
 }
 
 #[cfg(test)]
@@ -191,5 +249,16 @@ mod tests {
             assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()), "{file}");
         }
         assert!(add_user(&store, "bad\nname", Role::Admin, None).is_err());
+
+        // Disabled: the token fails at once and the user is kept; a rotated token replaces it.
+        assert!(set_disabled(&store, user.id, true).unwrap().disabled);
+        assert!(authenticate(&store, &token).is_none());
+        assert_eq!(list_users(&store).unwrap().len(), 1);
+        assert!(!set_disabled(&store, user.id, false).unwrap().disabled);
+        assert!(authenticate(&store, &token).is_some());
+        let rotated = rotate_token(&store, user.id).unwrap();
+        assert!(authenticate(&store, &token).is_none());
+        assert_eq!(authenticate(&store, &rotated).unwrap().id, user.id);
+        assert!(matches!(rotate_token(&store, 99), Err(AuthError::NotFound(99))));
     }
 }

@@ -23,6 +23,7 @@ pub mod state;
 pub mod store;
 pub mod studies;
 pub mod sweep;
+pub mod users;
 pub mod work;
 
 use config::ServiceConfig;

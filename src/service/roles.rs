@@ -103,6 +103,7 @@ const NORMDB_READERS: &[Role] = &[Admin, Scientist, Radiologist, Portal];
 const BUILDERS: &[Role] = &[Admin, Scientist];
 const AUDITORS: &[Role] = &[Auditor];
 const OPERATORS: &[Role] = &[Admin, Auditor];
+const ADMINS: &[Role] = &[Admin];
 
 /// Every route of the API. The router is built from handlers registered under these paths,
 /// and a test checks that router, OpenAPI document and this table agree.
@@ -269,6 +270,25 @@ pub const ROUTES: &[RouteSpec] = &[
         path: "/api/v1/normdb/builds",
         action: "normdb.build",
         access: Access::Roles(BUILDERS),
+    },
+    RouteSpec { method: "GET", path: "/api/v1/users", action: "user.list", access: Access::Roles(ADMINS) },
+    RouteSpec {
+        method: "POST",
+        path: "/api/v1/users/{id}/disable",
+        action: "user.disable",
+        access: Access::Roles(ADMINS),
+    },
+    RouteSpec {
+        method: "POST",
+        path: "/api/v1/users/{id}/enable",
+        action: "user.enable",
+        access: Access::Roles(ADMINS),
+    },
+    RouteSpec {
+        method: "POST",
+        path: "/api/v1/users/{id}/rotate-token",
+        action: "user.rotate_token",
+        access: Access::Roles(ADMINS),
     },
     RouteSpec { method: "GET", path: "/api/v1/audit", action: "audit.read", access: Access::Roles(AUDITORS) },
     RouteSpec {
