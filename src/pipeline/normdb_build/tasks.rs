@@ -1,0 +1,391 @@
+//! The steps of a staged normative-database build, each run as its own process: `space` (one
+//! bracket's template space), `map` (one normal mapped to its bracket's template), `partial`
+//! (statistics of a chunk of subjects) and `reduce` (statistics, calibration, the written
+//! database). The layout of the build directory is in the parent module.
+
+use super::*;
+
+/// Result of one subject's map step (`done.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NormalMapRecord {
+    /// Subject identifier.
+    pub id: String,
+    /// Bracket name.
+    pub bracket: String,
+    /// Correlation of the warped subject with the template (QC).
+    #[serde(with = "exact_f64")]
+    pub similarity: f64,
+    /// Intensity-histogram distance to the template (NaN in records written before it).
+    #[serde(with = "exact_f64", default = "unknown")]
+    pub histogram_distance: f64,
+    /// Brain-mask Dice with the template mask (NaN in records written before it).
+    #[serde(with = "exact_f64", default = "unknown")]
+    pub mask_dice: f64,
+    /// Whether the subject passed QC (and is accumulated).
+    pub qc_passed: bool,
+    /// Wall time of the step (s); not part of the result.
+    pub seconds: f64,
+    /// Output sizes (bytes), to validate them on resume.
+    pub outputs: Vec<(String, u64)>,
+}
+
+impl StepOutputs for NormalMapRecord {
+    fn outputs(&self) -> &[(String, u64)] {
+        &self.outputs
+    }
+}
+
+fn map_done(build_dir: &Path, id: &str) -> Option<NormalMapRecord> {
+    completed(&subject_dir(build_dir, id).join("done.json"))
+}
+
+/// The `space` step of one bracket: the template's brain mask (and the atlas carried to the
+/// template), written next to a copy of the template. Skipped when already done.
+pub fn run_space(build_dir: &Path, bracket: &str) -> Result<(), NormdbBuildError> {
+    let dir = bracket_dir(build_dir, bracket);
+    run_step::<_, NormdbBuildError>(
+        &dir.join("done.json"),
+        || format!("space of bracket {bracket}"),
+        || {
+            let manifest = NormdbManifest::read(build_dir)?;
+            let entry = &manifest.brackets[manifest.bracket_index(bracket)?];
+            let template = read_image(&entry.template)?;
+            let space = TemplateSpace::new(template, None)?;
+            let mut names = vec!["template.nii.gz".to_string(), "mask.nii.gz".to_string()];
+            write_image(&dir.join("template.nii.gz"), &space.template, VoxelType::F32)?;
+            write_image(&dir.join("mask.nii.gz"), &space.mask, VoxelType::F32)?;
+            if let Some(atlas) = &manifest.atlas {
+                let labels = carry_atlas(
+                    &space,
+                    &read_image(&atlas.reference)?,
+                    &read_image(&atlas.labels)?,
+                    &manifest.parameters.options().mapping,
+                )?;
+                write_image(&dir.join("labels.nii.gz"), &labels, VoxelType::F32)?;
+                names.push("labels.nii.gz".to_string());
+            }
+            Ok(((), names))
+        },
+    )?;
+    Ok(())
+}
+
+/// Reads a bracket's template space written by [`run_space`].
+fn read_space(
+    build_dir: &Path,
+    manifest: &NormdbManifest,
+    b: usize,
+) -> Result<BracketInput, NormdbBuildError> {
+    let entry = &manifest.brackets[b];
+    let dir = bracket_dir(build_dir, &entry.name);
+    if !step_done(&dir.join("done.json")) {
+        return Err(NormdbBuildError::Invalid(format!(
+            "bracket {} has no template space yet (run `normdb space` first)",
+            entry.name
+        )));
+    }
+    let template = read_image(&dir.join("template.nii.gz"))?;
+    let mask = read_image(&dir.join("mask.nii.gz"))?;
+    let labels = if manifest.atlas.is_some() { Some(read_image(&dir.join("labels.nii.gz"))?) } else { None };
+    Ok(BracketInput {
+        name: entry.name.clone(),
+        min_years: entry.min_years,
+        max_years: entry.max_years,
+        space: TemplateSpace::new(template, Some(mask))?,
+        labels,
+    })
+}
+
+/// The `map` step of one subject: registration to its bracket's template, normalized
+/// intensity and log-Jacobian maps on the template grid. Skipped when already done.
+pub fn run_normal_map(build_dir: &Path, id: &str) -> Result<NormalMapRecord, NormdbBuildError> {
+    if let Some(record) = map_done(build_dir, id) {
+        return Ok(record);
+    }
+    let start = Instant::now();
+    let manifest = NormdbManifest::read(build_dir)?;
+    let subject = manifest.subject(id)?;
+    let bracket = read_space(build_dir, &manifest, subject.bracket)?;
+    let options = manifest.parameters.options();
+    let image = read_image(&subject.path)?;
+    let maps = map_to_template(&image, &bracket.space, &options.mapping, id)?;
+    let dir = subject_dir(build_dir, id);
+    write_image(&dir.join("intensity.nii.gz"), &maps.intensity, VoxelType::F32)?;
+    write_image(&dir.join("logjac.nii.gz"), &maps.logjac, VoxelType::F32)?;
+    let record = NormalMapRecord {
+        id: id.to_owned(),
+        bracket: bracket.name.clone(),
+        similarity: maps.similarity,
+        histogram_distance: maps.histogram_distance,
+        mask_dice: maps.mask_dice,
+        qc_passed: maps.similarity >= options.min_similarity,
+        seconds: start.elapsed().as_secs_f64(),
+        outputs: file_sizes(&dir, &["intensity.nii.gz", "logjac.nii.gz"])?,
+    };
+    write_json(&dir.join("done.json"), &record)?;
+    Ok(record)
+}
+
+/// Reads the mapped subjects of `range` (build order) back from their map steps.
+fn read_mapped(
+    build_dir: &Path,
+    manifest: &NormdbManifest,
+    brackets: &[BracketInput],
+    range: std::ops::Range<usize>,
+) -> Result<Vec<MappedNormal>, NormdbBuildError> {
+    let subjects = &manifest.subjects[range];
+    let missing: Vec<&str> =
+        subjects.iter().filter(|s| map_done(build_dir, &s.id).is_none()).map(|s| s.id.as_str()).collect();
+    if !missing.is_empty() {
+        return Err(NormdbBuildError::Invalid(format!(
+            "the map step of subject(s) {} is not done",
+            missing.join(", ")
+        )));
+    }
+    subjects
+        .iter()
+        .map(|s| {
+            let dir = subject_dir(build_dir, &s.id);
+            let record: NormalMapRecord = read_json(&dir.join("done.json"))?;
+            let indices = &brackets[s.bracket].space.indices;
+            let intensity = read_image(&dir.join("intensity.nii.gz"))?;
+            let logjac = read_image(&dir.join("logjac.nii.gz"))?;
+            Ok(MappedNormal {
+                record: SubjectRecord {
+                    pseudonym: s.id.clone(),
+                    age_years: s.age_years,
+                    sex: s.sex,
+                    scanner: s.scanner.clone(),
+                    bracket: brackets[s.bracket].name.clone(),
+                    qc_similarity: record.similarity,
+                    qc_histogram_distance: record.histogram_distance,
+                    qc_mask_dice: record.mask_dice,
+                    qc_passed: record.qc_passed,
+                },
+                bracket: s.bracket,
+                values: [gather(&intensity, indices), gather(&logjac, indices)],
+            })
+        })
+        .collect()
+}
+
+/// The age nodes of every bracket: they adapt to the ages of the QC-passed subjects, so they
+/// are known once every map step is done.
+fn nodes_of(
+    manifest: &NormdbManifest,
+    brackets: &[BracketInput],
+    passed: &[bool],
+    options: &BuildOptions,
+) -> Vec<Vec<pedinorm_templates::stats::AgeNode>> {
+    brackets
+        .iter()
+        .enumerate()
+        .map(|(b, bracket)| {
+            let ages: Vec<f64> = manifest
+                .subjects
+                .iter()
+                .zip(passed)
+                .filter(|(s, p)| s.bracket == b && **p)
+                .map(|(s, _)| s.age_years)
+                .collect();
+            bracket_nodes(
+                bracket.min_years,
+                bracket.max_years,
+                options.nodes_per_bracket,
+                &ages,
+                options.min_node_subjects,
+            )
+        })
+        .collect()
+}
+
+fn qc_of_all(build_dir: &Path, manifest: &NormdbManifest) -> Result<Vec<bool>, NormdbBuildError> {
+    manifest
+        .subjects
+        .iter()
+        .map(|s| {
+            map_done(build_dir, &s.id).map(|r| r.qc_passed).ok_or_else(|| {
+                NormdbBuildError::Invalid(format!("the map step of subject {} is not done", s.id))
+            })
+        })
+        .collect()
+}
+
+/// A database holding only statistics (no subjects, no calibration): the file format of a
+/// chunk's partial sums.
+fn statistics_only(
+    brackets: &[BracketInput],
+    stats: Vec<[NormativeAccumulator; 2]>,
+    options: &BuildOptions,
+) -> NormativeDb {
+    NormativeDb {
+        metadata: Metadata::new(
+            options.build_parameters(),
+            "partial statistics of a chunk of subjects",
+            &now_utc(),
+        ),
+        brackets: brackets
+            .iter()
+            .zip(stats)
+            .map(|(b, stats)| BracketDb {
+                name: b.name.clone(),
+                min_years: b.min_years,
+                max_years: b.max_years,
+                template: b.space.template.clone(),
+                mask: b.space.mask.clone(),
+                labels: None,
+                stats,
+            })
+            .collect(),
+        subjects: Vec::new(),
+        calibration: None,
+        atlas: None,
+    }
+}
+
+/// Accumulates subjects into statistics with the given nodes (QC-passed only, in order).
+fn accumulate_with_nodes(
+    brackets: &[BracketInput],
+    nodes: &[Vec<pedinorm_templates::stats::AgeNode>],
+    mapped: &[MappedNormal],
+) -> Result<Vec<[NormativeAccumulator; 2]>, NormdbBuildError> {
+    brackets
+        .iter()
+        .enumerate()
+        .map(|(b, bracket)| {
+            let n = bracket.space.indices.len();
+            let mut stats = [
+                NormativeAccumulator::new(nodes[b].clone(), n).map_err(NormDbError::from)?,
+                NormativeAccumulator::new(nodes[b].clone(), n).map_err(NormDbError::from)?,
+            ];
+            for m in mapped.iter().filter(|m| m.bracket == b && m.record.qc_passed) {
+                for (accumulator, values) in stats.iter_mut().zip(&m.values) {
+                    accumulator
+                        .add_subject(m.record.age_years, m.record.sex, values)
+                        .map_err(NormDbError::from)?;
+                }
+            }
+            Ok(stats)
+        })
+        .collect()
+}
+
+/// The `partial` step of one chunk of subjects: their statistics (same nodes as the whole
+/// build), written as a statistics-only HDF5 file. Skipped when already done.
+pub fn run_partial(build_dir: &Path, chunk: usize) -> Result<(), NormdbBuildError> {
+    let dir = partial_dir(build_dir, chunk);
+    let step = || format!("partial statistics of chunk {chunk}");
+    run_step::<_, NormdbBuildError>(&dir.join("done.json"), step, || {
+        let manifest = NormdbManifest::read(build_dir)?;
+        let chunks = manifest.chunks();
+        let Some(range) = chunks.get(chunk).cloned() else {
+            return Err(NormdbBuildError::Invalid(format!(
+                "chunk {chunk} is not in this build ({} chunks)",
+                chunks.len()
+            )));
+        };
+        let options = manifest.parameters.options();
+        let brackets: Vec<BracketInput> = (0..manifest.brackets.len())
+            .map(|b| read_space(build_dir, &manifest, b))
+            .collect::<Result<_, _>>()?;
+        let passed = qc_of_all(build_dir, &manifest)?;
+        let nodes = nodes_of(&manifest, &brackets, &passed, &options);
+        let mapped = read_mapped(build_dir, &manifest, &brackets, range)?;
+        let stats = accumulate_with_nodes(&brackets, &nodes, &mapped)?;
+        statistics_only(&brackets, stats, &options).write(&dir.join("stats.h5"))?;
+        Ok(((), vec!["stats.h5".to_string()]))
+    })?;
+    Ok(())
+}
+
+/// The `reduce` step: statistics (merged from the chunks in chunk order, or accumulated
+/// subject by subject), leave-one-out calibration, and the database written atomically to the
+/// manifest's output. Skipped when already done.
+pub fn run_normdb_reduce(build_dir: &Path) -> Result<NormativeDb, NormdbBuildError> {
+    let manifest = NormdbManifest::read(build_dir)?;
+    let built = run_step::<_, NormdbBuildError>(
+        &reduce_marker(build_dir),
+        || "reduce".into(),
+        || {
+            let options = manifest.parameters.options();
+            let brackets: Vec<BracketInput> = (0..manifest.brackets.len())
+                .map(|b| read_space(build_dir, &manifest, b))
+                .collect::<Result<_, _>>()?;
+            let mapped = read_mapped(build_dir, &manifest, &brackets, 0..manifest.subjects.len())?;
+            let atlas = match &manifest.atlas {
+                Some(a) => Some(crate::pipeline::database::atlas_table(&a.labels, &a.names)?),
+                None => None,
+            };
+            let db = match manifest.parameters.chunk_size {
+                // Exactly the in-memory build.
+                None => assemble(&brackets, &mapped, &options, atlas, &now_utc())?,
+                Some(_) => {
+                    let passed: Vec<bool> = mapped.iter().map(|m| m.record.qc_passed).collect();
+                    let nodes = nodes_of(&manifest, &brackets, &passed, &options);
+                    let mut stats = accumulate_with_nodes(&brackets, &nodes, &[])?;
+                    // Fixed chunk order: the merged moments do not depend on task timing.
+                    for chunk in 0..manifest.chunks().len() {
+                        let dir = partial_dir(build_dir, chunk);
+                        if !step_done(&dir.join("done.json")) {
+                            return Err(NormdbBuildError::Invalid(format!(
+                                "the partial step of chunk {chunk} is not done"
+                            )));
+                        }
+                        let partial = NormativeDb::read(&dir.join("stats.h5"))?;
+                        for (mine, theirs) in stats.iter_mut().zip(&partial.brackets) {
+                            for channel in Channel::ALL {
+                                mine[channel.index()]
+                                    .merge(theirs.channel(channel))
+                                    .map_err(NormDbError::from)?;
+                            }
+                        }
+                    }
+                    with_statistics(brackets, stats, &mapped, &options, atlas)?
+                }
+            };
+            db.write(&manifest.output)?;
+            // The output is an absolute path: the record names it whole.
+            Ok((db, vec![manifest.output.to_string_lossy().into_owned()]))
+        },
+    )?;
+    match built {
+        Some(db) => Ok(db),
+        None => Ok(NormativeDb::read(&manifest.output)?),
+    }
+}
+
+/// The database of given statistics: the normals' records, leave-one-out calibration (as
+/// [`assemble`], which computes the statistics itself).
+fn with_statistics(
+    brackets: Vec<BracketInput>,
+    stats: Vec<[NormativeAccumulator; 2]>,
+    mapped: &[MappedNormal],
+    options: &BuildOptions,
+    atlas: Option<AtlasTable>,
+) -> Result<NormativeDb, NormdbBuildError> {
+    let passed = mapped.iter().filter(|m| m.record.qc_passed).count();
+    let calibration = if passed >= 3 { Some(calibrate(&brackets, &stats, mapped, options)?) } else { None };
+    Ok(NormativeDb {
+        metadata: Metadata::new(
+            options.build_parameters(),
+            &format!("built from {} normals", mapped.len()),
+            &now_utc(),
+        ),
+        brackets: brackets
+            .into_iter()
+            .zip(stats)
+            .map(|(b, stats)| BracketDb {
+                name: b.name,
+                min_years: b.min_years,
+                max_years: b.max_years,
+                template: b.space.template,
+                mask: b.space.mask,
+                labels: b.labels,
+                stats,
+            })
+            .collect(),
+        subjects: mapped.iter().map(|m| m.record.clone()).collect(),
+        calibration,
+        atlas,
+    })
+}
