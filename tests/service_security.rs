@@ -806,3 +806,45 @@ fn users_are_disabled_enabled_and_rotated_with_immediate_effect() {
     let (_, verify) = call(&client, base, "GET", "/api/v1/audit/verify", &auditor, None);
     assert_eq!(verify["intact"], true, "{verify}");
 }
+
+#[test]
+fn job_errors_name_no_server_path() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "");
+    let scientist = user(dir.path(), "sci", Role::Scientist);
+    let log = dir.path().join("server.log");
+    let server = Server::start(dir.path(), Some(&log));
+    let client = Client::new();
+    // The pseudonym key becomes unusable while the service runs: ingest fails naming the file.
+    std::fs::write(dir.path().join("pseudonym.key"), "short").unwrap();
+    let (status, submitted) = multipart_upload(
+        &client,
+        &server.base,
+        &scientist,
+        "B",
+        Some(consent(false, true, "2024-01-02")),
+        zip_study(&synthetic_study(2).1),
+    );
+    assert_eq!(status, StatusCode::ACCEPTED, "{submitted}");
+    let job = wait_job(&client, &server.base, &scientist, submitted["job"].as_i64().unwrap());
+    assert_eq!(job["state"], "failed", "{job}");
+    let error = job["error"].as_str().unwrap();
+    assert!(error.contains("pseudonym key file pseudonym.key"), "{error}");
+    let (_, listed) = call(&client, &server.base, "GET", "/api/v1/jobs", &scientist, None);
+    let (_, study) = call(
+        &client,
+        &server.base,
+        "GET",
+        &format!("/api/v1/studies/{}", submitted["study"]["id"]),
+        &scientist,
+        None,
+    );
+    let root = dir.path().display().to_string();
+    for answer in [job.to_string(), listed.to_string(), study.to_string()] {
+        assert!(!answer.contains(&root) && !answer.contains("/tmp"), "a server path is shown: {answer}");
+    }
+    drop(server);
+    // The operator finds the full path in the log.
+    let key = dir.path().join("pseudonym.key").display().to_string();
+    assert!(std::fs::read_to_string(&log).unwrap().contains(&key), "the log lacks the full path");
+}

@@ -396,6 +396,15 @@ impl JobQueue {
     }
 
     fn finish(&self, id: i64, state: JobState, error: Option<&str>, result: Option<&Value>) {
+        // Clients see the job's and the data directory's relative names; the full text, with
+        // the server's paths, goes only to the log.
+        let error = error.map(|message| {
+            tracing::warn!(job = id, "job failed: {message}");
+            let data_dir = self.jobs_dir.parent().unwrap_or(&self.jobs_dir);
+            let work_dir = self.jobs_dir.join(format!("{id}.partial"));
+            without_server_paths(message, &[&work_dir, &self.output_dir(id), data_dir])
+        });
+        let error = error.as_deref();
         let state_name = match state {
             JobState::Done => "done",
             JobState::Cancelled => "cancelled",
@@ -473,6 +482,43 @@ impl JobQueue {
     }
 }
 
+/// `message` with every absolute path replaced by its name relative to the first of `roots`
+/// that holds it, or else by its file name: a client never learns where the server keeps
+/// its files.
+pub fn without_server_paths(message: &str, roots: &[&Path]) -> String {
+    let starts_path = |before: Option<char>| {
+        before
+            .is_none_or(|c| c.is_whitespace() || matches!(c, '\'' | '"' | '`' | '(' | '[' | '{' | '=' | '<'))
+    };
+    let ends_path =
+        |c: char| c.is_whitespace() || matches!(c, '\'' | '"' | '`' | ')' | ']' | '}' | '>' | ',' | ';');
+    let mut shown = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(c) = rest.chars().next() {
+        if c == '/' && starts_path(shown.chars().next_back()) {
+            let end = rest.find(ends_path).unwrap_or(rest.len());
+            // A colon or full stop after a path belongs to the sentence.
+            let path = rest[..end].trim_end_matches([':', '.']);
+            shown.push_str(&relative_name(Path::new(path), roots));
+            rest = &rest[path.len()..];
+        } else {
+            shown.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    shown
+}
+
+fn relative_name(path: &Path, roots: &[&Path]) -> String {
+    roots
+        .iter()
+        .filter_map(|root| path.strip_prefix(root).ok())
+        .find(|relative| !relative.as_os_str().is_empty())
+        .map(|relative| relative.display().to_string())
+        .or_else(|| path.file_name().map(|name| name.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "(a server path)".into())
+}
+
 /// Writes `result.json` into the work directory, syncs, then renames it into place.
 fn publish(work_dir: &Path, final_dir: &Path, result: &Value) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(result).map_err(std::io::Error::other)?;
@@ -505,6 +551,22 @@ pub fn output_files(dir: &Path) -> Vec<(String, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failures_name_no_server_path() {
+        let (data, work) = (Path::new("/srv/pn/state"), Path::new("/srv/pn/state/jobs/7.partial"));
+        let roots = [work, data];
+        let cases = [
+            ("cannot read '/srv/pn/state/jobs/7.partial/map.nii.gz': gone", "cannot read 'map.nii.gz': gone"),
+            ("pseudonym key file /etc/pn/pseudonym.key: short", "pseudonym key file pseudonym.key: short"),
+            ("/srv/pn/state/archive/ab/s1.json.", "archive/ab/s1.json."),
+            ("(at /srv/pn/state) and/or http://pacs/x", "(at state) and/or http://pacs/x"),
+            ("no path here: 3/4 done", "no path here: 3/4 done"),
+        ];
+        for (message, shown) in cases {
+            assert_eq!(without_server_paths(message, &roots), shown, "{message}");
+        }
+    }
 
     fn wait_final(queue: &JobQueue, id: i64) -> JobInfo {
         for _ in 0..200 {
