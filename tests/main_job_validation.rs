@@ -22,7 +22,7 @@
 use pedinorm::normdb::NormDbFile;
 use pedinorm::pipeline::deviation::{DeviationOptions, compute_deviation};
 use pedinorm_registration::Image;
-use pedinorm_templates::model::{Channel, MappingParams, NormativeDb, gather};
+use pedinorm_templates::model::{Channel, NormativeDb, gather};
 use pedinorm_templates::stats::Sex;
 use pedinorm_validation::scoring::auc;
 use pedinorm_validation::{Abnormality, Generator, LesionTissue, Site, SubjectSpec};
@@ -48,7 +48,6 @@ fn held_out_detection_and_false_positive_rates() {
         .iter()
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), b| (lo.min(b.min_years), hi.max(b.max_years)));
     let calibration = db.calibration.as_ref().expect("a calibrated database");
-    let mapping = MappingParams::standard();
     let in_site = std::env::var("PEDINORM_CASE_SITES").is_ok_and(|v| v == "in");
     let site_seed = std::env::var("PEDINORM_SITE_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(2026);
     let database_sites = Site::numbered(1, 3, site_seed);
@@ -96,7 +95,6 @@ fn held_out_detection_and_false_positive_rates() {
         let options = DeviationOptions {
             age_years: subject.age_years,
             sex: Some(sex_of(sex)),
-            mapping: mapping.clone(),
             max_regions: 5,
             site: site_label,
         };
@@ -181,7 +179,6 @@ fn held_out_detection_and_false_positive_rates() {
         let options = DeviationOptions {
             age_years: subject.age_years,
             sex: Some(sex_of(sex)),
-            mapping: mapping.clone(),
             max_regions: 5,
             site: site_label,
         };

@@ -66,13 +66,8 @@ fn two_site_database_corrects_known_sites_widens_unknown_ones_and_reports_held_o
     spec.site = Site::numbered(1, 1, config.seed).remove(0);
     let subject = generator.subject(&spec).unwrap();
     let score = |site: Option<&str>| {
-        let options = DeviationOptions {
-            age_years: 10.0,
-            sex: None,
-            mapping: mapping.clone(),
-            max_regions: 0,
-            site: site.map(str::to_owned),
-        };
+        let options =
+            DeviationOptions { age_years: 10.0, sex: None, max_regions: 0, site: site.map(str::to_owned) };
         compute_deviation(&db, &subject.image, &options).unwrap()
     };
     let seen = score(Some("S1"));

@@ -23,7 +23,7 @@ use crate::synth_io::{WriteOptions, csv_row, load_base, write_cohort_csv, write_
 use anyhow::{Context, bail};
 use pedinorm_registration::{Grid, Image};
 use pedinorm_templates::age::{AgeBracket, AgeBrackets};
-use pedinorm_templates::model::{BuildOptions, Channel, MappingParams, NormalSubject, NormativeDb};
+use pedinorm_templates::model::{BuildOptions, Channel, NormalSubject, NormativeDb};
 use pedinorm_templates::stats::Sex;
 use pedinorm_templates::template::{RegistrationSettings, TemplateConfig, TemplateTarget};
 use pedinorm_validation::scoring::lesion_auc;
@@ -507,7 +507,6 @@ pub fn run_demo(config: &DemoConfig) -> anyhow::Result<DemoSummary> {
             let options = DeviationOptions {
                 age_years: subject.age_years,
                 sex: Some(to_sex(subject.sex)),
-                mapping: MappingParams::standard(),
                 max_regions: 15,
                 site: Some(site_label(config, subject)),
             };
@@ -603,7 +602,6 @@ fn held_out_site(
             let options = DeviationOptions {
                 age_years: subject.age_years,
                 sex: Some(to_sex(subject.sex)),
-                mapping: MappingParams::standard(),
                 max_regions: 0,
                 site: Some(subject.site.clone()),
             };
@@ -628,13 +626,7 @@ fn held_out_site(
             image: &s.image,
         })
         .collect();
-    let options = DeviationOptions {
-        age_years: 0.0,
-        sex: None,
-        mapping: MappingParams::standard(),
-        max_regions: 0,
-        site: None,
-    };
+    let options = DeviationOptions { age_years: 0.0, sex: None, max_regions: 0, site: None };
     let figures = score_held_out(db, &normals, &options, &|_| bar.inc(1))?;
     bar.finish();
     Ok((Some(figures), cases))

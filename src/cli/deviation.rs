@@ -7,7 +7,7 @@ use crate::pipeline::batch_deviation::{BatchCase, CaseDone, read_cases, run_batc
 use crate::pipeline::deviation::{DeviationOptions, read_case, run_case};
 use crate::pipeline::steps::{default_program, write_folder_atomically};
 use anyhow::{Context, bail};
-use pedinorm_templates::model::{MappingParams, NormativeDb};
+use pedinorm_templates::model::NormativeDb;
 use pedinorm_templates::stats::Sex;
 use std::path::{Path, PathBuf};
 
@@ -67,7 +67,6 @@ fn case_options(age_years: f64, sex: Option<Sex>, args: &Args, scanner: Option<&
     DeviationOptions {
         age_years,
         sex,
-        mapping: MappingParams::standard(),
         max_regions: args.max_regions,
         site: args.site.clone().or_else(|| scanner.map(str::to_owned)),
     }

@@ -359,9 +359,7 @@ fn add(args: AddArgs) -> anyhow::Result<()> {
         scanner: args.scanner.clone(),
         image,
     };
-    let mut mapping = pedinorm_templates::model::MappingParams::standard();
-    mapping.smoothing_fwhm_mm = db.metadata.parameters.smoothing_fwhm_mm;
-    let record = add_subject(&mut db, &subject, &mapping, &now_utc())?;
+    let record = add_subject(&mut db, &subject, &now_utc())?;
     let output = args.output.unwrap_or(args.normdb);
     db.write(&output)?;
     println!(

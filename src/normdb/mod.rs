@@ -100,7 +100,7 @@ pub fn summary(db: &NormativeDb) -> String {
     let _ = writeln!(
         out,
         "smoothing FWHM {} mm, nominal voxel rate {}, cluster rate {}",
-        m.parameters.smoothing_fwhm_mm, m.parameters.voxel_rate, m.parameters.cluster_rate
+        m.parameters.mapping.smoothing_fwhm_mm, m.parameters.voxel_rate, m.parameters.cluster_rate
     );
     let _ = writeln!(out, "subjects: {}", db.subjects.len());
     for b in &db.brackets {
@@ -175,6 +175,27 @@ mod tests {
         // Only the database is left in the folder (no temporary file).
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         assert!(summary(&db).contains("bracket 4-9y"));
+    }
+
+    #[test]
+    fn stored_mapping_parameters_map_later_cases() {
+        use pedinorm_templates::model::TemplateSpace;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.h5");
+        let mut db = tiny(2, 5);
+        let mapping = &mut db.metadata.parameters.mapping;
+        mapping.affine_iterations = vec![7, 5, 3];
+        mapping.deformable_iterations = vec![4, 2, 1];
+        mapping.bias_correction = false;
+        db.write(&path).unwrap();
+        let back = NormativeDb::read(&path).unwrap();
+        assert_eq!(back.metadata.parameters.mapping, db.metadata.parameters.mapping);
+        // A case is mapped with the database's parameters: its plan has the quick schedule.
+        let bracket = &back.brackets[0];
+        let space = TemplateSpace::new(bracket.template.clone(), Some(bracket.mask.clone())).unwrap();
+        let plan = back.metadata.parameters.mapping.registration_plan(&space).unwrap();
+        assert_eq!(plan.affine.unwrap().schedule.iterations(), vec![7, 5, 3]);
+        assert_eq!(plan.deformable.unwrap().schedule.iterations(), vec![4, 2, 1]);
     }
 
     #[test]

@@ -8,9 +8,7 @@ use pedinorm_registration::{Image, Interpolation, SpatialTransform, TransformCha
 use pedinorm_templates::calibration::{AbsZHistogram, find_clusters, gaussian_two_sided};
 use pedinorm_templates::model::site;
 use pedinorm_templates::model::{Channel, NormativeDb};
-use pedinorm_templates::model::{
-    MappingParams, SubjectMaps, TemplateSpace, gather, map_to_template, scatter,
-};
+use pedinorm_templates::model::{SubjectMaps, TemplateSpace, gather, map_to_template, scatter};
 use pedinorm_templates::safeguards::{GlobalIndices, Reliability, age_outside_normals, floored_model};
 use pedinorm_templates::site_effects::SiteAdjustment;
 use pedinorm_templates::stats::Sex;
@@ -51,9 +49,6 @@ pub struct DeviationOptions {
     pub age_years: f64,
     /// Sex of the case, when known.
     pub sex: Option<Sex>,
-    /// Mapping into template space (smoothing, field smoothness and the log-Jacobian
-    /// refinement are taken from the database, see [`MappingParams::for_database`]).
-    pub mapping: MappingParams,
     /// Regions listed in the report, most deviant first.
     pub max_regions: usize,
     /// Scanner or site of the case, matched against the database's sites (None: not given,
@@ -219,8 +214,8 @@ pub fn compute_deviation(
         ));
     }
     let space = TemplateSpace::new(bracket.template.clone(), Some(bracket.mask.clone()))?;
-    let mapping = options.mapping.for_database(&db.metadata.parameters);
-    let maps = map_to_template(case, &space, &mapping, "case")?;
+    // Mapped exactly as the database's normals were (the parameters stored with it).
+    let maps = map_to_template(case, &space, &db.metadata.parameters.mapping, "case")?;
     if maps.similarity < 0.5 {
         warnings.push(format!(
             "registration to the template is poor (correlation {:.2}); deviations may be artefacts",

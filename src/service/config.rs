@@ -111,7 +111,8 @@ impl Default for WorkflowConfig {
     }
 }
 
-/// How the service's compute jobs (deviation maps, normative builds) register images.
+/// How the service's normative builds register images (deviation maps and added normals are
+/// mapped with the parameters stored in the database they use).
 ///
 /// The defaults are the standard schedule sized for 1–2 mm brains
 /// ([`pedinorm_templates::model::MappingParams::standard`]); a service working on coarse
@@ -146,7 +147,7 @@ impl Default for ComputeConfig {
 }
 
 impl ComputeConfig {
-    /// The mapping parameters of deviation maps and normative builds.
+    /// The mapping parameters of normative builds.
     pub fn mapping(&self) -> pedinorm_templates::model::MappingParams {
         let mut mapping = pedinorm_templates::model::MappingParams::standard();
         if let Some(iterations) = &self.affine_iterations {

@@ -268,7 +268,6 @@ pub fn check_deviation_request(store: &Store, case_id: i64, normdb: &Path) -> Re
 /// Computes the deviation maps of one case volume into `out_dir` (z-maps, clusters, PNG
 /// montages, report.json) with the deviation pipeline.
 fn run_deviation(
-    mapping: pedinorm_templates::model::MappingParams,
     normdb: &Path,
     case_volume: &Path,
     age_years: f64,
@@ -288,7 +287,6 @@ fn run_deviation(
     let options = DeviationOptions {
         age_years,
         sex: sex.and_then(pedinorm_templates::stats::Sex::parse),
-        mapping,
         max_regions: 30,
         site: crate::formats::dicom::sidecar::Sidecar::next_to(case_volume).and_then(|s| s.scanner_label()),
     };
@@ -338,15 +336,7 @@ fn deviation_job(config: &ServiceConfig, store: &Store, ctx: &JobContext) -> Res
         .ok_or_else(|| JobFailure::Failed("the study's age is unknown".into()))?;
     let sex = internals.metadata["sex"].as_str().map(str::to_string);
     ctx.progress(2.0, "starting deviation maps")?;
-    let summary = run_deviation(
-        config.compute.mapping(),
-        &config.normdb_path(),
-        &volume,
-        age,
-        sex.as_deref(),
-        &ctx.work_dir,
-        ctx,
-    )?;
+    let summary = run_deviation(&config.normdb_path(), &volume, age, sex.as_deref(), &ctx.work_dir, ctx)?;
     Ok(json!({ "case_id": case_id, "study_id": study_id, "age_years": age, "summary": summary }))
 }
 
@@ -678,7 +668,6 @@ fn extend_normdb(
         tracing::error!("normative database: {e}");
         JobFailure::Failed("the normative database cannot be read".into())
     })?;
-    let mapping = config.compute.mapping();
     let mut added = Vec::new();
     let mut skipped = Vec::new();
     for (index, study) in studies.iter().enumerate() {
@@ -695,7 +684,7 @@ fn extend_normdb(
             scanner: scanner_of(&study.volume),
             image: read_build_image(study)?,
         };
-        match add_subject(&mut db, &subject, &mapping, &crate::normdb::now_utc()) {
+        match add_subject(&mut db, &subject, &crate::normdb::now_utc()) {
             Ok(_) => added.push(study.study_id),
             Err(error) => skipped.push(json!({ "study": study.study_id, "reason": error.to_string() })),
         }

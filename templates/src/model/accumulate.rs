@@ -93,10 +93,7 @@ impl BuildOptions {
     /// The parameters recorded in the database.
     pub fn build_parameters(&self) -> BuildParameters {
         BuildParameters {
-            smoothing_fwhm_mm: self.mapping.smoothing_fwhm_mm,
-            field_sigma_mm: self.mapping.field_sigma_mm,
-            jacobian_refinement: self.mapping.jacobian_refinement.clone(),
-            differential_bias_sigma_mm: self.mapping.differential_bias_sigma_mm,
+            mapping: self.mapping.clone(),
             normative: self.normative,
             voxel_rate: self.voxel_rate,
             cluster_rate: self.cluster_rate,

@@ -4,7 +4,7 @@ use super::ModelError;
 use super::accumulate::{BracketInput, BuildOptions, MappedNormal, NormalSubject, accumulate};
 use super::calibrate::{calibrate, subject_null};
 use super::database::{AtlasTable, BracketDb, Channel, Metadata, NormativeDb, SubjectRecord};
-use super::mapping::{MappingParams, map_to_template};
+use super::mapping::map_to_template;
 use super::space::{TemplateSpace, gather};
 use crate::age::containing_bracket;
 
@@ -49,11 +49,11 @@ pub fn assemble(
 /// calibration recomputed with the new normal's null (its maps scored against the database
 /// before the addition, which is its leave-one-out reference). A database without null
 /// summaries (schema version 1) keeps its thresholds, marked stale. The history records the
-/// addition at `now_utc` (RFC 3339).
+/// addition at `now_utc` (RFC 3339). The normal is mapped with the database's own mapping
+/// parameters, exactly as its other normals were.
 pub fn add_subject(
     db: &mut NormativeDb,
     subject: &NormalSubject,
-    mapping: &MappingParams,
     now_utc: &str,
 ) -> Result<SubjectRecord, ModelError> {
     if db.subjects.iter().any(|s| s.pseudonym == subject.pseudonym) {
@@ -70,7 +70,7 @@ pub fn add_subject(
     })?;
     let bracket = &db.brackets[b];
     let space = TemplateSpace::new(bracket.template.clone(), Some(bracket.mask.clone()))?;
-    let mapping = mapping.for_database(&db.metadata.parameters);
+    let mapping = db.metadata.parameters.mapping.clone();
     let maps = map_to_template(&subject.image, &space, &mapping, &subject.pseudonym)?;
     let record = SubjectRecord {
         pseudonym: subject.pseudonym.clone(),

@@ -58,19 +58,11 @@ impl Channel {
 /// `parameters`); two databases merge only when these agree.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BuildParameters {
-    /// Gaussian smoothing of each subject's maps before accumulation (FWHM, mm; 0 = none).
-    pub smoothing_fwhm_mm: f64,
-    /// Gaussian σ (mm) of the deformation field mapping subjects to templates (4 mm in
-    /// databases written before the field was recorded; stored under its former name).
-    #[serde(rename = "deformation_smoothness_mm", default = "legacy_field_sigma_mm")]
-    pub field_sigma_mm: f64,
-    /// The finer registration the log-Jacobian channel is measured with (absent: the
-    /// log-Jacobian of the coarse deformation).
-    #[serde(default)]
-    pub jacobian_refinement: Option<super::mapping::JacobianRefinement>,
-    /// Differential bias correction of the intensity channel (σ, mm; absent: none).
-    #[serde(default)]
-    pub differential_bias_sigma_mm: Option<f64>,
+    /// How every subject was mapped to its template; a case or a new normal is mapped with
+    /// exactly these settings. Stored flat beside the other fields (files written before the
+    /// registration settings and the bias correction were recorded get their standard values).
+    #[serde(flatten)]
+    pub mapping: super::mapping::MappingParams,
     /// The normative model's parameters used when scoring.
     pub normative: NormativeParams,
     /// Nominal two-sided voxelwise false-positive rate of the calibration.
@@ -81,10 +73,6 @@ pub struct BuildParameters {
     pub intensity_normalization: String,
     /// How subjects were registered to their template.
     pub registration: String,
-}
-
-fn legacy_field_sigma_mm() -> f64 {
-    4.0
 }
 
 /// Root metadata and provenance.
@@ -348,5 +336,46 @@ impl NormativeDb {
     /// centre is nearest, else the nearest bracket overall.
     pub fn bracket_for_age(&self, age: f64) -> usize {
         nearest_bracket(&self.brackets, age).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::mapping::MappingParams;
+    use super::super::testing::tiny;
+    use super::BuildParameters;
+
+    #[test]
+    fn parameters_without_the_mapping_fields_read_as_older_databases_were_built() {
+        let stored = tiny(1, 3).metadata.parameters;
+        let mut json = serde_json::to_value(&stored).unwrap();
+        // Files written before the registration settings were recorded.
+        for key in ["bias_correction", "affine_iterations", "deformable_iterations"] {
+            json.as_object_mut().unwrap().remove(key).expect(key);
+        }
+        let read: BuildParameters = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(read, stored);
+        assert_eq!(read.mapping.affine_iterations, MappingParams::standard().affine_iterations);
+        assert!(read.mapping.bias_correction);
+        // Files written before the field smoothness, the refinement and the differential bias.
+        for key in ["deformation_smoothness_mm", "jacobian_refinement", "differential_bias_sigma_mm"] {
+            json.as_object_mut().unwrap().remove(key).expect(key);
+        }
+        let oldest: BuildParameters = serde_json::from_value(json).unwrap();
+        assert_eq!(oldest.mapping.field_sigma_mm, 4.0);
+        assert_eq!(oldest.mapping.jacobian_refinement, None);
+        assert_eq!(oldest.mapping.differential_bias_sigma_mm, None);
+        assert_eq!(oldest.mapping.smoothing_fwhm_mm, stored.mapping.smoothing_fwhm_mm);
+    }
+
+    #[test]
+    fn the_mapping_parameters_are_stored_whole() {
+        let mut stored = tiny(1, 3).metadata.parameters;
+        stored.mapping.affine_iterations = vec![3, 2, 1];
+        stored.mapping.deformable_iterations = vec![2, 1, 0];
+        stored.mapping.bias_correction = false;
+        let json = serde_json::to_string(&stored).unwrap();
+        let read: BuildParameters = serde_json::from_str(&json).unwrap();
+        assert_eq!(read, stored);
     }
 }

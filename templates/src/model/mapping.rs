@@ -5,7 +5,7 @@
 //! like the normals it is compared with.
 
 use super::ModelError;
-use super::database::{BuildParameters, Channel};
+use super::database::Channel;
 use super::differential_bias::{DIFFERENTIAL_BIAS_SIGMA_MM, remove_differential_bias};
 use super::space::{MATCH_PERCENTILES, TemplateSpace, gather, masked_correlation};
 use crate::safeguards;
@@ -20,28 +20,54 @@ use pedinorm_registration::{
     AffineTransform, DisplacementField, Image, Interpolation, RegistrationPlan, TransformChain, register,
 };
 
-/// How a subject is brought into template space.
-#[derive(Debug, Clone)]
+/// How a subject is brought into template space. A normative database stores it whole (see
+/// [`super::BuildParameters`]) and every later case or normal is mapped with exactly these
+/// settings. A field missing from a stored record takes the value databases written before it
+/// was recorded were built with.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MappingParams {
     /// Correct the bias field before registration.
+    #[serde(default = "standard_bias_correction")]
     pub bias_correction: bool,
     /// Iterations per level of the affine stage of [`RegistrationPlan::template_map`]
     /// (template fixed, subject moving; three levels).
+    #[serde(default = "standard_affine_iterations")]
     pub affine_iterations: Vec<usize>,
     /// Iterations per level of its diffeomorphic stage (three levels).
+    #[serde(default = "standard_deformable_iterations")]
     pub deformable_iterations: Vec<usize>,
     /// Smoothing of the intensity and log-Jacobian maps (FWHM, mm; 0 = none).
     pub smoothing_fwhm_mm: f64,
     /// Gaussian σ (mm) of the deformation field: the registration aligns anatomy at this
     /// scale and coarser, so a focal lesion is not warped away (a lesion that the deformation
-    /// absorbs would vanish from the intensity map).
+    /// absorbs would vanish from the intensity map). Stored under its former name; 4 mm in
+    /// databases written before it was recorded.
+    #[serde(rename = "deformation_smoothness_mm", default = "legacy_field_sigma_mm")]
     pub field_sigma_mm: f64,
     /// Refinement of the deformation used only for the log-Jacobian channel (`None`: the
     /// log-Jacobian of the coarse deformation, as in databases of schema version 1).
+    #[serde(default)]
     pub jacobian_refinement: Option<JacobianRefinement>,
     /// Gaussian σ (mm) of the differential bias correction of the intensity channel (`None`:
     /// none, as in databases written before it), see [`remove_differential_bias`].
+    #[serde(default)]
     pub differential_bias_sigma_mm: Option<f64>,
+}
+
+fn standard_bias_correction() -> bool {
+    MappingParams::standard().bias_correction
+}
+
+fn standard_affine_iterations() -> Vec<usize> {
+    MappingParams::standard().affine_iterations
+}
+
+fn standard_deformable_iterations() -> Vec<usize> {
+    MappingParams::standard().deformable_iterations
+}
+
+fn legacy_field_sigma_mm() -> f64 {
+    4.0
 }
 
 /// A second, finer diffeomorphic registration of the (coarsely) warped subject to the template
@@ -121,19 +147,6 @@ impl MappingParams {
             deformable.schedule.set_iterations(&self.deformable_iterations).map_err(invalid)?;
         }
         Ok(plan)
-    }
-
-    /// These parameters with everything that changes the statistics (smoothing, field
-    /// smoothness, log-Jacobian refinement) taken from the database the subject is compared
-    /// with or added to, so a case or a new normal is processed exactly like its normals.
-    pub fn for_database(&self, parameters: &BuildParameters) -> Self {
-        Self {
-            smoothing_fwhm_mm: parameters.smoothing_fwhm_mm,
-            field_sigma_mm: parameters.field_sigma_mm,
-            jacobian_refinement: parameters.jacobian_refinement.clone(),
-            differential_bias_sigma_mm: parameters.differential_bias_sigma_mm,
-            ..self.clone()
-        }
     }
 
     /// A one-line description stored in the database.

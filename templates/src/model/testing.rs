@@ -4,7 +4,7 @@ use super::database::{
     AtlasTable, BracketDb, BuildParameters, CalibrationRecord, Metadata, NormativeDb, SubjectNull,
     SubjectRecord, mask_indices,
 };
-use super::mapping::JacobianRefinement;
+use super::mapping::MappingParams;
 use crate::calibration::NullSummary;
 use crate::normative::NormativeParams;
 use crate::stats::{AgeNode, NormativeAccumulator, Sex};
@@ -66,10 +66,7 @@ pub fn tiny(seed: u32, subjects: usize) -> NormativeDb {
         })
         .collect();
     let parameters = BuildParameters {
-        smoothing_fwhm_mm: 4.0,
-        field_sigma_mm: 4.0,
-        jacobian_refinement: Some(JacobianRefinement::standard()),
-        differential_bias_sigma_mm: Some(15.0),
+        mapping: MappingParams { differential_bias_sigma_mm: Some(15.0), ..MappingParams::standard() },
         normative: NormativeParams::default(),
         voxel_rate: 0.01,
         cluster_rate: 0.2,
