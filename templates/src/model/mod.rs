@@ -2,7 +2,7 @@
 //! ([`mapping`], [`space`], [`differential_bias`]), mapped normals accumulated into age-node
 //! statistics ([`accumulate`](mod@accumulate)), leave-one-out calibration ([`calibrate`](mod@calibrate)), the whole database
 //! built, extended ([`build`]) and merged ([`merge`]) as a [`NormativeDb`] value, its
-//! safeguard reference ([`reference`](mod@reference)), the site-aware part of the model
+//! safeguard reference ([`reference`](mod@reference)), a case scored against it ([`score`]), the site-aware part of the model
 //! ([`site`]), and an atlas carried to a template ([`atlas`]).
 //!
 //! Nothing here reads or writes a file or reads the clock: the caller stores the database and
@@ -18,6 +18,7 @@ mod error;
 pub mod mapping;
 pub mod merge;
 pub mod reference;
+pub mod score;
 pub mod site;
 pub mod space;
 #[cfg(any(test, feature = "test-support"))]
@@ -37,4 +38,8 @@ pub use database::{
 pub use differential_bias::{DIFFERENTIAL_BIAS_SIGMA_MM, remove_differential_bias};
 pub use error::ModelError;
 pub use mapping::{JacobianRefinement, MappingParams, SubjectMaps, map_to_template};
+pub use score::{
+    AGE_MARGIN_FRACTION, AGE_MARGIN_MAX_YEARS, ClusterReport, DeviationOptions, DeviationResult,
+    RegionReport, ScoreError, SdFloorReport, ThresholdReport, compute_deviation,
+};
 pub use space::{MATCH_PERCENTILES, TemplateSpace, gather, masked_correlation, scatter, template_mask};
