@@ -30,6 +30,7 @@ use pedinorm_validation::scoring::lesion_auc;
 use pedinorm_validation::{
     Abnormality, AgeSpec, BaseBrain, CohortSpec, Generator, Site, SyntheticSubject, cohort_plan,
 };
+use rayon::prelude::*;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -379,22 +380,27 @@ pub fn run_demo(config: &DemoConfig) -> anyhow::Result<DemoSummary> {
     let (normals, cases) = phase(&mut timings, "synthetic cohort", || {
         let generator = Generator::new(&base, config.resolution_mm)?;
         let bar = progress::bar(plan.len() as u64, "synthetic cohort");
+        // Subjects are independent (each has its own seed), so they are made in parallel and
+        // the result does not depend on the thread count.
+        let made: Vec<(SyntheticSubject, PathBuf, String, bool)> = plan
+            .par_iter()
+            .enumerate()
+            .map(|(index, member)| -> anyhow::Result<_> {
+                let mut subject = generator.subject(&member.spec)?;
+                subject.id = member.id.clone();
+                let options = WriteOptions { warps: false, dicom: false, national_id: false };
+                let files = write_subject(&cohort_dir, &subject, index + 1, member.spec.seed, options)?;
+                let row = csv_row(&subject, &files);
+                bar.inc(1);
+                Ok((subject, cohort_dir.join(&files.image), row, member.spec.abnormality.is_some()))
+            })
+            .collect::<anyhow::Result<_>>()?;
         let mut rows = Vec::new();
         let mut normals: Vec<(SyntheticSubject, PathBuf)> = Vec::new();
         let mut cases: Vec<(SyntheticSubject, PathBuf)> = Vec::new();
-        for (index, member) in plan.iter().enumerate() {
-            let mut subject = generator.subject(&member.spec)?;
-            subject.id = member.id.clone();
-            let options = WriteOptions { warps: false, dicom: false, national_id: false };
-            let files = write_subject(&cohort_dir, &subject, index + 1, member.spec.seed, options)?;
-            rows.push(csv_row(&subject, &files));
-            let path = cohort_dir.join(&files.image);
-            if member.spec.abnormality.is_some() {
-                cases.push((subject, path))
-            } else {
-                normals.push((subject, path))
-            }
-            bar.inc(1);
+        for (subject, path, row, is_case) in made {
+            rows.push(row);
+            if is_case { cases.push((subject, path)) } else { normals.push((subject, path)) }
         }
         bar.finish();
         write_cohort_csv(&cohort_dir.join("cohort.csv"), &rows)?;
