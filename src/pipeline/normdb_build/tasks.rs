@@ -224,19 +224,7 @@ fn statistics_only(
             "partial statistics of a chunk of subjects",
             &now_utc(),
         ),
-        brackets: brackets
-            .iter()
-            .zip(stats)
-            .map(|(b, stats)| BracketDb {
-                name: b.name.clone(),
-                min_years: b.min_years,
-                max_years: b.max_years,
-                template: b.space.template.clone(),
-                mask: b.space.mask.clone(),
-                labels: None,
-                stats,
-            })
-            .collect(),
+        brackets: brackets.iter().zip(stats).map(|(b, stats)| b.with_stats(stats, None)).collect(),
         subjects: Vec::new(),
         calibration: None,
         atlas: None,

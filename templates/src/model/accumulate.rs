@@ -3,7 +3,7 @@
 //! age-node statistics per bracket and channel.
 
 use super::ModelError;
-use super::database::{BuildParameters, SubjectRecord};
+use super::database::{BracketDb, BuildParameters, SubjectRecord};
 use super::mapping::{MappingParams, map_to_template};
 use super::space::{MATCH_PERCENTILES, TemplateSpace, gather};
 use crate::age::{AgeRange, containing_bracket};
@@ -41,6 +41,21 @@ pub struct BracketInput {
     pub space: TemplateSpace,
     /// Atlas labels on the template grid, if any.
     pub labels: Option<Image<f32>>,
+}
+
+impl BracketInput {
+    /// The database's bracket: this bracket's template and mask with `stats` and `labels`.
+    pub fn with_stats(&self, stats: [NormativeAccumulator; 2], labels: Option<Image<f32>>) -> BracketDb {
+        BracketDb {
+            name: self.name.clone(),
+            min_years: self.min_years,
+            max_years: self.max_years,
+            template: self.space.template.clone(),
+            mask: self.space.mask.clone(),
+            labels,
+            stats,
+        }
+    }
 }
 
 /// Parameters of a database build.

@@ -3,7 +3,7 @@
 use super::ModelError;
 use super::accumulate::{BracketInput, BuildOptions, MappedNormal, NormalSubject, accumulate};
 use super::calibrate::{calibrate, subject_null};
-use super::database::{AtlasTable, BracketDb, Channel, Metadata, NormativeDb, SubjectRecord};
+use super::database::{AtlasTable, Channel, Metadata, NormativeDb, SubjectRecord};
 use super::mapping::map_to_template;
 use super::space::{TemplateSpace, gather};
 use crate::age::containing_bracket;
@@ -19,19 +19,8 @@ pub fn assemble(
     let stats = accumulate(brackets, mapped, options)?;
     let passed = mapped.iter().filter(|m| m.record.qc_passed).count();
     let calibration = if passed >= 3 { Some(calibrate(brackets, &stats, mapped, options)?) } else { None };
-    let bracket_dbs = brackets
-        .iter()
-        .zip(stats)
-        .map(|(b, stats)| BracketDb {
-            name: b.name.clone(),
-            min_years: b.min_years,
-            max_years: b.max_years,
-            template: b.space.template.clone(),
-            mask: b.space.mask.clone(),
-            labels: b.labels.clone(),
-            stats,
-        })
-        .collect();
+    let bracket_dbs =
+        brackets.iter().zip(stats).map(|(b, stats)| b.with_stats(stats, b.labels.clone())).collect();
     Ok(NormativeDb {
         metadata: Metadata::new(
             options.build_parameters(),
