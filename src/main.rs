@@ -1,7 +1,8 @@
 //! The `pedinorm` command line.
 
+mod cli;
+
 use clap::{Parser, Subcommand};
-use pedinorm::cli;
 use std::process::ExitCode;
 
 /// Paediatric brain-MR normative templates and calibrated deviation maps.

@@ -44,6 +44,9 @@ pub enum SynthIoError {
     /// The DICOM series could not be built or written.
     #[error(transparent)]
     Dicom(#[from] DicomWriteError),
+    /// The phantom's grid is invalid.
+    #[error("phantom grid: {0}")]
+    Grid(#[from] pedinorm_registration::GridError),
     /// A plain file could not be written.
     #[error("{path}: {source}")]
     Io {

@@ -8,8 +8,8 @@
 mod demo_common;
 
 use demo_common::miniature_demo;
-use pedinorm::cli::demo::run_demo;
 use pedinorm::formats::nifti::{VoxelType, read_image, write_image};
+use pedinorm::pipeline::demo::run_demo;
 use pedinorm_registration::Grid;
 use pedinorm_registration::smooth::smooth_mm;
 use pedinorm_templates::model::MappingParams;

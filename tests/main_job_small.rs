@@ -7,8 +7,8 @@
 mod demo_common;
 
 use demo_common::{miniature_demo, quick_mapping};
-use pedinorm::cli::demo::run_demo;
 use pedinorm::normdb::NormDbFile;
+use pedinorm::pipeline::demo::run_demo;
 use pedinorm_templates::model::NormativeDb;
 use std::path::Path;
 

@@ -196,7 +196,8 @@ fn held_out_detection_and_false_positive_rates() {
                 neg.push(zv.abs());
             }
         }
-        let outcome = pedinorm::cli::demo::compare_with_truth(&subject, &result, PathBuf::new(), elapsed);
+        let outcome =
+            pedinorm::pipeline::demo::compare_with_truth(&subject, &result, PathBuf::new(), elapsed);
         detected_count += usize::from(outcome.detected);
         let clear_lesion = matches!(
             abnormality,

@@ -7,8 +7,8 @@
 mod demo_common;
 
 use demo_common::{miniature_demo, quick_mapping};
-use pedinorm::cli::demo::run_demo;
 use pedinorm::normdb::NormDbFile;
+use pedinorm::pipeline::demo::run_demo;
 use pedinorm::pipeline::deviation::{DeviationOptions, compute_deviation};
 use pedinorm_registration::Grid;
 use pedinorm_templates::model::NormativeDb;

@@ -1,37 +1,38 @@
 //! End-to-end tests of `pedinorm synth` and the synthetic cohort on the real base brain.
 
 use dicom_dictionary_std::tags;
-use pedinorm::cli::synth::{Args, run};
 use pedinorm::formats::nifti::read_image;
-use pedinorm::synth_io::{codice_fiscale_check_char, load_base};
+use pedinorm::pipeline::synth::{SynthBase, SynthCohortOptions, write_synthetic_cohort};
+use pedinorm::synth_io::{WriteOptions, codice_fiscale_check_char, load_base};
 use pedinorm_registration::resample::resample;
 use pedinorm_registration::{Identity, Interpolation};
 use pedinorm_validation::{Abnormality, Generator, LesionTissue, Sex, SubjectSpec};
 use std::path::{Path, PathBuf};
 
-fn args(out_dir: &Path) -> Args {
-    Args {
-        n: 2,
-        ages: "0.2-12".into(),
+fn options(out_dir: &Path) -> SynthCohortOptions {
+    SynthCohortOptions {
+        normals: 2,
+        age_range: (0.2, 12.0),
         cases: 2,
         seed: 9,
-        resolution: 4.0,
-        base_dir: PathBuf::from("does-not-exist"),
-        phantom: true,
+        resolution_mm: 4.0,
+        base: SynthBase::Phantom,
         sites: 2,
         snr: None,
         smooth_only: false,
-        dicom: true,
-        national_id: true,
-        no_warps: false,
+        write: WriteOptions { warps: true, dicom: true, national_id: true },
         out_dir: out_dir.to_owned(),
     }
+}
+
+fn run(options: SynthCohortOptions) -> Result<(), pedinorm::synth_io::SynthIoError> {
+    write_synthetic_cohort(&options, &|_, _, _| {}).map(|_| ())
 }
 
 #[test]
 fn synth_writes_nifti_csv_truth_and_a_readable_dicom_series() {
     let dir = tempfile::tempdir().unwrap();
-    run(args(dir.path())).unwrap();
+    run(options(dir.path())).unwrap();
     let csv = std::fs::read_to_string(dir.path().join("cohort.csv")).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines.len(), 5, "{csv}");
@@ -95,8 +96,12 @@ fn synth_writes_nifti_csv_truth_and_a_readable_dicom_series() {
 #[test]
 fn synth_is_reproducible_from_its_seed() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let quick =
-        |dir: &Path| Args { n: 1, cases: 1, dicom: false, national_id: false, no_warps: true, ..args(dir) };
+    let quick = |dir: &Path| SynthCohortOptions {
+        normals: 1,
+        cases: 1,
+        write: WriteOptions { warps: false, dicom: false, national_id: false },
+        ..options(dir)
+    };
     run(quick(a.path())).unwrap();
     run(quick(b.path())).unwrap();
     for name in ["cohort.csv", "sub-0001.nii.gz", "sub-0002_lesion.nii.gz"] {
@@ -111,8 +116,9 @@ fn synth_is_reproducible_from_its_seed() {
 #[test]
 fn missing_base_brain_tells_how_to_get_it() {
     let dir = tempfile::tempdir().unwrap();
-    let error =
-        run(Args { phantom: false, dicom: false, national_id: false, ..args(dir.path()) }).unwrap_err();
+    let base = SynthBase::Files(PathBuf::from("does-not-exist"));
+    let write = WriteOptions { warps: true, dicom: false, national_id: false };
+    let error = run(SynthCohortOptions { base, write, ..options(dir.path()) }).unwrap_err();
     let message = format!("{error:#}");
     assert!(message.contains("scripts/setup.sh") && message.contains("t1.nii.gz"), "{message}");
 }

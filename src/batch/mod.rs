@@ -11,9 +11,11 @@
 mod local;
 pub mod plan;
 mod slurm;
+mod slurm_site;
 
 pub use local::LocalExecutor;
 pub use slurm::{SlurmConfig, SlurmExecutor};
+pub use slurm_site::{SlurmSite, SlurmSiteError};
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;

@@ -125,6 +125,48 @@ pub fn normdb_reduce_resources(
     }
 }
 
+/// The plan of a whole template build: per-task requests and the totals on a number of
+/// concurrent task slots.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildPlan {
+    /// Per-task estimate and requests.
+    pub task: TaskEstimate,
+    /// Subjects.
+    pub subjects: usize,
+    /// Map tasks (subjects × iterations including the affine one).
+    pub map_tasks: usize,
+    /// Core-hours of all map tasks.
+    pub map_core_hours: f64,
+    /// Hours of all reduce steps (serial).
+    pub reduce_hours: f64,
+    /// Wall-clock hours on `slots` concurrent tasks (maps in waves, reduces serial).
+    pub wall_hours: f64,
+    /// Concurrent task slots assumed.
+    pub slots: usize,
+}
+
+/// Computes the plan of a build of `subjects` images of `voxels` voxels at `spacing_mm`,
+/// registered at `registration_spacing_mm` with `threads` per map task, `iterations`
+/// deformable iterations after the affine one, on `slots` concurrent tasks.
+pub fn plan_build(
+    voxels: usize,
+    spacing_mm: f64,
+    registration_spacing_mm: f64,
+    threads: usize,
+    subjects: usize,
+    iterations: usize,
+    slots: usize,
+) -> BuildPlan {
+    let task = TaskEstimate::for_cohort(voxels, spacing_mm, registration_spacing_mm, threads, subjects);
+    let rounds = iterations + 1;
+    let map_tasks = subjects * rounds;
+    let map_core_hours = map_tasks as f64 * task.map_seconds * threads.max(1) as f64 / 3600.0;
+    let reduce_hours = rounds as f64 * task.reduce_seconds_per_subject * subjects as f64 / 3600.0;
+    let waves = subjects.div_ceil(slots.max(1)) as f64;
+    let wall_hours = rounds as f64 * waves * task.map_seconds / 3600.0 + reduce_hours;
+    BuildPlan { task, subjects, map_tasks, map_core_hours, reduce_hours, wall_hours, slots: slots.max(1) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,5 +194,17 @@ mod tests {
         assert!(large.memory_mb > 5 * small.memory_mb && large.time_minutes > small.time_minutes);
         // 1,000 subjects at 1 mm need tens of GB: the reason for partial sums (docs/hpc.md).
         assert!(large.memory_mb > 40_000, "{large:?}");
+    }
+
+    #[test]
+    fn more_slots_shorten_wall_time_not_core_hours() {
+        let few = plan_build(182 * 218 * 182, 1.0, 2.0, 1, 1000, 4, 10);
+        let many = plan_build(182 * 218 * 182, 1.0, 2.0, 1, 1000, 4, 1000);
+        assert_eq!(few.map_tasks, 5000);
+        assert!((few.map_core_hours - many.map_core_hours).abs() < 1e-9);
+        // Map waves shrink with slots; the serial reduces do not.
+        assert!(many.wall_hours - many.reduce_hours < (few.wall_hours - few.reduce_hours) / 10.0);
+        // Reduces are serial: they bound the wall time from below.
+        assert!(many.wall_hours >= many.reduce_hours);
     }
 }

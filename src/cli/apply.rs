@@ -1,8 +1,8 @@
 //! `pedinorm apply`: resample an image through a chain of transforms (antsApplyTransforms).
 
-use crate::formats::nifti::{VoxelType, read_image, write_image};
-use crate::formats::transform::{LoadedTransform, read_transform_spec};
 use anyhow::Context;
+use pedinorm::formats::nifti::{VoxelType, read_image, write_image};
+use pedinorm::formats::transform::{LoadedTransform, read_transform_spec};
 use pedinorm_registration::{Interpolation, SpatialTransform, TransformChain, resample::resample};
 use std::path::PathBuf;
 

@@ -1,6 +1,6 @@
 //! `pedinorm audit`: verify the service's audit log.
 
-use crate::service::audit::Anchor;
+use pedinorm::service::audit::Anchor;
 use std::path::PathBuf;
 
 /// Arguments of `pedinorm audit`.

@@ -2,11 +2,13 @@
 
 use crate::cli::executor::{BatchProgress, ExecutorArgs};
 use crate::cli::progress;
-use crate::normdb::NormDbFile;
-use crate::pipeline::batch_deviation::{BatchCase, CaseDone, read_cases, run_batch};
-use crate::pipeline::deviation::{DeviationOptions, read_case, run_case};
-use crate::pipeline::steps::{default_program, write_folder_atomically};
 use anyhow::{Context, bail};
+use pedinorm::normdb::NormDbFile;
+use pedinorm::pipeline::batch_deviation::{
+    case_resources, read_cases, run_batch, run_case_task, write_case_table,
+};
+use pedinorm::pipeline::deviation::{CaseRequest, read_case, run_case};
+use pedinorm::pipeline::steps::default_program;
 use pedinorm_templates::model::NormativeDb;
 use pedinorm_templates::stats::Sex;
 use std::path::{Path, PathBuf};
@@ -61,15 +63,13 @@ pub struct Args {
     pub batch: ExecutorArgs,
 }
 
-/// The deviation options of a case given on the command line.
-/// The site is `--site`, else the scanner named by the case's DICOM files.
-fn case_options(age_years: f64, sex: Option<Sex>, args: &Args, scanner: Option<&str>) -> DeviationOptions {
-    DeviationOptions {
-        age_years,
-        sex,
-        max_regions: args.max_regions,
-        site: args.site.clone().or_else(|| scanner.map(str::to_owned)),
-    }
+/// What the command line says of the case besides its image.
+fn case_request(args: &Args) -> anyhow::Result<CaseRequest> {
+    let sex = match &args.sex {
+        Some(text) => Some(Sex::parse(text).with_context(|| format!("--sex {text:?}: must be F or M"))?),
+        None => None,
+    };
+    Ok(CaseRequest { age_years: args.age, sex, site: args.site.clone(), max_regions: args.max_regions })
 }
 
 /// Runs `pedinorm deviation`.
@@ -79,52 +79,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (Some(case), None) => case.clone(),
         (None, None) => bail!("give --case or --cases"),
     };
-    let (case_name, normdb_name) = (case_path.display().to_string(), args.normdb.display().to_string());
+    let request = case_request(&args)?;
     if args.atomic {
-        if args.out_dir.join("done.json").is_file() {
-            return Ok(());
-        }
-        let start = std::time::Instant::now();
-        let db = NormativeDb::read(&args.normdb)?;
-        let case = read_case(&case_path)?;
-        let Some(age) = args.age.or(case.age_years) else {
-            bail!("{}: the age is unknown: give --age YEARS", case_path.display());
-        };
-        let sex = match &args.sex {
-            Some(text) => Some(Sex::parse(text).with_context(|| format!("--sex {text:?}: must be F or M"))?),
-            None => case.sex,
-        };
-        let id = args.out_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        write_folder_atomically(&args.out_dir, |tmp| -> anyhow::Result<CaseDone> {
-            let options = case_options(age, sex, &args, case.scanner.as_deref());
-            let result = run_case(&db, &case.image, &options, &case_name, &normdb_name, tmp)
-                .with_context(|| format!("case {}", case_path.display()))?;
-            Ok(CaseDone {
-                id,
-                case: case_path.clone(),
-                bracket: result.bracket.clone(),
-                significant_clusters: result.clusters.iter().filter(|c| c.significant).count(),
-                reliable: result.reliability.reliable,
-                seconds: start.elapsed().as_secs_f64(),
-            })
-        })?;
-        return Ok(());
+        return Ok(run_case_task(&args.normdb, &case_path, &request, &args.out_dir)?);
     }
     let bar = progress::bar(3, "deviation");
     bar.set_message("reading");
     let db = NormativeDb::read(&args.normdb)?;
     let case = read_case(&case_path)?;
-    let age = match (args.age, case.age_years) {
-        (Some(a), _) | (None, Some(a)) => a,
-        (None, None) => bail!("{}: the age is unknown: give --age YEARS", case_path.display()),
-    };
-    let sex = match &args.sex {
-        Some(text) => Some(Sex::parse(text).with_context(|| format!("--sex {text:?}: must be F or M"))?),
-        None => case.sex,
-    };
+    let options = request.options(&case, &case_path)?;
     bar.inc(1);
     bar.set_message("registering and scoring");
-    let options = case_options(age, sex, &args, case.scanner.as_deref());
+    let (case_name, normdb_name) = (case_path.display().to_string(), args.normdb.display().to_string());
     let result = run_case(&db, &case.image, &options, &case_name, &normdb_name, &args.out_dir)
         .with_context(|| format!("case {}", case_path.display()))?;
     bar.inc(2);
@@ -141,7 +107,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     eprintln!(
         "bracket {}, age {:.2} y, {} significant cluster(s) ({} beyond the voxel threshold only)",
         result.bracket,
-        age,
+        options.age_years,
         significant.len(),
         result.clusters.len() - significant.len()
     );
@@ -173,18 +139,7 @@ fn run_batch_cli(args: &Args, list: &Path) -> anyhow::Result<()> {
     }
     let cases = read_cases(list)?;
     if args.prepare_only {
-        std::fs::create_dir_all(&args.out_dir)
-            .with_context(|| format!("{}: cannot create", args.out_dir.display()))?;
-        let table: String = cases
-            .iter()
-            .map(|c| {
-                let sex = c.sex.map(|s| s.code()).unwrap_or("");
-                format!("{}\t{}\t{}\t{sex}\n", c.id, c.path.display(), c.age_years)
-            })
-            .collect();
-        let path = args.out_dir.join("cases.tsv");
-        crate::atomic::write_bytes(&path, table.as_bytes())
-            .with_context(|| format!("{}: cannot write", path.display()))?;
+        let path = write_case_table(&cases, &args.out_dir)?;
         println!("{}\t{} case(s)", path.display(), cases.len());
         return Ok(());
     }
@@ -209,37 +164,4 @@ fn run_batch_cli(args: &Args, list: &Path) -> anyhow::Result<()> {
         summary.iter().filter(|s| s.done.as_ref().is_some_and(|d| d.significant_clusters > 0)).count();
     eprintln!("{} case(s) done, {significant} with significant clusters", summary.len());
     Ok(())
-}
-
-/// Resources of one case's task: a normal's map step (registration at the template's
-/// resolution) plus the database held in memory (templates, masks and statistics).
-fn case_resources(
-    db: &NormativeDb,
-    cases: &[BatchCase],
-    threads: usize,
-) -> anyhow::Result<crate::batch::Resources> {
-    let mut largest = 0usize;
-    for bracket in &db.brackets {
-        largest = largest.max(bracket.template.grid().len());
-    }
-    for case in cases {
-        if crate::formats::dicom::is_nifti_path(&case.path) {
-            let header = nifti::NiftiHeader::from_file(&case.path)
-                .with_context(|| format!("case {}: {}", case.id, case.path.display()))?;
-            largest = largest.max(header.dim[1..4].iter().map(|&d| d.max(1) as usize).product());
-        }
-    }
-    let estimate = crate::batch::plan::TaskEstimate::for_cohort(largest, 1.0, 1.0, threads, 1);
-    let statistics_bytes: usize = db
-        .brackets
-        .iter()
-        .map(|b| {
-            let nodes = b.stats[0].nodes().len();
-            // Two channels × nodes × two sexes × three f64 moments per mask voxel, plus images.
-            2 * nodes * 2 * 3 * 8 * b.stats[0].voxel_count() + 12 * b.template.grid().len()
-        })
-        .sum();
-    let mut resources = estimate.map;
-    resources.memory_mb += (statistics_bytes as f64 * 1.5 / (1024.0 * 1024.0)).ceil() as u64;
-    Ok(resources)
 }

@@ -2,8 +2,8 @@
 //! batch `deviation`): where tasks run (`--executor local|slurm`), how many at once, threads per
 //! task, retries and Slurm site settings; and the progress bar fed by executor events.
 
-use crate::batch::{Executor, LocalExecutor, ProgressEvent, SlurmConfig, SlurmExecutor};
 use indicatif::ProgressBar;
+use pedinorm::batch::{Executor, LocalExecutor, ProgressEvent, SlurmConfig, SlurmExecutor, SlurmSite};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -62,35 +62,6 @@ pub struct ExecutorArgs {
     /// line win over the file.
     #[arg(long, env = "PEDINORM_SLURM_CONFIG")]
     pub slurm_config: Option<PathBuf>,
-}
-
-/// A site's Slurm settings, kept in a file so every build on a cluster uses them.
-#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SlurmSite {
-    /// Partition.
-    pub partition: Option<String>,
-    /// Account.
-    pub account: Option<String>,
-    /// Extra #SBATCH options, e.g. ["--qos=short", "--constraint=avx2"].
-    #[serde(default)]
-    pub sbatch_options: Vec<String>,
-    /// At most this many array tasks at once.
-    pub max_concurrent: Option<usize>,
-}
-
-impl SlurmSite {
-    /// Reads a site file; errors name the file and the offending key.
-    pub fn read(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("Slurm site settings {}: {e}", path.display()))?;
-        let site: Self = toml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("Slurm site settings {}: {e}", path.display()))?;
-        if site.max_concurrent == Some(0) {
-            anyhow::bail!("Slurm site settings {}: max_concurrent must be at least 1", path.display());
-        }
-        Ok(site)
-    }
 }
 
 impl ExecutorArgs {
@@ -189,34 +160,5 @@ impl BatchProgress {
     /// Removes the bar.
     pub fn finish(&self) {
         self.bar.finish_and_clear();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn site_file_is_read_and_bad_keys_are_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let good = dir.path().join("slurm.toml");
-        std::fs::write(
-            &good,
-            "partition = \"short\"\naccount = \"neuro\"\nsbatch_options = [\"--qos=low\"]\nmax_concurrent = 50\n",
-        )
-        .unwrap();
-        let site = SlurmSite::read(&good).unwrap();
-        assert_eq!(site.partition.as_deref(), Some("short"));
-        assert_eq!(site.account.as_deref(), Some("neuro"));
-        assert_eq!(site.sbatch_options, vec!["--qos=low".to_string()]);
-        assert_eq!(site.max_concurrent, Some(50));
-
-        let bad = dir.path().join("bad.toml");
-        std::fs::write(&bad, "partion = \"short\"\n").unwrap();
-        let message = SlurmSite::read(&bad).unwrap_err().to_string();
-        assert!(message.contains("bad.toml") && message.contains("partion"), "{message}");
-        std::fs::write(&bad, "max_concurrent = 0\n").unwrap();
-        assert!(SlurmSite::read(&bad).unwrap_err().to_string().contains("max_concurrent"));
-        assert!(SlurmSite::read(&dir.path().join("missing.toml")).is_err());
     }
 }

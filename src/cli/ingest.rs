@@ -1,7 +1,7 @@
 //! `pedinorm ingest`: de-identify, pseudonymize and admit a DICOM study into database A or B.
 
-use crate::ingest::admission::Database;
-use crate::ingest::{IdentifierSource, IngestOptions, IngestProgress, IngestStatus};
+use pedinorm::ingest::admission::Database;
+use pedinorm::ingest::{IdentifierSource, IngestOptions, IngestProgress, IngestStatus};
 use std::path::PathBuf;
 
 /// Arguments of `pedinorm ingest`.
@@ -63,7 +63,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         key_file: args.key_file,
     };
     let bar = super::progress::bar(0, "ingest");
-    let result = crate::ingest::ingest_study_with_progress(&args.inputs, &options, &|event| match event {
+    let result = pedinorm::ingest::ingest_study_with_progress(&args.inputs, &options, &|event| match event {
         IngestProgress::Scanning(done, total) => {
             bar.set_message("reading headers");
             bar.set_length(total as u64);

@@ -1,7 +1,8 @@
 //! `pedinorm inspect`: show geometry and metadata of a NIfTI file or DICOM series (no identities).
 
-use crate::formats::dicom::{is_nifti_path, load_series};
-use crate::formats::nifti::read_info;
+use pedinorm::formats::dicom::{is_nifti_path, load_series};
+use pedinorm::formats::nifti::read_info;
+use pedinorm::formats::orientation::orientation_codes;
 use std::path::PathBuf;
 
 /// Arguments of `pedinorm inspect`.
@@ -16,26 +17,6 @@ pub struct Args {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
-}
-
-/// The axis codes (`R`/`L`, `A`/`P`, `S`/`I`) the voxel axes point to most.
-fn orientation_codes(affine: &[[f64; 4]; 4]) -> String {
-    (0..3)
-        .map(|column| {
-            let axis = (0..3)
-                .max_by(|&a, &b| affine[a][column].abs().total_cmp(&affine[b][column].abs()))
-                .unwrap_or(column);
-            let positive = affine[axis][column] >= 0.0;
-            match (axis, positive) {
-                (0, true) => 'R',
-                (0, false) => 'L',
-                (1, true) => 'A',
-                (1, false) => 'P',
-                (_, true) => 'S',
-                (_, false) => 'I',
-            }
-        })
-        .collect()
 }
 
 fn rows(affine: &nalgebra::Matrix4<f64>) -> [[f64; 4]; 4] {

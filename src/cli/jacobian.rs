@@ -1,7 +1,7 @@
 //! `pedinorm jacobian`: Jacobian determinant (or its logarithm) of a displacement field.
 
-use crate::formats::nifti::{VoxelType, write_image};
-use crate::formats::transform::read_field;
+use pedinorm::formats::nifti::{VoxelType, write_image};
+use pedinorm::formats::transform::read_field;
 use pedinorm_registration::jacobian::{LOG_FLOOR, count_non_positive, jacobian_determinant};
 use std::path::PathBuf;
 

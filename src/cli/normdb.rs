@@ -1,20 +1,17 @@
 //! `pedinorm normdb`: build, extend, merge and inspect the HDF5 normative database.
 
 use crate::cli::executor::{BatchProgress, ExecutorArgs};
-use crate::formats::nifti::read_image;
-use crate::normdb::{NormDbFile, now_utc, summary};
-use crate::pipeline::cohort::read_cohort;
-use crate::pipeline::normdb_build::{
-    AtlasFiles, BracketTemplateFile, NormalFile, NormdbParameters, build_normdb, prepare_normdb_build,
+use anyhow::Context;
+use pedinorm::formats::nifti::read_image;
+use pedinorm::normdb::{NormDbFile, now_utc, summary};
+use pedinorm::pipeline::cohort::read_cohort;
+use pedinorm::pipeline::normdb_build::{
+    AtlasFiles, NormdbParameters, bracket_templates, build_normdb, normals_of_cohort, prepare_normdb_build,
     run_normal_map, run_normdb_reduce, run_partial, run_space,
 };
-use crate::pipeline::steps::default_program;
-use crate::pipeline::template_build::BuildManifest;
-use anyhow::{Context, bail};
-use pedinorm_templates::age::containing_bracket;
+use pedinorm::pipeline::steps::default_program;
 use pedinorm_templates::model::{NormalSubject, NormativeDb, add_subject};
 use pedinorm_templates::stats::Sex;
-use pedinorm_templates::template::TemplateTarget;
 use std::path::PathBuf;
 
 /// Arguments of `pedinorm normdb`.
@@ -214,91 +211,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
 }
 
-/// Parses a sex column value.
-pub fn parse_sex(text: &str, what: &str) -> anyhow::Result<Sex> {
-    Sex::parse(text).with_context(|| format!("{what}: sex {text:?} must be F or M"))
-}
-
-/// Reads the brackets from template build directories and `NAME:MIN:MAX:PATH` specifications:
-/// brackets named by `--template-build` and `--template`, and the ids of the subjects the
-/// template builds used (sorted, without repeats; none for a `--template` image).
-pub fn read_brackets(
-    builds: &[PathBuf],
-    specs: &[String],
-) -> anyhow::Result<(Vec<BracketTemplateFile>, Vec<String>)> {
-    let mut out = Vec::new();
-    let mut members = std::collections::BTreeSet::new();
-    for dir in builds {
-        let manifest =
-            BuildManifest::read(dir).with_context(|| format!("{}: not a template build", dir.display()))?;
-        let TemplateTarget::Bracket(bracket) = &manifest.config.target else {
-            bail!("{}: the template was not built for an age bracket", dir.display());
-        };
-        let path = dir.join("template.nii.gz");
-        if !path.is_file() {
-            bail!("{}: the build is not finished (no template.nii.gz)", dir.display());
-        }
-        out.push(BracketTemplateFile {
-            name: bracket.name.clone(),
-            min_years: bracket.min_years,
-            max_years: bracket.max_years,
-            template: path,
-        });
-        members.extend(manifest.subjects.iter().filter(|s| s.weight > 0.0).map(|s| s.id.clone()));
-    }
-    for spec in specs {
-        let parts: Vec<&str> = spec.splitn(4, ':').collect();
-        if parts.len() != 4 {
-            bail!("--template {spec:?}: expected NAME:MIN:MAX:PATH");
-        }
-        let min: f64 =
-            parts[1].parse().with_context(|| format!("--template {spec:?}: MIN is not a number"))?;
-        let max: f64 =
-            parts[2].parse().with_context(|| format!("--template {spec:?}: MAX is not a number"))?;
-        if !(min >= 0.0 && max > min) {
-            bail!("--template {spec:?}: need 0 ≤ MIN < MAX");
-        }
-        out.push(BracketTemplateFile {
-            name: parts[0].to_owned(),
-            min_years: min,
-            max_years: max,
-            template: PathBuf::from(parts[3]),
-        });
-    }
-    if out.is_empty() {
-        bail!("give at least one --template-build or --template");
-    }
-    Ok((out, members.into_iter().collect()))
-}
-
 fn build(args: BuildArgs) -> anyhow::Result<()> {
     let cohort = read_cohort(&args.cohort)?;
-    let (brackets, template_members) = read_brackets(&args.template_builds, &args.templates)?;
-    let mut problems = Vec::new();
-    let mut normals = Vec::new();
-    for s in &cohort {
-        let sex = match s.sex.as_deref().and_then(Sex::parse) {
-            Some(sex) => sex,
-            None => {
-                problems.push(format!("subject {}: sex must be F or M, found {:?}", s.id, s.sex));
-                continue;
-            }
-        };
-        if containing_bracket(&brackets, s.age_years).is_none() {
-            problems.push(format!("subject {}: age {:.2} is outside every bracket", s.id, s.age_years));
-            continue;
-        }
-        normals.push(NormalFile {
-            id: s.id.clone(),
-            path: s.path.clone(),
-            age_years: s.age_years,
-            sex,
-            scanner: s.site.clone().unwrap_or_default(),
-        });
-    }
-    if !problems.is_empty() {
-        bail!("{}: {} problem(s):\n  {}", args.cohort.display(), problems.len(), problems.join("\n  "));
-    }
+    let (brackets, template_members) = bracket_templates(&args.template_builds, &args.templates)?;
+    let normals = normals_of_cohort(&cohort, &brackets, &args.cohort)?;
     let atlas = match (&args.atlas_labels, &args.atlas_names, &args.atlas_reference) {
         (Some(labels), Some(names), Some(reference)) => {
             Some(AtlasFiles { labels: labels.clone(), names: names.clone(), reference: reference.clone() })
@@ -355,7 +271,7 @@ fn add(args: AddArgs) -> anyhow::Result<()> {
     let subject = NormalSubject {
         pseudonym: args.pseudonym.clone(),
         age_years: args.age,
-        sex: parse_sex(&args.sex, "--sex")?,
+        sex: Sex::parse(&args.sex).with_context(|| format!("--sex {:?}: must be F or M", args.sex))?,
         scanner: args.scanner.clone(),
         image,
     };

@@ -1,7 +1,8 @@
 //! `pedinorm plan`: compute per-task resources for batch builds.
 
-use crate::batch::plan::TaskEstimate;
 use anyhow::Context;
+use pedinorm::batch::plan::plan_build;
+use pedinorm::formats::nifti::read_info;
 use std::path::PathBuf;
 
 /// Arguments of `pedinorm plan`.
@@ -41,52 +42,13 @@ pub struct Args {
     json: bool,
 }
 
-/// The plan of a whole build.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct BuildPlan {
-    /// Per-task estimate and requests.
-    pub task: TaskEstimate,
-    /// Subjects.
-    pub subjects: usize,
-    /// Map tasks (subjects × iterations including the affine one).
-    pub map_tasks: usize,
-    /// Core-hours of all map tasks.
-    pub map_core_hours: f64,
-    /// Hours of all reduce steps (serial).
-    pub reduce_hours: f64,
-    /// Wall-clock hours on `slots` concurrent tasks (maps in waves, reduces serial).
-    pub wall_hours: f64,
-    /// Concurrent task slots assumed.
-    pub slots: usize,
-}
-
-/// Computes the plan of a build.
-pub fn plan_build(
-    voxels: usize,
-    spacing_mm: f64,
-    registration_spacing_mm: f64,
-    threads: usize,
-    subjects: usize,
-    iterations: usize,
-    slots: usize,
-) -> BuildPlan {
-    let task = TaskEstimate::for_cohort(voxels, spacing_mm, registration_spacing_mm, threads, subjects);
-    let rounds = iterations + 1;
-    let map_tasks = subjects * rounds;
-    let map_core_hours = map_tasks as f64 * task.map_seconds * threads.max(1) as f64 / 3600.0;
-    let reduce_hours = rounds as f64 * task.reduce_seconds_per_subject * subjects as f64 / 3600.0;
-    let waves = subjects.div_ceil(slots.max(1)) as f64;
-    let wall_hours = rounds as f64 * waves * task.map_seconds / 3600.0 + reduce_hours;
-    BuildPlan { task, subjects, map_tasks, map_core_hours, reduce_hours, wall_hours, slots: slots.max(1) }
-}
-
 /// Runs `pedinorm plan`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let (voxels, spacing) = if let Some(image) = &args.image {
-        let header = nifti::NiftiHeader::from_file(image)
-            .with_context(|| format!("{}: cannot read NIfTI header", image.display()))?;
-        let voxels: usize = header.dim[1..4].iter().map(|&d| d.max(1) as usize).product();
-        let spacing = header.pixdim[1..4].iter().map(|&p| p.abs() as f64).fold(f64::INFINITY, f64::min);
+        let info =
+            read_info(image).with_context(|| format!("{}: cannot read NIfTI header", image.display()))?;
+        let voxels: usize = info.dims.iter().take(3).map(|&d| d.max(1)).product();
+        let spacing = info.pixdim.iter().take(3).map(|p| p.abs()).fold(f64::INFINITY, f64::min);
         (voxels, if spacing.is_finite() && spacing > 0.0 { spacing } else { 1.0 })
     } else if let Some(dims) = &args.dims {
         let parts: Result<Vec<usize>, _> = dims.split('x').map(|p| p.trim().parse::<usize>()).collect();
@@ -139,21 +101,4 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         plan.slots
     );
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn more_slots_shorten_wall_time_not_core_hours() {
-        let few = plan_build(182 * 218 * 182, 1.0, 2.0, 1, 1000, 4, 10);
-        let many = plan_build(182 * 218 * 182, 1.0, 2.0, 1, 1000, 4, 1000);
-        assert_eq!(few.map_tasks, 5000);
-        assert!((few.map_core_hours - many.map_core_hours).abs() < 1e-9);
-        // Map waves shrink with slots; the serial reduces do not.
-        assert!(many.wall_hours - many.reduce_hours < (few.wall_hours - few.reduce_hours) / 10.0);
-        // Reduces are serial: they bound the wall time from below.
-        assert!(many.wall_hours >= many.reduce_hours);
-    }
 }

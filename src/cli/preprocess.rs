@@ -1,11 +1,11 @@
 //! `pedinorm preprocess`: bias-field correction, brain mask and intensity normalization.
 
 use crate::cli::progress;
-use crate::formats::nifti::{VoxelType, read_image, write_image};
-use crate::pipeline::preprocess::{
+use anyhow::{Context, bail};
+use pedinorm::formats::nifti::{VoxelType, read_image, write_image};
+use pedinorm::pipeline::preprocess::{
     Normalization, PreprocessOptions, Steps, TemplateRef, preprocess_with_progress,
 };
-use anyhow::{Context, bail};
 use pedinorm_registration::intensity::BiasFieldParams;
 use std::path::PathBuf;
 

@@ -1,8 +1,8 @@
 //! `pedinorm register`: register a moving image to a fixed image (rigid, affine or diffeomorphic).
 
-use crate::formats::nifti::{VoxelType, read_image, write_image};
-use crate::formats::transform::{write_affine, write_field};
 use anyhow::Context;
+use pedinorm::formats::nifti::{VoxelType, read_image, write_image};
+use pedinorm::formats::transform::{write_affine, write_field};
 use pedinorm_registration::affine_registration::AffineKind;
 use pedinorm_registration::metrics::{LocalCc, MattesMi, MeanSquares, Metric, Ncc, SquaredLocalCc};
 use pedinorm_registration::{Image, Interpolation, Progress, RegistrationPlan, register_with_progress};

@@ -1,8 +1,8 @@
 //! `pedinorm serve`: run the HTTP back-end service.
 
-use crate::service::Service;
-use crate::service::config::ServiceConfig;
 use anyhow::Context;
+use pedinorm::service::Service;
+use pedinorm::service::config::ServiceConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -66,7 +66,7 @@ async fn serve(config: ServiceConfig, address_file: Option<PathBuf>) -> anyhow::
     });
     let scheme = if tls.is_some() { "https" } else { "http" };
     if let Some(path) = &address_file {
-        crate::atomic::write_bytes(path, bound.to_string().as_bytes())
+        pedinorm::atomic::write_bytes(path, bound.to_string().as_bytes())
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     eprintln!("pedinorm service listening on {scheme}://{bound}");

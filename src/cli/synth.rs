@@ -1,11 +1,9 @@
-//! `pedinorm synth`: generate a synthetic paediatric cohort with known ground truth.
+//! `pedinorm synth`: generate a synthetic paediatric cohort with known ground truth (see
+//! [`pedinorm::pipeline::synth`]).
 
-use crate::synth_io::{
-    WriteOptions, csv_row, load_base, write_base_reference, write_cohort_csv, write_subject,
-};
 use anyhow::Context;
-use pedinorm_registration::Grid;
-use pedinorm_validation::{BaseBrain, CohortSpec, Generator, GeneratorOptions, Site, cohort_plan};
+use pedinorm::pipeline::synth::{SynthBase, SynthCohortOptions, write_synthetic_cohort};
+use pedinorm::synth_io::WriteOptions;
 use std::path::PathBuf;
 
 /// Arguments of `pedinorm synth`.
@@ -83,58 +81,36 @@ fn parse_ages(text: &str) -> anyhow::Result<(f64, f64)> {
     Ok((low, high))
 }
 
-/// A phantom on an MNI-like field of view at half the output resolution (at least 1 mm).
-fn phantom_base(resolution_mm: f64) -> anyhow::Result<BaseBrain> {
-    let spacing = (resolution_mm / 2.0).max(1.0);
-    let extent = [196.0, 232.0, 188.0];
-    let dims = extent.map(|e: f64| (e / spacing).round() as usize);
-    let origin = [-98.0, -134.0, -72.0];
-    let grid = Grid::axis_aligned(dims, [spacing; 3], origin).context("phantom grid")?;
-    Ok(BaseBrain::phantom(&grid))
-}
-
 /// Runs `pedinorm synth`.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let (min_age, max_age) = parse_ages(&args.ages)?;
-    let base = if args.phantom { phantom_base(args.resolution)? } else { load_base(&args.base_dir)? };
-    let mut spec = CohortSpec::new(args.n, min_age, max_age, args.cases, args.seed);
-    spec.resolution_mm = args.resolution;
-    spec.sites =
-        if args.sites == 0 { vec![Site::reference()] } else { Site::numbered(1, args.sites, args.seed) };
-    if let Some(snr) = args.snr {
-        spec.sites.iter_mut().for_each(|site| site.snr = snr);
-    }
-    if args.smooth_only {
-        spec.options = GeneratorOptions::smooth_only();
-    }
-    let plan = cohort_plan(&spec)?;
-    let generator = Generator::new(&base, args.resolution)?;
-    drop(base);
-    std::fs::create_dir_all(&args.out_dir)
-        .with_context(|| format!("{}: cannot create the output folder", args.out_dir.display()))?;
-    write_base_reference(&args.out_dir, &generator.base_on_grid())?;
-    let options = WriteOptions { warps: !args.no_warps, dicom: args.dicom, national_id: args.national_id };
-    let bar = super::progress::bar(plan.len() as u64, "generating subjects");
-    let mut rows = Vec::with_capacity(plan.len());
-    for (index, member) in plan.iter().enumerate() {
+    let options = SynthCohortOptions {
+        normals: args.n,
+        age_range: parse_ages(&args.ages)?,
+        cases: args.cases,
+        seed: args.seed,
+        resolution_mm: args.resolution,
+        base: if args.phantom { SynthBase::Phantom } else { SynthBase::Files(args.base_dir.clone()) },
+        sites: args.sites,
+        snr: args.snr,
+        smooth_only: args.smooth_only,
+        write: WriteOptions { warps: !args.no_warps, dicom: args.dicom, national_id: args.national_id },
+        out_dir: args.out_dir.clone(),
+    };
+    let bar = crate::cli::progress::bar(0, "generating subjects");
+    let written = write_synthetic_cohort(&options, &|member, done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
         bar.set_message(format!("{} ({:.1} y)", member.id, member.spec.age_years));
-        let mut subject =
-            generator.subject(&member.spec).with_context(|| format!("generating {}", member.id))?;
-        subject.id = member.id.clone();
-        let files = write_subject(&args.out_dir, &subject, index + 1, member.spec.seed, options)?;
-        rows.push(csv_row(&subject, &files));
-        bar.inc(1);
-    }
+    })
+    .with_context(|| format!("synthetic cohort in {}", args.out_dir.display()))?;
     bar.finish_and_clear();
-    let csv = args.out_dir.join("cohort.csv");
-    write_cohort_csv(&csv, &rows)?;
     println!(
         "wrote {} synthetic subjects ({} normals, {} cases) to {}; index: {}",
-        plan.len(),
+        written.subjects,
         args.n,
         args.cases,
         args.out_dir.display(),
-        csv.display()
+        written.csv.display()
     );
     Ok(())
 }

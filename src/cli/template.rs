@@ -1,16 +1,18 @@
 //! `pedinorm template`: build age-specific templates.
 
 use crate::cli::executor::{BatchProgress, ExecutorArgs};
-use crate::pipeline::cohort::read_cohort;
-use crate::pipeline::steps::default_program;
-use crate::pipeline::template_build::{
-    SubjectInput, SubjectSource, build_template, finalize, prepare_build, run_init, run_map, run_reduce,
-    write_montage,
-};
 use anyhow::Context;
-use pedinorm_templates::age::{AgeBracket, AgeBrackets, AgeKernel};
-use pedinorm_templates::template::{RegistrationSettings, Sharpening, TemplateConfig, TemplateTarget};
-use std::path::{Path, PathBuf};
+use pedinorm::pipeline::cohort::read_cohort;
+use pedinorm::pipeline::steps::default_program;
+use pedinorm::pipeline::template_build::{
+    SubjectInput, SubjectSource, build_template, finalize, prepare_build, run_init, run_map, run_reduce,
+};
+use pedinorm::pipeline::template_set::{
+    BuiltTemplate, NamedTarget, SkippedTemplate, TemplateChoice, template_targets, write_set_summary,
+};
+use pedinorm_templates::age::AgeKernel;
+use pedinorm_templates::template::{RegistrationSettings, Sharpening, TemplateConfig};
+use std::path::PathBuf;
 
 /// Arguments of `pedinorm template`.
 #[derive(Debug, clap::Args)]
@@ -33,8 +35,6 @@ enum Command {
     /// Write the final template, QC and montage of a finished build directory.
     Finalize(InitArgs),
 }
-
-pub use crate::cli::executor::ExecutorKind;
 
 /// Arguments of `pedinorm template build`.
 #[derive(Debug, clap::Args)]
@@ -161,51 +161,6 @@ fn parse_schedule(text: &str, what: &str) -> anyhow::Result<Vec<usize>> {
     }
 }
 
-/// Reads brackets: `default`, `all`, or a JSON/TOML file.
-fn read_brackets(spec: &str) -> anyhow::Result<Option<AgeBrackets>> {
-    match spec {
-        "default" => Ok(Some(AgeBrackets::default_paediatric())),
-        "all" => Ok(None),
-        file => {
-            let path = Path::new(file);
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("{}: cannot read brackets", path.display()))?;
-            let brackets: AgeBrackets = if path.extension().is_some_and(|e| e == "toml") {
-                #[derive(serde::Deserialize)]
-                struct File {
-                    bracket: Vec<AgeBracket>,
-                }
-                let file: File =
-                    toml::from_str(&text).with_context(|| format!("{}: invalid brackets", path.display()))?;
-                AgeBrackets::new(file.bracket).with_context(|| format!("{}", path.display()))?
-            } else {
-                serde_json::from_str(&text)
-                    .with_context(|| format!("{}: invalid brackets", path.display()))?
-            };
-            Ok(Some(brackets))
-        }
-    }
-}
-
-#[derive(serde::Serialize)]
-struct BuiltTemplate {
-    name: String,
-    template: PathBuf,
-    build_dir: PathBuf,
-    subjects: usize,
-    effective_sample: f64,
-    outliers: Vec<String>,
-    final_sharpness: f64,
-    final_mean_similarity: f64,
-}
-
-#[derive(serde::Serialize)]
-struct SkippedTemplate {
-    name: String,
-    subjects: usize,
-    reason: String,
-}
-
 fn build(args: BuildArgs) -> anyhow::Result<()> {
     let cohort = read_cohort(&args.cohort)?;
     let registration = RegistrationSettings {
@@ -221,25 +176,14 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
         registration,
         ..TemplateConfig::default()
     };
-    // (name, target, subjects in the template)
-    let mut targets: Vec<(String, TemplateTarget, usize)> = Vec::new();
-    if let Some(age) = args.age {
-        pedinorm_templates::age::check_age(age).context("--age")?;
-        let kernel =
-            AgeKernel { minimum_effective_sample: args.min_effective_sample, ..AgeKernel::default() };
-        targets.push((format!("age-{age}"), TemplateTarget::Age { age_years: age, kernel }, cohort.len()));
-    } else if let Some(brackets) = read_brackets(&args.brackets)? {
-        for bracket in brackets.brackets() {
-            let count = cohort.iter().filter(|s| bracket.contains(s.age_years)).count();
-            targets.push((
-                format!("bracket-{}", bracket.name),
-                TemplateTarget::Bracket(bracket.clone()),
-                count,
-            ));
-        }
-    } else {
-        targets.push(("all".into(), TemplateTarget::AllSubjects, cohort.len()));
-    }
+    let choice = match args.age {
+        Some(age_years) => TemplateChoice::Age {
+            age_years,
+            kernel: AgeKernel { minimum_effective_sample: args.min_effective_sample, ..AgeKernel::default() },
+        },
+        None => TemplateChoice::Brackets(args.brackets.clone()),
+    };
+    let targets = template_targets(&cohort, &choice)?;
     let (_, threads) = args.batch.jobs_and_threads();
     std::fs::create_dir_all(&args.out_dir)
         .with_context(|| format!("{}: cannot create", args.out_dir.display()))?;
@@ -256,7 +200,7 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
     let mut built = Vec::new();
     let mut skipped = Vec::new();
     let mut templates = Vec::new();
-    for (name, target, count) in targets {
+    for NamedTarget { name, target, subjects: count } in targets {
         if count < args.min_subjects {
             eprintln!(
                 "{name}: skipped, {count} subject(s) (fewer than --min-subjects {})",
@@ -284,21 +228,12 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
         }
         let executor = args.batch.executor(&program, build_dir.join("slurm"), &format!("pedinorm-{name}"))?;
         let progress = BatchProgress::new(&name);
-        let on_progress = |event: &crate::batch::ProgressEvent| progress.on_event(event);
+        let on_progress = |event: &pedinorm::batch::ProgressEvent| progress.on_event(event);
         let result = build_template(&subjects, &config, &build_dir, executor.as_ref(), threads, &on_progress)
             .with_context(|| format!("template {name}"))?;
         progress.finish();
         let last = result.qc.iterations.last();
-        built.push(BuiltTemplate {
-            name: name.clone(),
-            template: result.template_path.clone(),
-            build_dir: build_dir.clone(),
-            subjects: result.manifest.subjects.len(),
-            effective_sample: result.manifest.effective_sample,
-            outliers: result.qc.outliers.clone(),
-            final_sharpness: last.map(|q| q.template_sharpness).unwrap_or(0.0),
-            final_mean_similarity: last.map(|q| q.mean_similarity).unwrap_or(0.0),
-        });
+        built.push(BuiltTemplate::new(&name, &build_dir, &result));
         println!(
             "{name}: {} subject(s), template {}, mean similarity {:.3}, outliers: {}",
             result.manifest.subjects.len(),
@@ -315,13 +250,7 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
         anyhow::bail!("no template was built: every bracket has fewer than {} subjects", args.min_subjects);
     }
     let images: Vec<_> = templates.iter().collect();
-    write_montage(&out_dir.join("montage.png"), &images)?;
-    let summary =
-        serde_json::json!({ "templates": built, "skipped": skipped, "executor": args.batch.executor.name() });
-    crate::atomic::write_bytes(
-        &out_dir.join("templates.json"),
-        serde_json::to_string_pretty(&summary)?.as_bytes(),
-    )?;
+    write_set_summary(&out_dir, &images, &built, &skipped, args.batch.executor.name())?;
     println!(
         "templates: {} (summary {}, montage {})",
         built.len(),

@@ -3,10 +3,10 @@
 //! may run before the service ever started, without an audit key) writes an audit record.
 
 use crate::cli::audit::AnchorArgs;
-use crate::service::audit::NewRecord;
-use crate::service::auth;
-use crate::service::roles::Role;
-use crate::service::store::Store;
+use pedinorm::service::audit::NewRecord;
+use pedinorm::service::auth;
+use pedinorm::service::roles::Role;
+use pedinorm::service::store::Store;
 use std::path::PathBuf;
 
 /// Arguments of `pedinorm users`.

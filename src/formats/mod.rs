@@ -6,4 +6,5 @@ pub mod dicom;
 pub mod dicom_write;
 pub mod lps;
 pub mod nifti;
+pub mod orientation;
 pub mod transform;

@@ -9,8 +9,15 @@
 //! unknown, both sexes pooled) and optional `id` (default: the file name without
 //! `.nii.gz`/`.nii`).
 
+use crate::batch::plan::TaskEstimate;
 use crate::batch::{BatchError, Executor, ProgressEvent, Resources, Stage, Task};
-use crate::pipeline::steps::{PlannedStage, StepFileError, is_valid_name, run_plan};
+use crate::formats::dicom::is_nifti_path;
+use crate::normdb::{NormDbError, NormDbFile};
+use crate::pipeline::deviation::{CaseRequest, DeviationError, read_case, run_case};
+use crate::pipeline::steps::{
+    PlannedStage, StepFileError, image_voxels, is_valid_name, run_plan, write_folder_atomically,
+};
+use pedinorm_templates::model::NormativeDb;
 use pedinorm_templates::stats::Sex;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -37,6 +44,23 @@ pub enum BatchDeviationError {
     /// Cases failed after their retries (the others are done; see `summary.tsv`).
     #[error(transparent)]
     Batch(#[from] BatchError),
+    /// The database could not be read.
+    #[error(transparent)]
+    NormDb(#[from] NormDbError),
+    /// A case could not be read, scored or written.
+    #[error("case {case}: {error}")]
+    Case {
+        /// The case image.
+        case: PathBuf,
+        /// What failed.
+        error: DeviationError,
+    },
+}
+
+impl From<std::io::Error> for BatchDeviationError {
+    fn from(error: std::io::Error) -> Self {
+        Self::Unreadable { path: PathBuf::new(), message: error.to_string() }
+    }
 }
 
 impl From<StepFileError> for BatchDeviationError {
@@ -225,6 +249,92 @@ pub fn deviation_stage(
         resources,
     };
     PlannedStage { is_done: |marker| marker.is_file(), ..PlannedStage::new(stage) }
+}
+
+/// Writes `OUT/cases.tsv` (id, path, age, sex; line i + 1 is array task i) for submission by
+/// hand, and returns its path.
+pub fn write_case_table(cases: &[BatchCase], out_dir: &Path) -> Result<PathBuf, BatchDeviationError> {
+    let unwritable = |path: &Path, e: std::io::Error| BatchDeviationError::Unreadable {
+        path: path.to_owned(),
+        message: e.to_string(),
+    };
+    std::fs::create_dir_all(out_dir).map_err(|e| unwritable(out_dir, e))?;
+    let table: String = cases
+        .iter()
+        .map(|c| {
+            let sex = c.sex.map(|s| s.code()).unwrap_or("");
+            format!("{}\t{}\t{}\t{sex}\n", c.id, c.path.display(), c.age_years)
+        })
+        .collect();
+    let path = out_dir.join("cases.tsv");
+    crate::atomic::write_bytes(&path, table.as_bytes()).map_err(|e| unwritable(&path, e))?;
+    Ok(path)
+}
+
+/// Resources of one case's task: a normal's map step (registration at the template's
+/// resolution) plus the database held in memory (templates, masks and statistics).
+pub fn case_resources(
+    db: &NormativeDb,
+    cases: &[BatchCase],
+    threads: usize,
+) -> Result<Resources, BatchDeviationError> {
+    let mut largest = 0usize;
+    for bracket in &db.brackets {
+        largest = largest.max(bracket.template.grid().len());
+    }
+    for case in cases.iter().filter(|case| is_nifti_path(&case.path)) {
+        let voxels = image_voxels(&case.path).map_err(|e| BatchDeviationError::Unreadable {
+            path: e.path,
+            message: format!("case {}: {}", case.id, e.message),
+        })?;
+        largest = largest.max(voxels);
+    }
+    let estimate = TaskEstimate::for_cohort(largest, 1.0, 1.0, threads, 1);
+    let statistics_bytes: usize = db
+        .brackets
+        .iter()
+        .map(|b| {
+            let nodes = b.stats[0].nodes().len();
+            // Two channels × nodes × two sexes × three f64 moments per mask voxel, plus images.
+            2 * nodes * 2 * 3 * 8 * b.stats[0].voxel_count() + 12 * b.template.grid().len()
+        })
+        .sum();
+    let mut resources = estimate.map;
+    resources.memory_mb += (statistics_bytes as f64 * 1.5 / (1024.0 * 1024.0)).ceil() as u64;
+    Ok(resources)
+}
+
+/// One case's task (`pedinorm deviation --atomic`): scores the case and writes `out_dir` as a
+/// whole, `done.json` last (see [`write_folder_atomically`]); nothing to do when `done.json`
+/// exists. The case's id is the folder's name.
+pub fn run_case_task(
+    normdb: &Path,
+    case_path: &Path,
+    request: &CaseRequest,
+    out_dir: &Path,
+) -> Result<(), BatchDeviationError> {
+    if out_dir.join("done.json").is_file() {
+        return Ok(());
+    }
+    let start = std::time::Instant::now();
+    let failed = |error: DeviationError| BatchDeviationError::Case { case: case_path.to_owned(), error };
+    let db = NormativeDb::read(normdb)?;
+    let case = read_case(case_path).map_err(failed)?;
+    let options = request.options(&case, case_path).map_err(failed)?;
+    let id = out_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let (case_name, normdb_name) = (case_path.display().to_string(), normdb.display().to_string());
+    write_folder_atomically(out_dir, |tmp| -> Result<CaseDone, BatchDeviationError> {
+        let result = run_case(&db, &case.image, &options, &case_name, &normdb_name, tmp).map_err(failed)?;
+        Ok(CaseDone {
+            id,
+            case: case_path.to_owned(),
+            bracket: result.bracket.clone(),
+            significant_clusters: result.clusters.iter().filter(|c| c.significant).count(),
+            reliable: result.reliability.reliable,
+            seconds: start.elapsed().as_secs_f64(),
+        })
+    })?;
+    Ok(())
 }
 
 /// One row of `summary.tsv`.

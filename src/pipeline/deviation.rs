@@ -226,6 +226,39 @@ pub struct CaseInput {
     pub scanner: Option<String>,
 }
 
+/// What a case is scored with besides its image: the age and sex when given (else what the
+/// case's files say), the scanner site when given (else the scanner its DICOM files name), and
+/// how many regions the report lists.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CaseRequest {
+    /// Age at scan (years), overriding the files'.
+    pub age_years: Option<f64>,
+    /// Sex, overriding the files'.
+    pub sex: Option<Sex>,
+    /// Scanner or site as recorded for the database's normals.
+    pub site: Option<String>,
+    /// Regions listed in the report.
+    pub max_regions: usize,
+}
+
+impl CaseRequest {
+    /// The deviation options of `case` read from `path`; an error when no age is known.
+    pub fn options(&self, case: &CaseInput, path: &Path) -> Result<DeviationOptions, DeviationError> {
+        let Some(age_years) = self.age_years.or(case.age_years) else {
+            return Err(DeviationError::Input {
+                path: path.to_owned(),
+                message: "the age is unknown: give --age YEARS".into(),
+            });
+        };
+        Ok(DeviationOptions {
+            age_years,
+            sex: self.sex.or(case.sex),
+            max_regions: self.max_regions,
+            site: self.site.clone().or_else(|| case.scanner.clone()),
+        })
+    }
+}
+
 /// Reads a case from a NIfTI file or a DICOM series.
 pub fn read_case(path: &Path) -> Result<CaseInput, DeviationError> {
     let unreadable = |message: String| DeviationError::Input { path: path.to_owned(), message };

@@ -1,7 +1,7 @@
 //! The miniature `pedinorm demo` of the end-to-end tests: phantom cohort at 4 mm, ages 8–12,
 //! one bracket, one case with a strong white-matter lesion.
 
-use pedinorm::cli::demo::{BaseSource, DemoBrackets, DemoConfig};
+use pedinorm::pipeline::demo::{BaseSource, DemoBrackets, DemoConfig};
 use pedinorm_templates::model::{BuildOptions, MappingParams};
 use pedinorm_validation::{Abnormality, LesionTissue};
 use std::path::PathBuf;

@@ -42,8 +42,10 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+mod inputs;
 mod tasks;
 
+pub use inputs::{bracket_templates, normals_of_cohort};
 pub use tasks::{NormalMapRecord, run_normal_map, run_normdb_reduce, run_partial, run_space};
 
 /// Version of the build directory layout and `normdb.json`.
