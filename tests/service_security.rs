@@ -182,10 +182,12 @@ fn a_refused_upload_stores_nothing() {
     let client = Client::new();
     let state = dir.path().join("state");
     let (_, files) = synthetic_study(3);
-    for (database, refused_consent) in [
-        ("A", consent(true, false, "2999-01-01")),        // in the future
-        ("B", consent(false, false, "2024-01-02")),       // covers no database
-        ("B", serde_json::json!({ "database_b": true })), // not a consent record
+    for (database, refused_consent, expected) in [
+        // Schema-valid records that break a stated rule: 422.
+        ("A", consent(true, false, "2999-01-01"), StatusCode::UNPROCESSABLE_ENTITY), // in the future
+        ("B", consent(false, false, "2024-01-02"), StatusCode::UNPROCESSABLE_ENTITY), // covers no database
+        // Not a consent record at all: 400.
+        ("B", serde_json::json!({ "database_b": true }), StatusCode::BAD_REQUEST),
     ] {
         let (status, body) = multipart_upload(
             &client,
@@ -195,7 +197,7 @@ fn a_refused_upload_stores_nothing() {
             Some(refused_consent),
             zip_study(&files),
         );
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(status, expected, "{body}");
     }
     // Objects that are not DICOM.
     let (status, body) = multipart_upload(
@@ -217,7 +219,7 @@ fn a_refused_upload_stores_nothing() {
         .bearer_auth(&scientist)
         .json(&import)
         .send();
-    assert_eq!(response.unwrap().status(), StatusCode::BAD_REQUEST);
+    assert_eq!(response.unwrap().status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(study_rows(&state), 0, "a refused request left a study row");
     assert_eq!(files_under(&state.join("incoming")), Vec::<String>::new(), "a refused upload left files");
     let listed: Value = client

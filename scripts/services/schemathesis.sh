@@ -12,7 +12,7 @@ binary=$1
 schemathesis=$2
 examples=${3:-50}
 work=$(mktemp -d)
-trap 'kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill "$server" 2>/dev/null || true; [ -n "${SCHEMATHESIS_KEEP:-}" ] && cp "$work"/*.txt "$SCHEMATHESIS_KEEP"/; rm -rf "$work"' EXIT
 mkdir -m 700 "$work/state"
 cat > "$work/pedinorm.toml" <<TOML
 data_dir = "state"
@@ -29,7 +29,7 @@ for _ in $(seq 100); do [ -s "$work/address" ] && break; sleep 0.1; done
 base="http://$(cat "$work/address")"
 status=0
 for role in scientist radiologist auditor; do
-  if "$schemathesis" run "$base/openapi.json" --checks all --max-examples "$examples" --seed 1 \
+  if "$schemathesis" --config-file "$(dirname "$0")/schemathesis.toml" run "$base/openapi.json" --checks all --max-examples "$examples" --seed 1 \
       --no-color --header "Authorization: Bearer ${token[$role]}" > "$work/$role.txt" 2>&1; then
     result=passed
   else

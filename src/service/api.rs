@@ -25,6 +25,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
 use utoipa::{IntoParams, ToSchema};
@@ -75,10 +76,30 @@ pub struct Body400<T>(pub T);
 impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body400<T> {
     type Rejection = ApiError;
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(request, state).await {
-            Ok(Json(value)) => Ok(Body400(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        let Json(mut value) = Json::<Value>::from_request(request, state).await.map_err(json_rejection)?;
+        integral_numbers_as_integers(&mut value);
+        serde_json::from_value(value)
+            .map(Body400)
+            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// JSON Schema counts `7.0` as an integer; serde does not. Rewriting integral numbers as
+/// integers makes every `integer` of the OpenAPI document accept what the schema accepts
+/// (a fraction still fails, and `number` fields read integers as they are).
+fn integral_numbers_as_integers(value: &mut Value) {
+    match value {
+        Value::Number(number) => {
+            if let Some(float) = number.as_f64().filter(|_| number.is_f64()) {
+                // Beyond 2^53 a float no longer names one integer; leave it to fail.
+                if float.fract() == 0.0 && float.abs() <= 9_007_199_254_740_992.0 {
+                    *number = serde_json::Number::from(float as i64);
+                }
+            }
         }
+        Value::Array(items) => items.iter_mut().for_each(integral_numbers_as_integers),
+        Value::Object(fields) => fields.values_mut().for_each(integral_numbers_as_integers),
+        _ => {}
     }
 }
 
@@ -462,11 +483,25 @@ pub struct Submitted {
     pub job: Option<i64>,
 }
 
+/// The `multipart/form-data` form of an upload, as the OpenAPI document describes it (the
+/// handler reads the parts as they stream in).
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct UploadForm {
+    /// DICOM objects or zip archives, one part each (at least one).
+    #[schema(value_type = Vec<String>, format = Binary, min_items = 1)]
+    pub file: Vec<Vec<u8>>,
+    /// The consent record (JSON), when consent is given with the upload.
+    #[schema(required = false)]
+    pub consent: ConsentInput,
+}
+
 /// Upload a study: a zip archive (`application/zip`), one DICOM object (`application/dicom`),
 /// or `multipart/form-data` with parts `file` (DICOM objects or zips) and optionally
 /// `consent` (JSON [`ConsentInput`]). Ingest runs as a job once consent is recorded.
 #[utoipa::path(post, path = "/api/v1/studies", tag = "studies", security(("bearer" = [])), params(UploadQuery),
-    request_body(content(("application/zip"), ("application/dicom"), ("multipart/form-data")), description = "DICOM objects"),
+    request_body(content((UploadForm = "multipart/form-data"), ("application/zip"), ("application/dicom")), description = "DICOM objects"),
     responses((status = 202, body = Submitted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
               (status = 503, body = ErrorBody)))]
@@ -614,9 +649,11 @@ fn finish_submission(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportRequest {
-    /// Centre whose PACS holds the study.
+    /// Centre whose PACS holds the study (one the service has a PACS for, else 404).
+    #[schema(min_length = 1, max_length = 100)]
     pub centre: String,
-    /// StudyInstanceUID in that PACS.
+    /// StudyInstanceUID in that PACS: digits separated by dots, at most 64 characters.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)*$", min_length = 1, max_length = 64)]
     pub study_instance_uid: String,
     /// Database the study is offered to: `A` or `B`.
     pub database: Database,
@@ -632,7 +669,8 @@ pub struct ImportRequest {
 #[utoipa::path(post, path = "/api/v1/studies/import", tag = "studies", security(("bearer" = [])),
     request_body = ImportRequest,
     responses((status = 202, body = Submitted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody),
+              (status = 502, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn import_study(
     State(state): State<AppState>,
     principal: Principal,
@@ -1181,7 +1219,7 @@ pub async fn normdb_templates(
 /// calibration). The job result, its `studies.json` and the database's history list the
 /// studies used.
 #[utoipa::path(post, path = "/api/v1/normdb/builds", tag = "normdb", security(("bearer" = [])),
-    request_body = work::BuildRequest,
+    request_body = work::BuildRequestShape,
     responses((status = 202, body = JobAccepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn start_build(
@@ -1302,4 +1340,17 @@ pub fn router(state: AppState) -> axum::Router {
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integral_numbers_become_integers_and_fractions_stay() {
+        let mut value = serde_json::json!({"n": 7.0, "list": [1.0, 2.5, -3.0], "big": 1e300, "s": "7.0"});
+        integral_numbers_as_integers(&mut value);
+        assert_eq!(value, serde_json::json!({"n": 7, "list": [1, 2.5, -3], "big": 1e300, "s": "7.0"}));
+        assert!(value["n"].is_i64() && value["list"][1].is_f64() && value["big"].is_f64());
+    }
 }

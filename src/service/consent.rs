@@ -46,7 +46,8 @@ pub struct ConsentInput {
     pub database_b: bool,
     /// Consent to research use.
     pub research_use: bool,
-    /// Date consent was given (`YYYY-MM-DD`).
+    /// Date consent was given (`YYYY-MM-DD`, not in the future).
+    #[schema(format = Date)]
     pub date: String,
 }
 
@@ -81,7 +82,7 @@ pub fn check_date(field: &str, text: &str) -> Result<(), ApiError> {
     let date = time::Date::parse(text, &format)
         .map_err(|_| ApiError::BadRequest(format!("`{field}` must be a date YYYY-MM-DD")))?;
     if date > time::OffsetDateTime::now_utc().date() {
-        return Err(ApiError::BadRequest(format!("`{field}` must not be in the future")));
+        return Err(ApiError::rule(format!("`{field}` must not be in the future")));
     }
     Ok(())
 }
@@ -90,7 +91,7 @@ pub fn check_date(field: &str, text: &str) -> Result<(), ApiError> {
 pub fn check_input(input: &ConsentInput) -> Result<(), ApiError> {
     check_date("date", &input.date)?;
     if !input.database_a && !input.database_b {
-        return Err(ApiError::BadRequest("consent must cover database A, database B or both".into()));
+        return Err(ApiError::rule("consent must cover database A, database B or both"));
     }
     Ok(())
 }

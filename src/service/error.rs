@@ -106,6 +106,14 @@ impl ApiError {
         }
     }
 
+    /// 422 for a request that matches the OpenAPI document but breaks one rule the operation
+    /// states in prose (a date in the future, bracket bounds out of order): 400 is kept for
+    /// requests the document itself excludes.
+    pub fn rule(reason: impl Into<String>) -> Self {
+        let reason = reason.into();
+        ApiError::Refused { message: reason.clone(), reasons: vec![reason] }
+    }
+
     /// Shorthand for an internal error from any displayable cause.
     pub fn internal(error: impl std::fmt::Display) -> Self {
         ApiError::Internal(error.to_string())
