@@ -29,10 +29,6 @@ use pedinorm_validation::{Abnormality, Generator, LesionTissue, Site, SubjectSpe
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-fn sex_of(sex: pedinorm_validation::Sex) -> Sex {
-    Sex::parse(sex.code()).unwrap()
-}
-
 #[test]
 #[ignore = "experiment: needs a demo database (PEDINORM_NORMDB) and minutes of compute"]
 fn held_out_detection_and_false_positive_rates() {
@@ -86,7 +82,7 @@ fn held_out_detection_and_false_positive_rates() {
     let mut seconds = Vec::new();
     for i in 0..n_normals {
         let age = lo + (hi - lo) * (i as f64 + 0.5) / n_normals as f64;
-        let sex = if i % 2 == 0 { pedinorm_validation::Sex::Female } else { pedinorm_validation::Sex::Male };
+        let sex = if i % 2 == 0 { Sex::Female } else { Sex::Male };
         let mut spec = SubjectSpec::normal(age.min(17.9), sex, 90_000 + i as u64);
         spec.resolution_mm = resolution;
         let (site, site_label) = site_of(i);
@@ -94,7 +90,7 @@ fn held_out_detection_and_false_positive_rates() {
         let subject = generator.subject(&spec).unwrap();
         let options = DeviationOptions {
             age_years: subject.age_years,
-            sex: Some(sex_of(sex)),
+            sex: Some(sex),
             max_regions: 5,
             site: site_label,
         };
@@ -169,7 +165,7 @@ fn held_out_detection_and_false_positive_rates() {
     let mut missed_clear_lesions = Vec::new();
     for (k, (name, abnormality, channel)) in cases.iter().enumerate() {
         let age = lo + (hi - lo) * ((k as f64 * 0.37) % 1.0);
-        let sex = if k % 2 == 0 { pedinorm_validation::Sex::Female } else { pedinorm_validation::Sex::Male };
+        let sex = if k % 2 == 0 { Sex::Female } else { Sex::Male };
         let mut spec =
             SubjectSpec::normal(age.min(17.9), sex, 95_000 + k as u64).with_abnormality(*abnormality);
         spec.resolution_mm = resolution;
@@ -178,7 +174,7 @@ fn held_out_detection_and_false_positive_rates() {
         let subject = generator.subject(&spec).unwrap();
         let options = DeviationOptions {
             age_years: subject.age_years,
-            sex: Some(sex_of(sex)),
+            sex: Some(sex),
             max_regions: 5,
             site: site_label,
         };

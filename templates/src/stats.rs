@@ -102,6 +102,12 @@ impl Sex {
     }
 }
 
+impl std::fmt::Display for Sex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
 /// An age node: the age at which statistics are kept and the width of its Gaussian kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct AgeNode {

@@ -5,32 +5,8 @@
 //! `docs/synthetic-cohort.md` for the sources. It is a smooth, plausible curve for a synthetic
 //! cohort, not a growth chart.
 
-use serde::{Deserialize, Serialize};
-
-/// Sex of a synthetic subject.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Sex {
-    /// Female.
-    Female,
-    /// Male.
-    Male,
-}
-
-impl Sex {
-    /// One-letter code as in BIDS `participants.tsv` and DICOM PatientSex: `F` or `M`.
-    pub fn code(self) -> &'static str {
-        match self {
-            Sex::Female => "F",
-            Sex::Male => "M",
-        }
-    }
-}
-
-impl std::fmt::Display for Sex {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.code())
-    }
-}
+/// Sex of a synthetic subject: the normative model's own (`F`/`M` in files).
+pub use pedinorm_templates::stats::Sex;
 
 /// Oldest age the model covers (years); older subjects are treated as adults.
 pub const ADULT_AGE_YEARS: f64 = 18.0;

@@ -2,7 +2,7 @@
 //! seen, scored as cases would be.
 
 use super::outcome::{CaseOutcome, compare_with_truth};
-use super::{DemoConfig, DemoError, DemoProgress, to_sex};
+use super::{DemoConfig, DemoError, DemoProgress};
 use crate::pipeline::deviation::{DeviationOptions, compute_deviation};
 use crate::pipeline::held_out::{HeldOutFigures, HeldOutNormal, score_held_out};
 use pedinorm_templates::age::AgeBracket;
@@ -51,7 +51,7 @@ pub(super) fn held_out_site(
             let start = Instant::now();
             let options = DeviationOptions {
                 age_years: subject.age_years,
-                sex: Some(to_sex(subject.sex)),
+                sex: Some(subject.sex),
                 max_regions: 0,
                 site: Some(subject.site.clone()),
             };
@@ -72,7 +72,7 @@ pub(super) fn held_out_site(
         .map(|s| HeldOutNormal {
             id: s.id.clone(),
             age_years: s.age_years,
-            sex: Some(to_sex(s.sex)),
+            sex: Some(s.sex),
             site: s.site.clone(),
             image: &s.image,
         })

@@ -29,7 +29,6 @@ use crate::synth_io::{SynthIoError, WriteOptions, csv_row, load_base, write_coho
 use pedinorm_registration::{Grid, GridError};
 use pedinorm_templates::age::AgeBracket;
 use pedinorm_templates::model::{BuildOptions, NormalSubject, NormativeDb};
-use pedinorm_templates::stats::Sex;
 use pedinorm_templates::template::{RegistrationSettings, TemplateConfig, TemplateTarget};
 use pedinorm_validation::{
     Abnormality, BaseBrain, CohortSpec, Generator, Site, SynthError, SyntheticSubject, cohort_plan,
@@ -193,10 +192,6 @@ fn phase<T>(
     Ok(result)
 }
 
-fn to_sex(sex: pedinorm_validation::growth::Sex) -> Sex {
-    Sex::parse(sex.code()).expect("F or M")
-}
-
 fn create_dir(path: &Path) -> Result<(), DemoError> {
     std::fs::create_dir_all(path).map_err(|source| DemoError::Io { path: path.to_owned(), source })
 }
@@ -261,7 +256,7 @@ pub fn run_demo_with_progress(
             .map(|(s, _)| NormalSubject {
                 pseudonym: s.id.clone(),
                 age_years: s.age_years,
-                sex: to_sex(s.sex),
+                sex: s.sex,
                 scanner: site_label(config, s),
                 image: s.image.clone(),
             })
@@ -287,7 +282,7 @@ pub fn run_demo_with_progress(
             let case_dir = out_dir.join("cases").join(&subject.id);
             let options = DeviationOptions {
                 age_years: subject.age_years,
-                sex: Some(to_sex(subject.sex)),
+                sex: Some(subject.sex),
                 max_regions: 15,
                 site: Some(site_label(config, subject)),
             };
