@@ -29,6 +29,13 @@ if ! cmp -s validation/peers/requirements.txt .data/venv/requirements.txt; then
     cp validation/peers/requirements.txt .data/venv/requirements.txt
 fi
 
+# schemathesis for the service's contract test, in its own venv (its dependencies are not the
+# imaging tools').
+if [ ! -x .data/schemathesis/bin/schemathesis ]; then
+    python3 -m venv .data/schemathesis
+    .data/schemathesis/bin/pip install -q --disable-pip-version-check "schemathesis==4.32.5"
+fi
+
 # MNI ICBM152 2009 T1 with GM/WM maps (BSD-3, shipped inside nilearn's wheel).
 mni=.data/mni
 if [ ! -f "$mni/t1.nii.gz" ]; then
