@@ -153,18 +153,23 @@ fn audit_verify_names_altered_and_removed_records() {
         || Command::new(BINARY).args(["audit", "verify", "--data-dir"]).arg(&data_dir).output().unwrap();
     let output = verify();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert!(String::from_utf8_lossy(&output.stdout).contains("7 records"));
+    // `users add` (record 1), six reads, one refusal.
+    assert!(String::from_utf8_lossy(&output.stdout).contains("8 records"));
 
     let connection = rusqlite::Connection::open(data_dir.join("service.sqlite")).unwrap();
+    let first: (String, String) = connection
+        .query_row("SELECT action, role FROM audit WHERE seq = 1", [], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap();
+    assert_eq!(first, ("user.add".to_string(), "operator".to_string()));
     // The triggers refuse edits; an attacker with file access drops them first.
-    assert!(connection.execute("UPDATE audit SET outcome = '200' WHERE seq = 7", []).is_err());
+    assert!(connection.execute("UPDATE audit SET outcome = '200' WHERE seq = 8", []).is_err());
     connection.execute_batch("DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete;").unwrap();
-    connection.execute("UPDATE audit SET outcome = '200' WHERE seq = 7", []).unwrap();
+    connection.execute("UPDATE audit SET outcome = '200' WHERE seq = 8", []).unwrap();
     let output = verify();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("audit record 7 was altered"), "{stderr}");
-    connection.execute("UPDATE audit SET outcome = '403' WHERE seq = 7", []).unwrap();
+    assert!(stderr.contains("audit record 8 was altered"), "{stderr}");
+    connection.execute("UPDATE audit SET outcome = '403' WHERE seq = 8", []).unwrap();
     assert!(verify().status.success());
     connection.execute("DELETE FROM audit WHERE seq = 4", []).unwrap();
     let stderr = String::from_utf8_lossy(&verify().stderr).to_string();

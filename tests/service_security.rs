@@ -778,6 +778,10 @@ fn users_are_disabled_enabled_and_rotated_with_immediate_effect() {
     users_cli(dir.path(), &["enable", "--id", &id]);
     assert_eq!(whoami(&cli_token), StatusCode::OK);
     assert_eq!(whoami(&api_token), StatusCode::UNAUTHORIZED);
+    // A user added on the command line while the server runs can call at once.
+    let added =
+        users_cli(dir.path(), &["add", "--name", "newcomer", "--role", "scientist", "--centre", "C1"]);
+    assert_eq!(whoami(added.trim()), StatusCode::OK);
 
     // Each step is in the audit log, whether made over the API or on the command line, and the
     // chain is intact.
@@ -802,6 +806,7 @@ fn users_are_disabled_enabled_and_rotated_with_immediate_effect() {
         ("user.list", "admin"),
         ("user.rotate_token", "operator"),
         ("user.enable", "operator"),
+        ("user.add", "operator"),
     ];
     let actions: Vec<(&str, &str)> = actions.iter().map(|(a, r)| (a.as_str(), r.as_str())).collect();
     assert_eq!(actions, expected);

@@ -23,9 +23,15 @@ pub struct AnchorArgs {
 }
 
 impl AnchorArgs {
-    /// Opens the key and checkpoint file of `data_dir` (the key must exist).
-    pub fn open(&self, data_dir: &std::path::Path) -> anyhow::Result<Anchor> {
-        Ok(Anchor::open(self.audit_key_file.as_deref(), self.checkpoint_file.as_deref(), data_dir, false)?)
+    /// Opens the key and checkpoint file of `data_dir`; the key must exist unless `create_key`
+    /// (then the default key is made as the service makes it).
+    pub fn open(&self, data_dir: &std::path::Path, create_key: bool) -> anyhow::Result<Anchor> {
+        Ok(Anchor::open(
+            self.audit_key_file.as_deref(),
+            self.checkpoint_file.as_deref(),
+            data_dir,
+            create_key,
+        )?)
     }
 }
 
@@ -50,7 +56,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             if !path.is_file() {
                 anyhow::bail!("{}: no service state database", path.display());
             }
-            let anchor = anchor.open(&data_dir)?;
+            let anchor = anchor.open(&data_dir, false)?;
             // Open without the schema triggers being re-created on a tampered file: read only.
             let connection =
                 rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;

@@ -1,6 +1,7 @@
 //! `pedinorm users`: manage service users and their tokens. Users are never deleted: they are
-//! disabled (their token fails at once) and enabled again. Every command but `add` (which
-//! may run before the service ever started, without an audit key) writes an audit record.
+//! disabled (their token fails at once) and enabled again. Every command writes an audit
+//! record; `add`, which may run before the service ever started, creates the audit key where
+//! the service would (`DATA_DIR/audit.key` unless a key file is named), as `serve` does.
 
 use crate::cli::audit::AnchorArgs;
 use pedinorm::service::audit::NewRecord;
@@ -30,9 +31,8 @@ struct Audited {
 enum Command {
     /// Create a user; prints only the new bearer token on standard output (it is not stored).
     Add {
-        /// Service data directory.
-        #[arg(long)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        at: Audited,
         /// Account name.
         #[arg(long)]
         name: String,
@@ -75,15 +75,23 @@ enum Command {
 }
 
 /// Opens the state, runs `change` and records it in the audit log as `action` on `resource`.
-/// The audit key must be at hand before anything changes.
+/// The audit key must be at hand before anything changes (`create_key`: made where the
+/// service would make it, when no key file is named and none exists yet).
 fn audited<T>(
     at: &Audited,
+    create_key: bool,
     action: &str,
     resource: String,
     change: impl FnOnce(&Store) -> Result<T, auth::AuthError>,
 ) -> anyhow::Result<T> {
-    let anchor = at.anchor.open(&at.data_dir)?;
-    let store = Store::open(&at.data_dir)?;
+    // `add` may be the first command of a new installation: the state and its private folder
+    // come first, then the key inside it. Other commands touch nothing without the key.
+    let new_store = create_key.then(|| Store::open(&at.data_dir)).transpose()?;
+    let anchor = at.anchor.open(&at.data_dir, create_key)?;
+    let store = match new_store {
+        Some(store) => store,
+        None => Store::open(&at.data_dir)?,
+    };
     let result = change(&store);
     let account = std::env::var("USER").unwrap_or_default();
     let record = NewRecord {
@@ -101,33 +109,34 @@ fn audited<T>(
 /// Runs `pedinorm users`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
-        Command::Add { data_dir, name, role, centre } => {
+        Command::Add { at, name, role, centre } => {
             let role: Role = role.parse().map_err(anyhow::Error::msg)?;
-            let store = Store::open(&data_dir)?;
-            let token = auth::add_user(&store, &name, role, centre.as_deref())?;
-            println!("{token}");
+            let add = |store: &Store| auth::add_user(store, &name, role, centre.as_deref());
+            println!("{}", audited(&at, true, "user.add", "/api/v1/users".into(), add)?);
         }
         Command::List { at } => {
-            for user in audited(&at, "user.list", "/api/v1/users".into(), auth::list_users)? {
+            for user in audited(&at, false, "user.list", "/api/v1/users".into(), auth::list_users)? {
                 let state = if user.disabled { "disabled" } else { "enabled" };
                 println!("{}\t{}\t{}\t{}\t{state}", user.id, user.name, user.role, user.centre);
             }
         }
         Command::Disable { at, id } => {
             let resource = format!("/api/v1/users/{id}/disable");
-            let user = audited(&at, "user.disable", resource, |store| auth::set_disabled(store, id, true))?;
+            let user =
+                audited(&at, false, "user.disable", resource, |store| auth::set_disabled(store, id, true))?;
             eprintln!("user {} ({}) disabled", user.id, user.name);
         }
         Command::Enable { at, id } => {
             let resource = format!("/api/v1/users/{id}/enable");
-            let user = audited(&at, "user.enable", resource, |store| auth::set_disabled(store, id, false))?;
+            let user =
+                audited(&at, false, "user.enable", resource, |store| auth::set_disabled(store, id, false))?;
             eprintln!("user {} ({}) enabled", user.id, user.name);
         }
         Command::RotateToken { at, id } => {
             let resource = format!("/api/v1/users/{id}/rotate-token");
             println!(
                 "{}",
-                audited(&at, "user.rotate_token", resource, |store| auth::rotate_token(store, id))?
+                audited(&at, false, "user.rotate_token", resource, |store| auth::rotate_token(store, id))?
             );
         }
     }
