@@ -57,6 +57,7 @@ async fn orthanc_study_to_deviation_map_and_derived_series_back() {
     .await;
 
     let radiologist = add_user(dir.path(), "dr rad", "radiologist", Some("C1"));
+    let elsewhere = add_user(dir.path(), "dr far", "radiologist", Some("C2"));
     let server = TestServer::start(config).await;
     let api = Api::new(&server.base);
 
@@ -67,8 +68,12 @@ async fn orthanc_study_to_deviation_map_and_derived_series_back() {
             "consent": { "database_a": true, "database_b": false, "research_use": true, "date": "2024-02-02" }
         })
     };
-    let (status, _) = api.post(&radiologist, "/api/v1/studies/import", &import("C9", &study_uid)).await;
+    let (status, unknown) = api.post(&radiologist, "/api/v1/studies/import", &import("C9", &study_uid)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    // Another centre's PACS answers as one that is not configured: a study belongs to the centre
+    // that submits it, so a radiologist of C2 cannot pull C1's patients into C2.
+    let (status, foreign) = api.post(&elsewhere, "/api/v1/studies/import", &import("C1", &study_uid)).await;
+    assert_eq!((status, &foreign["message"]), (StatusCode::NOT_FOUND, &unknown["message"]), "{foreign}");
     let (status, _) = api.post(&radiologist, "/api/v1/studies/import", &import("C1", "1.2/../x")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 

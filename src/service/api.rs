@@ -681,7 +681,11 @@ pub async fn import_study(
         consent::check_input(input)?;
     }
     super::pacs::check_uid(&request.study_instance_uid).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    if !state.config.pacs.iter().any(|p| p.centre == request.centre) {
+    // A study belongs to the centre that submits it, so a caller imports from their own
+    // centre's PACS only (admins from any); another centre's answers as an unknown one.
+    let own_centre = Scope::of(&principal).visible_centre(Owned::Study).map(str::to_string);
+    let reachable = own_centre.is_none_or(|own| own == request.centre);
+    if !reachable || !state.config.pacs.iter().any(|p| p.centre == request.centre) {
         return Err(ApiError::NotFound("no PACS is configured for that centre".into()));
     }
     let owner = principal.recorded_name();
