@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, clap::Args)]
 #[command(long_about = "Deviation maps of one case (--case) or of a list of cases (--cases) \
 against the normative database.\n\n\
-With --cases CSV (columns path, age, optional sex and id) every case is one `pedinorm deviation` \
+With --cases CSV (columns path, age, optional sex, site and id) every case is one `pedinorm deviation` \
 task, run locally (--executor local --jobs N) or as a Slurm job array (--executor slurm); each \
 case's outputs appear in OUT_DIR/ID/ at once (computed in a temporary folder, then renamed) with \
 done.json last; re-running skips the cases done; failed cases are retried, then reported by id; \
@@ -29,7 +29,7 @@ pub struct Args {
     /// The case: a NIfTI file or a DICOM series (folder, zip or files of one series).
     #[arg(long, required_unless_present = "cases", conflicts_with = "cases")]
     pub case: Option<PathBuf>,
-    /// A list of cases (CSV: path, age, sex, id) to map in a batch into OUT_DIR/ID/.
+    /// A list of cases (CSV: path, age, sex, site, id) to map in a batch into OUT_DIR/ID/.
     #[arg(long)]
     pub cases: Option<PathBuf>,
     /// Age at scan in years (default: from the DICOM PatientAge or dates).
@@ -54,7 +54,7 @@ pub struct Args {
     /// then rename (how batch tasks write each case).
     #[arg(long)]
     pub atomic: bool,
-    /// With --cases: only check the list and write OUT_DIR/cases.tsv (id, path, age, sex; line
+    /// With --cases: only check the list and write OUT_DIR/cases.tsv (id, path, age, sex, site; line
     /// i + 1 is array task i) for submission by hand with scripts/slurm/submit_deviation.sh.
     #[arg(long, requires = "cases")]
     pub prepare_only: bool,

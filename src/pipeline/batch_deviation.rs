@@ -6,8 +6,9 @@
 //!
 //! The case list is a CSV with a header row and the columns `path` (or `image`, `file`;
 //! relative to the CSV's folder), `age` (or `age_years`), optional `sex` (`F`/`M`; empty:
-//! unknown, both sexes pooled) and optional `id` (default: the file name without
-//! `.nii.gz`/`.nii`).
+//! unknown, both sexes pooled), optional `site` (or `scanner`: the scanner or site label as the
+//! database's normals carry it; empty: not given, scored as an unseen site) and optional `id`
+//! (default: the file name without `.nii.gz`/`.nii`).
 
 use crate::batch::plan::TaskEstimate;
 use crate::batch::{BatchError, Executor, ProgressEvent, Resources, Stage, Task};
@@ -80,6 +81,8 @@ pub struct BatchCase {
     pub age_years: f64,
     /// Sex, when known.
     pub sex: Option<Sex>,
+    /// Scanner or site label, when known.
+    pub site: Option<String>,
 }
 
 fn column(headers: &[String], names: &[&str]) -> Option<usize> {
@@ -102,6 +105,7 @@ pub fn read_cases(path: &Path) -> Result<Vec<BatchCase>, BatchDeviationError> {
     let age_column = column(&headers, &["age", "age_years"])
         .ok_or_else(|| unreadable("header: an `age` column is required".into()))?;
     let sex_column = column(&headers, &["sex"]);
+    let site_column = column(&headers, &["site", "scanner"]);
     let id_column = column(&headers, &["id", "case", "case_id", "subject"]);
     let base = path.parent().unwrap_or(Path::new("."));
     let mut cases: Vec<BatchCase> = Vec::new();
@@ -168,8 +172,14 @@ pub fn read_cases(path: &Path) -> Result<Vec<BatchCase>, BatchDeviationError> {
                 None
             }
         };
+        let site = field(site_column).map(str::to_owned);
+        if site.as_ref().is_some_and(|s| s.len() > 200 || s.contains(['\t', '\n', '\r'])) {
+            problems
+                .push(format!("line {line} (case {id}): site must be one line of at most 200 characters"));
+            ok = false;
+        }
         if let (true, Some(age_years), Some(path)) = (ok, age, image) {
-            cases.push(BatchCase { id, path, age_years, sex });
+            cases.push(BatchCase { id, path, age_years, sex, site });
         }
     }
     if cases.is_empty() && problems.is_empty() {
@@ -197,6 +207,10 @@ pub struct CaseDone {
     pub bracket: String,
     /// Significant clusters.
     pub significant_clusters: usize,
+    /// How the case's site was scored ([`SiteAdjustment::label`]; absent when the database
+    /// has no site effects, or in records written before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
     /// Whether the case lies within what the normals represent (absent in records written
     /// before it: unknown, read as reliable).
     #[serde(default = "assumed_reliable")]
@@ -236,6 +250,9 @@ pub fn deviation_stage(
                 if let Some(sex) = case.sex {
                     args.extend(["--sex".into(), sex.code().into()]);
                 }
+                if let Some(site) = &case.site {
+                    args.extend(["--site".into(), site.clone()]);
+                }
                 args.extend([
                     "--max-regions".into(),
                     max_regions.to_string(),
@@ -251,8 +268,8 @@ pub fn deviation_stage(
     PlannedStage { is_done: |marker| marker.is_file(), ..PlannedStage::new(stage) }
 }
 
-/// Writes `OUT/cases.tsv` (id, path, age, sex; line i + 1 is array task i) for submission by
-/// hand, and returns its path.
+/// Writes `OUT/cases.tsv` (id, path, age, sex, site; line i + 1 is array task i) for
+/// submission by hand, and returns its path.
 pub fn write_case_table(cases: &[BatchCase], out_dir: &Path) -> Result<PathBuf, BatchDeviationError> {
     let unwritable = |path: &Path, e: std::io::Error| BatchDeviationError::Unreadable {
         path: path.to_owned(),
@@ -263,7 +280,8 @@ pub fn write_case_table(cases: &[BatchCase], out_dir: &Path) -> Result<PathBuf, 
         .iter()
         .map(|c| {
             let sex = c.sex.map(|s| s.code()).unwrap_or("");
-            format!("{}\t{}\t{}\t{sex}\n", c.id, c.path.display(), c.age_years)
+            let site = c.site.as_deref().unwrap_or("");
+            format!("{}\t{}\t{}\t{sex}\t{site}\n", c.id, c.path.display(), c.age_years)
         })
         .collect();
     let path = out_dir.join("cases.tsv");
@@ -330,6 +348,7 @@ pub fn run_case_task(
             case: case_path.to_owned(),
             bracket: result.bracket.clone(),
             significant_clusters: result.clusters.iter().filter(|c| c.significant).count(),
+            site: result.site_adjustment.as_ref().map(|a| a.label()),
             reliable: result.reliability.reliable,
             seconds: start.elapsed().as_secs_f64(),
         })
@@ -349,7 +368,7 @@ pub struct CaseSummary {
 }
 
 /// Runs every case not done yet through `executor`, then writes `OUT/summary.tsv` (one row per
-/// case: id, status, bracket, significant clusters). Failed cases (after their retries) are
+/// case: id, status, bracket, significant clusters, reliable, site). Failed cases (after their retries) are
 /// listed there and returned as [`BatchError::TasksFailed`], by case id.
 pub fn run_batch(
     normdb: &Path,
@@ -376,13 +395,18 @@ pub fn run_batch(
             CaseSummary { id: case.id.clone(), status: if done.is_some() { "done" } else { "failed" }, done }
         })
         .collect();
-    let mut text = String::from("id\tstatus\tbracket\tsignificant_clusters\treliable\n");
+    let mut text = String::from("id\tstatus\tbracket\tsignificant_clusters\treliable\tsite\n");
     for row in &summary {
-        let (bracket, clusters, reliable) = match &row.done {
-            Some(d) => (d.bracket.clone(), d.significant_clusters.to_string(), d.reliable.to_string()),
-            None => (String::new(), String::new(), String::new()),
+        let (bracket, clusters, reliable, site) = match &row.done {
+            Some(d) => (
+                d.bracket.clone(),
+                d.significant_clusters.to_string(),
+                d.reliable.to_string(),
+                d.site.clone().unwrap_or_default(),
+            ),
+            None => Default::default(),
         };
-        text.push_str(&format!("{}\t{}\t{bracket}\t{clusters}\t{reliable}\n", row.id, row.status));
+        text.push_str(&format!("{}\t{}\t{bracket}\t{clusters}\t{reliable}\t{site}\n", row.id, row.status));
     }
     let path = out_dir.join("summary.tsv");
     crate::atomic::write_bytes(&path, text.as_bytes()).map_err(|e| unwritable(&path, e))?;
@@ -414,16 +438,29 @@ mod tests {
             assert!(error.contains(expected), "{expected} not in {error}");
         }
         assert!(!error.contains("line 2") && !error.contains("line 3"), "{error}");
-        std::fs::write(&list, "path,age,sex,id\na.nii.gz,9.5,F,\na.nii.gz,7,,second\n").unwrap();
+        std::fs::write(
+            &list,
+            "path,age,sex,id,scanner\na.nii.gz,9.5,F,,SIEMENS Prisma 3T\na.nii.gz,7,,second,\n",
+        )
+        .unwrap();
         let cases = read_cases(&list).unwrap();
         assert_eq!(cases.len(), 2);
         assert_eq!(cases[0].id, "a");
         assert_eq!(cases[0].sex, Some(Sex::Female));
         assert_eq!(cases[1].sex, None);
+        assert_eq!((cases[0].site.as_deref(), cases[1].site.as_deref()), (Some("SIEMENS Prisma 3T"), None));
         let stage = deviation_stage(Path::new("/db.h5"), &cases, Path::new("/out"), 15, Resources::default());
         let tasks = &stage.stage.tasks;
         assert_eq!(tasks[1].done_marker, Path::new("/out/second/done.json"));
         assert!(!tasks[1].args.contains(&"--sex".to_string()));
+        assert!(!tasks[1].args.contains(&"--site".to_string()));
+        let site_at = tasks[0].args.iter().position(|a| a == "--site").unwrap();
+        assert_eq!(tasks[0].args[site_at + 1], "SIEMENS Prisma 3T");
         assert_eq!(tasks[0].args.last().unwrap(), "--atomic");
+        // The table a Slurm array reads: five tab-separated fields per line, empty ones kept.
+        let table = std::fs::read_to_string(write_case_table(&cases, dir.path()).unwrap()).unwrap();
+        let rows: Vec<Vec<&str>> = table.lines().map(|l| l.split('\t').collect()).collect();
+        assert_eq!(rows[0][3..], ["F", "SIEMENS Prisma 3T"]);
+        assert_eq!(rows[1][3..], ["", ""]);
     }
 }

@@ -148,6 +148,15 @@ pub enum SiteAdjustment {
 }
 
 impl SiteAdjustment {
+    /// A few words for tables: `seen S1`, `unseen S4`, `unseen (site not given)`.
+    pub fn label(&self) -> String {
+        match self {
+            Self::Seen { site, .. } => format!("seen {site}"),
+            Self::Unseen { site: Some(site), .. } => format!("unseen {site}"),
+            Self::Unseen { site: None, .. } => "unseen (site not given)".into(),
+        }
+    }
+
     /// One sentence for the report.
     pub fn describe(&self) -> String {
         match self {
