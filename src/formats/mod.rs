@@ -1,5 +1,5 @@
 //! File formats at the boundary of pedinorm: NIfTI images, ITK/ANTs transform files, DICOM
-//! series (reading, and the one series writer). Geometry conversions between pedinorm's RAS+
+//! series (reading, and the one series writer), PNG pictures. Geometry conversions between pedinorm's RAS+
 //! world and the LPS conventions of DICOM and ITK happen here and nowhere else.
 
 pub mod dicom;
@@ -7,4 +7,5 @@ pub mod dicom_write;
 pub mod lps;
 pub mod nifti;
 pub mod orientation;
+pub mod png;
 pub mod transform;

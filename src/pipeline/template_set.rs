@@ -4,7 +4,8 @@
 
 use crate::pipeline::cohort::CohortSubject;
 use crate::pipeline::steps::file_error;
-use crate::pipeline::template_build::{TemplateBuildError, TemplateBuildResult, write_montage};
+use crate::pipeline::template_build::{TemplateBuildError, TemplateBuildResult};
+use crate::report::write_template_montage;
 use pedinorm_registration::Image;
 use pedinorm_templates::age::{AgeBracket, AgeBrackets, AgeKernel, check_age};
 use pedinorm_templates::template::TemplateTarget;
@@ -155,7 +156,7 @@ pub fn write_set_summary(
     skipped: &[SkippedTemplate],
     executor: &str,
 ) -> Result<(), TemplateBuildError> {
-    write_montage(&out_dir.join("montage.png"), templates)?;
+    write_template_montage(&out_dir.join("montage.png"), templates)?;
     let summary = serde_json::json!({ "templates": built, "skipped": skipped, "executor": executor });
     let path = out_dir.join("templates.json");
     let json = serde_json::to_string_pretty(&summary).map_err(|e| file_error(&path, e))?;

@@ -1,10 +1,17 @@
-//! Reports for readers: PNG slice montages with overlays and JSON summaries.
+//! Reports for readers: PNG slice montages of a case with its z-map overlaid, and of templates
+//! (`template_montage.rs`); pictures are written through [`crate::formats::png`].
 //!
 //! A montage shows axial slices of the case in *radiological* convention (the patient's right
 //! on the left of each tile, anterior at the top), grey anatomy windowed on the brain, and the
 //! z-map overlaid only where it passes the threshold: red → yellow above the norm, blue → cyan
 //! below. Every tile carries its orientation letters and its slice position in mm.
 
+mod template_montage;
+
+pub use crate::formats::png::Canvas;
+pub use template_montage::write_template_montage;
+
+use crate::formats::png::PngError;
 use pedinorm_registration::{Grid, Identity, Image, Interpolation, resample::resample};
 use std::path::Path;
 
@@ -19,133 +26,9 @@ pub enum ReportError {
     Input(String),
 }
 
-impl From<std::io::Error> for ReportError {
-    fn from(e: std::io::Error) -> Self {
+impl From<PngError> for ReportError {
+    fn from(e: PngError) -> Self {
         ReportError::Write(e.to_string())
-    }
-}
-
-/// An RGB raster.
-pub struct Canvas {
-    /// Width in pixels.
-    pub width: usize,
-    /// Height in pixels.
-    pub height: usize,
-    /// RGB bytes, row-major.
-    pub pixels: Vec<u8>,
-}
-
-impl Canvas {
-    /// A canvas filled with one colour.
-    pub fn new(width: usize, height: usize, colour: [u8; 3]) -> Self {
-        let mut pixels = Vec::with_capacity(width * height * 3);
-        for _ in 0..width * height {
-            pixels.extend_from_slice(&colour);
-        }
-        Self { width, height, pixels }
-    }
-
-    /// Sets one pixel (ignored outside).
-    pub fn set(&mut self, x: usize, y: usize, colour: [u8; 3]) {
-        if x < self.width && y < self.height {
-            let o = (y * self.width + x) * 3;
-            self.pixels[o..o + 3].copy_from_slice(&colour);
-        }
-    }
-
-    /// Reads one pixel.
-    pub fn get(&self, x: usize, y: usize) -> [u8; 3] {
-        let o = (y * self.width + x) * 3;
-        [self.pixels[o], self.pixels[o + 1], self.pixels[o + 2]]
-    }
-
-    /// Draws text with the built-in 5×7 font (upper case), `scale` pixels per font pixel.
-    pub fn text(&mut self, x: usize, y: usize, text: &str, scale: usize, colour: [u8; 3]) {
-        let mut cx = x;
-        for ch in text.chars() {
-            let glyph = glyph(ch.to_ascii_uppercase());
-            for (row, bits) in glyph.iter().enumerate() {
-                for col in 0..5 {
-                    if bits & (1 << (4 - col)) != 0 {
-                        for dy in 0..scale {
-                            for dx in 0..scale {
-                                self.set(cx + col * scale + dx, y + row * scale + dy, colour);
-                            }
-                        }
-                    }
-                }
-            }
-            cx += 6 * scale;
-        }
-    }
-
-    /// Encodes as PNG bytes.
-    pub fn to_png(&self) -> Result<Vec<u8>, ReportError> {
-        let mut bytes = Vec::new();
-        {
-            let mut encoder = png::Encoder::new(&mut bytes, self.width as u32, self.height as u32);
-            encoder.set_color(png::ColorType::Rgb);
-            encoder.set_depth(png::BitDepth::Eight);
-            let mut writer = encoder.write_header().map_err(|e| ReportError::Write(e.to_string()))?;
-            writer.write_image_data(&self.pixels).map_err(|e| ReportError::Write(e.to_string()))?;
-        }
-        Ok(bytes)
-    }
-}
-
-/// 5×7 glyphs, one byte per row (low 5 bits, left to right).
-fn glyph(c: char) -> [u8; 7] {
-    match c {
-        'A' => [0x0E, 0x11, 0x11, 0x1F, 0x11, 0x11, 0x11],
-        'B' => [0x1E, 0x11, 0x11, 0x1E, 0x11, 0x11, 0x1E],
-        'C' => [0x0E, 0x11, 0x10, 0x10, 0x10, 0x11, 0x0E],
-        'D' => [0x1E, 0x11, 0x11, 0x11, 0x11, 0x11, 0x1E],
-        'E' => [0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x1F],
-        'F' => [0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x10],
-        'G' => [0x0E, 0x11, 0x10, 0x17, 0x11, 0x11, 0x0F],
-        'H' => [0x11, 0x11, 0x11, 0x1F, 0x11, 0x11, 0x11],
-        'I' => [0x0E, 0x04, 0x04, 0x04, 0x04, 0x04, 0x0E],
-        'J' => [0x07, 0x02, 0x02, 0x02, 0x02, 0x12, 0x0C],
-        'K' => [0x11, 0x12, 0x14, 0x18, 0x14, 0x12, 0x11],
-        'L' => [0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x1F],
-        'M' => [0x11, 0x1B, 0x15, 0x15, 0x11, 0x11, 0x11],
-        'N' => [0x11, 0x11, 0x19, 0x15, 0x13, 0x11, 0x11],
-        'O' => [0x0E, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0E],
-        'P' => [0x1E, 0x11, 0x11, 0x1E, 0x10, 0x10, 0x10],
-        'Q' => [0x0E, 0x11, 0x11, 0x11, 0x15, 0x12, 0x0D],
-        'R' => [0x1E, 0x11, 0x11, 0x1E, 0x14, 0x12, 0x11],
-        'S' => [0x0F, 0x10, 0x10, 0x0E, 0x01, 0x01, 0x1E],
-        'T' => [0x1F, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04],
-        'U' => [0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0E],
-        'V' => [0x11, 0x11, 0x11, 0x11, 0x11, 0x0A, 0x04],
-        'W' => [0x11, 0x11, 0x11, 0x15, 0x15, 0x15, 0x0A],
-        'X' => [0x11, 0x11, 0x0A, 0x04, 0x0A, 0x11, 0x11],
-        'Y' => [0x11, 0x11, 0x0A, 0x04, 0x04, 0x04, 0x04],
-        'Z' => [0x1F, 0x01, 0x02, 0x04, 0x08, 0x10, 0x1F],
-        '0' => [0x0E, 0x11, 0x13, 0x15, 0x19, 0x11, 0x0E],
-        '1' => [0x04, 0x0C, 0x04, 0x04, 0x04, 0x04, 0x0E],
-        '2' => [0x0E, 0x11, 0x01, 0x02, 0x04, 0x08, 0x1F],
-        '3' => [0x1F, 0x02, 0x04, 0x02, 0x01, 0x11, 0x0E],
-        '4' => [0x02, 0x06, 0x0A, 0x12, 0x1F, 0x02, 0x02],
-        '5' => [0x1F, 0x10, 0x1E, 0x01, 0x01, 0x11, 0x0E],
-        '6' => [0x06, 0x08, 0x10, 0x1E, 0x11, 0x11, 0x0E],
-        '7' => [0x1F, 0x01, 0x02, 0x04, 0x08, 0x08, 0x08],
-        '8' => [0x0E, 0x11, 0x11, 0x0E, 0x11, 0x11, 0x0E],
-        '9' => [0x0E, 0x11, 0x11, 0x0F, 0x01, 0x02, 0x0C],
-        '.' => [0, 0, 0, 0, 0, 0x0C, 0x0C],
-        ',' => [0, 0, 0, 0, 0x0C, 0x04, 0x08],
-        ':' => [0, 0x0C, 0x0C, 0, 0x0C, 0x0C, 0],
-        '-' => [0, 0, 0, 0x1F, 0, 0, 0],
-        '+' => [0, 0x04, 0x04, 0x1F, 0x04, 0x04, 0],
-        '=' => [0, 0, 0x1F, 0, 0x1F, 0, 0],
-        '>' => [0x08, 0x04, 0x02, 0x01, 0x02, 0x04, 0x08],
-        '<' => [0x02, 0x04, 0x08, 0x10, 0x08, 0x04, 0x02],
-        '|' => [0x04, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04],
-        '(' => [0x02, 0x04, 0x08, 0x08, 0x08, 0x04, 0x02],
-        ')' => [0x08, 0x04, 0x02, 0x02, 0x02, 0x04, 0x08],
-        '/' => [0x01, 0x01, 0x02, 0x04, 0x08, 0x10, 0x10],
-        '_' => [0, 0, 0, 0, 0, 0, 0x1F],
-        _ => [0; 7],
     }
 }
 
@@ -195,9 +78,7 @@ pub fn write_montage(
     title: &str,
     banner: Option<&str>,
 ) -> Result<(), ReportError> {
-    let canvas = montage(anatomy, z, threshold, title, banner)?;
-    let bytes = canvas.to_png()?;
-    crate::atomic::write_bytes(path, &bytes)?;
+    montage(anatomy, z, threshold, title, banner)?.write(path)?;
     Ok(())
 }
 
