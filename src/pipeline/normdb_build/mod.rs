@@ -33,9 +33,8 @@ use crate::pipeline::steps::{
 };
 use pedinorm_templates::age::{AgeRange, containing_bracket};
 use pedinorm_templates::model::{
-    AtlasTable, BracketDb, BracketInput, BuildOptions, Channel, MappedNormal, Metadata, ModelError,
-    NormativeDb, SubjectRecord, TemplateSpace, assemble, bracket_nodes, calibrate, carry_atlas, gather,
-    map_to_template,
+    BracketInput, BuildOptions, Channel, MappedNormal, Metadata, ModelError, NormativeDb, SubjectRecord,
+    TemplateSpace, assemble, assemble_with_stats, bracket_nodes, carry_atlas, gather, map_to_template,
 };
 use pedinorm_templates::stats::{NormativeAccumulator, Sex};
 use serde::{Deserialize, Serialize};

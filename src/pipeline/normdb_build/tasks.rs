@@ -328,7 +328,7 @@ pub fn run_normdb_reduce(build_dir: &Path) -> Result<NormativeDb, NormdbBuildErr
                             }
                         }
                     }
-                    with_statistics(brackets, stats, &mapped, &options, atlas)?
+                    assemble_with_stats(&brackets, stats, &mapped, &options, atlas, &now_utc())?
                 }
             };
             db.write(&manifest.output)?;
@@ -340,40 +340,4 @@ pub fn run_normdb_reduce(build_dir: &Path) -> Result<NormativeDb, NormdbBuildErr
         Some(db) => Ok(db),
         None => Ok(NormativeDb::read(&manifest.output)?),
     }
-}
-
-/// The database of given statistics: the normals' records, leave-one-out calibration (as
-/// [`assemble`], which computes the statistics itself).
-fn with_statistics(
-    brackets: Vec<BracketInput>,
-    stats: Vec<[NormativeAccumulator; 2]>,
-    mapped: &[MappedNormal],
-    options: &BuildOptions,
-    atlas: Option<AtlasTable>,
-) -> Result<NormativeDb, NormdbBuildError> {
-    let passed = mapped.iter().filter(|m| m.record.qc_passed).count();
-    let calibration = if passed >= 3 { Some(calibrate(&brackets, &stats, mapped, options)?) } else { None };
-    Ok(NormativeDb {
-        metadata: Metadata::new(
-            options.build_parameters(),
-            &format!("built from {} normals", mapped.len()),
-            &now_utc(),
-        ),
-        brackets: brackets
-            .into_iter()
-            .zip(stats)
-            .map(|(b, stats)| BracketDb {
-                name: b.name,
-                min_years: b.min_years,
-                max_years: b.max_years,
-                template: b.space.template,
-                mask: b.space.mask,
-                labels: b.labels,
-                stats,
-            })
-            .collect(),
-        subjects: mapped.iter().map(|m| m.record.clone()).collect(),
-        calibration,
-        atlas,
-    })
 }

@@ -7,6 +7,7 @@ use super::database::{AtlasTable, Channel, Metadata, NormativeDb, SubjectRecord}
 use super::mapping::map_to_template;
 use super::space::{TemplateSpace, gather};
 use crate::age::containing_bracket;
+use crate::stats::NormativeAccumulator;
 
 /// Builds a whole database from mapped normals, created at `now_utc` (RFC 3339).
 pub fn assemble(
@@ -17,6 +18,19 @@ pub fn assemble(
     now_utc: &str,
 ) -> Result<NormativeDb, ModelError> {
     let stats = accumulate(brackets, mapped, options)?;
+    assemble_with_stats(brackets, stats, mapped, options, atlas, now_utc)
+}
+
+/// The database of statistics accumulated elsewhere (e.g. merged from partial sums in a fixed
+/// order): the normals' records and leave-one-out calibration, as [`assemble`] gives them.
+pub fn assemble_with_stats(
+    brackets: &[BracketInput],
+    stats: Vec<[NormativeAccumulator; 2]>,
+    mapped: &[MappedNormal],
+    options: &BuildOptions,
+    atlas: Option<AtlasTable>,
+    now_utc: &str,
+) -> Result<NormativeDb, ModelError> {
     let passed = mapped.iter().filter(|m| m.record.qc_passed).count();
     let calibration = if passed >= 3 { Some(calibrate(brackets, &stats, mapped, options)?) } else { None };
     let bracket_dbs =

@@ -29,7 +29,7 @@ pub use accumulate::{
     bracket_nodes, map_normals,
 };
 pub use atlas::{carry_atlas, parse_label_names};
-pub use build::{add_subject, assemble};
+pub use build::{add_subject, assemble, assemble_with_stats};
 pub use calibrate::{calibrate, calibration_normals, held_out_z, null_from_z, subject_null};
 pub use database::{
     AtlasTable, BracketDb, BuildParameters, CalibrationRecord, Channel, ChannelCalibration, DatabaseError,
