@@ -22,6 +22,7 @@ pub mod intensity;
 pub mod jacobian;
 pub mod metrics;
 pub mod plan;
+pub mod segmentation;
 
 pub use plan::{
     AffineStage, DeformableStage, Level, Progress, Registration, RegistrationError, RegistrationPlan,
