@@ -7,7 +7,7 @@
 
 mod batch_common;
 
-use batch_common::{assert_same_normdb, normdb_content, pedinorm, run_ok, synth};
+use batch_common::{assert_same_normdb, deviation_batch, normdb_content, pedinorm, run_ok, synth};
 use pedinorm::formats::nifti::read_image;
 use pedinorm::pipeline::cohort::read_cohort;
 use pedinorm::pipeline::database::{BracketTemplate, build_database};
@@ -122,18 +122,6 @@ fn write_cases(path: &Path, cohort_dir: &Path, extra_rows: &str) {
     std::fs::write(path, text).unwrap();
 }
 
-fn deviation_batch(db: &Path, cases: &Path, out: &Path) -> Command {
-    let mut command = pedinorm();
-    command
-        .args(["deviation", "--jobs", "2", "--threads", "1", "--retries", "1", "--normdb"])
-        .arg(db)
-        .arg("--cases")
-        .arg(cases)
-        .arg("--out-dir")
-        .arg(out);
-    command
-}
-
 #[test]
 fn batch_deviation_reports_failed_cases_by_name_and_skips_done_ones() {
     let dir = tempfile::tempdir().unwrap();
@@ -152,7 +140,7 @@ fn batch_deviation_reports_failed_cases_by_name_and_skips_done_ones() {
     let cases = dir.path().join("cases.csv");
     write_cases(&cases, &cohort_dir, &format!("{}/broken.nii.gz,9,F,broken\n", cohort_dir.display()));
     let out = dir.path().join("maps");
-    let output = deviation_batch(&db, &cases, &out).output().unwrap();
+    let output = deviation_batch(&db, &cases, &out, &["--retries", "1"]).output().unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("broken in deviation after 2 attempt(s)"), "{stderr}");
@@ -186,7 +174,7 @@ fn batch_deviation_reports_failed_cases_by_name_and_skips_done_ones() {
     let kept = out.join("lesion-a/report.json");
     let kept_time = modified(&kept);
     write_cases(&cases, &cohort_dir, &format!("{}/sub-0002.nii.gz,8.6,F,broken\n", cohort_dir.display()));
-    run_ok(&mut deviation_batch(&db, &cases, &out));
+    run_ok(&mut deviation_batch(&db, &cases, &out, &["--retries", "1"]));
     assert_eq!(modified(&kept), kept_time, "a done case was redone");
     assert!(out.join("broken/done.json").is_file());
     assert!(!std::fs::read_to_string(out.join("summary.tsv")).unwrap().contains("failed"));

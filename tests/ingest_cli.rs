@@ -16,6 +16,14 @@ fn pedinorm(args: &[&str], key_file: &Path) -> std::process::Output {
         .unwrap()
 }
 
+/// `pedinorm ingest` of a study into database B with an explicit national identifier.
+fn ingest_into_b(data_dir: &str, national_id: &str, study: &str, key_file: &Path) -> std::process::Output {
+    pedinorm(
+        &["ingest", "--database", "B", "--data-dir", data_dir, "--national-id", national_id, study],
+        key_file,
+    )
+}
+
 #[test]
 fn ingest_cli_never_shows_the_identifier_and_refuses_with_every_reason() {
     let dir = tempfile::tempdir().unwrap();
@@ -27,19 +35,7 @@ fn ingest_cli_never_shows_the_identifier_and_refuses_with_every_reason() {
     let study_arg = study_dir.to_str().unwrap();
 
     let mut logs = Vec::new();
-    let accepted = pedinorm(
-        &[
-            "ingest",
-            "--database",
-            "B",
-            "--data-dir",
-            data_arg,
-            "--national-id",
-            "rssmra85t10a562s",
-            study_arg,
-        ],
-        &key_file,
-    );
+    let accepted = ingest_into_b(data_arg, "rssmra85t10a562s", study_arg, &key_file);
     assert!(accepted.status.success(), "{}", String::from_utf8_lossy(&accepted.stderr));
     let stdout = String::from_utf8_lossy(&accepted.stdout).into_owned();
     assert!(stdout.starts_with("ingested: database B"), "{stdout}");
@@ -94,19 +90,7 @@ fn ingest_cli_never_shows_the_identifier_and_refuses_with_every_reason() {
     logs.push(refused.stderr);
 
     // An invalid explicit identifier is refused without echoing it.
-    let invalid = pedinorm(
-        &[
-            "ingest",
-            "--database",
-            "B",
-            "--data-dir",
-            data_arg,
-            "--national-id",
-            "MRTMTT25D09F205A",
-            study_arg,
-        ],
-        &key_file,
-    );
+    let invalid = ingest_into_b(data_arg, "MRTMTT25D09F205A", study_arg, &key_file);
     assert!(!invalid.status.success());
     assert!(
         String::from_utf8_lossy(&invalid.stderr)

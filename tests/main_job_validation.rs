@@ -57,6 +57,22 @@ fn held_out_detection_and_false_positive_rates() {
             (Site::reference(), None)
         }
     };
+    // Generates subject `i` of `spec` at its site and scores it as a case: (subject, result, s).
+    let score = |mut spec: SubjectSpec, i: usize| {
+        spec.resolution_mm = resolution;
+        let (site, site_label) = site_of(i);
+        spec.site = site;
+        let subject = generator.subject(&spec).unwrap();
+        let options = DeviationOptions {
+            age_years: subject.age_years,
+            sex: Some(spec.sex),
+            max_regions: 5,
+            site: site_label,
+        };
+        let start = Instant::now();
+        let result = compute_deviation(&db, &subject.image, &options).unwrap();
+        (subject, result, start.elapsed().as_secs_f64())
+    };
     let mut lines = Vec::new();
     lines.push(format!(
         "database: {} ({} normals, {} brackets, {resolution} mm); held-out subjects {}",
@@ -83,20 +99,8 @@ fn held_out_detection_and_false_positive_rates() {
     for i in 0..n_normals {
         let age = lo + (hi - lo) * (i as f64 + 0.5) / n_normals as f64;
         let sex = if i % 2 == 0 { Sex::Female } else { Sex::Male };
-        let mut spec = SubjectSpec::normal(age.min(17.9), sex, 90_000 + i as u64);
-        spec.resolution_mm = resolution;
-        let (site, site_label) = site_of(i);
-        spec.site = site;
-        let subject = generator.subject(&spec).unwrap();
-        let options = DeviationOptions {
-            age_years: subject.age_years,
-            sex: Some(sex),
-            max_regions: 5,
-            site: site_label,
-        };
-        let start = Instant::now();
-        let result = compute_deviation(&db, &subject.image, &options).unwrap();
-        seconds.push(start.elapsed().as_secs_f64());
+        let (subject, result, elapsed) = score(SubjectSpec::normal(age.min(17.9), sex, 90_000 + i as u64), i);
+        seconds.push(elapsed);
         let bracket = db.bracket(&result.bracket).unwrap();
         let indices = bracket.mask_indices();
         for ch in Channel::ALL {
@@ -166,21 +170,8 @@ fn held_out_detection_and_false_positive_rates() {
     for (k, (name, abnormality, channel)) in cases.iter().enumerate() {
         let age = lo + (hi - lo) * ((k as f64 * 0.37) % 1.0);
         let sex = if k % 2 == 0 { Sex::Female } else { Sex::Male };
-        let mut spec =
-            SubjectSpec::normal(age.min(17.9), sex, 95_000 + k as u64).with_abnormality(*abnormality);
-        spec.resolution_mm = resolution;
-        let (site, site_label) = site_of(k);
-        spec.site = site;
-        let subject = generator.subject(&spec).unwrap();
-        let options = DeviationOptions {
-            age_years: subject.age_years,
-            sex: Some(sex),
-            max_regions: 5,
-            site: site_label,
-        };
-        let start = Instant::now();
-        let result = compute_deviation(&db, &subject.image, &options).unwrap();
-        let elapsed = start.elapsed().as_secs_f64();
+        let spec = SubjectSpec::normal(age.min(17.9), sex, 95_000 + k as u64).with_abnormality(*abnormality);
+        let (subject, result, elapsed) = score(spec, k);
         seconds.push(elapsed);
         let truth: &Image<f32> = subject.truth.lesion_mask.as_ref().unwrap();
         let z = result.z_native[channel.index()].as_slice();

@@ -3,32 +3,14 @@
 //! (correlation > 0.999 inside the brain). Needs the `.data` Python environment with ANTsPy
 //! (`validation/peers/registration_pairs.py` installs it).
 
-use ndarray::Array3;
+mod registration_common;
+
 use pedinorm::formats::nifti::{VoxelType, write_image};
 use pedinorm_registration::resample::resample;
-use pedinorm_registration::{AffineTransform, Grid, Image, Interpolation};
+use pedinorm_registration::{AffineTransform, Grid, Interpolation};
+use registration_common::phantom;
 use std::path::Path;
 use std::process::Command;
-
-fn phantom(grid: &Grid) -> Image<f32> {
-    let d = grid.dims();
-    let data = Array3::from_shape_fn((d[0], d[1], d[2]), |(i, j, k)| {
-        let p = grid.voxel_to_world([i as f64, j as f64, k as f64]);
-        let (x, y, z) = (p[0], p[1], p[2]);
-        let outer = (x / 30.0).powi(2) + (y / 36.0).powi(2) + (z / 27.0).powi(2);
-        let inner = ((x - 3.0) / 18.0).powi(2) + (y / 24.0).powi(2) + ((z + 2.0) / 15.0).powi(2);
-        let mut v = 0.0;
-        if outer < 1.0 {
-            v = 60.0 + 10.0 * (x / 7.0).sin() * (y / 9.0).cos() + 8.0 * (z / 5.0).sin();
-        }
-        if inner < 1.0 {
-            v = 110.0 + 6.0 * (y / 6.0).sin();
-        }
-        v += 50.0 * (-((x - 12.0).powi(2) + (y - 15.0).powi(2) + (z - 8.0).powi(2)) / 30.0).exp();
-        v as f32
-    });
-    Image::new(data, grid.clone()).unwrap()
-}
 
 #[test]
 fn transforms_round_trip_through_ants() {

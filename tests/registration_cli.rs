@@ -3,8 +3,9 @@
 //! `apply` with the written transforms reproduces the warped output, and the Jacobian of the
 //! written field is positive.
 
+mod registration_common;
+
 use nalgebra::Matrix3;
-use ndarray::Array3;
 use pedinorm::formats::nifti::{VoxelType, read_image, write_image};
 use pedinorm::formats::transform::{read_affine, read_field};
 use pedinorm_registration::resample::resample;
@@ -12,6 +13,7 @@ use pedinorm_registration::transform::map_voxels;
 use pedinorm_registration::{
     AffineTransform, DisplacementField, Grid, Image, Interpolation, SpatialTransform, TransformChain,
 };
+use registration_common::phantom;
 use std::path::Path;
 use std::process::Command;
 
@@ -23,28 +25,6 @@ fn pedinorm(args: &[&str]) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-}
-
-/// A head-like phantom: ellipsoid "brain", inner "white matter", asymmetric blobs, texture.
-fn phantom(grid: &Grid) -> Image<f32> {
-    let d = grid.dims();
-    let data = Array3::from_shape_fn((d[0], d[1], d[2]), |(i, j, k)| {
-        let p = grid.voxel_to_world([i as f64, j as f64, k as f64]);
-        let (x, y, z) = (p[0], p[1], p[2]);
-        let outer = (x / 30.0).powi(2) + (y / 36.0).powi(2) + (z / 27.0).powi(2);
-        let inner = ((x - 3.0) / 18.0).powi(2) + (y / 24.0).powi(2) + ((z + 2.0) / 15.0).powi(2);
-        let mut v = 0.0;
-        if outer < 1.0 {
-            v = 60.0 + 10.0 * (x / 7.0).sin() * (y / 9.0).cos() + 8.0 * (z / 5.0).sin();
-        }
-        if inner < 1.0 {
-            v = 110.0 + 6.0 * (y / 6.0).sin();
-        }
-        v += 50.0 * (-((x - 12.0).powi(2) + (y - 15.0).powi(2) + (z - 8.0).powi(2)) / 30.0).exp();
-        v += 35.0 * (-((x + 14.0).powi(2) + (y + 10.0).powi(2) + (z - 12.0).powi(2)) / 20.0).exp();
-        v as f32
-    });
-    Image::new(data, grid.clone()).unwrap()
 }
 
 fn grid() -> Grid {
@@ -71,6 +51,26 @@ fn path(dir: &Path, name: &str) -> String {
     dir.join(name).to_string_lossy().into_owned()
 }
 
+/// Writes `fixed` and `moving` into `dir` and registers them with `--transform transform`,
+/// writing outputs with the prefix `DIR/prefix`.
+fn register(dir: &Path, fixed: &Image<f32>, moving: &Image<f32>, transform: &str, prefix: &str) {
+    write_image(&dir.join("fixed.nii.gz"), fixed, VoxelType::F32).unwrap();
+    write_image(&dir.join("moving.nii.gz"), moving, VoxelType::F32).unwrap();
+    pedinorm(&[
+        "register",
+        "--fixed",
+        &path(dir, "fixed.nii.gz"),
+        "--moving",
+        &path(dir, "moving.nii.gz"),
+        "--transform",
+        transform,
+        "--output",
+        &path(dir, prefix),
+        "--threads",
+        "2",
+    ]);
+}
+
 #[test]
 fn affine_recovers_a_known_transform() {
     let dir = tempfile::tempdir().unwrap();
@@ -81,22 +81,7 @@ fn affine_recovers_a_known_transform() {
     let rotation = nalgebra::Rotation3::from_euler_angles(0.06, -0.04, 0.1).into_inner();
     let t = AffineTransform::about_center(&(rotation / 0.85), [2.0, -3.0, 1.0], [0.0; 3]);
     let moving = resample(&fixed, &grid, &t, Interpolation::Linear, 0.0);
-    write_image(&dir.path().join("fixed.nii.gz"), &fixed, VoxelType::F32).unwrap();
-    write_image(&dir.path().join("moving.nii.gz"), &moving, VoxelType::F32).unwrap();
-    let prefix = path(dir.path(), "out_");
-    pedinorm(&[
-        "register",
-        "--fixed",
-        &path(dir.path(), "fixed.nii.gz"),
-        "--moving",
-        &path(dir.path(), "moving.nii.gz"),
-        "--transform",
-        "affine",
-        "--output",
-        &prefix,
-        "--threads",
-        "2",
-    ]);
+    register(dir.path(), &fixed, &moving, "affine", "out_");
     let found = read_affine(&dir.path().join("out_affine.txt")).unwrap();
     let expected = t.inverse().unwrap();
     let error = found.max_distance(&expected, &lattice());
@@ -122,22 +107,7 @@ fn syn_reduces_error_and_apply_reproduces_warped_output() {
     let a = AffineTransform::about_center(&(Matrix3::identity() * 1.1), [1.0, 0.0, -1.0], [0.0; 3]);
     let truth = TransformChain::new(vec![&a, &bump]);
     let moving = resample(&fixed, &grid, &truth, Interpolation::Linear, 0.0);
-    write_image(&dir.path().join("fixed.nii.gz"), &fixed, VoxelType::F32).unwrap();
-    write_image(&dir.path().join("moving.nii.gz"), &moving, VoxelType::F32).unwrap();
-    let prefix = path(dir.path(), "syn_");
-    pedinorm(&[
-        "register",
-        "--fixed",
-        &path(dir.path(), "fixed.nii.gz"),
-        "--moving",
-        &path(dir.path(), "moving.nii.gz"),
-        "--transform",
-        "syn",
-        "--output",
-        &prefix,
-        "--threads",
-        "2",
-    ]);
+    register(dir.path(), &fixed, &moving, "syn", "syn_");
     let affine = read_affine(&dir.path().join("syn_affine.txt")).unwrap();
     let warp = read_field(&dir.path().join("syn_warp.nii.gz")).unwrap();
     let inverse = read_field(&dir.path().join("syn_inverse_warp.nii.gz")).unwrap();

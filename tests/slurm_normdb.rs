@@ -8,7 +8,8 @@
 mod batch_common;
 
 use batch_common::{
-    assert_same_normdb, normdb_content, pedinorm, result_files, run_ok, slurm_available, synth,
+    assert_same_normdb, deviation_batch, normdb_content, pedinorm, result_files, run_ok, slurm_available,
+    synth,
 };
 use std::path::Path;
 use std::process::Command;
@@ -24,19 +25,6 @@ fn normdb_build(cohort: &Path, output: &Path, executor: &str) -> Command {
         .arg(format!("t:7:12:{}", template.display()))
         .arg("--output")
         .arg(output);
-    command
-}
-
-fn deviation_batch(db: &Path, cases: &Path, out: &Path, executor: &str) -> Command {
-    let mut command = pedinorm();
-    command
-        .args(["deviation", "--jobs", "2", "--threads", "1", "--executor", executor, "--poll-ms", "200"])
-        .arg("--normdb")
-        .arg(db)
-        .arg("--cases")
-        .arg(cases)
-        .arg("--out-dir")
-        .arg(out);
     command
 }
 
@@ -74,9 +62,9 @@ fn slurm_normdb_build_and_batch_deviation_are_bit_identical_to_local() {
     .unwrap();
     let files = |d: &Path| result_files(d, &[".slurm"], &[], &[], &["created_utc", "seconds"]);
     let maps_local = dir.path().join("maps-local");
-    run_ok(&mut deviation_batch(&local, &cases, &maps_local, "local"));
+    run_ok(&mut deviation_batch(&local, &cases, &maps_local, &["--executor", "local", "--poll-ms", "200"]));
     let maps_slurm = dir.path().join("maps-slurm");
-    run_ok(&mut deviation_batch(&local, &cases, &maps_slurm, "slurm"));
+    run_ok(&mut deviation_batch(&local, &cases, &maps_slurm, &["--executor", "slurm", "--poll-ms", "200"]));
     let reference = files(&maps_local);
     assert_eq!(reference.iter().filter(|(name, _)| name.ends_with("report.json")).count(), 3);
     assert_eq!(files(&maps_slurm), reference);

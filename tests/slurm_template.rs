@@ -6,7 +6,7 @@
 
 mod batch_common;
 
-use batch_common::{pedinorm, slurm_available, squeue_tasks};
+use batch_common::{QUICK_TEMPLATE_REGISTRATION, pedinorm, slurm_available, squeue_tasks};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -30,14 +30,7 @@ fn build_command(cohort: &Path, out: &Path, executor: &str, extra: &[&str]) -> C
             "--jobs",
             "2",
         ])
-        .args([
-            "--registration-spacing",
-            "6",
-            "--affine-iterations",
-            "30x15",
-            "--deformable-iterations",
-            "10x5",
-        ])
+        .args(QUICK_TEMPLATE_REGISTRATION)
         .args(["--executor", executor, "--poll-ms", "200", "--cohort"])
         .arg(cohort)
         .arg("--out-dir")

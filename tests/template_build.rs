@@ -5,7 +5,7 @@
 
 mod batch_common;
 
-use batch_common::{pedinorm, template_build_files as result_files};
+use batch_common::{QUICK_TEMPLATE_REGISTRATION, pedinorm, template_build_files as result_files};
 use pedinorm::formats::nifti::read_image;
 use std::path::Path;
 
@@ -17,14 +17,7 @@ fn synth(dir: &Path, n: usize) -> std::path::PathBuf {
 fn build(cohort: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
     pedinorm()
         .args(["template", "build", "--brackets", "all", "--iterations", "1", "--threads", "1"])
-        .args([
-            "--registration-spacing",
-            "6",
-            "--affine-iterations",
-            "30x15",
-            "--deformable-iterations",
-            "10x5",
-        ])
+        .args(QUICK_TEMPLATE_REGISTRATION)
         .arg("--cohort")
         .arg(cohort)
         .arg("--out-dir")

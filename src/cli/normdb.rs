@@ -232,9 +232,9 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
     let build_dir =
         args.build_dir.clone().unwrap_or_else(|| PathBuf::from(format!("{}.build", args.output.display())));
     let build_dir = std::env::current_dir()?.join(build_dir);
+    let manifest =
+        prepare_normdb_build(&normals, &brackets, atlas.as_ref(), &parameters, &args.output, &build_dir)?;
     if args.prepare_only {
-        let manifest =
-            prepare_normdb_build(&normals, &brackets, atlas.as_ref(), &parameters, &args.output, &build_dir)?;
         println!(
             "{}\t{} bracket(s)\t{} subject(s)\t{} chunk(s)",
             build_dir.display(),
@@ -247,18 +247,9 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
     let (_, threads) = args.batch.jobs_and_threads();
     let executor = args.batch.executor(&default_program(), build_dir.join("slurm"), "pedinorm-normdb")?;
     let progress = BatchProgress::new("normative database");
-    let db = build_normdb(
-        &normals,
-        &brackets,
-        atlas.as_ref(),
-        &parameters,
-        &args.output,
-        &build_dir,
-        executor.as_ref(),
-        threads,
-        &|event| progress.on_event(event),
-    )
-    .with_context(|| format!("normative database build in {}", build_dir.display()))?;
+    let db =
+        build_normdb(&manifest, &build_dir, executor.as_ref(), threads, &|event| progress.on_event(event))
+            .with_context(|| format!("normative database build in {}", build_dir.display()))?;
     progress.finish();
     println!("{}", args.output.display());
     eprint!("{}", summary(&db));

@@ -14,7 +14,8 @@ use crate::batch::plan::TaskEstimate;
 use crate::batch::{BatchError, Executor, ProgressEvent, Resources, Stage, Task};
 use crate::formats::dicom::is_nifti_path;
 use crate::normdb::{NormDbError, NormDbFile};
-use crate::pipeline::deviation::{CaseRequest, DeviationError, read_case, run_case};
+use crate::pipeline::cohort::column;
+use crate::pipeline::deviation::{CaseError, CaseRequest, DeviationError, read_case, run_case};
 use crate::pipeline::steps::{
     PlannedStage, StepFileError, image_voxels, is_valid_name, run_plan, write_folder_atomically,
 };
@@ -49,13 +50,8 @@ pub enum BatchDeviationError {
     #[error(transparent)]
     NormDb(#[from] NormDbError),
     /// A case could not be read, scored or written.
-    #[error("case {case}: {error}")]
-    Case {
-        /// The case image.
-        case: PathBuf,
-        /// What failed.
-        error: DeviationError,
-    },
+    #[error(transparent)]
+    Case(#[from] CaseError),
 }
 
 impl From<std::io::Error> for BatchDeviationError {
@@ -83,10 +79,6 @@ pub struct BatchCase {
     pub sex: Option<Sex>,
     /// Scanner or site label, when known.
     pub site: Option<String>,
-}
-
-fn column(headers: &[String], names: &[&str]) -> Option<usize> {
-    headers.iter().position(|h| names.iter().any(|n| h.trim().eq_ignore_ascii_case(n)))
 }
 
 /// Reads and checks a case list; every problem (missing or implausible age, unknown sex,
@@ -335,7 +327,7 @@ pub fn run_case_task(
         return Ok(());
     }
     let start = std::time::Instant::now();
-    let failed = |error: DeviationError| BatchDeviationError::Case { case: case_path.to_owned(), error };
+    let failed = |error: DeviationError| CaseError { case: case_path.to_owned(), error };
     let db = NormativeDb::read(normdb)?;
     let case = read_case(case_path).map_err(failed)?;
     let options = request.options(&case, case_path).map_err(failed)?;

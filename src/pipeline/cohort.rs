@@ -69,7 +69,8 @@ fn unreadable(path: &Path, message: impl ToString) -> CohortError {
     CohortError::Unreadable { path: path.to_owned(), message: message.to_string() }
 }
 
-fn column(headers: &[String], names: &[&str]) -> Option<usize> {
+/// The index of the first header that is one of `names` (any case, spaces trimmed).
+pub(crate) fn column(headers: &[String], names: &[&str]) -> Option<usize> {
     headers.iter().position(|h| names.iter().any(|n| h.trim().eq_ignore_ascii_case(n)))
 }
 

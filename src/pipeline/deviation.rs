@@ -46,6 +46,16 @@ pub enum DeviationError {
     },
 }
 
+/// A case that could not be read, scored or written, named by its file.
+#[derive(Debug, thiserror::Error)]
+#[error("case {case}: {error}")]
+pub struct CaseError {
+    /// The case's image file or DICOM series.
+    pub case: PathBuf,
+    /// What failed.
+    pub error: DeviationError,
+}
+
 /// The JSON report of a deviation map.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report<'a> {

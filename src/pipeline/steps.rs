@@ -136,6 +136,11 @@ pub trait Manifest: Serialize + DeserializeOwned + PartialEq {
     const DIFFERENCES: &'static str;
     /// The version this manifest was written with.
     fn format_version(&self) -> u32;
+
+    /// Reads `BUILD/FILE` and checks its format version.
+    fn read(build_dir: &Path) -> Result<Self, StepFileError> {
+        read_manifest(build_dir)
+    }
 }
 
 /// Reads the manifest of `build_dir` and checks its format version.

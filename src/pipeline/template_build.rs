@@ -26,7 +26,7 @@ use crate::formats::png::PngError;
 use crate::formats::transform::{TransformIoError, read_affine, read_field, write_affine, write_field};
 use crate::pipeline::steps::{
     Manifest, PlannedStage, StepFileError, StepOutputs, completed, file_error, file_sizes, image_voxels,
-    is_valid_name, read_json, read_manifest, run_plan, run_step, step_done, store_manifest, write_json,
+    is_valid_name, read_json, run_plan, run_step, step_done, store_manifest, write_json,
 };
 use crate::report::write_template_montage;
 use pedinorm_registration::{AffineTransform, Image};
@@ -137,11 +137,6 @@ impl Manifest for BuildManifest {
 }
 
 impl BuildManifest {
-    /// Reads `BUILD/build.json`.
-    pub fn read(build_dir: &Path) -> Result<Self, TemplateBuildError> {
-        Ok(read_manifest(build_dir)?)
-    }
-
     fn subject(&self, id: &str) -> Result<&ManifestSubject, TemplateBuildError> {
         self.subjects
             .iter()

@@ -26,6 +26,27 @@ pub fn run_ok(command: &mut Command) -> std::process::Output {
     output
 }
 
+/// Registration settings of the quick template builds of the batch tests: a 6 mm grid and
+/// short schedules.
+pub const QUICK_TEMPLATE_REGISTRATION: [&str; 6] =
+    ["--registration-spacing", "6", "--affine-iterations", "30x15", "--deformable-iterations", "10x5"];
+
+/// `pedinorm deviation` of the case list `cases` against `db` into `out`, two tasks at a time
+/// with one thread each, with further executor options `executor` (e.g. `--retries 1`).
+pub fn deviation_batch(db: &Path, cases: &Path, out: &Path, executor: &[&str]) -> Command {
+    let mut command = pedinorm();
+    command
+        .args(["deviation", "--jobs", "2", "--threads", "1"])
+        .args(executor)
+        .arg("--normdb")
+        .arg(db)
+        .arg("--cases")
+        .arg(cases)
+        .arg("--out-dir")
+        .arg(out);
+    command
+}
+
 /// A synthetic phantom cohort of `n` normals aged 7–11 (and `cases` abnormal cases) at
 /// `resolution_mm`, without warps; returns the cohort CSV.
 pub fn synth(dir: &Path, n: usize, cases: usize, resolution_mm: f64, seed: u64) -> PathBuf {

@@ -269,8 +269,36 @@ mod tests {
         std::array::from_fn(|a| AxisSampling::for_axis(dims[a], 1.0, 0.0, dims[a], spans[a]))
     }
 
-    #[test]
+    /// For every sample (in storage order), the control points it depends on: (index in the
+    /// lattice, product of the three axis weights), written out in full.
     #[allow(clippy::needless_range_loop)] // index loops mirror the formulas being checked
+    fn supports(dims: [usize; 3], sampling: &[AxisSampling; 3], size: [usize; 3]) -> Vec<Vec<(usize, f64)>> {
+        let mut out = Vec::new();
+        for i in 0..dims[0] {
+            for j in 0..dims[1] {
+                for k in 0..dims[2] {
+                    let (wi, wj, wk) =
+                        (sampling[0].weights[i], sampling[1].weights[j], sampling[2].weights[k]);
+                    let mut support = Vec::with_capacity(64);
+                    for a in 0..4 {
+                        for b in 0..4 {
+                            for c in 0..4 {
+                                let index = ((sampling[0].base[i] + a) * size[1] + sampling[1].base[j] + b)
+                                    * size[2]
+                                    + sampling[2].base[k]
+                                    + c;
+                                support.push((index, wi[a] * wj[b] * wk[c]));
+                            }
+                        }
+                    }
+                    out.push(support);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
     fn separable_fit_and_evaluation_match_brute_force() {
         let dims = [5, 6, 7];
         let spans = [2, 1, 3];
@@ -279,38 +307,14 @@ mod tests {
         let values: Vec<f64> = (0..n).map(|i| ((i * 37) % 11) as f64 - 4.0).collect();
         let weight: Vec<f64> = (0..n).map(|i| if i % 5 == 0 { 0.0 } else { 1.0 }).collect();
         let lattice = ControlLattice::fit(spans, &sampling, &values, &weight);
-        let size = lattice.size();
+        let supports = supports(dims, &sampling, lattice.size());
         let mut numerator = vec![0.0; lattice.values().len()];
         let mut denominator = vec![0.0; lattice.values().len()];
-        let mut p = 0;
-        for i in 0..dims[0] {
-            for j in 0..dims[1] {
-                for k in 0..dims[2] {
-                    let (wi, wj, wk) =
-                        (sampling[0].weights[i], sampling[1].weights[j], sampling[2].weights[k]);
-                    let mut s2 = 0.0;
-                    for a in 0..4 {
-                        for b in 0..4 {
-                            for c in 0..4 {
-                                s2 += (wi[a] * wj[b] * wk[c]).powi(2);
-                            }
-                        }
-                    }
-                    for a in 0..4 {
-                        for b in 0..4 {
-                            for c in 0..4 {
-                                let w = wi[a] * wj[b] * wk[c];
-                                let index = ((sampling[0].base[i] + a) * size[1] + sampling[1].base[j] + b)
-                                    * size[2]
-                                    + sampling[2].base[k]
-                                    + c;
-                                numerator[index] += weight[p] * w * w * (w * values[p] / s2);
-                                denominator[index] += weight[p] * w * w;
-                            }
-                        }
-                    }
-                    p += 1;
-                }
+        for (p, support) in supports.iter().enumerate() {
+            let s2: f64 = support.iter().map(|(_, w)| w * w).sum();
+            for &(index, w) in support {
+                numerator[index] += weight[p] * w * w * (w * values[p] / s2);
+                denominator[index] += weight[p] * w * w;
             }
         }
         for (index, v) in lattice.values().iter().enumerate() {
@@ -319,28 +323,9 @@ mod tests {
             assert!((v - expected).abs() < 1e-9, "control point {index}: {v} vs {expected}");
         }
         let out = lattice.evaluate(&sampling);
-        let mut p = 0;
-        for i in 0..dims[0] {
-            for j in 0..dims[1] {
-                for k in 0..dims[2] {
-                    let (wi, wj, wk) =
-                        (sampling[0].weights[i], sampling[1].weights[j], sampling[2].weights[k]);
-                    let mut v = 0.0;
-                    for a in 0..4 {
-                        for b in 0..4 {
-                            for c in 0..4 {
-                                let index = ((sampling[0].base[i] + a) * size[1] + sampling[1].base[j] + b)
-                                    * size[2]
-                                    + sampling[2].base[k]
-                                    + c;
-                                v += wi[a] * wj[b] * wk[c] * lattice.values()[index];
-                            }
-                        }
-                    }
-                    assert!((out[p] - v).abs() < 1e-9);
-                    p += 1;
-                }
-            }
+        for (p, support) in supports.iter().enumerate() {
+            let v: f64 = support.iter().map(|&(index, w)| w * lattice.values()[index]).sum();
+            assert!((out[p] - v).abs() < 1e-9);
         }
     }
 

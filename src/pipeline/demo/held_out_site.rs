@@ -2,7 +2,7 @@
 //! seen, scored as cases would be.
 
 use super::outcome::{CaseOutcome, compare_with_truth};
-use super::{DemoConfig, DemoError, DemoProgress};
+use super::{DemoConfig, DemoError, DemoProgress, OnProgress};
 use crate::pipeline::deviation::{DeviationOptions, compute_deviation};
 use crate::pipeline::held_out::{HeldOutFigures, HeldOutNormal, score_held_out};
 use pedinorm_templates::age::AgeBracket;
@@ -19,7 +19,7 @@ pub(super) fn held_out_site(
     base: &BaseBrain,
     brackets: &[AgeBracket],
     db: &NormativeDb,
-    progress: &(dyn Fn(DemoProgress<'_>) + Sync),
+    progress: OnProgress<'_>,
 ) -> Result<(Option<HeldOutFigures>, Vec<CaseOutcome>), DemoError> {
     let n = config.held_out_normals;
     let seed = config.seed ^ 0x0048_454c_444f_5554; // a different anatomy for every held-out subject

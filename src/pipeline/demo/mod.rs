@@ -21,7 +21,7 @@ use crate::normdb::{NormDbError, NormDbFile};
 use crate::pipeline::database::{
     AtlasInput, BracketTemplate, MIN_TEMPLATE_SUBJECTS, build_database, load_atlas,
 };
-use crate::pipeline::deviation::{DeviationError, DeviationOptions, run_case};
+use crate::pipeline::deviation::{CaseError, DeviationError, DeviationOptions, run_case};
 use crate::pipeline::normdb_build::{AtlasFiles, NormdbBuildError};
 use crate::pipeline::steps::default_program;
 use crate::pipeline::template_build::{SubjectInput, SubjectSource, TemplateBuildError, build_template};
@@ -68,13 +68,8 @@ pub enum DemoError {
     #[error(transparent)]
     NormDb(#[from] NormDbError),
     /// A case could not be scored or its outputs written.
-    #[error("case {case}: {error}")]
-    Case {
-        /// The case's image file.
-        case: PathBuf,
-        /// What failed.
-        error: DeviationError,
-    },
+    #[error(transparent)]
+    Case(#[from] CaseError),
     /// The unseen site's subjects could not be scored.
     #[error("held-out site: {0}")]
     HeldOut(#[from] DeviationError),
@@ -103,6 +98,9 @@ pub enum DemoProgress<'a> {
     /// The current task is done.
     Finished,
 }
+
+/// The callback a demo run reports its [`DemoProgress`] to (from several threads).
+pub type OnProgress<'a> = &'a (dyn Fn(DemoProgress<'_>) + Sync);
 
 /// Where the base brain comes from.
 #[derive(Debug, Clone)]
@@ -204,7 +202,7 @@ pub fn run_demo(config: &DemoConfig) -> Result<DemoSummary, DemoError> {
 /// Runs the whole job, reporting each task's steps to `progress`.
 pub fn run_demo_with_progress(
     config: &DemoConfig,
-    progress: &(dyn Fn(DemoProgress<'_>) + Sync),
+    progress: OnProgress<'_>,
 ) -> Result<DemoSummary, DemoError> {
     let mut timings = Vec::new();
     create_dir(&config.out_dir)?;
@@ -289,7 +287,7 @@ pub fn run_demo_with_progress(
             let case_name = path.display().to_string();
             let normdb_name = normdb_path.display().to_string();
             let result = run_case(&db, &subject.image, &options, &case_name, &normdb_name, &case_dir)
-                .map_err(|error| DemoError::Case { case: path.clone(), error })?;
+                .map_err(|error| CaseError { case: path.clone(), error })?;
             let seconds = start.elapsed().as_secs_f64();
             outcomes.push(compare_with_truth(subject, &result, case_dir, seconds));
             progress(DemoProgress::Step);
@@ -340,7 +338,7 @@ fn synthetic_cohort(
     base: &BaseBrain,
     brackets: &[AgeBracket],
     out_dir: &Path,
-    progress: &(dyn Fn(DemoProgress<'_>) + Sync),
+    progress: OnProgress<'_>,
 ) -> Result<(Vec<SubjectOnDisk>, Vec<SubjectOnDisk>), DemoError> {
     let (min_age, max_age) = config.age_range;
     let mut spec = CohortSpec::new(config.normals, min_age, max_age, config.cases, config.seed);
@@ -387,7 +385,7 @@ fn bracket_templates(
     normals: &[SubjectOnDisk],
     out_dir: &Path,
     template_members: &mut BTreeSet<String>,
-    progress: &(dyn Fn(DemoProgress<'_>) + Sync),
+    progress: OnProgress<'_>,
 ) -> Result<Vec<BracketTemplate>, DemoError> {
     let executor = LocalExecutor {
         threads_per_task: Some(

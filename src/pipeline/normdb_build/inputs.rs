@@ -3,6 +3,7 @@
 
 use super::{BracketTemplateFile, NormalFile, NormdbBuildError};
 use crate::pipeline::cohort::CohortSubject;
+use crate::pipeline::steps::Manifest;
 use crate::pipeline::template_build::BuildManifest;
 use pedinorm_templates::age::containing_bracket;
 use pedinorm_templates::stats::Sex;

@@ -29,7 +29,7 @@ use crate::formats::nifti::{NiftiIoError, VoxelType, read_image, write_image};
 use crate::normdb::{NormDbError, NormDbFile, now_utc};
 use crate::pipeline::steps::{
     Manifest, PlannedStage, StepFileError, StepOutputs, completed, file_error, file_sizes, image_voxels,
-    is_valid_name, read_json, read_manifest, run_plan, run_step, step_done, store_manifest, write_json,
+    is_valid_name, read_json, run_plan, run_step, step_done, store_manifest, write_json,
 };
 use pedinorm_templates::age::{AgeRange, containing_bracket};
 use pedinorm_templates::model::{
@@ -204,11 +204,6 @@ impl Manifest for NormdbManifest {
 }
 
 impl NormdbManifest {
-    /// Reads `BUILD/normdb.json`.
-    pub fn read(build_dir: &Path) -> Result<Self, NormdbBuildError> {
-        Ok(read_manifest(build_dir)?)
-    }
-
     fn bracket_index(&self, name: &str) -> Result<usize, NormdbBuildError> {
         self.brackets
             .iter()
@@ -533,25 +528,20 @@ pub fn invalidate_broken_normdb_steps(
     Ok(crate::pipeline::steps::invalidate(&plan)?)
 }
 
-/// Builds a normative database: prepares the build directory, runs every step through
-/// `executor` (each a `pedinorm normdb …` process) and returns the written database.
-/// Re-running with the same arguments resumes an interrupted build.
-#[allow(clippy::too_many_arguments)] // the flat form of a CLI command
+/// Builds the normative database of a prepared build directory (see
+/// [`prepare_normdb_build`]): runs every step not done yet through `executor` (each a
+/// `pedinorm normdb …` process) and returns the written database. Re-running resumes an
+/// interrupted build.
 pub fn build_normdb(
-    normals: &[NormalFile],
-    brackets: &[BracketTemplateFile],
-    atlas: Option<&AtlasFiles>,
-    parameters: &NormdbParameters,
-    output: &Path,
+    manifest: &NormdbManifest,
     build_dir: &Path,
     executor: &dyn Executor,
     threads_per_task: usize,
     progress: &(dyn Fn(&ProgressEvent) + Sync),
 ) -> Result<NormativeDb, NormdbBuildError> {
-    let manifest = prepare_normdb_build(normals, brackets, atlas, parameters, output, build_dir)?;
     let build_dir = absolute(build_dir)?;
-    let (map, reduce) = plan_normdb_resources(&manifest, threads_per_task)?;
-    run_plan::<NormdbBuildError>(&normdb_stages(&build_dir, &manifest, map, reduce), executor, progress)?;
+    let (map, reduce) = plan_normdb_resources(manifest, threads_per_task)?;
+    run_plan::<NormdbBuildError>(&normdb_stages(&build_dir, manifest, map, reduce), executor, progress)?;
     Ok(NormativeDb::read(&manifest.output)?)
 }
 
