@@ -32,6 +32,8 @@ enum Command {
     Jacobian(cli::jacobian::Args),
     /// Bias-field correction, brain mask and intensity normalization.
     Preprocess(cli::preprocess::Args),
+    /// Tissue probability maps, labels and volumes of one subject (EM + MRF + priors).
+    Segment(cli::segment::Args),
     /// Generate a synthetic paediatric cohort with known ground truth.
     Synth(cli::synth::Args),
     /// Build age-specific templates.
@@ -66,6 +68,7 @@ fn main() -> ExitCode {
         Command::Apply(args) => cli::apply::run(args),
         Command::Jacobian(args) => cli::jacobian::run(args),
         Command::Preprocess(args) => cli::preprocess::run(args),
+        Command::Segment(args) => cli::segment::run(args),
         Command::Synth(args) => cli::synth::run(args),
         Command::Template(args) => cli::template::run(args),
         Command::Normdb(args) => cli::normdb::run(args),

@@ -5,10 +5,10 @@
 //!
 //! Each class has its own mean vector and full covariance over the channels, so a second
 //! contrast separates what one cannot. A voxel's class probability is
-//! `π_k(x) · N(I(x) | μ_k, Σ_k) · exp(β Σ_y w_xy p_k(y))`, where `π_k` is the class
-//! proportion `λ_k` without priors and `(1 − w)/K + w · P_k(x)` with prior maps `P_k` (weight
-//! `w`; the global proportions are left out, as Atropos's `Socrates[0]`, so that a large class
-//! does not grow into its neighbours), and the field term sums the neighbours' current probabilities over the
+//! `λ_k · N(I(x) | μ_k, Σ_k) · exp(β Σ_y w_xy p_k(y))` without priors, and with prior maps
+//! `P_k` (weight `w`) Atropos's "Socrates" form
+//! `P_k(x)^w · [N(I(x) | μ_k, Σ_k) · exp(β Σ_y w_xy p_k(y))]^(1−w)`, where the field term sums
+//! the neighbours' current probabilities over the
 //! 26-neighbourhood, weighted by inverse distance (mean-field update, as Atropos's MRF with
 //! radius 1). Priors also decide which class is which, so the result does not depend on the
 //! order of tissue intensities: infant T1 (white matter darker than grey) and T2 are
@@ -29,7 +29,7 @@ pub struct SegmentationOptions {
     pub max_iterations: usize,
     /// Converged when the log-likelihood per voxel changes by less than this.
     pub tolerance: f64,
-    /// Markov random field weight β (0: none; Atropos's usual 0.1 at radius 1).
+    /// Markov random field weight β (0: none; Atropos's default 0.3 at radius 1).
     pub mrf_weight: f64,
     /// Weight `w` of the prior maps against the class proportions (0–1).
     pub prior_weight: f64,
@@ -41,7 +41,7 @@ impl Default for SegmentationOptions {
             classes: 3,
             max_iterations: 20,
             tolerance: 1e-4,
-            mrf_weight: 0.1,
+            mrf_weight: 0.3,
             prior_weight: 0.5,
         }
     }
@@ -488,7 +488,6 @@ fn expectation(
     classes: usize,
     options: &SegmentationOptions,
 ) -> (Vec<f32>, f64) {
-    let w = if priors.is_some() { options.prior_weight } else { 0.0 };
     let rows: Vec<(Vec<f32>, f64)> = (0..voxels.len())
         .into_par_iter()
         .map(|voxel| {
@@ -497,21 +496,25 @@ fn expectation(
             if options.mrf_weight > 0.0 {
                 voxels.neighbour_sums(voxel, current, classes, &mut field);
             }
-            let log_terms: Vec<f64> = (0..classes)
+            let densities: Vec<f64> = models.iter().map(|m| m.log_density(x)).collect();
+            // The data log-likelihood of the mixture, for convergence.
+            let mixture: Vec<f64> = (0..classes).map(|k| proportions[k].ln() + densities[k]).collect();
+            let data = log_sum_exp(&mixture);
+            let terms: Vec<f64> = (0..classes)
                 .map(|k| {
-                    let prior = priors.map_or(0.0, |p| p[voxel * classes + k] as f64);
-                    // With priors the spatial map replaces the global proportions (softened
-                    // towards uniform); a large class would otherwise grow into its neighbours.
-                    let base = if priors.is_some() { 1.0 / classes as f64 } else { proportions[k] };
-                    let mix = ((1.0 - w) * base + w * prior).max(1e-12);
-                    mix.ln() + models[k].log_density(x)
+                    let evidence = densities[k] + options.mrf_weight * field[k];
+                    match priors {
+                        // Atropos's "Socrates" formulation: prior^w · (likelihood · field)^(1−w).
+                        Some(p) => {
+                            let w = options.prior_weight;
+                            w * (p[voxel * classes + k] as f64).max(1e-10).ln() + (1.0 - w) * evidence
+                        }
+                        None => proportions[k].ln() + evidence,
+                    }
                 })
                 .collect();
-            let data = log_sum_exp(&log_terms);
-            let with_field: Vec<f64> =
-                log_terms.iter().zip(&field).map(|(t, f)| t + options.mrf_weight * f).collect();
-            let norm = log_sum_exp(&with_field);
-            (with_field.iter().map(|t| (t - norm).exp() as f32).collect(), data)
+            let norm = log_sum_exp(&terms);
+            (terms.iter().map(|t| (t - norm).exp() as f32).collect(), data)
         })
         .collect();
     let log_likelihood = rows.iter().map(|(_, l)| l).sum();

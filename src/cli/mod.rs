@@ -14,6 +14,7 @@ pub mod plan;
 pub mod preprocess;
 pub mod progress;
 pub mod register;
+pub mod segment;
 pub mod serve;
 pub mod synth;
 pub mod template;

@@ -8,6 +8,7 @@ pub mod deviation;
 pub mod held_out;
 pub mod normdb_build;
 pub mod preprocess;
+pub mod segment;
 pub mod steps;
 pub mod synth;
 pub mod template_build;
