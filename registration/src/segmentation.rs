@@ -9,8 +9,8 @@
 //! `P_k` (weight `w`) Atropos's "Socrates" form
 //! `P_k(x)^w · [N(I(x) | μ_k, Σ_k) · exp(β Σ_y w_xy p_k(y))]^(1−w)`, where the field term sums
 //! the neighbours' current probabilities over the
-//! 26-neighbourhood, weighted by inverse distance (mean-field update, as Atropos's MRF with
-//! radius 1). Priors also decide which class is which, so the result does not depend on the
+//! 26-neighbourhood, weighted by the inverse distance in mm (mean-field update, as Atropos's
+//! MRF with radius 1). Priors also decide which class is which, so the result does not depend on the
 //! order of tissue intensities: infant T1 (white matter darker than grey) and T2 are
 //! segmented as they are, and where two tissues share one intensity (isointense T1 around
 //! 6–12 months) the priors and the neighbours separate them. Without priors the classes are
@@ -142,7 +142,8 @@ struct Voxels {
     values: Vec<f64>,
     channels: usize,
     dims: [usize; 3],
-    /// 26-neighbourhood offsets with their inverse-distance weights (face neighbours weigh 1).
+    /// 26-neighbourhood offsets with their weights, 1 / distance in mm (as Atropos: the field
+    /// is weaker on coarser grids, where a neighbour is farther away).
     neighbours: Vec<([isize; 3], f64)>,
 }
 
@@ -162,7 +163,6 @@ impl Voxels {
                 values.extend(sample);
             }
         }
-        let shortest = spacing.iter().cloned().fold(f64::INFINITY, f64::min);
         let mut neighbours = Vec::new();
         for di in -1isize..=1 {
             for dj in -1isize..=1 {
@@ -174,7 +174,7 @@ impl Voxels {
                         + (dj as f64 * spacing[1]).powi(2)
                         + (dk as f64 * spacing[2]).powi(2))
                     .sqrt();
-                    neighbours.push(([di, dj, dk], shortest / distance));
+                    neighbours.push(([di, dj, dk], 1.0 / distance));
                 }
             }
         }
