@@ -4,9 +4,17 @@
 //! file keeps only a per-user random salt and HMAC-SHA-256(salt, secret): a copy of the
 //! database does not reveal usable tokens, and the comparison is constant-time (`hmac`'s
 //! `verify_slice`). The user id in the token only selects the row to compare against.
+//!
+//! A request's caller is a [`Principal`]: the token's account and, for the portal, the user it
+//! acts for (named by the `x-acting-*` headers). The guard ([`super::guard`]) puts it on the
+//! request; handlers take it as an extractor.
 
+use super::cases::Actor;
+use super::error::ApiError;
 use super::roles::Role;
 use super::store::{Store, StoreError, now};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use rand::RngCore;
@@ -69,6 +77,46 @@ pub struct UserEntry {
     pub disabled: bool,
     /// Creation time.
     pub created: String,
+}
+
+/// Header naming the user the portal acts for.
+pub const ACTING_USER: &str = "x-acting-user";
+/// Header naming that user's role (checked against the route table).
+pub const ACTING_ROLE: &str = "x-acting-role";
+/// Header naming that user's centre.
+pub const ACTING_CENTRE: &str = "x-acting-centre";
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// The token's account.
+    pub user: User,
+    /// For the portal: the user it acts for, with role and centre.
+    pub acting: Option<(String, Role, String)>,
+}
+
+impl Principal {
+    /// The specialist to record: the acting user for the portal, else the account.
+    pub fn actor(&self) -> Actor {
+        match &self.acting {
+            Some((name, _, centre)) => Actor { name: name.clone(), centre: centre.clone() },
+            None => Actor { name: self.user.name.clone(), centre: self.user.centre.clone() },
+        }
+    }
+    /// Name recorded as job owner, study submitter…
+    pub fn recorded_name(&self) -> String {
+        match &self.acting {
+            Some((name, _, _)) => format!("{} (via {})", name, self.user.name),
+            None => self.user.name.clone(),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Principal>().cloned().ok_or(ApiError::Unauthorized)
+    }
 }
 
 /// A fresh secret with its salt and salted hash: (salt, hash, secret).

@@ -177,3 +177,13 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+impl From<super::auth::AuthError> for ApiError {
+    fn from(error: super::auth::AuthError) -> Self {
+        match error {
+            super::auth::AuthError::Invalid { .. } => ApiError::BadRequest(error.to_string()),
+            super::auth::AuthError::NotFound(_) => ApiError::NotFound(error.to_string()),
+            super::auth::AuthError::Store(error) => ApiError::internal(error),
+        }
+    }
+}

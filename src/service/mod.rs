@@ -4,7 +4,6 @@
 //! the data layout.
 
 pub mod anonymous;
-pub mod api;
 pub mod audit;
 pub mod audit_anchor;
 pub mod auth;
@@ -13,17 +12,20 @@ pub mod config;
 pub mod consent;
 pub mod derived;
 pub mod error;
+pub mod extract;
+pub mod guard;
 pub mod jobs;
 pub mod openapi;
 pub mod pacs;
 pub mod protect;
 pub mod roles;
+pub mod router;
+pub mod routes;
 pub mod scope;
 pub mod state;
 pub mod store;
 pub mod studies;
 pub mod sweep;
-pub mod users;
 pub mod work;
 
 use config::ServiceConfig;
@@ -110,7 +112,7 @@ impl Service {
 
     /// The HTTP router.
     pub fn router(&self) -> axum::Router {
-        api::router(self.state.clone())
+        router::router(self.state.clone())
     }
 
     /// Writes the audit records of anonymous requests not yet reported (at shutdown).

@@ -9,7 +9,7 @@
 //! it acts for) reads and changes only their own centre's. A resource of another centre
 //! answers 404, exactly as one that does not exist, so ids of other centres cannot be probed.
 
-use super::api::Principal;
+use super::auth::Principal;
 use super::error::ApiError;
 use super::roles::Role;
 use super::state::AppState;
