@@ -1,6 +1,7 @@
 //! `pedinorm audit`: verify the service's audit log.
 
 use pedinorm::service::audit::Anchor;
+use pedinorm::service::layout::StateEntry;
 use std::path::PathBuf;
 
 /// Arguments of `pedinorm audit`.
@@ -52,7 +53,7 @@ enum Command {
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         Command::Verify { data_dir, anchor } => {
-            let path = data_dir.join("service.sqlite");
+            let path = StateEntry::Database.under(&data_dir);
             if !path.is_file() {
                 anyhow::bail!("{}: no service state database", path.display());
             }

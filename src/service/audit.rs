@@ -10,9 +10,10 @@
 //! their unkeyed `SHA-256(hash_{n-1} ‖ canonical)` chain and are reported as such.
 
 use super::audit_anchor::{
-    self, AnchorError, AuditKey, Checkpoint, CheckpointFile, append_checkpoint, read_checkpoints,
+    AnchorError, AuditKey, Checkpoint, CheckpointFile, append_checkpoint, read_checkpoints,
 };
 use super::config::AuditConfig;
+use super::layout::StateEntry;
 use super::store::{Store, StoreError, now};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
@@ -271,7 +272,7 @@ impl Anchor {
             key: AuditKey::locate(key_file, data_dir, create_key)?,
             checkpoint_file: checkpoint_file
                 .map(Path::to_path_buf)
-                .unwrap_or_else(|| data_dir.join(audit_anchor::DEFAULT_CHECKPOINT_FILE)),
+                .unwrap_or_else(|| StateEntry::AuditCheckpoints.under(data_dir)),
         })
     }
 
@@ -397,7 +398,7 @@ impl AuditWriter {
             data_dir,
             true,
         )?);
-        let mut connection = super::store::open_connection(&data_dir.join("service.sqlite"))?;
+        let mut connection = super::store::open_connection(&StateEntry::Database.under(data_dir))?;
         let (keyed_from, mut checkpointed) = anchor.establish(&connection)?;
         let every_records = config.checkpoint_every_records.max(1) as i64;
         let every = std::time::Duration::from_secs(config.checkpoint_every_seconds.max(1));

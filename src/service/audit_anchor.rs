@@ -10,6 +10,7 @@
 //! the first sealed record; records before it were written before the key existed and are
 //! checked with the original unkeyed chain.
 
+use super::layout::StateEntry;
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
@@ -21,10 +22,6 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// Environment variable naming the audit key file when no path is configured.
 pub const KEY_FILE_ENV: &str = "PEDINORM_AUDIT_KEY_FILE";
-/// Key file created in the data directory when none is configured.
-pub const DEFAULT_KEY_FILE: &str = "audit.key";
-/// Checkpoint file in the data directory when none is configured.
-pub const DEFAULT_CHECKPOINT_FILE: &str = "audit.checkpoints";
 /// Shortest accepted key, in bytes.
 pub const MIN_KEY_BYTES: usize = 32;
 
@@ -113,7 +110,7 @@ impl AuditKey {
         if let Some(path) = std::env::var_os(KEY_FILE_ENV).filter(|p| !p.is_empty()) {
             return Self::from_file(Path::new(&path));
         }
-        let path = data_dir.join(DEFAULT_KEY_FILE);
+        let path = StateEntry::AuditKey.under(data_dir);
         if path.exists() || !create {
             return Self::from_file(&path).map_err(|error| match error {
                 AnchorError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
@@ -287,7 +284,7 @@ mod tests {
         let key = AuditKey::locate(None, dir.path(), true).unwrap();
         let again = AuditKey::locate(None, dir.path(), false).unwrap();
         assert_eq!(key.seal_record("a", b"b"), again.seal_record("a", b"b"));
-        let path = dir.path().join(DEFAULT_CHECKPOINT_FILE);
+        let path = StateEntry::AuditCheckpoints.under(dir.path());
         assert_eq!(read_checkpoints(&path, &key).unwrap(), CheckpointFile::default());
         let first =
             Checkpoint { seq: 3, head: "ab".into(), time: "2026-01-01T00:00:00Z".into(), keyed_from: 1 };

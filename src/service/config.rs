@@ -1,6 +1,7 @@
 //! Service configuration: a TOML file (`pedinorm serve --config pedinorm.toml`) or embedded
 //! defaults under a data directory (`pedinorm serve --data-dir DIR --listen 127.0.0.1:PORT`).
 
+use super::layout::StateEntry;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -394,12 +395,12 @@ impl ServiceConfig {
 
     /// Path of the normative database used for deviation maps.
     pub fn normdb_path(&self) -> PathBuf {
-        self.normdb.clone().unwrap_or_else(|| self.data_dir.join("normdb.h5"))
+        self.normdb.clone().unwrap_or_else(|| self.state_path(StateEntry::Normdb))
     }
 
-    /// Path of the SQLite state file.
-    pub fn state_path(&self) -> PathBuf {
-        self.data_dir.join("service.sqlite")
+    /// Path of a file or folder of the data directory.
+    pub fn state_path(&self, entry: StateEntry) -> PathBuf {
+        entry.under(&self.data_dir)
     }
 }
 

@@ -15,6 +15,7 @@ pub mod error;
 pub mod extract;
 pub mod guard;
 pub mod jobs;
+pub mod layout;
 pub mod openapi;
 pub mod pacs;
 pub mod protect;
@@ -56,7 +57,7 @@ impl Service {
             tracing::warn!("{rule}");
         }
         let store = store::Store::open(&config.data_dir)?;
-        let jobs_dir = config.data_dir.join("jobs");
+        let jobs_dir = config.state_path(layout::StateEntry::Jobs);
         std::fs::create_dir_all(&jobs_dir)
             .map_err(|source| store::StoreError::Io { path: jobs_dir.display().to_string(), source })?;
         let mut queue = jobs::JobQueue::new(

@@ -4,6 +4,7 @@
 //! consent and cases. Rows are never deleted: tables that must stay append-only (audit, case
 //! events) are guarded by triggers as well.
 
+use super::layout::StateEntry;
 use rusqlite::Connection;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -152,7 +153,7 @@ impl Store {
         super::protect::private_new_files();
         super::protect::create_private_dir(data_dir)
             .map_err(|source| StoreError::Io { path: data_dir.display().to_string(), source })?;
-        let connection = open_connection(&data_dir.join("service.sqlite"))?;
+        let connection = open_connection(&StateEntry::Database.under(data_dir))?;
         Ok(Store { connection: Arc::new(Mutex::new(connection)) })
     }
 

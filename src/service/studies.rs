@@ -8,6 +8,7 @@
 
 use super::consent::{self, Consent, Database};
 use super::error::ApiError;
+use super::layout::StateEntry;
 use super::scope::Owned;
 use super::store::now;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -60,7 +61,7 @@ pub struct Study {
 
 /// Where the objects of a study wait for ingest.
 pub fn incoming_dir(data_dir: &Path, study_id: i64) -> PathBuf {
-    data_dir.join("incoming").join(study_id.to_string())
+    StateEntry::Incoming.under(data_dir).join(study_id.to_string())
 }
 
 /// Refuses client-given names that try to leave their folder (`..`, absolute, drive prefix).

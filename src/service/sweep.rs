@@ -4,6 +4,7 @@
 //! (`archive/.staging/<pid>-*`) of processes that are gone. Identified data lives only as long
 //! as the request or job that needs it; after `kill -9` this is where it ends.
 
+use super::layout::StateEntry;
 use super::store::Store;
 use std::path::Path;
 
@@ -23,7 +24,7 @@ pub struct SweepReport {
 pub fn sweep_staging(data_dir: &Path, store: &Store) -> Result<SweepReport, rusqlite::Error> {
     let waiting = studies_waiting_for_ingest(store)?;
     let mut report = SweepReport::default();
-    for entry in entries(&data_dir.join("incoming")) {
+    for entry in entries(&StateEntry::Incoming.under(data_dir)) {
         let name = entry.file_name().to_string_lossy().to_string();
         let owned = name.parse::<i64>().is_ok_and(|id| waiting.contains(&id));
         let ours = name.starts_with("upload-") || name.ends_with(".partial") || name.parse::<i64>().is_ok();
@@ -31,7 +32,7 @@ pub fn sweep_staging(data_dir: &Path, store: &Store) -> Result<SweepReport, rusq
             remove(&entry.path(), &mut report);
         }
     }
-    let staging = data_dir.join("archive").join(crate::ingest::store::STAGING_DIR_NAME);
+    let staging = StateEntry::Archive.under(data_dir).join(crate::ingest::store::STAGING_DIR_NAME);
     for entry in entries(&staging) {
         let name = entry.file_name().to_string_lossy().to_string();
         let pid = name.split('-').next().and_then(|p| p.parse::<u32>().ok());

@@ -5,6 +5,7 @@ use super::config::ServiceConfig;
 use super::consent::{self, Database};
 use super::error::ApiError;
 use super::jobs::{JobContext, JobFailure, JobQueue, JobState};
+use super::layout::StateEntry;
 use super::pacs::PacsClient;
 use super::store::Store;
 use super::{cases, studies};
@@ -17,7 +18,7 @@ use utoipa::ToSchema;
 
 /// Directory (inside the data directory) where ingest keeps admitted studies and its index.
 pub fn archive_dir(config: &ServiceConfig) -> PathBuf {
-    config.data_dir.join("archive")
+    config.state_path(StateEntry::Archive)
 }
 
 /// Registers every job kind on the queue.
@@ -364,7 +365,7 @@ pub fn check_store_back_request(store: &Store, jobs: &JobQueue, job_id: i64) -> 
 
 fn store_back_job(config: &ServiceConfig, store: &Store, ctx: &JobContext) -> Result<Value, JobFailure> {
     let deviation_job = param_i64(ctx, "deviation_job")?;
-    let jobs_dir = config.data_dir.join("jobs");
+    let jobs_dir = config.state_path(StateEntry::Jobs);
     let result: Value = serde_json::from_slice(&std::fs::read(
         jobs_dir.join(deviation_job.to_string()).join("result.json"),
     )?)?;

@@ -6,6 +6,7 @@ use crate::service::consent::{self, Consent, ConsentInput, Database};
 use crate::service::error::{ApiError, ErrorBody};
 use crate::service::extract::{Body400, Id, Query400};
 use crate::service::jobs::JobQueue;
+use crate::service::layout::StateEntry;
 use crate::service::pacs;
 use crate::service::scope::{self, Owned, Scope};
 use crate::service::state::AppState;
@@ -121,7 +122,7 @@ pub async fn upload_study(
     answer(&state, StatusCode::ACCEPTED, move |s| {
         let limits =
             UploadLimits { max_files: config.max_upload_files, max_total_bytes: config.max_unzipped_bytes };
-        let staging_root = config.data_dir.join("incoming");
+        let staging_root = config.state_path(StateEntry::Incoming);
         std::fs::create_dir_all(&staging_root).map_err(ApiError::internal)?;
         let staging = tempfile::Builder::new()
             .prefix("upload-")
