@@ -75,6 +75,7 @@ async fn a_study_is_imported_from_the_centre_that_holds_it() {
     let mut config = test_config(&dir.path().join("state"));
     config.pacs = vec![first, second.config.clone()];
     let radiologist = add_user(&dir.path().join("state"), "dr rad", "radiologist", Some("C1"));
+    let second_radiologist = add_user(&dir.path().join("state"), "dr far", "radiologist", Some("C2"));
     let server = TestServer::start(config).await;
     let api = Api::new(&server.base);
     let import = |centre: &str| {
@@ -90,13 +91,19 @@ async fn a_study_is_imported_from_the_centre_that_holds_it() {
     assert_eq!(job["result"]["admitted"], false, "{job}");
     assert!(job["result"]["reasons"][0].as_str().unwrap().starts_with("pacs-study-not-found"), "{job}");
 
-    // From centre C2, which holds it: imported and admitted.
-    let (status, submitted) = api.post(&radiologist, "/api/v1/studies/import", &import("C2")).await;
+    // A caller reaches their own centre's PACS only: C2's answers C1's radiologist as unknown.
+    let (status, refused) = api.post(&radiologist, "/api/v1/studies/import", &import("C2")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{refused}");
+
+    // From centre C2, which holds it, by C2's radiologist: imported and admitted.
+    let (status, submitted) = api.post(&second_radiologist, "/api/v1/studies/import", &import("C2")).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{submitted}");
-    let job = api.wait_job(&radiologist, submitted["job"].as_i64().unwrap(), Duration::from_secs(60)).await;
+    let job =
+        api.wait_job(&second_radiologist, submitted["job"].as_i64().unwrap(), Duration::from_secs(60)).await;
     assert_eq!(job["state"], "done", "{job}");
     assert_eq!(job["result"]["admitted"], true, "{job}");
-    let (_, study) = api.get(&radiologist, &format!("/api/v1/studies/{}", submitted["study"]["id"])).await;
+    let (_, study) =
+        api.get(&second_radiologist, &format!("/api/v1/studies/{}", submitted["study"]["id"])).await;
     assert_eq!(study["source"], "pacs", "{study}");
     assert_eq!(study["files"], 3, "{study}");
 
