@@ -50,27 +50,18 @@ fn identified_study() -> Vec<Vec<u8>> {
 #[test]
 fn descriptors_lose_every_identity_token_through_a_real_ingest() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("pseudonym.key"), "0123456789abcdef0123456789abcdef0123456789abcdef")
-        .unwrap();
-    let config = dir.path().join("pedinorm.toml");
-    std::fs::write(
-        &config,
-        "data_dir = \"state\"\nlisten = \"127.0.0.1:0\"\npseudonym_key_file = \"pseudonym.key\"\n\
-         national_id_issuer = \"IT-CF\"\n",
-    )
-    .unwrap();
+    let config = write_server_config(dir.path(), "pedinorm.toml", "");
     let state = dir.path().join("state");
     std::fs::create_dir_all(&state).unwrap();
     let scientist = add_user(&state, "sci", "scientist", Some("C1"));
-    let (mut child, address) = spawn_server(&config, &dir.path().join("address"), None);
+    let server = ServerProcess::start(&config, None);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let api = Api::new(&format!("http://{address}"));
+        let api = Api::new(&server.base);
         let (_, job) = api.upload_consented(&scientist, "B", zip_study(&identified_study())).await;
         assert_eq!(job["result"]["admitted"], true, "{job}");
     });
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
 
     let cf = rossi_cf();
     for needle in [

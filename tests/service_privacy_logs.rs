@@ -12,25 +12,17 @@ use std::time::Duration;
 #[test]
 fn identities_never_reach_logs_audit_or_state() {
     let dir = tempfile::tempdir().unwrap();
-    let key = "0123456789abcdef0123456789abcdef0123456789abcdef";
-    std::fs::write(dir.path().join("pseudonym.key"), key).unwrap();
-    let config = dir.path().join("pedinorm.toml");
-    std::fs::write(
-        &config,
-        "data_dir = \"state\"\nlisten = \"127.0.0.1:0\"\npseudonym_key_file = \"pseudonym.key\"\n\
-         national_id_issuer = \"IT-CF\"\n",
-    )
-    .unwrap();
+    let config = write_server_config(dir.path(), "pedinorm.toml", "");
     let state = dir.path().join("state");
     std::fs::create_dir_all(&state).unwrap();
     let scientist = add_user(&state, "sci", "scientist", Some("C1"));
     let auditor = add_user(&state, "aud", "auditor", None);
     let log = dir.path().join("server.log");
-    let (mut child, address) = spawn_server(&config, &dir.path().join("address"), Some(&log));
+    let server = ServerProcess::start(&config, Some(&log));
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let audit = runtime.block_on(async {
-        let api = Api::new(&format!("http://{address}"));
+        let api = Api::new(&server.base);
         let (_, files) = synthetic_study(3);
         let (study, job) = api.upload_consented(&scientist, "B", zip_study(&files)).await;
         assert_eq!(job["result"]["admitted"], true, "{job}");
@@ -48,14 +40,13 @@ fn identities_never_reach_logs_audit_or_state() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         Value::Array(vec![shown, jobs, records, refused])
     });
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
 
     let log_text = std::fs::read_to_string(&log).unwrap();
     assert!(log_text.contains("listening"), "the log was captured: {log_text}");
     let responses = audit.to_string();
     let family_name = PATIENT_NAME.split('^').next().unwrap();
-    for needle in [family_name, codice_fiscale().as_str(), "20160101", key] {
+    for needle in [family_name, codice_fiscale().as_str(), "20160101", PSEUDONYM_KEY] {
         assert!(!log_text.contains(needle), "the server log holds {needle}");
         assert!(!responses.contains(needle), "a response holds {needle}");
         assert_eq!(files_containing(&state, needle), Vec::<String>::new(), "state files hold {needle}");

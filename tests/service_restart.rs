@@ -5,48 +5,21 @@
 mod service_common;
 
 use reqwest::blocking::Client;
-use serde_json::{Value, json};
+use serde_json::Value;
 use service_common::*;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_pedinorm");
 
+/// A configuration with one job at a time, each stage of a job taking `stage_delay_ms` longer.
 fn write_config(dir: &Path, stage_delay_ms: u64) -> PathBuf {
-    let key = dir.join("pseudonym.key");
-    std::fs::write(&key, "0123456789abcdef0123456789abcdef0123456789abcdef").unwrap();
-    let path = dir.join(format!("pedinorm-{stage_delay_ms}.toml"));
-    std::fs::write(
-        &path,
-        format!(
-            "data_dir = \"state\"\nlisten = \"127.0.0.1:0\"\npseudonym_key_file = \"pseudonym.key\"\n\
-             national_id_issuer = \"IT-CF\"\n[jobs]\nconcurrency = 1\nstage_delay_ms = {stage_delay_ms}\n"
-        ),
+    write_server_config(
+        dir,
+        &format!("pedinorm-{stage_delay_ms}.toml"),
+        &format!("[jobs]\nconcurrency = 1\nstage_delay_ms = {stage_delay_ms}\n"),
     )
-    .unwrap();
-    path
-}
-
-fn start(config: &Path, address_file: &Path) -> (Child, String) {
-    let (child, address) = spawn_server(config, address_file, None);
-    (child, format!("http://{address}"))
-}
-
-fn users_add(data_dir: &Path, name: &str, role: &str) -> String {
-    let output = Command::new(BINARY)
-        .args(["users", "add", "--data-dir"])
-        .arg(data_dir)
-        .args(["--name", name, "--role", role, "--centre", "C1"])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    // Only the token on standard output.
-    assert_eq!(stdout.lines().count(), 1, "{stdout:?}");
-    let token = stdout.trim().to_string();
-    assert!(token.starts_with("pn_") && token.len() > 40, "{token}");
-    token
 }
 
 fn job(client: &Client, base: &str, token: &str, id: i64) -> Value {
@@ -55,19 +28,10 @@ fn job(client: &Client, base: &str, token: &str, id: i64) -> Value {
 
 /// Uploads a study (zip) to database B with consent; returns the 202 answer.
 fn upload_to_b(client: &Client, base: &str, token: &str, files: &[Vec<u8>]) -> Value {
-    let consent =
-        json!({ "database_a": false, "database_b": true, "research_use": true, "date": "2024-01-02" });
-    let form = reqwest::blocking::multipart::Form::new()
-        .part("consent", reqwest::blocking::multipart::Part::text(consent.to_string()))
-        .part("file", reqwest::blocking::multipart::Part::bytes(zip_study(files)).file_name("study.zip"));
-    let response = client
-        .post(format!("{base}/api/v1/studies?database=B"))
-        .bearer_auth(token)
-        .multipart(form)
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 202);
-    response.json().unwrap()
+    let consent = consent_record(false, true, "2024-01-02");
+    let (status, submitted) = upload_multipart(client, base, token, "B", Some(&consent), zip_study(files));
+    assert_eq!(status, 202);
+    submitted
 }
 
 #[test]
@@ -76,9 +40,9 @@ fn kill_9_during_a_job_then_restart_completes_it() {
     let slow = write_config(dir.path(), 400);
     let normal = write_config(dir.path(), 0);
     let data_dir = dir.path().join("state");
-    let address_file = dir.path().join("address");
-    let token = users_add(&data_dir, "sci", "scientist");
-    let (mut child, base) = start(&slow, &address_file);
+    let token = users_add_cli(&data_dir, "sci", "scientist", "C1");
+    let server = ServerProcess::start(&slow, None);
+    let base = server.base.clone();
     let client = Client::new();
     let submitted = upload_to_b(&client, &base, &token, &synthetic_study(4).1);
     let job_id = submitted["job"].as_i64().unwrap();
@@ -95,14 +59,14 @@ fn kill_9_during_a_job_then_restart_completes_it() {
         assert!(Instant::now() < deadline, "job never ran: {status}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    server.kill();
     assert!(
         !data_dir.join("jobs").join(job_id.to_string()).exists(),
         "no outputs published before completion"
     );
 
-    let (mut child, base) = start(&normal, &address_file);
+    let server = ServerProcess::start(&normal, None);
+    let base = server.base.clone();
     let deadline = Instant::now() + Duration::from_secs(60);
     let (first, second) = loop {
         let first = job(&client, &base, &token, job_id);
@@ -127,8 +91,7 @@ fn kill_9_during_a_job_then_restart_completes_it() {
     assert_eq!(study["status"], "admitted");
     assert!(data_dir.join("jobs").join(job_id.to_string()).join("result.json").is_file());
     assert!(!data_dir.join("jobs").join(format!("{job_id}.partial")).exists());
-    child.kill().unwrap();
-    child.wait().unwrap();
+    server.kill();
 }
 
 #[test]
@@ -136,9 +99,9 @@ fn audit_verify_names_altered_and_removed_records() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), 0);
     let data_dir = dir.path().join("state");
-    let address_file = dir.path().join("address");
-    let token = users_add(&data_dir, "aud", "auditor");
-    let (mut child, base) = start(&config, &address_file);
+    let token = users_add_cli(&data_dir, "aud", "auditor", "C1");
+    let server = ServerProcess::start(&config, None);
+    let base = server.base.clone();
     let client = Client::new();
     for _ in 0..6 {
         assert_eq!(
@@ -147,8 +110,7 @@ fn audit_verify_names_altered_and_removed_records() {
         );
     }
     assert_eq!(client.get(format!("{base}/api/v1/jobs")).bearer_auth(&token).send().unwrap().status(), 403);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    server.kill();
     let verify =
         || Command::new(BINARY).args(["audit", "verify", "--data-dir"]).arg(&data_dir).output().unwrap();
     let output = verify();

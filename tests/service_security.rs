@@ -10,44 +10,7 @@ use reqwest::StatusCode;
 use reqwest::blocking::Client;
 use serde_json::Value;
 use service_common::*;
-use std::path::{Path, PathBuf};
-use std::process::Child;
-
-/// A configuration file for a server on an ephemeral port with its state in `DIR/state`;
-/// `extra` is appended (TOML lines).
-fn write_config(dir: &Path, extra: &str) -> PathBuf {
-    std::fs::write(dir.join("pseudonym.key"), "0123456789abcdef0123456789abcdef0123456789abcdef").unwrap();
-    let path = dir.join("pedinorm.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "data_dir = \"state\"\nlisten = \"127.0.0.1:0\"\npseudonym_key_file = \"pseudonym.key\"\n\
-             national_id_issuer = \"IT-CF\"\n{extra}"
-        ),
-    )
-    .unwrap();
-    path
-}
-
-/// A running server process, killed when dropped.
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    fn start(dir: &Path, log: Option<&Path>) -> Server {
-        let (child, address) = spawn_server(&dir.join("pedinorm.toml"), &dir.join("address"), log);
-        Server { child, base: format!("http://{address}") }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use std::path::Path;
 
 /// A user in the state of `DIR/state`; returns the token.
 fn user(dir: &Path, name: &str, role: Role) -> String {
@@ -65,10 +28,10 @@ const METHODS: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OP
 fn every_route_and_method_is_denied_unless_listed() {
     let dir = tempfile::tempdir().unwrap();
     // Far more requests without a token than the default allowance of one address.
-    write_config(dir.path(), "anonymous_requests_per_minute = 100000\n");
+    let config = write_server_config(dir.path(), "pedinorm.toml", "anonymous_requests_per_minute = 100000\n");
     let admin = user(dir.path(), "adm", Role::Admin);
     let auditor = user(dir.path(), "aud", Role::Auditor);
-    let server = Server::start(dir.path(), None);
+    let server = ServerProcess::start(&config, None);
     let client = Client::new();
     let document: Value = client.get(format!("{}/openapi.json", server.base)).send().unwrap().json().unwrap();
     let paths: Vec<String> = document["paths"].as_object().unwrap().keys().cloned().collect();
@@ -129,33 +92,6 @@ fn every_route_and_method_is_denied_unless_listed() {
     assert_eq!(refused.headers()["allow"], "GET, HEAD");
 }
 
-fn multipart_upload(
-    client: &Client,
-    base: &str,
-    token: &str,
-    database: &str,
-    consent: Option<Value>,
-    zip: Vec<u8>,
-) -> (StatusCode, Value) {
-    let mut form = reqwest::blocking::multipart::Form::new();
-    if let Some(consent) = consent {
-        form = form.part("consent", reqwest::blocking::multipart::Part::text(consent.to_string()));
-    }
-    form = form.part("file", reqwest::blocking::multipart::Part::bytes(zip).file_name("study.zip"));
-    let response = client
-        .post(format!("{base}/api/v1/studies?database={database}"))
-        .bearer_auth(token)
-        .multipart(form)
-        .send()
-        .unwrap();
-    let status = response.status();
-    (status, response.json().unwrap_or(Value::Null))
-}
-
-fn consent(a: bool, b: bool, date: &str) -> Value {
-    serde_json::json!({ "database_a": a, "database_b": b, "research_use": true, "date": date })
-}
-
 fn study_rows(state: &Path) -> i64 {
     let connection = rusqlite::Connection::open(state.join("service.sqlite")).unwrap();
     connection.query_row("SELECT COUNT(*) FROM studies", [], |row| row.get(0)).unwrap()
@@ -176,43 +112,43 @@ fn files_under(dir: &Path) -> Vec<String> {
 #[test]
 fn a_refused_upload_stores_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), "");
+    let config = write_server_config(dir.path(), "pedinorm.toml", "");
     let scientist = user(dir.path(), "sci", Role::Scientist);
-    let server = Server::start(dir.path(), None);
+    let server = ServerProcess::start(&config, None);
     let client = Client::new();
     let state = dir.path().join("state");
     let (_, files) = synthetic_study(3);
     for (database, refused_consent, expected) in [
         // Schema-valid records that break a stated rule: 422.
-        ("A", consent(true, false, "2999-01-01"), StatusCode::UNPROCESSABLE_ENTITY), // in the future
-        ("B", consent(false, false, "2024-01-02"), StatusCode::UNPROCESSABLE_ENTITY), // covers no database
+        ("A", consent_record(true, false, "2999-01-01"), StatusCode::UNPROCESSABLE_ENTITY), // in the future
+        ("B", consent_record(false, false, "2024-01-02"), StatusCode::UNPROCESSABLE_ENTITY), // covers no database
         // Not a consent record at all: 400.
         ("B", serde_json::json!({ "database_b": true }), StatusCode::BAD_REQUEST),
     ] {
-        let (status, body) = multipart_upload(
+        let (status, body) = upload_multipart(
             &client,
             &server.base,
             &scientist,
             database,
-            Some(refused_consent),
+            Some(&refused_consent),
             zip_study(&files),
         );
         assert_eq!(status, expected, "{body}");
     }
     // Objects that are not DICOM.
-    let (status, body) = multipart_upload(
+    let (status, body) = upload_multipart(
         &client,
         &server.base,
         &scientist,
         "B",
-        Some(consent(false, true, "2024-01-02")),
+        Some(&consent_record(false, true, "2024-01-02")),
         zip(&[("a.dcm", files[0].as_slice()), ("b.dcm", b"junk")]),
     );
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     // A PACS import with a consent in the future.
     let import = serde_json::json!({
         "centre": "C1", "study_instance_uid": "1.2.3", "database": "B",
-        "consent": consent(false, true, "2999-01-01"),
+        "consent": consent_record(false, true, "2999-01-01"),
     });
     let response = client
         .post(format!("{}/api/v1/studies/import", server.base))
@@ -231,12 +167,12 @@ fn a_refused_upload_stores_nothing() {
         .unwrap();
     assert_eq!(listed, serde_json::json!([]));
     // The same upload with a valid consent is kept, with its consent.
-    let (status, body) = multipart_upload(
+    let (status, body) = upload_multipart(
         &client,
         &server.base,
         &scientist,
         "A",
-        Some(consent(true, false, "2024-01-02")),
+        Some(&consent_record(true, false, "2024-01-02")),
         zip_study(&files),
     );
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
@@ -247,14 +183,14 @@ fn a_refused_upload_stores_nothing() {
 #[test]
 fn answers_name_the_entry_never_a_server_path() {
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), "");
+    let config = write_server_config(dir.path(), "pedinorm.toml", "");
     let scientist = user(dir.path(), "sci", Role::Scientist);
     let log = dir.path().join("server.log");
-    let server = Server::start(dir.path(), Some(&log));
+    let server = ServerProcess::start(&config, Some(&log));
     let client = Client::new();
     let (_, files) = synthetic_study(2);
     let truncated = files[1][..400].to_vec();
-    let (status, body) = multipart_upload(
+    let (status, body) = upload_multipart(
         &client,
         &server.base,
         &scientist,
@@ -282,22 +218,22 @@ fn answers_name_the_entry_never_a_server_path() {
 #[test]
 fn identified_leftovers_of_a_crash_are_swept_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), "max_upload_files = 20000\n");
+    let config = write_server_config(dir.path(), "pedinorm.toml", "max_upload_files = 20000\n");
     let scientist = user(dir.path(), "sci", Role::Scientist);
     let state = dir.path().join("state");
-    let server = Server::start(dir.path(), None);
+    let server = ServerProcess::start(&config, None);
     let client = Client::new();
     // Owned data: a study waiting for consent (its received objects) and an admitted one.
     let (_, files) = synthetic_study(3);
-    let (status, waiting) = multipart_upload(&client, &server.base, &scientist, "B", None, zip_study(&files));
+    let (status, waiting) = upload_multipart(&client, &server.base, &scientist, "B", None, zip_study(&files));
     assert_eq!(status, StatusCode::ACCEPTED, "{waiting}");
     let waiting_dir = state.join("incoming").join(waiting["study"]["id"].as_i64().unwrap().to_string());
-    let (status, admitted) = multipart_upload(
+    let (status, admitted) = upload_multipart(
         &client,
         &server.base,
         &scientist,
         "B",
-        Some(consent(false, true, "2024-01-02")),
+        Some(&consent_record(false, true, "2024-01-02")),
         zip_study(&synthetic_study(3).1),
     );
     assert_eq!(status, StatusCode::ACCEPTED, "{admitted}");
@@ -364,7 +300,7 @@ fn identified_leftovers_of_a_crash_are_swept_at_start() {
     }
 
     let log = dir.path().join("restart.log");
-    let server = Server::start(dir.path(), Some(&log));
+    let server = ServerProcess::start(&config, Some(&log));
     let remaining: Vec<String> = std::fs::read_dir(state.join("incoming"))
         .unwrap()
         .flatten()
@@ -418,28 +354,21 @@ fn refused_start(config: &Path) -> String {
 fn the_data_directory_is_private() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), "");
+    let config = write_server_config(dir.path(), "pedinorm.toml", "");
     let state = dir.path().join("state");
     // The user is created by the command line, which creates the state.
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pedinorm"))
-        .args(["users", "add", "--data-dir"])
-        .arg(&state)
-        .args(["--name", "sci", "--role", "scientist", "--centre", "C1"])
-        .output()
-        .unwrap();
-    assert!(output.status.success());
-    let scientist = String::from_utf8(output.stdout).unwrap().trim().to_string();
-    let server = Server::start(dir.path(), None);
+    let scientist = users_add_cli(&state, "sci", "scientist", "C1");
+    let server = ServerProcess::start(&config, None);
     let client = Client::new();
     let (status, waiting) =
-        multipart_upload(&client, &server.base, &scientist, "B", None, zip_study(&synthetic_study(2).1));
+        upload_multipart(&client, &server.base, &scientist, "B", None, zip_study(&synthetic_study(2).1));
     assert_eq!(status, StatusCode::ACCEPTED, "{waiting}");
-    let (status, _) = multipart_upload(
+    let (status, _) = upload_multipart(
         &client,
         &server.base,
         &scientist,
         "B",
-        Some(consent(false, true, "2024-01-02")),
+        Some(&consent_record(false, true, "2024-01-02")),
         zip_study(&synthetic_study(2).1),
     );
     assert_eq!(status, StatusCode::ACCEPTED);
@@ -464,19 +393,23 @@ fn the_data_directory_is_private() {
         stderr.contains("open to group or others (mode 755)") && stderr.contains("chmod 700"),
         "{stderr}"
     );
-    write_config(dir.path(), "allow_shared_data_dir = true\n");
+    let config = write_server_config(dir.path(), "pedinorm.toml", "allow_shared_data_dir = true\n");
     let log = dir.path().join("shared.log");
-    drop(Server::start(dir.path(), Some(&log)));
+    drop(ServerProcess::start(&config, Some(&log)));
     assert!(std::fs::read_to_string(&log).unwrap().contains("open to group or others"));
 }
 
 #[test]
 fn anonymous_noise_is_rate_limited_and_audited_in_aggregate() {
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), "anonymous_requests_per_minute = 20\nanonymous_audit_window_seconds = 4\n");
+    let config = write_server_config(
+        dir.path(),
+        "pedinorm.toml",
+        "anonymous_requests_per_minute = 20\nanonymous_audit_window_seconds = 4\n",
+    );
     let radiologist = user(dir.path(), "rad", Role::Radiologist);
     let auditor = user(dir.path(), "aud", Role::Auditor);
-    let server = Server::start(dir.path(), None);
+    let server = ServerProcess::start(&config, None);
     let client = Client::new();
     let mut statuses = std::collections::BTreeMap::<u16, u64>::new();
     for i in 0..40 {
@@ -540,7 +473,7 @@ fn call(
     if method != "GET" {
         let body = match (method, path.rsplit('/').next()) {
             ("PATCH", _) => serde_json::json!({ "orpha_codes": ["ORPHA:99"] }),
-            (_, Some("consent")) => consent(true, false, "2024-01-02"),
+            (_, Some("consent")) => consent_record(true, false, "2024-01-02"),
             (_, Some("withdraw" | "reject")) => serde_json::json!({ "reason": "probe" }),
             _ => serde_json::json!({}),
         };
@@ -571,7 +504,7 @@ fn wait_job(client: &Client, base: &str, token: &str, job: i64) -> Value {
 #[test]
 fn a_centre_reads_and_changes_only_its_own_studies_consent_cases_and_jobs() {
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), "");
+    let config = write_server_config(dir.path(), "pedinorm.toml", "");
     let state = dir.path().join("state");
     let at = |name: &str, role: Role, centre: &str| add_user(&state, name, role.as_str(), Some(centre));
     let radiologist_1 = at("rad one", Role::Radiologist, "C1");
@@ -581,18 +514,18 @@ fn a_centre_reads_and_changes_only_its_own_studies_consent_cases_and_jobs() {
     let admin = at("adm", Role::Admin, "C3");
     let auditor = at("aud", Role::Auditor, "C3");
     let portal = add_user(&state, "portal", "portal", None);
-    let server = Server::start(dir.path(), None);
+    let server = ServerProcess::start(&config, None);
     let client = Client::new();
     let base = server.base.as_str();
     let send = |method: &str, path: &str, token: &str| call(&client, base, method, path, token, None);
 
     // Centre C1 submits a study with consent, its case, and the ingest job runs.
-    let (status, submitted) = multipart_upload(
+    let (status, submitted) = upload_multipart(
         &client,
         base,
         &radiologist_1,
         "A",
-        Some(consent(true, false, "2024-01-02")),
+        Some(&consent_record(true, false, "2024-01-02")),
         zip_study(&synthetic_study(3).1),
     );
     assert_eq!(status, StatusCode::ACCEPTED, "{submitted}");
@@ -728,13 +661,13 @@ fn token_id(token: &str) -> String {
 #[test]
 fn users_are_disabled_enabled_and_rotated_with_immediate_effect() {
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), "");
+    let config = write_server_config(dir.path(), "pedinorm.toml", "");
     let admin = user(dir.path(), "adm", Role::Admin);
     let auditor = user(dir.path(), "aud", Role::Auditor);
     let radiologist = user(dir.path(), "rad", Role::Radiologist);
     let portal = add_user(&dir.path().join("state"), "portal", "portal", None);
     let id = token_id(&radiologist);
-    let server = Server::start(dir.path(), None);
+    let server = ServerProcess::start(&config, None);
     let client = Client::new();
     let base = server.base.as_str();
     let whoami = |token: &str| call(&client, base, "GET", "/api/v1/whoami", token, None).0;
@@ -817,19 +750,19 @@ fn users_are_disabled_enabled_and_rotated_with_immediate_effect() {
 #[test]
 fn job_errors_name_no_server_path() {
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), "");
+    let config = write_server_config(dir.path(), "pedinorm.toml", "");
     let scientist = user(dir.path(), "sci", Role::Scientist);
     let log = dir.path().join("server.log");
-    let server = Server::start(dir.path(), Some(&log));
+    let server = ServerProcess::start(&config, Some(&log));
     let client = Client::new();
     // The pseudonym key becomes unusable while the service runs: ingest fails naming the file.
     std::fs::write(dir.path().join("pseudonym.key"), "short").unwrap();
-    let (status, submitted) = multipart_upload(
+    let (status, submitted) = upload_multipart(
         &client,
         &server.base,
         &scientist,
         "B",
-        Some(consent(false, true, "2024-01-02")),
+        Some(&consent_record(false, true, "2024-01-02")),
         zip_study(&synthetic_study(2).1),
     );
     assert_eq!(status, StatusCode::ACCEPTED, "{submitted}");

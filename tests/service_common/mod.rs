@@ -1,6 +1,7 @@
 //! Helpers shared by the service tests: a synthetic identified DICOM study, zips, an
-//! in-process server on an ephemeral port, a JSON client with job polling, and a small
-//! phantom cohort (4 mm) with its normative database for compute jobs.
+//! in-process server on an ephemeral port, the real `pedinorm serve` as a child process with
+//! its configuration, users, uploads, a JSON client with job polling, and a small phantom
+//! cohort (4 mm) with its normative database for compute jobs.
 #![allow(dead_code)]
 
 #[path = "../component/mod.rs"]
@@ -25,7 +26,7 @@ use pedinorm_validation::subject::{Generator, SubjectSpec, SyntheticSubject};
 use pedinorm_validation::{Abnormality, BaseBrain, LesionTissue};
 use serde_json::{Value, json};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The patient name written into the synthetic study; it must never come back out.
@@ -139,12 +140,15 @@ pub fn zip_study(files: &[Vec<u8>]) -> Vec<u8> {
     zip(&entries)
 }
 
+/// The pseudonym key of every test installation.
+pub const PSEUDONYM_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef";
+
 /// Writes a pseudonym key file and returns a configuration using it.
 pub fn test_config(data_dir: &Path) -> ServiceConfig {
     std::fs::create_dir_all(data_dir).unwrap();
     private(data_dir);
     let key = data_dir.join("pseudonym.key");
-    std::fs::write(&key, "0123456789abcdef0123456789abcdef0123456789abcdef").unwrap();
+    std::fs::write(&key, PSEUDONYM_KEY).unwrap();
     let mut config = ServiceConfig::with_data_dir(data_dir.to_path_buf(), "127.0.0.1:0".parse().unwrap());
     config.pseudonym_key_file = Some(key);
     config.national_id_issuer = Some("IT-CF".into());
@@ -238,6 +242,84 @@ pub fn spawn_server(config: &Path, address_file: &Path, log: Option<&Path>) -> (
     }
 }
 
+/// An installation for the real `pedinorm serve` in `dir`: the pseudonym key `DIR/pseudonym.key`
+/// and the configuration file `DIR/NAME` (state in `DIR/state`, an ephemeral port, Italian
+/// national identifiers) with the TOML lines `extra` appended. Returns the configuration's path.
+pub fn write_server_config(dir: &Path, name: &str, extra: &str) -> PathBuf {
+    std::fs::write(dir.join("pseudonym.key"), PSEUDONYM_KEY).unwrap();
+    let path = dir.join(name);
+    std::fs::write(
+        &path,
+        format!(
+            "data_dir = \"state\"\nlisten = \"127.0.0.1:0\"\npseudonym_key_file = \"pseudonym.key\"\n\
+             national_id_issuer = \"IT-CF\"\n{extra}"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// The real `pedinorm serve --config CONFIG` running as a child process (its address file
+/// next to the configuration), killed and reaped when dropped.
+pub struct ServerProcess {
+    /// The process.
+    pub child: std::process::Child,
+    /// `http://HOST:PORT`.
+    pub base: String,
+}
+
+impl ServerProcess {
+    /// Starts the server and waits until it listens (see [`spawn_server`] for `log`).
+    pub fn start(config: &Path, log: Option<&Path>) -> ServerProcess {
+        let (child, address) = spawn_server(config, &config.with_file_name("address"), log);
+        ServerProcess { child, base: format!("http://{address}") }
+    }
+
+    /// Kills the process (SIGKILL) and waits for it.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A consent record covering database A and/or B, dated `date`, with research use.
+pub fn consent_record(database_a: bool, database_b: bool, date: &str) -> Value {
+    json!({ "database_a": database_a, "database_b": database_b, "research_use": true, "date": date })
+}
+
+/// Uploads a zip as `multipart/form-data` offered to `database`, with a `consent` part when
+/// given: (status, JSON body, or null when the body is not JSON).
+pub fn upload_multipart(
+    client: &reqwest::blocking::Client,
+    base: &str,
+    token: &str,
+    database: &str,
+    consent: Option<&Value>,
+    zip: Vec<u8>,
+) -> (reqwest::StatusCode, Value) {
+    use reqwest::blocking::multipart::{Form, Part};
+    let mut form = Form::new();
+    if let Some(consent) = consent {
+        form = form.part("consent", Part::text(consent.to_string()));
+    }
+    form = form.part("file", Part::bytes(zip).file_name("study.zip"));
+    let response = client
+        .post(format!("{base}/api/v1/studies?database={database}"))
+        .bearer_auth(token)
+        .multipart(form)
+        .send()
+        .unwrap();
+    let status = response.status();
+    (status, response.json().unwrap_or(Value::Null))
+}
+
 /// The Orthanc named by `PEDINORM_ORTHANC_URL` / `_USER` / `_PASSWORD` / `_PASSWORD_FILE` (as
 /// `scripts/services/orthanc.sh start` prints them) as the PACS of `centre`; `None` when unset.
 pub fn orthanc_from_env(centre: &str) -> Option<pedinorm::service::config::PacsConfig> {
@@ -270,6 +352,24 @@ pub fn add_user(data_dir: &Path, name: &str, role: &str, centre: Option<&str>) -
     let store = pedinorm::service::store::Store::open(data_dir).unwrap();
     private(data_dir);
     pedinorm::service::auth::add_user(&store, name, role.parse().unwrap(), centre).unwrap()
+}
+
+/// Creates a user with `pedinorm users add`, as an operator does, and returns the token,
+/// checking that the token is all the command prints.
+pub fn users_add_cli(data_dir: &Path, name: &str, role: &str, centre: &str) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pedinorm"))
+        .args(["users", "add", "--data-dir"])
+        .arg(data_dir)
+        .args(["--name", name, "--role", role, "--centre", centre])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    // Only the token on standard output.
+    assert_eq!(stdout.lines().count(), 1, "{stdout:?}");
+    let token = stdout.trim().to_string();
+    assert!(token.starts_with("pn_") && token.len() > 40, "{token}");
+    token
 }
 
 /// A JSON client of one server: every call answers (status, body), the body parsed as JSON
@@ -358,10 +458,7 @@ impl Api {
         database: &str,
         zip: Vec<u8>,
     ) -> (reqwest::StatusCode, Value) {
-        let consent = json!({
-            "database_a": database == "A", "database_b": database == "B",
-            "research_use": true, "date": "2024-01-02"
-        });
+        let consent = consent_record(database == "A", database == "B", "2024-01-02");
         let form = reqwest::multipart::Form::new()
             .part("consent", reqwest::multipart::Part::text(consent.to_string()))
             .part("file", reqwest::multipart::Part::bytes(zip).file_name("study.zip"));
