@@ -28,8 +28,7 @@ fn job(client: &Client, base: &str, token: &str, id: i64) -> Value {
 
 /// Uploads a study (zip) to database B with consent; returns the 202 answer.
 fn upload_to_b(client: &Client, base: &str, token: &str, files: &[Vec<u8>]) -> Value {
-    let consent = consent_record(false, true, "2024-01-02");
-    let (status, submitted) = upload_multipart(client, base, token, "B", Some(&consent), zip_study(files));
+    let (status, submitted) = upload_consented_b(client, base, token, zip_study(files));
     assert_eq!(status, 202);
     submitted
 }

@@ -136,12 +136,10 @@ fn a_refused_upload_stores_nothing() {
         assert_eq!(status, expected, "{body}");
     }
     // Objects that are not DICOM.
-    let (status, body) = upload_multipart(
+    let (status, body) = upload_consented_b(
         &client,
         &server.base,
         &scientist,
-        "B",
-        Some(&consent_record(false, true, "2024-01-02")),
         zip(&[("a.dcm", files[0].as_slice()), ("b.dcm", b"junk")]),
     );
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
@@ -228,14 +226,8 @@ fn identified_leftovers_of_a_crash_are_swept_at_start() {
     let (status, waiting) = upload_multipart(&client, &server.base, &scientist, "B", None, zip_study(&files));
     assert_eq!(status, StatusCode::ACCEPTED, "{waiting}");
     let waiting_dir = state.join("incoming").join(waiting["study"]["id"].as_i64().unwrap().to_string());
-    let (status, admitted) = upload_multipart(
-        &client,
-        &server.base,
-        &scientist,
-        "B",
-        Some(&consent_record(false, true, "2024-01-02")),
-        zip_study(&synthetic_study(3).1),
-    );
+    let (status, admitted) =
+        upload_consented_b(&client, &server.base, &scientist, zip_study(&synthetic_study(3).1));
     assert_eq!(status, StatusCode::ACCEPTED, "{admitted}");
     let job = admitted["job"].as_i64().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -363,14 +355,7 @@ fn the_data_directory_is_private() {
     let (status, waiting) =
         upload_multipart(&client, &server.base, &scientist, "B", None, zip_study(&synthetic_study(2).1));
     assert_eq!(status, StatusCode::ACCEPTED, "{waiting}");
-    let (status, _) = upload_multipart(
-        &client,
-        &server.base,
-        &scientist,
-        "B",
-        Some(&consent_record(false, true, "2024-01-02")),
-        zip_study(&synthetic_study(2).1),
-    );
+    let (status, _) = upload_consented_b(&client, &server.base, &scientist, zip_study(&synthetic_study(2).1));
     assert_eq!(status, StatusCode::ACCEPTED);
     std::thread::sleep(std::time::Duration::from_secs(3));
     drop(server);
@@ -757,14 +742,8 @@ fn job_errors_name_no_server_path() {
     let client = Client::new();
     // The pseudonym key becomes unusable while the service runs: ingest fails naming the file.
     std::fs::write(dir.path().join("pseudonym.key"), "short").unwrap();
-    let (status, submitted) = upload_multipart(
-        &client,
-        &server.base,
-        &scientist,
-        "B",
-        Some(&consent_record(false, true, "2024-01-02")),
-        zip_study(&synthetic_study(2).1),
-    );
+    let (status, submitted) =
+        upload_consented_b(&client, &server.base, &scientist, zip_study(&synthetic_study(2).1));
     assert_eq!(status, StatusCode::ACCEPTED, "{submitted}");
     let job = wait_job(&client, &server.base, &scientist, submitted["job"].as_i64().unwrap());
     assert_eq!(job["state"], "failed", "{job}");

@@ -166,34 +166,24 @@ impl PacsClient {
     /// QIDO-RS: studies matching a StudyInstanceUID (DICOM JSON).
     pub fn find_study(&self, study_uid: &str) -> Result<Vec<Value>, PacsError> {
         check_uid(study_uid)?;
-        let url = format!("{}/studies?StudyInstanceUID={study_uid}", self.dicomweb);
-        let builder = self
-            .request(reqwest::Method::GET, &url)
-            .header(reqwest::header::ACCEPT, "application/dicom+json");
-        let response = self.send("QIDO-RS studies", builder)?;
-        if response.status() == reqwest::StatusCode::NO_CONTENT {
-            return Ok(Vec::new());
-        }
-        let text = response.text().map_err(|e| self.protocol("QIDO-RS studies", e))?;
-        if text.trim().is_empty() {
-            return Ok(Vec::new());
-        }
-        serde_json::from_str(&text).map_err(|e| self.protocol("QIDO-RS studies", e))
+        self.qido("QIDO-RS studies", &format!("{}/studies?StudyInstanceUID={study_uid}", self.dicomweb))
     }
 
     /// QIDO-RS: series of a study (DICOM JSON).
     pub fn find_series(&self, study_uid: &str) -> Result<Vec<Value>, PacsError> {
         check_uid(study_uid)?;
-        let url = format!("{}/studies/{study_uid}/series", self.dicomweb);
-        let builder = self
-            .request(reqwest::Method::GET, &url)
-            .header(reqwest::header::ACCEPT, "application/dicom+json");
-        let text =
-            self.send("QIDO-RS series", builder)?.text().map_err(|e| self.protocol("QIDO-RS series", e))?;
+        self.qido("QIDO-RS series", &format!("{}/studies/{study_uid}/series", self.dicomweb))
+    }
+
+    /// A QIDO-RS query answered in DICOM JSON; no content (204, or an empty body) matches nothing.
+    fn qido(&self, what: &str, url: &str) -> Result<Vec<Value>, PacsError> {
+        let builder =
+            self.request(reqwest::Method::GET, url).header(reqwest::header::ACCEPT, "application/dicom+json");
+        let text = self.send(what, builder)?.text().map_err(|e| self.protocol(what, e))?;
         if text.trim().is_empty() {
             return Ok(Vec::new());
         }
-        serde_json::from_str(&text).map_err(|e| self.protocol("QIDO-RS series", e))
+        serde_json::from_str(&text).map_err(|e| self.protocol(what, e))
     }
 
     /// WADO-RS: every object of a study, as DICOM files (Part 10 bytes).

@@ -320,6 +320,16 @@ pub fn upload_multipart(
     (status, response.json().unwrap_or(Value::Null))
 }
 
+/// [`upload_multipart`] offered to database B with consent for it.
+pub fn upload_consented_b(
+    client: &reqwest::blocking::Client,
+    base: &str,
+    token: &str,
+    zip: Vec<u8>,
+) -> (reqwest::StatusCode, Value) {
+    upload_multipart(client, base, token, "B", Some(&consent_record(false, true, "2024-01-02")), zip)
+}
+
 /// The Orthanc named by `PEDINORM_ORTHANC_URL` / `_USER` / `_PASSWORD` / `_PASSWORD_FILE` (as
 /// `scripts/services/orthanc.sh start` prints them) as the PACS of `centre`; `None` when unset.
 pub fn orthanc_from_env(centre: &str) -> Option<pedinorm::service::config::PacsConfig> {
