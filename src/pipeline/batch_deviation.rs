@@ -14,7 +14,7 @@ use crate::batch::plan::TaskEstimate;
 use crate::batch::{BatchError, Executor, ProgressEvent, Resources, Stage, Task};
 use crate::formats::dicom::is_nifti_path;
 use crate::normdb::{NormDbError, NormDbFile};
-use crate::pipeline::cohort::column;
+use crate::pipeline::cohort::{ListError, column};
 use crate::pipeline::deviation::{CaseError, CaseRequest, DeviationError, read_case, run_case};
 use crate::pipeline::steps::{
     PlannedStage, StepFileError, image_voxels, is_valid_name, run_plan, write_folder_atomically,
@@ -27,22 +27,10 @@ use std::path::{Path, PathBuf};
 /// Why a batch of deviation maps failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BatchDeviationError {
-    /// The case list cannot be read at all.
-    #[error("{path}: {message}")]
-    Unreadable {
-        /// The case list or output folder.
-        path: PathBuf,
-        /// What went wrong.
-        message: String,
-    },
-    /// Rows break rules; every problem is listed.
-    #[error("{path}: {} problem(s):\n  {}", problems.len(), problems.join("\n  "))]
-    Invalid {
-        /// The case list.
-        path: PathBuf,
-        /// One line per problem, naming the row or case, the field and the rule.
-        problems: Vec<String>,
-    },
+    /// The case list cannot be read or breaks rules (every problem listed), or an output
+    /// cannot be written.
+    #[error(transparent)]
+    List(#[from] ListError),
     /// Cases failed after their retries (the others are done; see `summary.tsv`).
     #[error(transparent)]
     Batch(#[from] BatchError),
@@ -56,13 +44,13 @@ pub enum BatchDeviationError {
 
 impl From<std::io::Error> for BatchDeviationError {
     fn from(error: std::io::Error) -> Self {
-        Self::Unreadable { path: PathBuf::new(), message: error.to_string() }
+        ListError::Unreadable { path: PathBuf::new(), message: error.to_string() }.into()
     }
 }
 
 impl From<StepFileError> for BatchDeviationError {
     fn from(error: StepFileError) -> Self {
-        Self::Unreadable { path: error.path, message: error.message }
+        ListError::Unreadable { path: error.path, message: error.message }.into()
     }
 }
 
@@ -84,7 +72,7 @@ pub struct BatchCase {
 /// Reads and checks a case list; every problem (missing or implausible age, unknown sex,
 /// duplicate or unusable id, missing image) is reported, by line, in one error.
 pub fn read_cases(path: &Path) -> Result<Vec<BatchCase>, BatchDeviationError> {
-    let unreadable = |message: String| BatchDeviationError::Unreadable { path: path.to_owned(), message };
+    let unreadable = |message: String| ListError::Unreadable { path: path.to_owned(), message };
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .trim(csv::Trim::All)
@@ -178,7 +166,7 @@ pub fn read_cases(path: &Path) -> Result<Vec<BatchCase>, BatchDeviationError> {
         problems.push("the case list has no rows".into());
     }
     if !problems.is_empty() {
-        return Err(BatchDeviationError::Invalid { path: path.to_owned(), problems });
+        return Err(ListError::Invalid { path: path.to_owned(), problems }.into());
     }
     Ok(cases)
 }
@@ -263,7 +251,7 @@ pub fn deviation_stage(
 /// Writes `OUT/cases.tsv` (id, path, age, sex, site; line i + 1 is array task i) for
 /// submission by hand, and returns its path.
 pub fn write_case_table(cases: &[BatchCase], out_dir: &Path) -> Result<PathBuf, BatchDeviationError> {
-    let unwritable = |path: &Path, e: std::io::Error| BatchDeviationError::Unreadable {
+    let unwritable = |path: &Path, e: std::io::Error| ListError::Unreadable {
         path: path.to_owned(),
         message: e.to_string(),
     };
@@ -293,7 +281,7 @@ pub fn case_resources(
         largest = largest.max(bracket.template.grid().len());
     }
     for case in cases.iter().filter(|case| is_nifti_path(&case.path)) {
-        let voxels = image_voxels(&case.path).map_err(|e| BatchDeviationError::Unreadable {
+        let voxels = image_voxels(&case.path).map_err(|e| ListError::Unreadable {
             path: e.path,
             message: format!("case {}: {}", case.id, e.message),
         })?;
@@ -371,7 +359,7 @@ pub fn run_batch(
     resources: Resources,
     progress: &(dyn Fn(&ProgressEvent) + Sync),
 ) -> Result<Vec<CaseSummary>, BatchDeviationError> {
-    let unwritable = |path: &Path, e: std::io::Error| BatchDeviationError::Unreadable {
+    let unwritable = |path: &Path, e: std::io::Error| ListError::Unreadable {
         path: path.to_owned(),
         message: e.to_string(),
     };

@@ -33,10 +33,10 @@ pub struct CohortSubject {
     pub site: Option<String>,
 }
 
-/// Why a cohort cannot be used.
+/// Why a list of subjects or cases (a cohort, a case list) cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub enum CohortError {
-    /// The cohort file or folder cannot be read at all.
+pub enum ListError {
+    /// The list (or a file it leads to) cannot be read or written at all.
     #[error("{path}: {message}")]
     Unreadable {
         /// The file or folder.
@@ -47,7 +47,7 @@ pub enum CohortError {
     /// Rows or images break rules; every problem is listed.
     #[error("{path}: {} problem(s):\n  {}", problems.len(), problems.join("\n  "))]
     Invalid {
-        /// The cohort file or folder.
+        /// The list's file or folder.
         path: PathBuf,
         /// One line per problem, naming the row or subject, the field and the rule.
         problems: Vec<String>,
@@ -56,17 +56,17 @@ pub enum CohortError {
 
 /// Reads a cohort from a CSV file or a BIDS folder and checks it (ages, duplicates, image
 /// headers) before returning.
-pub fn read_cohort(path: &Path) -> Result<Vec<CohortSubject>, CohortError> {
+pub fn read_cohort(path: &Path) -> Result<Vec<CohortSubject>, ListError> {
     let (subjects, mut problems) = if path.is_dir() { read_bids(path)? } else { read_csv(path)? };
     problems.extend(check_subjects(&subjects));
     if !problems.is_empty() {
-        return Err(CohortError::Invalid { path: path.to_owned(), problems });
+        return Err(ListError::Invalid { path: path.to_owned(), problems });
     }
     Ok(subjects)
 }
 
-fn unreadable(path: &Path, message: impl ToString) -> CohortError {
-    CohortError::Unreadable { path: path.to_owned(), message: message.to_string() }
+fn unreadable(path: &Path, message: impl ToString) -> ListError {
+    ListError::Unreadable { path: path.to_owned(), message: message.to_string() }
 }
 
 /// The index of the first header that is one of `names` (any case, spaces trimmed).
@@ -91,7 +91,7 @@ fn parse_age(text: Option<&str>) -> Result<f64, String> {
     Ok(age)
 }
 
-fn read_csv(path: &Path) -> Result<(Vec<CohortSubject>, Vec<String>), CohortError> {
+fn read_csv(path: &Path) -> Result<(Vec<CohortSubject>, Vec<String>), ListError> {
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .trim(csv::Trim::All)
@@ -149,7 +149,7 @@ fn read_csv(path: &Path) -> Result<(Vec<CohortSubject>, Vec<String>), CohortErro
 }
 
 /// Reads a tab-separated table: header plus rows as maps.
-fn read_tsv(path: &Path) -> Result<Vec<HashMap<String, String>>, CohortError> {
+fn read_tsv(path: &Path) -> Result<Vec<HashMap<String, String>>, ListError> {
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(b'\t')
         .flexible(true)
@@ -166,7 +166,7 @@ fn read_tsv(path: &Path) -> Result<Vec<HashMap<String, String>>, CohortError> {
     Ok(rows)
 }
 
-fn read_bids(root: &Path) -> Result<(Vec<CohortSubject>, Vec<String>), CohortError> {
+fn read_bids(root: &Path) -> Result<(Vec<CohortSubject>, Vec<String>), ListError> {
     let participants_path = root.join("participants.tsv");
     if !participants_path.is_file() {
         return Err(unreadable(root, "not a BIDS dataset: participants.tsv is missing"));
