@@ -1,7 +1,8 @@
 //! Out-of-distribution safeguards through the real `pedinorm deviation` command: a normative
 //! database of synthetic phantom normals (4 mm, ages 8–12) is built, then fresh normals of the
 //! same generator (another seed: in distribution) and mismatched versions of one of them
-//! (inverted contrast, heavy blur, an age the database has no normals for) are compared with it.
+//! (inverted contrast, heavy blur, an age the database has no normals for) are compared with it;
+//! the ignored experiment adds normals of another base brain (MNI152 instead of the phantom).
 //! The fresh normals must not be flagged; every mismatch must be, in `report.json`
 //! (`reliability`, cluster caveats), in the command's summary, and as a banner on the montage.
 
@@ -45,6 +46,27 @@ fn fresh_normals(dir: &Path, count: usize) -> Vec<(PathBuf, f64)> {
         .map(|(i, member)| {
             let subject = generator.subject(&member.spec).unwrap();
             let path = dir.join(format!("fresh-{i}.nii.gz"));
+            write_image(&path, &subject.image, VoxelType::F32).unwrap();
+            (path, subject.age_years)
+        })
+        .collect()
+}
+
+/// Normals of another base brain (the MNI152 2009 T1 instead of the phantom the database was
+/// built from), same generator, ages and grid spacing: a brain the database's base never made.
+fn other_base_normals(dir: &Path, count: usize) -> Vec<(PathBuf, f64)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let base = pedinorm::synth_io::load_base(&root.join(".data/mni")).unwrap();
+    let mut spec = CohortSpec::new(count, 8.5, 11.5, 0, 992);
+    spec.resolution_mm = 4.0;
+    let generator = Generator::new(&base, 4.0).unwrap();
+    cohort_plan(&spec)
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, member)| {
+            let subject = generator.subject(&member.spec).unwrap();
+            let path = dir.join(format!("other-base-{i}.nii.gz"));
             write_image(&path, &subject.image, VoxelType::F32).unwrap();
             (path, subject.age_years)
         })
@@ -237,6 +259,10 @@ fn ood_flag_rates_on_normals_and_mismatched_cases() {
         write_image(&p, &smooth_mm(&image, 3.0), VoxelType::F32).unwrap();
         tally("blur σ 3 mm", &deviation(&normdb, &p, *age, &out("mild-blur")));
         tally("age 16.5 y (normals 8–12 y)", &deviation(&normdb, path, 16.5, &out("age")));
+    }
+    for (i, (path, age)) in other_base_normals(dir.path(), 20).iter().enumerate() {
+        let out = dir.path().join(format!("other-base-{i}"));
+        tally("another base brain (MNI152, normal)", &deviation(&normdb, path, *age, &out));
     }
     println!("kind\tcases\tflagged\twith a significant cluster");
     for (kind, cases, flagged, significant) in &rows {

@@ -102,23 +102,8 @@ fn bad_inputs_are_refused_by_name_and_leave_nothing() {
     write_image(&other, &pedinorm_registration::Image::filled(grid, 0.5f32), VoxelType::F32).unwrap();
     let out = dir.path().join("seg");
     let priors = format!("{},{},{}", other.display(), other.display(), other.display());
-    let output = pedinorm(&[
-        "segment",
-        "--image",
-        &image,
-        "--priors",
-        &priors,
-        "--tissues",
-        "csf,gm,wm",
-        "--out-dir",
-        out.to_str().unwrap(),
-    ]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
-    assert!(stderr.contains("other.nii.gz") && stderr.contains("grid"), "{stderr}");
-    assert!(!out.exists(), "a refused run left an output folder");
-    // Names that are not file names, or fewer names than priors.
-    for tissues in ["a/b,c,d", "gm,wm"] {
+    let with_tissues = |tissues: &str| {
+        let out = out.to_str().unwrap();
         let output = pedinorm(&[
             "segment",
             "--image",
@@ -128,10 +113,17 @@ fn bad_inputs_are_refused_by_name_and_leave_nothing() {
             "--tissues",
             tissues,
             "--out-dir",
-            out.to_str().unwrap(),
+            out,
         ]);
-        assert!(!output.status.success());
-        assert!(String::from_utf8_lossy(&output.stderr).contains("--tissues"), "{tissues}");
+        assert!(!output.status.success(), "--tissues {tissues}");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let stderr = with_tissues("csf,gm,wm");
+    assert!(stderr.contains("other.nii.gz") && stderr.contains("grid"), "{stderr}");
+    assert!(!out.exists(), "a refused run left an output folder");
+    // Names that are not file names, or fewer names than priors.
+    for tissues in ["a/b,c,d", "gm,wm"] {
+        assert!(with_tissues(tissues).contains("--tissues"), "{tissues}");
     }
     assert!(!out.exists());
 }
