@@ -1,0 +1,107 @@
+//! The deviation job: a case's maps against the installed normative database.
+
+use super::{archive_dir, param_i64, strip_paths, study_volume};
+use crate::normdb::NormDbFile;
+use crate::service::config::ServiceConfig;
+use crate::service::consent::{self, Database};
+use crate::service::error::ApiError;
+use crate::service::jobs::{JobContext, JobFailure};
+use crate::service::store::Store;
+use crate::service::{cases, studies};
+use serde_json::{Value, json};
+use std::path::Path;
+
+/// Checks that a deviation map can be computed for a case (answered before queuing a job).
+pub fn check_deviation_request(store: &Store, case_id: i64, normdb: &Path) -> Result<(), ApiError> {
+    let connection = store.lock();
+    let case = cases::get(&connection, case_id)?;
+    if matches!(case.status, cases::CaseStatus::Withdrawn | cases::CaseStatus::Rejected) {
+        return Err(ApiError::Conflict(format!("case {case_id} is {}", case.status.as_str())));
+    }
+    let internals = studies::internals(&connection, case.study_id)?;
+    if internals.status != "admitted" {
+        return Err(ApiError::Conflict(format!(
+            "study {} of case {case_id} is {}: it must be admitted by ingest first",
+            case.study_id, internals.status
+        )));
+    }
+    if let Err(reason) = consent::permits(consent::get(&connection, case.study_id)?.as_ref(), Database::A) {
+        return Err(ApiError::Refused {
+            message: "no consent for a deviation map".into(),
+            reasons: vec![reason],
+        });
+    }
+    if !normdb.is_file() {
+        return Err(ApiError::Unavailable(
+            "the normative database is missing: build or install it first".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Computes the deviation maps of one case volume into `out_dir` (z-maps, clusters, PNG
+/// montages, report.json) with the deviation pipeline.
+fn run_deviation(
+    normdb: &Path,
+    case_volume: &Path,
+    age_years: f64,
+    sex: Option<&str>,
+    out_dir: &Path,
+    ctx: &JobContext,
+) -> Result<Value, JobFailure> {
+    use crate::pipeline::deviation::{DeviationOptions, run_case};
+    ctx.progress(5.0, "reading the normative database")?;
+    let db = pedinorm_templates::model::NormativeDb::read(normdb).map_err(|e| {
+        tracing::error!("normative database: {e}");
+        JobFailure::Failed("the normative database cannot be read".into())
+    })?;
+    ctx.progress(15.0, "reading the case")?;
+    let case = crate::formats::nifti::read_image(case_volume)
+        .map_err(|_| JobFailure::Failed("the case volume cannot be read".into()))?;
+    let options = DeviationOptions {
+        age_years,
+        sex: sex.and_then(pedinorm_templates::stats::Sex::parse),
+        max_regions: 30,
+        site: crate::formats::dicom::sidecar::Sidecar::next_to(case_volume).and_then(|s| s.scanner_label()),
+    };
+    ctx.progress(20.0, "registering, scoring and writing maps and report")?;
+    // Names in the report are service-level, never file paths of the archive.
+    let result = run_case(&db, &case, &options, "case", "normdb.h5", out_dir)
+        .map_err(|e| JobFailure::Failed(strip_paths(&e.to_string(), out_dir)))?;
+    Ok(json!({
+        "bracket": result.bracket,
+        "clusters": result.clusters.iter().filter(|c| c.significant).count(),
+        "warnings": result.warnings,
+        "registration_similarity": result.registration_similarity,
+        "reliable": result.reliability.reliable,
+        "reliability_reasons": result.reliability.reasons,
+        "site": result.site_adjustment.as_ref().map(|a| a.describe()),
+    }))
+}
+
+pub(super) fn deviation_job(
+    config: &ServiceConfig,
+    store: &Store,
+    ctx: &JobContext,
+) -> Result<Value, JobFailure> {
+    let case_id = param_i64(ctx, "case_id")?;
+    // Checked again: consent may have been withdrawn while the job waited.
+    check_deviation_request(store, case_id, &config.normdb_path())
+        .map_err(|e| JobFailure::Failed(e.to_string()))?;
+    let (study_id, internals) = {
+        let connection = store.lock();
+        let case = cases::get(&connection, case_id).map_err(JobFailure::from)?;
+        (case.study_id, studies::internals(&connection, case.study_id).map_err(JobFailure::from)?)
+    };
+    let stored =
+        internals.stored_path.ok_or_else(|| JobFailure::Failed("the study has no stored volume".into()))?;
+    let volume = study_volume(&archive_dir(config).join(stored))
+        .ok_or_else(|| JobFailure::Failed("the study has no NIfTI volume".into()))?;
+    let age = internals.metadata["age_years"]
+        .as_f64()
+        .ok_or_else(|| JobFailure::Failed("the study's age is unknown".into()))?;
+    let sex = internals.metadata["sex"].as_str().map(str::to_string);
+    ctx.progress(2.0, "starting deviation maps")?;
+    let summary = run_deviation(&config.normdb_path(), &volume, age, sex.as_deref(), &ctx.work_dir, ctx)?;
+    Ok(json!({ "case_id": case_id, "study_id": study_id, "age_years": age, "summary": summary }))
+}
