@@ -33,23 +33,28 @@ fn build_database(dir: &Path) -> PathBuf {
     run_demo(&miniature_demo(dir.join("demo"), 24, mapping)).unwrap().normdb
 }
 
-/// Fresh normals of the same generator with another seed: `(image path, age)`.
-fn fresh_normals(dir: &Path, count: usize) -> Vec<(PathBuf, f64)> {
-    let base = phantom_base();
-    let mut spec = CohortSpec::new(count, 8.5, 11.5, 0, 991);
+/// Normals aged 8.5–11.5 made from `base` by the generator with `seed`, written as
+/// `<prefix>-<i>.nii.gz`: `(image path, age)`.
+fn normals_of(base: &BaseBrain, dir: &Path, count: usize, seed: u64, prefix: &str) -> Vec<(PathBuf, f64)> {
+    let mut spec = CohortSpec::new(count, 8.5, 11.5, 0, seed);
     spec.resolution_mm = 4.0;
-    let generator = Generator::new(&base, 4.0).unwrap();
+    let generator = Generator::new(base, 4.0).unwrap();
     cohort_plan(&spec)
         .unwrap()
         .iter()
         .enumerate()
         .map(|(i, member)| {
             let subject = generator.subject(&member.spec).unwrap();
-            let path = dir.join(format!("fresh-{i}.nii.gz"));
+            let path = dir.join(format!("{prefix}-{i}.nii.gz"));
             write_image(&path, &subject.image, VoxelType::F32).unwrap();
             (path, subject.age_years)
         })
         .collect()
+}
+
+/// Fresh normals of the same generator with another seed.
+fn fresh_normals(dir: &Path, count: usize) -> Vec<(PathBuf, f64)> {
+    normals_of(&phantom_base(), dir, count, 991, "fresh")
 }
 
 /// Normals of another base brain (the MNI152 2009 T1 instead of the phantom the database was
@@ -57,20 +62,7 @@ fn fresh_normals(dir: &Path, count: usize) -> Vec<(PathBuf, f64)> {
 fn other_base_normals(dir: &Path, count: usize) -> Vec<(PathBuf, f64)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let base = pedinorm::synth_io::load_base(&root.join(".data/mni")).unwrap();
-    let mut spec = CohortSpec::new(count, 8.5, 11.5, 0, 992);
-    spec.resolution_mm = 4.0;
-    let generator = Generator::new(&base, 4.0).unwrap();
-    cohort_plan(&spec)
-        .unwrap()
-        .iter()
-        .enumerate()
-        .map(|(i, member)| {
-            let subject = generator.subject(&member.spec).unwrap();
-            let path = dir.join(format!("other-base-{i}.nii.gz"));
-            write_image(&path, &subject.image, VoxelType::F32).unwrap();
-            (path, subject.age_years)
-        })
-        .collect()
+    normals_of(&base, dir, count, 992, "other-base")
 }
 
 struct Run {
