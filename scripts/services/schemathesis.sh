@@ -3,10 +3,12 @@
 # auditor roles: starts `pedinorm serve` on a fresh private data directory (embedded defaults
 # plus a high anonymous allowance, so the unauthenticated probes of `ignored_auth` are not
 # answered 429), creates one user per role and runs `schemathesis run --checks all` against
-# /openapi.json for each. Prints one summary line per role; exits non-zero on any failure.
+# /openapi.json for each, with the settings of schemathesis.toml beside this script (422 is an
+# answer to schema-valid data that breaks a rule stated in prose). Prints one summary line per
+# role; exits non-zero on any failure. SCHEMATHESIS_KEEP=DIR keeps each role's full report.
 #
 # usage: scripts/services/schemathesis.sh PEDINORM_BINARY SCHEMATHESIS_BINARY [MAX_EXAMPLES]
-# (schemathesis 4.32.5: `python3 -m venv V && V/bin/pip install schemathesis==4.32.5`)
+# (schemathesis 4.32.5, installed by scripts/setup.sh in .data/schemathesis)
 set -euo pipefail
 binary=$1
 schemathesis=$2
