@@ -40,7 +40,7 @@ pub enum SegmentError {
     /// The algorithm refused its inputs.
     #[error("segmentation: {0}")]
     Segmentation(#[from] SegmentationError),
-    /// The output folder cannot be made or moved into place.
+    /// The output folder cannot be made or moved into place (named by [`run_segment`]).
     #[error("output folder: {0}")]
     Folder(#[from] std::io::Error),
     /// An output cannot be written.
@@ -146,6 +146,11 @@ pub fn run_segment(request: &SegmentRequest, out_dir: &Path) -> Result<SegmentSu
         let json = serde_json::to_vec_pretty(&summary).expect("a summary serialises");
         write("segmentation.json", &json)?;
         Ok(summary.clone())
+    })
+    // Making, filling or renaming the folder failed: name the folder.
+    .map_err(|error| match error {
+        SegmentError::Folder(source) => SegmentError::Write { path: out_dir.to_owned(), source },
+        other => other,
     })
 }
 
