@@ -126,9 +126,13 @@ impl ClassModel {
         }
     }
 
+    /// Called for every voxel, class and iteration: no allocation.
     fn log_density(&self, x: &[f64]) -> f64 {
-        let centred = DVector::from_iterator(x.len(), x.iter().zip(self.mean.iter()).map(|(v, m)| v - m));
-        self.log_norm - 0.5 * centred.dot(&(&self.precision * &centred))
+        let centred = |i: usize| x[i] - self.mean[i];
+        let quadratic: f64 = (0..x.len())
+            .map(|i| centred(i) * (0..x.len()).map(|j| self.precision[(i, j)] * centred(j)).sum::<f64>())
+            .sum();
+        self.log_norm - 0.5 * quadratic
     }
 }
 
@@ -141,6 +145,9 @@ struct Voxels {
     /// Channel values, `channels` per voxel.
     values: Vec<f64>,
     channels: usize,
+    /// Mean and variance of each channel over the masked voxels (k-means scaling, the ridge).
+    channel_mean: Vec<f64>,
+    channel_variance: Vec<f64>,
     dims: [usize; 3],
     /// 26-neighbourhood offsets with their weights, 1 / distance in mm (as Atropos: the field
     /// is weaker on coarser grids, where a neighbour is farther away).
@@ -178,7 +185,16 @@ impl Voxels {
                 }
             }
         }
-        Voxels { full_index, position, values, channels: channels.len(), dims, neighbours }
+        let (d, n) = (channels.len(), full_index.len().max(1) as f64);
+        let mut channel_mean = vec![0.0; d];
+        for (i, v) in values.iter().enumerate() {
+            channel_mean[i % d] += v / n;
+        }
+        let mut channel_variance = vec![0.0; d];
+        for (i, v) in values.iter().enumerate() {
+            channel_variance[i % d] += (v - channel_mean[i % d]).powi(2) / n;
+        }
+        Voxels { full_index, position, values, channels: d, channel_mean, channel_variance, dims, neighbours }
     }
 
     fn len(&self) -> usize {
@@ -297,19 +313,8 @@ fn normalised_priors(maps: &[Image<f32>], voxels: &Voxels) -> Vec<f32> {
 /// (which finds classes the first channel cannot tell apart) — and the start with the smaller
 /// within-class scatter wins; classes come out ordered by the first channel.
 fn kmeans_memberships(voxels: &Voxels, classes: usize) -> Vec<f32> {
-    let d = voxels.channels;
     let n = voxels.len();
-    let (mut mean, mut sd) = (vec![0.0; d], vec![0.0; d]);
-    for voxel in 0..n {
-        for (c, v) in voxels.sample(voxel).iter().enumerate() {
-            mean[c] += v / n as f64;
-        }
-    }
-    for voxel in 0..n {
-        for (c, v) in voxels.sample(voxel).iter().enumerate() {
-            sd[c] += (v - mean[c]).powi(2) / n as f64;
-        }
-    }
+    let (mean, sd) = (&voxels.channel_mean, &voxels.channel_variance);
     let scaled: Vec<Vec<f64>> = (0..n)
         .map(|voxel| {
             voxels
@@ -441,12 +446,6 @@ fn fit_classes(
             sums[k] += &x * p;
         }
     }
-    let overall: Vec<f64> = (0..d)
-        .map(|c| {
-            let mean = (0..n).map(|v| voxels.sample(v)[c]).sum::<f64>() / n as f64;
-            (0..n).map(|v| (voxels.sample(v)[c] - mean).powi(2)).sum::<f64>() / n as f64
-        })
-        .collect();
     let means: Vec<DVector<f64>> = (0..classes)
         .map(|k| if weight[k] > 0.0 { &sums[k] / weight[k] } else { DVector::zeros(d) })
         .collect();
@@ -466,7 +465,7 @@ fn fit_classes(
     let mut covariances = Vec::with_capacity(classes);
     for k in 0..classes {
         let mut covariance = if weight[k] > 0.0 { &scatter[k] / weight[k] } else { DMatrix::zeros(d, d) };
-        for (c, variance) in overall.iter().enumerate() {
+        for (c, variance) in voxels.channel_variance.iter().enumerate() {
             covariance[(c, c)] += 1e-4 * variance.max(1e-12);
         }
         covariances.push(covariance.transpose().iter().cloned().collect());

@@ -48,14 +48,13 @@ pub struct Args {
 
 /// Runs `pedinorm segment`: prints the volumes table.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let classes = if args.tissues.is_empty() { args.classes } else { args.tissues.len() };
     let request = SegmentRequest {
         images: args.images,
         mask: args.mask,
         priors: args.priors,
         tissues: args.tissues,
         options: SegmentationOptions {
-            classes,
+            classes: args.classes,
             max_iterations: args.iterations,
             mrf_weight: args.mrf,
             prior_weight: args.prior_weight,
