@@ -14,7 +14,17 @@ binary=$1
 schemathesis=$2
 examples=${3:-50}
 work=$(mktemp -d)
-trap 'kill "$server" 2>/dev/null || true; [ -n "${SCHEMATHESIS_KEEP:-}" ] && cp "$work"/*.txt "$SCHEMATHESIS_KEEP"/; rm -rf "$work"' EXIT
+server=
+cleanup() {
+  # The server may still be writing its state: wait for it to exit before removing the folder.
+  if [ -n "$server" ]; then
+    kill "$server" 2>/dev/null || true
+    wait "$server" 2>/dev/null || true
+  fi
+  if [ -n "${SCHEMATHESIS_KEEP:-}" ]; then cp "$work"/*.txt "$SCHEMATHESIS_KEEP"/ || true; fi
+  rm -rf "$work" || true
+}
+trap cleanup EXIT
 mkdir -m 700 "$work/state"
 cat > "$work/pedinorm.toml" <<TOML
 data_dir = "state"
