@@ -2,6 +2,7 @@
 
 pub mod age;
 pub mod calibration;
+pub mod centiles;
 pub mod model;
 pub mod normative;
 pub mod qc;

@@ -1,0 +1,439 @@
+//! Penalized maximum-likelihood fit of a centile model, and the adaptation of a new site from
+//! its normals with everything else held (PCNtoolkit's "transfer" without refitting).
+
+use argmin::core::{CostFunction, Executor, Gradient, State};
+use argmin::solver::linesearch::MoreThuenteLineSearch;
+use argmin::solver::quasinewton::LBFGS;
+use nalgebra::{DMatrix, DVector};
+use serde::{Deserialize, Serialize};
+
+use super::CentileError;
+use super::basis::{AgeBasis, second_difference_penalty};
+use super::model::{CentileModel, Covariates, SiteEffect, Transform, sex_code};
+use super::shash::negative_log_density;
+
+/// Settings of a fit. The defaults suit 0–18 years with tens to thousands of normals.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FitOptions {
+    /// Interior knots of the location curve (fewer when subjects are few: one per 15).
+    pub location_knots: usize,
+    /// Interior knots of the log-scale curve.
+    pub scale_knots: usize,
+    /// Roughness penalty of the location curve.
+    pub location_smoothness: f64,
+    /// Roughness penalty of the log-scale curve.
+    pub scale_smoothness: f64,
+    /// Prior SD of a site's location shift (standardized units).
+    pub site_location_sd: f64,
+    /// Prior SD of a site's log-scale shift.
+    pub site_scale_sd: f64,
+    /// Prior SD of the skewness and of `ln delta` (towards the normal distribution).
+    pub shape_sd: f64,
+    /// Fewest normals a measure needs.
+    pub min_subjects: usize,
+    /// Optimizer iterations at most.
+    pub max_iterations: u64,
+}
+
+impl Default for FitOptions {
+    fn default() -> Self {
+        FitOptions {
+            location_knots: 6,
+            scale_knots: 2,
+            location_smoothness: 1.0,
+            scale_smoothness: 10.0,
+            site_location_sd: 1.0,
+            site_scale_sd: 0.5,
+            shape_sd: 1.0,
+            min_subjects: 20,
+            max_iterations: 3000,
+        }
+    }
+}
+
+/// Where each parameter sits in the optimizer's vector.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    location: usize,
+    scale: usize,
+    sites: usize,
+}
+
+impl Layout {
+    fn location_sex(&self) -> usize {
+        self.location
+    }
+    fn scale_start(&self) -> usize {
+        self.location + 1
+    }
+    fn scale_sex(&self) -> usize {
+        self.scale_start() + self.scale
+    }
+    fn epsilon(&self) -> usize {
+        self.scale_sex() + 1
+    }
+    fn log_delta(&self) -> usize {
+        self.epsilon() + 1
+    }
+    fn site_location(&self, site: usize) -> usize {
+        self.log_delta() + 1 + site
+    }
+    fn site_scale(&self, site: usize) -> usize {
+        self.log_delta() + 1 + self.sites + site
+    }
+    fn len(&self) -> usize {
+        self.log_delta() + 1 + 2 * self.sites
+    }
+}
+
+/// One training row, with its basis values computed once.
+struct Row {
+    y: f64,
+    location_basis: Vec<f64>,
+    scale_basis: Vec<f64>,
+    sex: f64,
+    site: Option<usize>,
+}
+
+/// The penalized negative log-likelihood over the free parameters.
+struct Objective<'a> {
+    rows: &'a [Row],
+    layout: Layout,
+    options: &'a FitOptions,
+    location_penalty: Vec<Vec<f64>>,
+    scale_penalty: Vec<Vec<f64>>,
+    /// The full parameter vector; the optimizer moves only `free` entries.
+    base: Vec<f64>,
+    free: Vec<usize>,
+}
+
+impl Objective<'_> {
+    fn full(&self, free_values: &[f64]) -> Vec<f64> {
+        let mut params = self.base.clone();
+        for (&index, &value) in self.free.iter().zip(free_values) {
+            params[index] = value;
+        }
+        params
+    }
+
+    /// Value and gradient with respect to every parameter.
+    fn evaluate(&self, params: &[f64]) -> (f64, Vec<f64>) {
+        let layout = self.layout;
+        let mut gradient = vec![0.0; params.len()];
+        let shape = super::shash::Shape {
+            epsilon: params[layout.epsilon()],
+            delta: params[layout.log_delta()].exp(),
+        };
+        let mut value = 0.0;
+        for row in self.rows {
+            let mut mu = row.sex * params[layout.location_sex()];
+            for (k, b) in row.location_basis.iter().enumerate() {
+                mu += b * params[k];
+            }
+            let mut log_sigma = row.sex * params[layout.scale_sex()];
+            for (k, c) in row.scale_basis.iter().enumerate() {
+                log_sigma += c * params[layout.scale_start() + k];
+            }
+            if let Some(site) = row.site {
+                mu += params[layout.site_location(site)];
+                log_sigma += params[layout.site_scale(site)];
+            }
+            let term = negative_log_density(row.y, mu, log_sigma, shape);
+            value += term.value;
+            for (k, b) in row.location_basis.iter().enumerate() {
+                gradient[k] += term.d_mu * b;
+            }
+            gradient[layout.location_sex()] += term.d_mu * row.sex;
+            for (k, c) in row.scale_basis.iter().enumerate() {
+                gradient[layout.scale_start() + k] += term.d_log_sigma * c;
+            }
+            gradient[layout.scale_sex()] += term.d_log_sigma * row.sex;
+            gradient[layout.epsilon()] += term.d_epsilon;
+            gradient[layout.log_delta()] += term.d_log_delta;
+            if let Some(site) = row.site {
+                gradient[layout.site_location(site)] += term.d_mu;
+                gradient[layout.site_scale(site)] += term.d_log_sigma;
+            }
+        }
+        value += quadratic_penalty(
+            params,
+            0,
+            &self.location_penalty,
+            self.options.location_smoothness,
+            &mut gradient,
+        );
+        value += quadratic_penalty(
+            params,
+            layout.scale_start(),
+            &self.scale_penalty,
+            self.options.scale_smoothness,
+            &mut gradient,
+        );
+        let mut ridge = |index: usize, sd: f64| {
+            let precision = 1.0 / (sd * sd);
+            value += 0.5 * precision * params[index] * params[index];
+            gradient[index] += precision * params[index];
+        };
+        ridge(layout.epsilon(), self.options.shape_sd);
+        ridge(layout.log_delta(), self.options.shape_sd);
+        for site in 0..layout.sites {
+            ridge(layout.site_location(site), self.options.site_location_sd);
+            ridge(layout.site_scale(site), self.options.site_scale_sd);
+        }
+        (value, gradient)
+    }
+}
+
+/// `½ λ θᵀPθ` over the block of `params` starting at `start`, adding its gradient.
+fn quadratic_penalty(
+    params: &[f64],
+    start: usize,
+    penalty: &[Vec<f64>],
+    weight: f64,
+    gradient: &mut [f64],
+) -> f64 {
+    let mut value = 0.0;
+    for (i, row) in penalty.iter().enumerate() {
+        let mut p_theta = 0.0;
+        for (j, p) in row.iter().enumerate() {
+            p_theta += p * params[start + j];
+        }
+        value += 0.5 * weight * params[start + i] * p_theta;
+        gradient[start + i] += weight * p_theta;
+    }
+    value
+}
+
+impl CostFunction for Objective<'_> {
+    type Param = Vec<f64>;
+    type Output = f64;
+
+    fn cost(&self, free: &Self::Param) -> Result<f64, argmin::core::Error> {
+        Ok(self.evaluate(&self.full(free)).0)
+    }
+}
+
+impl Gradient for Objective<'_> {
+    type Param = Vec<f64>;
+    type Gradient = Vec<f64>;
+
+    fn gradient(&self, free: &Self::Param) -> Result<Vec<f64>, argmin::core::Error> {
+        let (_, full_gradient) = self.evaluate(&self.full(free));
+        Ok(self.free.iter().map(|&i| full_gradient[i]).collect())
+    }
+}
+
+/// Minimizes the objective over its free parameters from their base values.
+fn minimize(objective: Objective<'_>, max_iterations: u64) -> Result<Vec<f64>, String> {
+    let start: Vec<f64> = objective.free.iter().map(|&i| objective.base[i]).collect();
+    let solver = LBFGS::new(MoreThuenteLineSearch::new(), 7)
+        .with_tolerance_grad(1e-7)
+        .and_then(|s| s.with_tolerance_cost(1e-12))
+        .map_err(|e| e.to_string())?;
+    let base = objective.base.clone();
+    let free = objective.free.clone();
+    let result = Executor::new(objective, solver)
+        .configure(|state| state.param(start).max_iters(max_iterations))
+        .run()
+        .map_err(|e| e.to_string())?;
+    let best = result.state().get_best_param().ok_or("the optimizer returned no parameters")?;
+    let mut params = base;
+    for (&index, &value) in free.iter().zip(best) {
+        params[index] = value;
+    }
+    Ok(params)
+}
+
+/// Fits the model of one measure to the normals' `values` with their `covariates`
+/// (values that are missing — not finite — are left out).
+pub fn fit_measure(
+    measure: &str,
+    values: &[f64],
+    covariates: &[Covariates],
+    options: &FitOptions,
+) -> Result<CentileModel, CentileError> {
+    assert_eq!(values.len(), covariates.len(), "one covariate row per value");
+    let present: Vec<(f64, &Covariates)> = values
+        .iter()
+        .zip(covariates)
+        .filter(|(v, c)| v.is_finite() && c.age.is_finite())
+        .map(|(&v, c)| (v, c))
+        .collect();
+    if present.len() < options.min_subjects {
+        return Err(CentileError::TooFewSubjects {
+            measure: measure.to_owned(),
+            subjects: present.len(),
+            needed: options.min_subjects,
+        });
+    }
+    let transform = if present.iter().all(|(v, _)| *v > 0.0) { Transform::Log } else { Transform::Identity };
+    let transformed: Vec<f64> = present.iter().map(|(v, _)| transform.forward(*v)).collect();
+    let centre = transformed.iter().sum::<f64>() / transformed.len() as f64;
+    let spread = (transformed.iter().map(|t| (t - centre).powi(2)).sum::<f64>()
+        / (transformed.len() - 1) as f64)
+        .sqrt();
+    // Relative to the values' size: a constant measure still shows rounding-level spread.
+    if spread.is_nan() || spread <= 1e-9 * (1.0 + centre.abs()) {
+        return Err(CentileError::Constant { measure: measure.to_owned() });
+    }
+    let ages: Vec<f64> = present.iter().map(|(_, c)| c.age).collect();
+    // Knots follow the amount of data: a knot per 15 normals at most.
+    let knots_for = |wanted: usize| wanted.min(present.len() / 15);
+    let location_basis = AgeBasis::from_ages(&ages, knots_for(options.location_knots));
+    let scale_basis = AgeBasis::from_ages(&ages, knots_for(options.scale_knots));
+    let mut site_names: Vec<String> = Vec::new();
+    let rows: Vec<Row> = present
+        .iter()
+        .zip(&transformed)
+        .map(|((_, c), t)| Row {
+            y: (t - centre) / spread,
+            location_basis: location_basis.evaluate(c.age),
+            scale_basis: scale_basis.evaluate(c.age),
+            sex: sex_code(c.sex),
+            site: c.site.as_ref().map(|name| {
+                site_names.iter().position(|s| s == name).unwrap_or_else(|| {
+                    site_names.push(name.clone());
+                    site_names.len() - 1
+                })
+            }),
+        })
+        .collect();
+    let layout = Layout { location: location_basis.len(), scale: scale_basis.len(), sites: site_names.len() };
+    let base = initial_parameters(&rows, layout, options.location_smoothness);
+    let objective = Objective {
+        rows: &rows,
+        layout,
+        options,
+        location_penalty: second_difference_penalty(layout.location),
+        scale_penalty: second_difference_penalty(layout.scale),
+        free: (0..layout.len()).collect(),
+        base,
+    };
+    let params = minimize(objective, options.max_iterations)
+        .map_err(|message| CentileError::Optimizer { measure: measure.to_owned(), message })?;
+    let sites = site_names
+        .into_iter()
+        .enumerate()
+        .map(|(k, name)| SiteEffect {
+            subjects: rows.iter().filter(|r| r.site == Some(k)).count(),
+            name,
+            location: params[layout.site_location(k)],
+            log_scale: params[layout.site_scale(k)],
+            adapted: false,
+        })
+        .collect();
+    let (youngest, oldest) =
+        ages.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &a| (lo.min(a), hi.max(a)));
+    Ok(CentileModel {
+        measure: measure.to_owned(),
+        transform,
+        centre,
+        spread,
+        location: params[..layout.location].to_vec(),
+        location_sex: params[layout.location_sex()],
+        log_scale: params[layout.scale_start()..layout.scale_sex()].to_vec(),
+        log_scale_sex: params[layout.scale_sex()],
+        epsilon: params[layout.epsilon()],
+        log_delta: params[layout.log_delta()],
+        location_basis,
+        scale_basis,
+        sites,
+        subjects: rows.len(),
+        age_range: (youngest, oldest),
+    })
+}
+
+/// Starting point: the location curve and sex effect by penalized least squares, the scale
+/// from the residual SD, a normal shape and no site effects.
+fn initial_parameters(rows: &[Row], layout: Layout, smoothness: f64) -> Vec<f64> {
+    let columns = layout.location + 1;
+    let design = DMatrix::from_fn(rows.len(), columns, |i, j| {
+        if j < layout.location { rows[i].location_basis[j] } else { rows[i].sex }
+    });
+    let y = DVector::from_iterator(rows.len(), rows.iter().map(|r| r.y));
+    let mut normal = design.transpose() * &design;
+    let penalty = second_difference_penalty(layout.location);
+    for (i, row) in penalty.iter().enumerate() {
+        for (j, p) in row.iter().enumerate() {
+            normal[(i, j)] += smoothness * p;
+        }
+    }
+    for i in 0..columns {
+        normal[(i, i)] += 1e-6;
+    }
+    let coefficients = normal
+        .cholesky()
+        .map(|c| c.solve(&(design.transpose() * &y)))
+        .unwrap_or_else(|| DVector::zeros(columns));
+    let residuals = &y - &design * &coefficients;
+    let residual_sd = (residuals.norm_squared() / rows.len() as f64).sqrt().max(1e-3);
+    let mut params = vec![0.0; layout.len()];
+    params[..columns].copy_from_slice(coefficients.as_slice());
+    // The scale basis sums to one, so equal coefficients give a constant scale.
+    for k in 0..layout.scale {
+        params[layout.scale_start() + k] = residual_sd.ln();
+    }
+    params
+}
+
+/// Estimates the effect of a site the model has not seen from its normals (values and
+/// covariates), holding every other parameter, and adds it to the model. A site the model
+/// already has is re-estimated from these normals.
+pub fn adapt_site(
+    model: &mut CentileModel,
+    site: &str,
+    values: &[f64],
+    covariates: &[Covariates],
+    options: &FitOptions,
+) -> Result<(), CentileError> {
+    assert_eq!(values.len(), covariates.len(), "one covariate row per value");
+    let rows: Vec<Row> = values
+        .iter()
+        .zip(covariates)
+        .filter_map(|(&v, c)| {
+            let y = model.standardize(v)?;
+            Some(Row {
+                y,
+                location_basis: model.location_basis.evaluate(c.age),
+                scale_basis: model.scale_basis.evaluate(c.age),
+                sex: sex_code(c.sex),
+                site: Some(0),
+            })
+        })
+        .collect();
+    if rows.is_empty() {
+        return Err(CentileError::TooFewSubjects { measure: model.measure.clone(), subjects: 0, needed: 1 });
+    }
+    let layout = Layout { location: model.location.len(), scale: model.log_scale.len(), sites: 1 };
+    let mut base = vec![0.0; layout.len()];
+    base[..layout.location].copy_from_slice(&model.location);
+    base[layout.location_sex()] = model.location_sex;
+    base[layout.scale_start()..layout.scale_sex()].copy_from_slice(&model.log_scale);
+    base[layout.scale_sex()] = model.log_scale_sex;
+    base[layout.epsilon()] = model.epsilon;
+    base[layout.log_delta()] = model.log_delta;
+    let objective = Objective {
+        rows: &rows,
+        layout,
+        options,
+        // The curves are held, so their penalties are constants: leave them out.
+        location_penalty: Vec::new(),
+        scale_penalty: Vec::new(),
+        free: vec![layout.site_location(0), layout.site_scale(0)],
+        base,
+    };
+    let params = minimize(objective, options.max_iterations)
+        .map_err(|message| CentileError::Optimizer { measure: model.measure.clone(), message })?;
+    let effect = SiteEffect {
+        name: site.to_owned(),
+        location: params[layout.site_location(0)],
+        log_scale: params[layout.site_scale(0)],
+        subjects: rows.len(),
+        adapted: true,
+    };
+    match model.sites.iter_mut().find(|s| s.name == site) {
+        Some(existing) => *existing = effect,
+        None => model.sites.push(effect),
+    }
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! Growth-chart centiles of regional measures: for each measure (a regional volume, total brain
+//! volume, …) a model of its distribution by age and sex with scanner-site effects, skewed and
+//! heteroscedastic, from which centile curves and a case's centile and z follow.
+//!
+//! `basis` (the age B-spline), `shash` (the sinh–arcsinh distribution), `model` (a fitted model
+//! and what it answers), `fit` (penalized maximum likelihood, site adaptation).
+
+pub mod basis;
+pub mod fit;
+pub mod model;
+pub mod shash;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+pub use fit::{FitOptions, adapt_site, fit_measure};
+pub use model::{CentileModel, Covariates, Placement, STANDARD_CENTILES, SiteEffect, Transform};
+
+use crate::stats::Sex;
+
+/// Why a centile model could not be fitted or adapted.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum CentileError {
+    /// Too few normals have a value of the measure.
+    #[error("measure `{measure}`: {subjects} normals have a value, at least {needed} are needed")]
+    TooFewSubjects {
+        /// The measure.
+        measure: String,
+        /// Normals with a value.
+        subjects: usize,
+        /// Normals needed.
+        needed: usize,
+    },
+    /// Every normal has the same value.
+    #[error("measure `{measure}`: every normal has the same value, so no spread can be modelled")]
+    Constant {
+        /// The measure.
+        measure: String,
+    },
+    /// The table's shape is inconsistent.
+    #[error("measure table: {0}")]
+    Table(String),
+    /// The optimizer failed.
+    #[error("measure `{measure}`: the fit failed: {message}")]
+    Optimizer {
+        /// The measure.
+        measure: String,
+        /// What the optimizer said.
+        message: String,
+    },
+}
+
+/// Measures of a set of subjects: one column per measure, one row per subject.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MeasureTable {
+    /// Measure names, one per column.
+    pub measures: Vec<String>,
+    /// Each subject's covariates, one per row.
+    pub covariates: Vec<Covariates>,
+    /// `values[measure][subject]`; a missing value is NaN.
+    pub values: Vec<Vec<f64>>,
+}
+
+impl MeasureTable {
+    /// Checks that every measure has one value per subject and names are unique.
+    pub fn validate(&self) -> Result<(), CentileError> {
+        if self.values.len() != self.measures.len() {
+            return Err(CentileError::Table(format!(
+                "{} measure names but {} value columns",
+                self.measures.len(),
+                self.values.len()
+            )));
+        }
+        for (name, column) in self.measures.iter().zip(&self.values) {
+            if column.len() != self.covariates.len() {
+                return Err(CentileError::Table(format!(
+                    "measure `{name}` has {} values for {} subjects",
+                    column.len(),
+                    self.covariates.len()
+                )));
+            }
+        }
+        let mut names: Vec<&String> = self.measures.iter().collect();
+        names.sort();
+        if let Some(pair) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(CentileError::Table(format!("measure `{}` appears twice", pair[0])));
+        }
+        Ok(())
+    }
+
+    /// The rows of one site.
+    pub fn site_rows(&self, site: &str) -> Vec<usize> {
+        (0..self.covariates.len()).filter(|&i| self.covariates[i].site.as_deref() == Some(site)).collect()
+    }
+
+    /// A table of the given rows only.
+    pub fn select(&self, rows: &[usize]) -> MeasureTable {
+        MeasureTable {
+            measures: self.measures.clone(),
+            covariates: rows.iter().map(|&i| self.covariates[i].clone()).collect(),
+            values: self.values.iter().map(|column| rows.iter().map(|&i| column[i]).collect()).collect(),
+        }
+    }
+}
+
+/// Fits every measure of the table (in parallel; each fit is independent, so the result does
+/// not depend on the thread count).
+pub fn fit_all(table: &MeasureTable, options: &FitOptions) -> Result<Vec<CentileModel>, CentileError> {
+    table.validate()?;
+    table
+        .measures
+        .par_iter()
+        .zip(&table.values)
+        .map(|(name, column)| fit_measure(name, column, &table.covariates, options))
+        .collect()
+}
+
+/// Adapts every model to a new site from that site's normals (a table of the same measures).
+pub fn adapt_all(
+    models: &mut [CentileModel],
+    site: &str,
+    normals: &MeasureTable,
+    options: &FitOptions,
+) -> Result<(), CentileError> {
+    normals.validate()?;
+    models.par_iter_mut().try_for_each(|model| {
+        let column = normals.measures.iter().position(|m| *m == model.measure).ok_or_else(|| {
+            CentileError::Table(format!("the new site's table has no measure `{}`", model.measure))
+        })?;
+        adapt_site(model, site, &normals.values[column], &normals.covariates, options)
+    })
+}
+
+/// Centile curves of a model for one sex on an age grid: `curves[c][a]` is centile
+/// `centiles[c]` at `ages[a]` (population site).
+pub fn curves(model: &CentileModel, sex: Option<Sex>, ages: &[f64], centiles: &[f64]) -> Vec<Vec<f64>> {
+    let at_ages: Vec<Vec<f64>> =
+        ages.iter().map(|&age| model.centiles(&Covariates { age, sex, site: None }, centiles)).collect();
+    (0..centiles.len()).map(|c| at_ages.iter().map(|row| row[c]).collect()).collect()
+}
+
+#[cfg(test)]
+mod tests;
