@@ -34,6 +34,8 @@ enum Command {
     Preprocess(cli::preprocess::Args),
     /// Tissue probability maps, labels and volumes of one subject (EM + MRF + priors).
     Segment(cli::segment::Args),
+    /// Growth-chart centile models of regional measures: fit, adapt to a site, score, show.
+    Centiles(cli::centiles::Args),
     /// Generate a synthetic paediatric cohort with known ground truth.
     Synth(cli::synth::Args),
     /// Build age-specific templates.
@@ -69,6 +71,7 @@ fn main() -> ExitCode {
         Command::Jacobian(args) => cli::jacobian::run(args),
         Command::Preprocess(args) => cli::preprocess::run(args),
         Command::Segment(args) => cli::segment::run(args),
+        Command::Centiles(args) => cli::centiles::run(args),
         Command::Synth(args) => cli::synth::run(args),
         Command::Template(args) => cli::template::run(args),
         Command::Normdb(args) => cli::normdb::run(args),

@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod audit;
+pub mod centiles;
 pub mod convert;
 pub mod demo;
 pub mod deviation;

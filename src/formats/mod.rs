@@ -5,6 +5,7 @@
 pub mod dicom;
 pub mod dicom_write;
 pub mod lps;
+pub mod measures;
 pub mod nifti;
 pub mod orientation;
 pub mod png;

@@ -1,5 +1,6 @@
 //! Pipelines that chain steps over files: preprocessing, template builds, normative statistics, deviation maps.
 pub mod batch_deviation;
+pub mod centiles;
 pub mod cohort;
 pub mod convert;
 pub mod database;

@@ -6,6 +6,7 @@
 //! z-map overlaid only where it passes the threshold: red → yellow above the norm, blue → cyan
 //! below. Every tile carries its orientation letters and its slice position in mm.
 
+pub mod growth_chart;
 mod template_montage;
 
 pub use crate::formats::png::Canvas;
