@@ -6,6 +6,7 @@
 //! and what it answers), `fit` (penalized maximum likelihood, site adaptation).
 
 pub mod basis;
+pub mod family;
 pub mod fit;
 pub mod model;
 pub mod shash;
