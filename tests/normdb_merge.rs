@@ -66,6 +66,7 @@ fn subjects(n: usize, voxels: usize) -> Vec<MappedNormal> {
                     qc_passed: true,
                 },
                 bracket: 0,
+                tissues: [vec![0.2; voxels], vec![0.5; voxels], vec![0.3; voxels]],
                 values: [intensity, logjac],
             }
         })

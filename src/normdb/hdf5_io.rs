@@ -245,6 +245,9 @@ fn write_bracket(
     if let Some(labels) = &bracket.labels {
         ctx.write_volume(&t, "labels", &labels.data().mapv(|v| v.round() as i32))?;
     }
+    if let Some(priors) = &bracket.priors {
+        super::hdf5_regional::write_priors(ctx, &t, priors)?;
+    }
     let affine = bracket.template.grid().affine();
     let affine = Array2::from_shape_fn((4, 4), |(r, c)| affine[(r, c)]);
     let ds = ctx.h5("affine", t.new_dataset_builder().with_data(&affine).create("affine"))?;
@@ -532,6 +535,7 @@ fn read_bracket(ctx: &Ctx, templates: &Group, stats: &Group, name: &str) -> Resu
     } else {
         None
     };
+    let priors = super::hdf5_regional::read_priors(ctx, &t, &grid)?;
     let indices = mask_indices(&mask);
     let s = ctx.group(stats, name)?;
     let mask_voxels = ctx.get_u64(&s, "mask_voxels")?;
@@ -594,6 +598,7 @@ fn read_bracket(ctx: &Ctx, templates: &Group, stats: &Group, name: &str) -> Resu
         template,
         mask,
         labels,
+        priors,
         stats,
     })
 }

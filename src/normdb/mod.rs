@@ -8,6 +8,7 @@
 //! schema before trusting any field.
 
 mod hdf5_io;
+mod hdf5_regional;
 mod hdf5_site_effects;
 
 use pedinorm_templates::model::{Channel, DatabaseError, NormativeDb};
@@ -175,6 +176,11 @@ mod tests {
         // Only the database is left in the folder (no temporary file).
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         assert!(summary(&db).contains("bracket 4-9y"));
+        // Databases written before tissue priors were kept still open.
+        let mut older = db.clone();
+        older.brackets[0].priors = None;
+        older.write(&path).unwrap();
+        assert_eq!(NormativeDb::read(&path).unwrap(), older);
     }
 
     #[test]

@@ -165,6 +165,7 @@ pub fn assert_same_normdb(found: &NormativeDb, expected: &NormativeDb) {
         assert!(a.template.as_slice() == b.template.as_slice(), "bracket {}: template differs", a.name);
         assert!(a.mask.as_slice() == b.mask.as_slice(), "bracket {}: mask differs", a.name);
         assert!(a.labels == b.labels, "bracket {}: labels differ", a.name);
+        assert!(a.priors == b.priors, "bracket {}: tissue priors differ", a.name);
         for (channel, (x, y)) in a.stats.iter().zip(&b.stats).enumerate() {
             assert_eq!(x.nodes(), y.nodes(), "bracket {} channel {channel}: nodes differ", a.name);
             for (node, (gx, gy)) in x.groups().iter().zip(y.groups()).enumerate() {

@@ -14,6 +14,7 @@
 //! BUILD/bracket-NAME/labels.nii.gz                    atlas labels carried to the template (with an atlas)
 //! BUILD/bracket-NAME/done.json
 //! BUILD/subject-ID/intensity.nii.gz, logjac.nii.gz    smoothed maps on the template grid (step `map`)
+//! BUILD/subject-ID/csf.nii.gz, gm.nii.gz, wm.nii.gz  tissue probabilities on the template grid
 //! BUILD/subject-ID/done.json                          bracket, QC similarity, output sizes (written last)
 //! BUILD/partial-C/stats.h5, done.json                 statistics of chunk C of subjects (step `partial`)
 //! BUILD/reduce/done.json                              the written database's path and size (step `reduce`)
@@ -34,7 +35,8 @@ use crate::pipeline::steps::{
 use pedinorm_templates::age::{AgeRange, containing_bracket};
 use pedinorm_templates::model::{
     BracketInput, BuildOptions, Channel, MappedNormal, Metadata, ModelError, NormativeDb, SubjectRecord,
-    TemplateSpace, assemble, assemble_with_stats, bracket_nodes, carry_atlas, gather, map_to_template,
+    TISSUES, TemplateSpace, assemble, assemble_with_stats, bracket_nodes, carry_atlas, gather,
+    map_to_template, member_tissues, scatter, template_tissues,
 };
 use pedinorm_templates::stats::{NormativeAccumulator, Sex};
 use serde::{Deserialize, Serialize};

@@ -109,9 +109,15 @@ pub fn run_normal_map(build_dir: &Path, id: &str) -> Result<NormalMapRecord, Nor
     let options = manifest.parameters.options();
     let image = read_image(&subject.path)?;
     let maps = map_to_template(&image, &bracket.space, &options.mapping, id)?;
+    let space = &bracket.space;
+    let tissues = member_tissues(&maps.warped, space, &template_tissues(space)?, id)?;
     let dir = subject_dir(build_dir, id);
     write_image(&dir.join("intensity.nii.gz"), &maps.intensity, VoxelType::F32)?;
     write_image(&dir.join("logjac.nii.gz"), &maps.logjac, VoxelType::F32)?;
+    for (name, values) in TISSUES.iter().zip(&tissues) {
+        let map = scatter(space.template.grid(), &space.indices, values, 0.0);
+        write_image(&dir.join(format!("{name}.nii.gz")), &map, VoxelType::F32)?;
+    }
     let record = NormalMapRecord {
         id: id.to_owned(),
         bracket: bracket.name.clone(),
@@ -120,7 +126,10 @@ pub fn run_normal_map(build_dir: &Path, id: &str) -> Result<NormalMapRecord, Nor
         mask_dice: maps.mask_dice,
         qc_passed: maps.similarity >= options.min_similarity,
         seconds: start.elapsed().as_secs_f64(),
-        outputs: file_sizes(&dir, &["intensity.nii.gz", "logjac.nii.gz"])?,
+        outputs: file_sizes(
+            &dir,
+            &["intensity.nii.gz", "logjac.nii.gz", "csf.nii.gz", "gm.nii.gz", "wm.nii.gz"],
+        )?,
     };
     write_json(&dir.join("done.json"), &record)?;
     Ok(record)
@@ -150,6 +159,10 @@ fn read_mapped(
             let indices = &brackets[s.bracket].space.indices;
             let intensity = read_image(&dir.join("intensity.nii.gz"))?;
             let logjac = read_image(&dir.join("logjac.nii.gz"))?;
+            let tissues: Vec<Vec<f32>> = TISSUES
+                .iter()
+                .map(|name| Ok(gather(&read_image(&dir.join(format!("{name}.nii.gz")))?, indices)))
+                .collect::<Result<_, NormdbBuildError>>()?;
             Ok(MappedNormal {
                 record: SubjectRecord {
                     pseudonym: s.id.clone(),
@@ -164,6 +177,7 @@ fn read_mapped(
                 },
                 bracket: s.bracket,
                 values: [gather(&intensity, indices), gather(&logjac, indices)],
+                tissues: tissues.try_into().expect("three tissues"),
             })
         })
         .collect()
@@ -224,7 +238,7 @@ fn statistics_only(
             "partial statistics of a chunk of subjects",
             &now_utc(),
         ),
-        brackets: brackets.iter().zip(stats).map(|(b, stats)| b.with_stats(stats, None)).collect(),
+        brackets: brackets.iter().zip(stats).map(|(b, stats)| b.with_stats(stats, None, None)).collect(),
         subjects: Vec::new(),
         calibration: None,
         atlas: None,

@@ -6,6 +6,7 @@ use super::ModelError;
 use super::database::{BracketDb, BuildParameters, SubjectRecord};
 use super::mapping::{MappingParams, map_to_template};
 use super::space::{MATCH_PERCENTILES, TemplateSpace, gather};
+use super::tissue_priors::{TissuePriors, member_tissues, template_tissues};
 use crate::age::{AgeRange, containing_bracket};
 use crate::normative::NormativeParams;
 use crate::stats::{AgeNode, NormativeAccumulator, Sex};
@@ -44,8 +45,14 @@ pub struct BracketInput {
 }
 
 impl BracketInput {
-    /// The database's bracket: this bracket's template and mask with `stats` and `labels`.
-    pub fn with_stats(&self, stats: [NormativeAccumulator; 2], labels: Option<Image<f32>>) -> BracketDb {
+    /// The database's bracket: this bracket's template and mask with `stats`, `labels` and
+    /// tissue `priors`.
+    pub fn with_stats(
+        &self,
+        stats: [NormativeAccumulator; 2],
+        labels: Option<Image<f32>>,
+        priors: Option<TissuePriors>,
+    ) -> BracketDb {
         BracketDb {
             name: self.name.clone(),
             min_years: self.min_years,
@@ -53,6 +60,7 @@ impl BracketInput {
             template: self.space.template.clone(),
             mask: self.space.mask.clone(),
             labels,
+            priors,
             stats,
         }
     }
@@ -150,6 +158,10 @@ pub struct MappedNormal {
     pub bracket: usize,
     /// Masked values per channel ([`Channel::index`](super::Channel::index) order).
     pub values: [Vec<f32>; 2],
+    /// Masked tissue probabilities in template space
+    /// ([`TISSUES`](super::tissue_priors::TISSUES) order), see
+    /// [`member_tissues`].
+    pub tissues: [Vec<f32>; 3],
 }
 
 impl AgeRange for BracketInput {
@@ -188,6 +200,8 @@ pub fn map_normals(
             )));
         }
     }
+    let tissues_of_templates: Vec<[Image<f32>; 3]> =
+        brackets.iter().map(|b| template_tissues(&b.space)).collect::<Result<_, _>>()?;
     normals
         .par_iter()
         .with_max_len(1)
@@ -195,6 +209,7 @@ pub fn map_normals(
             let b = containing_bracket(brackets, n.age_years).expect("checked");
             let space = &brackets[b].space;
             let maps = map_to_template(&n.image, space, &options.mapping, &n.pseudonym)?;
+            let tissues = member_tissues(&maps.warped, space, &tissues_of_templates[b], &n.pseudonym)?;
             progress(&n.pseudonym);
             Ok(MappedNormal {
                 record: SubjectRecord {
@@ -210,7 +225,22 @@ pub fn map_normals(
                 },
                 bracket: b,
                 values: [gather(&maps.intensity, &space.indices), gather(&maps.logjac, &space.indices)],
+                tissues,
             })
+        })
+        .collect()
+}
+
+/// The tissue priors of every bracket: the mean tissue probabilities of its QC-passed normals,
+/// in the order of `mapped`.
+pub fn bracket_priors(brackets: &[BracketInput], mapped: &[MappedNormal]) -> Vec<Option<TissuePriors>> {
+    brackets
+        .iter()
+        .enumerate()
+        .map(|(b, bracket)| {
+            let members: Vec<&[Vec<f32>; 3]> =
+                mapped.iter().filter(|m| m.bracket == b && m.record.qc_passed).map(|m| &m.tissues).collect();
+            TissuePriors::from_members(&bracket.space, &members)
         })
         .collect()
 }

@@ -1,11 +1,14 @@
 //! A whole database from mapped normals, and one more normal added to an existing database.
 
 use super::ModelError;
-use super::accumulate::{BracketInput, BuildOptions, MappedNormal, NormalSubject, accumulate};
+use super::accumulate::{
+    BracketInput, BuildOptions, MappedNormal, NormalSubject, accumulate, bracket_priors,
+};
 use super::calibrate::{calibrate, subject_null};
 use super::database::{AtlasTable, Channel, Metadata, NormativeDb, SubjectRecord};
 use super::mapping::map_to_template;
 use super::space::{TemplateSpace, gather};
+use super::tissue_priors::{TissuePriors, member_tissues, template_tissues};
 use crate::age::containing_bracket;
 use crate::stats::NormativeAccumulator;
 
@@ -33,8 +36,13 @@ pub fn assemble_with_stats(
 ) -> Result<NormativeDb, ModelError> {
     let passed = mapped.iter().filter(|m| m.record.qc_passed).count();
     let calibration = if passed >= 3 { Some(calibrate(brackets, &stats, mapped, options)?) } else { None };
-    let bracket_dbs =
-        brackets.iter().zip(stats).map(|(b, stats)| b.with_stats(stats, b.labels.clone())).collect();
+    let priors = bracket_priors(brackets, mapped);
+    let bracket_dbs = brackets
+        .iter()
+        .zip(stats)
+        .zip(priors)
+        .map(|((b, stats), priors)| b.with_stats(stats, b.labels.clone(), priors))
+        .collect();
     Ok(NormativeDb {
         metadata: Metadata::new(
             options.build_parameters(),
@@ -88,6 +96,7 @@ pub fn add_subject(
     };
     if record.qc_passed {
         let values = [gather(&maps.intensity, &space.indices), gather(&maps.logjac, &space.indices)];
+        let tissues = member_tissues(&maps.warped, &space, &template_tissues(&space)?, &subject.pseudonym)?;
         // The database before the addition is exactly the new normal's leave-one-out reference.
         let recalibrated = match &db.calibration {
             Some(c) if !c.nulls.is_empty() && !c.stale => {
@@ -105,6 +114,10 @@ pub fn add_subject(
             _ => None,
         };
         let bracket = &mut db.brackets[b];
+        bracket.priors = Some(match &bracket.priors {
+            Some(priors) => priors.with_member(&space, &tissues),
+            None => TissuePriors::from_members(&space, &[&tissues]).expect("one member"),
+        });
         for channel in Channel::ALL {
             bracket.stats[channel.index()].add_subject(
                 subject.age_years,

@@ -150,6 +150,7 @@ mod tests {
             },
             bracket: 0,
             values: [Vec::new(), Vec::new()],
+            tissues: [Vec::new(), Vec::new(), Vec::new()],
         }
     }
 

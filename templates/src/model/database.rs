@@ -130,6 +130,9 @@ pub struct BracketDb {
     pub mask: Image<f32>,
     /// Atlas labels in template space, when an atlas was carried to the template.
     pub labels: Option<Image<f32>>,
+    /// Tissue prior maps built from the bracket's normals (`None`: no QC-passed normal, or a
+    /// database written before priors were kept).
+    pub priors: Option<super::tissue_priors::TissuePriors>,
     /// Statistics per channel ([`Channel::index`] order) over the mask voxels in C order.
     pub stats: [NormativeAccumulator; 2],
 }

@@ -36,6 +36,10 @@ impl NormativeDb {
             for c in 0..2 {
                 mine.stats[c].merge(&theirs.stats[c])?;
             }
+            mine.priors = match (&mine.priors, &theirs.priors) {
+                (Some(a), Some(b)) => Some(a.merged(b)),
+                (a, b) => a.clone().or_else(|| b.clone()),
+            };
         }
         merged.subjects.extend(other.subjects.iter().cloned());
         // Pool the null summaries of both; without them (schema version 1) the first

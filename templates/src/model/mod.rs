@@ -3,7 +3,8 @@
 //! statistics ([`accumulate`](mod@accumulate)), leave-one-out calibration ([`calibrate`](mod@calibrate)), the whole database
 //! built, extended ([`build`]) and merged ([`merge`]) as a [`NormativeDb`] value, its
 //! safeguard reference ([`reference`](mod@reference)), a case scored against it ([`score`]), the site-aware part of the model
-//! ([`site`]), and an atlas carried to a template ([`atlas`]).
+//! ([`site`]), an atlas carried to a template ([`atlas`]) and the tissue priors of a template
+//! ([`tissue_priors`]).
 //!
 //! Nothing here reads or writes a file or reads the clock: the caller stores the database and
 //! passes the time operations are recorded at.
@@ -23,6 +24,7 @@ pub mod site;
 pub mod space;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
+pub mod tissue_priors;
 
 pub use accumulate::{
     BracketInput, BuildOptions, MIN_CALIBRATION_NULLS, MappedNormal, NormalSubject, accumulate,
@@ -43,3 +45,4 @@ pub use score::{
     RegionReport, ScoreError, SdFloorReport, ThresholdReport, compute_deviation,
 };
 pub use space::{MATCH_PERCENTILES, TemplateSpace, gather, masked_correlation, scatter, template_mask};
+pub use tissue_priors::{TISSUES, TissuePriors, member_tissues, template_tissues};

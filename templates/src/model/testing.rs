@@ -5,6 +5,7 @@ use super::database::{
     SubjectRecord, mask_indices,
 };
 use super::mapping::MappingParams;
+use super::tissue_priors::TissuePriors;
 use crate::calibration::NullSummary;
 use crate::normative::NormativeParams;
 use crate::stats::{AgeNode, NormativeAccumulator, Sex};
@@ -73,6 +74,26 @@ pub fn tiny(seed: u32, subjects: usize) -> NormativeDb {
         intensity_normalization: "test".into(),
         registration: "test".into(),
     };
+    // Tissue priors: CSF at the rim of the box, white matter inside, grey matter between.
+    let priors = TissuePriors {
+        members: subjects as u64,
+        maps: std::array::from_fn(|t| {
+            let mut map = mask.clone();
+            for ((i, j, k), v) in map.data_mut().indexed_iter_mut() {
+                let rim = i == 1 || i == 4 || j == 1 || j == 5 || k == 1 || k == 3;
+                let share = match (t, rim) {
+                    (0, true) => 0.6,
+                    (0, false) => 0.1,
+                    (1, true) => 0.3,
+                    (1, false) => 0.3,
+                    (_, true) => 0.1,
+                    (_, false) => 0.6,
+                };
+                *v *= share;
+            }
+            map
+        }),
+    };
     let mut labels = Image::filled(grid, 0.0f32);
     labels.data_mut()[[2, 2, 2]] = 7.0;
     NormativeDb {
@@ -84,6 +105,7 @@ pub fn tiny(seed: u32, subjects: usize) -> NormativeDb {
             template,
             mask,
             labels: Some(labels),
+            priors: Some(priors),
             stats,
         }],
         subjects: records,
