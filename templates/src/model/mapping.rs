@@ -17,7 +17,7 @@ use pedinorm_registration::metrics::Metric;
 use pedinorm_registration::resample::resample;
 use pedinorm_registration::smooth::{fwhm_to_sigma, smooth_mm};
 use pedinorm_registration::{
-    AffineTransform, DisplacementField, Image, Interpolation, RegistrationPlan, TransformChain, register,
+    AffineTransform, DisplacementField, Image, Interpolation, RegistrationPlan, register,
 };
 
 /// How a subject is brought into template space. A normative database stores it whole (see
@@ -207,6 +207,8 @@ pub struct SubjectMaps {
     /// Dice of the subject's own brain mask carried to the template with the template mask
     /// (out-of-distribution index).
     pub mask_dice: f64,
+    /// The subject's image on its own grid after bias-field correction (as registered).
+    pub corrected: Image<f32>,
 }
 
 impl SubjectMaps {
@@ -225,9 +227,16 @@ impl SubjectMaps {
         native: &pedinorm_registration::Grid,
         interpolation: Interpolation,
     ) -> Image<f32> {
-        let inverse_affine = self.affine.inverse().expect("registration affines are invertible");
-        let chain = TransformChain::new(vec![&inverse_affine, &self.inverse]);
-        resample(template_space_image, native, &chain, interpolation, 0.0)
+        super::regional::to_native(&self.affine, &self.inverse, template_space_image, native, interpolation)
+    }
+
+    /// The subject on its own grid with the inverse mapping, for its regional volumes.
+    pub fn native(&self) -> super::regional::NativeSubject {
+        super::regional::NativeSubject {
+            image: self.corrected.clone(),
+            affine: self.affine.clone(),
+            inverse: self.inverse.clone(),
+        }
     }
 }
 
@@ -330,6 +339,7 @@ pub fn map_to_template(
         similarity,
         histogram_distance,
         mask_dice,
+        corrected,
     })
 }
 

@@ -3,8 +3,8 @@
 //! statistics ([`accumulate`](mod@accumulate)), leave-one-out calibration ([`calibrate`](mod@calibrate)), the whole database
 //! built, extended ([`build`]) and merged ([`merge`]) as a [`NormativeDb`] value, its
 //! safeguard reference ([`reference`](mod@reference)), a case scored against it ([`score`]), the site-aware part of the model
-//! ([`site`]), an atlas carried to a template ([`atlas`]) and the tissue priors of a template
-//! ([`tissue_priors`]).
+//! ([`site`]), an atlas carried to a template ([`atlas`]), the tissue priors of a template
+//! ([`tissue_priors`]) and a subject's regional volumes ([`regional`]).
 //!
 //! Nothing here reads or writes a file or reads the clock: the caller stores the database and
 //! passes the time operations are recorded at.
@@ -19,6 +19,7 @@ mod error;
 pub mod mapping;
 pub mod merge;
 pub mod reference;
+pub mod regional;
 pub mod score;
 pub mod site;
 pub mod space;
@@ -40,6 +41,10 @@ pub use database::{
 pub use differential_bias::{DIFFERENTIAL_BIAS_SIGMA_MM, remove_differential_bias};
 pub use error::ModelError;
 pub use mapping::{JacobianRefinement, MappingParams, SubjectMaps, map_to_template};
+pub use regional::{
+    NativeSubject, RegionalMeasures, RegionalVolumes, TOTAL_MEASURES, measure_names, region_key,
+    regional_volumes,
+};
 pub use score::{
     AGE_MARGIN_FRACTION, AGE_MARGIN_MAX_YEARS, ClusterReport, DeviationOptions, DeviationResult,
     RegionReport, ScoreError, SdFloorReport, ThresholdReport, compute_deviation,
