@@ -73,7 +73,7 @@ fn fit_score_adapt_show_and_refuse() {
         let n = centiles.len() as f64;
         let below = 100.0 * centiles.iter().filter(|&&c| c < 2.5).count() as f64 / n;
         let above = 100.0 * centiles.iter().filter(|&&c| c > 97.5).count() as f64 / n;
-        (below, above, rows.iter().all(|f| f[6] == "true"))
+        (below, above, rows.iter().all(|f| f[7] == "true"))
     };
     let held = ok(&["centiles", "score", "--models", &path("models.json"), "--measures", &path("held.tsv")]);
     for measure in ["total_brain", "ventricles"] {

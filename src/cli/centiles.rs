@@ -173,7 +173,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn print_summary(models: &CentileModels) {
-    for m in &models.models {
+    for m in &models.set.models {
         println!(
             "{}\t{} normals\tages {:.2}–{:.2}\tsites {}",
             m.measure,
@@ -183,4 +183,9 @@ fn print_summary(models: &CentileModels) {
             m.sites.len()
         );
     }
+    println!(
+        "flag limit |z| > {:.2} (family-wise {} % of normals)",
+        models.set.limit.z,
+        100.0 * models.set.limit.family_rate
+    );
 }

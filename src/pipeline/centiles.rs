@@ -4,7 +4,7 @@
 use crate::formats::measures::{MeasuresError, SubjectMeasures};
 use crate::report::growth_chart::{GrowthChart, growth_chart_svg};
 use pedinorm_templates::centiles::{
-    self, CentileError, CentileModel, Covariates, FitOptions, STANDARD_CENTILES,
+    CentileError, CentileModel, CentileSet, Covariates, FitOptions, STANDARD_CENTILES,
 };
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -12,21 +12,20 @@ use std::path::{Path, PathBuf};
 /// Version of the models file layout.
 pub const MODELS_FORMAT: u32 = 1;
 
-/// The models file: every measure's model and the options they were fitted with.
+/// The models file: the centile set and its layout version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CentileModels {
     /// Layout version ([`MODELS_FORMAT`]).
     pub format: u32,
-    /// Options of the fit (site adaptation uses the same priors).
-    pub options: FitOptions,
-    /// One model per measure.
-    pub models: Vec<CentileModel>,
+    /// The models, their options and flag limit.
+    #[serde(flatten)]
+    pub set: CentileSet,
 }
 
 impl CentileModels {
     /// The model of a measure.
     pub fn model(&self, measure: &str) -> Option<&CentileModel> {
-        self.models.iter().find(|m| m.measure == measure)
+        self.set.model(measure)
     }
 }
 
@@ -71,9 +70,9 @@ pub fn fit(
     path: &Path,
     options: &FitOptions,
 ) -> Result<CentileModels, CentilesError> {
-    let models = centiles::fit_all(&measures.table, options)
+    let set = CentileSet::fit(&measures.table, options)
         .map_err(|source| CentilesError::Fit { path: path.to_owned(), source })?;
-    Ok(CentileModels { format: MODELS_FORMAT, options: options.clone(), models })
+    Ok(CentileModels { format: MODELS_FORMAT, set })
 }
 
 /// Adapts every model to `site` from that site's normals (the table read from `path`).
@@ -83,7 +82,9 @@ pub fn adapt(
     normals: &SubjectMeasures,
     path: &Path,
 ) -> Result<(), CentilesError> {
-    centiles::adapt_all(&mut models.models, site, &normals.table, &models.options)
+    models
+        .set
+        .adapt(site, &normals.table)
         .map_err(|source| CentilesError::Fit { path: path.to_owned(), source })
 }
 
@@ -124,6 +125,8 @@ pub struct Score {
     pub z: f64,
     /// Below the 2.5th or above the 97.5th centile.
     pub outside_95: bool,
+    /// Beyond the set's calibrated family-wise limit.
+    pub flagged: bool,
     /// Whether the subject's site has an estimated effect.
     pub site_known: bool,
     /// Whether the age lies in the model's training range.
@@ -138,7 +141,7 @@ pub fn score(models: &CentileModels, measures: &SubjectMeasures) -> Result<Vec<S
     if let Some(missing) = table.measures.iter().find(|m| models.model(m).is_none()) {
         return Err(CentilesError::Request(format!(
             "measure `{missing}` has no model (models: {})",
-            models.models.iter().map(|m| m.measure.as_str()).collect::<Vec<_>>().join(", ")
+            models.set.models.iter().map(|m| m.measure.as_str()).collect::<Vec<_>>().join(", ")
         )));
     }
     let mut scores = Vec::new();
@@ -159,6 +162,7 @@ pub fn score(models: &CentileModels, measures: &SubjectMeasures) -> Result<Vec<S
                 centile: placement.centile,
                 z: placement.z,
                 outside_95: !(2.5..=97.5).contains(&placement.centile),
+                flagged: placement.z.abs() > models.set.limit.z,
                 site_known: placement.site_known,
                 age_covered: placement.age_covered,
                 negative_log_likelihood: nll,
@@ -171,17 +175,18 @@ pub fn score(models: &CentileModels, measures: &SubjectMeasures) -> Result<Vec<S
 /// The text of a scores table (TSV).
 pub fn format_scores(scores: &[Score]) -> String {
     let mut text = String::from(
-        "subject\tmeasure\tvalue\tcentile\tz\toutside_95\tsite_known\tage_covered\tnegative_log_likelihood\n",
+        "subject\tmeasure\tvalue\tcentile\tz\toutside_95\tflagged\tsite_known\tage_covered\tnegative_log_likelihood\n",
     );
     for s in scores {
         text.push_str(&format!(
-            "{}\t{}\t{:.6}\t{:.3}\t{:.4}\t{}\t{}\t{}\t{:.6}\n",
+            "{}\t{}\t{:.6}\t{:.3}\t{:.4}\t{}\t{}\t{}\t{}\t{:.6}\n",
             s.subject,
             s.measure,
             s.value,
             s.centile,
             s.z,
             s.outside_95,
+            s.flagged,
             s.site_known,
             s.age_covered,
             s.negative_log_likelihood

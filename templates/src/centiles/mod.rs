@@ -14,6 +14,7 @@ pub mod shash;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+pub use family::{FlagLimit, PlacedMeasure, place_case};
 pub use fit::{FitOptions, adapt_site, fit_measure};
 pub use model::{CentileModel, Covariates, Placement, STANDARD_CENTILES, SiteEffect, Transform};
 
@@ -130,6 +131,42 @@ pub fn adapt_all(
         })?;
         adapt_site(model, site, &normals.values[column], &normals.covariates, options)
     })
+}
+
+/// The models of every measure of a database, with the options they were fitted with and the
+/// calibrated flag limit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CentileSet {
+    /// Options of the fit (site adaptation uses the same priors).
+    pub options: FitOptions,
+    /// One model per measure.
+    pub models: Vec<CentileModel>,
+    /// |z| beyond which a case's measure is flagged.
+    pub limit: FlagLimit,
+}
+
+impl CentileSet {
+    /// Fits every measure of the normals' table and calibrates the flag limit on them.
+    pub fn fit(normals: &MeasureTable, options: &FitOptions) -> Result<CentileSet, CentileError> {
+        let models = fit_all(normals, options)?;
+        let limit = FlagLimit::calibrate(&models, normals);
+        Ok(CentileSet { options: options.clone(), models, limit })
+    }
+
+    /// The model of a measure.
+    pub fn model(&self, measure: &str) -> Option<&CentileModel> {
+        self.models.iter().find(|m| m.measure == measure)
+    }
+
+    /// Adapts every model to a new site from that site's normals.
+    pub fn adapt(&mut self, site: &str, normals: &MeasureTable) -> Result<(), CentileError> {
+        adapt_all(&mut self.models, site, normals, &self.options)
+    }
+
+    /// Places a case's measures and flags them beyond the limit.
+    pub fn place(&self, measures: &[(String, f64)], covariates: &Covariates) -> Vec<PlacedMeasure> {
+        place_case(&self.models, measures, covariates, &self.limit)
+    }
 }
 
 /// Centile curves of a model for one sex on an age grid: `curves[c][a]` is centile
