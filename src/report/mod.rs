@@ -7,6 +7,7 @@
 //! below. Every tile carries its orientation letters and its slice position in mm.
 
 pub mod growth_chart;
+pub mod regional;
 mod template_montage;
 
 pub use crate::formats::png::Canvas;
