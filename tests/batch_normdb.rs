@@ -47,6 +47,12 @@ fn normdb_build_resumes_and_chunked_statistics_match() {
     let reference = normdb_content(&output);
     assert_eq!(reference.subjects.len(), 6);
     assert!(reference.calibration.is_some());
+    // Every QC-passed normal has its regional volumes, measured with the finished priors.
+    let passed = reference.subjects.iter().filter(|s| s.qc_passed).count();
+    let regional = reference.regional.as_ref().expect("regional volumes");
+    assert_eq!(regional.rows.len(), passed);
+    let icv = regional.names.iter().position(|n| n == "icv").unwrap();
+    assert!(regional.rows.iter().all(|r| r.values_ml[icv] > 100.0), "{regional:?}");
 
     // The steps as processes give exactly the database of the in-memory build.
     let normals: Vec<NormalSubject> = read_cohort(&cohort)

@@ -67,6 +67,7 @@ fn subjects(n: usize, voxels: usize) -> Vec<MappedNormal> {
                 },
                 bracket: 0,
                 tissues: [vec![0.2; voxels], vec![0.5; voxels], vec![0.3; voxels]],
+                native: None,
                 values: [intensity, logjac],
             }
         })

@@ -227,6 +227,9 @@ pub(super) fn write(db: &NormativeDb, path: &Path) -> Result<(), NormDbError> {
         ctx.write_1d(&group, "label_values", &values)?;
         ctx.write_strings(&group, "label_names", &names)?;
     }
+    if let Some(table) = &db.regional {
+        super::hdf5_regional::write_table(&ctx, &file, table)?;
+    }
     ctx.h5("flush", file.flush())?;
     Ok(())
 }
@@ -505,7 +508,8 @@ pub(super) fn read(path: &Path) -> Result<NormativeDb, NormDbError> {
     } else {
         None
     };
-    Ok(NormativeDb { metadata, brackets, subjects, calibration, atlas })
+    let regional = super::hdf5_regional::read_table(&ctx, &file)?;
+    Ok(NormativeDb { metadata, brackets, subjects, calibration, atlas, regional })
 }
 
 fn read_bracket(ctx: &Ctx, templates: &Group, stats: &Group, name: &str) -> Result<BracketDb, NormDbError> {

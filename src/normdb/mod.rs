@@ -179,6 +179,7 @@ mod tests {
         // Databases written before tissue priors were kept still open.
         let mut older = db.clone();
         older.brackets[0].priors = None;
+        older.regional = None;
         older.write(&path).unwrap();
         assert_eq!(NormativeDb::read(&path).unwrap(), older);
     }

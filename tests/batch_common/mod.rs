@@ -183,4 +183,5 @@ pub fn assert_same_normdb(found: &NormativeDb, expected: &NormativeDb) {
     assert_eq!(found.calibration, expected.calibration, "calibration differs");
     assert_eq!(found.atlas, expected.atlas, "atlas differs");
     assert_eq!(found.metadata.software, expected.metadata.software);
+    assert!(found.regional == expected.regional, "regional volumes differ");
 }

@@ -15,6 +15,8 @@
 //! BUILD/bracket-NAME/done.json
 //! BUILD/subject-ID/intensity.nii.gz, logjac.nii.gz    smoothed maps on the template grid (step `map`)
 //! BUILD/subject-ID/csf.nii.gz, gm.nii.gz, wm.nii.gz  tissue probabilities on the template grid
+//! BUILD/subject-ID/corrected.nii.gz, inverse.nii.gz  bias-corrected image, inverse deformation
+//!                                                     (with the affine in done.json: regional volumes)
 //! BUILD/subject-ID/done.json                          bracket, QC similarity, output sizes (written last)
 //! BUILD/partial-C/stats.h5, done.json                 statistics of chunk C of subjects (step `partial`)
 //! BUILD/reduce/done.json                              the written database's path and size (step `reduce`)
@@ -26,16 +28,19 @@
 //! skipped.
 
 use crate::batch::{BatchError, Executor, ProgressEvent, Resources, Stage, Task};
-use crate::formats::nifti::{NiftiIoError, VoxelType, read_image, write_image};
+use crate::formats::nifti::{
+    NiftiIoError, VoxelType, read_image, read_vector_image, write_image, write_vector_image,
+};
 use crate::normdb::{NormDbError, NormDbFile, now_utc};
 use crate::pipeline::steps::{
     Manifest, PlannedStage, StepFileError, StepOutputs, completed, file_error, file_sizes, image_voxels,
     is_valid_name, read_json, run_plan, run_step, step_done, store_manifest, write_json,
 };
+use pedinorm_registration::{AffineTransform, DisplacementField, Image};
 use pedinorm_templates::age::{AgeRange, containing_bracket};
 use pedinorm_templates::model::{
-    BracketInput, BuildOptions, Channel, MappedNormal, Metadata, ModelError, NormativeDb, SubjectRecord,
-    TISSUES, TemplateSpace, assemble, assemble_with_stats, bracket_nodes, carry_atlas, gather,
+    BracketInput, BuildOptions, Channel, MappedNormal, Metadata, ModelError, NativeSubject, NormativeDb,
+    SubjectRecord, TISSUES, TemplateSpace, assemble, assemble_with_stats, bracket_nodes, carry_atlas, gather,
     map_to_template, member_tissues, scatter, template_tissues,
 };
 use pedinorm_templates::stats::{NormativeAccumulator, Sex};
@@ -610,6 +615,7 @@ mod tests {
                 histogram_distance: similarity / 3.0,
                 mask_dice: f64::NAN,
                 qc_passed: true,
+                affine: vec![(similarity * 7.0).to_string()],
                 seconds: 0.0,
                 outputs: Vec::new(),
             };
@@ -618,6 +624,8 @@ mod tests {
             assert_eq!(back.similarity.to_bits(), similarity.to_bits(), "{text}");
             assert_eq!(back.histogram_distance.to_bits(), record.histogram_distance.to_bits(), "{text}");
             assert!(back.mask_dice.is_nan());
+            let affine: f64 = back.affine[0].parse().unwrap();
+            assert_eq!(affine.to_bits(), (similarity * 7.0).to_bits(), "{text}");
         }
     }
 

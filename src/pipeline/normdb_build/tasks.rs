@@ -23,6 +23,11 @@ pub struct NormalMapRecord {
     pub mask_dice: f64,
     /// Whether the subject passed QC (and is accumulated).
     pub qc_passed: bool,
+    /// The affine part of the template → subject mapping, row by row (4 × 4); with
+    /// `corrected.nii.gz` and `inverse.nii.gz` it carries the template's labels and priors to
+    /// the subject for its regional volumes (empty in records written before them).
+    #[serde(default)]
+    pub affine: Vec<String>,
     /// Wall time of the step (s); not part of the result.
     pub seconds: f64,
     /// Output sizes (bytes), to validate them on resume.
@@ -118,6 +123,8 @@ pub fn run_normal_map(build_dir: &Path, id: &str) -> Result<NormalMapRecord, Nor
         let map = scatter(space.template.grid(), &space.indices, values, 0.0);
         write_image(&dir.join(format!("{name}.nii.gz")), &map, VoxelType::F32)?;
     }
+    write_image(&dir.join("corrected.nii.gz"), &maps.corrected, VoxelType::F32)?;
+    write_vector_image(&dir.join("inverse.nii.gz"), maps.inverse.components(), VoxelType::F32)?;
     let record = NormalMapRecord {
         id: id.to_owned(),
         bracket: bracket.name.clone(),
@@ -125,22 +132,34 @@ pub fn run_normal_map(build_dir: &Path, id: &str) -> Result<NormalMapRecord, Nor
         histogram_distance: maps.histogram_distance,
         mask_dice: maps.mask_dice,
         qc_passed: maps.similarity >= options.min_similarity,
+        // Rust's shortest round-trip form: read back bit for bit.
+        affine: maps.affine.matrix().transpose().iter().map(|v| v.to_string()).collect(),
         seconds: start.elapsed().as_secs_f64(),
         outputs: file_sizes(
             &dir,
-            &["intensity.nii.gz", "logjac.nii.gz", "csf.nii.gz", "gm.nii.gz", "wm.nii.gz"],
+            &[
+                "intensity.nii.gz",
+                "logjac.nii.gz",
+                "csf.nii.gz",
+                "gm.nii.gz",
+                "wm.nii.gz",
+                "corrected.nii.gz",
+                "inverse.nii.gz",
+            ],
         )?,
     };
     write_json(&dir.join("done.json"), &record)?;
     Ok(record)
 }
 
-/// Reads the mapped subjects of `range` (build order) back from their map steps.
+/// Reads the mapped subjects of `range` (build order) back from their map steps, with their
+/// native images and inverse mappings when `with_native`.
 fn read_mapped(
     build_dir: &Path,
     manifest: &NormdbManifest,
     brackets: &[BracketInput],
     range: std::ops::Range<usize>,
+    with_native: bool,
 ) -> Result<Vec<MappedNormal>, NormdbBuildError> {
     let subjects = &manifest.subjects[range];
     let missing: Vec<&str> =
@@ -178,9 +197,32 @@ fn read_mapped(
                 bracket: s.bracket,
                 values: [gather(&intensity, indices), gather(&logjac, indices)],
                 tissues: tissues.try_into().expect("three tissues"),
+                native: if with_native { read_native(&dir, &record)? } else { None },
             })
         })
         .collect()
+}
+
+/// A subject's native image and inverse mapping written by its map step (`None` for steps
+/// done before they were written).
+fn read_native(dir: &Path, record: &NormalMapRecord) -> Result<Option<NativeSubject>, NormdbBuildError> {
+    if record.affine.len() != 16 {
+        return Ok(None);
+    }
+    let done = dir.join("done.json");
+    let values: Vec<f64> = record
+        .affine
+        .iter()
+        .map(|v| v.parse().map_err(|_| file_error(&done, format!("affine: {v:?} is not a number"))))
+        .collect::<Result<_, _>>()?;
+    let inverse: [Image<f32>; 3] = read_vector_image(&dir.join("inverse.nii.gz"))?
+        .try_into()
+        .map_err(|_| file_error(&dir.join("inverse.nii.gz"), "must hold three displacement components"))?;
+    Ok(Some(NativeSubject {
+        image: read_image(&dir.join("corrected.nii.gz"))?,
+        affine: AffineTransform::from_matrix(nalgebra::Matrix4::from_row_slice(&values)),
+        inverse: DisplacementField::from_components(inverse),
+    }))
 }
 
 /// The age nodes of every bracket: they adapt to the ages of the QC-passed subjects, so they
@@ -242,6 +284,7 @@ fn statistics_only(
         subjects: Vec::new(),
         calibration: None,
         atlas: None,
+        regional: None,
     }
 }
 
@@ -292,7 +335,7 @@ pub fn run_partial(build_dir: &Path, chunk: usize) -> Result<(), NormdbBuildErro
             .collect::<Result<_, _>>()?;
         let passed = qc_of_all(build_dir, &manifest)?;
         let nodes = nodes_of(&manifest, &brackets, &passed, &options);
-        let mapped = read_mapped(build_dir, &manifest, &brackets, range)?;
+        let mapped = read_mapped(build_dir, &manifest, &brackets, range, false)?;
         let stats = accumulate_with_nodes(&brackets, &nodes, &mapped)?;
         statistics_only(&brackets, stats, &options).write(&dir.join("stats.h5"))?;
         Ok(((), vec!["stats.h5".to_string()]))
@@ -313,7 +356,7 @@ pub fn run_normdb_reduce(build_dir: &Path) -> Result<NormativeDb, NormdbBuildErr
             let brackets: Vec<BracketInput> = (0..manifest.brackets.len())
                 .map(|b| read_space(build_dir, &manifest, b))
                 .collect::<Result<_, _>>()?;
-            let mapped = read_mapped(build_dir, &manifest, &brackets, 0..manifest.subjects.len())?;
+            let mapped = read_mapped(build_dir, &manifest, &brackets, 0..manifest.subjects.len(), true)?;
             let atlas = match &manifest.atlas {
                 Some(a) => Some(crate::pipeline::database::atlas_table(&a.labels, &a.names)?),
                 None => None,

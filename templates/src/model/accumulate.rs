@@ -5,6 +5,7 @@
 use super::ModelError;
 use super::database::{BracketDb, BuildParameters, SubjectRecord};
 use super::mapping::{MappingParams, map_to_template};
+use super::regional::NativeSubject;
 use super::space::{MATCH_PERCENTILES, TemplateSpace, gather};
 use super::tissue_priors::{TissuePriors, member_tissues, template_tissues};
 use crate::age::{AgeRange, containing_bracket};
@@ -162,6 +163,9 @@ pub struct MappedNormal {
     /// ([`TISSUES`](super::tissue_priors::TISSUES) order), see
     /// [`member_tissues`].
     pub tissues: [Vec<f32>; 3],
+    /// The normal on its own grid with the inverse mapping, for its regional volumes (`None`:
+    /// not kept, and the database gets no regional table).
+    pub native: Option<NativeSubject>,
 }
 
 impl AgeRange for BracketInput {
@@ -226,6 +230,7 @@ pub fn map_normals(
                 bracket: b,
                 values: [gather(&maps.intensity, &space.indices), gather(&maps.logjac, &space.indices)],
                 tissues,
+                native: Some(maps.native()),
             })
         })
         .collect()

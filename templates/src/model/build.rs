@@ -7,6 +7,7 @@ use super::accumulate::{
 use super::calibrate::{calibrate, subject_null};
 use super::database::{AtlasTable, Channel, Metadata, NormativeDb, SubjectRecord};
 use super::mapping::map_to_template;
+use super::regional::{normals_table, regional_volumes, row_of};
 use super::space::{TemplateSpace, gather};
 use super::tissue_priors::{TissuePriors, member_tissues, template_tissues};
 use crate::age::containing_bracket;
@@ -42,7 +43,8 @@ pub fn assemble_with_stats(
         .zip(stats)
         .zip(priors)
         .map(|((b, stats), priors)| b.with_stats(stats, b.labels.clone(), priors))
-        .collect();
+        .collect::<Vec<_>>();
+    let regional = normals_table(&bracket_dbs, mapped, atlas.as_ref())?;
     Ok(NormativeDb {
         metadata: Metadata::new(
             options.build_parameters(),
@@ -53,6 +55,7 @@ pub fn assemble_with_stats(
         subjects: mapped.iter().map(|m| m.record.clone()).collect(),
         calibration,
         atlas,
+        regional,
     })
 }
 
@@ -124,6 +127,14 @@ pub fn add_subject(
                 subject.sex,
                 &values[channel.index()],
             )?;
+        }
+        // The new normal's volumes, measured with the priors that now include it.
+        if let Some(table) = db.regional.as_mut() {
+            let volumes =
+                regional_volumes(&maps.native(), &db.brackets[b], db.atlas.as_ref(), &subject.pseudonym)?;
+            if volumes.measures.names == table.names {
+                table.rows.push(row_of(&record, volumes.measures.values_ml));
+            }
         }
         match (recalibrated, db.calibration.as_mut()) {
             (Some(c), _) => db.calibration = Some(c),

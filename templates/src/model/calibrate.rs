@@ -151,6 +151,7 @@ mod tests {
             bracket: 0,
             values: [Vec::new(), Vec::new()],
             tissues: [Vec::new(), Vec::new(), Vec::new()],
+            native: None,
         }
     }
 

@@ -327,6 +327,9 @@ pub struct NormativeDb {
     pub calibration: Option<CalibrationRecord>,
     /// Atlas label names, when labels are present.
     pub atlas: Option<AtlasTable>,
+    /// Regional volumes of the QC-passed normals (`None`: a database written before they were
+    /// kept, or merged from one).
+    pub regional: Option<super::regional::RegionalTable>,
 }
 
 impl NormativeDb {

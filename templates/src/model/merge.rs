@@ -42,6 +42,15 @@ impl NormativeDb {
             };
         }
         merged.subjects.extend(other.subjects.iter().cloned());
+        // Both tables of regional volumes, when both files keep one with the same measures.
+        merged.regional = match (&self.regional, &other.regional) {
+            (Some(a), Some(b)) if a.names == b.names => {
+                let mut table = a.clone();
+                table.rows.extend(b.rows.iter().cloned());
+                Some(table)
+            }
+            _ => None,
+        };
         // Pool the null summaries of both; without them (schema version 1) the first
         // database's thresholds are kept and marked stale.
         let calibrated = |db: &NormativeDb| {
@@ -87,6 +96,11 @@ mod tests {
         let c = tiny(2, 5);
         let merged = a.merged(&c, NOW).unwrap();
         assert_eq!(merged.subjects.len(), 10);
+        // The normals' regional volumes travel with them.
+        let regional = merged.regional.as_ref().unwrap();
+        assert_eq!(regional.rows.len(), 10);
+        assert_eq!(regional.rows[7], c.regional.as_ref().unwrap().rows[2]);
+        assert_eq!(merged.brackets[0].priors.as_ref().unwrap().members, 10);
         // Both keep null summaries: the merged calibration is recomputed from all ten, in
         // pseudonym order, whichever database comes first.
         let calibration = merged.calibration.as_ref().unwrap();

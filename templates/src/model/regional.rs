@@ -4,11 +4,13 @@
 //! volumes are measured partial-volume aware: Σ tissue probability × region × voxel volume.
 
 use super::ModelError;
-use super::database::{AtlasTable, BracketDb};
+use super::accumulate::MappedNormal;
+use super::database::{AtlasTable, BracketDb, SubjectRecord};
 use super::tissue_priors::TISSUES;
 use pedinorm_registration::resample::resample;
 use pedinorm_registration::segmentation::{SegmentationOptions, segment};
 use pedinorm_registration::{AffineTransform, DisplacementField, Image, Interpolation, TransformChain};
+use rayon::prelude::*;
 use std::collections::HashMap;
 
 /// Names of the whole-brain measures, first in every [`RegionalMeasures`]: grey matter, white
@@ -95,6 +97,67 @@ pub fn to_native(
     let inverse_affine = affine.inverse().expect("registration affines are invertible");
     let chain = TransformChain::new(vec![&inverse_affine, inverse]);
     resample(template_space_image, native, &chain, interpolation, 0.0)
+}
+
+/// One normal's row of the database's regional table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegionalRow {
+    /// The normal's pseudonym (a row of the subjects table).
+    pub pseudonym: String,
+    /// Age at scan (years).
+    pub age_years: f64,
+    /// Sex.
+    pub sex: crate::stats::Sex,
+    /// Scanner or site label.
+    pub site: String,
+    /// Volumes in ml, one per measure of the table.
+    pub values_ml: Vec<f64>,
+}
+
+/// The regional volumes of the database's QC-passed normals, the rows a centile model is fitted
+/// on (pseudonyms only).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegionalTable {
+    /// Measure names (see [`RegionalMeasures`]).
+    pub names: Vec<String>,
+    /// One row per normal, in build order.
+    pub rows: Vec<RegionalRow>,
+}
+
+/// The regional table of the QC-passed normals of `mapped` (in their order), each measured
+/// against its bracket of `brackets` (in parallel; each row is independent, so the result does
+/// not depend on the thread count). `None` when a QC-passed normal was mapped without its
+/// native image.
+pub fn normals_table(
+    brackets: &[BracketDb],
+    mapped: &[MappedNormal],
+    atlas: Option<&AtlasTable>,
+) -> Result<Option<RegionalTable>, ModelError> {
+    let passed: Vec<&MappedNormal> = mapped.iter().filter(|m| m.record.qc_passed).collect();
+    if passed.iter().any(|m| m.native.is_none()) {
+        return Ok(None);
+    }
+    let rows = passed
+        .par_iter()
+        .with_max_len(1)
+        .map(|m| {
+            let native = m.native.as_ref().expect("checked");
+            let volumes = regional_volumes(native, &brackets[m.bracket], atlas, &m.record.pseudonym)?;
+            Ok(row_of(&m.record, volumes.measures.values_ml))
+        })
+        .collect::<Result<Vec<_>, ModelError>>()?;
+    Ok(Some(RegionalTable { names: measure_names(atlas), rows }))
+}
+
+/// A normal's row of the regional table.
+pub fn row_of(record: &SubjectRecord, values_ml: Vec<f64>) -> RegionalRow {
+    RegionalRow {
+        pseudonym: record.pseudonym.clone(),
+        age_years: record.age_years,
+        sex: record.sex,
+        site: record.scanner.clone(),
+        values_ml,
+    }
 }
 
 /// What [`regional_volumes`] gives: the measures and the maps behind them, on the subject's grid.

@@ -5,6 +5,7 @@ use super::database::{
     SubjectRecord, mask_indices,
 };
 use super::mapping::MappingParams;
+use super::regional::{RegionalTable, measure_names, row_of};
 use super::tissue_priors::TissuePriors;
 use crate::calibration::NullSummary;
 use crate::normative::NormativeParams;
@@ -94,6 +95,16 @@ pub fn tiny(seed: u32, subjects: usize) -> NormativeDb {
             map
         }),
     };
+    let atlas_table =
+        AtlasTable { name: "toy".into(), source: "test".into(), labels: vec![(7, "seven".into())] };
+    let regional = RegionalTable {
+        names: measure_names(Some(&atlas_table)),
+        rows: records
+            .iter()
+            .enumerate()
+            .map(|(s, r)| row_of(r, (0..8).map(|m| 100.0 + (s * 8 + m) as f64 * 0.25).collect()))
+            .collect(),
+    };
     let mut labels = Image::filled(grid, 0.0f32);
     labels.data_mut()[[2, 2, 2]] = 7.0;
     NormativeDb {
@@ -110,10 +121,7 @@ pub fn tiny(seed: u32, subjects: usize) -> NormativeDb {
         }],
         subjects: records,
         calibration: Some(CalibrationRecord::from_nulls(nulls, 0.01, 0.2).unwrap()),
-        atlas: Some(AtlasTable {
-            name: "toy".into(),
-            source: "test".into(),
-            labels: vec![(7, "seven".into())],
-        }),
+        atlas: Some(atlas_table),
+        regional: Some(regional),
     }
 }
