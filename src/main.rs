@@ -34,6 +34,8 @@ enum Command {
     Preprocess(cli::preprocess::Args),
     /// Tissue probability maps, labels and volumes of one subject (EM + MRF + priors).
     Segment(cli::segment::Args),
+    /// Regional volumes of one subject (ml per atlas region and tissue, total brain, ICV) against a normative database.
+    Volumes(cli::volumes::Args),
     /// Growth-chart centile models of regional measures: fit, adapt to a site, score, show.
     Centiles(cli::centiles::Args),
     /// Generate a synthetic paediatric cohort with known ground truth.
@@ -71,6 +73,7 @@ fn main() -> ExitCode {
         Command::Jacobian(args) => cli::jacobian::run(args),
         Command::Preprocess(args) => cli::preprocess::run(args),
         Command::Segment(args) => cli::segment::run(args),
+        Command::Volumes(args) => cli::volumes::run(args),
         Command::Centiles(args) => cli::centiles::run(args),
         Command::Synth(args) => cli::synth::run(args),
         Command::Template(args) => cli::template::run(args),

@@ -20,3 +20,4 @@ pub mod serve;
 pub mod synth;
 pub mod template;
 pub mod users;
+pub mod volumes;

@@ -14,3 +14,4 @@ pub mod steps;
 pub mod synth;
 pub mod template_build;
 pub mod template_set;
+pub mod volumes;

@@ -25,6 +25,7 @@ pub mod bias;
 pub mod cohort;
 pub mod contrast;
 pub mod growth;
+pub mod rescan;
 pub mod rng;
 pub mod scoring;
 pub mod site;
@@ -37,6 +38,7 @@ pub use base::BaseBrain;
 pub use cohort::{AgeSpec, CohortMember, CohortSpec, cohort_plan, generate_cohort};
 pub use contrast::TissueIntensities;
 pub use growth::Sex;
+pub use rescan::Rescan;
 pub use site::Site;
 pub use subject::{
     Generator, GeneratorOptions, IndividualAnatomy, SubjectSpec, SyntheticSubject, Truth, generate_subject,

@@ -5,7 +5,9 @@
 
 use super::ModelError;
 use super::accumulate::MappedNormal;
-use super::database::{AtlasTable, BracketDb, SubjectRecord};
+use super::database::{AtlasTable, BracketDb, NormativeDb, SubjectRecord};
+use super::mapping::map_to_template;
+use super::space::TemplateSpace;
 use super::tissue_priors::TISSUES;
 use pedinorm_registration::resample::resample;
 use pedinorm_registration::segmentation::{SegmentationOptions, segment};
@@ -204,6 +206,51 @@ pub fn regional_volumes(
     Ok(RegionalVolumes { measures, tissues, mask, labels })
 }
 
+/// A subject measured against a database: [`regional_volumes`] after mapping.
+#[derive(Debug, Clone)]
+pub struct SubjectVolumes {
+    /// The volumes and maps.
+    pub volumes: RegionalVolumes,
+    /// The bracket the subject was mapped to.
+    pub bracket: String,
+    /// Correlation of the warped subject with the template (registration QC).
+    pub similarity: f64,
+    /// Why the result may be less reliable (age outside every bracket, poor registration).
+    pub warnings: Vec<String>,
+}
+
+/// The regional volumes of a subject's `image` (any grid) aged `age_years`: mapped to the
+/// template of the database's bracket for that age exactly as its normals were (the stored
+/// mapping parameters), then measured by [`regional_volumes`].
+pub fn subject_volumes(
+    db: &NormativeDb,
+    image: &Image<f32>,
+    age_years: f64,
+    name: &str,
+) -> Result<SubjectVolumes, ModelError> {
+    if db.brackets.is_empty() {
+        return Err(ModelError::Config("the database has no brackets".into()));
+    }
+    let bracket = &db.brackets[db.bracket_for_age(age_years)];
+    let mut warnings = Vec::new();
+    if !bracket.contains(age_years) {
+        warnings.push(format!(
+            "age {age_years:.2} y is outside every bracket; the nearest ({}) was used",
+            bracket.name
+        ));
+    }
+    let space = TemplateSpace::new(bracket.template.clone(), Some(bracket.mask.clone()))?;
+    let maps = map_to_template(image, &space, &db.metadata.parameters.mapping, name)?;
+    if maps.similarity < 0.5 {
+        warnings.push(format!(
+            "registration to the template is poor (correlation {:.2}); the volumes may be wrong",
+            maps.similarity
+        ));
+    }
+    let volumes = regional_volumes(&maps.native(), bracket, db.atlas.as_ref(), name)?;
+    Ok(SubjectVolumes { volumes, bracket: bracket.name.clone(), similarity: maps.similarity, warnings })
+}
+
 /// Volumes of tissue maps ([`TISSUES`] order) in total and per region of `labels` (on the
 /// maps' grid, named by the atlas).
 pub fn measure(tissues: &[Image<f32>; 3], labels: Option<(&Image<f32>, &AtlasTable)>) -> RegionalMeasures {
@@ -231,7 +278,7 @@ pub fn measure(tissues: &[Image<f32>; 3], labels: Option<(&Image<f32>, &AtlasTab
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::space::TemplateSpace;
+
     use crate::model::testing::tiny;
     use crate::model::tissue_priors::{TissuePriors, member_tissues, template_tissues};
     use pedinorm_registration::Grid;
