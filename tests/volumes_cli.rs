@@ -9,7 +9,8 @@ use pedinorm::formats::nifti::{VoxelType, read_image, write_image};
 use pedinorm::normdb::NormDbFile;
 use pedinorm_registration::{Grid, Image};
 use pedinorm_templates::model::{
-    BracketInput, BuildOptions, MappingParams, NormalSubject, TemplateSpace, assemble, map_normals,
+    BracketInput, BuildOptions, MappingParams, NormalSubject, TemplateSpace, add_subject, assemble,
+    map_normals,
 };
 use pedinorm_templates::stats::Sex;
 use pedinorm_validation::subject::{Generator, SubjectSpec, SyntheticSubject};
@@ -73,6 +74,22 @@ fn database(generator: &Generator, path: &Path) {
         db.brackets[0].priors.as_ref().unwrap().members as usize,
         db.regional.as_ref().unwrap().rows.len()
     );
+    // One more normal: its row is appended, measured with the priors that now include it.
+    let mut grown = db.clone();
+    let extra = subject(generator, 9.9, 399, Site::reference());
+    let newcomer = NormalSubject {
+        pseudonym: "N8".into(),
+        age_years: extra.age_years,
+        sex: extra.sex,
+        scanner: extra.site.clone(),
+        image: extra.image,
+    };
+    assert!(add_subject(&mut grown, &newcomer, "2026-01-02T00:00:00Z").unwrap().qc_passed);
+    let (before, after) = (db.regional.as_ref().unwrap(), grown.regional.as_ref().unwrap());
+    assert_eq!(after.rows.len(), before.rows.len() + 1);
+    assert_eq!(after.rows.last().unwrap().pseudonym, "N8");
+    assert!(after.rows.last().unwrap().values_ml[4] > 100.0, "icv of the newcomer");
+    assert_eq!(grown.brackets[0].priors.as_ref().unwrap().members, before.rows.len() as u64 + 1);
     db.write(path).unwrap();
 }
 
