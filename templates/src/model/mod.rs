@@ -42,8 +42,8 @@ pub use differential_bias::{DIFFERENTIAL_BIAS_SIGMA_MM, remove_differential_bias
 pub use error::ModelError;
 pub use mapping::{JacobianRefinement, MappingParams, SubjectMaps, map_to_template};
 pub use regional::{
-    NativeSubject, RegionalMeasures, RegionalRow, RegionalTable, RegionalVolumes, SubjectVolumes,
-    TOTAL_MEASURES, measure_names, normals_table, region_key, regional_volumes, row_of, subject_volumes,
+    NativeSubject, RegionalMeasures, RegionalRow, RegionalTable, RegionalVolumes, TOTAL_MEASURES,
+    measure_names, normals_table, region_key, regional_volumes, row_of,
 };
 pub use score::{
     AGE_MARGIN_FRACTION, AGE_MARGIN_MAX_YEARS, ClusterReport, DeviationOptions, DeviationResult,

@@ -18,9 +18,10 @@
 
 use pedinorm_registration::resample::resample;
 use pedinorm_registration::{AffineTransform, DisplacementField, Grid, Image, Interpolation};
+use pedinorm_templates::model::regional::subject_volumes;
 use pedinorm_templates::model::{
     AtlasTable, BracketInput, BuildOptions, MappingParams, NativeSubject, NormalSubject, TemplateSpace,
-    TissuePriors, assemble, map_normals, member_tissues, regional_volumes, subject_volumes, template_tissues,
+    TissuePriors, assemble, map_normals, member_tissues, regional_volumes, template_tissues,
 };
 use pedinorm_templates::stats::Sex;
 use pedinorm_validation::subject::{Generator, SubjectSpec, SyntheticSubject};
