@@ -229,6 +229,10 @@ pub(super) fn write(db: &NormativeDb, path: &Path) -> Result<(), NormDbError> {
     }
     if let Some(table) = &db.regional {
         super::hdf5_regional::write_table(&ctx, &file, table)?;
+        if let Some(set) = &db.centiles {
+            let regional = ctx.group(&file, "regional")?;
+            super::hdf5_centiles::write(&ctx, &regional, set)?;
+        }
     }
     ctx.h5("flush", file.flush())?;
     Ok(())
@@ -509,7 +513,11 @@ pub(super) fn read(path: &Path) -> Result<NormativeDb, NormDbError> {
         None
     };
     let regional = super::hdf5_regional::read_table(&ctx, &file)?;
-    Ok(NormativeDb { metadata, brackets, subjects, calibration, atlas, regional })
+    let centiles = match regional {
+        Some(_) => super::hdf5_centiles::read(&ctx, &ctx.group(&file, "regional")?)?,
+        None => None,
+    };
+    Ok(NormativeDb { metadata, brackets, subjects, calibration, atlas, regional, centiles })
 }
 
 fn read_bracket(ctx: &Ctx, templates: &Group, stats: &Group, name: &str) -> Result<BracketDb, NormDbError> {

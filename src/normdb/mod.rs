@@ -7,6 +7,7 @@
 //! so an existing database is never left half-written, and [`NormDbFile::read`] checks the
 //! schema before trusting any field.
 
+mod hdf5_centiles;
 mod hdf5_io;
 mod hdf5_regional;
 mod hdf5_site_effects;
@@ -182,6 +183,32 @@ mod tests {
         older.regional = None;
         older.write(&path).unwrap();
         assert_eq!(NormativeDb::read(&path).unwrap(), older);
+    }
+
+    #[test]
+    fn centile_models_round_trip_with_their_curves() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.h5");
+        let mut db = tiny(1, 30);
+        db.refit_centiles();
+        let set = db.centiles.clone().expect("30 normals give models");
+        db.write(&path).unwrap();
+        assert_eq!(NormativeDb::read(&path).unwrap(), db);
+        // The curves readers outside pedinorm use: [measure, centile, age] per sex, the median
+        // of the first measure at the first age equal to the model's.
+        let file = hdf5::File::open(&path).unwrap();
+        let g = file.group("regional/centiles").unwrap();
+        let female = g.dataset("curves_female").unwrap().read::<f64, ndarray::Ix3>().unwrap();
+        assert_eq!(female.dim(), (set.models.len(), 11, 73));
+        let median = set.models[0].centiles(
+            &pedinorm_templates::centiles::Covariates {
+                age: 0.0,
+                sex: Some(pedinorm_templates::stats::Sex::Female),
+                site: None,
+            },
+            &[50.0],
+        )[0];
+        assert_eq!(female[[0, 5, 0]], median);
     }
 
     #[test]

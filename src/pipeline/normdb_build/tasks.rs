@@ -285,6 +285,7 @@ fn statistics_only(
         calibration: None,
         atlas: None,
         regional: None,
+        centiles: None,
     }
 }
 

@@ -45,7 +45,7 @@ pub fn assemble_with_stats(
         .map(|((b, stats), priors)| b.with_stats(stats, b.labels.clone(), priors))
         .collect::<Vec<_>>();
     let regional = normals_table(&bracket_dbs, mapped, atlas.as_ref())?;
-    Ok(NormativeDb {
+    let mut db = NormativeDb {
         metadata: Metadata::new(
             options.build_parameters(),
             &format!("built from {} normals", mapped.len()),
@@ -56,7 +56,10 @@ pub fn assemble_with_stats(
         calibration,
         atlas,
         regional,
-    })
+        centiles: None,
+    };
+    db.refit_centiles();
+    Ok(db)
 }
 
 /// Adds one normal to an existing database: the statistics are updated in place and the
@@ -144,6 +147,7 @@ pub fn add_subject(
         }
     }
     db.subjects.push(record.clone());
+    db.refit_centiles();
     db.metadata.touch(&format!("added subject {}", subject.pseudonym), now_utc);
     Ok(record)
 }

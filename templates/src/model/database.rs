@@ -330,6 +330,9 @@ pub struct NormativeDb {
     /// Regional volumes of the QC-passed normals (`None`: a database written before they were
     /// kept, or merged from one).
     pub regional: Option<super::regional::RegionalTable>,
+    /// Growth-chart centile models of the regional measures, fitted on `regional` (`None`
+    /// without a table or with too few normals).
+    pub centiles: Option<crate::centiles::CentileSet>,
 }
 
 impl NormativeDb {

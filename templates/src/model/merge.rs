@@ -71,6 +71,7 @@ impl NormativeDb {
         } else if let Some(calibration) = merged.calibration.as_mut() {
             calibration.stale = true;
         }
+        merged.refit_centiles();
         merged.metadata.history.extend(other.metadata.history.iter().map(|h| format!("(merged) {h}")));
         merged
             .metadata

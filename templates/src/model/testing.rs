@@ -123,5 +123,6 @@ pub fn tiny(seed: u32, subjects: usize) -> NormativeDb {
         calibration: Some(CalibrationRecord::from_nulls(nulls, 0.01, 0.2).unwrap()),
         atlas: Some(atlas_table),
         regional: Some(regional),
+        centiles: None,
     }
 }

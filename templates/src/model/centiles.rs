@@ -1,0 +1,93 @@
+//! The database's growth-chart centile models: fitted on the normals' regional volumes, refitted
+//! whenever the normals change (build, add, merge), so they always describe the stored table.
+
+use super::database::NormativeDb;
+use super::regional::RegionalTable;
+use crate::centiles::{CentileError, CentileSet, Covariates, FitOptions, MeasureTable};
+
+impl RegionalTable {
+    /// The table as the centile model reads it (an empty site label is an unknown site).
+    pub fn measure_table(&self) -> MeasureTable {
+        MeasureTable {
+            measures: self.names.clone(),
+            covariates: self
+                .rows
+                .iter()
+                .map(|r| Covariates {
+                    age: r.age_years,
+                    sex: Some(r.sex),
+                    site: (!r.site.is_empty()).then(|| r.site.clone()),
+                })
+                .collect(),
+            values: (0..self.names.len())
+                .map(|m| self.rows.iter().map(|r| r.values_ml[m]).collect())
+                .collect(),
+        }
+    }
+}
+
+/// Centile models of every measure of `table` that can have one, and why the others cannot
+/// (too few normals with a value, or a measure that never varies, e.g. a region the template
+/// does not contain). `None` when no measure can be modelled.
+pub fn fit_centiles(table: &RegionalTable, options: &FitOptions) -> (Option<CentileSet>, Vec<CentileError>) {
+    let all = table.measure_table();
+    let mut skipped = Vec::new();
+    let mut kept = Vec::new();
+    for (m, name) in all.measures.iter().enumerate() {
+        match crate::centiles::fit_measure(name, &all.values[m], &all.covariates, options) {
+            Ok(_) => kept.push(m),
+            Err(e) => skipped.push(e),
+        }
+    }
+    if kept.is_empty() {
+        return (None, skipped);
+    }
+    let modelled = MeasureTable {
+        measures: kept.iter().map(|&m| all.measures[m].clone()).collect(),
+        covariates: all.covariates.clone(),
+        values: kept.iter().map(|&m| all.values[m].clone()).collect(),
+    };
+    match CentileSet::fit(&modelled, options) {
+        Ok(set) => (Some(set), skipped),
+        Err(e) => {
+            skipped.push(e);
+            (None, skipped)
+        }
+    }
+}
+
+impl NormativeDb {
+    /// Refits the centile models from the stored regional table (none without one). Measures
+    /// that cannot be modelled are logged and left out.
+    pub fn refit_centiles(&mut self) {
+        self.centiles = self.regional.as_ref().and_then(|table| {
+            let (set, skipped) = fit_centiles(table, &FitOptions::default());
+            for reason in skipped {
+                tracing::info!(%reason, "regional measure without a centile model");
+            }
+            set
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::testing::tiny;
+
+    #[test]
+    fn models_follow_the_regional_table() {
+        let mut db = tiny(1, 30);
+        db.refit_centiles();
+        let set = db.centiles.as_ref().expect("30 normals are enough");
+        let table = db.regional.as_ref().unwrap();
+        assert!(!set.models.is_empty() && set.models.len() <= table.names.len());
+        assert!(set.models.iter().all(|m| m.subjects == 30));
+        // Too few normals: no models, and the reason is kept.
+        let mut small = tiny(2, 5);
+        small.refit_centiles();
+        assert!(small.centiles.is_none());
+        let (_, skipped) = fit_centiles(small.regional.as_ref().unwrap(), &FitOptions::default());
+        assert!(matches!(skipped[0], CentileError::TooFewSubjects { subjects: 5, .. }));
+    }
+}
