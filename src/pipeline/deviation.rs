@@ -4,7 +4,9 @@
 //! clusters, atlas regions, reliability), and its maps, montages and report are written.
 
 use crate::formats::nifti::{VoxelType, read_image, write_image};
+use crate::report::growth_chart::{GrowthChart, growth_chart_svg};
 use pedinorm_registration::Image;
+use pedinorm_templates::model::case_regional::CaseRegional;
 pub use pedinorm_templates::model::score::{
     AGE_MARGIN_FRACTION, AGE_MARGIN_MAX_YEARS, ClusterReport, DeviationOptions, DeviationResult,
     RegionReport, ScoreError, SdFloorReport, ThresholdReport, compute_deviation,
@@ -94,6 +96,9 @@ pub struct Report<'a> {
     /// The scanner-site correction applied (absent: the database has no site effects).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub site: Option<SiteReport<'a>>,
+    /// Regional volumes (ml) and their centiles (absent: the database has no tissue priors).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub regional: Option<&'a CaseRegional>,
     /// Output files.
     pub outputs: Vec<String>,
     /// How to read the maps.
@@ -177,6 +182,9 @@ pub fn write_outputs(
         .map_err(|e| werr(&path, e.to_string()))?;
         written.push(path);
     }
+    if let Some(regional) = &result.regional {
+        written.extend(write_regional(regional, result, out_dir)?);
+    }
     let report_path = out_dir.join("report.json");
     let mut outputs: Vec<String> =
         written.iter().map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect();
@@ -206,6 +214,7 @@ pub fn write_outputs(
             .site_adjustment
             .as_ref()
             .map(|a| SiteReport { adjustment: a, description: a.describe() }),
+        regional: result.regional.as_ref(),
         outputs,
         interpretation: "z = (case − normative mean at the case's age and sex) / normative SD, voxelwise in template \
                          space; intensity: normalized T1 signal; logjac: log of local volume of the case relative to the \
@@ -219,6 +228,52 @@ pub fn write_outputs(
     let json = serde_json::to_vec_pretty(&report).expect("report serializes");
     crate::atomic::write_bytes(&report_path, &json).map_err(|e| werr(&report_path, e.to_string()))?;
     written.push(report_path);
+    Ok(written)
+}
+
+/// Writes the regional table (`regional.tsv`), its summary sheet (`regional_summary.svg`) and a
+/// growth chart per charted measure (`growth_<measure>.svg`: total brain, intracranial volume
+/// and every flagged measure).
+fn write_regional(
+    regional: &CaseRegional,
+    result: &DeviationResult,
+    out_dir: &Path,
+) -> Result<Vec<PathBuf>, DeviationError> {
+    let werr = |path: &Path, message: String| DeviationError::Write { path: path.to_owned(), message };
+    let mut written = Vec::new();
+    let mut write = |name: String, text: String| -> Result<(), DeviationError> {
+        let path = out_dir.join(name);
+        crate::atomic::write_bytes(&path, text.as_bytes()).map_err(|e| werr(&path, e.to_string()))?;
+        written.push(path);
+        Ok(())
+    };
+    let table = if regional.centiles.is_empty() {
+        let mut text = String::from("measure\tvalue_ml\n");
+        for (name, value) in regional.volumes.names.iter().zip(&regional.volumes.values_ml) {
+            text.push_str(&format!("{name}\t{value:.3}\n"));
+        }
+        text
+    } else {
+        crate::report::regional::regional_tsv(&regional.centiles)
+    };
+    write("regional.tsv".into(), table)?;
+    if let Some(limit) = regional.flag_limit_z {
+        let title = format!("Regional volumes, age {:.1} y, bracket {}", result.age_years, result.bracket);
+        write(
+            "regional_summary.svg".into(),
+            crate::report::regional::regional_summary_svg(&regional.centiles, limit, &title),
+        )?;
+    }
+    for model in &regional.chart_models {
+        let Some(placed) = regional.centiles.iter().find(|p| p.measure == model.measure) else { continue };
+        let chart = GrowthChart {
+            model,
+            sex: result.sex,
+            case: Some((result.age_years, placed.value, placed.centile)),
+            unit: "ml",
+        };
+        write(format!("growth_{}.svg", model.measure), growth_chart_svg(&chart))?;
+    }
     Ok(written)
 }
 

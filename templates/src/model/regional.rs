@@ -24,7 +24,7 @@ pub const TOTAL_MEASURES: [&str; 5] = ["gm", "wm", "csf", "total_brain", "icv"];
 /// `<region>_wm`, where `<region>` is the label name in lower case with every run of other
 /// characters than letters and digits replaced by `_` (see [`region_key`]). A centile model
 /// takes one such row per subject with the subject's age, sex and site.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct RegionalMeasures {
     /// Measure names.
     pub names: Vec<String>,

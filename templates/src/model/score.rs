@@ -170,6 +170,9 @@ pub struct DeviationResult {
     pub site_adjustment: Option<SiteAdjustment>,
     /// The case mapped to template space.
     pub maps: SubjectMaps,
+    /// The case's regional volumes and centiles (None: the bracket has no tissue priors, or
+    /// the volumes could not be measured — a warning says why).
+    pub regional: Option<super::case_regional::CaseRegional>,
 }
 
 /// Computes the deviation maps of `case` (an image on its own grid).
@@ -333,7 +336,25 @@ pub fn compute_deviation(
     ];
     let clusters_native = maps.to_native(&clusters_template, native, Interpolation::Nearest);
     let regions = region_summary(db, b, &z_template, &thresholds, options.max_regions);
+    let regional = match bracket.priors {
+        None => None,
+        Some(_) => match super::case_regional::case_regional(
+            db,
+            bracket,
+            &maps,
+            options.age_years,
+            options.sex,
+            options.site.as_deref(),
+        ) {
+            Ok(regional) => Some(regional),
+            Err(message) => {
+                warnings.push(format!("regional volumes could not be measured: {message}"));
+                None
+            }
+        },
+    };
     Ok(DeviationResult {
+        regional,
         bracket: bracket.name.clone(),
         age_years: options.age_years,
         sex: options.sex,
