@@ -92,6 +92,13 @@ pub struct VolumesSummary {
     pub warnings: Vec<String>,
     /// The volumes, in table order.
     pub measures: Vec<Measure>,
+    /// Each modelled measure placed on the database's growth-chart centiles at the subject's
+    /// age, sex and site (empty: the database has no centile models).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub centiles: Vec<pedinorm_templates::centiles::PlacedMeasure>,
+    /// |z| beyond which a measure is flagged (absent without centile models).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flag_limit_z: Option<f64>,
 }
 
 /// Measures the subject and writes into `out_dir`: `volumes.tsv` (a one-row measures table:
@@ -138,6 +145,23 @@ pub fn run_volumes(request: &VolumesRequest, out_dir: &Path) -> Result<VolumesSu
             .zip(&volumes.measures.values_ml)
             .map(|(name, &volume_ml)| Measure { name: name.clone(), volume_ml })
             .collect(),
+        centiles: db
+            .centiles
+            .as_ref()
+            .map(|set| {
+                let pairs: Vec<(String, f64)> = volumes
+                    .measures
+                    .names
+                    .iter()
+                    .cloned()
+                    .zip(volumes.measures.values_ml.iter().copied())
+                    .collect();
+                let covariates =
+                    Covariates { age: request.age_years, sex: request.sex, site: request.site.clone() };
+                set.place(&pairs, &covariates)
+            })
+            .unwrap_or_default(),
+        flag_limit_z: db.centiles.as_ref().map(|set| set.limit.z),
     };
     let table = SubjectMeasures {
         subjects: vec![subject],
