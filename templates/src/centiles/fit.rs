@@ -376,9 +376,18 @@ fn initial_parameters(rows: &[Row], layout: Layout, smoothness: f64) -> Vec<f64>
     params
 }
 
+/// Smallest prior SD of a new site's log-scale shift.
+const MIN_ADAPTED_SCALE_SD: f64 = 0.1;
+
 /// Estimates the effect of a site the model has not seen from its normals (values and
 /// covariates), holding every other parameter, and adds it to the model. A site the model
 /// already has is re-estimated from these normals.
+///
+/// A spread estimated from ten normals is itself uncertain by about a quarter, so the new
+/// site's log-scale shift is shrunk towards what the fitted sites show, ComBat's empirical-Bayes
+/// step: its prior SD is the root mean square of the fitted sites' log-scale shifts (at least
+/// 0.1, at most the fit's own prior). The location keeps the fit's prior, since a new scanner's
+/// gain may lie well outside those of the sites seen.
 pub fn adapt_site(
     model: &mut CentileModel,
     site: &str,
@@ -412,6 +421,16 @@ pub fn adapt_site(
     base[layout.scale_sex()] = model.log_scale_sex;
     base[layout.epsilon()] = model.epsilon;
     base[layout.log_delta()] = model.log_delta;
+    let fitted: Vec<f64> = model.sites.iter().filter(|s| !s.adapted).map(|s| s.log_scale).collect();
+    let spread = if fitted.is_empty() {
+        options.site_scale_sd
+    } else {
+        (fitted.iter().map(|s| s * s).sum::<f64>() / fitted.len() as f64).sqrt()
+    };
+    let options = &FitOptions {
+        site_scale_sd: spread.clamp(MIN_ADAPTED_SCALE_SD, options.site_scale_sd.max(MIN_ADAPTED_SCALE_SD)),
+        ..options.clone()
+    };
     let objective = Objective {
         rows: &rows,
         layout,
