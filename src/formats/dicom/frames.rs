@@ -230,6 +230,19 @@ pub(crate) fn read_object_header(bytes: &[u8], file: &Path) -> Result<Option<Obj
     let instance_number = int(&object, tags::INSTANCE_NUMBER);
     let temporal = int(&object, tags::TEMPORAL_POSITION_IDENTIFIER);
 
+    // What the top level says of every frame; the branches below override it per frame.
+    let top = Frame {
+        frame: 0,
+        position: top_position,
+        orientation: top_orientation,
+        pixel_spacing: top_spacing,
+        rescale: top_rescale,
+        echo_time: top_echo_time,
+        echo_number,
+        temporal,
+        instance_number,
+        tile: None,
+    };
     let per_frame = items(&object, tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE);
     let shared = items(&object, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE).first();
     let mut frames = Vec::with_capacity(number_of_frames as usize);
@@ -246,20 +259,8 @@ pub(crate) fn read_object_header(bytes: &[u8], file: &Path) -> Result<Option<Obj
                 ),
             });
         }
-        let template = Frame {
-            frame: 0,
-            position: top_position,
-            orientation: top_orientation,
-            pixel_spacing: top_spacing,
-            rescale: top_rescale,
-            echo_time: top_echo_time,
-            echo_number,
-            temporal,
-            instance_number,
-            tile: None,
-        };
         let step = spacing_between_slices.or(slice_thickness);
-        let (layout, tiles) = mosaic_frames(&object, file, rows as usize, columns as usize, step, &template)?;
+        let (layout, tiles) = mosaic_frames(&object, file, rows as usize, columns as usize, step, &top)?;
         mosaic = Some(layout);
         frames = tiles;
     } else if !per_frame.is_empty() || shared.is_some() {
@@ -273,22 +274,14 @@ pub(crate) fn read_object_header(bytes: &[u8], file: &Path) -> Result<Option<Obj
         }
         for index in 0..number_of_frames as usize {
             let own = per_frame.get(index);
-            let position = group_value(own, shared, tags::PLANE_POSITION_SEQUENCE, |g| {
-                floats(g, tags::IMAGE_POSITION_PATIENT)
-            });
-            let orientation = group_value(own, shared, tags::PLANE_ORIENTATION_SEQUENCE, |g| {
-                floats(g, tags::IMAGE_ORIENTATION_PATIENT)
-            });
-            let spacing =
-                group_value(own, shared, tags::PIXEL_MEASURES_SEQUENCE, |g| floats(g, tags::PIXEL_SPACING));
-            let slope = group_value(own, shared, tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE, |g| {
-                float(g, tags::RESCALE_SLOPE)
-            });
-            let intercept = group_value(own, shared, tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE, |g| {
-                float(g, tags::RESCALE_INTERCEPT)
-            });
-            let echo =
-                group_value(own, shared, tags::MR_ECHO_SEQUENCE, |g| float(g, tags::EFFECTIVE_ECHO_TIME));
+            let floats_in = |sequence, tag| group_value(own, shared, sequence, |g| floats(g, tag));
+            let float_in = |sequence, tag| group_value(own, shared, sequence, |g| float(g, tag));
+            let position = floats_in(tags::PLANE_POSITION_SEQUENCE, tags::IMAGE_POSITION_PATIENT);
+            let orientation = floats_in(tags::PLANE_ORIENTATION_SEQUENCE, tags::IMAGE_ORIENTATION_PATIENT);
+            let spacing = floats_in(tags::PIXEL_MEASURES_SEQUENCE, tags::PIXEL_SPACING);
+            let slope = float_in(tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE, tags::RESCALE_SLOPE);
+            let intercept = float_in(tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE, tags::RESCALE_INTERCEPT);
+            let echo = float_in(tags::MR_ECHO_SEQUENCE, tags::EFFECTIVE_ECHO_TIME);
             let temporal_index = group_value(own, shared, tags::FRAME_CONTENT_SEQUENCE, |g| {
                 int(g, tags::TEMPORAL_POSITION_INDEX)
             });
@@ -306,10 +299,9 @@ pub(crate) fn read_object_header(bytes: &[u8], file: &Path) -> Result<Option<Obj
                     .or(top_spacing),
                 rescale: (slope.unwrap_or(top_rescale.0), intercept.unwrap_or(top_rescale.1)),
                 echo_time: echo.or(top_echo_time),
-                echo_number,
                 temporal: temporal_index.or(temporal),
                 instance_number: Some(index as i64 + 1),
-                tile: None,
+                ..top.clone()
             });
         }
     } else {
@@ -330,14 +322,8 @@ pub(crate) fn read_object_header(bytes: &[u8], file: &Path) -> Result<Option<Obj
             frames.push(Frame {
                 frame: index,
                 position,
-                orientation: top_orientation,
-                pixel_spacing: top_spacing,
-                rescale: top_rescale,
-                echo_time: top_echo_time,
-                echo_number,
-                temporal,
                 instance_number: instance_number.map(|n| n * 100_000 + index as i64),
-                tile: None,
+                ..top.clone()
             });
         }
     }
