@@ -14,7 +14,7 @@ use crate::batch::plan::TaskEstimate;
 use crate::batch::{BatchError, Executor, ProgressEvent, Resources, Stage, Task};
 use crate::formats::dicom::is_nifti_path;
 use crate::normdb::{NormDbError, NormDbFile};
-use crate::pipeline::cohort::{ListError, column};
+use crate::pipeline::cohort::{CsvList, ListError, stem};
 use crate::pipeline::deviation::{CaseError, CaseRequest, DeviationError, read_case, run_case};
 use crate::pipeline::steps::{
     PlannedStage, StepFileError, image_voxels, is_valid_name, run_plan, write_folder_atomically,
@@ -72,43 +72,17 @@ pub struct BatchCase {
 /// Reads and checks a case list; every problem (missing or implausible age, unknown sex,
 /// duplicate or unusable id, missing image) is reported, by line, in one error.
 pub fn read_cases(path: &Path) -> Result<Vec<BatchCase>, BatchDeviationError> {
-    let unreadable = |message: String| ListError::Unreadable { path: path.to_owned(), message };
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_path(path)
-        .map_err(|e| unreadable(e.to_string()))?;
-    let headers: Vec<String> =
-        reader.headers().map_err(|e| unreadable(e.to_string()))?.iter().map(str::to_owned).collect();
-    let path_column = column(&headers, &["path", "image", "file"])
-        .ok_or_else(|| unreadable("header: a `path` column is required".into()))?;
-    let age_column = column(&headers, &["age", "age_years"])
-        .ok_or_else(|| unreadable("header: an `age` column is required".into()))?;
-    let sex_column = column(&headers, &["sex"]);
-    let site_column = column(&headers, &["site", "scanner"]);
-    let id_column = column(&headers, &["id", "case", "case_id", "subject"]);
-    let base = path.parent().unwrap_or(Path::new("."));
+    let list = CsvList::read(path, &["id", "case", "case_id", "subject"])?;
     let mut cases: Vec<BatchCase> = Vec::new();
-    let mut problems = Vec::new();
-    for (index, record) in reader.records().enumerate() {
-        let line = index + 2;
-        let record = match record {
-            Ok(record) => record,
-            Err(error) => {
-                problems.push(format!("line {line}: {error}"));
-                continue;
-            }
-        };
+    let mut problems = list.problems.clone();
+    for (line, record) in &list.rows {
         let field = |c: Option<usize>| c.and_then(|c| record.get(c)).map(str::trim).filter(|v| !v.is_empty());
-        let Some(image) = field(Some(path_column)) else {
+        let Some(image) = field(Some(list.path)) else {
             problems.push(format!("line {line}: path is missing"));
             continue;
         };
-        let image = if Path::new(image).is_absolute() { PathBuf::from(image) } else { base.join(image) };
-        let id = field(id_column).map(str::to_owned).unwrap_or_else(|| {
-            let name = image.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            name.trim_end_matches(".gz").trim_end_matches(".nii").to_owned()
-        });
+        let image = list.image(image);
+        let id = field(list.id).map(str::to_owned).unwrap_or_else(|| stem(&image));
         let mut ok = true;
         if !is_valid_name(&id) {
             problems.push(format!("line {line}: id {id:?}: use letters, digits, '-', '_' or '.'"));
@@ -117,7 +91,7 @@ pub fn read_cases(path: &Path) -> Result<Vec<BatchCase>, BatchDeviationError> {
             problems.push(format!("line {line}: id {id:?} appears more than once"));
             ok = false;
         }
-        let age = match field(Some(age_column)) {
+        let age = match field(Some(list.age)) {
             None => {
                 problems.push(format!("line {line} (case {id}): age is missing"));
                 None
@@ -134,7 +108,7 @@ pub fn read_cases(path: &Path) -> Result<Vec<BatchCase>, BatchDeviationError> {
                 }
             },
         };
-        let sex = match field(sex_column) {
+        let sex = match field(list.sex) {
             None => None,
             Some(text) => match Sex::parse(text) {
                 Some(sex) => Some(sex),
@@ -152,7 +126,7 @@ pub fn read_cases(path: &Path) -> Result<Vec<BatchCase>, BatchDeviationError> {
                 None
             }
         };
-        let site = field(site_column).map(str::to_owned);
+        let site = field(list.site).map(str::to_owned);
         if site.as_ref().is_some_and(|s| s.len() > 200 || s.contains(['\t', '\n', '\r'])) {
             problems
                 .push(format!("line {line} (case {id}): site must be one line of at most 200 characters"));

@@ -74,12 +74,75 @@ pub(crate) fn column(headers: &[String], names: &[&str]) -> Option<usize> {
     headers.iter().position(|h| names.iter().any(|n| h.trim().eq_ignore_ascii_case(n)))
 }
 
+/// A CSV list of images (a cohort or a case list) as read: the rows with their line numbers,
+/// the columns its header names (`path` and `age` are required) and one problem per row that
+/// could not be read.
+pub(crate) struct CsvList {
+    /// Readable rows and their line numbers (the header is line 1).
+    pub rows: Vec<(usize, csv::StringRecord)>,
+    /// One line per unreadable row.
+    pub problems: Vec<String>,
+    /// The image column.
+    pub path: usize,
+    /// The age column.
+    pub age: usize,
+    /// The sex column, if any.
+    pub sex: Option<usize>,
+    /// The site or scanner column, if any.
+    pub site: Option<usize>,
+    /// The id column, if any.
+    pub id: Option<usize>,
+    /// The header's names.
+    pub headers: Vec<String>,
+    /// The folder relative image paths start from.
+    base: PathBuf,
+}
+
+impl CsvList {
+    /// Reads the list at `path`; `id_names` are the names its id column may have.
+    pub(crate) fn read(path: &Path, id_names: &[&str]) -> Result<Self, ListError> {
+        let mut reader = csv::ReaderBuilder::new()
+            .flexible(true)
+            .trim(csv::Trim::All)
+            .from_path(path)
+            .map_err(|e| unreadable(path, e))?;
+        let headers: Vec<String> =
+            reader.headers().map_err(|e| unreadable(path, e))?.iter().map(str::to_owned).collect();
+        let mut list = CsvList {
+            rows: Vec::new(),
+            problems: Vec::new(),
+            path: column(&headers, &["path", "image", "file"])
+                .ok_or_else(|| unreadable(path, "header: a `path` column is required"))?,
+            age: column(&headers, &["age", "age_years"])
+                .ok_or_else(|| unreadable(path, "header: an `age` column is required"))?,
+            sex: column(&headers, &["sex"]),
+            site: column(&headers, &["site", "scanner"]),
+            id: column(&headers, id_names),
+            base: path.parent().unwrap_or(Path::new(".")).to_owned(),
+            headers,
+        };
+        for (index, record) in reader.records().enumerate() {
+            let line = index + 2;
+            match record {
+                Ok(record) => list.rows.push((line, record)),
+                Err(error) => list.problems.push(format!("line {line}: {error}")),
+            }
+        }
+        Ok(list)
+    }
+
+    /// The image a row names: an absolute path as given, a relative one from the list's folder.
+    pub(crate) fn image(&self, value: &str) -> PathBuf {
+        if Path::new(value).is_absolute() { PathBuf::from(value) } else { self.base.join(value) }
+    }
+}
+
 fn non_empty(value: Option<&str>) -> Option<String> {
     value.map(str::trim).filter(|v| !v.is_empty() && !v.eq_ignore_ascii_case("n/a")).map(str::to_owned)
 }
 
 /// The file name without `.nii.gz` / `.nii`.
-fn stem(path: &Path) -> String {
+pub(crate) fn stem(path: &Path) -> String {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     name.trim_end_matches(".gz").trim_end_matches(".nii").to_string()
 }
@@ -92,52 +155,29 @@ fn parse_age(text: Option<&str>) -> Result<f64, String> {
 }
 
 fn read_csv(path: &Path) -> Result<(Vec<CohortSubject>, Vec<String>), ListError> {
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_path(path)
-        .map_err(|e| unreadable(path, e))?;
-    let headers: Vec<String> =
-        reader.headers().map_err(|e| unreadable(path, e))?.iter().map(str::to_owned).collect();
-    let path_column = column(&headers, &["path", "image", "file"])
-        .ok_or_else(|| unreadable(path, "header: a `path` column is required"))?;
-    let age_column = column(&headers, &["age", "age_years"])
-        .ok_or_else(|| unreadable(path, "header: an `age` column is required"))?;
-    let sex_column = column(&headers, &["sex"]);
-    let site_column = column(&headers, &["site", "scanner"]);
-    let id_column = column(&headers, &["id", "subject", "subject_id", "participant_id"]);
-    let kind_column = column(&headers, &["kind"]);
-    let base = path.parent().unwrap_or(Path::new("."));
+    let list = CsvList::read(path, &["id", "subject", "subject_id", "participant_id"])?;
     let mut subjects = Vec::new();
-    let mut problems = Vec::new();
-    for (index, record) in reader.records().enumerate() {
-        let line = index + 2;
-        let record = match record {
-            Ok(record) => record,
-            Err(error) => {
-                problems.push(format!("line {line}: {error}"));
-                continue;
-            }
-        };
+    let mut problems = list.problems.clone();
+    let kind_column = column(&list.headers, &["kind"]);
+    for (line, record) in &list.rows {
         if let Some(kind) = kind_column.and_then(|c| non_empty(record.get(c)))
             && !kind.eq_ignore_ascii_case("normal")
         {
             continue;
         }
-        let Some(image) = non_empty(record.get(path_column)) else {
+        let Some(image) = non_empty(record.get(list.path)) else {
             problems.push(format!("line {line}: path is missing"));
             continue;
         };
-        let image_path =
-            if Path::new(&image).is_absolute() { PathBuf::from(&image) } else { base.join(&image) };
-        let id = id_column.and_then(|c| non_empty(record.get(c))).unwrap_or_else(|| stem(&image_path));
-        match parse_age(record.get(age_column)) {
+        let image_path = list.image(&image);
+        let id = list.id.and_then(|c| non_empty(record.get(c))).unwrap_or_else(|| stem(&image_path));
+        match parse_age(record.get(list.age)) {
             Ok(age_years) => subjects.push(CohortSubject {
                 id,
                 path: image_path,
                 age_years,
-                sex: sex_column.and_then(|c| non_empty(record.get(c))),
-                site: site_column.and_then(|c| non_empty(record.get(c))),
+                sex: list.sex.and_then(|c| non_empty(record.get(c))),
+                site: list.site.and_then(|c| non_empty(record.get(c))),
             }),
             Err(rule) => problems.push(format!("line {line} (subject {id}): {rule}")),
         }
