@@ -49,12 +49,8 @@ fn identified_study() -> Vec<Vec<u8>> {
 
 #[test]
 fn descriptors_lose_every_identity_token_through_a_real_ingest() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_server_config(dir.path(), "pedinorm.toml", "");
+    let (dir, scientist, server, _) = scientist_server("");
     let state = dir.path().join("state");
-    std::fs::create_dir_all(&state).unwrap();
-    let scientist = add_user(&state, "sci", "scientist", Some("C1"));
-    let server = ServerProcess::start(&config, None);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let api = Api::new(&server.base);

@@ -111,11 +111,7 @@ fn files_under(dir: &Path) -> Vec<String> {
 
 #[test]
 fn a_refused_upload_stores_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_server_config(dir.path(), "pedinorm.toml", "");
-    let scientist = user(dir.path(), "sci", Role::Scientist);
-    let server = ServerProcess::start(&config, None);
-    let client = Client::new();
+    let (dir, scientist, server, client) = scientist_server("");
     let state = dir.path().join("state");
     let (_, files) = synthetic_study(3);
     for (database, refused_consent, expected) in [
@@ -156,13 +152,7 @@ fn a_refused_upload_stores_nothing() {
     assert_eq!(response.unwrap().status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(study_rows(&state), 0, "a refused request left a study row");
     assert_eq!(files_under(&state.join("incoming")), Vec::<String>::new(), "a refused upload left files");
-    let listed: Value = client
-        .get(format!("{}/api/v1/studies", server.base))
-        .bearer_auth(&scientist)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let (_, listed) = call(&client, &server.base, "GET", "/api/v1/studies", &scientist, None);
     assert_eq!(listed, serde_json::json!([]));
     // The same upload with a valid consent is kept, with its consent.
     let (status, body) = upload_multipart(
@@ -180,12 +170,8 @@ fn a_refused_upload_stores_nothing() {
 
 #[test]
 fn answers_name_the_entry_never_a_server_path() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_server_config(dir.path(), "pedinorm.toml", "");
-    let scientist = user(dir.path(), "sci", Role::Scientist);
+    let (dir, scientist, server, client) = scientist_server("");
     let log = dir.path().join("server.log");
-    let server = ServerProcess::start(&config, Some(&log));
-    let client = Client::new();
     let (_, files) = synthetic_study(2);
     let truncated = files[1][..400].to_vec();
     let (status, body) = upload_multipart(
@@ -215,12 +201,8 @@ fn answers_name_the_entry_never_a_server_path() {
 
 #[test]
 fn identified_leftovers_of_a_crash_are_swept_at_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_server_config(dir.path(), "pedinorm.toml", "max_upload_files = 20000\n");
-    let scientist = user(dir.path(), "sci", Role::Scientist);
+    let (dir, scientist, server, client) = scientist_server("max_upload_files = 20000\n");
     let state = dir.path().join("state");
-    let server = ServerProcess::start(&config, None);
-    let client = Client::new();
     // Owned data: a study waiting for consent (its received objects) and an admitted one.
     let (_, files) = synthetic_study(3);
     let (status, waiting) = upload_multipart(&client, &server.base, &scientist, "B", None, zip_study(&files));
@@ -230,22 +212,9 @@ fn identified_leftovers_of_a_crash_are_swept_at_start() {
         upload_consented_b(&client, &server.base, &scientist, zip_study(&synthetic_study(3).1));
     assert_eq!(status, StatusCode::ACCEPTED, "{admitted}");
     let job = admitted["job"].as_i64().unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let status: Value = client
-            .get(format!("{}/api/v1/jobs/{job}", server.base))
-            .bearer_auth(&scientist)
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        if status["state"] == "done" {
-            assert_eq!(status["result"]["admitted"], true, "{status}");
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{status}");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let status = wait_job(&client, &server.base, &scientist, job);
+    assert_eq!(status["state"], "done", "{status}");
+    assert_eq!(status["result"]["admitted"], true, "{status}");
     let owned_received = files_under(&waiting_dir);
     assert_eq!(owned_received.len(), 3);
     let archive = files_under(&state.join("archive"));
@@ -292,7 +261,7 @@ fn identified_leftovers_of_a_crash_are_swept_at_start() {
     }
 
     let log = dir.path().join("restart.log");
-    let server = ServerProcess::start(&config, Some(&log));
+    let server = ServerProcess::start(&dir.path().join("pedinorm.toml"), Some(&log));
     let remaining: Vec<String> = std::fs::read_dir(state.join("incoming"))
         .unwrap()
         .flatten()
@@ -415,13 +384,8 @@ fn anonymous_noise_is_rate_limited_and_audited_in_aggregate() {
     }
     // The window ends and is reported within a second.
     std::thread::sleep(std::time::Duration::from_millis(6000));
-    let records: Vec<Value> = client
-        .get(format!("{}/api/v1/audit?limit=1000", server.base))
-        .bearer_auth(&auditor)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let (_, records) = call(&client, &server.base, "GET", "/api/v1/audit?limit=1000", &auditor, None);
+    let records = records.as_array().unwrap();
     assert_eq!(records.iter().filter(|r| r["action"] == "whoami").count(), 25);
     let anonymous: Vec<&Value> = records.iter().filter(|r| r["action"] == "anonymous").collect();
     assert!((2..=4).contains(&anonymous.len()), "one record per address, status and window: {anonymous:?}");
@@ -734,12 +698,8 @@ fn users_are_disabled_enabled_and_rotated_with_immediate_effect() {
 
 #[test]
 fn job_errors_name_no_server_path() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_server_config(dir.path(), "pedinorm.toml", "");
-    let scientist = user(dir.path(), "sci", Role::Scientist);
+    let (dir, scientist, server, client) = scientist_server("");
     let log = dir.path().join("server.log");
-    let server = ServerProcess::start(&config, Some(&log));
-    let client = Client::new();
     // The pseudonym key becomes unusable while the service runs: ingest fails naming the file.
     std::fs::write(dir.path().join("pseudonym.key"), "short").unwrap();
     let (status, submitted) =

@@ -364,6 +364,19 @@ pub fn add_user(data_dir: &Path, name: &str, role: &str, centre: Option<&str>) -
     pedinorm::service::auth::add_user(&store, name, role.parse().unwrap(), centre).unwrap()
 }
 
+/// A fresh installation in a temporary folder (the TOML lines `extra`) with a scientist of
+/// centre C1 and the real server running on it, logging to `DIR/server.log`: (folder, the
+/// scientist's token, server, client).
+pub fn scientist_server(
+    extra: &str,
+) -> (tempfile::TempDir, String, ServerProcess, reqwest::blocking::Client) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_server_config(dir.path(), "pedinorm.toml", extra);
+    let scientist = add_user(&dir.path().join("state"), "sci", "scientist", Some("C1"));
+    let server = ServerProcess::start(&config, Some(&dir.path().join("server.log")));
+    (dir, scientist, server, reqwest::blocking::Client::new())
+}
+
 /// Creates a user with `pedinorm users add`, as an operator does, and returns the token,
 /// checking that the token is all the command prints.
 pub fn users_add_cli(data_dir: &Path, name: &str, role: &str, centre: &str) -> String {
