@@ -3,7 +3,10 @@
 
 use super::database::NormativeDb;
 use super::regional::RegionalTable;
-use crate::centiles::{CentileError, CentileSet, Covariates, FitOptions, MeasureTable};
+use crate::centiles::{
+    CentileError, CentileModel, CentileSet, Covariates, FitOptions, FlagLimit, MeasureTable, fit_measure,
+};
+use rayon::prelude::*;
 
 impl RegionalTable {
     /// The table as the centile model reads it (an empty site label is an unknown site).
@@ -31,29 +34,26 @@ impl RegionalTable {
 /// does not contain). `None` when no measure can be modelled.
 pub fn fit_centiles(table: &RegionalTable, options: &FitOptions) -> (Option<CentileSet>, Vec<CentileError>) {
     let all = table.measure_table();
+    // Each measure once, in parallel; the order of the results is the table's.
+    let results: Vec<Result<CentileModel, CentileError>> = all
+        .measures
+        .par_iter()
+        .zip(&all.values)
+        .map(|(name, column)| fit_measure(name, column, &all.covariates, options))
+        .collect();
+    let mut models = Vec::new();
     let mut skipped = Vec::new();
-    let mut kept = Vec::new();
-    for (m, name) in all.measures.iter().enumerate() {
-        match crate::centiles::fit_measure(name, &all.values[m], &all.covariates, options) {
-            Ok(_) => kept.push(m),
-            Err(e) => skipped.push(e),
+    for result in results {
+        match result {
+            Ok(model) => models.push(model),
+            Err(reason) => skipped.push(reason),
         }
     }
-    if kept.is_empty() {
+    if models.is_empty() {
         return (None, skipped);
     }
-    let modelled = MeasureTable {
-        measures: kept.iter().map(|&m| all.measures[m].clone()).collect(),
-        covariates: all.covariates.clone(),
-        values: kept.iter().map(|&m| all.values[m].clone()).collect(),
-    };
-    match CentileSet::fit(&modelled, options) {
-        Ok(set) => (Some(set), skipped),
-        Err(e) => {
-            skipped.push(e);
-            (None, skipped)
-        }
-    }
+    let limit = FlagLimit::calibrate(&models, &all);
+    (Some(CentileSet { options: options.clone(), models, limit }), skipped)
 }
 
 impl NormativeDb {
