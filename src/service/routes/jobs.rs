@@ -89,17 +89,23 @@ fn content_type_for(name: &str) -> &'static str {
         "application/gzip"
     } else if name.ends_with(".csv") {
         "text/csv"
+    } else if name.ends_with(".tsv") {
+        "text/tab-separated-values"
+    } else if name.ends_with(".svg") {
+        "image/svg+xml"
     } else {
         "application/octet-stream"
     }
 }
 
-/// Download one output (NIfTI z-maps, cluster map, report.json, PNG montages).
+/// Download one output (NIfTI z-maps, cluster map, report.json, PNG montages, the regional
+/// table and its SVG charts).
 #[utoipa::path(get, path = "/api/v1/jobs/{id}/outputs/{name}", tag = "jobs", security(("bearer" = [])),
     params(("id" = i64, Path, description = "Job id", minimum = 1, maximum = 9007199254740992_i64), ("name" = String, Path, description = "File name from the outputs list", pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$")),
-    responses((status = 200, description = "The file: JSON for `.json` outputs, PNG for montages, gzip for NIfTI maps",
+    responses((status = 200, description = "The file: JSON for `.json` outputs, PNG for montages, gzip for NIfTI maps, TSV for the regional table, SVG for its charts",
                content((serde_json::Value = "application/json"), (Vec<u8> = "image/png"), (Vec<u8> = "application/gzip"),
-                       (Vec<u8> = "text/csv"), (Vec<u8> = "application/octet-stream"))),
+                       (Vec<u8> = "text/csv"), (Vec<u8> = "text/tab-separated-values"), (Vec<u8> = "image/svg+xml"),
+                       (Vec<u8> = "application/octet-stream"))),
               (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn download_output(
     State(state): State<AppState>,
