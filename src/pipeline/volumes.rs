@@ -149,16 +149,9 @@ pub fn run_volumes(request: &VolumesRequest, out_dir: &Path) -> Result<VolumesSu
             .centiles
             .as_ref()
             .map(|set| {
-                let pairs: Vec<(String, f64)> = volumes
-                    .measures
-                    .names
-                    .iter()
-                    .cloned()
-                    .zip(volumes.measures.values_ml.iter().copied())
-                    .collect();
                 let covariates =
                     Covariates { age: request.age_years, sex: request.sex, site: request.site.clone() };
-                set.place(&pairs, &covariates)
+                set.place(&volumes.measures.pairs(), &covariates)
             })
             .unwrap_or_default(),
         flag_limit_z: db.centiles.as_ref().map(|set| set.limit.z),

@@ -2,6 +2,7 @@
 //! TSV for readers and a one-page SVG summary sheet (each measure's z as a dot against the
 //! normal band and the calibrated limit).
 
+use super::growth_chart::escape;
 use pedinorm_templates::centiles::PlacedMeasure;
 
 /// The table as TSV, in the order given.
@@ -93,10 +94,6 @@ pub fn regional_summary_svg(rows: &[PlacedMeasure], limit_z: f64, title: &str) -
         bottom + 32.0
     ));
     svg
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 #[cfg(test)]

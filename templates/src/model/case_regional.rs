@@ -53,9 +53,7 @@ pub fn case_regional(
         });
     };
     let covariates = Covariates { age: age_years, sex, site: site.map(str::to_owned) };
-    let pairs: Vec<(String, f64)> =
-        volumes.names.iter().cloned().zip(volumes.values_ml.iter().copied()).collect();
-    let mut centiles = set.place(&pairs, &covariates);
+    let mut centiles = set.place(&volumes.pairs(), &covariates);
     let rank =
         |p: &PlacedMeasure| WHOLE_BRAIN.iter().position(|w| *w == p.measure).unwrap_or(WHOLE_BRAIN.len());
     centiles.sort_by(|a, b| rank(a).cmp(&rank(b)).then(b.z.abs().total_cmp(&a.z.abs())));

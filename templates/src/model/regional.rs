@@ -33,7 +33,12 @@ pub struct RegionalMeasures {
 }
 
 impl RegionalMeasures {
-    /// The value of the measure `name`.
+    /// Every measure as (name, volume), in table order.
+    pub fn pairs(&self) -> Vec<(String, f64)> {
+        self.names.iter().cloned().zip(self.values_ml.iter().copied()).collect()
+    }
+
+    /// The volume of one measure.
     pub fn get(&self, name: &str) -> Option<f64> {
         self.names.iter().position(|n| n == name).map(|i| self.values_ml[i])
     }
