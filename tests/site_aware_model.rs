@@ -11,7 +11,7 @@ use pedinorm::normdb::NormDbFile;
 use pedinorm::pipeline::demo::run_demo;
 use pedinorm::pipeline::deviation::{DeviationOptions, compute_deviation};
 use pedinorm_registration::Grid;
-use pedinorm_templates::model::NormativeDb;
+use pedinorm_templates::model::{NormalSubject, NormativeDb, add_subject};
 use pedinorm_templates::site_effects::SiteAdjustment;
 use pedinorm_validation::{BaseBrain, Generator, Site, SubjectSpec};
 use std::path::Path;
@@ -89,6 +89,29 @@ fn two_site_database_corrects_known_sites_widens_unknown_ones_and_reports_held_o
     );
     assert!(matches!(score(None).site_adjustment, Some(SiteAdjustment::Unseen { site: None, .. })));
 
+    // A normal of S1 added later joins its site's estimate (the moments are kept in the file),
+    // and the grown database reads back with the same model.
+    let mut grown = db.clone();
+    let newcomer = NormalSubject {
+        pseudonym: "added-S1".into(),
+        age_years: 10.0,
+        sex: pedinorm_templates::stats::Sex::Female,
+        scanner: "S1".into(),
+        image: subject.image.clone(),
+    };
+    assert!(add_subject(&mut grown, &newcomer, "2026-01-02T00:00:00Z").unwrap().qc_passed);
+    let calibration = grown.calibration.as_ref().unwrap();
+    assert_eq!(calibration.site_moments[0].normals.len(), 13);
+    let s1 = |c: &pedinorm_templates::model::CalibrationRecord| {
+        c.site_effects.as_ref().unwrap()[0].sites.iter().find(|e| e.site == "S1").unwrap().normals
+    };
+    assert_eq!(s1(calibration), 7);
+    let grown_path = dir.path().join("grown.h5");
+    grown.write(&grown_path).unwrap();
+    let reread = NormativeDb::read(&grown_path).unwrap();
+    assert_eq!(reread.calibration.as_ref().unwrap().site_moments, calibration.site_moments);
+    assert_eq!(reread.calibration.as_ref().unwrap().site_effects, calibration.site_effects);
+
     // The layout, read by h5py.
     let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".data/venv/bin/python");
     let script = r#"
@@ -101,6 +124,10 @@ for ch in ("intensity", "logjac"):
     assert sites == ["S1", "S2"], sites
     assert c["location"].shape == (2 * k,) and c["scale"].shape == (2 * k,) and c["unseen_scale"].shape == (k,)
     assert list(c["normals"][:]) == [6, 6]
+    m = g.parent["site_moments"][ch]
+    n = len(m["pseudonym"])
+    assert n == 12 and m["mean"].shape == (n * k,) and m["square"].shape == (n * k,), n
+    assert sorted(set(x.decode() if isinstance(x, bytes) else x for x in m["site"][:])) == ["S1", "S2"]
 print("ok")
 "#;
     let output =

@@ -407,6 +407,7 @@ fn write_calibration(ctx: &Ctx, file: &File, calibration: &CalibrationRecord) ->
     if let Some(effects) = &calibration.site_effects {
         super::hdf5_site_effects::write(ctx, &g, effects)?;
     }
+    super::hdf5_site_effects::write_moments(ctx, &g, &calibration.site_moments)?;
     Ok(())
 }
 
@@ -709,5 +710,6 @@ fn read_calibration(ctx: &Ctx, file: &File) -> Result<CalibrationRecord, NormDbE
         channels,
         nulls: read_nulls(ctx, &g)?,
         site_effects: super::hdf5_site_effects::read(ctx, &g)?,
+        site_moments: super::hdf5_site_effects::read_moments(ctx, &g)?,
     })
 }

@@ -19,6 +19,11 @@
 //! normals, the empirical-Bayes step of ComBat in its simplest form. Sites with fewer than
 //! the minimum number of normals get no effect of their own.
 //!
+//! **Growing and merging.** The estimate needs only each normal's per-class mean and mean
+//! square of z ([`NormalMoments`]), a few numbers per normal, so a database keeps them
+//! ([`SiteMoments`]) and re-estimates the effects from the union when normals are added or
+//! databases merged — two single-site databases merged become a two-site model.
+//!
 //! **Unseen sites.** A case from a site with no normals cannot be corrected. It is scored
 //! against the pooled model with its variance widened by what the sites that were seen say
 //! a new site adds: ω² = mean δ² + (1 + 1/S)·var(γ) over the S estimated sites (the predictive
@@ -174,6 +179,128 @@ impl SiteAdjustment {
     }
 }
 
+/// One calibration normal's per-class mean and mean square of its leave-one-out z: all the
+/// estimate needs of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NormalMoments {
+    /// Pseudonym of the normal (keeps the union of two databases free of doubles).
+    pub pseudonym: String,
+    /// Site label.
+    pub site: String,
+    /// Mean z per class.
+    pub mean: Vec<f64>,
+    /// Mean z² per class.
+    pub square: Vec<f64>,
+}
+
+impl NormalMoments {
+    /// The moments of one normal's z (`pseudonym` names it).
+    pub fn of(pseudonym: &str, null: &SiteNull<'_>, classes: usize) -> Self {
+        let (mean, square) = class_moments(null, classes);
+        Self { pseudonym: pseudonym.to_owned(), site: null.site.to_owned(), mean, square }
+    }
+}
+
+/// The moments of every calibration normal of one channel, from which [`SiteEffects`] are
+/// estimated (kept in the database so that added and merged normals re-estimate them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SiteMoments {
+    /// Tissue classes.
+    pub classes: usize,
+    /// Normals a site needs for an effect of its own.
+    pub min_site_normals: usize,
+    /// One entry per normal, in pseudonym order.
+    pub normals: Vec<NormalMoments>,
+}
+
+impl SiteMoments {
+    /// Moments of `normals` (sorted by pseudonym, so the estimate does not depend on the
+    /// order normals arrived in); every entry must hold `classes` values.
+    pub fn new(
+        classes: usize,
+        min_site_normals: usize,
+        mut normals: Vec<NormalMoments>,
+    ) -> Result<Self, SiteEffectError> {
+        if classes == 0 {
+            return Err(SiteEffectError::Invalid("classes: must be at least 1".into()));
+        }
+        if let Some(bad) = normals.iter().find(|n| n.mean.len() != classes || n.square.len() != classes) {
+            return Err(SiteEffectError::Invalid(format!(
+                "normal {} of site {}: {} means and {} squares for {classes} classes",
+                bad.pseudonym,
+                bad.site,
+                bad.mean.len(),
+                bad.square.len()
+            )));
+        }
+        normals.sort_by(|a, b| a.pseudonym.cmp(&b.pseudonym));
+        if let Some(w) = normals.windows(2).find(|w| w[0].pseudonym == w[1].pseudonym) {
+            return Err(SiteEffectError::Invalid(format!("normal {} appears twice", w[0].pseudonym)));
+        }
+        Ok(Self { classes, min_site_normals, normals })
+    }
+
+    /// The union with `other` (same classes and minimum), e.g. of two merged databases.
+    pub fn union(&self, other: &SiteMoments) -> Result<SiteMoments, SiteEffectError> {
+        if self.classes != other.classes || self.min_site_normals != other.min_site_normals {
+            return Err(SiteEffectError::Invalid(format!(
+                "site moments: {} classes / minimum {} against {} / {}",
+                self.classes, self.min_site_normals, other.classes, other.min_site_normals
+            )));
+        }
+        Self::new(
+            self.classes,
+            self.min_site_normals,
+            self.normals.iter().chain(&other.normals).cloned().collect(),
+        )
+    }
+
+    /// Number of distinct sites.
+    pub fn site_count(&self) -> usize {
+        let mut sites: Vec<&str> = self.normals.iter().map(|n| n.site.as_str()).collect();
+        sites.sort_unstable();
+        sites.dedup();
+        sites.len()
+    }
+
+    /// The site effects these moments give (see the module documentation).
+    pub fn effects(&self) -> SiteEffects {
+        let mut labels: Vec<&str> = self.normals.iter().map(|n| n.site.as_str()).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        let classes = self.classes;
+        let mut sites = Vec::new();
+        let mut sparse_sites = Vec::new();
+        for label in labels {
+            let members: Vec<&NormalMoments> = self.normals.iter().filter(|n| n.site == label).collect();
+            let n = members.len();
+            if n < self.min_site_normals.max(1) {
+                sparse_sites.push(label.to_owned());
+                continue;
+            }
+            let shrink = n as f64 / (n as f64 + PRIOR_NORMALS);
+            let mut location = Vec::with_capacity(classes);
+            let mut scale = Vec::with_capacity(classes);
+            for c in 0..classes {
+                let gamma = members.iter().map(|m| m.mean[c]).sum::<f64>() / n as f64;
+                // Mean square around γ: E[z²] − 2γE[z] + γ², per normal, averaged.
+                let spread = members
+                    .iter()
+                    .map(|m| m.square[c] - 2.0 * gamma * m.mean[c] + gamma * gamma)
+                    .sum::<f64>()
+                    / n as f64;
+                let gamma_shrunk = shrink * gamma;
+                let delta_sq = shrink * spread.max(0.0) + (1.0 - shrink);
+                location.push(gamma_shrunk);
+                scale.push(delta_sq.sqrt().max(0.05));
+            }
+            sites.push(SiteEffect { site: label.to_owned(), normals: n, location, scale });
+        }
+        let unseen_scale = unseen_widening(&sites, classes);
+        SiteEffects { sites, unseen_scale, sparse_sites, min_site_normals: self.min_site_normals }
+    }
+}
+
 /// Per-class mean and mean square of one normal's z.
 fn class_moments(null: &SiteNull<'_>, classes: usize) -> (Vec<f64>, Vec<f64>) {
     let mut sum = vec![0.0; classes];
@@ -192,56 +319,48 @@ fn class_moments(null: &SiteNull<'_>, classes: usize) -> (Vec<f64>, Vec<f64>) {
     (mean, square)
 }
 
+/// Moments of every null (named by `pseudonyms` when given, else by position), checking
+/// that classes and values match.
+pub fn moments_of(
+    nulls: &[SiteNull<'_>],
+    pseudonyms: Option<&[&str]>,
+    classes: usize,
+) -> Result<Vec<NormalMoments>, SiteEffectError> {
+    if classes == 0 {
+        return Err(SiteEffectError::Invalid("classes: must be at least 1".into()));
+    }
+    if let Some(bad) = nulls.iter().find(|n| n.classes.len() != n.z.len()) {
+        return Err(SiteEffectError::Invalid(format!(
+            "a normal of site {}: {} classes for {} z-values",
+            bad.site,
+            bad.classes.len(),
+            bad.z.len()
+        )));
+    }
+    if pseudonyms.is_some_and(|p| p.len() != nulls.len()) {
+        return Err(SiteEffectError::Invalid("one pseudonym per normal is needed".into()));
+    }
+    Ok(nulls
+        .iter()
+        .enumerate()
+        .map(|(i, null)| {
+            let name = pseudonyms.map_or_else(|| format!("{i:06}"), |p| p[i].to_owned());
+            NormalMoments::of(&name, null, classes)
+        })
+        .collect())
+}
+
 impl SiteEffects {
     /// Estimates the effects of every site with at least `min_site_normals` normals among
-    /// `nulls` (see the module documentation).
+    /// `nulls` (see the module documentation). The nulls are named by their position, so
+    /// use [`SiteMoments`] with pseudonyms where the estimate must be grown or merged later.
     pub fn estimate(
         nulls: &[SiteNull<'_>],
         classes: usize,
         min_site_normals: usize,
     ) -> Result<Self, SiteEffectError> {
-        if classes == 0 {
-            return Err(SiteEffectError::Invalid("classes: must be at least 1".into()));
-        }
-        if let Some(bad) = nulls.iter().find(|n| n.classes.len() != n.z.len()) {
-            return Err(SiteEffectError::Invalid(format!(
-                "a normal of site {}: {} classes for {} z-values",
-                bad.site,
-                bad.classes.len(),
-                bad.z.len()
-            )));
-        }
-        let mut labels: Vec<&str> = nulls.iter().map(|n| n.site).collect();
-        labels.sort_unstable();
-        labels.dedup();
-        let mut sites = Vec::new();
-        let mut sparse_sites = Vec::new();
-        for label in labels {
-            let members: Vec<(Vec<f64>, Vec<f64>)> =
-                nulls.iter().filter(|n| n.site == label).map(|n| class_moments(n, classes)).collect();
-            let n = members.len();
-            if n < min_site_normals.max(1) {
-                sparse_sites.push(label.to_owned());
-                continue;
-            }
-            let shrink = n as f64 / (n as f64 + PRIOR_NORMALS);
-            let mut location = Vec::with_capacity(classes);
-            let mut scale = Vec::with_capacity(classes);
-            for c in 0..classes {
-                let gamma = members.iter().map(|(m, _)| m[c]).sum::<f64>() / n as f64;
-                // Mean square around γ: E[z²] − 2γE[z] + γ², per normal, averaged.
-                let spread =
-                    members.iter().map(|(m, sq)| sq[c] - 2.0 * gamma * m[c] + gamma * gamma).sum::<f64>()
-                        / n as f64;
-                let gamma_shrunk = shrink * gamma;
-                let delta_sq = shrink * spread.max(0.0) + (1.0 - shrink);
-                location.push(gamma_shrunk);
-                scale.push(delta_sq.sqrt().max(0.05));
-            }
-            sites.push(SiteEffect { site: label.to_owned(), normals: n, location, scale });
-        }
-        let unseen_scale = unseen_widening(&sites, classes);
-        Ok(Self { sites, unseen_scale, sparse_sites, min_site_normals })
+        let moments = SiteMoments::new(classes, min_site_normals, moments_of(nulls, None, classes)?)?;
+        Ok(moments.effects())
     }
 
     /// Number of tissue classes.

@@ -4,7 +4,7 @@ use super::ModelError;
 use super::accumulate::{
     BracketInput, BuildOptions, MappedNormal, NormalSubject, accumulate, bracket_priors,
 };
-use super::calibrate::{calibrate, subject_null};
+use super::calibrate::{calibrate, with_added_normal};
 use super::database::{AtlasTable, Channel, Metadata, NormativeDb, SubjectRecord};
 use super::mapping::map_to_template;
 use super::regional::{normals_table, regional_volumes, row_of};
@@ -105,17 +105,18 @@ pub fn add_subject(
         let tissues = member_tissues(&maps.warped, &space, &template_tissues(&space)?, &subject.pseudonym)?;
         // The database before the addition is exactly the new normal's leave-one-out reference.
         let recalibrated = match &db.calibration {
-            Some(c) if !c.nulls.is_empty() && !c.stale => {
-                let null = subject_null(
+            Some(c) if !c.stale => {
+                let p = &db.metadata.parameters;
+                with_added_normal(
+                    c,
                     &space,
                     &db.brackets[b].stats,
                     &record,
                     &values,
-                    &db.metadata.parameters.normative,
-                    c.site_effects.as_deref(),
-                )?;
-                let p = &db.metadata.parameters;
-                c.with_null(null, p.voxel_rate, p.cluster_rate)
+                    &p.normative,
+                    p.voxel_rate,
+                    p.cluster_rate,
+                )?
             }
             _ => None,
         };

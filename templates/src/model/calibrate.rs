@@ -10,7 +10,7 @@ use super::space::{TemplateSpace, gather, scatter};
 use crate::calibration::NullSummary;
 use crate::normative::NormativeParams;
 use crate::safeguards;
-use crate::site_effects::SiteEffects;
+use crate::site_effects::{NormalMoments, SiteMoments, SiteNull};
 use crate::stats::NormativeAccumulator;
 use rayon::prelude::*;
 
@@ -44,24 +44,62 @@ pub fn null_from_z(space: &TemplateSpace, record: &SubjectRecord, z: &[Vec<f32>;
     SubjectNull { pseudonym: record.pseudonym.clone(), channels: [summary(&z[0]), summary(&z[1])] }
 }
 
-/// The null summaries of one normal: its maps scored against `stats` (statistics that do not
-/// contain it), per channel, corrected for its site when the database has site effects.
-pub fn subject_null(
+/// The calibration once `record` joins the database: the new normal is scored against
+/// `stats` (the statistics without it — its exact leave-one-out reference), its site moments
+/// join the calibration's and the site effects are re-estimated from them (databases that
+/// keep no moments keep their effects), its z is corrected for its site and its null summary
+/// pooled with the others. `None` when `calibration` keeps no null summaries.
+#[allow(clippy::too_many_arguments)]
+pub fn with_added_normal(
+    calibration: &CalibrationRecord,
     space: &TemplateSpace,
     stats: &[NormativeAccumulator; 2],
     record: &SubjectRecord,
     values: &[Vec<f32>; 2],
     params: &NormativeParams,
-    site_effects: Option<&[SiteEffects]>,
-) -> Result<SubjectNull, ModelError> {
+    voxel_rate: f64,
+    cluster_rate: f64,
+) -> Result<Option<CalibrationRecord>, ModelError> {
+    if calibration.nulls.is_empty() {
+        return Ok(None);
+    }
+    let site_error = |e: crate::site_effects::SiteEffectError| ModelError::Config(e.to_string());
     let mut z = held_out_z(space, stats, record, values, params)?;
-    if let Some(effects) = site_effects {
-        let classes = site::tissue_classes(space).map_err(|e| ModelError::Config(e.to_string()))?;
+    let classes = site::tissue_classes(space).map_err(site_error)?;
+    let (moments, effects) = if calibration.site_moments.is_empty() {
+        (Vec::new(), calibration.site_effects.clone())
+    } else {
+        let moments: Vec<SiteMoments> = calibration
+            .site_moments
+            .iter()
+            .zip(&z)
+            .map(|(m, z)| {
+                let null = SiteNull { site: &record.scanner, classes: &classes, z };
+                let added = NormalMoments::of(&record.pseudonym, &null, m.classes);
+                SiteMoments::new(
+                    m.classes,
+                    m.min_site_normals,
+                    m.normals.iter().cloned().chain([added]).collect(),
+                )
+            })
+            .collect::<Result<_, _>>()
+            .map_err(site_error)?;
+        let effects = site::effects(&moments);
+        (moments, effects)
+    };
+    if let Some(effects) = &effects {
         for channel in Channel::ALL {
             site::adjust(effects, channel, &classes, Some(&record.scanner), &mut z[channel.index()]);
         }
     }
-    Ok(null_from_z(space, record, &z))
+    let mut nulls = calibration.nulls.clone();
+    nulls.push(null_from_z(space, record, &z));
+    let Ok(mut updated) = CalibrationRecord::from_nulls(nulls, voxel_rate, cluster_rate) else {
+        return Ok(None);
+    };
+    updated.site_moments = moments;
+    updated.site_effects = effects;
+    Ok(Some(updated))
 }
 
 /// The normals whose leave-one-out maps make the calibration's null: the QC-passed normals
@@ -112,8 +150,12 @@ pub fn calibrate(
         .map(|b| site::tissue_classes(&b.space))
         .collect::<Result<_, _>>()
         .map_err(site_error)?;
-    let site_effects =
-        if options.site_effects { site::estimate(&members, &z, &classes).map_err(site_error)? } else { None };
+    let site_moments = if options.site_effects {
+        site::moments(&members, &z, &classes).map_err(site_error)?
+    } else {
+        Vec::new()
+    };
+    let site_effects = site::effects(&site_moments);
     if let Some(effects) = &site_effects {
         for (m, z) in members.iter().zip(z.iter_mut()) {
             for channel in Channel::ALL {
@@ -127,6 +169,7 @@ pub fn calibrate(
     let mut record = CalibrationRecord::from_nulls(nulls, options.voxel_rate, options.cluster_rate)
         .map_err(|e| ModelError::Config(format!("calibration: {e}")))?;
     record.site_effects = site_effects;
+    record.site_moments = site_moments;
     Ok(record)
 }
 

@@ -7,7 +7,7 @@ use crate::calibration::{
     CalibrationError, ClusterCalibration, NullSummary, VoxelCalibration, calibrate_channel,
 };
 use crate::normative::NormativeParams;
-use crate::site_effects::SiteEffects;
+use crate::site_effects::{SiteEffects, SiteMoments};
 use crate::stats::{NormativeAccumulator, Sex, StatsError};
 use pedinorm_registration::Image;
 use serde::{Deserialize, Serialize};
@@ -237,6 +237,11 @@ pub struct CalibrationRecord {
     /// normals came from several sites; the null summaries are then of site-corrected z.
     #[serde(default)]
     pub site_effects: Option<Vec<SiteEffects>>,
+    /// Per channel, the calibration normals' site moments the effects were estimated from
+    /// (empty: the site model was off, or the database predates them); an added normal or a
+    /// merged database re-estimates the effects from them.
+    #[serde(skip)]
+    pub site_moments: Vec<SiteMoments>,
 }
 
 impl CalibrationRecord {
@@ -272,27 +277,8 @@ impl CalibrationRecord {
             channels,
             nulls,
             site_effects: None,
+            site_moments: Vec::new(),
         })
-    }
-
-    /// The calibration after adding `null` (a new normal scored against the database without
-    /// it), or `None` when the calibration keeps no null summaries to pool with.
-    pub fn with_null(
-        &self,
-        null: SubjectNull,
-        voxel_rate: f64,
-        cluster_rate: f64,
-    ) -> Option<CalibrationRecord> {
-        if self.nulls.is_empty() {
-            return None;
-        }
-        let mut nulls = self.nulls.clone();
-        nulls.push(null);
-        // The site effects stay those estimated at the build: re-estimating them needs every
-        // calibration normal's z-map, which the database does not keep.
-        let mut record = CalibrationRecord::from_nulls(nulls, voxel_rate, cluster_rate).ok()?;
-        record.site_effects = self.site_effects.clone();
-        Some(record)
     }
 }
 

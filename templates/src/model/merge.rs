@@ -1,6 +1,7 @@
 //! Merging two databases built on the same templates with the same parameters.
 
 use super::database::{CalibrationRecord, DatabaseError, NormativeDb};
+use super::site;
 
 impl NormativeDb {
     /// Merges `other` into a copy of `self`: same templates, masks, nodes and parameters are
@@ -64,10 +65,21 @@ impl NormativeDb {
                 .flat_map(|db| db.calibration.as_ref().expect("checked").nulls.iter().cloned())
                 .collect();
             let p = &self.metadata.parameters;
-            merged.calibration =
-                Some(CalibrationRecord::from_nulls(nulls, p.voxel_rate, p.cluster_rate).map_err(|e| {
-                    DatabaseError::Incompatible(format!("calibration of the merged database: {e}"))
-                })?);
+            let incompatible =
+                |e: String| DatabaseError::Incompatible(format!("calibration of the merged database: {e}"));
+            let mut calibration = CalibrationRecord::from_nulls(nulls, p.voxel_rate, p.cluster_rate)
+                .map_err(|e| incompatible(e.to_string()))?;
+            // The site effects of the union: two single-site databases become a two-site model.
+            // Each database's null summaries stay as corrected (or not) in their own database.
+            let (mine, theirs) = (&self.calibration, &other.calibration);
+            let moments = site::union(
+                &mine.as_ref().expect("checked").site_moments,
+                &theirs.as_ref().expect("checked").site_moments,
+            )
+            .map_err(|e| incompatible(e.to_string()))?;
+            calibration.site_effects = site::effects(&moments);
+            calibration.site_moments = moments;
+            merged.calibration = Some(calibration);
         } else if let Some(calibration) = merged.calibration.as_mut() {
             calibration.stale = true;
         }
@@ -113,5 +125,48 @@ mod tests {
         let mut old = tiny(3, 5);
         old.calibration.as_mut().unwrap().nulls.clear();
         assert!(old.merged(&c, NOW).unwrap().calibration.unwrap().stale);
+    }
+
+    /// `db` as calibrated at one site whose normals' z sit `shift` above the pool.
+    fn at_site(mut db: NormativeDb, site: &str, shift: f64) -> NormativeDb {
+        use crate::site_effects::{NormalMoments, SiteMoments};
+        let normals: Vec<NormalMoments> = db
+            .subjects
+            .iter()
+            .map(|s| NormalMoments {
+                pseudonym: s.pseudonym.clone(),
+                site: site.into(),
+                mean: vec![shift; 2],
+                square: vec![1.0 + shift * shift; 2],
+            })
+            .collect();
+        let moments = SiteMoments::new(2, 3, normals).unwrap();
+        let calibration = db.calibration.as_mut().unwrap();
+        calibration.site_moments = vec![moments.clone(), moments];
+        calibration.site_effects = site::effects(&calibration.site_moments);
+        db
+    }
+
+    #[test]
+    fn two_single_site_databases_merge_into_a_two_site_model() {
+        let a = at_site(tiny(1, 5), "S1", 1.0);
+        let b = at_site(tiny(2, 4), "S2", -1.0);
+        // One site each: nothing to tell apart, no effects of their own.
+        assert!(a.calibration.as_ref().unwrap().site_effects.is_none());
+        let merged = a.merged(&b, NOW).unwrap();
+        let calibration = merged.calibration.as_ref().unwrap();
+        assert_eq!(calibration.site_moments[0].normals.len(), 9);
+        let effects = calibration.site_effects.as_ref().expect("two sites after the merge");
+        let sites: Vec<(&str, usize)> =
+            effects[0].sites.iter().map(|e| (e.site.as_str(), e.normals)).collect();
+        assert_eq!(sites, [("S1", 5), ("S2", 4)]);
+        // Shrunk towards the pool with a prior of two normals: 5/7 of +1, 4/6 of −1.
+        assert!((effects[0].sites[0].location[0] - 5.0 / 7.0).abs() < 1e-12);
+        assert!((effects[1].sites[1].location[1] + 4.0 / 6.0).abs() < 1e-12);
+        // The same model whichever database comes first.
+        assert_eq!(b.merged(&a, NOW).unwrap().calibration, merged.calibration);
+        // A database that keeps no moments (site model off) merges without site effects.
+        let plain = tiny(3, 3);
+        assert!(a.merged(&plain, NOW).unwrap().calibration.unwrap().site_effects.is_none());
     }
 }

@@ -35,7 +35,7 @@ pub use accumulate::{
 };
 pub use atlas::{carry_atlas, parse_label_names};
 pub use build::{add_subject, assemble, assemble_with_stats};
-pub use calibrate::{calibrate, calibration_normals, held_out_z, null_from_z, subject_null};
+pub use calibrate::{calibrate, calibration_normals, held_out_z, null_from_z, with_added_normal};
 pub use database::{
     AtlasTable, BracketDb, BuildParameters, CalibrationRecord, Channel, ChannelCalibration, DatabaseError,
     Metadata, NormativeDb, SubjectNull, SubjectRecord, mask_indices, software,

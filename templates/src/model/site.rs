@@ -1,5 +1,6 @@
 //! The site-aware part of the normative model (see [`crate::site_effects`]): estimated at calibration from the calibration
-//! normals' leave-one-out z-maps and their scanner labels, applied to every z-map scored
+//! normals' leave-one-out z-maps and their scanner labels (kept as per-normal moments, so
+//! added and merged normals re-estimate them), applied to every z-map scored
 //! against the database — the calibration normals' own (so the thresholds are calibrated on
 //! site-corrected values) and every case's.
 
@@ -7,8 +8,8 @@ use super::accumulate::MappedNormal;
 use super::database::Channel;
 use super::space::{TemplateSpace, gather};
 use crate::site_effects::{
-    DEFAULT_CLASSES, DEFAULT_MIN_SITE_NORMALS, SiteAdjustment, SiteEffectError, SiteEffects, SiteNull,
-    TissueClasses,
+    DEFAULT_CLASSES, DEFAULT_MIN_SITE_NORMALS, SiteAdjustment, SiteEffectError, SiteEffects, SiteMoments,
+    SiteNull, TissueClasses, moments_of,
 };
 
 /// Tissue class of every mask voxel of a template space.
@@ -17,38 +18,52 @@ pub fn tissue_classes(space: &TemplateSpace) -> Result<Vec<u8>, SiteEffectError>
     Ok(TissueClasses::from_template(&values, DEFAULT_CLASSES)?.assign(&values))
 }
 
-/// Site effects per channel ([`Channel::index`] order) from the calibration normals (`members`,
-/// their leave-one-out z per channel in `z`, `classes` per bracket), or `None` when the normals
-/// come from fewer than two sites (there is nothing to tell apart) or no site has enough
-/// normals.
-pub fn estimate(
+/// The site moments per channel ([`Channel::index`] order) of the calibration normals
+/// (`members`, their leave-one-out z per channel in `z`, `classes` per bracket).
+pub fn moments(
     members: &[&MappedNormal],
     z: &[[Vec<f32>; 2]],
     classes: &[Vec<u8>],
-) -> Result<Option<Vec<SiteEffects>>, SiteEffectError> {
-    let mut sites: Vec<&str> = members.iter().map(|m| m.record.scanner.as_str()).collect();
-    sites.sort_unstable();
-    sites.dedup();
-    if sites.len() < 2 {
-        return Ok(None);
+) -> Result<Vec<SiteMoments>, SiteEffectError> {
+    let pseudonyms: Vec<&str> = members.iter().map(|m| m.record.pseudonym.as_str()).collect();
+    Channel::ALL
+        .iter()
+        .map(|channel| {
+            let nulls: Vec<SiteNull> = members
+                .iter()
+                .zip(z)
+                .map(|(m, z)| SiteNull {
+                    site: &m.record.scanner,
+                    classes: &classes[m.bracket],
+                    z: &z[channel.index()],
+                })
+                .collect();
+            let normals = moments_of(&nulls, Some(&pseudonyms), DEFAULT_CLASSES)?;
+            SiteMoments::new(DEFAULT_CLASSES, DEFAULT_MIN_SITE_NORMALS, normals)
+        })
+        .collect()
+}
+
+/// The site effects per channel that `moments` give, or `None` when the normals come from
+/// fewer than two sites (there is nothing to tell apart) or no site has enough normals.
+pub fn effects(moments: &[SiteMoments]) -> Option<Vec<SiteEffects>> {
+    if moments.is_empty() || moments.iter().any(|m| m.site_count() < 2) {
+        return None;
     }
-    let mut effects = Vec::with_capacity(2);
-    for channel in Channel::ALL {
-        let nulls: Vec<SiteNull> = members
-            .iter()
-            .zip(z)
-            .map(|(m, z)| SiteNull {
-                site: &m.record.scanner,
-                classes: &classes[m.bracket],
-                z: &z[channel.index()],
-            })
-            .collect();
-        effects.push(SiteEffects::estimate(&nulls, DEFAULT_CLASSES, DEFAULT_MIN_SITE_NORMALS)?);
-    }
+    let effects: Vec<SiteEffects> = moments.iter().map(SiteMoments::effects).collect();
     if effects.iter().all(|e| e.sites.is_empty()) {
-        return Ok(None);
+        return None;
     }
-    Ok(Some(effects))
+    Some(effects)
+}
+
+/// The union of two databases' moments per channel; empty when either keeps none (the
+/// site model was off, or a database written before moments were kept).
+pub fn union(a: &[SiteMoments], b: &[SiteMoments]) -> Result<Vec<SiteMoments>, SiteEffectError> {
+    if a.len() != b.len() || a.is_empty() {
+        return Ok(Vec::new());
+    }
+    a.iter().zip(b).map(|(a, b)| a.union(b)).collect()
 }
 
 /// Corrects one channel's z of a subject of `site` in place; returns what was applied.
