@@ -154,7 +154,14 @@ fn merge_equals_the_union() {
         .chain(&db.calibration.as_ref().unwrap().nulls)
         .cloned()
         .collect();
-    let expected = CalibrationRecord::from_nulls(pooled, options.voxel_rate, options.cluster_rate).unwrap();
+    let mut expected =
+        CalibrationRecord::from_nulls(pooled, options.voxel_rate, options.cluster_rate).unwrap();
+    // The site moments of both halves travel into the merge (one site here: no effects).
+    let (ma, mb) =
+        (&da.calibration.as_ref().unwrap().site_moments, &db.calibration.as_ref().unwrap().site_moments);
+    expected.site_moments = ma.iter().zip(mb).map(|(a, b)| a.union(b).unwrap()).collect();
+    assert_eq!(expected.site_moments[0].normals.len(), 24);
+    assert!(calibration.site_effects.is_none());
     assert_eq!(calibration, &expected);
     assert_eq!(db.merged(&da, NOW).unwrap().calibration.as_ref(), Some(calibration));
     let union_calibration = union.calibration.as_ref().unwrap();
