@@ -14,13 +14,9 @@ binary=$1
 schemathesis=$2
 examples=${3:-50}
 work=$(mktemp -d)
-server=
+source "$(dirname "$0")/serve.sh"
 cleanup() {
-  # The server may still be writing its state: wait for it to exit before removing the folder.
-  if [ -n "$server" ]; then
-    kill "$server" 2>/dev/null || true
-    wait "$server" 2>/dev/null || true
-  fi
+  stop_service
   if [ -n "${SCHEMATHESIS_KEEP:-}" ]; then cp "$work"/*.txt "$SCHEMATHESIS_KEEP"/ || true; fi
   rm -rf "$work" || true
 }
@@ -35,10 +31,7 @@ declare -A token
 for role in scientist radiologist auditor; do
   token[$role]=$("$binary" users add --data-dir "$work/state" --name "st-$role" --role "$role" --centre C1)
 done
-"$binary" serve --config "$work/pedinorm.toml" --address-file "$work/address" > "$work/server.log" 2>&1 &
-server=$!
-for _ in $(seq 100); do [ -s "$work/address" ] && break; sleep 0.1; done
-base="http://$(cat "$work/address")"
+start_service "$binary" "$work" --config "$work/pedinorm.toml"
 status=0
 for role in scientist radiologist auditor; do
   if "$schemathesis" --config-file "$(dirname "$0")/schemathesis.toml" run "$base/openapi.json" --checks all --max-examples "$examples" --seed 1 \

@@ -21,8 +21,8 @@ seconds="${2:-30}"
 bin="${PEDINORM_BIN:-$root/target/release/pedinorm}"
 load="${PEDINORM_LOAD_BIN:-$root/target/release/fixed_rate_load}"
 work="$(mktemp -d)"
-server=""
-trap '[ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$work"' EXIT
+source "$root/scripts/services/serve.sh"
+trap 'stop_service; rm -rf "$work"' EXIT
 json() { python3 -c "import json,sys; v=json.load(sys.stdin); print($1)"; }
 
 echo "normative database (pedinorm demo, 2 mm, 8 normals)…" >&2
@@ -50,11 +50,7 @@ concurrency = 1
 max_queued = 500
 EOF
 radiologist="$("$bin" users add --data-dir "$work/state" --name load-rad --role radiologist --centre C1)"
-"$bin" serve --config "$work/pedinorm.toml" --address-file "$work/address" 2>"$work/server.log" &
-server=$!
-for _ in $(seq 1 100); do [ -s "$work/address" ] && break; sleep 0.1; done
-address="$(cat "$work/address")"
-base="http://$address"
+start_service "$bin" "$work" --config "$work/pedinorm.toml"
 auth="Authorization: Bearer $radiologist"
 
 submitted="$(curl -sf -H "$auth" -F 'consent={"database_a":true,"database_b":false,"research_use":true,"date":"2024-01-02"}' \

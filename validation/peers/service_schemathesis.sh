@@ -15,13 +15,11 @@ python="$root/.data/venv/bin/python"
 st="$root/.data/venv/bin/schemathesis"
 [ -x "$st" ] || "$python" -m pip install --quiet schemathesis
 work="$(mktemp -d)"
-trap 'kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
+source "$root/scripts/services/serve.sh"
+trap 'stop_service; rm -rf "$work"' EXIT
 
 token="$("$bin" users add --data-dir "$work/state" --name schemathesis --role admin --centre C1)"
-"$bin" serve --data-dir "$work/state" --listen 127.0.0.1:0 --address-file "$work/address" 2>"$work/server.log" &
-server=$!
-for _ in $(seq 1 100); do [ -s "$work/address" ] && break; sleep 0.1; done
-base="http://$(cat "$work/address")"
+start_service "$bin" "$work" --data-dir "$work/state" --listen 127.0.0.1:0
 echo "service at $base" >&2
 
 # not_a_server_error: no 5xx; status_code_conformance / response_schema_conformance: the
