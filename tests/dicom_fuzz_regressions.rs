@@ -1,8 +1,9 @@
 //! Inputs found by the cargo-fuzz targets (`scripts/fuzz.sh`), kept so that the fixes stay.
 
-/// The error the DICOM fuzz entry point gives for `input` (it must give one).
-fn refusal(input: &[u8]) -> String {
-    pedinorm::formats::dicom::assemble_fuzz_input(input).unwrap_err().to_string()
+/// Asserts that the DICOM fuzz entry point refuses `input` with an error containing `expected`.
+fn assert_refused(input: &[u8], expected: &str) {
+    let error = pedinorm::formats::dicom::assemble_fuzz_input(input).unwrap_err().to_string();
+    assert!(error.contains(expected), "{error}");
 }
 
 /// fuzz target `dicom_series`, out of memory (4 GiB resident for a 10 KB input): an element
@@ -10,9 +11,10 @@ fn refusal(input: &[u8]) -> String {
 /// before reading it. The declared-length check refuses the object first, naming the element.
 #[test]
 fn a_declared_length_past_the_end_is_refused_before_allocation() {
-    let input = include_bytes!("dicom_fuzz_inputs/oom_declared_length.bin");
-    let error = refusal(input);
-    assert!(error.contains("declares a value of 4227858432 bytes"), "{error}");
+    assert_refused(
+        include_bytes!("dicom_fuzz_inputs/oom_declared_length.bin"),
+        "declares a value of 4227858432 bytes",
+    );
 }
 
 /// fuzz target `dicom_series`, out of memory (over 2 GiB for a 2.6 KB input): pydicom's JPEG-LS
@@ -22,9 +24,10 @@ fn a_declared_length_past_the_end_is_refused_before_allocation() {
 /// sequences in implicit VR, as the parser does, and refuses the object first.
 #[test]
 fn a_length_inside_an_undefined_length_un_is_checked_before_allocation() {
-    let input = include_bytes!("dicom_fuzz_inputs/oom_un_sequence_length.bin");
-    let error = refusal(input);
-    assert!(error.contains("(FFFE,E000) at byte 1540 declares a value of 4430 bytes"), "{error}");
+    assert_refused(
+        include_bytes!("dicom_fuzz_inputs/oom_un_sequence_length.bin"),
+        "(FFFE,E000) at byte 1540 declares a value of 4430 bytes",
+    );
 }
 
 /// fuzz target `dicom_series`, out of memory (over 2 GiB for a 393-byte input): a file meta group
@@ -35,9 +38,10 @@ fn a_length_inside_an_undefined_length_un_is_checked_before_allocation() {
 /// does.
 #[test]
 fn the_meta_group_is_walked_by_its_group_length() {
-    let input = include_bytes!("dicom_fuzz_inputs/oom_meta_group_length.bin");
-    let error = refusal(input);
-    assert!(error.contains("(0000,1800) at byte 380 declares a value of 4294967040 bytes"), "{error}");
+    assert_refused(
+        include_bytes!("dicom_fuzz_inputs/oom_meta_group_length.bin"),
+        "(0000,1800) at byte 380 declares a value of 4294967040 bytes",
+    );
 }
 
 /// fuzz target `dicom_series`, out of memory (over 2 GiB for a 7.6 KB input): a PixelData of
@@ -47,7 +51,8 @@ fn the_meta_group_is_walked_by_its_group_length() {
 /// parsed, and the empty RLE PixelData is reported.
 #[test]
 fn nothing_after_pixel_data_is_parsed() {
-    let input = include_bytes!("dicom_fuzz_inputs/oom_after_pixel_data.bin");
-    let error = refusal(input);
-    assert!(error.contains("cannot decode PixelData (transfer syntax 1.2.840.10008.1.2.5)"), "{error}");
+    assert_refused(
+        include_bytes!("dicom_fuzz_inputs/oom_after_pixel_data.bin"),
+        "cannot decode PixelData (transfer syntax 1.2.840.10008.1.2.5)",
+    );
 }

@@ -58,14 +58,19 @@ fn quantum(image: &Image<f32>) -> f32 {
     (high - low.min(0.0)) / 65535.0 + 1e-3
 }
 
+/// `image` written as a series and read back by our own reader (which finds one volume).
+fn written_and_read_back(image: &Image<f32>) -> Image<f32> {
+    let dir = tempfile::tempdir().unwrap();
+    write_series(dir.path(), image, &spec(image)).unwrap();
+    let mut volumes = load_series(&[dir.path().to_owned()]).unwrap();
+    assert_eq!(volumes.len(), 1);
+    volumes.remove(0).image
+}
+
 #[test]
 fn a_written_series_reads_back_with_the_same_affine() {
     let image = oblique_image(false);
-    let dir = tempfile::tempdir().unwrap();
-    write_series(dir.path(), &image, &spec(&image)).unwrap();
-    let volumes = load_series(&[dir.path().to_owned()]).unwrap();
-    assert_eq!(volumes.len(), 1);
-    let back = &volumes[0].image;
+    let back = &written_and_read_back(&image);
     assert_eq!(back.grid().dims(), image.grid().dims());
     for (a, b) in back.grid().affine().iter().zip(image.grid().affine().iter()) {
         assert!((a - b).abs() < 1e-4, "affine differs: {a} vs {b}");
@@ -77,10 +82,7 @@ fn a_written_series_reads_back_with_the_same_affine() {
 #[test]
 fn a_left_handed_grid_reads_back_with_the_same_world_geometry() {
     let image = oblique_image(true);
-    let dir = tempfile::tempdir().unwrap();
-    write_series(dir.path(), &image, &spec(&image)).unwrap();
-    let volumes = load_series(&[dir.path().to_owned()]).unwrap();
-    let back = &volumes[0].image;
+    let back = &written_and_read_back(&image);
     // Slices are sorted along the normal, so the third axis comes back reversed.
     let affine = back.grid().affine();
     let original = image.grid().affine();

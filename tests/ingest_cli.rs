@@ -26,10 +26,7 @@ fn ingest_into_b(data_dir: &str, national_id: &str, study: &str, key_file: &Path
 
 #[test]
 fn ingest_cli_never_shows_the_identifier_and_refuses_with_every_reason() {
-    let dir = tempfile::tempdir().unwrap();
-    let key_file = write_key(dir.path());
-    let study_dir = dir.path().join("study");
-    write_study(&study_dir, &StudySpec::default());
+    let (dir, key_file, study_dir) = default_study();
     let data = dir.path().join("data");
     let data_arg = data.to_str().unwrap();
     let study_arg = study_dir.to_str().unwrap();

@@ -43,10 +43,7 @@ fn stored(data: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
 
 #[test]
 fn zip_archive_ingests_like_the_extracted_folder() {
-    let dir = tempfile::tempdir().unwrap();
-    let key_file = write_key(dir.path());
-    let folder = dir.path().join("study");
-    write_study(&folder, &StudySpec::default());
+    let (dir, key_file, folder) = default_study();
     std::fs::write(folder.join("notes.txt"), b"not DICOM").unwrap();
     let archive = dir.path().join("study.zip");
     zip_folder(&folder, &archive, &[]);
@@ -72,10 +69,7 @@ fn zip_archive_ingests_like_the_extracted_folder() {
 
 #[test]
 fn zip_with_an_escaping_entry_is_refused_and_writes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let key_file = write_key(dir.path());
-    let folder = dir.path().join("study");
-    write_study(&folder, &StudySpec::default());
+    let (dir, key_file, folder) = default_study();
     let archive = dir.path().join("evil.zip");
     zip_folder(&folder, &archive, &[("../escape.dcm", b"x")]);
     let options = options(dir.path(), "data", &key_file);

@@ -78,6 +78,12 @@ fn pedinorm(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_pedinorm")).args(args).output().unwrap()
 }
 
+/// `pedinorm normdb merge FIRST SECOND --output OUTPUT`.
+fn merge(first: &Path, second: &Path, output: &Path) -> std::process::Output {
+    let path = |p: &Path| p.to_str().unwrap().to_owned();
+    pedinorm(&["normdb", "merge", &path(first), &path(second), "--output", &path(output)])
+}
+
 #[test]
 fn merge_equals_the_union() {
     let dir = tempfile::tempdir().unwrap();
@@ -112,14 +118,7 @@ fn merge_equals_the_union() {
         (dir.path().join("a.h5"), dir.path().join("b.h5"), dir.path().join("c.h5"));
     with_nodes(a).write(&a_path).unwrap();
     with_nodes(b).write(&b_path).unwrap();
-    let out = pedinorm(&[
-        "normdb",
-        "merge",
-        a_path.to_str().unwrap(),
-        b_path.to_str().unwrap(),
-        "--output",
-        c_path.to_str().unwrap(),
-    ]);
+    let out = merge(&a_path, &b_path, &c_path);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let merged = NormativeDb::read(&c_path).unwrap();
     assert_eq!(merged.subjects.len(), 24);
@@ -189,14 +188,7 @@ fn merge_equals_the_union() {
 
     // Merging a database with itself is refused (duplicate pseudonyms); the output is untouched.
     let before = std::fs::read(&c_path).unwrap();
-    let out = pedinorm(&[
-        "normdb",
-        "merge",
-        a_path.to_str().unwrap(),
-        a_path.to_str().unwrap(),
-        "--output",
-        c_path.to_str().unwrap(),
-    ]);
+    let out = merge(&a_path, &a_path, &c_path);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("PSN000"));
     assert_eq!(std::fs::read(&c_path).unwrap(), before);

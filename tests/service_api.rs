@@ -208,21 +208,9 @@ async fn study_consent_ingest_and_case_workflow() {
     let (status, _) = api.post(&radiologist, &ingest, &json!({})).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     let consent = format!("/api/v1/studies/{study_id}/consent");
-    let (status, _) = api
-        .post(
-            &radiologist,
-            &consent,
-            &json!({ "database_a": true, "database_b": false, "research_use": true, "date": "2024-03-01" }),
-        )
-        .await;
+    let (status, _) = api.post(&radiologist, &consent, &consent_record(true, false, "2024-03-01")).await;
     assert_eq!(status, StatusCode::CREATED);
-    let (status, _) = api
-        .post(
-            &radiologist,
-            &consent,
-            &json!({ "database_a": true, "database_b": true, "research_use": true, "date": "2024-03-01" }),
-        )
-        .await;
+    let (status, _) = api.post(&radiologist, &consent, &consent_record(true, true, "2024-03-01")).await;
     assert_eq!(status, StatusCode::CONFLICT, "consent is never replaced");
     let job = api.run_job(&radiologist, &ingest, &json!({}), Duration::from_secs(30)).await;
     assert_eq!(job["state"], "done", "{job}");

@@ -8,7 +8,7 @@
 mod batch_common;
 
 use batch_common::{
-    assert_same_normdb, deviation_batch, normdb_content, pedinorm, result_files, run_ok, slurm_available,
+    assert_same_normdb, deviation_batch, normdb_content, pedinorm, result_files, run_ok, slurm_work_dir,
     synth,
 };
 use std::path::Path;
@@ -30,10 +30,7 @@ fn normdb_build(cohort: &Path, output: &Path, executor: &str) -> Command {
 
 #[test]
 fn slurm_normdb_build_and_batch_deviation_are_bit_identical_to_local() {
-    if !slurm_available() {
-        return;
-    }
-    let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+    let Some(dir) = slurm_work_dir() else { return };
     let cohort = synth(dir.path(), 6, 2, 4.0, 5);
     let local = dir.path().join("local.h5");
     run_ok(&mut normdb_build(&cohort, &local, "local"));

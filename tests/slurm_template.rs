@@ -6,7 +6,7 @@
 
 mod batch_common;
 
-use batch_common::{QUICK_TEMPLATE_REGISTRATION, pedinorm, slurm_available, squeue_tasks};
+use batch_common::{QUICK_TEMPLATE_REGISTRATION, pedinorm, run_ok, slurm_work_dir, squeue_tasks};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -48,20 +48,15 @@ fn result_files(build_dir: &Path) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn slurm_build_is_bit_identical_to_local_and_survives_a_killed_task() {
-    if !slurm_available() {
-        return;
-    }
-    let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+    let Some(dir) = slurm_work_dir() else { return };
     let cohort = synth(dir.path(), 4);
     let local = dir.path().join("local");
-    let output = build_command(&cohort, &local, "local", &[]).output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    run_ok(&mut build_command(&cohort, &local, "local", &[]));
     let reference = result_files(&local.join("all"));
 
     // The same build on Slurm.
     let slurm = dir.path().join("slurm");
-    let output = build_command(&cohort, &slurm, "slurm", &[]).output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    run_ok(&mut build_command(&cohort, &slurm, "slurm", &[]));
     assert_eq!(result_files(&slurm.join("all")), reference);
     let scripts: Vec<_> = std::fs::read_dir(slurm.join("all/slurm/round-1")).unwrap().collect();
     assert!(scripts.len() >= 2 * 7, "one script and task list per stage");
@@ -126,8 +121,7 @@ fn slurm_build_is_bit_identical_to_local_and_survives_a_killed_task() {
         "site settings in every job script: {scripts:?}"
     );
     // Re-run: resumes from the killed task and ends identical.
-    let output = build_command(&cohort, &faulty, "slurm", &[]).output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    run_ok(&mut build_command(&cohort, &faulty, "slurm", &[]));
     assert_eq!(result_files(&faulty.join("all")), reference);
     // The re-run submitted only what was left: no init, no earlier iteration.
     let resumed: Vec<String> = std::fs::read_dir(faulty.join("all/slurm/round-2"))

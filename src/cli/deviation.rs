@@ -2,6 +2,7 @@
 
 use crate::cli::executor::{BatchProgress, ExecutorArgs};
 use crate::cli::progress;
+use crate::cli::scan::parse_sex;
 use anyhow::{Context, bail};
 use pedinorm::normdb::NormDbFile;
 use pedinorm::pipeline::batch_deviation::{
@@ -10,7 +11,6 @@ use pedinorm::pipeline::batch_deviation::{
 use pedinorm::pipeline::deviation::{CaseRequest, read_case, run_case};
 use pedinorm::pipeline::steps::default_program;
 use pedinorm_templates::model::NormativeDb;
-use pedinorm_templates::stats::Sex;
 use std::path::{Path, PathBuf};
 
 /// Arguments of `pedinorm deviation`.
@@ -65,10 +65,7 @@ pub struct Args {
 
 /// What the command line says of the case besides its image.
 fn case_request(args: &Args) -> anyhow::Result<CaseRequest> {
-    let sex = match &args.sex {
-        Some(text) => Some(Sex::parse(text).with_context(|| format!("--sex {text:?}: must be F or M"))?),
-        None => None,
-    };
+    let sex = parse_sex(args.sex.as_deref())?;
     Ok(CaseRequest { age_years: args.age, sex, site: args.site.clone(), max_regions: args.max_regions })
 }
 

@@ -15,6 +15,7 @@ pub mod plan;
 pub mod preprocess;
 pub mod progress;
 pub mod register;
+pub mod scan;
 pub mod segment;
 pub mod serve;
 pub mod synth;

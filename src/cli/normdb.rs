@@ -1,6 +1,7 @@
 //! `pedinorm normdb`: build, extend, merge and inspect the HDF5 normative database.
 
 use crate::cli::executor::{BatchProgress, ExecutorArgs};
+use crate::cli::scan::{ScanArgs, parse_sex};
 use anyhow::Context;
 use pedinorm::formats::nifti::read_image;
 use pedinorm::normdb::{NormDbFile, now_utc, summary};
@@ -11,7 +12,6 @@ use pedinorm::pipeline::normdb_build::{
 };
 use pedinorm::pipeline::steps::default_program;
 use pedinorm_templates::model::{NormalSubject, NormativeDb, add_subject};
-use pedinorm_templates::stats::Sex;
 use std::path::PathBuf;
 
 /// Arguments of `pedinorm normdb`.
@@ -146,24 +146,13 @@ pub struct BuildArgs {
 /// Arguments of `pedinorm normdb add`.
 #[derive(Debug, clap::Args)]
 pub struct AddArgs {
-    /// The database (rewritten atomically unless `--output` is given).
-    #[arg(long)]
-    pub normdb: PathBuf,
-    /// The subject's image (NIfTI).
-    #[arg(long)]
-    pub image: PathBuf,
-    /// Age at scan (years).
-    #[arg(long)]
-    pub age: f64,
-    /// Sex (F or M).
-    #[arg(long)]
-    pub sex: String,
+    /// The database (rewritten atomically unless `--output` is given), the subject's image,
+    /// age, sex (required) and scanner or site label (default: none).
+    #[command(flatten)]
+    pub scan: ScanArgs,
     /// Pseudonym (no identities).
     #[arg(long)]
     pub pseudonym: String,
-    /// Scanner or site label.
-    #[arg(long, default_value = "")]
-    pub scanner: String,
     /// Write the result here instead of replacing the database.
     #[arg(long)]
     pub output: Option<PathBuf>,
@@ -257,17 +246,18 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
 }
 
 fn add(args: AddArgs) -> anyhow::Result<()> {
-    let mut db = NormativeDb::read(&args.normdb)?;
-    let image = read_image(&args.image)?;
+    let ScanArgs { normdb, image, age, sex, site } = args.scan;
+    let sex = parse_sex(sex.as_deref())?.context("--sex is required (F or M)")?;
+    let mut db = NormativeDb::read(&normdb)?;
     let subject = NormalSubject {
         pseudonym: args.pseudonym.clone(),
-        age_years: args.age,
-        sex: Sex::parse(&args.sex).with_context(|| format!("--sex {:?}: must be F or M", args.sex))?,
-        scanner: args.scanner.clone(),
-        image,
+        age_years: age,
+        sex,
+        scanner: site.unwrap_or_default(),
+        image: read_image(&image)?,
     };
     let record = add_subject(&mut db, &subject, &now_utc())?;
-    let output = args.output.unwrap_or(args.normdb);
+    let output = args.output.unwrap_or(normdb);
     db.write(&output)?;
     println!(
         "added {} to bracket {} (similarity {:.3}, QC {})",

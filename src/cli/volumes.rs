@@ -1,8 +1,7 @@
 //! `pedinorm volumes`: regional volumes of one subject against a normative database.
 
-use anyhow::Context;
+use crate::cli::scan::{ScanArgs, parse_sex};
 use pedinorm::pipeline::volumes::{VolumesRequest, run_volumes};
-use pedinorm_templates::stats::Sex;
 use std::path::PathBuf;
 
 /// Arguments of `pedinorm volumes`.
@@ -18,21 +17,10 @@ Writes OUT_DIR/volumes.tsv (a one-row measures table: subject, age, sex, site, o
 measure — what `pedinorm centiles score` reads), volumes.json, csf.nii.gz, gm.nii.gz, wm.nii.gz \
 and labels.nii.gz (with an atlas) on the image's grid; the folder appears whole.")]
 pub struct Args {
-    /// Normative database (normdb.h5) built with tissue priors.
-    #[arg(long)]
-    pub normdb: PathBuf,
-    /// The subject's T1-weighted image.
-    #[arg(long)]
-    pub image: PathBuf,
-    /// Age at scan, years.
-    #[arg(long)]
-    pub age: f64,
-    /// Sex (F or M), written to the table for the centile models.
-    #[arg(long)]
-    pub sex: Option<String>,
-    /// Scanner site, written to the table.
-    #[arg(long)]
-    pub site: Option<String>,
+    /// The normative database (built with tissue priors), the image, and the age, sex and site
+    /// written to the table for the centile models.
+    #[command(flatten)]
+    pub scan: ScanArgs,
     /// The subject's name (pseudonym) in the table; default: the image's file name.
     #[arg(long)]
     pub subject: Option<String>,
@@ -43,16 +31,13 @@ pub struct Args {
 
 /// Runs `pedinorm volumes`: prints the whole-brain volumes.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let sex = match &args.sex {
-        Some(code) => Some(Sex::parse(code).with_context(|| format!("--sex {code:?}: must be F or M"))?),
-        None => None,
-    };
+    let ScanArgs { normdb, image, age, sex, site } = args.scan;
     let request = VolumesRequest {
-        normdb: args.normdb,
-        image: args.image,
-        age_years: args.age,
-        sex,
-        site: args.site,
+        normdb,
+        image,
+        age_years: age,
+        sex: parse_sex(sex.as_deref())?,
+        site,
         subject: args.subject,
     };
     let summary = run_volumes(&request, &args.out_dir)?;

@@ -38,6 +38,36 @@ pub fn is_valid_name(name: &str) -> bool {
         && !name.starts_with('.')
 }
 
+/// The problems of the names a build gives its subjects, brackets or cases (`kind`: e.g.
+/// `subject id`): each must be a valid name ([`is_valid_name`]) and appear once.
+pub fn name_problems<'a>(kind: &str, names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for name in names {
+        if !is_valid_name(name) {
+            problems.push(format!("{kind} {name:?}: use letters, digits, '-', '_' or '.'"));
+        }
+        if !seen.insert(name) {
+            problems.push(format!("{kind} {name:?} appears more than once"));
+        }
+    }
+    problems
+}
+
+/// The index of the entry named `name` in a list of a build's manifest (`kind`: e.g.
+/// `subject`), or a message saying that the build has none.
+pub fn index_in_build<T>(
+    entries: &[T],
+    name_of: impl Fn(&T) -> &str,
+    kind: &str,
+    name: &str,
+) -> Result<usize, String> {
+    entries
+        .iter()
+        .position(|entry| name_of(entry) == name)
+        .ok_or_else(|| format!("{kind} {name:?} is not in this build"))
+}
+
 /// Writes `value` as pretty JSON, atomically.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StepFileError> {
     let text = serde_json::to_string_pretty(value).map_err(|e| file_error(path, e))?;
@@ -132,10 +162,9 @@ pub trait Manifest: Serialize + DeserializeOwned + PartialEq {
     const FILE: &'static str;
     /// The current format version.
     const VERSION: u32;
-    /// What may differ when another build is found in the directory (for the error).
+    /// What may differ when another build is found in the directory (for the error); the
+    /// manifest keeps the version it was written with in its `format_version` field.
     const DIFFERENCES: &'static str;
-    /// The version this manifest was written with.
-    fn format_version(&self) -> u32;
 
     /// Reads `BUILD/FILE` and checks its format version.
     fn read(build_dir: &Path) -> Result<Self, StepFileError> {
@@ -143,17 +172,19 @@ pub trait Manifest: Serialize + DeserializeOwned + PartialEq {
     }
 }
 
-/// Reads the manifest of `build_dir` and checks its format version.
+/// Reads the manifest of `build_dir` after checking its format version (so a manifest of
+/// another version is named as such, not as a parse error).
 pub fn read_manifest<M: Manifest>(build_dir: &Path) -> Result<M, StepFileError> {
-    let path = build_dir.join(M::FILE);
-    let manifest: M = read_json(&path)?;
-    if manifest.format_version() != M::VERSION {
-        return Err(file_error(
-            &path,
-            format!("format_version {} is not {}", manifest.format_version(), M::VERSION),
-        ));
+    #[derive(Deserialize)]
+    struct Version {
+        format_version: u32,
     }
-    Ok(manifest)
+    let path = build_dir.join(M::FILE);
+    let Version { format_version } = read_json(&path)?;
+    if format_version != M::VERSION {
+        return Err(file_error(&path, format!("format_version {format_version} is not {}", M::VERSION)));
+    }
+    read_json(&path)
 }
 
 /// Writes `manifest` (after the name lists `lists`: file name and names, one per line, so

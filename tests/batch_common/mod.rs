@@ -126,6 +126,12 @@ pub fn slurm_available() -> bool {
     )
 }
 
+/// The working folder of a Slurm test (under the system's temporary folder), or `None` when
+/// Slurm is not up (see [`slurm_available`]).
+pub fn slurm_work_dir() -> Option<tempfile::TempDir> {
+    slurm_available().then(|| tempfile::tempdir_in(std::env::temp_dir()).unwrap())
+}
+
 /// (job id with array index, name, state) of the queued or recent jobs whose name starts with
 /// `name_prefix`.
 pub fn squeue_tasks(name_prefix: &str) -> Vec<(String, String, String)> {

@@ -44,13 +44,19 @@ pub fn miniature_demo(out_dir: PathBuf, normals: usize, mapping: MappingParams) 
         template_schedule: (vec![40, 20], vec![10, 5]),
         seed: 7,
         jobs: 2,
-        build: BuildOptions {
-            mapping,
-            nodes_per_bracket: 1,
-            min_node_subjects: 4.0,
-            voxel_rate: 0.01,
-            cluster_rate: 0.1,
-            ..BuildOptions::default()
-        },
+        build: quick_build(mapping),
+    }
+}
+
+/// The build options of the miniature databases (here and in the service tests): one age
+/// node, and calibration rates loose enough for a dozen normals.
+pub fn quick_build(mapping: MappingParams) -> BuildOptions {
+    BuildOptions {
+        mapping,
+        nodes_per_bracket: 1,
+        min_node_subjects: 4.0,
+        voxel_rate: 0.01,
+        cluster_rate: 0.1,
+        ..BuildOptions::default()
     }
 }

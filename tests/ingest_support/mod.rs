@@ -246,6 +246,16 @@ pub fn write_key(dir: &Path) -> PathBuf {
     path
 }
 
+/// What most ingest tests start from: a temporary folder with a pseudonym key and the default
+/// identified study in `study/`. Returns the folder, the key file and the study folder.
+pub fn default_study() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = write_key(dir.path());
+    let study = dir.path().join("study");
+    write_study(&study, &StudySpec::default());
+    (dir, key_file, study)
+}
+
 /// Every file under `dir` (relative path → bytes), skipping nothing.
 pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
     let mut files = std::collections::BTreeMap::new();

@@ -6,8 +6,11 @@
 
 #[path = "../component/mod.rs"]
 mod component;
+#[path = "../demo_common/mod.rs"]
+mod demo_common;
 
 use component::component_available;
+use demo_common::quick_build;
 use dicom_core::value::PrimitiveValue;
 use dicom_core::{DataElement, VR};
 use dicom_dictionary_std::tags;
@@ -18,7 +21,7 @@ use pedinorm::service::config::{ComputeConfig, ServiceConfig};
 use pedinorm::synth_io::{DicomIdentity, write_dicom_series};
 use pedinorm_registration::Grid;
 use pedinorm_templates::model::{
-    BracketInput, BuildOptions, NormalSubject, NormativeDb, TemplateSpace, assemble, map_normals,
+    BracketInput, NormalSubject, NormativeDb, TemplateSpace, assemble, map_normals,
 };
 use pedinorm_templates::stats::Sex;
 use pedinorm_validation::growth::Sex as SynthSex;
@@ -592,14 +595,7 @@ pub fn phantom_normdb(generator: &Generator, count: usize, path: &Path) -> Norma
         .collect();
     let mut mapping = quick_compute().mapping();
     mapping.smoothing_fwhm_mm = 6.0;
-    let options = BuildOptions {
-        mapping,
-        nodes_per_bracket: 1,
-        min_node_subjects: 4.0,
-        voxel_rate: 0.01,
-        cluster_rate: 0.1,
-        ..BuildOptions::default()
-    };
+    let options = quick_build(mapping);
     let bracket = BracketInput {
         name: "8-13y".into(),
         min_years: 8.0,

@@ -34,7 +34,7 @@ use crate::formats::nifti::{
 use crate::normdb::{NormDbError, NormDbFile, now_utc};
 use crate::pipeline::steps::{
     Manifest, PlannedStage, StepFileError, StepOutputs, completed, file_error, file_sizes, image_voxels,
-    is_valid_name, read_json, run_plan, run_step, step_done, store_manifest, write_json,
+    index_in_build, name_problems, read_json, run_plan, run_step, step_done, store_manifest, write_json,
 };
 use pedinorm_registration::{AffineTransform, DisplacementField, Image};
 use pedinorm_templates::age::{AgeRange, containing_bracket};
@@ -204,25 +204,17 @@ impl Manifest for NormdbManifest {
     const FILE: &'static str = "normdb.json";
     const VERSION: u32 = NORMDB_BUILD_FORMAT_VERSION;
     const DIFFERENCES: &'static str = "other subjects, templates, settings or output";
-
-    fn format_version(&self) -> u32 {
-        self.format_version
-    }
 }
 
 impl NormdbManifest {
     fn bracket_index(&self, name: &str) -> Result<usize, NormdbBuildError> {
-        self.brackets
-            .iter()
-            .position(|b| b.name == name)
-            .ok_or_else(|| NormdbBuildError::Invalid(format!("bracket {name:?} is not in this build")))
+        index_in_build(&self.brackets, |b| &b.name, "bracket", name).map_err(NormdbBuildError::Invalid)
     }
 
     fn subject(&self, id: &str) -> Result<&ManifestNormal, NormdbBuildError> {
-        self.subjects
-            .iter()
-            .find(|s| s.id == id)
-            .ok_or_else(|| NormdbBuildError::Invalid(format!("subject {id:?} is not in this build")))
+        let index =
+            index_in_build(&self.subjects, |s| &s.id, "subject", id).map_err(NormdbBuildError::Invalid)?;
+        Ok(&self.subjects[index])
     }
 
     /// Chunks of subject indices (build order) of the `partial` step, if chunked.
@@ -319,15 +311,10 @@ pub fn prepare_normdb_build(
     output: &Path,
     build_dir: &Path,
 ) -> Result<NormdbManifest, NormdbBuildError> {
-    let mut problems = Vec::new();
+    let mut problems = name_problems("bracket name", brackets.iter().map(|b| b.name.as_str()));
+    problems.extend(name_problems("subject id", normals.iter().map(|n| n.id.as_str())));
     let mut manifest_brackets = Vec::new();
-    for (index, BracketTemplateFile { name, min_years, max_years, template }) in brackets.iter().enumerate() {
-        if !is_valid_name(name) {
-            problems.push(format!("bracket name {name:?}: use letters, digits, '-', '_' or '.'"));
-        }
-        if brackets[..index].iter().any(|b| &b.name == name) {
-            problems.push(format!("bracket name {name:?} appears more than once"));
-        }
+    for BracketTemplateFile { name, min_years, max_years, template } in brackets {
         match template.canonicalize() {
             Ok(template) => manifest_brackets.push(ManifestBracket {
                 name: name.clone(),
@@ -342,13 +329,7 @@ pub fn prepare_normdb_build(
         problems.push("no bracket: give at least one template".into());
     }
     let mut subjects = Vec::new();
-    for (index, normal) in normals.iter().enumerate() {
-        if !is_valid_name(&normal.id) {
-            problems.push(format!("subject id {:?}: use letters, digits, '-', '_' or '.'", normal.id));
-        }
-        if normals[..index].iter().any(|other| other.id == normal.id) {
-            problems.push(format!("subject {} is listed twice", normal.id));
-        }
+    for normal in normals {
         if !(normal.age_years.is_finite() && (0.0..=25.0).contains(&normal.age_years)) {
             problems.push(format!("subject {}: implausible age {}", normal.id, normal.age_years));
             continue;
@@ -525,16 +506,6 @@ pub fn normdb_stages(
     stages
 }
 
-/// Removes the done marker of every step whose outputs are missing or altered, so executors,
-/// which only look for markers, run those steps again. Returns how many were removed.
-pub fn invalidate_broken_normdb_steps(
-    build_dir: &Path,
-    manifest: &NormdbManifest,
-) -> Result<usize, NormdbBuildError> {
-    let plan = normdb_stages(build_dir, manifest, Resources::default(), Resources::default());
-    Ok(crate::pipeline::steps::invalidate(&plan)?)
-}
-
 /// Builds the normative database of a prepared build directory (see
 /// [`prepare_normdb_build`]): runs every step not done yet through `executor` (each a
 /// `pedinorm normdb …` process) and returns the written database. Re-running resumes an
@@ -672,7 +643,7 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(error.contains("subject a is listed twice"), "{error}");
+        assert!(error.contains("subject id \"a\" appears more than once"), "{error}");
         assert!(error.contains("subject b: implausible age 30"), "{error}");
         assert!(error.contains("subject c: age 9.00 is outside every bracket"), "{error}");
         assert!(!dir.path().join("build").exists());

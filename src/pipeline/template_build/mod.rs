@@ -26,7 +26,7 @@ use crate::formats::png::PngError;
 use crate::formats::transform::{TransformIoError, read_affine, read_field, write_affine, write_field};
 use crate::pipeline::steps::{
     Manifest, PlannedStage, StepFileError, StepOutputs, completed, file_error, file_sizes, image_voxels,
-    is_valid_name, read_json, run_plan, run_step, step_done, store_manifest, write_json,
+    index_in_build, name_problems, read_json, run_plan, run_step, step_done, store_manifest, write_json,
 };
 use crate::report::write_template_montage;
 use pedinorm_registration::{AffineTransform, Image};
@@ -134,18 +134,13 @@ impl Manifest for BuildManifest {
     const FILE: &'static str = "build.json";
     const VERSION: u32 = BUILD_FORMAT_VERSION;
     const DIFFERENCES: &'static str = "other subjects or settings";
-
-    fn format_version(&self) -> u32 {
-        self.format_version
-    }
 }
 
 impl BuildManifest {
     fn subject(&self, id: &str) -> Result<&ManifestSubject, TemplateBuildError> {
-        self.subjects
-            .iter()
-            .find(|s| s.id == id)
-            .ok_or_else(|| TemplateBuildError::Invalid(format!("subject {id:?} is not in this build")))
+        let index =
+            index_in_build(&self.subjects, |s| &s.id, "subject", id).map_err(TemplateBuildError::Invalid)?;
+        Ok(&self.subjects[index])
     }
 
     fn check_iteration(&self, iteration: usize) -> Result<(), TemplateBuildError> {
@@ -269,14 +264,8 @@ pub fn prepare_build(
     config
         .validate()
         .map_err(|source| TemplateBuildError::Compute { context: "configuration".into(), source })?;
-    let mut problems = Vec::new();
-    for (index, subject) in subjects.iter().enumerate() {
-        if !is_valid_name(&subject.id) {
-            problems.push(format!("subject id {:?}: use letters, digits, '-', '_' or '.'", subject.id));
-        }
-        if subjects[..index].iter().any(|other| other.id == subject.id) {
-            problems.push(format!("subject id {:?} appears more than once", subject.id));
-        }
+    let mut problems = name_problems("subject id", subjects.iter().map(|s| s.id.as_str()));
+    for subject in subjects {
         if let Err(error) = pedinorm_templates::age::check_age(subject.age_years) {
             problems.push(format!("subject {}: {error}", subject.id));
         }
@@ -409,17 +398,6 @@ pub fn plan_resources(
         threads,
     );
     Ok((estimate.map, estimate.reduce))
-}
-
-/// Removes the done marker of every step whose outputs are missing or altered (size differs
-/// from the record), so executors, which only look for markers, run those steps again.
-/// Returns how many were removed.
-pub fn invalidate_broken_steps(
-    build_dir: &Path,
-    manifest: &BuildManifest,
-) -> Result<usize, TemplateBuildError> {
-    let plan = build_stages(build_dir, manifest, Resources::default(), Resources::default());
-    Ok(crate::pipeline::steps::invalidate(&plan)?)
 }
 
 /// Builds a template: prepares the build directory, runs every step through `executor`
@@ -576,7 +554,8 @@ mod tests {
         assert_eq!(std::fs::read(map_marker(&build, 1, "s2")).unwrap(), before);
         // Broken outputs invalidate their step only.
         std::fs::write(build.join("iter-1/subject-s2/warped.nii.gz"), b"x").unwrap();
-        assert_eq!(invalidate_broken_steps(&build, &manifest).unwrap(), 1);
+        let plan = build_stages(&build, &manifest, Resources::default(), Resources::default());
+        assert_eq!(crate::pipeline::steps::invalidate(&plan).unwrap(), 1);
         assert!(!map_marker(&build, 1, "s2").exists() && map_marker(&build, 1, "s1").exists());
         assert!(run_map_with(&build, &manifest, 5, "s2", &registrar).is_err());
         assert!(run_map_with(&build, &manifest, 1, "nobody", &registrar).is_err());
