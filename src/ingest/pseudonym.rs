@@ -92,7 +92,7 @@ impl PseudonymKey {
     pub fn from_file(path: &Path) -> Result<Self, PseudonymError> {
         let contents = std::fs::read(path)
             .map_err(|source| PseudonymError::KeyFileRead { path: path.to_path_buf(), source })?;
-        warn_if_readable_by_others(path);
+        warn_if_readable_by_others(path, "pseudonym key file");
         Self::from_bytes(contents.trim_ascii())
             .ok_or_else(|| PseudonymError::KeyTooShort { path: path.to_path_buf() })
     }
@@ -127,18 +127,21 @@ impl PseudonymKey {
     }
 }
 
+/// Warns when a secret key file the program reads (`what`: the pseudonym key file, the audit
+/// key file) may be read by group or others.
 #[cfg(unix)]
-fn warn_if_readable_by_others(path: &Path) {
+pub(crate) fn warn_if_readable_by_others(path: &Path, what: &str) {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(metadata) = std::fs::metadata(path)
         && metadata.permissions().mode() & 0o077 != 0
     {
-        tracing::warn!(key_file = %path.display(), "pseudonym key file is readable by group or others");
+        tracing::warn!(key_file = %path.display(), "{what} is readable by group or others");
     }
 }
 
+/// Warns when a secret key file may be read by others (no permission bits to check here).
 #[cfg(not(unix))]
-fn warn_if_readable_by_others(_path: &Path) {}
+pub(crate) fn warn_if_readable_by_others(_path: &Path, _what: &str) {}
 
 /// A validated, normalized national identifier (Italian codice fiscale). Never printed.
 #[derive(Clone, PartialEq, Eq)]

@@ -96,7 +96,7 @@ impl AuditKey {
         if bytes.len() < MIN_KEY_BYTES {
             return Err(AnchorError::KeyTooShort { path: path.to_path_buf() });
         }
-        warn_if_readable_by_others(path);
+        crate::ingest::pseudonym::warn_if_readable_by_others(path, "audit key file");
         Ok(AuditKey { bytes: bytes.to_vec() })
     }
 
@@ -164,19 +164,6 @@ fn private_file(path: &Path, create_new: bool) -> std::io::Result<std::fs::File>
     }
     options.open(path)
 }
-
-#[cfg(unix)]
-fn warn_if_readable_by_others(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(metadata) = std::fs::metadata(path)
-        && metadata.permissions().mode() & 0o077 != 0
-    {
-        tracing::warn!(key_file = %path.display(), "audit key file is readable by group or others");
-    }
-}
-
-#[cfg(not(unix))]
-fn warn_if_readable_by_others(_path: &Path) {}
 
 /// One signed checkpoint of the chain.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]

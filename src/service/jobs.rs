@@ -579,7 +579,10 @@ mod tests {
         panic!("job {id} did not finish");
     }
 
+    /// A queue of one `write` job kind in `dir` (its outputs in `dir/jobs`), every stage
+    /// taking `delay_ms` longer.
     fn queue(dir: &Path, delay_ms: u64) -> JobQueue {
+        std::fs::create_dir_all(dir.join("jobs")).unwrap();
         let store = Store::open(dir).unwrap();
         let mut queue = JobQueue::new(store, dir.join("jobs"), 2, 3, Duration::from_millis(delay_ms));
         queue.register(
@@ -596,10 +599,17 @@ mod tests {
         queue
     }
 
+    /// Stops the workers and waits for them.
+    fn stop(queue: &JobQueue, workers: Vec<std::thread::JoinHandle<()>>) {
+        queue.shutdown();
+        for worker in workers {
+            worker.join().unwrap();
+        }
+    }
+
     #[test]
     fn jobs_run_fail_cancel_and_publish_atomically() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("jobs")).unwrap();
         let queue = Arc::new(queue(dir.path(), 0));
         let workers = queue.start();
         let ok = queue.enqueue("write", &serde_json::json!({"n": 7}), "u", "C1").unwrap();
@@ -613,16 +623,12 @@ mod tests {
         assert!(!queue.output_dir(bad).exists());
         assert!(!dir.path().join("jobs").join(format!("{bad}.partial")).exists());
         assert!(matches!(queue.enqueue("nope", &Value::Null, "u", "C1"), Err(JobError::UnknownKind(_))));
-        queue.shutdown();
-        for worker in workers {
-            worker.join().unwrap();
-        }
+        stop(&queue, workers);
     }
 
     #[test]
     fn running_jobs_are_cancelled_and_queue_is_bounded() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("jobs")).unwrap();
         let queue = Arc::new(queue(dir.path(), 300));
         // Not started: everything stays queued, so the bound applies.
         let ids: Vec<i64> = (0..3)
@@ -645,16 +651,12 @@ mod tests {
         assert!(!queue.output_dir(ids[0]).exists());
         assert_eq!(wait_final(&queue, ids[1]).state, JobState::Done);
         assert!(matches!(queue.cancel(ids[1]), Err(JobError::Finished(_))));
-        queue.shutdown();
-        for worker in workers {
-            worker.join().unwrap();
-        }
+        stop(&queue, workers);
     }
 
     #[test]
     fn interrupted_jobs_are_requeued_and_completed_outputs_kept() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("jobs")).unwrap();
         let queue = queue(dir.path(), 0);
         let a = queue.enqueue("write", &serde_json::json!({"n": 3}), "u", "C1").unwrap();
         let b = queue.enqueue("write", &serde_json::json!({"n": 4}), "u", "C1").unwrap();
@@ -673,9 +675,6 @@ mod tests {
         assert_eq!((job_a.state, job_a.attempts), (JobState::Done, 2));
         assert!(!queue.output_dir(a).join("junk").exists());
         assert_eq!(wait_final(&queue, b).result, Some(serde_json::json!({"n": 4})));
-        queue.shutdown();
-        for worker in workers {
-            worker.join().unwrap();
-        }
+        stop(&queue, workers);
     }
 }

@@ -180,24 +180,20 @@ pub(super) fn build_level(
 ) -> Result<LevelProblem, RegistrationError> {
     let fixed_level = pyramid_level(fixed, factor, sigma);
     let moving_level = pyramid_level(moving, factor, sigma);
-    let fixed_mask = params.fixed_mask.as_ref().map(|m| {
-        crate::resample::resample(
-            m,
-            fixed_level.grid(),
-            &crate::transform::Identity,
-            crate::interpolate::Interpolation::Linear,
-            0.0,
-        )
-    });
-    let moving_mask = params.moving_mask.as_ref().map(|m| {
-        crate::resample::resample(
-            m,
-            moving_level.grid(),
-            &crate::transform::Identity,
-            crate::interpolate::Interpolation::Linear,
-            0.0,
-        )
-    });
+    // A mask follows its image down the pyramid (linear, thresholded at 0.5 where used).
+    let on_level = |mask: &Option<Image<f32>>, level: &Image<f32>| {
+        mask.as_ref().map(|m| {
+            crate::resample::resample(
+                m,
+                level.grid(),
+                &crate::transform::Identity,
+                crate::interpolate::Interpolation::Linear,
+                0.0,
+            )
+        })
+    };
+    let fixed_mask = on_level(&params.fixed_mask, &fixed_level);
+    let moving_mask = on_level(&params.moving_mask, &moving_level);
     let grid = fixed_level.grid();
     let d = grid.dims();
     let candidates: Vec<usize> =

@@ -189,13 +189,16 @@ pub(crate) mod tests {
         }
     }
 
+    /// The head with everything outside the true brain set to zero.
+    fn skull_stripped(image: &Image<f32>, truth: &Image<f32>) -> Image<f32> {
+        image.with_data(ndarray::Zip::from(image.data()).and(truth.data()).map_collect(|v, t| v * t)).unwrap()
+    }
+
     #[test]
     fn mask_on_a_subsampled_working_grid() {
         // Skull stripped: at 4 mm the phantom's 3 mm CSF gap to the scalp would not resolve.
         let (image, truth) = head([56, 60, 52], true, 6);
-        let stripped = image
-            .with_data(ndarray::Zip::from(image.data()).and(truth.data()).map_collect(|v, t| v * t))
-            .unwrap();
+        let stripped = skull_stripped(&image, &truth);
         let params = BrainMaskParams { working_spacing_mm: 4.0, ..BrainMaskParams::default() };
         let mask = brain_mask_from_intensity(&stripped, &params).unwrap();
         assert_eq!(mask.grid(), image.grid());
@@ -206,9 +209,7 @@ pub(crate) mod tests {
     #[test]
     fn mask_of_a_skull_stripped_brain() {
         let (image, truth) = head([48, 50, 46], true, 9);
-        let stripped = image
-            .with_data(ndarray::Zip::from(image.data()).and(truth.data()).map_collect(|v, t| v * t))
-            .unwrap();
+        let stripped = skull_stripped(&image, &truth);
         let mask = brain_mask_from_intensity(&stripped, &BrainMaskParams::default()).unwrap();
         let d = dice(&mask, &truth);
         assert!(d > 0.95, "Dice {d}");

@@ -220,29 +220,33 @@ mod tests {
         Image::new(data, grid).unwrap()
     }
 
+    /// `image` written as `name` with `voxel` into a fresh folder and read back; the folder
+    /// then holds that one file (no temporary file is left).
+    fn written_and_read(image: &Image<f32>, name: &str, voxel: VoxelType) -> Image<f32> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        write_image(&path, image, voxel).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        read_image(&path).unwrap()
+    }
+
     #[test]
     fn round_trip_keeps_affine_and_values() {
-        let dir = tempfile::tempdir().unwrap();
         let image = oblique_image([5, 6, 7]);
-        let path = dir.path().join("x.nii.gz");
-        write_image(&path, &image, VoxelType::F32).unwrap();
-        let back = read_image(&path).unwrap();
+        let back = written_and_read(&image, "x.nii.gz", VoxelType::F32);
         assert_eq!(back.as_slice(), image.as_slice());
         assert!(back.grid().same_as(image.grid(), 1e-4));
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]
     fn integer_types_round_and_clamp() {
-        let dir = tempfile::tempdir().unwrap();
         let image = oblique_image([4, 3, 2]);
-        let path = dir.path().join("x.nii");
-        write_image(&path, &image, VoxelType::I16).unwrap();
-        let back = read_image(&path).unwrap();
+        let back = written_and_read(&image, "x.nii", VoxelType::I16);
         assert_eq!(back.as_slice(), image.map(|v| v.round()).as_slice());
-        write_image(&path, &image, VoxelType::U8).unwrap();
-        let back = read_image(&path).unwrap();
+        let back = written_and_read(&image, "x.nii", VoxelType::U8);
         assert_eq!(back.as_slice(), image.map(|v| v.round().clamp(0.0, 255.0)).as_slice());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.nii");
         write_image(&path, &image, VoxelType::F64).unwrap();
         assert_eq!(read_image(&path).unwrap().as_slice(), image.as_slice());
         assert_eq!(read_info(&path).unwrap().datatype, "float64");
