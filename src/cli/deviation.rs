@@ -101,6 +101,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             eprintln!("  - {reason}");
         }
     }
+    for note in &result.reliability.notes {
+        eprintln!("note: {note}");
+    }
     eprintln!(
         "bracket {}, age {:.2} y, {} significant cluster(s) ({} beyond the voxel threshold only)",
         result.bracket,

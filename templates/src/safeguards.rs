@@ -444,9 +444,12 @@ pub struct Reliability {
 impl Reliability {
     /// The verdict from the index assessments and the age check (`age_problem`), with
     /// `notes` that do not decide it (e.g. no reference in the database).
-    pub fn new(indices: Vec<IndexAssessment>, age_problem: Option<String>, notes: Vec<String>) -> Self {
+    pub fn new(indices: Vec<IndexAssessment>, age_problem: Option<String>, mut notes: Vec<String>) -> Self {
         let mut reasons: Vec<String> = age_problem.into_iter().collect();
         reasons.extend(indices.iter().filter_map(|a| a.reason.clone()));
+        if let Some(note) = extent_only_note(&indices) {
+            notes.push(note);
+        }
         Self {
             reliable: reasons.is_empty(),
             reasons,
@@ -459,6 +462,25 @@ impl Reliability {
             ),
         }
     }
+}
+
+/// Indices that measure how much of the brain deviates, not whether the comparison is valid.
+const EXTENT_INDICES: [&str; 4] =
+    ["intensity_fraction_beyond", "logjac_fraction_beyond", "intensity_median_abs_z", "logjac_median_abs_z"];
+
+/// When only the extent indices are flagged, the reader must know the two readings apart: a
+/// diffusely abnormal brain (a white-matter disease) and a brain the normals do not represent
+/// look the same to them; the validity indices (registration, contrast, mask) are in range.
+fn extent_only_note(indices: &[IndexAssessment]) -> Option<String> {
+    let flagged: Vec<&IndexAssessment> = indices.iter().filter(|a| a.flagged).collect();
+    let validity_assessed = indices.iter().any(|a| !EXTENT_INDICES.contains(&a.name.as_str()));
+    (!flagged.is_empty() && validity_assessed && flagged.iter().all(|a| EXTENT_INDICES.contains(&a.name.as_str())))
+        .then(|| {
+            "only the extent of deviation is flagged (registration, contrast and brain-mask indices are within the \
+             normals' range): either the brain is diffusely abnormal, or its anatomy or sequence is one the \
+             database's normals do not represent; read the maps as a whole before any single cluster"
+                .to_owned()
+        })
 }
 
 #[cfg(test)]
@@ -577,6 +599,16 @@ mod tests {
             ]
         );
         assert!(verdict.reasons.iter().any(|r| r.contains("resembles the template less")));
+        // Registration and contrast flagged too: no note about a diffusely abnormal brain.
+        assert!(verdict.notes.is_empty(), "{:?}", verdict.notes);
+
+        // Only the extent flagged (a real brain unlike the normals, or a diffuse disease).
+        let mut diffuse = typical;
+        diffuse.fraction_beyond = [0.2, 0.1];
+        diffuse.median_abs_z = [2.0, 1.5];
+        let verdict = Reliability::new(reference.assess(&diffuse), None, vec![]);
+        assert!(!verdict.reliable);
+        assert!(verdict.notes.iter().any(|n| n.contains("diffusely abnormal")), "{:?}", verdict.notes);
     }
 
     #[test]
