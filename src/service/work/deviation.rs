@@ -75,6 +75,7 @@ fn run_deviation(
         "registration_similarity": result.registration_similarity,
         "reliable": result.reliability.reliable,
         "reliability_reasons": result.reliability.reasons,
+        "reliability_notes": result.reliability.notes,
         "site": result.site_adjustment.as_ref().map(|a| a.describe()),
     }))
 }
