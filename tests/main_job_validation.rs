@@ -12,6 +12,9 @@
 //! database (sites S1–S3) has never seen, and no site is given (the pooled model with widened
 //! variance). With `PEDINORM_CASE_SITES=in` they cycle through the database's sites S1–S3
 //! (drawn from `PEDINORM_SITE_SEED`, default 2026, the demo's seed) and are scored as such.
+//! `PEDINORM_HELD_OUT_NORMALS` sets the number of held-out normals (default 20) and
+//! `PEDINORM_VALIDATION_CASES=atrophy` scores only the focal atrophies (radius 6, 10, 15 mm ×
+//! loss 20, 40, 60 %), each next to the same subject made without it.
 //!
 //! It prints a Markdown table block to paste into `validation/RESULTS.md`, then checks the
 //! claims the calibration makes: the voxel false-positive rate on held-out normals stays within
@@ -95,10 +98,12 @@ fn held_out_detection_and_false_positive_rates() {
     }
 
     // Held-out normals: fraction of template-mask voxels beyond threshold, clusters.
-    let n_normals = 20usize;
+    let n_normals: usize =
+        std::env::var("PEDINORM_HELD_OUT_NORMALS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
     let mut rates = [Vec::new(), Vec::new()];
     let mut rate_ratios = Vec::new();
     let mut with_cluster = 0usize;
+    let mut false_alarms = CallCounts::default();
     let mut seconds = Vec::new();
     for i in 0..n_normals {
         let age = lo + (hi - lo) * (i as f64 + 0.5) / n_normals as f64;
@@ -113,6 +118,8 @@ fn held_out_detection_and_false_positive_rates() {
             rates[ch.index()].push(z.iter().filter(|v| v.abs() > t).count() as f64 / z.len() as f64);
         }
         with_cluster += usize::from(result.clusters.iter().any(|c| c.significant));
+        let calls = AtrophyCalls::of(&result);
+        false_alarms.add(&calls);
         eprintln!(
             "held-out normal {i}: age {:.2} {}, bracket {}, voxel FPR intensity {:.5} logjac {:.5}, significant clusters {}",
             subject.age_years,
@@ -137,6 +144,11 @@ fn held_out_detection_and_false_positive_rates() {
     lines.push(format!(
         "held-out normals with ≥ 1 significant cluster (either channel): {with_cluster}/{n_normals}"
     ));
+    lines.push(format!(
+        "held-out normals called (false alarms per normal): local volume loss {}/{n_normals}, local volume either direction {}/{n_normals}, \
+         a regional volume centile below its limit {}/{n_normals}, either (loss) {}/{n_normals}",
+        false_alarms.local_loss, false_alarms.local_any, false_alarms.centile_low, false_alarms.either
+    ));
 
     // Held-out cases: lesions by size and contrast, atrophy, enlarged ventricles.
     let mut cases: Vec<(String, Abnormality, Channel)> = Vec::new();
@@ -154,13 +166,23 @@ fn held_out_detection_and_false_positive_rates() {
         Abnormality::Lesion { tissue: LesionTissue::GreyMatter, radius_mm: 6.0, contrast: -0.3 },
         Channel::Intensity,
     ));
-    for (radius, loss) in [(10.0, 0.4), (15.0, 0.4), (10.0, 0.6)] {
-        cases.push((
-            format!("focal atrophy r={radius} mm loss {loss}"),
-            Abnormality::Atrophy { radius_mm: radius, volume_loss: loss },
-            Channel::LogJacobian,
-        ));
+    for radius in [6.0, 10.0, 15.0] {
+        for loss in [0.2, 0.4, 0.6] {
+            cases.push((
+                format!("focal atrophy r={radius} mm loss {loss}"),
+                Abnormality::Atrophy { radius_mm: radius, volume_loss: loss },
+                Channel::LogJacobian,
+            ));
+        }
     }
+    let only_atrophy = std::env::var("PEDINORM_VALIDATION_CASES").is_ok_and(|v| v == "atrophy");
+    if only_atrophy {
+        cases.retain(|(_, a, _)| matches!(a, Abnormality::Atrophy { .. }));
+    }
+    let mut atrophy_lines = vec![
+        "| atrophy | truth ml | truth mean log-Jacobian in region | recovered (case − same subject without atrophy) | voxel cluster | lowest local-volume score (limit) | local volume loss called at the truth | lowest regional centile z (limit) | called (either) |".to_owned(),
+        "|---|---|---|---|---|---|---|---|---|".to_owned(),
+    ];
     cases.push((
         "enlarged ventricles 4 mm".into(),
         Abnormality::EnlargedVentricles { dilation_mm: 4.0 },
@@ -198,6 +220,30 @@ fn held_out_detection_and_false_positive_rates() {
         if clear_lesion && !outcome.detected {
             missed_clear_lesions.push(name.clone());
         }
+        if let Abnormality::Atrophy { radius_mm, .. } = abnormality {
+            let twin = score(SubjectSpec::normal(age.min(17.9), sex, 95_000 + k as u64), k);
+            let calls = AtrophyCalls::of(&result);
+            let local_at_truth = result.local_volume.as_ref().is_some_and(|l| {
+                let centre = subject.truth.abnormality_centre_mm.expect("an atrophy has a centre");
+                l.findings.iter().filter(|f| f.direction == "loss").any(|f| {
+                    let d = (0..3).map(|a| (f.peak_native_mm[a] - centre[a]).powi(2)).sum::<f64>().sqrt();
+                    d <= radius_mm + 10.0
+                })
+            });
+            let (truth_shift, recovered_shift) = log_jacobian_shift(&subject, &result, &twin.0, &twin.1);
+            atrophy_lines.push(format!(
+                "| {name} | {:.2} | {truth_shift:+.3} | {recovered_shift:+.3} | {} | {} | {} | {} | {} |",
+                outcome.truth_volume_ml,
+                if outcome.detected { "yes" } else { "no" },
+                result
+                    .local_volume
+                    .as_ref()
+                    .map_or("–".into(), |l| format!("{:+.2} ({:.2})", l.lowest_score, l.limit)),
+                if local_at_truth { "**yes**" } else { "no" },
+                calls.lowest_centile_z.map_or("–".into(), |(z, limit)| format!("{z:+.2} ({limit:.2})")),
+                if local_at_truth || calls.centile_low { "**yes**" } else { "no" },
+            ));
+        }
         lines.push(format!(
             "| {name} | {:.2} | {} | {:.3} | {} | {} | {} | {:.1} |",
             outcome.truth_volume_ml,
@@ -215,6 +261,9 @@ fn held_out_detection_and_false_positive_rates() {
     }
     lines.push(String::new());
     lines.push(format!("detected {detected_count}/{} held-out abnormalities", cases.len()));
+    lines.push(String::new());
+    lines.extend(atrophy_lines);
+    lines.push(String::new());
     let mean_s = seconds.iter().sum::<f64>() / seconds.len() as f64;
     let max_s = seconds.iter().cloned().fold(0.0, f64::max);
     lines.push(format!("time per case (deviation computation, in process, {resolution} mm): mean {mean_s:.1} s, max {max_s:.1} s"));
@@ -231,4 +280,87 @@ fn held_out_detection_and_false_positive_rates() {
         "{with_cluster}/{n_normals} held-out normals have a significant cluster (nominal 5 %)"
     );
     assert!(missed_clear_lesions.is_empty(), "missed: {missed_clear_lesions:?}");
+    assert!(
+        false_alarms.local_any * 4 <= n_normals,
+        "{}/{n_normals} held-out normals have a local volume call (nominal 5 %)",
+        false_alarms.local_any
+    );
+}
+
+/// What a deviation result calls atrophy by: a local volume loss anywhere, and a regional
+/// volume centile below its calibrated limit.
+struct AtrophyCalls {
+    local_loss: bool,
+    local_any: bool,
+    centile_low: bool,
+    /// The lowest z of the regional measures and the flag limit.
+    lowest_centile_z: Option<(f64, f64)>,
+}
+
+impl AtrophyCalls {
+    fn of(result: &pedinorm_templates::model::DeviationResult) -> Self {
+        let local = result.local_volume.as_ref();
+        let regional = result.regional.as_ref();
+        let lowest = regional.and_then(|r| {
+            let limit = r.flag_limit_z?;
+            r.centiles.iter().map(|p| p.z).reduce(f64::min).map(|z| (z, limit))
+        });
+        AtrophyCalls {
+            local_loss: local.is_some_and(|l| l.strongest_loss().is_some()),
+            local_any: local.is_some_and(|l| !l.findings.is_empty()),
+            centile_low: regional.is_some_and(|r| r.centiles.iter().any(|p| p.flagged && p.z < 0.0)),
+            lowest_centile_z: lowest,
+        }
+    }
+}
+
+/// Held-out normals called, by rule.
+#[derive(Default)]
+struct CallCounts {
+    local_loss: usize,
+    local_any: usize,
+    centile_low: usize,
+    either: usize,
+}
+
+impl CallCounts {
+    fn add(&mut self, calls: &AtrophyCalls) {
+        self.local_loss += usize::from(calls.local_loss);
+        self.local_any += usize::from(calls.local_any);
+        self.centile_low += usize::from(calls.centile_low);
+        self.either += usize::from(calls.local_loss || calls.centile_low);
+    }
+}
+
+/// The mean log-Jacobian over the atrophy's truth region against the same subject made
+/// without it: in the truth (the generator's base → subject deformation) and as recovered (the
+/// case's smoothed log-Jacobian on the template grid, carried to its own grid).
+fn log_jacobian_shift(
+    case: &pedinorm_validation::SyntheticSubject,
+    case_result: &pedinorm_templates::model::DeviationResult,
+    twin: &pedinorm_validation::SyntheticSubject,
+    twin_result: &pedinorm_templates::model::DeviationResult,
+) -> (f64, f64) {
+    use pedinorm_registration::jacobian::log_jacobian;
+    let mean_in = |image: &Image<f32>, region: &Image<f32>| {
+        let (sum, n) = image
+            .as_slice()
+            .iter()
+            .zip(region.as_slice())
+            .filter(|(_, m)| **m > 0.5)
+            .fold((0.0, 0usize), |(s, n), (v, _)| (s + f64::from(*v), n + 1));
+        sum / n.max(1) as f64
+    };
+    let base_region = case.truth.lesion_mask_base.as_ref().expect("an atrophy has a truth region");
+    let truth = mean_in(&log_jacobian(&case.truth.inverse_deformation), base_region)
+        - mean_in(&log_jacobian(&twin.truth.inverse_deformation), base_region);
+    let region = case.truth.lesion_mask.as_ref().expect("an atrophy has a truth region");
+    let recovered = |s: &pedinorm_validation::SyntheticSubject,
+                     r: &pedinorm_templates::model::DeviationResult| {
+        mean_in(
+            &r.maps.to_native(&r.maps.logjac, s.image.grid(), pedinorm_registration::Interpolation::Linear),
+            region,
+        )
+    };
+    (truth, recovered(case, case_result) - recovered(twin, twin_result))
 }

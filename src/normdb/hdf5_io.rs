@@ -10,7 +10,9 @@ use pedinorm_registration::Image;
 use pedinorm_templates::calibration::{
     AbsZHistogram, BIN_WIDTH, CURVE_POINTS, CURVE_STEP, HISTOGRAM_BINS, NullSummary,
 };
-use pedinorm_templates::calibration::{ClusterCalibration, VoxelCalibration};
+use pedinorm_templates::calibration::{
+    ClusterCalibration, LocalVolumeCalibration, LocalVolumeNull, SCALES_MM, VoxelCalibration,
+};
 use pedinorm_templates::model::{
     AtlasTable, BracketDb, BuildParameters, CalibrationRecord, ChannelCalibration, Metadata, SubjectNull,
     SubjectRecord, mask_indices,
@@ -403,12 +405,73 @@ fn write_calibration(ctx: &Ctx, file: &File, calibration: &CalibrationRecord) ->
             });
             ctx.write_rows(&cg, "max_cluster_mass", &masses)?;
         }
+        let local: Option<Vec<&LocalVolumeNull>> =
+            calibration.nulls.iter().map(|x| x.local_volume.as_ref()).collect();
+        if let Some(local) = local {
+            write_local_volume_nulls(ctx, &n, &local)?;
+        }
+    }
+    if let Some(local) = &calibration.local_volume {
+        let lg = ctx.h5("/calibration/local_volume", g.create_group("local_volume"))?;
+        ctx.set_f64(&lg, "limit", local.limit)?;
+        ctx.set_f64(&lg, "family_rate", local.family_rate)?;
+        ctx.set_u64(&lg, "nominal_reachable", u64::from(local.nominal_reachable))?;
+        ctx.write_1d(&lg, "sigma_mm", &local.sigmas_mm)?;
+        ctx.write_1d(&lg, "spread", &local.spread)?;
+        ctx.write_1d(&lg, "largest_per_subject", &local.largest_per_subject)?;
     }
     if let Some(effects) = &calibration.site_effects {
         super::hdf5_site_effects::write(ctx, &g, effects)?;
     }
     super::hdf5_site_effects::write_moments(ctx, &g, &calibration.site_moments)?;
     Ok(())
+}
+
+/// Each calibration normal's local-volume extremes, one row per normal and one column per
+/// neighbourhood width (`/calibration/null/local_volume`).
+fn write_local_volume_nulls(ctx: &Ctx, null: &Group, local: &[&LocalVolumeNull]) -> Result<(), NormDbError> {
+    let lg = ctx.h5("/calibration/null/local_volume", null.create_group("local_volume"))?;
+    ctx.write_1d(&lg, "sigma_mm", &SCALES_MM)?;
+    let rows = local.len();
+    let columns = SCALES_MM.len();
+    for (name, field) in [("min", 0usize), ("max", 1), ("mean_square", 2)] {
+        let values = Array2::from_shape_fn((rows, columns), |(r, k)| {
+            let n = local[r];
+            [&n.min, &n.max, &n.mean_square][field][k]
+        });
+        ctx.write_rows(&lg, name, &values)?;
+    }
+    Ok(())
+}
+
+/// The local-volume extremes per calibration normal, or None for databases calibrated
+/// before they were kept or at other neighbourhood widths.
+fn read_local_volume_nulls(
+    ctx: &Ctx,
+    null: &Group,
+    rows: usize,
+) -> Result<Option<Vec<LocalVolumeNull>>, NormDbError> {
+    if !null.link_exists("local_volume") {
+        return Ok(None);
+    }
+    let lg = ctx.group(null, "local_volume")?;
+    let sigmas: Vec<f64> = ctx.read_1d(&lg, "sigma_mm")?;
+    if sigmas != SCALES_MM {
+        return Ok(None);
+    }
+    let columns = SCALES_MM.len();
+    let min: Array2<f32> = ctx.read_rows(&lg, "min", [rows, columns])?;
+    let max: Array2<f32> = ctx.read_rows(&lg, "max", [rows, columns])?;
+    let mean_square: Array2<f32> = ctx.read_rows(&lg, "mean_square", [rows, columns])?;
+    Ok(Some(
+        (0..rows)
+            .map(|r| LocalVolumeNull {
+                min: min.row(r).to_vec(),
+                max: max.row(r).to_vec(),
+                mean_square: mean_square.row(r).to_vec(),
+            })
+            .collect(),
+    ))
 }
 
 fn read_nulls(ctx: &Ctx, calibration: &Group) -> Result<Vec<SubjectNull>, NormDbError> {
@@ -446,10 +509,15 @@ fn read_nulls(ctx: &Ctx, calibration: &Group) -> Result<Vec<SubjectNull>, NormDb
     }
     let logjac = per_channel.pop().expect("two channels");
     let intensity = per_channel.pop().expect("two channels");
+    let mut local = read_local_volume_nulls(ctx, &n, rows)?.map(Vec::into_iter);
     Ok(pseudonyms
         .into_iter()
         .zip(intensity.into_iter().zip(logjac))
-        .map(|(pseudonym, (i, l))| SubjectNull { pseudonym, channels: [i, l] })
+        .map(|(pseudonym, (i, l))| SubjectNull {
+            pseudonym,
+            channels: [i, l],
+            local_volume: local.as_mut().and_then(Iterator::next),
+        })
         .collect())
 }
 
@@ -704,11 +772,18 @@ fn read_calibration(ctx: &Ctx, file: &File) -> Result<CalibrationRecord, NormDbE
             },
         });
     }
+    let nulls = read_nulls(ctx, &g)?;
     Ok(CalibrationRecord {
         method: ctx.get_str(&g, "method")?,
         stale: ctx.get_u64(&g, "stale")? != 0,
         channels,
-        nulls: read_nulls(ctx, &g)?,
+        // Recomputed from the stored summaries (the stored limit is for readers of the file).
+        local_volume: nulls
+            .iter()
+            .map(|n| n.local_volume.as_ref())
+            .collect::<Option<Vec<_>>>()
+            .and_then(|local| LocalVolumeCalibration::calibrate(&local)),
+        nulls,
         site_effects: super::hdf5_site_effects::read(ctx, &g)?,
         site_moments: super::hdf5_site_effects::read_moments(ctx, &g)?,
     })

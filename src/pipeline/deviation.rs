@@ -6,6 +6,7 @@
 use crate::formats::nifti::{VoxelType, read_image, write_image};
 use crate::report::growth_chart::{GrowthChart, growth_chart_svg};
 use pedinorm_registration::Image;
+use pedinorm_templates::model::case_local_volume::CaseLocalVolume;
 use pedinorm_templates::model::case_regional::CaseRegional;
 pub use pedinorm_templates::model::score::{
     AGE_MARGIN_FRACTION, AGE_MARGIN_MAX_YEARS, ClusterReport, DeviationOptions, DeviationResult,
@@ -99,6 +100,10 @@ pub struct Report<'a> {
     /// Regional volumes (ml) and their centiles (absent: the database has no tissue priors).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub regional: Option<&'a CaseRegional>,
+    /// Local volume change: the log-Jacobian z averaged over neighbourhoods of focal atrophy's
+    /// size against the limit calibrated on the normals (absent: the database predates it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_volume: Option<&'a CaseLocalVolume>,
     /// Output files.
     pub outputs: Vec<String>,
     /// How to read the maps.
@@ -215,13 +220,17 @@ pub fn write_outputs(
             .as_ref()
             .map(|a| SiteReport { adjustment: a, description: a.describe() }),
         regional: result.regional.as_ref(),
+        local_volume: result.local_volume.as_ref(),
         outputs,
         interpretation: "z = (case − normative mean at the case's age and sex) / normative SD, voxelwise in template \
                          space; intensity: normalized T1 signal; logjac: log of local volume of the case relative to the \
                          template (positive = larger, e.g. enlarged ventricles; negative = smaller, e.g. atrophy). \
                          Clusters are 26-connected voxels beyond the calibrated |z| threshold; 'significant' clusters \
                          exceed the cluster mass (sum of |z| minus the threshold over the cluster, so extent and height \
-                         both count) that held-out normals reach at the stated rate. When reliability.reliable is \
+                         both count) that held-out normals reach at the stated rate. local_volume: the logjac z averaged \
+                         over Gaussian neighbourhoods (sigma_mm) and divided by the normals' spread; a finding is a \
+                         region beyond the limit that held-out normals pass anywhere at family_rate (loss = atrophy). \
+                         When reliability.reliable is \
                          false the case lies outside what the normals represent (reasons listed) and no map or cluster \
                          of this report should be read as a finding.",
     };
@@ -254,7 +263,11 @@ fn write_regional(
         }
         text
     } else {
-        crate::report::regional::regional_tsv(&regional.centiles)
+        let mut text = crate::report::regional::regional_tsv(&regional.centiles);
+        if let Some(local) = &result.local_volume {
+            text.push_str(&crate::report::regional::local_volume_rows(local));
+        }
+        text
     };
     write("regional.tsv".into(), table)?;
     if let Some(limit) = regional.flag_limit_z {

@@ -4,6 +4,7 @@
 
 use super::growth_chart::escape;
 use pedinorm_templates::centiles::PlacedMeasure;
+use pedinorm_templates::model::case_local_volume::CaseLocalVolume;
 
 /// The table as TSV, in the order given.
 pub fn regional_tsv(rows: &[PlacedMeasure]) -> String {
@@ -23,6 +24,24 @@ pub fn regional_tsv(rows: &[PlacedMeasure]) -> String {
             r.normal_range[2],
             r.site_known,
             r.age_covered
+        ));
+    }
+    text
+}
+
+/// Rows for the regional table from the case's local volume change: `local_volume_loss` (its
+/// lowest standardized neighbourhood mean of the log-Jacobian z) and `local_volume_gain` (its
+/// highest); `value_ml` is the volume beyond the calibrated limit in that direction, `z` the
+/// score, `flagged` whether the limit is passed. A score is read against the family-wise
+/// limit, not a centile, so the centile and normal-range columns are `NA`.
+pub fn local_volume_rows(local: &CaseLocalVolume) -> String {
+    let mut text = String::new();
+    for (direction, score) in [("loss", local.lowest_score), ("gain", local.highest_score)] {
+        let volume: f64 =
+            local.findings.iter().filter(|f| f.direction == direction).map(|f| f.volume_ml).sum();
+        let flagged = local.findings.iter().any(|f| f.direction == direction);
+        text.push_str(&format!(
+            "local_volume_{direction}\t{volume:.3}\tNA\t{score:.3}\t{flagged}\tNA\tNA\tNA\tNA\tNA\n"
         ));
     }
     text

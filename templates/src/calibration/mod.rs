@@ -26,16 +26,21 @@
 //!
 //! One job per module: [`histogram`] (`|z|` histograms of null maps), [`voxel`] (the voxel
 //! threshold), [`null_summary`] (a null map's largest-cluster curves and the cluster
-//! thresholds), [`clusters`] (the 26-connected clusters of a z-map); this module combines
+//! thresholds), [`clusters`] (the 26-connected clusters of a z-map), [`local_volume`] (the
+//! log-Jacobian z averaged over neighbourhoods of focal atrophy's size); this module combines
 //! them into the calibration of a channel.
 
 mod clusters;
 mod histogram;
+mod local_volume;
 mod null_summary;
 mod voxel;
 
 pub use clusters::{Cluster, find_clusters, largest_cluster};
 pub use histogram::AbsZHistogram;
+pub use local_volume::{
+    LOCAL_VOLUME_RATE, LocalVolumeCalibration, LocalVolumeNull, SCALES_MM, neighbourhood_means,
+};
 pub use null_summary::{ClusterCalibration, NullSummary, calibrate_clusters};
 pub use voxel::{VoxelCalibration, calibrate_voxels, gaussian_two_sided};
 
@@ -128,7 +133,7 @@ pub fn calibrate_channel(
 
 /// The `k`-th largest value with `k = ⌊α (n + 1)⌋`: a new exchangeable value exceeds it with
 /// probability at most `α`. With `k = 0` the largest value is used (`false`: not reachable).
-fn order_statistic_threshold<T: Copy + PartialOrd>(values: &[T], rate: f64) -> (T, bool) {
+pub(crate) fn order_statistic_threshold<T: Copy + PartialOrd>(values: &[T], rate: f64) -> (T, bool) {
     let mut sorted = values.to_vec();
     sorted.sort_unstable_by(|a, b| b.partial_cmp(a).unwrap_or(std::cmp::Ordering::Equal));
     let k = (rate * (sorted.len() as f64 + 1.0)).floor() as usize;
@@ -143,12 +148,12 @@ fn check_rate(field: &'static str, value: f64) -> Result<(), CalibrationError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::stats::tests::Uniform;
     use ndarray::Array3;
 
-    pub(super) fn normal_sample(rng: &mut Uniform, n: usize, scale: f64) -> Vec<f32> {
+    pub(crate) fn normal_sample(rng: &mut Uniform, n: usize, scale: f64) -> Vec<f32> {
         (0..n)
             .map(|_| {
                 let u1 = rng.next().max(1e-300);

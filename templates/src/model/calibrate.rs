@@ -7,7 +7,7 @@ use super::accumulate::{BracketInput, BuildOptions, MIN_CALIBRATION_NULLS, Mappe
 use super::database::{CalibrationRecord, Channel, SubjectNull, SubjectRecord};
 use super::site;
 use super::space::{TemplateSpace, gather, scatter};
-use crate::calibration::NullSummary;
+use crate::calibration::{LocalVolumeNull, NullSummary};
 use crate::normative::NormativeParams;
 use crate::safeguards;
 use crate::site_effects::{NormalMoments, SiteMoments, SiteNull};
@@ -34,14 +34,18 @@ pub fn held_out_z(
     Ok([score(Channel::Intensity)?, score(Channel::LogJacobian)?])
 }
 
-/// The null summaries of one normal from its held-out z per channel.
+/// The null summaries of one normal from its held-out z per channel, and the extremes of its
+/// log-Jacobian z averaged over neighbourhoods (local volume change).
 pub fn null_from_z(space: &TemplateSpace, record: &SubjectRecord, z: &[Vec<f32>; 2]) -> SubjectNull {
     let mask = space.mask.data().mapv(|v| v > 0.5);
-    let summary = |z: &[f32]| {
-        let volume = scatter(space.template.grid(), &space.indices, z, 0.0);
-        NullSummary::from_map(volume.data(), Some(&mask))
-    };
-    SubjectNull { pseudonym: record.pseudonym.clone(), channels: [summary(&z[0]), summary(&z[1])] }
+    let volume = |z: &[f32]| scatter(space.template.grid(), &space.indices, z, 0.0);
+    let summary = |z: &[f32]| NullSummary::from_map(volume(z).data(), Some(&mask));
+    let logjac = Channel::LogJacobian.index();
+    SubjectNull {
+        pseudonym: record.pseudonym.clone(),
+        channels: [summary(&z[0]), summary(&z[1])],
+        local_volume: Some(LocalVolumeNull::from_map(&volume(&z[logjac]), &space.mask)),
+    }
 }
 
 /// The calibration once `record` joins the database: the new normal is scored against

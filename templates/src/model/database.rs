@@ -4,7 +4,8 @@
 
 use crate::age::{AgeRange, nearest_bracket};
 use crate::calibration::{
-    CalibrationError, ClusterCalibration, NullSummary, VoxelCalibration, calibrate_channel,
+    CalibrationError, ClusterCalibration, LocalVolumeCalibration, LocalVolumeNull, NullSummary,
+    VoxelCalibration, calibrate_channel,
 };
 use crate::normative::NormativeParams;
 use crate::site_effects::{SiteEffects, SiteMoments};
@@ -216,6 +217,9 @@ pub struct SubjectNull {
     pub pseudonym: String,
     /// Null summary per channel.
     pub channels: [NullSummary; 2],
+    /// Extremes of the log-Jacobian z averaged over neighbourhoods (None: the database was
+    /// calibrated before local volume change was read).
+    pub local_volume: Option<LocalVolumeNull>,
 }
 
 /// Calibration of all channels.
@@ -242,6 +246,10 @@ pub struct CalibrationRecord {
     /// merged database re-estimates the effects from them.
     #[serde(skip)]
     pub site_moments: Vec<SiteMoments>,
+    /// The limit on local volume change (the log-Jacobian z averaged over neighbourhoods),
+    /// when every calibration normal has its summary.
+    #[serde(default)]
+    pub local_volume: Option<LocalVolumeCalibration>,
 }
 
 impl CalibrationRecord {
@@ -266,6 +274,11 @@ impl CalibrationRecord {
             let (voxel, cluster) = calibrate_channel(&summaries, voxel_rate, cluster_rate)?;
             channels.push(ChannelCalibration { voxel, cluster });
         }
+        let local_volume = nulls
+            .iter()
+            .map(|n| n.local_volume.as_ref())
+            .collect::<Option<Vec<_>>>()
+            .and_then(|summaries| LocalVolumeCalibration::calibrate(&summaries));
         Ok(CalibrationRecord {
             method: format!(
                 "leave-one-out over {} normals (each scored against the other normals of the database it was calibrated in): \
@@ -278,6 +291,7 @@ impl CalibrationRecord {
             nulls,
             site_effects: None,
             site_moments: Vec::new(),
+            local_volume,
         })
     }
 }

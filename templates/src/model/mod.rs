@@ -13,6 +13,7 @@ pub mod accumulate;
 pub mod atlas;
 pub mod build;
 pub mod calibrate;
+pub mod case_local_volume;
 pub mod case_regional;
 pub mod centiles;
 pub mod database;

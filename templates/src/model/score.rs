@@ -173,6 +173,9 @@ pub struct DeviationResult {
     /// The case's regional volumes and centiles (None: the bracket has no tissue priors, or
     /// the volumes could not be measured — a warning says why).
     pub regional: Option<super::case_regional::CaseRegional>,
+    /// The case's local volume change against its calibrated limit (None: the database was
+    /// calibrated before local volume change was read).
+    pub local_volume: Option<super::case_local_volume::CaseLocalVolume>,
 }
 
 /// Computes the deviation maps of `case` (an image on its own grid).
@@ -328,6 +331,23 @@ pub fn compute_deviation(
     }
     clusters.sort_by(|a, b| b.significant.cmp(&a.significant).then(b.size_voxels.cmp(&a.size_voxels)));
     let z_template: [Image<f32>; 2] = [z_template[0].clone(), z_template[1].clone()];
+    let local_volume = db.calibration.as_ref().and_then(|c| c.local_volume.as_ref()).map(|calibration| {
+        let mut local = super::case_local_volume::case_local_volume(
+            db,
+            bracket,
+            calibration,
+            &z_template[Channel::LogJacobian.index()],
+            &to_subject,
+        );
+        if !reliability.reliable {
+            let caveat = format!(
+                "the comparison is unreliable ({}); this change may reflect the mismatch rather than the case",
+                reliability.reasons.join("; ")
+            );
+            local.findings.iter_mut().for_each(|f| f.caveat = Some(caveat.clone()));
+        }
+        local
+    });
     let clusters_template = scatter(&grid, &(0..grid.len()).collect::<Vec<_>>(), &cluster_map, 0.0);
     let native = case.grid();
     let z_native = [
@@ -355,6 +375,7 @@ pub fn compute_deviation(
     };
     Ok(DeviationResult {
         regional,
+        local_volume,
         bracket: bracket.name.clone(),
         age_years: options.age_years,
         sex: options.sex,

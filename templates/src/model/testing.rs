@@ -7,7 +7,7 @@ use super::database::{
 use super::mapping::MappingParams;
 use super::regional::{RegionalTable, measure_names, row_of};
 use super::tissue_priors::TissuePriors;
-use crate::calibration::NullSummary;
+use crate::calibration::{LocalVolumeNull, NullSummary, SCALES_MM};
 use crate::normative::NormativeParams;
 use crate::stats::{AgeNode, NormativeAccumulator, Sex};
 use pedinorm_registration::{Grid, Image};
@@ -64,7 +64,13 @@ pub fn tiny(seed: u32, subjects: usize) -> NormativeDb {
                 ((i * 5 + j * 3 + k + s + seed as usize) % 9) as f32 * 0.6 - 2.4
             });
             let summary = NullSummary::from_map(&z, None);
-            SubjectNull { pseudonym: r.pseudonym.clone(), channels: [summary.clone(), summary] }
+            let spread = 0.3 + 0.02 * s as f32;
+            let local_volume = Some(LocalVolumeNull {
+                min: vec![-spread; SCALES_MM.len()],
+                max: vec![0.8 * spread; SCALES_MM.len()],
+                mean_square: vec![0.01; SCALES_MM.len()],
+            });
+            SubjectNull { pseudonym: r.pseudonym.clone(), channels: [summary.clone(), summary], local_volume }
         })
         .collect();
     let parameters = BuildParameters {
