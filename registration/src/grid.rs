@@ -131,10 +131,16 @@ impl Grid {
     /// shrink filter does.
     pub fn shrink(&self, factor: usize) -> Grid {
         let factor = factor.max(1);
+        self.shrink_axes([factor; 3])
+    }
+
+    /// The grid subsampled by its own factor along each axis (anisotropic voxels reach a
+    /// near-isotropic working grid); same centring rule as [`Grid::shrink`].
+    pub fn shrink_axes(&self, factors: [usize; 3]) -> Grid {
         let mut dims = [0usize; 3];
         let mut scale = [0f64; 3];
         for a in 0..3 {
-            dims[a] = self.dims[a].div_ceil(factor).max(1);
+            dims[a] = self.dims[a].div_ceil(factors[a].max(1)).max(1);
             scale[a] = self.dims[a] as f64 / dims[a] as f64;
         }
         let mut affine = self.affine;

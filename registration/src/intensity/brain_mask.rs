@@ -1,5 +1,8 @@
 //! A brain mask without a template: intensity threshold plus morphology.
 //!
+//! Heads with skull and scalp go through [`super::head_mask`] (brain window learnt in the
+//! head's deep core, 8 mm erosion). When that finds no scalp (the brain is most of the
+//! head), the image is skull-stripped and the method below runs:
 //! 1. Foreground: voxels above the lowest of the three-class Otsu thresholds of the image.
 //!    Three classes (background / darker tissue / brighter tissue or skull) keep the cut between
 //!    background and tissue whichever tissue is darker, so infant contrast (white matter darker
@@ -9,6 +12,7 @@
 //! 3. The component is grown back (a little further than it was eroded, but only into
 //!    foreground), closed, and its holes (ventricles, dark white matter) filled.
 
+use super::head_mask::{self, brain_inside_head, filled_head};
 use super::histogram::{Histogram, otsu_thresholds, quantile_sorted};
 use super::morphology::{close, dilate, erode, fill_holes, largest_component};
 use super::{IntensityError, check_image};
@@ -24,6 +28,13 @@ pub struct BrainMaskParams {
     pub regrow_margin_mm: f64,
     /// Closing radius (mm) that bridges sulci and small gaps at the brain's surface.
     pub closing_mm: f64,
+    /// Erosion radius (mm) that separates the brain from scalp, muscle, orbits and neck in a
+    /// whole head (bridges through the skull base and thin temporal bone are thicker than
+    /// those left by skull stripping).
+    pub head_erosion_mm: f64,
+    /// Closing radius (mm) of the brain found in a whole head (takes in sulcal CSF, which
+    /// the brain window excludes).
+    pub head_closing_mm: f64,
     /// The mask is computed on a grid subsampled to about this voxel size (mm) and its
     /// boundary interpolated back: the radii above are several millimetres, so finer grids
     /// only cost time (a 1 mm head has 8× the voxels of a 2 mm one).
@@ -32,7 +43,14 @@ pub struct BrainMaskParams {
 
 impl Default for BrainMaskParams {
     fn default() -> Self {
-        Self { erosion_mm: 4.0, regrow_margin_mm: 2.0, closing_mm: 3.0, working_spacing_mm: 2.0 }
+        Self {
+            erosion_mm: 4.0,
+            regrow_margin_mm: 2.0,
+            closing_mm: 3.0,
+            head_erosion_mm: 8.0,
+            head_closing_mm: 6.0,
+            working_spacing_mm: 2.0,
+        }
     }
 }
 
@@ -55,7 +73,8 @@ pub fn foreground_threshold(image: &Image<f32>) -> f32 {
 }
 
 /// A binary brain mask (1 inside, 0 outside) on the image's grid, from intensities and
-/// morphology only. Works on skull-stripped images and on heads with skull and scalp.
+/// morphology only. Works on whole heads (skull, scalp, fat, orbits, neck) and on
+/// skull-stripped images, in adult and infant contrast.
 ///
 /// Errors when the image is constant or has non-finite values, or when nothing survives the
 /// erosion (an image too small or too noisy for the radii).
@@ -63,17 +82,93 @@ pub fn brain_mask_from_intensity(
     image: &Image<f32>,
     params: &BrainMaskParams,
 ) -> Result<Image<f32>, IntensityError> {
+    Ok(brain_extraction(image, params)?.mask)
+}
+
+/// A template-free brain mask and what kind of image it came from.
+#[derive(Debug, Clone)]
+pub struct BrainExtraction {
+    /// 1 inside the brain, 0 outside, on the image's grid.
+    pub mask: Image<f32>,
+    /// Whether the image shows a whole head (skull, scalp) rather than a skull-stripped brain.
+    pub scalp: bool,
+}
+
+/// [`brain_mask_from_intensity`], also saying whether the image had a scalp.
+pub fn brain_extraction(
+    image: &Image<f32>,
+    params: &BrainMaskParams,
+) -> Result<BrainExtraction, IntensityError> {
     check_image(image)?;
+    if let Some(mask) = head_brain_mask(image, params)? {
+        return Ok(BrainExtraction { mask, scalp: true });
+    }
     let finest = image.grid().spacing().into_iter().fold(f64::INFINITY, f64::min);
     let factor = (params.working_spacing_mm / finest).floor().max(1.0) as usize;
     if factor == 1 {
-        return mask_on_grid(image, params);
+        return Ok(BrainExtraction { mask: mask_on_grid(image, params)?, scalp: false });
     }
     let small = crate::smooth::shrink(image, factor);
     let small_mask = mask_on_grid(&small, params)?;
-    // Linear interpolation of the binary mask gives a smooth boundary at full resolution.
+    Ok(BrainExtraction { mask: upsample_mask(&small_mask, image)?, scalp: false })
+}
+
+/// Whether `image` shows tissue outside its brain `mask` (skull, scalp, face): more than a
+/// quarter of the filled head lies outside the mask. A skull-stripped template has none.
+pub fn has_scalp(image: &Image<f32>, mask: &Image<f32>) -> bool {
+    let head = filled_head(image.as_slice(), image.grid().dims(), foreground_threshold(image));
+    let brain: Vec<bool> = mask.as_slice().iter().map(|&m| m > 0.5).collect();
+    head_mask::has_scalp(&brain, &head)
+}
+
+/// The brain of a whole head on a near-isotropic working grid, brought back to full
+/// resolution; `None` when the image has no scalp (or is too small for the radii).
+fn head_brain_mask(
+    image: &Image<f32>,
+    params: &BrainMaskParams,
+) -> Result<Option<Image<f32>>, IntensityError> {
+    let spacing = image.grid().spacing();
+    let factors = spacing.map(|s| (params.working_spacing_mm / s).floor().max(1.0) as usize);
+    let small = if factors == [1, 1, 1] {
+        image.clone()
+    } else {
+        let sigma = factors.map(|f| if f > 1 { f as f64 / 2.0 } else { 0.0 });
+        let smoothed = crate::smooth::smooth_voxels(image, sigma);
+        let target = image.grid().shrink_axes(factors);
+        crate::resample::resample(
+            &smoothed,
+            &target,
+            &crate::transform::Identity,
+            crate::interpolate::Interpolation::Linear,
+            0.0,
+        )
+    };
+    let dims = small.grid().dims();
+    let threshold = foreground_threshold(&small);
+    let Some(found) = brain_inside_head(small.as_slice(), dims, small.grid().spacing(), threshold, params)
+    else {
+        return Ok(None);
+    };
+    if !found.has_scalp() {
+        return Ok(None);
+    }
+    let data = Array3::from_shape_vec(
+        (dims[0], dims[1], dims[2]),
+        found.brain.iter().map(|&b| if b { 1.0f32 } else { 0.0 }).collect(),
+    )
+    .expect("mask matches grid");
+    let small_mask = small.with_data(data).expect("same grid");
+    if factors == [1, 1, 1] {
+        return Ok(Some(small_mask));
+    }
+    upsample_mask(&small_mask, image).map(Some)
+}
+
+/// A working-grid mask on `image`'s grid: linear interpolation of the binary mask gives a
+/// smooth boundary at full resolution.
+fn upsample_mask(small_mask: &Image<f32>, image: &Image<f32>) -> Result<Image<f32>, IntensityError> {
     let mask = crate::resample::resample(
-        &small_mask,
+        small_mask,
         image.grid(),
         &crate::transform::Identity,
         crate::interpolate::Interpolation::Linear,
@@ -86,7 +181,10 @@ pub fn brain_mask_from_intensity(
     Ok(mask)
 }
 
-fn mask_on_grid(image: &Image<f32>, params: &BrainMaskParams) -> Result<Image<f32>, IntensityError> {
+pub(super) fn mask_on_grid(
+    image: &Image<f32>,
+    params: &BrainMaskParams,
+) -> Result<Image<f32>, IntensityError> {
     let dims = image.grid().dims();
     let spacing = image.grid().spacing();
     let threshold = foreground_threshold(image);

@@ -8,12 +8,15 @@
 pub mod bias_field;
 pub mod brain_mask;
 pub mod bspline;
+mod head_mask;
 pub mod histogram;
 pub mod morphology;
 pub mod normalize;
 
 pub use bias_field::{BiasCorrection, BiasFieldParams, correct_bias_field};
-pub use brain_mask::{BrainMaskParams, brain_mask_from_intensity};
+pub use brain_mask::{
+    BrainExtraction, BrainMaskParams, brain_extraction, brain_mask_from_intensity, has_scalp,
+};
 pub use normalize::{NormalizationMethod, NormalizationReport, normalize_intensity};
 
 /// Why an intensity step cannot run on its input.
