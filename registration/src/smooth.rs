@@ -119,9 +119,15 @@ pub fn shrink(image: &Image<f32>, factor: usize) -> Image<f32> {
     if factor <= 1 {
         return image.clone();
     }
-    let sigma = factor as f64 / 2.0;
-    let smoothed = smooth_voxels(image, [sigma; 3]);
-    let target = image.grid().shrink(factor);
+    shrink_axes(image, [factor; 3])
+}
+
+/// [`shrink`] with its own factor per axis (anisotropic voxels to a near-isotropic grid);
+/// axes with factor 1 are neither smoothed nor subsampled.
+pub fn shrink_axes(image: &Image<f32>, factors: [usize; 3]) -> Image<f32> {
+    let sigma = factors.map(|f| if f > 1 { f as f64 / 2.0 } else { 0.0 });
+    let smoothed = smooth_voxels(image, sigma);
+    let target = image.grid().shrink_axes(factors);
     crate::resample::resample(
         &smoothed,
         &target,

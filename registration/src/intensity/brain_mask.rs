@@ -129,20 +129,7 @@ fn head_brain_mask(
 ) -> Result<Option<Image<f32>>, IntensityError> {
     let spacing = image.grid().spacing();
     let factors = spacing.map(|s| (params.working_spacing_mm / s).floor().max(1.0) as usize);
-    let small = if factors == [1, 1, 1] {
-        image.clone()
-    } else {
-        let sigma = factors.map(|f| if f > 1 { f as f64 / 2.0 } else { 0.0 });
-        let smoothed = crate::smooth::smooth_voxels(image, sigma);
-        let target = image.grid().shrink_axes(factors);
-        crate::resample::resample(
-            &smoothed,
-            &target,
-            &crate::transform::Identity,
-            crate::interpolate::Interpolation::Linear,
-            0.0,
-        )
-    };
+    let small = if factors == [1, 1, 1] { image.clone() } else { crate::smooth::shrink_axes(image, factors) };
     let dims = small.grid().dims();
     let threshold = foreground_threshold(&small);
     let Some(found) = brain_inside_head(small.as_slice(), dims, small.grid().spacing(), threshold, params)
