@@ -6,7 +6,7 @@ use pedinorm::formats::nifti::{VoxelType, read_image, write_image};
 use pedinorm::pipeline::preprocess::{
     Normalization, PreprocessOptions, Steps, TemplateRef, preprocess_with_progress,
 };
-use pedinorm_registration::intensity::BiasFieldParams;
+use pedinorm_registration::intensity::{BiasFieldParams, BrainMaskParams};
 use std::path::PathBuf;
 
 /// Arguments of `pedinorm preprocess`.
@@ -88,6 +88,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             convergence_threshold: args.convergence,
             ..BiasFieldParams::default()
         },
+        // Real inputs are often whole heads (skull, scalp, neck).
+        mask: BrainMaskParams { whole_head: true, ..BrainMaskParams::default() },
         normalization: args.normalization,
         template: template.as_ref().map(|(image, mask)| TemplateRef { image, mask }),
         given_mask: given_mask.as_ref(),

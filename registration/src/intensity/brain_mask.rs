@@ -32,6 +32,10 @@ pub struct BrainMaskParams {
     /// whole head (bridges through the skull base and thin temporal bone are thicker than
     /// those left by skull stripping).
     pub head_erosion_mm: f64,
+    /// Look for a whole head (skull, scalp) first and use the whole-head method when one is
+    /// found. Off by default: the template and deviation pipelines get skull-stripped brains,
+    /// whose masks stay exactly as before; `pedinorm preprocess` turns it on.
+    pub whole_head: bool,
     /// Closing radius (mm) of the brain found in a whole head (takes in sulcal CSF, which
     /// the brain window excludes).
     pub head_closing_mm: f64,
@@ -47,6 +51,7 @@ impl Default for BrainMaskParams {
             erosion_mm: 4.0,
             regrow_margin_mm: 2.0,
             closing_mm: 3.0,
+            whole_head: false,
             head_erosion_mm: 8.0,
             head_closing_mm: 6.0,
             working_spacing_mm: 2.0,
@@ -100,7 +105,9 @@ pub fn brain_extraction(
     params: &BrainMaskParams,
 ) -> Result<BrainExtraction, IntensityError> {
     check_image(image)?;
-    if let Some(mask) = head_brain_mask(image, params)? {
+    if params.whole_head
+        && let Some(mask) = head_brain_mask(image, params)?
+    {
         return Ok(BrainExtraction { mask, scalp: true });
     }
     let finest = image.grid().spacing().into_iter().fold(f64::INFINITY, f64::min);

@@ -247,7 +247,7 @@ pub(crate) mod tests {
     fn brain_of_a_whole_head_with_orbits_temples_and_neck() {
         for infant in [false, true] {
             let (image, truth) = synthetic_head(infant, 21);
-            let params = BrainMaskParams::default();
+            let params = BrainMaskParams { whole_head: true, ..BrainMaskParams::default() };
             // The bridges are real: in adult contrast the skull-stripped method takes in the
             // neck through the spinal canal and the vertebrae.
             let stripped_method = mask_on_grid(&image, &params).unwrap();
@@ -267,7 +267,8 @@ pub(crate) mod tests {
         let stripped = image
             .with_data(ndarray::Zip::from(image.data()).and(truth.data()).map_collect(|v, t| v * t))
             .unwrap();
-        let found = brain_extraction(&stripped, &BrainMaskParams::default()).unwrap();
+        let params = BrainMaskParams { whole_head: true, ..BrainMaskParams::default() };
+        let found = brain_extraction(&stripped, &params).unwrap();
         assert!(!found.scalp);
         assert!(!has_scalp(&stripped, &truth));
         let d = dice(&found.mask, &truth);
