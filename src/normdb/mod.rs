@@ -166,12 +166,18 @@ mod tests {
     use super::*;
     use pedinorm_templates::model::testing::tiny;
 
-    #[test]
-    fn write_read_round_trip_is_exact() {
+    /// `db` written as `db.h5` into a fresh folder: the folder and the file.
+    fn written(db: &NormativeDb) -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.h5");
-        let db = tiny(1, 9);
         db.write(&path).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn write_read_round_trip_is_exact() {
+        let db = tiny(1, 9);
+        let (dir, path) = written(&db);
         let back = NormativeDb::read(&path).unwrap();
         assert_eq!(back, db);
         // Only the database is left in the folder (no temporary file).
@@ -187,12 +193,10 @@ mod tests {
 
     #[test]
     fn centile_models_round_trip_with_their_curves() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db.h5");
         let mut db = tiny(1, 30);
         db.refit_centiles();
         let set = db.centiles.clone().expect("30 normals give models");
-        db.write(&path).unwrap();
+        let (_dir, path) = written(&db);
         assert_eq!(NormativeDb::read(&path).unwrap(), db);
         // The curves readers outside pedinorm use: [measure, centile, age] per sex, the median
         // of the first measure at the first age equal to the model's.
@@ -214,14 +218,12 @@ mod tests {
     #[test]
     fn stored_mapping_parameters_map_later_cases() {
         use pedinorm_templates::model::TemplateSpace;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db.h5");
         let mut db = tiny(2, 5);
         let mapping = &mut db.metadata.parameters.mapping;
         mapping.affine_iterations = vec![7, 5, 3];
         mapping.deformable_iterations = vec![4, 2, 1];
         mapping.bias_correction = false;
-        db.write(&path).unwrap();
+        let (_dir, path) = written(&db);
         let back = NormativeDb::read(&path).unwrap();
         assert_eq!(back.metadata.parameters.mapping, db.metadata.parameters.mapping);
         // A case is mapped with the database's parameters: its plan has the quick schedule.
@@ -249,10 +251,8 @@ mod tests {
 
     #[test]
     fn failed_write_keeps_the_existing_database() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db.h5");
         let db = tiny(1, 4);
-        db.write(&path).unwrap();
+        let (dir, path) = written(&db);
         let before = std::fs::read(&path).unwrap();
         let mut bad = tiny(1, 4);
         // A NUL byte cannot be stored in an HDF5 string: the write fails midway.
