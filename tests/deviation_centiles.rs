@@ -38,7 +38,11 @@ fn deviation_reports_regional_volumes_against_the_databases_centiles() {
 
     let tsv = std::fs::read_to_string(case.out_dir.join("regional.tsv")).unwrap();
     assert!(tsv.starts_with("measure\tvalue_ml\tcentile\tz\tflagged"));
-    assert_eq!(tsv.lines().count(), centiles.len() + 1);
+    // One row per centile measure, then the local volume change (loss and gain) when the
+    // database calibrates it.
+    let local_volume = tsv.lines().filter(|l| l.starts_with("local_volume_")).count();
+    assert_eq!(local_volume, if report["local_volume"].is_null() { 0 } else { 2 }, "{tsv}");
+    assert_eq!(tsv.lines().count(), centiles.len() + 1 + local_volume);
     let sheet = std::fs::read_to_string(case.out_dir.join("regional_summary.svg")).unwrap();
     assert_eq!(sheet.matches("<circle").count(), centiles.len());
     let chart = std::fs::read_to_string(case.out_dir.join("growth_total_brain.svg")).unwrap();
