@@ -121,6 +121,9 @@ pub struct IndexSpec {
     pub relative_min_spread: f64,
     /// Plain-language reason when flagged.
     pub reason: &'static str,
+    /// True when the index measures how much of the brain deviates rather than whether the
+    /// comparison is valid (a diffusely abnormal brain raises it too).
+    pub extent: bool,
 }
 
 /// The global indices, in [`GlobalIndices::values`] order.
@@ -131,6 +134,7 @@ pub const INDEX_SPECS: [IndexSpec; 7] = [
         min_spread: 0.001,
         relative_min_spread: 1.0,
         reason: "far more of the brain is beyond the intensity threshold than in any normal",
+        extent: true,
     },
     IndexSpec {
         name: "logjac_fraction_beyond",
@@ -138,6 +142,7 @@ pub const INDEX_SPECS: [IndexSpec; 7] = [
         min_spread: 0.001,
         relative_min_spread: 1.0,
         reason: "far more of the brain is beyond the log-Jacobian threshold than in any normal",
+        extent: true,
     },
     IndexSpec {
         name: "intensity_median_abs_z",
@@ -145,6 +150,7 @@ pub const INDEX_SPECS: [IndexSpec; 7] = [
         min_spread: 0.05,
         relative_min_spread: 0.1,
         reason: "the typical intensity |z| over the brain is higher than in any normal",
+        extent: true,
     },
     IndexSpec {
         name: "logjac_median_abs_z",
@@ -152,6 +158,7 @@ pub const INDEX_SPECS: [IndexSpec; 7] = [
         min_spread: 0.05,
         relative_min_spread: 0.1,
         reason: "the typical log-Jacobian |z| over the brain is higher than in any normal",
+        extent: true,
     },
     IndexSpec {
         name: "registration_similarity",
@@ -160,6 +167,7 @@ pub const INDEX_SPECS: [IndexSpec; 7] = [
         relative_min_spread: 0.0,
         reason: "the registered case resembles the template less than any normal (registration failure, \
                  other contrast or sequence, motion)",
+        extent: false,
     },
     IndexSpec {
         name: "histogram_distance",
@@ -168,6 +176,7 @@ pub const INDEX_SPECS: [IndexSpec; 7] = [
         relative_min_spread: 0.0,
         reason: "the intensity histogram differs from the template's more than any normal's (other \
                  contrast, sequence, scanner or blur)",
+        extent: false,
     },
     IndexSpec {
         name: "mask_dice",
@@ -176,6 +185,7 @@ pub const INDEX_SPECS: [IndexSpec; 7] = [
         relative_min_spread: 0.0,
         reason: "the case's brain mask agrees with the template's less than any normal's (skull or \
                  tissue left in, missing brain, field of view)",
+        extent: false,
     },
 ];
 
@@ -464,17 +474,14 @@ impl Reliability {
     }
 }
 
-/// Indices that measure how much of the brain deviates, not whether the comparison is valid.
-const EXTENT_INDICES: [&str; 4] =
-    ["intensity_fraction_beyond", "logjac_fraction_beyond", "intensity_median_abs_z", "logjac_median_abs_z"];
-
 /// When only the extent indices are flagged, the reader must know the two readings apart: a
 /// diffusely abnormal brain (a white-matter disease) and a brain the normals do not represent
 /// look the same to them; the validity indices (registration, contrast, mask) are in range.
 fn extent_only_note(indices: &[IndexAssessment]) -> Option<String> {
+    let extent = |a: &IndexAssessment| INDEX_SPECS.iter().any(|s| s.extent && s.name == a.name);
     let flagged: Vec<&IndexAssessment> = indices.iter().filter(|a| a.flagged).collect();
-    let validity_assessed = indices.iter().any(|a| !EXTENT_INDICES.contains(&a.name.as_str()));
-    (!flagged.is_empty() && validity_assessed && flagged.iter().all(|a| EXTENT_INDICES.contains(&a.name.as_str())))
+    let validity_assessed = indices.iter().any(|a| !extent(a));
+    (!flagged.is_empty() && validity_assessed && flagged.iter().all(|a| extent(a)))
         .then(|| {
             "only the extent of deviation is flagged (registration, contrast and brain-mask indices are within the \
              normals' range): either the brain is diffusely abnormal, or its anatomy or sequence is one the \

@@ -59,11 +59,11 @@ impl NormativeDb {
                 c.nulls.len() == db.subjects.iter().filter(|s| s.qc_passed).count() && !c.stale
             })
         };
-        if calibrated(self) && calibrated(other) {
-            let nulls = [self, other]
-                .iter()
-                .flat_map(|db| db.calibration.as_ref().expect("checked").nulls.iter().cloned())
-                .collect();
+        if let (Some(mine), Some(theirs)) = (
+            self.calibration.as_ref().filter(|_| calibrated(self)),
+            other.calibration.as_ref().filter(|_| calibrated(other)),
+        ) {
+            let nulls = mine.nulls.iter().chain(&theirs.nulls).cloned().collect();
             let p = &self.metadata.parameters;
             let incompatible =
                 |e: String| DatabaseError::Incompatible(format!("calibration of the merged database: {e}"));
@@ -71,12 +71,8 @@ impl NormativeDb {
                 .map_err(|e| incompatible(e.to_string()))?;
             // The site effects of the union: two single-site databases become a two-site model.
             // Each database's null summaries stay as corrected (or not) in their own database.
-            let (mine, theirs) = (&self.calibration, &other.calibration);
-            let moments = site::union(
-                &mine.as_ref().expect("checked").site_moments,
-                &theirs.as_ref().expect("checked").site_moments,
-            )
-            .map_err(|e| incompatible(e.to_string()))?;
+            let moments = site::union(&mine.site_moments, &theirs.site_moments)
+                .map_err(|e| incompatible(e.to_string()))?;
             calibration.site_effects = site::effects(&moments);
             calibration.site_moments = moments;
             merged.calibration = Some(calibration);
