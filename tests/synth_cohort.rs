@@ -1,12 +1,12 @@
 //! End-to-end tests of `pedinorm synth` and the synthetic cohort on the real base brain.
 
 use dicom_dictionary_std::tags;
-use pedinorm::formats::nifti::read_image;
+use pedinorm::formats::nifti::{VoxelType, read_image, write_image};
 use pedinorm::pipeline::synth::{SynthBase, SynthCohortOptions, write_synthetic_cohort};
 use pedinorm::synth_io::{WriteOptions, codice_fiscale_check_char, load_base};
 use pedinorm_registration::resample::resample;
-use pedinorm_registration::{Identity, Interpolation};
-use pedinorm_validation::{Abnormality, Generator, LesionTissue, Sex, SubjectSpec};
+use pedinorm_registration::{Grid, Identity, Interpolation};
+use pedinorm_validation::{Abnormality, BaseBrain, Generator, LesionTissue, Sex, SubjectSpec};
 use std::path::{Path, PathBuf};
 
 fn options(out_dir: &Path) -> SynthCohortOptions {
@@ -17,6 +17,7 @@ fn options(out_dir: &Path) -> SynthCohortOptions {
         seed: 9,
         resolution_mm: 4.0,
         base: SynthBase::Phantom,
+        extra_bases: Vec::new(),
         sites: 2,
         snr: None,
         smooth_only: false,
@@ -111,6 +112,38 @@ fn synth_is_reproducible_from_its_seed() {
             "{name}"
         );
     }
+}
+
+/// A second base brain: subjects 3 and 4 are drawn from it, 1 and 2 stay as with one base.
+#[test]
+fn subjects_are_drawn_from_every_base_in_turn() {
+    let (one, two, base) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // Another individual: the phantom on a finer grid over a smaller field of view is a smaller
+    // brain with its own proportions.
+    let grid = Grid::axis_aligned([90, 120, 80], [2.0; 3], [-90.0, -126.0, -66.0]).unwrap();
+    let other = BaseBrain::phantom(&grid);
+    for (name, image) in [("t1.nii.gz", &other.t1), ("gm.nii.gz", &other.gm), ("wm.nii.gz", &other.wm)] {
+        write_image(&base.path().join(name), image, VoxelType::F32).unwrap();
+    }
+    let quick = |dir: &Path, extra_bases: Vec<PathBuf>| SynthCohortOptions {
+        normals: 4,
+        cases: 0,
+        extra_bases,
+        write: WriteOptions { warps: false, dicom: false, national_id: false },
+        ..options(dir)
+    };
+    run(quick(one.path(), Vec::new())).unwrap();
+    run(quick(two.path(), vec![base.path().to_owned()])).unwrap();
+    let image = |dir: &Path, n: usize| read_image(&dir.join(format!("sub-{n:04}.nii.gz"))).unwrap();
+    for n in 1..=4 {
+        let (a, b) = (image(one.path(), n), image(two.path(), n));
+        let same = a.grid().same_as(b.grid(), 1e-6) && a.as_slice() == b.as_slice();
+        assert_eq!(same, n <= 2, "sub-{n:04} drawn from the wrong base");
+    }
+    let error =
+        run(quick(tempfile::tempdir().unwrap().path(), vec![PathBuf::from("no-such-base")])).unwrap_err();
+    assert!(format!("{error:#}").contains("no-such-base"), "{error:#}");
 }
 
 #[test]

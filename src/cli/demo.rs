@@ -63,6 +63,11 @@ pub struct Args {
     /// Folder with the MNI base brain (`mni/`) and atlases (`atlases/`).
     #[arg(long, default_value = ".data")]
     pub data_dir: PathBuf,
+    /// A further base brain: a folder with `t1.nii.gz`, `gm.nii.gz` and `wm.nii.gz` (skull
+    /// stripped, aligned to the MNI base, grey/white probabilities). Repeat it to draw the
+    /// cohort from several individuals in turn.
+    #[arg(long = "extra-base", value_name = "DIR")]
+    pub extra_bases: Vec<PathBuf>,
 }
 
 /// The demo's configuration from the command line.
@@ -72,6 +77,7 @@ fn config(args: &Args) -> anyhow::Result<DemoConfig> {
     Ok(DemoConfig {
         out_dir: args.out_dir.clone(),
         base,
+        extra_bases: args.extra_bases.clone(),
         atlas,
         normals: args.normals,
         cases: args.cases,

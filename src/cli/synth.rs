@@ -36,6 +36,11 @@ pub struct Args {
     /// Folder with the base brain (t1.nii.gz, gm.nii.gz, wm.nii.gz).
     #[arg(long, default_value = ".data/mni")]
     pub base_dir: PathBuf,
+    /// A further base brain (a folder like --base-dir, aligned to it: skull stripped, grey and
+    /// white matter probabilities). Repeat it to draw the subjects from several individuals in
+    /// turn: pairs of consecutive subjects share a base.
+    #[arg(long = "extra-base", value_name = "DIR")]
+    pub extra_bases: Vec<PathBuf>,
     /// Use the built-in procedural phantom instead of the base brain files.
     #[arg(long)]
     pub phantom: bool,
@@ -90,6 +95,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         seed: args.seed,
         resolution_mm: args.resolution,
         base: if args.phantom { SynthBase::Phantom } else { SynthBase::Files(args.base_dir.clone()) },
+        extra_bases: args.extra_bases.clone(),
         sites: args.sites,
         snr: args.snr,
         smooth_only: args.smooth_only,

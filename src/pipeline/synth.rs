@@ -1,13 +1,13 @@
 //! A synthetic cohort written to a folder (`pedinorm synth`): the base brain (MNI files or the
-//! procedural phantom), every subject of the cohort plan with its truth, `base_t1.nii.gz` and
-//! the `cohort.csv` index.
+//! procedural phantom) and any further base brains, every subject of the cohort plan with its
+//! truth, `base_t1.nii.gz` (the first base) and the `cohort.csv` index.
 
 use crate::synth_io::{
     SynthIoError, WriteOptions, csv_row, load_base, write_base_reference, write_cohort_csv, write_subject,
 };
 use pedinorm_registration::Grid;
 use pedinorm_validation::{
-    BaseBrain, CohortMember, CohortSpec, Generator, GeneratorOptions, Site, cohort_plan,
+    BaseBrain, CohortMember, CohortSpec, Generator, GeneratorOptions, Site, base_of_subject, cohort_plan,
 };
 use std::path::{Path, PathBuf};
 
@@ -36,6 +36,10 @@ pub struct SynthCohortOptions {
     pub resolution_mm: f64,
     /// The base brain.
     pub base: SynthBase,
+    /// Further base brains (folders with `t1.nii.gz`, `gm.nii.gz`, `wm.nii.gz`, in the space of
+    /// the first); subjects are drawn from every base in turn
+    /// ([`pedinorm_validation::base_of_subject`]).
+    pub extra_bases: Vec<PathBuf>,
     /// Synthetic scanner sites S1…SN; 0: the reference site S0 only.
     pub sites: usize,
     /// Signal-to-noise ratio of every site instead of each site's own.
@@ -92,15 +96,19 @@ pub fn write_synthetic_cohort(
         spec.options = GeneratorOptions::smooth_only();
     }
     let plan = cohort_plan(&spec)?;
-    let generator = Generator::new(&base, options.resolution_mm)?;
+    let mut generators = vec![Generator::new(&base, options.resolution_mm)?];
     drop(base);
+    for dir in &options.extra_bases {
+        generators.push(Generator::new(&load_base(dir)?, options.resolution_mm)?);
+    }
     let out_dir: &Path = &options.out_dir;
     std::fs::create_dir_all(out_dir)
         .map_err(|source| SynthIoError::Io { path: out_dir.to_owned(), source })?;
-    write_base_reference(out_dir, &generator.base_on_grid())?;
+    write_base_reference(out_dir, &generators[0].base_on_grid())?;
     let mut rows = Vec::with_capacity(plan.len());
     for (index, member) in plan.iter().enumerate() {
         on_subject(member, index, plan.len());
+        let generator = &generators[base_of_subject(index, generators.len())];
         let mut subject = generator.subject(&member.spec)?;
         subject.id = member.id.clone();
         let files = write_subject(out_dir, &subject, index + 1, member.spec.seed, options.write)?;

@@ -26,6 +26,7 @@ pub fn miniature_demo(out_dir: PathBuf, normals: usize, mapping: MappingParams) 
     DemoConfig {
         out_dir,
         base: BaseSource::Phantom { spacing_mm: 4.0 },
+        extra_bases: Vec::new(),
         atlas: None,
         normals,
         cases: 1,

@@ -89,6 +89,14 @@ pub fn default_abnormalities() -> Vec<Abnormality> {
     ]
 }
 
+/// The base brain that member `index` of a cohort plan is drawn from, when the cohort has
+/// `bases` base brains: consecutive pairs share a base and the pairs go through the bases in
+/// turn. A template is built from every other normal of its bracket in age order and
+/// calibrated on the rest, so pairing puts every base on both sides of that split.
+pub fn base_of_subject(index: usize, bases: usize) -> usize {
+    (index / 2) % bases.max(1)
+}
+
 /// One planned member of a cohort: its synthetic identifier and full specification.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CohortMember {
@@ -187,6 +195,28 @@ pub fn generate_cohort(base: &BaseBrain, spec: &CohortSpec) -> Result<Vec<Synthe
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_base_lands_on_both_sides_of_the_template_split() {
+        // A bracket's normals in age order alternate between template and calibration.
+        for bases in 1..=4 {
+            for start in [0, 1, 8, 9] {
+                let members: Vec<usize> = (start..start + 4 * bases).collect();
+                for half in [0, 1] {
+                    let mut seen: Vec<usize> = members
+                        .iter()
+                        .skip(half)
+                        .step_by(2)
+                        .map(|&i| super::base_of_subject(i, bases))
+                        .collect();
+                    seen.sort_unstable();
+                    seen.dedup();
+                    assert_eq!(seen.len(), bases, "{bases} bases from member {start}, half {half}");
+                }
+            }
+        }
+        assert_eq!(super::base_of_subject(5, 0), 0);
+    }
+
     use super::*;
 
     #[test]

@@ -35,7 +35,7 @@ pub mod warp;
 
 pub use abnormality::{Abnormality, LesionTissue, SubjectKind};
 pub use base::BaseBrain;
-pub use cohort::{AgeSpec, CohortMember, CohortSpec, cohort_plan, generate_cohort};
+pub use cohort::{AgeSpec, CohortMember, CohortSpec, base_of_subject, cohort_plan, generate_cohort};
 pub use contrast::TissueIntensities;
 pub use growth::Sex;
 pub use rescan::Rescan;

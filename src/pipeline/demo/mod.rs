@@ -31,7 +31,8 @@ use pedinorm_templates::age::AgeBracket;
 use pedinorm_templates::model::{BuildOptions, NormalSubject, NormativeDb};
 use pedinorm_templates::template::{RegistrationSettings, TemplateConfig, TemplateTarget};
 use pedinorm_validation::{
-    Abnormality, BaseBrain, CohortSpec, Generator, Site, SynthError, SyntheticSubject, cohort_plan,
+    Abnormality, BaseBrain, CohortSpec, Generator, Site, SynthError, SyntheticSubject, base_of_subject,
+    cohort_plan,
 };
 use rayon::prelude::*;
 use std::collections::BTreeSet;
@@ -121,6 +122,10 @@ pub struct DemoConfig {
     pub out_dir: PathBuf,
     /// Base brain.
     pub base: BaseSource,
+    /// Further base brains (`t1.nii.gz`, `gm.nii.gz`, `wm.nii.gz` per folder, in the space of
+    /// the first): the normals and cases are drawn from every base in turn (see
+    /// [`pedinorm_validation::base_of_subject`]), so the population holds several individuals' anatomy.
+    pub extra_bases: Vec<PathBuf>,
     /// Atlas files (labels, names, reference T1), when available.
     pub atlas: Option<AtlasFiles>,
     /// Normals.
@@ -230,9 +235,14 @@ pub fn run_demo_with_progress(
 
     // 1. Synthetic cohort.
     let base = phase(&mut timings, "load base brain", || load_base_brain(&config.base))?;
-    let (normals, cases) = phase(&mut timings, "synthetic cohort", || {
-        synthetic_cohort(config, &base, &brackets, &out_dir, progress)
+    let extra_bases = phase(&mut timings, "load further base brains", || {
+        config.extra_bases.iter().map(|dir| Ok(load_base(dir)?)).collect::<Result<Vec<_>, DemoError>>()
     })?;
+    let (normals, cases) = phase(&mut timings, "synthetic cohort", || {
+        let bases: Vec<&BaseBrain> = std::iter::once(&base).chain(&extra_bases).collect();
+        synthetic_cohort(config, &bases, &brackets, &out_dir, progress)
+    })?;
+    drop(extra_bases);
 
     // 2. One template per bracket (local batch executor, resumable build folders).
     let mut template_members = BTreeSet::new();
@@ -335,7 +345,7 @@ type SubjectOnDisk = (SyntheticSubject, PathBuf);
 /// normals and its cases.
 fn synthetic_cohort(
     config: &DemoConfig,
-    base: &BaseBrain,
+    bases: &[&BaseBrain],
     brackets: &[AgeBracket],
     out_dir: &Path,
     progress: OnProgress<'_>,
@@ -348,7 +358,8 @@ fn synthetic_cohort(
     spec.sites = Site::numbered(1, config.sites, config.seed);
     let plan = cohort_plan(&spec)?;
     let cohort_dir = out_dir.join("cohort");
-    let generator = Generator::new(base, config.resolution_mm)?;
+    let generators =
+        bases.iter().map(|base| Generator::new(base, config.resolution_mm)).collect::<Result<Vec<_>, _>>()?;
     progress(DemoProgress::Started { task: "synthetic cohort", total: plan.len() });
     // Subjects are independent (each has its own seed), so they are made in parallel and
     // the result does not depend on the thread count.
@@ -356,6 +367,7 @@ fn synthetic_cohort(
         .par_iter()
         .enumerate()
         .map(|(index, member)| -> Result<_, DemoError> {
+            let generator = &generators[base_of_subject(index, generators.len())];
             let mut subject = generator.subject(&member.spec)?;
             subject.id = member.id.clone();
             let options = WriteOptions { warps: false, dicom: false, national_id: false };
