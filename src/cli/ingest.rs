@@ -8,7 +8,10 @@ use std::path::PathBuf;
 #[derive(Debug, clap::Args)]
 #[command(long_about = "De-identify, pseudonymize and admit one DICOM study.\n\n\
 The study is checked against the database's admission rules (database B: MR of the brain at \
-3 T, age 0-17; database A: MR at 1.5 T or 3 T with a class A1 or A2). A refused study writes \
+3 T, age 0-17, with a usable T1w or T2w series; database A: MR at 1.5 T or 3 T with a class A1 \
+or A2). Every series is classified T1w, T2w, FLAIR, DWI, localizer or other from its \
+acquisition headers, and its class and the rule that decided it are recorded in its sidecar \
+and the index. A refused study writes \
 nothing and every reason is listed. An accepted study is stored under DATA_DIR as \
 <database>/<pseudonym>/<study-uid>/<series-uid>/ with volume.nii.gz, sidecar.json and \
 de-identified DICOM copies (DICOM PS3.15 Annex E Basic Profile, retaining patient \
@@ -96,7 +99,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     for series in &report.series {
         let marker = if series.newly_stored { "stored" } else { "present" };
-        println!("  {marker} {}", options.data_dir.join(&series.path).display());
+        let class = series.series_class.as_deref().unwrap_or("unclassified");
+        println!("  {marker} {class} {}", options.data_dir.join(&series.path).display());
     }
     for skipped in &report.skipped_series {
         println!("  skipped {}: {}", skipped.series, skipped.reason);

@@ -4,13 +4,15 @@
 //!   (BodyPartExamined HEAD, BRAIN or SKULL, or — when the body part is missing or a broader
 //!   region — a series, protocol or study description naming the brain), acquired at 3 T
 //!   (MagneticFieldStrength within 2.9–3.1 T), and the patient's age is known with
-//!   0 ≤ age < 18 years.
+//!   0 ≤ age < 18 years; and at least one series is a usable T1w or T2w volume (see
+//!   [`super::series_class`]; the other series — FLAIR, DWI, localizers — are stored beside it).
 //! * Database A (rare-disease cases): every series is MR at 1.5 T (1.4–1.6 T) or 3 T
 //!   (2.9–3.1 T), and the case carries a class: A1 (diagnosis confirmed) or A2 (to be
 //!   confirmed).
 //!
 //! Every rule is checked and every failure is reported, not just the first.
 
+use super::series_class::Classification;
 use std::fmt;
 
 /// Field strengths (tesla) accepted as 3 T.
@@ -96,6 +98,23 @@ pub struct SeriesFacts {
     pub descriptions: Vec<String>,
     /// Magnetic Field Strength (0018,0087) in tesla.
     pub magnetic_field_strength: Option<f64>,
+    /// The series' class and the rule that decided it.
+    pub classification: Option<Classification>,
+}
+
+impl SeriesFacts {
+    /// `series 4 FLAIR (fluid-attenuated-inversion)`, or `series 4 unclassified`.
+    pub fn class_label(&self) -> String {
+        match &self.classification {
+            Some(c) => format!("{} {} ({})", self.label, c.class, c.rule),
+            None => format!("{} unclassified", self.label),
+        }
+    }
+
+    /// Whether the series is T1w or T2w.
+    pub fn is_structural(&self) -> bool {
+        self.classification.as_ref().is_some_and(|c| c.class.is_structural())
+    }
 }
 
 /// What admission needs to know about a study.
@@ -165,6 +184,12 @@ pub enum RefusalReason {
     },
     /// Files of the study carry different national identifiers.
     ConflictingIdentifiers,
+    /// Database B needs a usable T1w or T2w volume and the study has none.
+    NoStructuralSeries {
+        /// Each series with its class and rule (`series 4 FLAIR (fluid-attenuated-inversion)`),
+        /// or why it could not be used.
+        series: Vec<String>,
+    },
 }
 
 impl RefusalReason {
@@ -183,6 +208,7 @@ impl RefusalReason {
             RefusalReason::Unlinked => "unlinked",
             RefusalReason::InvalidIdentifier { .. } => "invalid-identifier",
             RefusalReason::ConflictingIdentifiers => "conflicting-identifiers",
+            RefusalReason::NoStructuralSeries { .. } => "no-t1w-or-t2w",
         }
     }
 }
@@ -228,6 +254,11 @@ impl fmt::Display for RefusalReason {
             RefusalReason::ConflictingIdentifiers => {
                 write!(f, "files of the study carry different national identifiers")
             }
+            RefusalReason::NoStructuralSeries { series } => write!(
+                f,
+                "database B needs a usable T1w or T2w series; the study has {}",
+                if series.is_empty() { "no series".to_owned() } else { series.join(", ") }
+            ),
         }
     }
 }
@@ -291,6 +322,14 @@ pub fn admission_reasons(database: Database, facts: &StudyFacts) -> Vec<RefusalR
             }
         }
     }
+    if database == Database::B
+        && !facts.series.is_empty()
+        && !facts.series.iter().any(SeriesFacts::is_structural)
+    {
+        reasons.push(RefusalReason::NoStructuralSeries {
+            series: facts.series.iter().map(SeriesFacts::class_label).collect(),
+        });
+    }
     if database == Database::B {
         match facts.age_years {
             None => reasons.push(RefusalReason::AgeUnknown),
@@ -306,6 +345,7 @@ pub fn admission_reasons(database: Database, facts: &StudyFacts) -> Vec<RefusalR
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingest::series_class::SeriesClass;
 
     fn brain_3t() -> SeriesFacts {
         SeriesFacts {
@@ -314,7 +354,42 @@ mod tests {
             body_part_examined: Some("HEAD".into()),
             descriptions: vec!["T1 MPRAGE".into()],
             magnetic_field_strength: Some(3.0),
+            classification: Some(classified(SeriesClass::T1w)),
         }
+    }
+
+    fn classified(class: SeriesClass) -> Classification {
+        use crate::ingest::series_class::Rule;
+        let rule = match class {
+            SeriesClass::T1w => Rule::PreparedGradientEcho,
+            SeriesClass::Flair => Rule::FluidAttenuatedInversion,
+            _ => Rule::TooFewSlices,
+        };
+        Classification { class, rule, reason: String::new(), hint: None }
+    }
+
+    #[test]
+    fn database_b_needs_a_t1w_or_t2w_series_and_names_every_other_one() {
+        let mut flair = brain_3t();
+        flair.label = "series 4".into();
+        flair.classification = Some(classified(SeriesClass::Flair));
+        let mut scout = brain_3t();
+        scout.label = "series 1".into();
+        scout.classification = Some(classified(SeriesClass::Localizer));
+        let reasons = admission_reasons(Database::B, &study(Some(5.0), vec![scout.clone(), flair.clone()]));
+        assert_eq!(codes(&reasons), ["no-t1w-or-t2w"]);
+        let text = reasons[0].to_string();
+        assert!(
+            text.contains("series 4 FLAIR (fluid-attenuated-inversion)")
+                && text.contains("series 1 localizer (too-few-slices)"),
+            "{text}"
+        );
+        // With a T1w beside them the study is admitted; database A takes any contrast.
+        assert!(
+            admission_reasons(Database::B, &study(Some(5.0), vec![scout, flair.clone(), brain_3t()]))
+                .is_empty()
+        );
+        assert!(admission_reasons(Database::A(CaseClass::A1), &study(Some(5.0), vec![flair])).is_empty());
     }
 
     fn study(age: Option<f64>, series: Vec<SeriesFacts>) -> StudyFacts {
@@ -388,6 +463,7 @@ mod tests {
             body_part_examined: Some("CHEST".into()),
             descriptions: vec![],
             magnetic_field_strength: Some(1.5),
+            classification: Some(classified(SeriesClass::T1w)),
         };
         let reasons = admission_reasons(Database::B, &study(Some(40.0), vec![series]));
         assert_eq!(

@@ -3,6 +3,11 @@
 //! is recorded and enforced per study by the service (`service::consent`).
 //!
 //! Rows are only ever inserted: ingesting a study that is already there adds nothing.
+//!
+//! Schema versions (`PRAGMA user_version`): 1 the first; 2 adds each series' class and the
+//! rule that decided it (`series_class`, `series_class_rule`, see [`super::series_class`]).
+//! Opening a version-1 index for writing migrates it in place (the new columns stay NULL for
+//! the series already there); a read-only open reads it as it is.
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::path::{Path, PathBuf};
@@ -61,6 +66,16 @@ CREATE INDEX IF NOT EXISTS series_by_study ON series(study_uid);
 PRAGMA user_version = 1;
 ";
 
+/// Version 1 → 2: the series class and its rule.
+const MIGRATION_2: &str = "
+ALTER TABLE series ADD COLUMN series_class TEXT;
+ALTER TABLE series ADD COLUMN series_class_rule TEXT;
+PRAGMA user_version = 2;
+";
+
+/// The schema version this code writes.
+pub const SCHEMA_VERSION: i64 = 2;
+
 /// A study row.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct StudyRecord {
@@ -101,6 +116,10 @@ pub struct SeriesRecord {
     pub file_count: usize,
     /// Series directory relative to the data directory.
     pub path: String,
+    /// The series class (`T1w`, `T2w`, `FLAIR`, `DWI`, `localizer`, `other`).
+    pub series_class: Option<String>,
+    /// The code of the rule that decided the class.
+    pub series_class_rule: Option<String>,
 }
 
 /// An open study index.
@@ -125,9 +144,23 @@ impl StudyIndex {
         connection.execute_batch("PRAGMA foreign_keys = ON;").map_err(error)?;
         let version: i64 =
             connection.query_row("PRAGMA user_version", [], |row| row.get(0)).map_err(error)?;
-        // Only a new index gets the schema: opening an existing one must not write to it.
+        // Only a new index gets the schema and only an old one a migration: opening a current
+        // one writes nothing.
         if version < 1 {
             connection.execute_batch(SCHEMA).map_err(error)?;
+        }
+        if version < 2 {
+            // Under the write lock, looking again: another process may have migrated meanwhile.
+            let mut connection = connection;
+            let transaction =
+                connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(error)?;
+            let version: i64 =
+                transaction.query_row("PRAGMA user_version", [], |row| row.get(0)).map_err(error)?;
+            if version < 2 {
+                transaction.execute_batch(MIGRATION_2).map_err(error)?;
+            }
+            transaction.commit().map_err(error)?;
+            return Ok(Self { path, connection });
         }
         Ok(Self { path, connection })
     }
@@ -166,6 +199,26 @@ impl StudyIndex {
             .map_err(|e| self.error(e))?;
         let rows = statement.query_map([study_uid], |row| row.get(0)).map_err(|e| self.error(e))?;
         rows.collect::<Result<Vec<String>, _>>().map_err(|e| self.error(e))
+    }
+
+    /// The schema version of the open file.
+    pub fn schema_version(&self) -> Result<i64, IndexError> {
+        self.connection.query_row("PRAGMA user_version", [], |row| row.get(0)).map_err(|e| self.error(e))
+    }
+
+    /// The series of a study with their class (`None` for series recorded before classes were,
+    /// or in a version-1 index), ordered by UID.
+    pub fn series_classes(&self, study_uid: &str) -> Result<Vec<(String, Option<String>)>, IndexError> {
+        let query = if self.schema_version()? >= 2 {
+            "SELECT series_uid, series_class FROM series WHERE study_uid = ?1 ORDER BY series_uid"
+        } else {
+            "SELECT series_uid, NULL FROM series WHERE study_uid = ?1 ORDER BY series_uid"
+        };
+        let mut statement = self.connection.prepare(query).map_err(|e| self.error(e))?;
+        let rows = statement
+            .query_map([study_uid], |row| Ok((row.get(0)?, row.get(1)?)))
+            .map_err(|e| self.error(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.error(e))
     }
 
     /// All studies, in ingest order.
@@ -245,8 +298,9 @@ impl StudyIndex {
             let inserted = transaction
                 .execute(
                     "INSERT OR IGNORE INTO series (series_uid, study_uid, modality, body_part_examined,
-                        magnetic_field_strength, dimensions, voxel_size_mm, file_count, path, ingested_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                        magnetic_field_strength, dimensions, voxel_size_mm, file_count, path, ingested_at,
+                        series_class, series_class_rule)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                     params![
                         record.series_uid,
                         study.study_uid,
@@ -257,7 +311,9 @@ impl StudyIndex {
                         record.voxel_size_mm,
                         record.file_count as i64,
                         record.path,
-                        now
+                        now,
+                        record.series_class,
+                        record.series_class_rule
                     ],
                 )
                 .map_err(error)?;
@@ -307,7 +363,47 @@ mod tests {
             voxel_size_mm: "1×1×1".into(),
             file_count: 3,
             path: format!("B/abab/2.25.1/{uid}"),
+            series_class: Some("T1w".into()),
+            series_class_rule: Some("prepared-gradient-echo".into()),
         }
+    }
+
+    #[test]
+    fn a_version_1_index_is_read_as_it_is_and_migrated_when_opened_for_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // The version-1 schema with one series, as an earlier release left it.
+            let connection = Connection::open(dir.path().join(INDEX_FILE_NAME)).unwrap();
+            connection.execute_batch(SCHEMA).unwrap();
+            connection
+                .execute_batch(
+                    "INSERT INTO patients VALUES ('p', 1, 't', 'unrecorded', NULL, NULL);
+                     INSERT INTO studies (study_uid, pseudonym, database, path, ingested_at)
+                         VALUES ('2.25.1', 'p', 'B', 'B/p/2.25.1', 't');
+                     INSERT INTO series (series_uid, study_uid, dimensions, voxel_size_mm, file_count, path, ingested_at)
+                         VALUES ('2.25.2', '2.25.1', '4×4×3', '1×1×1', 3, 'B/p/2.25.1/2.25.2', 't');",
+                )
+                .unwrap();
+        }
+        let read_only = StudyIndex::open_existing(dir.path()).unwrap().unwrap();
+        assert_eq!(read_only.schema_version().unwrap(), 1);
+        assert_eq!(read_only.series_classes("2.25.1").unwrap(), [("2.25.2".to_owned(), None)]);
+        drop(read_only);
+        let mut index = StudyIndex::open(dir.path()).unwrap();
+        assert_eq!(index.schema_version().unwrap(), SCHEMA_VERSION);
+        let mut study = study();
+        study.study_uid = "2.25.1".into();
+        study.pseudonym = "p".into();
+        let mut record = series("2.25.3");
+        record.series_class = Some("FLAIR".into());
+        index.record(&study, &[record], |_| Ok::<_, ()>(())).unwrap().unwrap();
+        assert_eq!(
+            index.series_classes("2.25.1").unwrap(),
+            [("2.25.2".to_owned(), None), ("2.25.3".to_owned(), Some("FLAIR".to_owned()))]
+        );
+        // Opening a current index again changes nothing.
+        drop(index);
+        assert_eq!(StudyIndex::open(dir.path()).unwrap().schema_version().unwrap(), SCHEMA_VERSION);
     }
 
     #[test]

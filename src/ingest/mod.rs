@@ -5,6 +5,8 @@
 //! writing nothing — or stores it under the data directory (see [`store`] for the layout):
 //! one NIfTI volume and JSON sidecar per series, and de-identified copies of its DICOM files,
 //! recorded in the SQLite index (see [`index`]). Ingesting the same study again adds nothing.
+//! Every series is classified (T1w, T2w, FLAIR, DWI, localizer, other; see [`series_class`])
+//! from its headers; the class and its rule go into the sidecar and the index.
 //!
 //! Privacy: the patient's name, identifiers and birth date are read only in memory. Logs name
 //! the patient by the first digits of the pseudonym; errors name rules, never values.
@@ -15,6 +17,7 @@ pub mod descriptors;
 pub mod index;
 mod profile_table;
 pub mod pseudonym;
+pub mod series_class;
 pub mod store;
 
 use crate::formats::dicom::{self, DicomError, SeriesVolume};
@@ -26,6 +29,7 @@ use dicom_object::{InMemDicomObject, OpenFileOptions};
 use index::{IndexError, SeriesRecord, StudyIndex, StudyRecord};
 use pseudonym::{NationalId, Pseudonym, PseudonymError, PseudonymKey};
 use rayon::prelude::*;
+use series_class::{Classification, SeriesAttributes};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use store::{StoreError, StudyStore};
@@ -78,6 +82,9 @@ pub struct SeriesReport {
     pub path: PathBuf,
     /// Whether this ingest stored it (false: it was there already).
     pub newly_stored: bool,
+    /// Its class (`T1w`, `T2w`, `FLAIR`, `DWI`, `localizer`, `other`); `None` for a series
+    /// stored before classes were recorded.
+    pub series_class: Option<String>,
 }
 
 /// A series of the study that was not stored.
@@ -192,6 +199,7 @@ struct FileHeader {
     age_years: Option<f64>,
     patient_sex: Option<String>,
     identity: descriptors::IdentityTokens,
+    attributes: SeriesAttributes,
 }
 
 /// [`ingest_study`] reporting progress to `progress`.
@@ -281,8 +289,18 @@ pub fn ingest_study_with_progress(
         }
     });
     let age_years = files.iter().find_map(|f| f.age_years);
-    let facts =
-        StudyFacts { age_years, series: series.values().map(|members| members[0].facts.clone()).collect() };
+    let classifications: BTreeMap<&String, Classification> =
+        series.iter().map(|(uid, members)| (uid, classify_members(members))).collect();
+    let facts = StudyFacts {
+        age_years,
+        series: series
+            .iter()
+            .map(|(uid, members)| SeriesFacts {
+                classification: Some(classifications[uid].clone()),
+                ..members[0].facts.clone()
+            })
+            .collect(),
+    };
     reasons.extend(admission::admission_reasons(options.database, &facts));
     if !reasons.is_empty() {
         tracing::info!(reasons = reasons.len(), "study refused");
@@ -306,16 +324,17 @@ pub fn ingest_study_with_progress(
     let _entered = span.enter();
 
     // Idempotence: look before converting anything.
-    let existing_series: BTreeSet<String> = match StudyIndex::open_existing(&options.data_dir)? {
-        Some(index) => match index.study_database(&study_uid)? {
-            Some(existing) if existing != database => {
-                return Err(IngestError::OtherDatabase { existing, requested: database.to_owned() });
-            }
-            Some(_) => index.series_of(&study_uid)?.into_iter().collect(),
-            None => BTreeSet::new(),
-        },
-        None => BTreeSet::new(),
-    };
+    let existing_series: BTreeMap<String, Option<String>> =
+        match StudyIndex::open_existing(&options.data_dir)? {
+            Some(index) => match index.study_database(&study_uid)? {
+                Some(existing) if existing != database => {
+                    return Err(IngestError::OtherDatabase { existing, requested: database.to_owned() });
+                }
+                Some(_) => index.series_classes(&study_uid)?.into_iter().collect(),
+                None => BTreeMap::new(),
+            },
+            None => BTreeMap::new(),
+        };
     let mut report = IngestReport {
         status: IngestStatus::AlreadyIngested,
         database: database.to_owned(),
@@ -330,12 +349,13 @@ pub fn ingest_study_with_progress(
         skipped_files,
     };
     let pending: Vec<(&String, &Vec<&FileHeader>)> =
-        series.iter().filter(|(uid, _)| !existing_series.contains(&deidentifier.uid(uid))).collect();
-    for uid in &existing_series {
+        series.iter().filter(|(uid, _)| !existing_series.contains_key(&deidentifier.uid(uid))).collect();
+    for (uid, series_class) in &existing_series {
         report.series.push(SeriesReport {
             series_uid: uid.clone(),
             path: study_relative.join(uid),
             newly_stored: false,
+            series_class: series_class.clone(),
         });
     }
     if pending.is_empty() {
@@ -352,6 +372,7 @@ pub fn ingest_study_with_progress(
     for (done, (original_series_uid, members)) in pending.into_iter().enumerate() {
         progress(IngestProgress::Storing(done, pending_total));
         let label = members[0].facts.label.clone();
+        let classification = &classifications[original_series_uid];
         let objects: Vec<dicom::InputObject> = members.iter().map(|f| f.object.clone()).collect();
         let volumes = match dicom::load_series_from_objects(&objects) {
             Ok(volumes) if !volumes.is_empty() => volumes,
@@ -368,7 +389,7 @@ pub fn ingest_study_with_progress(
         };
         let series_uid = deidentifier.uid(original_series_uid);
         let staged_dir = staging.path().join(&series_uid);
-        write_volumes(&staging, &series_uid, &volumes, &deidentifier, &pseudonym, age_years)?;
+        write_volumes(&staging, &series_uid, &volumes, &deidentifier, &pseudonym, age_years, classification)?;
         let deidentified: Vec<Result<(String, Vec<u8>), DeidentifyError>> = objects
             .par_iter()
             .map(|input| {
@@ -407,6 +428,8 @@ pub fn ingest_study_with_progress(
                 voxel_size_mm: format!("{:.4}×{:.4}×{:.4}", spacing[0], spacing[1], spacing[2]),
                 file_count: dicom_files.len(),
                 path: study_relative.join(&series_uid).to_string_lossy().into_owned(),
+                series_class: Some(classification.class.as_str().to_owned()),
+                series_class_rule: Some(classification.rule.code().to_owned()),
             },
             staged_dir,
         ));
@@ -418,6 +441,26 @@ pub fn ingest_study_with_progress(
             Some(error) => IngestError::Dicom(error),
             None => IngestError::Refused(vec![RefusalReason::NoSeries]),
         });
+    }
+    // Database B's T1w/T2w must also have converted into a volume.
+    if options.database == Database::B
+        && existing_series.is_empty()
+        && !staged.iter().any(|(record, _)| {
+            record
+                .series_class
+                .as_deref()
+                .and_then(series_class::SeriesClass::parse)
+                .is_some_and(|c| c.is_structural())
+        })
+    {
+        let mut series: Vec<String> = facts
+            .series
+            .iter()
+            .filter(|f| f.is_structural())
+            .map(|f| format!("{} not converted", f.class_label()))
+            .collect();
+        series.extend(facts.series.iter().filter(|f| !f.is_structural()).map(SeriesFacts::class_label));
+        return Err(IngestError::Refused(vec![RefusalReason::NoStructuralSeries { series }]));
     }
 
     // Publish and record in one index transaction: a failure to move records nothing.
@@ -447,6 +490,7 @@ pub fn ingest_study_with_progress(
             series_uid: record.series_uid.clone(),
             path: PathBuf::from(&record.path),
             newly_stored: new_series.contains(&record.series_uid),
+            series_class: record.series_class.clone(),
         });
     }
     report.series.sort_by(|a, b| a.series_uid.cmp(&b.series_uid));
@@ -473,6 +517,7 @@ fn write_volumes(
     deidentifier: &Deidentifier<'_>,
     pseudonym: &Pseudonym,
     age_years: Option<f64>,
+    classification: &Classification,
 ) -> Result<(), IngestError> {
     for (number, volume) in volumes.iter().enumerate() {
         let suffix = if number == 0 { String::new() } else { format!("_{}", number + 1) };
@@ -497,6 +542,9 @@ fn write_volumes(
         if sidecar.age_years.is_none() {
             sidecar.age_years = age_years;
         }
+        sidecar.series_class = Some(classification.class.as_str().to_owned());
+        sidecar.series_class_rule = Some(classification.rule.code().to_owned());
+        sidecar.series_class_reason = Some(classification.reason.clone());
         let json = serde_json::to_vec_pretty(&sidecar).map_err(|error| IngestError::Write {
             path: directory.join("sidecar.json"),
             message: error.to_string(),
@@ -537,6 +585,8 @@ fn read_header(input: dicom::InputObject, options: &IngestOptions) -> Result<Fil
         body_part_examined: text(&object, tags::BODY_PART_EXAMINED),
         descriptions,
         magnetic_field_strength: text(&object, tags::MAGNETIC_FIELD_STRENGTH).and_then(|s| s.parse().ok()),
+        // Decided per series once all its objects are read.
+        classification: None,
     };
     let identifiers = match &options.identifier {
         IdentifierSource::Issuer(issuer) => identifiers_by_issuer(&object, issuer),
@@ -553,7 +603,17 @@ fn read_header(input: dicom::InputObject, options: &IngestOptions) -> Result<Fil
         age_years: age_of(&object),
         patient_sex: text(&object, tags::PATIENT_SEX).map(|s| s.to_ascii_uppercase()),
         identity: descriptors::IdentityTokens::from_object(&object),
+        attributes: SeriesAttributes::from_object(&object),
     })
+}
+
+/// The class of a series from the headers of all its image objects.
+fn classify_members(members: &[&FileHeader]) -> Classification {
+    let mut attributes = members[0].attributes.clone();
+    for member in &members[1..] {
+        attributes.merge(&member.attributes);
+    }
+    series_class::classify(&attributes)
 }
 
 /// Age in years: from birth and study (or series, acquisition, content) dates, else from

@@ -49,6 +49,24 @@ pub struct StudySpec {
     pub series: Vec<(u32, String, usize)>,
     /// Rows and columns of every slice.
     pub matrix: (usize, usize),
+    /// Elements that replace the defaults (an MPRAGE's acquisition) in one series:
+    /// (SeriesNumber, tag, VR, value).
+    pub series_tags: Vec<(u32, Tag, VR, String)>,
+}
+
+/// The acquisition of a 3 T T2 TSE (Siemens): what series 5 of the default study carries.
+pub fn t2_tse_tags(series_number: u32) -> Vec<(u32, Tag, VR, String)> {
+    [
+        (tags::SCANNING_SEQUENCE, VR::CS, "SE"),
+        (tags::SEQUENCE_VARIANT, VR::CS, "SK\\SP\\OSP"),
+        (tags::MR_ACQUISITION_TYPE, VR::CS, "2D"),
+        (tags::REPETITION_TIME, VR::DS, "6000"),
+        (tags::ECHO_TIME, VR::DS, "96"),
+        (tags::FLIP_ANGLE, VR::DS, "150"),
+    ]
+    .into_iter()
+    .map(|(tag, vr, value)| (series_number, tag, vr, value.to_owned()))
+    .collect()
 }
 
 impl Default for StudySpec {
@@ -64,6 +82,7 @@ impl Default for StudySpec {
             burned_in: false,
             series: vec![(3, "T1 MPRAGE SAG".into(), 4), (5, "T2 TSE AX".into(), 3)],
             matrix: (6, 5),
+            series_tags: t2_tse_tags(5),
         }
     }
 }
@@ -168,6 +187,9 @@ pub fn write_study(dir: &Path, spec: &StudySpec) -> Vec<PathBuf> {
                 text(Tag(0x0029, 0x1010), VR::LO, CODICE_FISCALE),
                 text(Tag(0x0029, 0x1011), VR::LO, PATIENT_NAME),
             ]);
+            for (_, tag, vr, value) in spec.series_tags.iter().filter(|(n, ..)| n == number) {
+                object.put(text(*tag, *vr, value));
+            }
             if let Some(birth) = &spec.birth_date {
                 object.put(text(tags::PATIENT_BIRTH_DATE, VR::DA, birth));
             }

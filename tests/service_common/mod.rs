@@ -80,6 +80,13 @@ pub fn synthetic_study(slices: usize) -> (String, Vec<Vec<u8>>) {
             (tags::MAGNETIC_FIELD_STRENGTH, VR::DS, "3"),
             (tags::SERIES_DESCRIPTION, VR::LO, "T1 MPRAGE brain"),
             (tags::SERIES_NUMBER, VR::IS, "3"),
+            // A 3 T MPRAGE's acquisition, so the series classifies as T1w.
+            (tags::SCANNING_SEQUENCE, VR::CS, "GR\\IR"),
+            (tags::SEQUENCE_VARIANT, VR::CS, "SP\\MP"),
+            (tags::MR_ACQUISITION_TYPE, VR::CS, "3D"),
+            (tags::REPETITION_TIME, VR::DS, "2300"),
+            (tags::ECHO_TIME, VR::DS, "2.98"),
+            (tags::INVERSION_TIME, VR::DS, "900"),
             (tags::IMAGE_ORIENTATION_PATIENT, VR::DS, "1\\0\\0\\0\\1\\0"),
             (tags::PIXEL_SPACING, VR::DS, "1\\1"),
             (tags::SLICE_THICKNESS, VR::DS, "2"),

@@ -147,7 +147,10 @@ fn group_value<T>(
 }
 
 /// A metadata value at top level, else inside any functional group macro (enhanced objects).
-fn anywhere<T>(object: &InMemDicomObject, get: impl Fn(&InMemDicomObject) -> Option<T>) -> Option<T> {
+pub(crate) fn anywhere<T>(
+    object: &InMemDicomObject,
+    get: impl Fn(&InMemDicomObject) -> Option<T>,
+) -> Option<T> {
     if let Some(value) = get(object) {
         return Some(value);
     }
@@ -588,6 +591,9 @@ fn metadata(
         age_source,
         pseudonym: None,
         deidentification_method: None,
+        series_class: None,
+        series_class_rule: None,
+        series_class_reason: None,
         transfer_syntax_uid: (!syntax.is_empty()).then(|| syntax.to_owned()),
         conversion_software: Some("pedinorm".into()),
         conversion_software_version: Some(env!("CARGO_PKG_VERSION").into()),

@@ -24,7 +24,7 @@ mod source;
 
 pub use assemble::{ORIENTATION_TOLERANCE, SPACING_TOLERANCE_FRACTION, SPACING_TOLERANCE_MM, TILT_TOLERANCE};
 pub use error::DicomError;
-pub(crate) use frames::series_key;
+pub(crate) use frames::{anywhere, series_key};
 pub use sidecar::Sidecar;
 pub(crate) use source::has_dicom_prefix;
 

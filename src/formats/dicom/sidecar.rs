@@ -88,6 +88,16 @@ pub struct Sidecar {
     /// de-identified objects' DeidentificationMethod); never filled by conversion.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deidentification_method: Option<Vec<String>>,
+    /// The series class ingest decided (`T1w`, `T2w`, `FLAIR`, `DWI`, `localizer`, `other`);
+    /// never filled by conversion.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub series_class: Option<String>,
+    /// The code of the classification rule that decided it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub series_class_rule: Option<String>,
+    /// The rule in words, with the header values it read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub series_class_reason: Option<String>,
     /// Transfer syntax UID of the source files.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transfer_syntax_uid: Option<String>,
