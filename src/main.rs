@@ -24,6 +24,8 @@ enum Command {
     Inspect(cli::inspect::Args),
     /// De-identify, pseudonymize and admit a DICOM study into database A or B.
     Ingest(cli::ingest::Args),
+    /// Classify DICOM series as T1w, T2w, FLAIR, DWI, localizer or other from their headers.
+    Classify(cli::classify::Args),
     /// Register a moving image to a fixed image (rigid, affine or diffeomorphic).
     Register(cli::register::Args),
     /// Apply transforms to an image (antsApplyTransforms order).
@@ -68,6 +70,7 @@ fn main() -> ExitCode {
         Command::Convert(args) => cli::convert::run(args),
         Command::Inspect(args) => cli::inspect::run(args),
         Command::Ingest(args) => cli::ingest::run(args),
+        Command::Classify(args) => cli::classify::run(args),
         Command::Register(args) => cli::register::run(args),
         Command::Apply(args) => cli::apply::run(args),
         Command::Jacobian(args) => cli::jacobian::run(args),

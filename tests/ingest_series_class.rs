@@ -296,3 +296,37 @@ fn a_database_b_study_with_only_flair_is_refused_with_the_rule_and_database_a_ta
     let stdout = String::from_utf8_lossy(&accepted.stdout);
     assert!(stdout.contains("stored FLAIR") && stdout.contains("stored localizer"), "{stdout}");
 }
+
+#[test]
+fn pedinorm_classify_agrees_with_ingest_without_storing_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let study = dir.path().join("study");
+    let series = protocol();
+    write_study(&study, 3, &series);
+    std::fs::write(study.join("notes.txt"), b"not DICOM").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_pedinorm"))
+        .args(["classify", "--json", study.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let found: BTreeMap<String, (String, String)> = report["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["series"].as_str().unwrap().to_owned(),
+                (s["class"].as_str().unwrap().to_owned(), s["rule"].as_str().unwrap().to_owned()),
+            )
+        })
+        .collect();
+    let expected: BTreeMap<String, (String, String)> = series
+        .iter()
+        .map(|a| (format!("series {}", a.number), (a.expected.0.to_owned(), a.expected.1.to_owned())))
+        .collect();
+    assert_eq!(found, expected);
+    assert_eq!(report["unreadable"].as_array().unwrap().len(), 1);
+    // Nothing identifying is printed.
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("ROSSI"));
+}

@@ -435,7 +435,8 @@ fn each_admission_rule_has_a_named_reason() {
     let one_series = vec![(3, "T1 MPRAGE SAG".to_owned(), 3)];
     let base = StudySpec { series: one_series, ..StudySpec::default() };
     let cases: Vec<(StudySpec, Vec<&str>)> = vec![
-        (StudySpec { modality: "CT".into(), ..base.clone() }, vec!["not-mr"]),
+        // A CT series is no T1w or T2w either.
+        (StudySpec { modality: "CT".into(), ..base.clone() }, vec!["not-mr", "no-t1w-or-t2w"]),
         (StudySpec { body_part: Some("KNEE".into()), ..base.clone() }, vec!["not-brain"]),
         (StudySpec { field_strength: 1.5, ..base.clone() }, vec!["field-strength-not-accepted"]),
         (
@@ -461,7 +462,7 @@ fn each_admission_rule_has_a_named_reason() {
                 patient_age: None,
                 ..base.clone()
             },
-            vec!["not-mr", "field-strength-not-accepted", "age-unknown"],
+            vec!["not-mr", "field-strength-not-accepted", "no-t1w-or-t2w", "age-unknown"],
         ),
     ];
     for (number, (mut spec, expected)) in cases.into_iter().enumerate() {

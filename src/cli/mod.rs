@@ -3,6 +3,7 @@
 pub mod apply;
 pub mod audit;
 pub mod centiles;
+pub mod classify;
 pub mod convert;
 pub mod demo;
 pub mod deviation;

@@ -558,15 +558,7 @@ fn write_volumes(
 /// what is wrong, never a value.
 fn read_header(input: dicom::InputObject, options: &IngestOptions) -> Result<FileHeader, String> {
     let label = input.label();
-    let bytes = input.read().map_err(|error| error.to_string())?;
-    if !dicom::has_dicom_prefix(&bytes) {
-        return Err("not a readable DICOM file: no DICM prefix at byte 128 (not a Part-10 file)".into());
-    }
-    let object =
-        dicom::guard(&label, || OpenFileOptions::new().read_until(tags::PIXEL_DATA).from_reader(&bytes[..]))
-            .map_err(|error| error.to_string())?
-            .map_err(|error| format!("not a readable DICOM file: {error}"))?;
-    drop(bytes);
+    let object = parse_header(&input)?;
     let study_uid = uid_of(&object, tags::STUDY_INSTANCE_UID).ok_or("StudyInstanceUID is missing")?;
     // The grouping key `pedinorm convert` uses: SeriesInstanceUID, else its documented fallback.
     let (series_uid, _) = dicom::series_key(&object, &label).map_err(|error| error.to_string())?;
@@ -614,6 +606,118 @@ fn classify_members(members: &[&FileHeader]) -> Classification {
         attributes.merge(&member.attributes);
     }
     series_class::classify(&attributes)
+}
+
+/// The elements before the pixel data of one Part-10 object; the error names the rule broken.
+fn parse_header(input: &dicom::InputObject) -> Result<dicom_object::DefaultDicomObject, String> {
+    let label = input.label();
+    let bytes = input.read().map_err(|error| error.to_string())?;
+    if !dicom::has_dicom_prefix(&bytes) {
+        return Err("not a readable DICOM file: no DICM prefix at byte 128 (not a Part-10 file)".into());
+    }
+    dicom::guard(&label, || OpenFileOptions::new().read_until(tags::PIXEL_DATA).from_reader(&bytes[..]))
+        .map_err(|error| error.to_string())?
+        .map_err(|error| format!("not a readable DICOM file: {error}"))
+}
+
+/// One series as [`classify_inputs`] reports it: no identities.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ClassifiedSeries {
+    /// `series <SeriesNumber>`.
+    pub series: String,
+    /// The first object of the series (its path, or `archive.zip/entry`).
+    pub first_object: PathBuf,
+    /// Objects in the series.
+    pub objects: usize,
+    /// Modality.
+    pub modality: Option<String>,
+    /// Manufacturer.
+    pub manufacturer: Option<String>,
+    /// The class.
+    pub class: series_class::SeriesClass,
+    /// The code of the rule that decided it.
+    pub rule: &'static str,
+    /// The rule in words with the values it read.
+    pub reason: String,
+    /// What the description suggests.
+    pub hint: Option<series_class::SeriesClass>,
+}
+
+/// An input [`classify_inputs`] could not read, and why.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct UnreadableObject {
+    /// The object.
+    pub object: PathBuf,
+    /// Why.
+    pub reason: String,
+}
+
+/// Classifies the series of DICOM files, folders and zip archives from their headers alone
+/// (pixel data is never decoded), as ingest does. Objects that are not DICOM are listed
+/// with the reason, not an error. With `each_object`, every object is classified on its own
+/// as a sample of its series (the image count is then unknown and decides nothing).
+pub fn classify_inputs(
+    inputs: &[PathBuf],
+    each_object: bool,
+) -> Result<(Vec<ClassifiedSeries>, Vec<UnreadableObject>), IngestError> {
+    let mut unreadable = Vec::new();
+    let mut series: BTreeMap<String, (ClassifiedSeries, SeriesAttributes)> = BTreeMap::new();
+    for input in dicom::enumerate_inputs(inputs)? {
+        let label = input.label();
+        let object = match parse_header(&input) {
+            Ok(object) => object,
+            Err(reason) => {
+                unreadable.push(UnreadableObject { object: label, reason });
+                continue;
+            }
+        };
+        // On its own, an object needs no series key.
+        let key = match dicom::series_key(&object, &label) {
+            _ if each_object => label.display().to_string(),
+            Ok((key, _)) => key,
+            Err(error) => {
+                unreadable.push(UnreadableObject { object: label, reason: error.to_string() });
+                continue;
+            }
+        };
+        let attributes = SeriesAttributes { sample: each_object, ..SeriesAttributes::from_object(&object) };
+        match series.get_mut(&key) {
+            Some((entry, merged)) => {
+                entry.objects += 1;
+                merged.merge(&attributes);
+            }
+            None => {
+                let number = text(&object, tags::SERIES_NUMBER).and_then(|s| s.parse::<i64>().ok());
+                let entry = ClassifiedSeries {
+                    series: number.map_or_else(|| "series (no number)".to_owned(), |n| format!("series {n}")),
+                    first_object: label,
+                    objects: 1,
+                    modality: attributes.modality.clone(),
+                    manufacturer: attributes.manufacturer.clone(),
+                    class: series_class::SeriesClass::Other,
+                    rule: "",
+                    reason: String::new(),
+                    hint: None,
+                };
+                series.insert(key, (entry, attributes));
+            }
+        }
+    }
+    let mut classified: Vec<ClassifiedSeries> = series
+        .into_values()
+        .map(|(entry, attributes)| {
+            let decision = series_class::classify(&attributes);
+            ClassifiedSeries {
+                class: decision.class,
+                rule: decision.rule.code(),
+                reason: decision.reason,
+                hint: decision.hint,
+                ..entry
+            }
+        })
+        .collect();
+    classified.sort_by(|a, b| a.first_object.cmp(&b.first_object));
+    Ok((classified, unreadable))
 }
 
 /// Age in years: from birth and study (or series, acquisition, content) dates, else from

@@ -88,6 +88,8 @@ impl fmt::Display for SeriesClass {
 /// The rule that decided a class. [`Rule::code`] is stable (sidecars and the index store it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rule {
+    /// Modality is not MR.
+    NotMr,
     /// ImageType names LOCALIZER.
     LocalizerImageType,
     /// The images of the series lie in more than one orientation (three-plane scout).
@@ -172,6 +174,7 @@ impl Rule {
     /// The stable short name (`prepared-gradient-echo`, `fluid-attenuated-inversion`, …).
     pub fn code(self) -> &'static str {
         match self {
+            Rule::NotMr => "not-mr",
             Rule::LocalizerImageType => "localizer-image-type",
             Rule::SeveralOrientations => "several-orientations",
             Rule::TooFewSlices => "too-few-slices",
@@ -323,6 +326,8 @@ impl Ranges {
 /// What classification reads from the headers of one series (no identities).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SeriesAttributes {
+    /// Modality (0008,0060).
+    pub modality: Option<String>,
     /// Manufacturer (0008,0070).
     pub manufacturer: Option<String>,
     /// MagneticFieldStrength (0018,0087), tesla.
@@ -355,6 +360,9 @@ pub struct SeriesAttributes {
     pub max_b_value: Option<f64>,
     /// Number of images (frames, mosaic tiles).
     pub slices: usize,
+    /// The objects are a sample of their series (one instance per series, as a PACS query
+    /// returns): the image count is unknown and its rules are skipped.
+    pub sample: bool,
     /// Distinct image orientations (rounded row and column cosines).
     pub orientations: Vec<[i32; 6]>,
     /// SeriesDescription and ProtocolName (the hint).
@@ -430,6 +438,7 @@ impl SeriesAttributes {
         let manufacturer = text(object, tags::MANUFACTURER);
         let upper_manufacturer = manufacturer.as_deref().unwrap_or("").to_ascii_uppercase();
         let mut attributes = SeriesAttributes {
+            modality: text(object, tags::MODALITY).map(|m| m.to_ascii_uppercase()),
             magnetic_field_strength: float(object, tags::MAGNETIC_FIELD_STRENGTH),
             scanning_sequence: multi_text(object, tags::SCANNING_SEQUENCE),
             sequence_variant: multi_text(object, tags::SEQUENCE_VARIANT),
@@ -583,7 +592,9 @@ impl SeriesAttributes {
         if let Some(kind) = &self.acquisition_type {
             parts.push(kind.clone());
         }
-        parts.push(format!("{} images", self.slices));
+        if !self.sample {
+            parts.push(format!("{} images", self.slices));
+        }
         if let Some(t) = self.magnetic_field_strength {
             parts.push(format!("{t} T"));
         }
@@ -636,6 +647,9 @@ pub fn classify(attributes: &SeriesAttributes) -> Classification {
     let variant = &attributes.sequence_variant;
     let name = attributes.sequence_name.as_deref().unwrap_or("").to_ascii_lowercase();
 
+    if let Some(modality) = attributes.modality.as_deref().filter(|m| *m != "MR") {
+        return decided(SeriesClass::Other, Rule::NotMr, format!("Modality {modality}, not MR"));
+    }
     // Localizers.
     if has(image_type, "LOCALIZER") {
         return decided(SeriesClass::Localizer, Rule::LocalizerImageType, "ImageType LOCALIZER".into());
@@ -647,7 +661,7 @@ pub fn classify(attributes: &SeriesAttributes) -> Classification {
             format!("images in {} orientations (multi-plane scout)", attributes.orientations.len()),
         );
     }
-    if attributes.slices < MIN_VOLUME_SLICES {
+    if !attributes.sample && attributes.slices < MIN_VOLUME_SLICES {
         return decided(
             SeriesClass::Localizer,
             Rule::TooFewSlices,
@@ -655,7 +669,8 @@ pub fn classify(attributes: &SeriesAttributes) -> Classification {
         );
     }
     let scout_name = name.contains("fl3d1_ns")
-        || ((name.contains("fl2d1") || name.contains("tfl2d1")) && attributes.slices <= SCOUT_MAX_SLICES);
+        || ((name.contains("fl2d1") || name.contains("tfl2d1"))
+            && (attributes.sample || attributes.slices <= SCOUT_MAX_SLICES));
     if scout_name {
         return decided(SeriesClass::Localizer, Rule::ScoutSequence, format!("scout sequence {name}"));
     }

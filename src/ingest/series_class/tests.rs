@@ -322,6 +322,20 @@ fn gradient_echo_weightings_that_are_not_t1w() {
 }
 
 #[test]
+fn other_modalities_and_samples() {
+    let mut ct = series("SIEMENS", 3.0, "SE", "SK", 4000.0, 100.0, 0.0, "2D", 30, "T2");
+    ct.modality = Some("CT".into());
+    check(&ct, SeriesClass::Other, Rule::NotMr);
+    // One instance standing for its series: the image count decides nothing.
+    let mut one = series("SIEMENS", 1.5, "GR\\IR", "SP\\MP\\OSP", 1900.0, 2.97, 1100.0, "3D", 1, "");
+    check(&one, SeriesClass::Localizer, Rule::TooFewSlices);
+    one.sample = true;
+    check(&one, SeriesClass::T1w, Rule::PreparedGradientEcho);
+    one.sequence_name = Some("*fl2d1".into());
+    check(&one, SeriesClass::Localizer, Rule::ScoutSequence);
+}
+
+#[test]
 fn derived_phase_and_unknown_sequences_are_other() {
     let mut mpr = series("SIEMENS", 3.0, "GR\\IR", "SP\\MP", 2300.0, 2.98, 900.0, "3D", 60, "t1_mpr_tra");
     mpr.image_type = split("DERIVED\\SECONDARY\\MPR");
