@@ -73,11 +73,18 @@ pub struct BatchCase {
 /// duplicate or unusable id, missing image) is reported, by line, in one error.
 pub fn read_cases(path: &Path) -> Result<Vec<BatchCase>, BatchDeviationError> {
     let list = CsvList::read(path, &["id", "case", "case_id", "subject"])?;
+    if list.path.is_none() {
+        return Err(ListError::Unreadable {
+            path: path.to_owned(),
+            message: "header: a `path` column is required (a case list takes one image per case)".into(),
+        }
+        .into());
+    }
     let mut cases: Vec<BatchCase> = Vec::new();
     let mut problems = list.problems.clone();
     for (line, record) in &list.rows {
         let field = |c: Option<usize>| c.and_then(|c| record.get(c)).map(str::trim).filter(|v| !v.is_empty());
-        let Some(image) = field(Some(list.path)) else {
+        let Some(image) = field(list.path) else {
             problems.push(format!("line {line}: path is missing"));
             continue;
         };
