@@ -20,6 +20,40 @@ use std::path::{Path, PathBuf};
 /// Name of the staging directory inside the data directory.
 pub const STAGING_DIR_NAME: &str = ".staging";
 
+/// The volume of a stored study the pipeline registers, with its class: the largest T1w
+/// volume, else the largest T2w (by the `SeriesClass` of the sidecar next to each volume).
+/// A study stored before series were classified (no volume has a class) gives its largest
+/// volume, class `None`, as before; a classified study without T1w or T2w gives nothing.
+pub fn structural_volume(study_dir: &Path) -> Option<(PathBuf, Option<super::series_class::SeriesClass>)> {
+    use super::series_class::SeriesClass;
+    let volumes: Vec<(PathBuf, u64, Option<SeriesClass>)> = walkdir::WalkDir::new(study_dir)
+        .max_depth(4)
+        .sort_by_file_name()
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".nii.gz"))
+        .map(|e| {
+            let class = crate::formats::dicom::Sidecar::next_to(e.path())
+                .and_then(|sidecar| sidecar.series_class)
+                .and_then(|class| SeriesClass::parse(&class));
+            (e.path().to_owned(), e.metadata().map(|m| m.len()).unwrap_or(0), class)
+        })
+        .collect();
+    let largest = |wanted: Option<SeriesClass>| {
+        volumes
+            .iter()
+            .filter(|(.., class)| *class == wanted)
+            .max_by_key(|(_, size, _)| *size)
+            .map(|(p, ..)| p.clone())
+    };
+    if volumes.iter().all(|(.., class)| class.is_none()) {
+        return largest(None).map(|path| (path, None));
+    }
+    [SeriesClass::T1w, SeriesClass::T2w]
+        .into_iter()
+        .find_map(|class| largest(Some(class)).map(|p| (p, Some(class))))
+}
+
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -128,6 +162,35 @@ impl Drop for Staging {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_structural_volume_is_the_largest_t1w_else_t2w_else_nothing() {
+        use crate::formats::dicom::Sidecar;
+        use crate::ingest::series_class::SeriesClass;
+        let dir = tempfile::tempdir().unwrap();
+        let series = |name: &str, bytes: usize, class: Option<&str>| {
+            let folder = dir.path().join(name);
+            std::fs::create_dir_all(&folder).unwrap();
+            std::fs::write(folder.join("volume.nii.gz"), vec![0u8; bytes]).unwrap();
+            let sidecar = Sidecar { series_class: class.map(str::to_owned), ..Default::default() };
+            std::fs::write(folder.join("sidecar.json"), serde_json::to_vec(&sidecar).unwrap()).unwrap();
+            folder.join("volume.nii.gz")
+        };
+        // Before classes: the largest volume.
+        let big = series("dwi", 900, None);
+        series("small", 100, None);
+        assert_eq!(structural_volume(dir.path()), Some((big, None)));
+        // With classes: a FLAIR or DWI never stands in for the T1w.
+        let flair = series("flair", 800, Some("FLAIR"));
+        std::fs::remove_dir_all(dir.path().join("dwi")).unwrap();
+        std::fs::remove_dir_all(dir.path().join("small")).unwrap();
+        assert_eq!(structural_volume(dir.path()), None);
+        let t2 = series("t2", 300, Some("T2w"));
+        assert_eq!(structural_volume(dir.path()), Some((t2, Some(SeriesClass::T2w))));
+        let t1 = series("t1", 200, Some("T1w"));
+        assert_eq!(structural_volume(dir.path()), Some((t1, Some(SeriesClass::T1w))));
+        assert!(flair.exists());
+    }
 
     #[test]
     fn publish_moves_once_and_never_overwrites() {

@@ -97,7 +97,7 @@ pub(super) fn deviation_job(
     let stored =
         internals.stored_path.ok_or_else(|| JobFailure::Failed("the study has no stored volume".into()))?;
     let volume = study_volume(&archive_dir(config).join(stored))
-        .ok_or_else(|| JobFailure::Failed("the study has no NIfTI volume".into()))?;
+        .ok_or_else(|| JobFailure::Failed("the study has no T1w or T2w volume".into()))?;
     let age = internals.metadata["age_years"]
         .as_f64()
         .ok_or_else(|| JobFailure::Failed("the study's age is unknown".into()))?;

@@ -64,14 +64,8 @@ fn strip_paths(message: &str, dir: &Path) -> String {
     message.replace(&format!("{}/", dir.display()), "").replace(&dir.display().to_string(), "study")
 }
 
-/// The T1-weighted volume of a stored study: the largest `.nii.gz` under it.
+/// The volume of a stored study the pipeline registers: its T1w, else its T2w (see
+/// [`crate::ingest::store::structural_volume`]).
 fn study_volume(study_dir: &Path) -> Option<PathBuf> {
-    walkdir::WalkDir::new(study_dir)
-        .max_depth(4)
-        .sort_by_file_name()
-        .into_iter()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".nii.gz"))
-        .max_by_key(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
-        .map(|e| e.into_path())
+    crate::ingest::store::structural_volume(study_dir).map(|(path, _)| path)
 }

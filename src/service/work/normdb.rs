@@ -128,7 +128,7 @@ fn select_build_studies(
             (Some(volume), Some(age_years), Some(sex), false) => {
                 usable.push(BuildStudy { study_id, volume, pseudonym, age_years, sex })
             }
-            (None, ..) => skipped.push(json!({ "study": study_id, "reason": "no NIfTI volume" })),
+            (None, ..) => skipped.push(json!({ "study": study_id, "reason": "no T1w or T2w volume" })),
             _ => skipped.push(json!({ "study": study_id, "reason": "age, sex or pseudonym unknown" })),
         }
     }
