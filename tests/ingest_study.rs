@@ -567,3 +567,43 @@ fn a_series_that_cannot_be_converted_is_skipped_and_reported() {
     assert!(matches!(error, IngestError::Dicom(_)), "{error}");
     assert_eq!(snapshot(&options.data_dir), before);
 }
+
+#[test]
+fn a_database_b_study_whose_only_t1w_does_not_convert_is_refused_with_each_series() {
+    let fixture = fixture();
+    // Series 3 is the default MPRAGE; series 5 a 3 T FLAIR.
+    let flair = [
+        (tags::SCANNING_SEQUENCE, VR::CS, "SE\\IR"),
+        (tags::SEQUENCE_VARIANT, VR::CS, "SK\\SP\\MP"),
+        (tags::MR_ACQUISITION_TYPE, VR::CS, "2D"),
+        (tags::REPETITION_TIME, VR::DS, "9000"),
+        (tags::ECHO_TIME, VR::DS, "81"),
+        (tags::INVERSION_TIME, VR::DS, "2500"),
+    ]
+    .into_iter()
+    .map(|(tag, vr, value)| (5, tag, vr, value.to_owned()))
+    .collect();
+    let spec = StudySpec {
+        study_number: 40,
+        series: vec![(3, "T1 MPRAGE SAG".into(), 4), (5, "FLAIR AX".into(), 3)],
+        series_tags: flair,
+        ..StudySpec::default()
+    };
+    let input = study(&fixture, "in", &spec);
+    // A missing slice makes series 3 irregular: it cannot become a volume.
+    std::fs::remove_file(input.join("series3").join("IM0002")).unwrap();
+    let options = options(&fixture, "data", Database::B);
+    let error = ingest_study(std::slice::from_ref(&input), &options).unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.contains("no-t1w-or-t2w")
+            && text.contains("series 3 T1w (prepared-gradient-echo) not converted")
+            && text.contains("series 5 FLAIR (fluid-attenuated-inversion)"),
+        "{text}"
+    );
+    assert!(snapshot(&options.data_dir).is_empty(), "nothing is left behind");
+    // Database A takes the FLAIR alone.
+    let a = IngestOptions { database: Database::A(CaseClass::A2), ..options };
+    let report = ingest_study(std::slice::from_ref(&input), &a).unwrap();
+    assert_eq!(report.series.iter().map(|s| s.series_class.as_deref()).collect::<Vec<_>>(), [Some("FLAIR")]);
+}
