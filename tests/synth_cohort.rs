@@ -4,6 +4,7 @@ use dicom_dictionary_std::tags;
 use pedinorm::formats::nifti::{VoxelType, read_image, write_image};
 use pedinorm::pipeline::synth::{SynthBase, SynthCohortOptions, write_synthetic_cohort};
 use pedinorm::synth_io::{WriteOptions, codice_fiscale_check_char, load_base};
+use pedinorm_registration::intensity::{BrainMaskParams, brain_extraction};
 use pedinorm_registration::resample::resample;
 use pedinorm_registration::{Grid, Identity, Interpolation};
 use pedinorm_validation::{Abnormality, BaseBrain, Generator, LesionTissue, Sex, SubjectSpec};
@@ -144,6 +145,41 @@ fn subjects_are_drawn_from_every_base_in_turn() {
     let error =
         run(quick(tempfile::tempdir().unwrap().path(), vec![PathBuf::from("no-such-base")])).unwrap_err();
     assert!(format!("{error:#}").contains("no-such-base"), "{error:#}");
+}
+
+/// A young synthetic child at 4 mm (skull stripped, noisy background) is not taken for a whole
+/// head once its expected brain volume is known: the whole-head method's erosion splits such a
+/// small coarse brain and would keep a part of it.
+#[test]
+fn a_small_coarse_stripped_brain_is_not_taken_for_a_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = SynthBase::Files(Path::new(env!("CARGO_MANIFEST_DIR")).join(".data/mni"));
+    let write = WriteOptions { warps: false, dicom: false, national_id: false };
+    let options = SynthCohortOptions {
+        normals: 3,
+        cases: 0,
+        age_range: (2.0, 14.0),
+        seed: 1,
+        sites: 0,
+        base,
+        write,
+        ..options(dir.path())
+    };
+    run(options).unwrap();
+    for n in 1..=3 {
+        let image = read_image(&dir.path().join(format!("sub-{n:04}.nii.gz"))).unwrap();
+        let truth = read_image(&dir.path().join(format!("sub-{n:04}_mask.nii.gz"))).unwrap();
+        let brain_ml = truth.as_slice().iter().filter(|&&t| t > 0.5).count() as f64 * 64.0 / 1000.0;
+        let params = BrainMaskParams {
+            whole_head: true,
+            expected_brain_ml: Some(brain_ml),
+            ..BrainMaskParams::default()
+        };
+        let found = brain_extraction(&image, &params).unwrap();
+        let inside = found.mask.as_slice().iter().filter(|&&m| m > 0.5).count() as f64 * 64.0 / 1000.0;
+        assert!(!found.scalp, "sub-{n:04} taken for a head");
+        assert!((inside / brain_ml - 1.0).abs() < 0.1, "sub-{n:04}: {inside:.0} ml found of {brain_ml:.0}");
+    }
 }
 
 #[test]

@@ -39,6 +39,11 @@ pub struct BrainMaskParams {
     /// Closing radius (mm) of the brain found in a whole head (takes in sulcal CSF, which
     /// the brain window excludes).
     pub head_closing_mm: f64,
+    /// The brain volume expected (ml), when known (e.g. a template's at the subject's age):
+    /// with `whole_head`, a foreground smaller than [`HEAD_TO_BRAIN_MIN`] times it is an
+    /// already skull-stripped brain, whatever the whole-head method finds inside it (on a
+    /// small or coarse brain its erosion can split the brain and mistake a part for all).
+    pub expected_brain_ml: Option<f64>,
     /// The mask is computed on a grid subsampled to about this voxel size (mm) and its
     /// boundary interpolated back: the radii above are several millimetres, so finer grids
     /// only cost time (a 1 mm head has 8× the voxels of a 2 mm one).
@@ -54,10 +59,16 @@ impl Default for BrainMaskParams {
             whole_head: false,
             head_erosion_mm: 8.0,
             head_closing_mm: 6.0,
+            expected_brain_ml: None,
             working_spacing_mm: 2.0,
         }
     }
 }
+
+/// Smallest ratio of a whole head's filled foreground to its brain: skull, scalp and face
+/// make the brain 30–60 % of a head, while an individual's skull-stripped brain stays within
+/// about ±30 % of a template's.
+pub const HEAD_TO_BRAIN_MIN: f64 = 1.5;
 
 /// The intensity above which a voxel is foreground (head or brain rather than air): the lowest
 /// three-class Otsu threshold over the image's histogram up to its 99.9th percentile.
@@ -139,6 +150,13 @@ fn head_brain_mask(
     let small = if factors == [1, 1, 1] { image.clone() } else { crate::smooth::shrink_axes(image, factors) };
     let dims = small.grid().dims();
     let threshold = foreground_threshold(&small);
+    if let Some(expected_ml) = params.expected_brain_ml {
+        let s = small.grid().spacing();
+        let head_voxels = filled_head(small.as_slice(), dims, threshold).iter().filter(|&&h| h).count();
+        if (head_voxels as f64) * s[0] * s[1] * s[2] / 1000.0 < HEAD_TO_BRAIN_MIN * expected_ml {
+            return Ok(None);
+        }
+    }
     let Some(found) = brain_inside_head(small.as_slice(), dims, small.grid().spacing(), threshold, params)
     else {
         return Ok(None);

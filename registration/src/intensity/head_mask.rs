@@ -274,4 +274,29 @@ pub(crate) mod tests {
         let d = dice(&found.mask, &truth);
         assert!(d > 0.95, "Dice {d}");
     }
+
+    /// With the brain volume expected (a template's), a foreground that is not much larger
+    /// is an already stripped brain; a whole head still is one.
+    #[test]
+    fn expected_brain_volume_tells_a_head_from_a_stripped_brain() {
+        let (image, truth) = synthetic_head(false, 9);
+        let brain_ml = truth.as_slice().iter().filter(|&&t| t > 0.5).count() as f64 * 8.0 / 1000.0;
+        let params = |expected: f64| BrainMaskParams {
+            whole_head: true,
+            expected_brain_ml: Some(expected),
+            ..BrainMaskParams::default()
+        };
+        // An individual brain up to 30 % smaller than the template's is still found in its head.
+        let found = brain_extraction(&image, &params(1.3 * brain_ml)).unwrap();
+        assert!(found.scalp && dice(&found.mask, &truth) >= 0.95);
+        // A foreground within 1.5× of the expected brain is taken as a brain, however the
+        // whole-head method would split it.
+        let found = brain_extraction(&image, &params(10.0 * brain_ml)).unwrap();
+        assert!(!found.scalp);
+        let stripped = image
+            .with_data(ndarray::Zip::from(image.data()).and(truth.data()).map_collect(|v, t| v * t))
+            .unwrap();
+        let found = brain_extraction(&stripped, &params(0.8 * brain_ml)).unwrap();
+        assert!(!found.scalp && dice(&found.mask, &truth) > 0.95);
+    }
 }

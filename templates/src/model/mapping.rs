@@ -10,7 +10,7 @@ use super::differential_bias::{DIFFERENTIAL_BIAS_SIGMA_MM, remove_differential_b
 use super::space::{MATCH_PERCENTILES, TemplateSpace, gather, masked_correlation};
 use crate::safeguards;
 use pedinorm_registration::intensity::{
-    BiasFieldParams, BrainMaskParams, NormalizationMethod, brain_mask_from_intensity, correct_bias_field,
+    BiasFieldParams, BrainMaskParams, NormalizationMethod, brain_extraction, correct_bias_field,
     normalize_intensity,
 };
 use pedinorm_registration::metrics::Metric;
@@ -52,6 +52,17 @@ pub struct MappingParams {
     /// none, as in databases written before it), see [`remove_differential_bias`].
     #[serde(default)]
     pub differential_bias_sigma_mm: Option<f64>,
+    /// Take the brain out of an image that still shows the whole head (skull, scalp, face,
+    /// neck) before mapping it, with the template-free whole-head method
+    /// ([`brain_extraction`]); a skull-stripped image is mapped as it is. On in databases
+    /// written before it was recorded too: their normals were skull-stripped, where the
+    /// setting changes nothing, and a whole-head case mapped without it fails.
+    #[serde(default = "standard_brain_from_head")]
+    pub brain_from_head: bool,
+}
+
+fn standard_brain_from_head() -> bool {
+    MappingParams::standard().brain_from_head
 }
 
 fn standard_bias_correction() -> bool {
@@ -131,6 +142,7 @@ impl MappingParams {
             field_sigma_mm: 4.0,
             jacobian_refinement: Some(JacobianRefinement::standard()),
             differential_bias_sigma_mm: Some(DIFFERENTIAL_BIAS_SIGMA_MM),
+            brain_from_head: true,
         }
     }
 
@@ -209,6 +221,9 @@ pub struct SubjectMaps {
     pub mask_dice: f64,
     /// The subject's image on its own grid after bias-field correction (as registered).
     pub corrected: Image<f32>,
+    /// Whether the subject showed a whole head and its brain was extracted before mapping
+    /// (see [`MappingParams::brain_from_head`]); `corrected` is then the brain only.
+    pub brain_extracted: bool,
 }
 
 impl SubjectMaps {
@@ -254,7 +269,24 @@ pub fn map_to_template(
         stage,
         message,
     };
-    let subject_mask = brain_mask_from_intensity(subject, &BrainMaskParams::default()).ok();
+    let mask_params = BrainMaskParams {
+        whole_head: params.brain_from_head,
+        expected_brain_ml: Some(space.brain_volume_ml()),
+        ..BrainMaskParams::default()
+    };
+    let extraction = brain_extraction(subject, &mask_params).ok();
+    let brain_extracted = extraction.as_ref().is_some_and(|e| e.scalp);
+    let subject_mask = extraction.map(|e| e.mask);
+    // A whole head: skull, scalp and face would pull the registration off the brain-only
+    // template, so only the brain is mapped.
+    let brain_only;
+    let subject = match (&subject_mask, brain_extracted) {
+        (Some(mask), true) => {
+            brain_only = masked(subject, mask);
+            &brain_only
+        }
+        _ => subject,
+    };
     let corrected = if params.bias_correction {
         correct_bias_field(
             subject,
@@ -340,7 +372,17 @@ pub fn map_to_template(
         histogram_distance,
         mask_dice,
         corrected,
+        brain_extracted,
     })
+}
+
+/// `image` with every voxel outside `mask` set to zero (both on one grid).
+fn masked(image: &Image<f32>, mask: &Image<f32>) -> Image<f32> {
+    let dims = image.grid().dims();
+    let values =
+        image.as_slice().iter().zip(mask.as_slice()).map(|(&v, &m)| if m > 0.5 { v } else { 0.0 }).collect();
+    let data = ndarray::Array3::from_shape_vec((dims[0], dims[1], dims[2]), values).expect("one grid");
+    image.with_data(data).expect("same grid")
 }
 
 /// Makes landmark values strictly increasing (a flat template histogram would otherwise give a

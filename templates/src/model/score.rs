@@ -205,6 +205,13 @@ pub fn compute_deviation(
     let space = TemplateSpace::new(bracket.template.clone(), Some(bracket.mask.clone()))?;
     // Mapped exactly as the database's normals were (the parameters stored with it).
     let maps = map_to_template(case, &space, &db.metadata.parameters.mapping, "case")?;
+    if maps.brain_extracted {
+        warnings.push(
+            "the case shows the whole head: its brain was extracted without a template before mapping \
+             (skull, scalp and face removed); a deviation at the brain's surface may come from that mask"
+                .into(),
+        );
+    }
     if maps.similarity < 0.5 {
         warnings.push(format!(
             "registration to the template is poor (correlation {:.2}); deviations may be artefacts",

@@ -24,6 +24,12 @@ pub struct TemplateSpace {
 pub const MATCH_PERCENTILES: [f64; 11] = [0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99];
 
 impl TemplateSpace {
+    /// Volume of the template's brain mask (ml).
+    pub fn brain_volume_ml(&self) -> f64 {
+        let s = self.mask.grid().spacing();
+        self.indices.len() as f64 * s[0] * s[1] * s[2] / 1000.0
+    }
+
     /// A template space; the mask is computed from the template when not given.
     pub fn new(template: Image<f32>, mask: Option<Image<f32>>) -> Result<Self, ModelError> {
         let mask = match mask {
