@@ -21,12 +21,15 @@ pub(super) fn write(ctx: &Ctx, regional: &Group, set: &CentileSet) -> Result<(),
         &g,
         "method",
         "per measure: sinh-arcsinh distribution, location and log-scale cubic B-splines in ln(1+age) with sex \
-         and site effects, penalized maximum likelihood; curves at the population site",
+         and site effects, penalized maximum likelihood, shape freedom by the number of normals; curves at \
+         the population site; flag limit from the normals' held-out z",
     )?;
     let json =
         serde_json::to_string(set).map_err(|e| ctx.schema("/regional/centiles@model", e.to_string()))?;
     ctx.set_str(&g, "model", &json)?;
     ctx.set_f64(&g, "flag_limit_z", set.limit.z)?;
+    // Older databases lack it: their limit was taken from the normals' in-sample z.
+    ctx.set_str(&g, "flag_limit_calibration", &set.limit.calibration())?;
     let ages = curve_ages();
     ctx.write_1d(&g, "ages", &ages)?;
     ctx.write_1d(&g, "centile_levels", &STANDARD_CENTILES)?;

@@ -33,6 +33,27 @@ pub struct FitOptions {
     pub min_subjects: usize,
     /// Optimizer iterations at most.
     pub max_iterations: u64,
+    /// Fewest normals for a spread that changes with age (below: one spread for all ages).
+    #[serde(default = "default_heteroscedastic_from")]
+    pub heteroscedastic_from: usize,
+    /// Fewest normals for a free skewness (below: symmetric).
+    #[serde(default = "default_skew_from")]
+    pub skew_from: usize,
+    /// Fewest normals for a free tail weight (below: normal tails).
+    #[serde(default = "default_tail_from")]
+    pub tail_from: usize,
+}
+
+fn default_heteroscedastic_from() -> usize {
+    50
+}
+
+fn default_skew_from() -> usize {
+    100
+}
+
+fn default_tail_from() -> usize {
+    400
 }
 
 impl Default for FitOptions {
@@ -47,6 +68,42 @@ impl Default for FitOptions {
             shape_sd: 1.0,
             min_subjects: 20,
             max_iterations: 3000,
+            heteroscedastic_from: default_heteroscedastic_from(),
+            skew_from: default_skew_from(),
+            tail_from: default_tail_from(),
+        }
+    }
+}
+
+/// How much of the model's shape a fit may use. Every added freedom is estimated from the same
+/// normals, and with few of them a free shape bends towards the sample (a spline knot per
+/// outlier, a skewness from two extreme values): the centile bands then hug the normals and new
+/// normals fall outside them far more often than the nominal rate. So freedom grows with the
+/// number of normals `n` (see `docs/centiles.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Freedom {
+    /// Interior knots of the location curve: the option's number, at most one per 15 normals.
+    pub location_knots: usize,
+    /// Interior knots of the log-scale curve: the option's number, at most one per 100 normals.
+    pub scale_knots: usize,
+    /// Whether the spread follows age (otherwise one spread for all ages).
+    pub heteroscedastic: bool,
+    /// Whether the skewness is free (otherwise 0).
+    pub skew: bool,
+    /// Whether the tail weight is free (otherwise normal tails).
+    pub tail: bool,
+}
+
+impl FitOptions {
+    /// The shape freedom a fit to `subjects` normals gets.
+    pub fn freedom(&self, subjects: usize) -> Freedom {
+        let heteroscedastic = subjects >= self.heteroscedastic_from;
+        Freedom {
+            location_knots: self.location_knots.min(subjects / 15),
+            scale_knots: if heteroscedastic { self.scale_knots.min(subjects / 100) } else { 0 },
+            heteroscedastic,
+            skew: subjects >= self.skew_from,
+            tail: subjects >= self.tail_from,
         }
     }
 }
@@ -97,23 +154,20 @@ struct Row {
 
 /// The penalized negative log-likelihood over the free parameters.
 struct Objective<'a> {
-    rows: &'a [Row],
+    rows: &'a [&'a Row],
     layout: Layout,
     options: &'a FitOptions,
     location_penalty: Vec<Vec<f64>>,
     scale_penalty: Vec<Vec<f64>>,
-    /// The full parameter vector; the optimizer moves only `free` entries.
+    /// The full parameter vector; the optimizer moves only the `free` entries, each group of
+    /// entries by one shared value (a constant spread ties the log-scale coefficients).
     base: Vec<f64>,
-    free: Vec<usize>,
+    free: Vec<Vec<usize>>,
 }
 
 impl Objective<'_> {
     fn full(&self, free_values: &[f64]) -> Vec<f64> {
-        let mut params = self.base.clone();
-        for (&index, &value) in self.free.iter().zip(free_values) {
-            params[index] = value;
-        }
-        params
+        set_free(self.base.clone(), &self.free, free_values)
     }
 
     /// Value and gradient with respect to every parameter.
@@ -209,7 +263,7 @@ impl CostFunction for Objective<'_> {
     type Output = f64;
 
     fn cost(&self, free: &Self::Param) -> Result<f64, argmin::core::Error> {
-        Ok(self.evaluate(&self.full(free)).0)
+        Ok(self.guarded(free).0)
     }
 }
 
@@ -218,14 +272,43 @@ impl Gradient for Objective<'_> {
     type Gradient = Vec<f64>;
 
     fn gradient(&self, free: &Self::Param) -> Result<Vec<f64>, argmin::core::Error> {
-        let (_, full_gradient) = self.evaluate(&self.full(free));
-        Ok(self.free.iter().map(|&i| full_gradient[i]).collect())
+        Ok(self.guarded(free).1)
     }
 }
 
-/// Minimizes the objective over its free parameters from their base values.
+/// What the objective reports where it overflows: far above any reachable value, so a line
+/// search that stepped too far backs off instead of computing with infinities.
+const OVERFLOW_COST: f64 = 1e100;
+
+impl Objective<'_> {
+    /// Value and gradient over the free parameters, finite everywhere: an overflow (a first
+    /// quasi-Newton step far out of range) reports [`OVERFLOW_COST`] with no slope.
+    fn guarded(&self, free: &[f64]) -> (f64, Vec<f64>) {
+        let (value, full_gradient) = self.evaluate(&self.full(free));
+        let gradient: Vec<f64> =
+            self.free.iter().map(|group| group.iter().map(|&i| full_gradient[i]).sum()).collect();
+        if value.is_finite() && gradient.iter().all(|g| g.is_finite()) {
+            (value, gradient)
+        } else {
+            (OVERFLOW_COST, vec![0.0; free.len()])
+        }
+    }
+}
+
+/// `params` with each group of `free` entries set to its value.
+fn set_free(mut params: Vec<f64>, free: &[Vec<usize>], values: &[f64]) -> Vec<f64> {
+    for (group, &value) in free.iter().zip(values) {
+        for &index in group {
+            params[index] = value;
+        }
+    }
+    params
+}
+
+/// Minimizes the objective over its free parameters from their base values (a group starts
+/// at its first entry's base value).
 fn minimize(objective: Objective<'_>, max_iterations: u64) -> Result<Vec<f64>, String> {
-    let start: Vec<f64> = objective.free.iter().map(|&i| objective.base[i]).collect();
+    let start: Vec<f64> = objective.free.iter().map(|group| objective.base[group[0]]).collect();
     let solver = LBFGS::new(MoreThuenteLineSearch::new(), 7)
         .with_tolerance_grad(1e-7)
         .and_then(|s| s.with_tolerance_cost(1e-12))
@@ -237,11 +320,7 @@ fn minimize(objective: Objective<'_>, max_iterations: u64) -> Result<Vec<f64>, S
         .run()
         .map_err(|e| e.to_string())?;
     let best = result.state().get_best_param().ok_or("the optimizer returned no parameters")?;
-    let mut params = base;
-    for (&index, &value) in free.iter().zip(best) {
-        params[index] = value;
-    }
-    Ok(params)
+    Ok(set_free(base, &free, best))
 }
 
 /// Fits the model of one measure to the normals' `values` with their `covariates`
@@ -252,100 +331,225 @@ pub fn fit_measure(
     covariates: &[Covariates],
     options: &FitOptions,
 ) -> Result<CentileModel, CentileError> {
-    assert_eq!(values.len(), covariates.len(), "one covariate row per value");
-    let present: Vec<(f64, &Covariates)> = values
-        .iter()
-        .zip(covariates)
-        .filter(|(v, c)| v.is_finite() && c.age.is_finite())
-        .map(|(&v, c)| (v, c))
-        .collect();
-    if present.len() < options.min_subjects {
-        return Err(CentileError::TooFewSubjects {
+    let problem = Problem::new(measure, values, covariates, options)?;
+    let params = problem.solve(&problem.rows, problem.initial(options), options)?;
+    Ok(problem.model(&params))
+}
+
+/// Fits the model of one measure as [`fit_measure`] does, and the z of each normal under the
+/// same model refitted without that normal's fold (`folds[i]` is normal `i`'s fold; NaN where
+/// the value is missing): what the model says of normals it has not seen.
+///
+/// The refits keep the full fit's transform, standardization, knots and shape freedom (the
+/// deployed model's family) and start from its parameters, so they converge in a few steps.
+pub fn fit_measure_with_held_out(
+    measure: &str,
+    values: &[f64],
+    covariates: &[Covariates],
+    folds: &[usize],
+    options: &FitOptions,
+) -> Result<(CentileModel, Vec<f64>), CentileError> {
+    assert_eq!(folds.len(), values.len(), "one fold per value");
+    let problem = Problem::new(measure, values, covariates, options)?;
+    let full = problem.solve(&problem.rows, problem.initial(options), options)?;
+    let model = problem.model(&full);
+    let mut held_out = vec![f64::NAN; values.len()];
+    let fold_count = folds.iter().max().map_or(0, |&k| k + 1);
+    for fold in 0..fold_count {
+        let (out, kept): (Vec<usize>, Vec<usize>) =
+            (0..problem.rows.len()).partition(|&r| folds[problem.input[r]] == fold);
+        if out.is_empty() {
+            continue;
+        }
+        let rows: Vec<&Row> = kept.iter().map(|&r| &problem.rows[r]).collect();
+        let params = problem.solve(&rows, full.clone(), options)?;
+        let refitted = problem.model(&params);
+        for r in out {
+            let i = problem.input[r];
+            if let Some(placement) = refitted.place(values[i], &covariates[i]) {
+                held_out[i] = placement.z;
+            }
+        }
+    }
+    Ok((model, held_out))
+}
+
+/// One measure's fitting problem: the normals with a value, transformed, standardized and
+/// evaluated on the age bases once.
+struct Problem {
+    measure: String,
+    transform: Transform,
+    centre: f64,
+    spread: f64,
+    location_basis: AgeBasis,
+    scale_basis: AgeBasis,
+    freedom: Freedom,
+    rows: Vec<Row>,
+    /// Each row's index among the input values.
+    input: Vec<usize>,
+    site_names: Vec<String>,
+    layout: Layout,
+    age_range: (f64, f64),
+}
+
+impl Problem {
+    fn new(
+        measure: &str,
+        values: &[f64],
+        covariates: &[Covariates],
+        options: &FitOptions,
+    ) -> Result<Problem, CentileError> {
+        assert_eq!(values.len(), covariates.len(), "one covariate row per value");
+        let input: Vec<usize> =
+            (0..values.len()).filter(|&i| values[i].is_finite() && covariates[i].age.is_finite()).collect();
+        if input.len() < options.min_subjects {
+            return Err(CentileError::TooFewSubjects {
+                measure: measure.to_owned(),
+                subjects: input.len(),
+                needed: options.min_subjects,
+            });
+        }
+        let transform =
+            if input.iter().all(|&i| values[i] > 0.0) { Transform::Log } else { Transform::Identity };
+        let transformed: Vec<f64> = input.iter().map(|&i| transform.forward(values[i])).collect();
+        let centre = transformed.iter().sum::<f64>() / transformed.len() as f64;
+        let spread = (transformed.iter().map(|t| (t - centre).powi(2)).sum::<f64>()
+            / (transformed.len() - 1) as f64)
+            .sqrt();
+        // Relative to the values' size: a constant measure still shows rounding-level spread.
+        if spread.is_nan() || spread <= 1e-9 * (1.0 + centre.abs()) {
+            return Err(CentileError::Constant { measure: measure.to_owned() });
+        }
+        let ages: Vec<f64> = input.iter().map(|&i| covariates[i].age).collect();
+        let freedom = options.freedom(input.len());
+        let location_basis = AgeBasis::from_ages(&ages, freedom.location_knots);
+        let scale_basis = AgeBasis::from_ages(&ages, freedom.scale_knots);
+        let mut site_names: Vec<String> = Vec::new();
+        let rows: Vec<Row> = input
+            .iter()
+            .zip(&transformed)
+            .map(|(&i, t)| {
+                let c = &covariates[i];
+                Row {
+                    y: (t - centre) / spread,
+                    location_basis: location_basis.evaluate(c.age),
+                    scale_basis: scale_basis.evaluate(c.age),
+                    sex: sex_code(c.sex),
+                    site: c.site.as_ref().map(|name| {
+                        site_names.iter().position(|s| s == name).unwrap_or_else(|| {
+                            site_names.push(name.clone());
+                            site_names.len() - 1
+                        })
+                    }),
+                }
+            })
+            .collect();
+        let layout =
+            Layout { location: location_basis.len(), scale: scale_basis.len(), sites: site_names.len() };
+        let age_range =
+            ages.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &a| (lo.min(a), hi.max(a)));
+        Ok(Problem {
             measure: measure.to_owned(),
-            subjects: present.len(),
-            needed: options.min_subjects,
-        });
-    }
-    let transform = if present.iter().all(|(v, _)| *v > 0.0) { Transform::Log } else { Transform::Identity };
-    let transformed: Vec<f64> = present.iter().map(|(v, _)| transform.forward(*v)).collect();
-    let centre = transformed.iter().sum::<f64>() / transformed.len() as f64;
-    let spread = (transformed.iter().map(|t| (t - centre).powi(2)).sum::<f64>()
-        / (transformed.len() - 1) as f64)
-        .sqrt();
-    // Relative to the values' size: a constant measure still shows rounding-level spread.
-    if spread.is_nan() || spread <= 1e-9 * (1.0 + centre.abs()) {
-        return Err(CentileError::Constant { measure: measure.to_owned() });
-    }
-    let ages: Vec<f64> = present.iter().map(|(_, c)| c.age).collect();
-    // Knots follow the amount of data: a knot per 15 normals at most.
-    let knots_for = |wanted: usize| wanted.min(present.len() / 15);
-    let location_basis = AgeBasis::from_ages(&ages, knots_for(options.location_knots));
-    let scale_basis = AgeBasis::from_ages(&ages, knots_for(options.scale_knots));
-    let mut site_names: Vec<String> = Vec::new();
-    let rows: Vec<Row> = present
-        .iter()
-        .zip(&transformed)
-        .map(|((_, c), t)| Row {
-            y: (t - centre) / spread,
-            location_basis: location_basis.evaluate(c.age),
-            scale_basis: scale_basis.evaluate(c.age),
-            sex: sex_code(c.sex),
-            site: c.site.as_ref().map(|name| {
-                site_names.iter().position(|s| s == name).unwrap_or_else(|| {
-                    site_names.push(name.clone());
-                    site_names.len() - 1
-                })
-            }),
+            transform,
+            centre,
+            spread,
+            location_basis,
+            scale_basis,
+            freedom,
+            rows,
+            input,
+            site_names,
+            layout,
+            age_range,
         })
-        .collect();
-    let layout = Layout { location: location_basis.len(), scale: scale_basis.len(), sites: site_names.len() };
-    let base = initial_parameters(&rows, layout, options.location_smoothness);
-    let objective = Objective {
-        rows: &rows,
-        layout,
-        options,
-        location_penalty: second_difference_penalty(layout.location),
-        scale_penalty: second_difference_penalty(layout.scale),
-        free: (0..layout.len()).collect(),
-        base,
-    };
-    let params = minimize(objective, options.max_iterations)
-        .map_err(|message| CentileError::Optimizer { measure: measure.to_owned(), message })?;
-    let sites = site_names
-        .into_iter()
-        .enumerate()
-        .map(|(k, name)| SiteEffect {
-            subjects: rows.iter().filter(|r| r.site == Some(k)).count(),
-            name,
-            location: params[layout.site_location(k)],
-            log_scale: params[layout.site_scale(k)],
-            adapted: false,
-        })
-        .collect();
-    let (youngest, oldest) =
-        ages.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &a| (lo.min(a), hi.max(a)));
-    Ok(CentileModel {
-        measure: measure.to_owned(),
-        transform,
-        centre,
-        spread,
-        location: params[..layout.location].to_vec(),
-        location_sex: params[layout.location_sex()],
-        log_scale: params[layout.scale_start()..layout.scale_sex()].to_vec(),
-        log_scale_sex: params[layout.scale_sex()],
-        epsilon: params[layout.epsilon()],
-        log_delta: params[layout.log_delta()],
-        location_basis,
-        scale_basis,
-        sites,
-        subjects: rows.len(),
-        age_range: (youngest, oldest),
-    })
+    }
+
+    fn initial(&self, options: &FitOptions) -> Vec<f64> {
+        let rows: Vec<&Row> = self.rows.iter().collect();
+        initial_parameters(&rows, self.layout, options.location_smoothness)
+    }
+
+    /// The parameters the optimizer moves, grouped: a constant spread moves every log-scale
+    /// coefficient together (the basis sums to one); a shape held at the normal is not moved.
+    fn free(&self) -> Vec<Vec<usize>> {
+        let layout = self.layout;
+        let mut free: Vec<Vec<usize>> = (0..=layout.location_sex()).map(|i| vec![i]).collect();
+        if self.freedom.heteroscedastic {
+            free.extend((layout.scale_start()..=layout.scale_sex()).map(|i| vec![i]));
+        } else {
+            free.push((layout.scale_start()..layout.scale_sex()).collect());
+        }
+        if self.freedom.skew {
+            free.push(vec![layout.epsilon()]);
+        }
+        if self.freedom.tail {
+            free.push(vec![layout.log_delta()]);
+        }
+        free.extend(
+            (0..layout.sites).flat_map(|k| [vec![layout.site_location(k)], vec![layout.site_scale(k)]]),
+        );
+        free
+    }
+
+    /// The penalized maximum-likelihood parameters on `rows`, starting from `start`.
+    fn solve<R: std::borrow::Borrow<Row>>(
+        &self,
+        rows: &[R],
+        start: Vec<f64>,
+        options: &FitOptions,
+    ) -> Result<Vec<f64>, CentileError> {
+        let rows: Vec<&Row> = rows.iter().map(|r| r.borrow()).collect();
+        let objective = Objective {
+            rows: &rows,
+            layout: self.layout,
+            options,
+            location_penalty: second_difference_penalty(self.layout.location),
+            scale_penalty: second_difference_penalty(self.layout.scale),
+            free: self.free(),
+            base: start,
+        };
+        minimize(objective, options.max_iterations)
+            .map_err(|message| CentileError::Optimizer { measure: self.measure.clone(), message })
+    }
+
+    fn model(&self, params: &[f64]) -> CentileModel {
+        let layout = self.layout;
+        let sites = self
+            .site_names
+            .iter()
+            .enumerate()
+            .map(|(k, name)| SiteEffect {
+                subjects: self.rows.iter().filter(|r| r.site == Some(k)).count(),
+                name: name.clone(),
+                location: params[layout.site_location(k)],
+                log_scale: params[layout.site_scale(k)],
+                adapted: false,
+            })
+            .collect();
+        CentileModel {
+            measure: self.measure.clone(),
+            transform: self.transform,
+            centre: self.centre,
+            spread: self.spread,
+            location: params[..layout.location].to_vec(),
+            location_sex: params[layout.location_sex()],
+            log_scale: params[layout.scale_start()..layout.scale_sex()].to_vec(),
+            log_scale_sex: params[layout.scale_sex()],
+            epsilon: params[layout.epsilon()],
+            log_delta: params[layout.log_delta()],
+            location_basis: self.location_basis.clone(),
+            scale_basis: self.scale_basis.clone(),
+            sites,
+            subjects: self.rows.len(),
+            age_range: self.age_range,
+            freedom: Some(self.freedom),
+        }
+    }
 }
 
 /// Starting point: the location curve and sex effect by penalized least squares, the scale
 /// from the residual SD, a normal shape and no site effects.
-fn initial_parameters(rows: &[Row], layout: Layout, smoothness: f64) -> Vec<f64> {
+fn initial_parameters(rows: &[&Row], layout: Layout, smoothness: f64) -> Vec<f64> {
     let columns = layout.location + 1;
     let design = DMatrix::from_fn(rows.len(), columns, |i, j| {
         if j < layout.location { rows[i].location_basis[j] } else { rows[i].sex }
@@ -431,6 +635,7 @@ pub fn adapt_site(
         site_scale_sd: spread.clamp(MIN_ADAPTED_SCALE_SD, options.site_scale_sd.max(MIN_ADAPTED_SCALE_SD)),
         ..options.clone()
     };
+    let rows: Vec<&Row> = rows.iter().collect();
     let objective = Objective {
         rows: &rows,
         layout,
@@ -438,7 +643,7 @@ pub fn adapt_site(
         // The curves are held, so their penalties are constants: leave them out.
         location_penalty: Vec::new(),
         scale_penalty: Vec::new(),
-        free: vec![layout.site_location(0), layout.site_scale(0)],
+        free: vec![vec![layout.site_location(0)], vec![layout.site_scale(0)]],
         base,
     };
     let params = minimize(objective, options.max_iterations)

@@ -14,8 +14,8 @@ pub mod shash;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-pub use family::{FlagLimit, PlacedMeasure, place_case};
-pub use fit::{FitOptions, adapt_site, fit_measure};
+pub use family::{FlagLimit, PlacedMeasure, held_out_folds, place_case};
+pub use fit::{FitOptions, Freedom, adapt_site, fit_measure, fit_measure_with_held_out};
 pub use model::{CentileModel, Covariates, Placement, STANDARD_CENTILES, SiteEffect, Transform};
 
 use crate::stats::Sex;
@@ -117,6 +117,27 @@ pub fn fit_all(table: &MeasureTable, options: &FitOptions) -> Result<Vec<Centile
         .collect()
 }
 
+/// One measure's model and its normals' held-out z, or why it cannot be modelled.
+pub type HeldOutFit = Result<(CentileModel, Vec<f64>), CentileError>;
+
+/// Fits every measure of the table (in parallel) and places each normal on its measure's
+/// model refitted without the normal's fold (folds from [`held_out_folds`]): per measure, the
+/// model and the normals' held-out z, or why the measure cannot be modelled.
+pub fn fit_all_with_held_out(
+    table: &MeasureTable,
+    options: &FitOptions,
+) -> Result<(Vec<usize>, Vec<HeldOutFit>), CentileError> {
+    table.validate()?;
+    let folds = held_out_folds(&table.covariates);
+    let fits = table
+        .measures
+        .par_iter()
+        .zip(&table.values)
+        .map(|(name, column)| fit_measure_with_held_out(name, column, &table.covariates, &folds, options))
+        .collect();
+    Ok((folds, fits))
+}
+
 /// Adapts every model to a new site from that site's normals (a table of the same measures).
 pub fn adapt_all(
     models: &mut [CentileModel],
@@ -146,10 +167,13 @@ pub struct CentileSet {
 }
 
 impl CentileSet {
-    /// Fits every measure of the normals' table and calibrates the flag limit on them.
+    /// Fits every measure of the normals' table and calibrates the flag limit on their
+    /// held-out z.
     pub fn fit(normals: &MeasureTable, options: &FitOptions) -> Result<CentileSet, CentileError> {
-        let models = fit_all(normals, options)?;
-        let limit = FlagLimit::calibrate(&models, normals);
+        let (folds, fits) = fit_all_with_held_out(normals, options)?;
+        let (models, held_out): (Vec<CentileModel>, Vec<Vec<f64>>) =
+            fits.into_iter().collect::<Result<Vec<_>, _>>()?.into_iter().unzip();
+        let limit = FlagLimit::from_held_out(&held_out, &folds);
         Ok(CentileSet { options: options.clone(), models, limit })
     }
 
@@ -177,5 +201,7 @@ pub fn curves(model: &CentileModel, sex: Option<Sex>, ages: &[f64], centiles: &[
     (0..centiles.len()).map(|c| at_ages.iter().map(|row| row[c]).collect()).collect()
 }
 
+#[cfg(test)]
+mod small_sample_tests;
 #[cfg(test)]
 mod tests;

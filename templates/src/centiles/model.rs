@@ -6,7 +6,8 @@
 //! proportional as in Brain Charts' log link), standardized by its training mean and SD:
 //! - location `mu = B(age)·β + sex·β_sex + site_location`,
 //! - `ln sigma = C(age)·γ + sex·γ_sex + site_log_scale` (heteroscedastic),
-//! - constant skewness `epsilon` and tail weight `delta`.
+//! - constant skewness `epsilon` and tail weight `delta` (held at the normal distribution's
+//!   when the normals are too few to estimate them; see `fit::Freedom`).
 //!
 //! `B` and `C` are cubic B-splines on `ln(1 + age)` with P-spline roughness penalties; site
 //! effects carry Gaussian priors (a random effect with fixed variance), so a site with few
@@ -15,6 +16,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::basis::AgeBasis;
+use super::fit::Freedom;
 use super::shash::{Shape, centile_of, z_of_centile};
 use crate::stats::Sex;
 
@@ -125,6 +127,10 @@ pub struct CentileModel {
     pub subjects: usize,
     /// Youngest and oldest training age (years).
     pub age_range: (f64, f64),
+    /// The shape freedom the fit had (absent in models fitted before it was chosen by the
+    /// number of normals: those had every freedom).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freedom: Option<Freedom>,
 }
 
 /// A case's value against a model.

@@ -4,9 +4,8 @@
 use super::database::NormativeDb;
 use super::regional::RegionalTable;
 use crate::centiles::{
-    CentileError, CentileModel, CentileSet, Covariates, FitOptions, FlagLimit, MeasureTable, fit_measure,
+    CentileError, CentileSet, Covariates, FitOptions, FlagLimit, MeasureTable, fit_all_with_held_out,
 };
-use rayon::prelude::*;
 
 impl RegionalTable {
     /// The table as the centile model reads it (an empty site label is an unknown site).
@@ -35,24 +34,26 @@ impl RegionalTable {
 pub fn fit_centiles(table: &RegionalTable, options: &FitOptions) -> (Option<CentileSet>, Vec<CentileError>) {
     let all = table.measure_table();
     // Each measure once, in parallel; the order of the results is the table's.
-    let results: Vec<Result<CentileModel, CentileError>> = all
-        .measures
-        .par_iter()
-        .zip(&all.values)
-        .map(|(name, column)| fit_measure(name, column, &all.covariates, options))
-        .collect();
+    let (folds, results) = match fit_all_with_held_out(&all, options) {
+        Ok(fitted) => fitted,
+        Err(reason) => return (None, vec![reason]),
+    };
     let mut models = Vec::new();
+    let mut held_out = Vec::new();
     let mut skipped = Vec::new();
     for result in results {
         match result {
-            Ok(model) => models.push(model),
+            Ok((model, z)) => {
+                models.push(model);
+                held_out.push(z);
+            }
             Err(reason) => skipped.push(reason),
         }
     }
     if models.is_empty() {
         return (None, skipped);
     }
-    let limit = FlagLimit::calibrate(&models, &all);
+    let limit = FlagLimit::from_held_out(&held_out, &folds);
     (Some(CentileSet { options: options.clone(), models, limit }), skipped)
 }
 
