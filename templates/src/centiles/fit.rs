@@ -305,13 +305,27 @@ fn set_free(mut params: Vec<f64>, free: &[Vec<usize>], values: &[f64]) -> Vec<f6
     params
 }
 
+/// When the optimizer stops: gradient norm and relative cost change.
+#[derive(Debug, Clone, Copy)]
+struct Tolerance {
+    gradient: f64,
+    cost: f64,
+}
+
+/// A fit that is kept.
+const FIT: Tolerance = Tolerance { gradient: 1e-7, cost: 1e-12 };
+
+/// A held-out refit, started at the full fit's optimum: only its z are kept, and parameters
+/// this close to the optimum move them by far less than the z are read to.
+const REFIT: Tolerance = Tolerance { gradient: 1e-4, cost: 1e-9 };
+
 /// Minimizes the objective over its free parameters from their base values (a group starts
 /// at its first entry's base value).
-fn minimize(objective: Objective<'_>, max_iterations: u64) -> Result<Vec<f64>, String> {
+fn minimize(objective: Objective<'_>, max_iterations: u64, tolerance: Tolerance) -> Result<Vec<f64>, String> {
     let start: Vec<f64> = objective.free.iter().map(|group| objective.base[group[0]]).collect();
     let solver = LBFGS::new(MoreThuenteLineSearch::new(), 7)
-        .with_tolerance_grad(1e-7)
-        .and_then(|s| s.with_tolerance_cost(1e-12))
+        .with_tolerance_grad(tolerance.gradient)
+        .and_then(|s| s.with_tolerance_cost(tolerance.cost))
         .map_err(|e| e.to_string())?;
     let base = objective.base.clone();
     let free = objective.free.clone();
@@ -332,7 +346,7 @@ pub fn fit_measure(
     options: &FitOptions,
 ) -> Result<CentileModel, CentileError> {
     let problem = Problem::new(measure, values, covariates, options)?;
-    let params = problem.solve(&problem.rows, problem.initial(options), options)?;
+    let params = problem.solve(&problem.rows, problem.initial(options), options, FIT)?;
     Ok(problem.model(&params))
 }
 
@@ -351,7 +365,7 @@ pub fn fit_measure_with_held_out(
 ) -> Result<(CentileModel, Vec<f64>), CentileError> {
     assert_eq!(folds.len(), values.len(), "one fold per value");
     let problem = Problem::new(measure, values, covariates, options)?;
-    let full = problem.solve(&problem.rows, problem.initial(options), options)?;
+    let full = problem.solve(&problem.rows, problem.initial(options), options, FIT)?;
     let model = problem.model(&full);
     let mut held_out = vec![f64::NAN; values.len()];
     let fold_count = folds.iter().max().map_or(0, |&k| k + 1);
@@ -362,7 +376,7 @@ pub fn fit_measure_with_held_out(
             continue;
         }
         let rows: Vec<&Row> = kept.iter().map(|&r| &problem.rows[r]).collect();
-        let params = problem.solve(&rows, full.clone(), options)?;
+        let params = problem.solve(&rows, full.clone(), options, REFIT)?;
         let refitted = problem.model(&params);
         for r in out {
             let i = problem.input[r];
@@ -497,6 +511,7 @@ impl Problem {
         rows: &[R],
         start: Vec<f64>,
         options: &FitOptions,
+        tolerance: Tolerance,
     ) -> Result<Vec<f64>, CentileError> {
         let rows: Vec<&Row> = rows.iter().map(|r| r.borrow()).collect();
         let objective = Objective {
@@ -508,7 +523,7 @@ impl Problem {
             free: self.free(),
             base: start,
         };
-        minimize(objective, options.max_iterations)
+        minimize(objective, options.max_iterations, tolerance)
             .map_err(|message| CentileError::Optimizer { measure: self.measure.clone(), message })
     }
 
@@ -646,7 +661,7 @@ pub fn adapt_site(
         free: vec![vec![layout.site_location(0)], vec![layout.site_scale(0)]],
         base,
     };
-    let params = minimize(objective, options.max_iterations)
+    let params = minimize(objective, options.max_iterations, FIT)
         .map_err(|message| CentileError::Optimizer { measure: model.measure.clone(), message })?;
     let effect = SiteEffect {
         name: site.to_owned(),
