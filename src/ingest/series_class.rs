@@ -286,24 +286,9 @@ pub const RANGES_1_5T: Ranges = Ranges {
 };
 
 /// Ranges at 3 T: longer tissue T1 (T1w spin echo TR up to ~1200 ms, STIR TI ~220 ms),
-/// shorter T2 (T2w TE from ~75 ms).
-pub const RANGES_3T: Ranges = Ranges {
-    label: "3 T",
-    t1_tr_max: 1200.0,
-    t1_te_max: 30.0,
-    t2_tr_min: 2000.0,
-    t2_te_min: 75.0,
-    pd_te_max: 40.0,
-    stir_ti_max: 300.0,
-    t1_flair_ti: (600.0, 1300.0),
-    flair_ti_min: 1500.0,
-    flair_te_min: 60.0,
-    flair_tr_min_2d: 6000.0,
-    flair_tr_min_3d: 4000.0,
-    gre_t1_te_max: 10.0,
-    gre_t1_tr_max: 100.0,
-    t2star_te_min: 15.0,
-};
+/// shorter T2 (T2w TE from ~75 ms); every other bound as at 1.5 T.
+pub const RANGES_3T: Ranges =
+    Ranges { label: "3 T", t1_tr_max: 1200.0, t2_te_min: 75.0, stir_ti_max: 300.0, ..RANGES_1_5T };
 
 impl Ranges {
     /// The ranges for a field strength in tesla: 1.5 T below 2 T, 3 T from 2 T; unknown
