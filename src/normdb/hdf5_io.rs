@@ -4,7 +4,7 @@ use super::*;
 use hdf5::types::VarLenUnicode;
 use hdf5::{File, Group, Location};
 use nalgebra::Matrix4;
-use ndarray::{Array1, Array2, Array3};
+use ndarray::{Array, Array1, Array2, Array3};
 use pedinorm_registration::Grid;
 use pedinorm_registration::Image;
 use pedinorm_templates::calibration::{
@@ -24,6 +24,11 @@ use std::str::FromStr;
 
 /// Deflate level of every chunked dataset.
 const DEFLATE_LEVEL: u8 = 4;
+
+/// The path of member `name` of `group`, as errors name it.
+pub(super) fn member_path(group: &Group, name: &str) -> String {
+    format!("{}/{name}", group.name())
+}
 
 pub(super) struct Ctx<'a> {
     path: &'a Path,
@@ -50,54 +55,95 @@ impl Ctx<'_> {
         VarLenUnicode::from_str(text).map_err(|e| self.schema(field, format!("string not storable: {e}")))
     }
 
+    /// Writes the scalar attribute `name` of `loc`.
+    fn set_scalar<T: hdf5::H5Type>(&self, loc: &Location, name: &str, value: &T) -> Result<(), NormDbError> {
+        let attr = self.h5(name, loc.new_attr::<T>().shape(()).create(name))?;
+        self.h5(name, attr.as_writer().write_scalar(value))
+    }
+
     pub(super) fn set_str(&self, loc: &Location, name: &str, value: &str) -> Result<(), NormDbError> {
         let v = self.vlu(name, value)?;
-        let attr = self.h5(name, loc.new_attr::<VarLenUnicode>().shape(()).create(name))?;
-        self.h5(name, attr.as_writer().write_scalar(&v))
+        self.set_scalar(loc, name, &v)
     }
 
     pub(super) fn set_f64(&self, loc: &Location, name: &str, value: f64) -> Result<(), NormDbError> {
-        let attr = self.h5(name, loc.new_attr::<f64>().shape(()).create(name))?;
-        self.h5(name, attr.as_writer().write_scalar(&value))
+        self.set_scalar(loc, name, &value)
     }
 
     pub(super) fn set_u64(&self, loc: &Location, name: &str, value: u64) -> Result<(), NormDbError> {
-        let attr = self.h5(name, loc.new_attr::<u64>().shape(()).create(name))?;
-        self.h5(name, attr.as_writer().write_scalar(&value))
+        self.set_scalar(loc, name, &value)
+    }
+
+    /// Reads the scalar attribute `name` of `loc`, which must exist.
+    fn get_scalar<T: hdf5::H5Type>(&self, loc: &Location, name: &str) -> Result<T, NormDbError> {
+        let field = format!("{}@{name}", loc.name());
+        let attr = loc.attr(name).map_err(|_| self.schema(&field, "required attribute is missing"))?;
+        self.h5(&field, attr.as_reader().read_scalar::<T>())
     }
 
     pub(super) fn get_str(&self, loc: &Location, name: &str) -> Result<String, NormDbError> {
-        let field = format!("{}@{name}", loc.name());
-        let attr = loc.attr(name).map_err(|_| self.schema(&field, "required attribute is missing"))?;
-        let v: VarLenUnicode = self.h5(&field, attr.as_reader().read_scalar())?;
-        Ok(v.as_str().to_owned())
+        Ok(self.get_scalar::<VarLenUnicode>(loc, name)?.as_str().to_owned())
     }
 
     pub(super) fn get_f64(&self, loc: &Location, name: &str) -> Result<f64, NormDbError> {
-        let field = format!("{}@{name}", loc.name());
-        let attr = loc.attr(name).map_err(|_| self.schema(&field, "required attribute is missing"))?;
-        self.h5(&field, attr.as_reader().read_scalar::<f64>())
+        self.get_scalar(loc, name)
     }
 
     pub(super) fn get_u64(&self, loc: &Location, name: &str) -> Result<u64, NormDbError> {
-        let field = format!("{}@{name}", loc.name());
-        let attr = loc.attr(name).map_err(|_| self.schema(&field, "required attribute is missing"))?;
-        self.h5(&field, attr.as_reader().read_scalar::<u64>())
+        self.get_scalar(loc, name)
     }
 
     pub(super) fn group(&self, parent: &Group, name: &str) -> Result<Group, NormDbError> {
-        parent
-            .group(name)
-            .map_err(|_| self.schema(format!("{}/{name}", parent.name()), "required group is missing"))
+        parent.group(name).map_err(|_| self.schema(member_path(parent, name), "required group is missing"))
     }
 
     pub(super) fn dataset(&self, parent: &Group, name: &str) -> Result<hdf5::Dataset, NormDbError> {
         parent
             .dataset(name)
-            .map_err(|_| self.schema(format!("{}/{name}", parent.name()), "required dataset is missing"))
+            .map_err(|_| self.schema(member_path(parent, name), "required dataset is missing"))
     }
 
-    /// A chunked, shuffled, deflate-compressed 3-D dataset.
+    /// The outcome of creating dataset `name` of `group`.
+    fn created(
+        &self,
+        group: &Group,
+        name: &str,
+        created: hdf5::Result<hdf5::Dataset>,
+    ) -> Result<(), NormDbError> {
+        self.h5(member_path(group, name), created).map(|_| ())
+    }
+
+    /// A shuffled, deflate-compressed dataset stored in chunks of `chunk`.
+    fn write_compressed<T: hdf5::H5Type, D: ndarray::Dimension>(
+        &self,
+        group: &Group,
+        name: &str,
+        data: &Array<T, D>,
+        chunk: impl hdf5::Dimension,
+    ) -> Result<(), NormDbError> {
+        let builder =
+            group.new_dataset_builder().chunk(chunk).shuffle().deflate(DEFLATE_LEVEL).with_data(data);
+        self.created(group, name, builder.create(name))
+    }
+
+    /// The dataset `name` of `group`, refused unless its shape is `shape` (`rule` completes
+    /// "shape … must", e.g. `be`).
+    fn read_shaped<T: hdf5::H5Type, D: ndarray::Dimension>(
+        &self,
+        group: &Group,
+        name: &str,
+        shape: &[usize],
+        rule: &str,
+    ) -> Result<Array<T, D>, NormDbError> {
+        let ds = self.dataset(group, name)?;
+        if ds.shape() != shape {
+            let problem = format!("shape {:?} must {rule} {shape:?}", ds.shape());
+            return Err(self.schema(member_path(group, name), problem));
+        }
+        self.h5(member_path(group, name), ds.read::<T, D>())
+    }
+
+    /// A 3-D dataset in chunks of up to 32³ voxels.
     pub(super) fn write_volume<T: hdf5::H5Type>(
         &self,
         group: &Group,
@@ -105,10 +151,7 @@ impl Ctx<'_> {
         data: &Array3<T>,
     ) -> Result<(), NormDbError> {
         let (a, b, c) = data.dim();
-        let chunk = (a.min(32), b.min(32), c.min(32));
-        let builder =
-            group.new_dataset_builder().chunk(chunk).shuffle().deflate(DEFLATE_LEVEL).with_data(data);
-        self.h5(format!("{}/{name}", group.name()), builder.create(name)).map(|_| ())
+        self.write_compressed(group, name, data, (a.min(32), b.min(32), c.min(32)))
     }
 
     pub(super) fn read_volume<T: hdf5::H5Type>(
@@ -117,14 +160,7 @@ impl Ctx<'_> {
         name: &str,
         dims: [usize; 3],
     ) -> Result<Array3<T>, NormDbError> {
-        let field = format!("{}/{name}", group.name());
-        let ds = self.dataset(group, name)?;
-        if ds.shape() != dims.to_vec() {
-            return Err(
-                self.schema(&field, format!("shape {:?} must equal the template's {dims:?}", ds.shape()))
-            );
-        }
-        self.h5(&field, ds.read::<T, ndarray::Ix3>())
+        self.read_shaped(group, name, &dims, "equal the template's")
     }
 
     pub(super) fn write_1d<T: hdf5::H5Type + Clone>(
@@ -135,29 +171,22 @@ impl Ctx<'_> {
     ) -> Result<(), NormDbError> {
         let arr = Array1::from_vec(data.to_vec());
         let builder = group.new_dataset_builder().with_data(&arr);
-        self.h5(format!("{}/{name}", group.name()), builder.create(name)).map(|_| ())
+        self.created(group, name, builder.create(name))
     }
 
     pub(super) fn read_1d<T: hdf5::H5Type>(&self, group: &Group, name: &str) -> Result<Vec<T>, NormDbError> {
         let ds = self.dataset(group, name)?;
-        self.h5(format!("{}/{name}", group.name()), ds.read_raw::<T>())
+        self.h5(member_path(group, name), ds.read_raw::<T>())
     }
 
-    /// A chunked (one row per chunk), shuffled, deflate-compressed 2-D dataset.
+    /// A 2-D dataset in chunks of one row.
     pub(super) fn write_rows<T: hdf5::H5Type>(
         &self,
         group: &Group,
         name: &str,
         data: &Array2<T>,
     ) -> Result<(), NormDbError> {
-        let columns = data.ncols();
-        let builder = group
-            .new_dataset_builder()
-            .chunk((1, columns.max(1)))
-            .shuffle()
-            .deflate(DEFLATE_LEVEL)
-            .with_data(data);
-        self.h5(format!("{}/{name}", group.name()), builder.create(name)).map(|_| ())
+        self.write_compressed(group, name, data, (1, data.ncols().max(1)))
     }
 
     pub(super) fn read_rows<T: hdf5::H5Type>(
@@ -166,12 +195,7 @@ impl Ctx<'_> {
         name: &str,
         shape: [usize; 2],
     ) -> Result<Array2<T>, NormDbError> {
-        let field = format!("{}/{name}", group.name());
-        let ds = self.dataset(group, name)?;
-        if ds.shape() != shape.to_vec() {
-            return Err(self.schema(&field, format!("shape {:?} must be {shape:?}", ds.shape())));
-        }
-        self.h5(&field, ds.read_2d::<T>())
+        self.read_shaped(group, name, &shape, "be")
     }
 
     pub(super) fn write_strings(
@@ -787,4 +811,41 @@ fn read_calibration(ctx: &Ctx, file: &File) -> Result<CalibrationRecord, NormDbE
         site_effects: super::hdf5_site_effects::read(ctx, &g)?,
         site_moments: super::hdf5_site_effects::read_moments(ctx, &g)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attributes_and_datasets_round_trip_and_name_what_breaks_the_schema() {
+        let volume = Array3::from_shape_fn((2, 3, 4), |(i, j, k)| (i * 12 + j * 4 + k) as f32);
+        let rows = Array2::from_shape_fn((3, 2), |(i, j)| (i * 2 + j) as f64);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.h5");
+        let ctx = Ctx { path: &path };
+        let file = ctx.h5("create file", File::create(&path)).unwrap();
+        let g = ctx.h5("/g", file.create_group("g")).unwrap();
+        ctx.set_str(&g, "text", "ünïcode").unwrap();
+        ctx.set_f64(&g, "real", 0.1).unwrap();
+        ctx.set_u64(&g, "count", 7).unwrap();
+        assert_eq!(ctx.get_str(&g, "text").unwrap(), "ünïcode");
+        assert_eq!(ctx.get_f64(&g, "real").unwrap().to_bits(), 0.1f64.to_bits());
+        assert_eq!(ctx.get_u64(&g, "count").unwrap(), 7);
+        let missing = ctx.get_f64(&g, "absent").unwrap_err().to_string();
+        assert!(missing.ends_with("/g@absent: required attribute is missing"), "{missing}");
+
+        ctx.write_volume(&g, "volume", &volume).unwrap();
+        assert_eq!(ctx.read_volume::<f32>(&g, "volume", [2, 3, 4]).unwrap(), volume);
+        let wrong = ctx.read_volume::<f32>(&g, "volume", [2, 3, 5]).unwrap_err().to_string();
+        assert!(wrong.ends_with("/g/volume: shape [2, 3, 4] must equal the template's [2, 3, 5]"), "{wrong}");
+        ctx.write_rows(&g, "rows", &rows).unwrap();
+        assert_eq!(ctx.read_rows::<f64>(&g, "rows", [3, 2]).unwrap(), rows);
+        let wrong = ctx.read_rows::<f64>(&g, "rows", [2, 3]).unwrap_err().to_string();
+        assert!(wrong.ends_with("/g/rows: shape [3, 2] must be [2, 3]"), "{wrong}");
+        ctx.write_1d(&g, "line", &[1u64, 2, 3]).unwrap();
+        assert_eq!(ctx.read_1d::<u64>(&g, "line").unwrap(), [1, 2, 3]);
+        let absent = ctx.read_1d::<u64>(&g, "absent").unwrap_err().to_string();
+        assert!(absent.ends_with("/g/absent: required dataset is missing"), "{absent}");
+    }
 }

@@ -3,7 +3,7 @@
 //! was kept have none and still open.
 
 use super::NormDbError;
-use super::hdf5_io::Ctx;
+use super::hdf5_io::{Ctx, member_path};
 use hdf5::Group;
 use pedinorm_registration::{Grid, Image};
 use pedinorm_templates::model::{RegionalRow, RegionalTable, TISSUES, TissuePriors};
@@ -43,7 +43,7 @@ pub(super) fn read_priors(
     for name in TISSUES {
         let data = ctx.read_volume::<f32>(&g, name, grid.dims())?;
         if data.iter().any(|v| !(v.is_finite() && (0.0..=1.0 + 1e-5).contains(v))) {
-            return Err(ctx.schema(format!("{}/{name}", g.name()), "probabilities must lie in [0, 1]"));
+            return Err(ctx.schema(member_path(&g, name), "probabilities must lie in [0, 1]"));
         }
         maps.push(Image::new(data, grid.clone()).expect("shape checked"));
     }
