@@ -1,6 +1,6 @@
 //! The audit log: reading and verifying its hash chain.
 
-use super::{Answer, answer};
+use super::{Answer, answer, limit};
 use crate::service::audit::{self, AuditRecord, VerifyReport};
 use crate::service::error::{ApiError, ErrorBody};
 use crate::service::extract::Query400;
@@ -30,8 +30,8 @@ pub async fn read_audit(
     Query400(query): Query400<AuditQuery>,
 ) -> Answer<Vec<AuditRecord>> {
     let after = query.after.unwrap_or(0).max(0);
-    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
-    answer(&state, StatusCode::OK, move |s| audit::read(&s.store, after, limit).map_err(ApiError::from)).await
+    let count = limit(query.limit);
+    answer(&state, StatusCode::OK, move |s| audit::read(&s.store, after, count).map_err(ApiError::from)).await
 }
 
 /// Verify the audit log's hash chain.

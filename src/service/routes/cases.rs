@@ -1,7 +1,7 @@
 //! The database A case workflow: submission, review, approvals, confirmations, rejection,
 //! withdrawal and deviation requests.
 
-use super::{Answer, JobAccepted, ListQuery, Reason, answer, limit, owning_centre, queue_job};
+use super::{Answer, JobAccepted, ListQuery, Reason, answer, list_visible, owning_centre, queue_job};
 use crate::service::auth::Principal;
 use crate::service::cases::{self, Actor, Case, CaseUpdate, NewCase};
 use crate::service::config::WorkflowConfig;
@@ -64,12 +64,7 @@ pub async fn list_cases(
     principal: Principal,
     Query400(query): Query400<ListQuery>,
 ) -> Answer<Vec<Case>> {
-    let scope = Scope::of(&principal);
-    answer(&state, StatusCode::OK, move |s| {
-        let centre = scope.visible_centre(Owned::Case);
-        cases::list(&s.store.lock(), query.filter.as_deref(), centre, limit(&query))
-    })
-    .await
+    list_visible(&state, &principal, Owned::Case, query, cases::list).await
 }
 
 /// One case with its history.

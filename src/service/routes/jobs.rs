@@ -30,7 +30,7 @@ pub async fn list_jobs(
 ) -> Answer<Vec<JobInfo>> {
     let scope = Scope::of(&principal);
     answer(&state, StatusCode::OK, move |s| {
-        s.jobs.list(limit(&query), scope.visible_centre(Owned::Job)).map_err(ApiError::from)
+        s.jobs.list(limit(query.limit), scope.visible_centre(Owned::Job)).map_err(ApiError::from)
     })
     .await
 }

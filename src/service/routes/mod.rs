@@ -13,7 +13,7 @@ pub mod users;
 
 use super::auth::Principal;
 use super::error::ApiError;
-use super::scope::{self, Owned};
+use super::scope::{self, Owned, Scope};
 use super::state::AppState;
 use axum::Json;
 use axum::http::StatusCode;
@@ -39,6 +39,27 @@ async fn answer<T: Send + 'static>(
     work: impl FnOnce(AppState) -> Result<T, ApiError> + Send + 'static,
 ) -> Answer<T> {
     blocking(state, work).await.map(|value| (status, Json(value)))
+}
+
+/// A listing of studies or cases, newest first: the filter, the centre to keep (`None`: every
+/// centre) and the limit.
+type Listing<T> = fn(&rusqlite::Connection, Option<&str>, Option<&str>, i64) -> Result<Vec<T>, ApiError>;
+
+/// Lists the studies or cases (`kind`) the caller may see with the query's filter and limit,
+/// off the async executor.
+async fn list_visible<T: Send + 'static>(
+    state: &AppState,
+    principal: &Principal,
+    kind: Owned,
+    query: ListQuery,
+    list: Listing<T>,
+) -> Answer<Vec<T>> {
+    let scope = Scope::of(principal);
+    answer(state, StatusCode::OK, move |s| {
+        let centre = scope.visible_centre(kind);
+        list(&s.store.lock(), query.filter.as_deref(), centre, limit(query.limit))
+    })
+    .await
 }
 
 /// The centre a study, case or job belongs to (its jobs belong there too), or 404.
@@ -83,8 +104,9 @@ pub struct ListQuery {
     pub limit: Option<i64>,
 }
 
-pub(super) fn limit(query: &ListQuery) -> i64 {
-    query.limit.unwrap_or(100).clamp(1, 1000)
+/// How many entries a list answers: as many as asked within 1–1000, 100 when not asked.
+pub(super) fn limit(asked: Option<i64>) -> i64 {
+    asked.unwrap_or(100).clamp(1, 1000)
 }
 
 /// A reason (withdrawal, rejection).

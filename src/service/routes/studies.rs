@@ -1,6 +1,6 @@
 //! Studies: upload, PACS import, listing, ingest, and each study's consent.
 
-use super::{Answer, ListQuery, Reason, answer, limit};
+use super::{Answer, ListQuery, Reason, answer, list_visible};
 use crate::service::auth::Principal;
 use crate::service::consent::{self, Consent, ConsentInput, Database};
 use crate::service::error::{ApiError, ErrorBody};
@@ -274,12 +274,7 @@ pub async fn list_studies(
     principal: Principal,
     Query400(query): Query400<ListQuery>,
 ) -> Answer<Vec<Study>> {
-    let scope = Scope::of(&principal);
-    answer(&state, StatusCode::OK, move |s| {
-        let centre = scope.visible_centre(Owned::Study);
-        studies::list(&s.store.lock(), query.filter.as_deref(), centre, limit(&query))
-    })
-    .await
+    list_visible(&state, &principal, Owned::Study, query, studies::list).await
 }
 
 /// One study.
@@ -331,15 +326,29 @@ pub async fn ingest_study(
     .await
 }
 
+/// Runs `work` on the state database once study `id` is known to exist (else 404), off the
+/// async executor, and answers its value with `status`.
+async fn on_study<T: Send + 'static>(
+    state: &AppState,
+    status: StatusCode,
+    id: i64,
+    work: impl FnOnce(&rusqlite::Connection) -> Result<T, ApiError> + Send + 'static,
+) -> Answer<T> {
+    answer(state, status, move |s| {
+        let connection = s.store.lock();
+        studies::internals(&connection, id)?;
+        work(&connection)
+    })
+    .await
+}
+
 /// Consent of a study.
 #[utoipa::path(get, path = "/api/v1/studies/{id}/consent", tag = "consent", security(("bearer" = [])),
     params(("id" = i64, Path, description = "Study id", minimum = 1, maximum = 9007199254740992_i64)),
     responses((status = 200, body = Consent), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_consent(State(state): State<AppState>, Id(id): Id) -> Answer<Consent> {
-    answer(&state, StatusCode::OK, move |s| {
-        let connection = s.store.lock();
-        studies::internals(&connection, id)?;
-        consent::get(&connection, id)?
+    on_study(&state, StatusCode::OK, id, move |connection| {
+        consent::get(connection, id)?
             .ok_or_else(|| ApiError::NotFound(format!("study {id} has no consent record")))
     })
     .await
@@ -357,10 +366,8 @@ pub async fn record_consent(
     Body400(input): Body400<ConsentInput>,
 ) -> Answer<Consent> {
     let owner = principal.recorded_name();
-    answer(&state, StatusCode::CREATED, move |s| {
-        let connection = s.store.lock();
-        studies::internals(&connection, id)?;
-        consent::record(&connection, id, &input, &owner)
+    on_study(&state, StatusCode::CREATED, id, move |connection| {
+        consent::record(connection, id, &input, &owner)
     })
     .await
 }
@@ -377,10 +384,8 @@ pub async fn withdraw_consent(
     Body400(reason): Body400<Reason>,
 ) -> Answer<Consent> {
     let owner = principal.recorded_name();
-    answer(&state, StatusCode::OK, move |s| {
-        let connection = s.store.lock();
-        studies::internals(&connection, id)?;
-        consent::withdraw(&connection, id, &reason.reason, &owner)
+    on_study(&state, StatusCode::OK, id, move |connection| {
+        consent::withdraw(connection, id, &reason.reason, &owner)
     })
     .await
 }
