@@ -30,6 +30,20 @@ pub fn file_error(path: &Path, message: impl ToString) -> StepFileError {
     StepFileError { path: path.to_owned(), message: message.to_string() }
 }
 
+/// The absolute path of an existing file or folder of a build (links resolved), so that
+/// every step process reads the same files whatever its working directory.
+pub fn absolute(path: &Path) -> Result<PathBuf, StepFileError> {
+    path.canonicalize().map_err(|e| file_error(path, e))
+}
+
+/// The arguments of one step's process: `pedinorm COMMAND STEP --build-dir BUILD OPTIONS…`.
+pub fn step_args(command: &str, step: &str, build_dir: &Path, options: &[&str]) -> Vec<String> {
+    let mut args = vec![command.to_owned(), step.to_owned(), "--build-dir".to_owned()];
+    args.push(build_dir.to_string_lossy().into_owned());
+    args.extend(options.iter().map(|o| o.to_string()));
+    args
+}
+
 /// Whether `name` may name a subject, bracket or case of a build: letters, digits, `-`, `_`,
 /// `.`, not starting with `.` (it becomes a folder name and a line of an array-task list).
 pub fn is_valid_name(name: &str) -> bool {

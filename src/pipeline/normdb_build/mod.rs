@@ -33,8 +33,9 @@ use crate::formats::nifti::{
 };
 use crate::normdb::{NormDbError, NormDbFile, now_utc};
 use crate::pipeline::steps::{
-    Manifest, PlannedStage, StepFileError, StepOutputs, completed, file_error, file_sizes, image_voxels,
-    index_in_build, name_problems, read_json, run_plan, run_step, step_done, store_manifest, write_json,
+    Manifest, PlannedStage, StepFileError, StepOutputs, absolute, completed, file_error, file_sizes,
+    image_voxels, index_in_build, name_problems, read_json, run_plan, run_step, step_args, step_done,
+    store_manifest, write_json,
 };
 use pedinorm_registration::{AffineTransform, DisplacementField, Image};
 use pedinorm_templates::age::{AgeRange, containing_bracket};
@@ -297,10 +298,6 @@ impl AgeRange for BracketTemplateFile {
     }
 }
 
-fn absolute(path: &Path) -> Result<PathBuf, NormdbBuildError> {
-    Ok(path.canonicalize().map_err(|e| file_error(path, e))?)
-}
-
 /// Writes `normdb.json` for a new build, or checks that an existing build directory holds the
 /// same build (so it can be resumed). Every problem of the cohort is reported in one error.
 pub fn prepare_normdb_build(
@@ -433,12 +430,7 @@ pub fn normdb_stages(
     map: Resources,
     reduce: Resources,
 ) -> Vec<PlannedStage> {
-    let dir = build_dir.to_string_lossy().into_owned();
-    let args = |words: &[&str]| -> Vec<String> {
-        let mut out: Vec<String> = vec!["normdb".into(), words[0].into(), "--build-dir".into(), dir.clone()];
-        out.extend(words[1..].iter().map(|w| w.to_string()));
-        out
-    };
+    let args = |step: &str, options: &[&str]| step_args("normdb", step, build_dir, options);
     let mut stages = vec![
         PlannedStage::new(Stage {
             name: "space".into(),
@@ -447,7 +439,7 @@ pub fn normdb_stages(
                 .iter()
                 .map(|b| Task {
                     label: format!("bracket {}", b.name),
-                    args: args(&["space", "--bracket", &b.name]),
+                    args: args("space", &["--bracket", &b.name]),
                     done_marker: bracket_dir(build_dir, &b.name).join("done.json"),
                 })
                 .collect(),
@@ -460,7 +452,7 @@ pub fn normdb_stages(
                 .iter()
                 .map(|s| Task {
                     label: s.id.clone(),
-                    args: args(&["map", "--subject", &s.id]),
+                    args: args("map", &["--subject", &s.id]),
                     done_marker: subject_dir(build_dir, &s.id).join("done.json"),
                 })
                 .collect(),
@@ -482,7 +474,7 @@ pub fn normdb_stages(
                             manifest.subjects[range.start].id,
                             manifest.subjects[range.end - 1].id
                         ),
-                        args: args(&["partial", "--chunk", &c.to_string()]),
+                        args: args("partial", &["--chunk", &c.to_string()]),
                         done_marker: partial_dir(build_dir, c).join("done.json"),
                     })
                     .collect(),
@@ -496,7 +488,7 @@ pub fn normdb_stages(
             name: "reduce".into(),
             tasks: vec![Task {
                 label: "reduce".into(),
-                args: args(&["reduce"]),
+                args: args("reduce", &[]),
                 done_marker: reduce_marker(build_dir),
             }],
             resources: reduce,

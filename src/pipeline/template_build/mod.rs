@@ -25,8 +25,9 @@ use crate::formats::nifti::{NiftiIoError, VoxelType, read_image, write_image};
 use crate::formats::png::PngError;
 use crate::formats::transform::{TransformIoError, read_affine, read_field, write_affine, write_field};
 use crate::pipeline::steps::{
-    Manifest, PlannedStage, StepFileError, StepOutputs, completed, file_error, file_sizes, image_voxels,
-    index_in_build, name_problems, read_json, run_plan, run_step, step_done, store_manifest, write_json,
+    Manifest, PlannedStage, StepFileError, StepOutputs, absolute, completed, file_error, file_sizes,
+    image_voxels, index_in_build, name_problems, read_json, run_plan, run_step, step_args, step_done,
+    store_manifest, write_json,
 };
 use crate::report::write_template_montage;
 use pedinorm_registration::{AffineTransform, Image};
@@ -279,14 +280,14 @@ pub fn prepare_build(
     let (weights, kernel_width_years) = subject_weights(config, &ages)?;
     let effective_sample = pedinorm_templates::age::effective_sample_of(&weights);
     std::fs::create_dir_all(build_dir).map_err(|e| file_error(build_dir, e))?;
-    let build_dir = build_dir.canonicalize().map_err(|e| file_error(build_dir, e))?;
+    let build_dir = absolute(build_dir)?;
     let mut manifest_subjects = Vec::new();
     for (subject, weight) in order.iter().zip(&weights) {
         if *weight <= 0.0 {
             continue;
         }
         let path = match &subject.source {
-            SubjectSource::Path(path) => path.canonicalize().map_err(|e| file_error(path, e))?,
+            SubjectSource::Path(path) => absolute(path)?,
             SubjectSource::Image(image) => {
                 let path = build_dir.join("inputs").join(format!("{}.nii.gz", subject.id));
                 if !path.is_file() {
@@ -326,12 +327,12 @@ pub fn build_stages(
     map: Resources,
     reduce: Resources,
 ) -> Vec<PlannedStage> {
-    let dir = build_dir.to_string_lossy().into_owned();
+    let args = |step: &str, options: &[&str]| step_args("template", step, build_dir, options);
     let mut stages = vec![PlannedStage::new(Stage {
         name: "init".into(),
         tasks: vec![Task {
             label: "init".into(),
-            args: vec!["template".into(), "init".into(), "--build-dir".into(), dir.clone()],
+            args: args("init", &[]),
             done_marker: init_marker(build_dir),
         }],
         resources: reduce,
@@ -345,16 +346,7 @@ pub fn build_stages(
                     .iter()
                     .map(|s| Task {
                         label: s.id.clone(),
-                        args: vec![
-                            "template".into(),
-                            "map".into(),
-                            "--build-dir".into(),
-                            dir.clone(),
-                            "--iteration".into(),
-                            iteration.to_string(),
-                            "--subject".into(),
-                            s.id.clone(),
-                        ],
+                        args: args("map", &["--iteration", &iteration.to_string(), "--subject", &s.id]),
                         done_marker: map_marker(build_dir, iteration, &s.id),
                     })
                     .collect(),
@@ -366,14 +358,7 @@ pub fn build_stages(
             name: format!("iter-{iteration}-reduce"),
             tasks: vec![Task {
                 label: "reduce".into(),
-                args: vec![
-                    "template".into(),
-                    "reduce".into(),
-                    "--build-dir".into(),
-                    dir.clone(),
-                    "--iteration".into(),
-                    iteration.to_string(),
-                ],
+                args: args("reduce", &["--iteration", &iteration.to_string()]),
                 done_marker: reduce_marker(build_dir, iteration),
             }],
             resources: reduce,
@@ -412,7 +397,7 @@ pub fn build_template(
     progress: &(dyn Fn(&ProgressEvent) + Sync),
 ) -> Result<TemplateBuildResult, TemplateBuildError> {
     let manifest = prepare_build(subjects, config, build_dir)?;
-    let build_dir = build_dir.canonicalize().map_err(|e| file_error(build_dir, e))?;
+    let build_dir = absolute(build_dir)?;
     let (map, reduce) = plan_resources(&manifest, threads_per_task)?;
     run_plan::<TemplateBuildError>(&build_stages(&build_dir, &manifest, map, reduce), executor, progress)?;
     finalize(&build_dir)
