@@ -1,7 +1,7 @@
 //! The inputs of a normative-database build as users give them: the brackets from finished
 //! template builds or `NAME:MIN:MAX:PATH` specifications, and the normals from a cohort.
 
-use super::{BracketTemplateFile, NormalFile, NormdbBuildError};
+use super::{ManifestBracket, NormalFile, NormdbBuildError};
 use crate::pipeline::cohort::CohortSubject;
 use crate::pipeline::steps::Manifest;
 use crate::pipeline::template_build::BuildManifest;
@@ -17,14 +17,14 @@ use std::path::{Path, PathBuf};
 pub fn bracket_templates(
     builds: &[PathBuf],
     specs: &[String],
-) -> Result<(Vec<BracketTemplateFile>, Vec<String>), NormdbBuildError> {
+) -> Result<(Vec<ManifestBracket>, Vec<String>), NormdbBuildError> {
     let mut brackets = Vec::new();
     let mut members = BTreeSet::new();
     for dir in builds {
         brackets.push(finished_build(dir, &mut members)?);
     }
     for spec in specs {
-        brackets.push(BracketTemplateFile::parse(spec)?);
+        brackets.push(ManifestBracket::parse(spec)?);
     }
     if brackets.is_empty() {
         return Err(NormdbBuildError::Invalid("give at least one --template-build or --template".into()));
@@ -34,10 +34,7 @@ pub fn bracket_templates(
 
 /// The bracket of a finished template build; its members (subjects of positive weight) are
 /// added to `members`.
-fn finished_build(
-    dir: &Path,
-    members: &mut BTreeSet<String>,
-) -> Result<BracketTemplateFile, NormdbBuildError> {
+fn finished_build(dir: &Path, members: &mut BTreeSet<String>) -> Result<ManifestBracket, NormdbBuildError> {
     let invalid = |rule: &str| NormdbBuildError::Invalid(format!("{}: {rule}", dir.display()));
     let manifest = BuildManifest::read(dir).map_err(|e| invalid(&format!("not a template build: {e}")))?;
     let TemplateTarget::Bracket(bracket) = &manifest.config.target else {
@@ -48,7 +45,7 @@ fn finished_build(
         return Err(invalid("the build is not finished (no template.nii.gz)"));
     }
     members.extend(manifest.subjects.iter().filter(|s| s.weight > 0.0).map(|s| s.id.clone()));
-    Ok(BracketTemplateFile {
+    Ok(ManifestBracket {
         name: bracket.name.clone(),
         min_years: bracket.min_years,
         max_years: bracket.max_years,
@@ -56,7 +53,7 @@ fn finished_build(
     })
 }
 
-impl BracketTemplateFile {
+impl ManifestBracket {
     /// Parses `NAME:MIN:MAX:PATH` (ages in years, `0 ≤ MIN < MAX`).
     pub fn parse(spec: &str) -> Result<Self, NormdbBuildError> {
         let invalid = |rule: &str| NormdbBuildError::Invalid(format!("--template {spec:?}: {rule}"));
@@ -82,7 +79,7 @@ impl BracketTemplateFile {
 /// subject breaking a rule is listed in one error naming `cohort_path`.
 pub fn normals_of_cohort(
     cohort: &[CohortSubject],
-    brackets: &[BracketTemplateFile],
+    brackets: &[ManifestBracket],
     cohort_path: &Path,
 ) -> Result<Vec<NormalFile>, NormdbBuildError> {
     let mut problems = Vec::new();

@@ -140,7 +140,8 @@ impl NormdbParameters {
     }
 }
 
-/// A bracket as recorded in `normdb.json`.
+/// A bracket of a build, as given and as recorded in `normdb.json` (there with the template's
+/// absolute path).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ManifestBracket {
     /// Name (letters, digits, `-`, `_`, `.`).
@@ -151,8 +152,17 @@ pub struct ManifestBracket {
     /// Upper bound (years, exclusive).
     #[serde(with = "exact_f64")]
     pub max_years: f64,
-    /// Absolute path of the template image.
+    /// The template image (its absolute path once recorded).
     pub template: PathBuf,
+}
+
+impl AgeRange for ManifestBracket {
+    fn min_years(&self) -> f64 {
+        self.min_years
+    }
+    fn max_years(&self) -> f64 {
+        self.max_years
+    }
 }
 
 /// The atlas carried into every template, as recorded in `normdb.json`.
@@ -267,42 +277,11 @@ pub fn reduce_marker(build_dir: &Path) -> PathBuf {
     build_dir.join("reduce").join("done.json")
 }
 
-impl AgeRange for ManifestBracket {
-    fn min_years(&self) -> f64 {
-        self.min_years
-    }
-    fn max_years(&self) -> f64 {
-        self.max_years
-    }
-}
-
-/// A bracket of a build as given: name, age range and template image.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BracketTemplateFile {
-    /// Name (letters, digits, `-`, `_`, `.`).
-    pub name: String,
-    /// Lower bound (years, inclusive).
-    pub min_years: f64,
-    /// Upper bound (years, exclusive).
-    pub max_years: f64,
-    /// The template image.
-    pub template: PathBuf,
-}
-
-impl AgeRange for BracketTemplateFile {
-    fn min_years(&self) -> f64 {
-        self.min_years
-    }
-    fn max_years(&self) -> f64 {
-        self.max_years
-    }
-}
-
 /// Writes `normdb.json` for a new build, or checks that an existing build directory holds the
 /// same build (so it can be resumed). Every problem of the cohort is reported in one error.
 pub fn prepare_normdb_build(
     normals: &[NormalFile],
-    brackets: &[BracketTemplateFile],
+    brackets: &[ManifestBracket],
     atlas: Option<&AtlasFiles>,
     parameters: &NormdbParameters,
     output: &Path,
@@ -311,7 +290,7 @@ pub fn prepare_normdb_build(
     let mut problems = name_problems("bracket name", brackets.iter().map(|b| b.name.as_str()));
     problems.extend(name_problems("subject id", normals.iter().map(|n| n.id.as_str())));
     let mut manifest_brackets = Vec::new();
-    for BracketTemplateFile { name, min_years, max_years, template } in brackets {
+    for ManifestBracket { name, min_years, max_years, template } in brackets {
         match template.canonicalize() {
             Ok(template) => manifest_brackets.push(ManifestBracket {
                 name: name.clone(),
@@ -622,7 +601,7 @@ mod tests {
         let parameters = manifest(0, None).parameters;
         let error = prepare_normdb_build(
             &[normal("a", 3.0), normal("a", 3.0), normal("b", 30.0), normal("c", 9.0)],
-            &[BracketTemplateFile {
+            &[ManifestBracket {
                 name: "x".into(),
                 min_years: 0.0,
                 max_years: 5.0,
