@@ -50,6 +50,7 @@ def main() -> int:
     parser.add_argument("--pedinorm", required=True)
     parser.add_argument("--normdb", required=True)
     parser.add_argument("--work", required=True, type=Path)
+    parser.add_argument("--site", help="the scanner or site of every case, as recorded for the database's normals")
     parser.add_argument("--case", nargs=4, action="append", metavar=("NAME", "IMAGE", "AGE", "KIND"), required=True)
     args = parser.parse_args()
     rows = []
@@ -58,8 +59,11 @@ def main() -> int:
         if kind not in ("normal", "mismatch"):
             parser.error(f"case {name}: kind must be normal or mismatch, not {kind}")
         out_dir = args.work / name
+        command = [args.pedinorm, "deviation", "--normdb", args.normdb, "--case", image, "--age", age, "--out-dir", str(out_dir)]
+        if args.site:
+            command += ["--site", args.site]
         run = subprocess.run(
-            [args.pedinorm, "deviation", "--normdb", args.normdb, "--case", image, "--age", age, "--out-dir", str(out_dir)],
+            command,
             capture_output=True,
             text=True,
         )

@@ -115,6 +115,13 @@ pub fn run_normal_map(build_dir: &Path, id: &str) -> Result<NormalMapRecord, Nor
     let image = read_image(&subject.path)?;
     let maps = map_to_template(&image, &bracket.space, &options.mapping, id)?;
     let space = &bracket.space;
+    let members = template_members_of(
+        &options,
+        id,
+        subject.bracket,
+        manifest.subjects.iter().map(|s| (s.id.as_str(), s.bracket)),
+    );
+    let similarity = recorded_similarity(space, &maps.warped, members);
     let tissues = member_tissues(&maps.warped, space, &template_tissues(space)?, id)?;
     let dir = subject_dir(build_dir, id);
     write_image(&dir.join("intensity.nii.gz"), &maps.intensity, VoxelType::F32)?;
@@ -128,10 +135,10 @@ pub fn run_normal_map(build_dir: &Path, id: &str) -> Result<NormalMapRecord, Nor
     let record = NormalMapRecord {
         id: id.to_owned(),
         bracket: bracket.name.clone(),
-        similarity: maps.similarity,
+        similarity,
         histogram_distance: maps.histogram_distance,
         mask_dice: maps.mask_dice,
-        qc_passed: maps.similarity >= options.min_similarity,
+        qc_passed: similarity >= options.min_similarity,
         // Rust's shortest round-trip form: read back bit for bit.
         affine: maps.affine.matrix().transpose().iter().map(|v| v.to_string()).collect(),
         seconds: start.elapsed().as_secs_f64(),

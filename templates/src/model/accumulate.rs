@@ -6,7 +6,7 @@ use super::ModelError;
 use super::database::{BracketDb, BuildParameters, SubjectRecord};
 use super::mapping::{MappingParams, map_to_template};
 use super::regional::NativeSubject;
-use super::space::{MATCH_PERCENTILES, TemplateSpace, gather};
+use super::space::{MATCH_PERCENTILES, TemplateSpace, gather, recorded_similarity};
 use super::tissue_priors::{TissuePriors, member_tissues, template_tissues};
 use crate::age::{AgeRange, containing_bracket};
 use crate::normative::NormativeParams;
@@ -177,6 +177,20 @@ impl AgeRange for BracketInput {
     }
 }
 
+/// How many normals of bracket `bracket` the template was built from, when `id` is one of them
+/// (see [`recorded_similarity`]); `normals` are the build's (id, bracket) pairs. Members absent
+/// from the build are not counted, which can only make the correction larger.
+pub fn template_members_of<'a>(
+    options: &BuildOptions,
+    id: &str,
+    bracket: usize,
+    normals: impl Iterator<Item = (&'a str, usize)>,
+) -> Option<usize> {
+    options.template_members.contains(id).then(|| {
+        normals.filter(|&(other, b)| b == bracket && options.template_members.contains(other)).count()
+    })
+}
+
 /// Maps every normal to its bracket (in parallel over subjects; each result is independent,
 /// so the order and values do not depend on the thread count). `progress` is called once per
 /// finished subject.
@@ -206,6 +220,10 @@ pub fn map_normals(
     }
     let tissues_of_templates: Vec<[Image<f32>; 3]> =
         brackets.iter().map(|b| template_tissues(&b.space)).collect::<Result<_, _>>()?;
+    let ids_and_brackets: Vec<(&str, usize)> = normals
+        .iter()
+        .map(|n| (n.pseudonym.as_str(), containing_bracket(brackets, n.age_years).expect("checked")))
+        .collect();
     normals
         .par_iter()
         .with_max_len(1)
@@ -214,6 +232,11 @@ pub fn map_normals(
             let space = &brackets[b].space;
             let maps = map_to_template(&n.image, space, &options.mapping, &n.pseudonym)?;
             let tissues = member_tissues(&maps.warped, space, &tissues_of_templates[b], &n.pseudonym)?;
+            let similarity = recorded_similarity(
+                space,
+                &maps.warped,
+                template_members_of(options, &n.pseudonym, b, ids_and_brackets.iter().copied()),
+            );
             progress(&n.pseudonym);
             Ok(MappedNormal {
                 record: SubjectRecord {
@@ -222,10 +245,10 @@ pub fn map_normals(
                     sex: n.sex,
                     scanner: n.scanner.clone(),
                     bracket: brackets[b].name.clone(),
-                    qc_similarity: maps.similarity,
+                    qc_similarity: similarity,
                     qc_histogram_distance: maps.histogram_distance,
                     qc_mask_dice: maps.mask_dice,
-                    qc_passed: maps.similarity >= options.min_similarity,
+                    qc_passed: similarity >= options.min_similarity,
                 },
                 bracket: b,
                 values: [gather(&maps.intensity, &space.indices), gather(&maps.logjac, &space.indices)],

@@ -32,7 +32,7 @@ pub mod tissue_priors;
 
 pub use accumulate::{
     BracketInput, BuildOptions, MIN_CALIBRATION_NULLS, MappedNormal, NormalSubject, accumulate,
-    bracket_nodes, map_normals,
+    bracket_nodes, map_normals, template_members_of,
 };
 pub use atlas::{carry_atlas, parse_label_names};
 pub use build::{add_subject, assemble, assemble_with_stats};
@@ -52,5 +52,7 @@ pub use score::{
     AGE_MARGIN_FRACTION, AGE_MARGIN_MAX_YEARS, ClusterReport, DeviationOptions, DeviationResult,
     RegionReport, ScoreError, SdFloorReport, ThresholdReport, compute_deviation,
 };
-pub use space::{MATCH_PERCENTILES, TemplateSpace, gather, masked_correlation, scatter, template_mask};
+pub use space::{
+    MATCH_PERCENTILES, TemplateSpace, gather, masked_correlation, recorded_similarity, scatter, template_mask,
+};
 pub use tissue_priors::{TISSUES, TissuePriors, member_tissues, template_tissues};
