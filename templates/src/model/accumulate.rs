@@ -311,6 +311,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_member_counts_the_members_of_its_own_bracket() {
+        let options = BuildOptions {
+            template_members: ["a", "b", "c"].map(String::from).into(),
+            ..BuildOptions::default()
+        };
+        let normals = [("a", 0), ("b", 0), ("c", 1), ("d", 0)];
+        assert_eq!(template_members_of(&options, "a", 0, normals.into_iter()), Some(2));
+        assert_eq!(template_members_of(&options, "c", 1, normals.into_iter()), Some(1));
+        assert_eq!(template_members_of(&options, "d", 0, normals.into_iter()), None);
+    }
+
+    #[test]
     fn nodes_cover_the_bracket() {
         let nodes = bracket_nodes(4.0, 8.0, 2, &[4.5, 5.0, 6.0, 7.0, 7.5], 2.0);
         assert_eq!(nodes.len(), 2);
