@@ -95,7 +95,9 @@ pub fn masked_correlation(a: &Image<f32>, b: &Image<f32>, indices: &[usize]) -> 
 
 /// The similarity of a normal as recorded in the database: [`masked_correlation`] of its warped
 /// image with the template, or, for one of the `members` normals the template was averaged
-/// from, with the template it would have had without it, `(members · T − W) / (members − 1)`.
+/// from, with the template it would have had without it, `(members · T − W) / (members − 1)`
+/// (approximately: the template is the members' sharpened average, and `W` is this mapping's
+/// warped image, not the build's last one).
 /// A member is part of the average it is compared with, so its plain similarity is optimistic
 /// (13 real adult brains: members 0.70, held-out brains of the same scanner 0.67), and the
 /// out-of-distribution reference built from these values must describe new cases.
