@@ -74,7 +74,9 @@ def main() -> int:
         lesioned, truth, centre = make_lesion(image, radius_mm, contrast, rng)
         name = f"{args.image.name.split('.')[0]}_r{radius_mm:g}_c{contrast:+g}_{k}"
         case = args.work / f"{name}.nii.gz"
-        nib.save(nib.Nifti1Image(lesioned, image.affine, image.header), case)
+        header = image.header.copy()
+        header.set_data_dtype(np.float32)  # keep the lesion's exact intensities
+        nib.save(nib.Nifti1Image(lesioned, image.affine, header), case)
         out_dir = args.work / name
         command = [args.pedinorm, "deviation", "--normdb", args.normdb, "--case", str(case), "--age", args.age,
                    "--out-dir", str(out_dir)]
