@@ -150,13 +150,6 @@ fn head_brain_mask(
     let small = if factors == [1, 1, 1] { image.clone() } else { crate::smooth::shrink_axes(image, factors) };
     let dims = small.grid().dims();
     let threshold = foreground_threshold(&small);
-    if let Some(expected_ml) = params.expected_brain_ml {
-        let s = small.grid().spacing();
-        let head_voxels = filled_head(small.as_slice(), dims, threshold).iter().filter(|&&h| h).count();
-        if (head_voxels as f64) * s[0] * s[1] * s[2] / 1000.0 < HEAD_TO_BRAIN_MIN * expected_ml {
-            return Ok(None);
-        }
-    }
     let Some(found) = brain_inside_head(small.as_slice(), dims, small.grid().spacing(), threshold, params)
     else {
         return Ok(None);

@@ -16,6 +16,7 @@
 //! All radii are in millimetres on a near-isotropic working grid.
 
 use super::BrainMaskParams;
+use super::brain_mask::HEAD_TO_BRAIN_MIN;
 use super::histogram::{Histogram, otsu_thresholds, quantile_sorted};
 use super::morphology::{close, dilate, erode, fill_holes, largest_component, squared_distance};
 
@@ -59,7 +60,8 @@ pub(crate) fn filled_head(values: &[f32], dims: [usize; 3], threshold: f32) -> V
 }
 
 /// The brain inside the head (see the module documentation); `None` when the head is too
-/// small or too thin for the radii (the caller then uses the skull-stripped method).
+/// small or too thin for the radii, or smaller than [`HEAD_TO_BRAIN_MIN`] times the expected
+/// brain volume when one is given (the caller then uses the skull-stripped method).
 pub(crate) fn brain_inside_head(
     values: &[f32],
     dims: [usize; 3],
@@ -68,6 +70,13 @@ pub(crate) fn brain_inside_head(
     params: &BrainMaskParams,
 ) -> Option<HeadBrain> {
     let head = filled_head(values, dims, foreground);
+    if let Some(expected_ml) = params.expected_brain_ml {
+        let head_voxels = head.iter().filter(|&&h| h).count() as f64;
+        let head_ml = head_voxels * spacing[0] * spacing[1] * spacing[2] / 1000.0;
+        if head_ml < HEAD_TO_BRAIN_MIN * expected_ml {
+            return None;
+        }
+    }
     let depth2 = squared_distance(&head.iter().map(|&h| !h).collect::<Vec<_>>(), dims, spacing);
     let deepest2 = depth2.iter().zip(&head).filter(|&(_, &h)| h).map(|(&d, _)| d).fold(0.0, f64::max);
     // Small heads (infants, phantoms): the deeper half of the head.
