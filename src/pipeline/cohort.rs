@@ -353,13 +353,14 @@ fn read_bids(root: &Path) -> Result<(Vec<CohortSubject>, Vec<String>), ListError
             files.sort();
             // One acquisition per name without its contrast suffix, carrying every contrast.
             for file in files {
+                let file_name = file.to_string_lossy();
+                if !(file_name.ends_with(".nii.gz") || file_name.ends_with(".nii")) {
+                    continue;
+                }
                 let name = stem(&file);
                 let Some((id, contrast)) = Contrast::ALL.into_iter().find_map(|contrast| {
                     let suffix = format!("_{}", contrast.bids_suffix());
-                    let is_nifti = file.to_string_lossy().ends_with(".nii.gz")
-                        || file.to_string_lossy().ends_with(".nii");
-                    (is_nifti && name.ends_with(&suffix))
-                        .then(|| (name.trim_end_matches(&suffix).to_owned(), contrast))
+                    name.ends_with(&suffix).then(|| (name.trim_end_matches(&suffix).to_owned(), contrast))
                 }) else {
                     continue;
                 };
