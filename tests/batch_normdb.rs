@@ -7,7 +7,9 @@
 
 mod batch_common;
 
-use batch_common::{assert_same_normdb, deviation_batch, normdb_content, pedinorm, run_ok, synth};
+use batch_common::{
+    QUICK_TEMPLATE_REGISTRATION, assert_same_normdb, deviation_batch, normdb_content, pedinorm, run_ok, synth,
+};
 use pedinorm::formats::nifti::read_image;
 use pedinorm::pipeline::cohort::read_cohort;
 use pedinorm::pipeline::database::{BracketTemplate, build_database};
@@ -118,6 +120,72 @@ fn normdb_build_resumes_and_chunked_statistics_match() {
             assert!((x - y).abs() <= 1e-9 * (1.0 + y.abs()), "{x} against {y}");
         }
     }
+}
+
+/// Too few normals outside the template to calibrate on their own: every template member's map
+/// step maps it a second time, to the template without it, and the calibration scores those
+/// maps; the staged build and the in-memory build agree on it.
+#[test]
+fn template_members_are_calibrated_as_new_cases() {
+    let dir = tempfile::tempdir().unwrap();
+    let cohort = synth(dir.path(), 6, 0, 6.0, 11);
+    let rows: Vec<String> = std::fs::read_to_string(&cohort).unwrap().lines().map(String::from).collect();
+    let members_csv = cohort.with_file_name("members.csv");
+    std::fs::write(&members_csv, rows[..5].join("\n") + "\n").unwrap();
+    let brackets = dir.path().join("brackets.json");
+    std::fs::write(&brackets, r#"[{"name": "t", "min_years": 7, "max_years": 12}]"#).unwrap();
+    let templates = dir.path().join("templates");
+    run_ok(
+        pedinorm()
+            .args(["template", "build", "--iterations", "1", "--threads", "1", "--jobs", "2", "--brackets"])
+            .arg(&brackets)
+            .args(QUICK_TEMPLATE_REGISTRATION)
+            .arg("--cohort")
+            .arg(&members_csv)
+            .arg("--out-dir")
+            .arg(&templates),
+    );
+    let template_build = templates.join("bracket-t");
+    let output = dir.path().join("db.h5");
+    run_ok(
+        pedinorm()
+            .args(["normdb", "build", "--nodes", "1", "--jobs", "2", "--threads", "1", "--cohort"])
+            .arg(&cohort)
+            .arg("--template-build")
+            .arg(&template_build)
+            .arg("--output")
+            .arg(&output),
+    );
+    let normals = read_cohort(&cohort).unwrap();
+    let members: std::collections::BTreeSet<String> =
+        read_cohort(&members_csv).unwrap().into_iter().map(|s| s.id).collect();
+    assert_eq!(members.len(), 4);
+    for normal in &normals {
+        let again =
+            dir.path().join(format!("db.h5.build/subject-{}/intensity_as_new_case.nii.gz", normal.id));
+        assert_eq!(again.is_file(), members.contains(&normal.id), "{}", again.display());
+    }
+    let staged = normdb_content(&output);
+    assert_eq!(staged.calibration.as_ref().unwrap().nulls.len(), 6, "every normal calibrates");
+
+    let subjects: Vec<NormalSubject> = normals
+        .into_iter()
+        .map(|s| NormalSubject {
+            pseudonym: s.id,
+            age_years: s.age_years,
+            sex: Sex::parse(s.sex.as_deref().unwrap()).unwrap(),
+            scanner: s.site.unwrap_or_default(),
+            image: read_image(&s.path).unwrap(),
+        })
+        .collect();
+    let template = read_image(&template_build.join("template.nii.gz")).unwrap();
+    let bracket = BracketTemplate { name: "t".into(), min_years: 7.0, max_years: 12.0, template };
+    let options = BuildOptions { nodes_per_bracket: 1, template_members: members, ..BuildOptions::default() };
+    let mut built = build_database(&subjects, vec![bracket], None, &options, &|_| {}).unwrap();
+    built.metadata.created_utc.clear();
+    built.metadata.modified_utc.clear();
+    built.metadata.history.clear();
+    assert_same_normdb(&built, &staged);
 }
 
 fn write_cases(path: &Path, cohort_dir: &Path, extra_rows: &str) {

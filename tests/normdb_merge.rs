@@ -69,6 +69,7 @@ fn subjects(n: usize, voxels: usize) -> Vec<MappedNormal> {
                 tissues: [vec![0.2; voxels], vec![0.5; voxels], vec![0.3; voxels]],
                 native: None,
                 values: [intensity, logjac],
+                as_new_case: None,
             }
         })
         .collect()

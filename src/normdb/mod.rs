@@ -150,6 +150,9 @@ pub fn summary(db: &NormativeDb) -> String {
                     if c.stale { " [stale]" } else { "" }
                 );
             }
+            for shortfall in c.shortfalls() {
+                let _ = writeln!(out, "warning: {shortfall}");
+            }
         }
         None => {
             let _ = writeln!(out, "calibration: none");

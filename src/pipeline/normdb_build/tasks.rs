@@ -122,10 +122,33 @@ pub fn run_normal_map(build_dir: &Path, id: &str) -> Result<NormalMapRecord, Nor
         manifest.subjects.iter().map(|s| (s.id.as_str(), s.bracket)),
     );
     let similarity = recorded_similarity(space, &maps.warped, members);
+    let on_members = calibrates_on_members(&options, manifest.subjects.iter().map(|s| s.id.as_str()));
+    let as_new_case = match members {
+        Some(members) if on_members => {
+            map_as_new_case(&image, space, &maps.warped, members, &options.mapping, id)?
+        }
+        _ => None,
+    };
     let tissues = member_tissues(&maps.warped, space, &template_tissues(space)?, id)?;
     let dir = subject_dir(build_dir, id);
     write_image(&dir.join("intensity.nii.gz"), &maps.intensity, VoxelType::F32)?;
     write_image(&dir.join("logjac.nii.gz"), &maps.logjac, VoxelType::F32)?;
+    let mut outputs = vec![
+        "intensity.nii.gz",
+        "logjac.nii.gz",
+        "csf.nii.gz",
+        "gm.nii.gz",
+        "wm.nii.gz",
+        "corrected.nii.gz",
+        "inverse.nii.gz",
+    ];
+    if let Some(values) = &as_new_case {
+        for (name, values) in AS_NEW_CASE.iter().zip(values) {
+            let map = scatter(space.template.grid(), &space.indices, values, 0.0);
+            write_image(&dir.join(name), &map, VoxelType::F32)?;
+        }
+        outputs.extend(AS_NEW_CASE);
+    }
     for (name, values) in TISSUES.iter().zip(&tissues) {
         let map = scatter(space.template.grid(), &space.indices, values, 0.0);
         write_image(&dir.join(format!("{name}.nii.gz")), &map, VoxelType::F32)?;
@@ -142,22 +165,15 @@ pub fn run_normal_map(build_dir: &Path, id: &str) -> Result<NormalMapRecord, Nor
         // Rust's shortest round-trip form: read back bit for bit.
         affine: maps.affine.matrix().transpose().iter().map(|v| v.to_string()).collect(),
         seconds: start.elapsed().as_secs_f64(),
-        outputs: file_sizes(
-            &dir,
-            &[
-                "intensity.nii.gz",
-                "logjac.nii.gz",
-                "csf.nii.gz",
-                "gm.nii.gz",
-                "wm.nii.gz",
-                "corrected.nii.gz",
-                "inverse.nii.gz",
-            ],
-        )?,
+        outputs: file_sizes(&dir, &outputs)?,
     };
     write_json(&dir.join("done.json"), &record)?;
     Ok(record)
 }
+
+/// A template member's intensity and log-Jacobian maps as a new case gets them, written by its
+/// map step when the calibration has to use template members (see [`map_as_new_case`]).
+const AS_NEW_CASE: [&str; 2] = ["intensity_as_new_case.nii.gz", "logjac_as_new_case.nii.gz"];
 
 /// Reads the mapped subjects of `range` (build order) back from their map steps, with their
 /// native images and inverse mappings when `with_native`.
@@ -205,9 +221,23 @@ fn read_mapped(
                 values: [gather(&intensity, indices), gather(&logjac, indices)],
                 tissues: tissues.try_into().expect("three tissues"),
                 native: if with_native { read_native(&dir, &record)? } else { None },
+                as_new_case: read_as_new_case(&dir, &record, indices)?,
             })
         })
         .collect()
+}
+
+/// A template member's maps as a new case gets them, when its map step wrote them.
+fn read_as_new_case(
+    dir: &Path,
+    record: &NormalMapRecord,
+    indices: &[usize],
+) -> Result<Option<[Vec<f32>; 2]>, NormdbBuildError> {
+    if !record.outputs.iter().any(|(name, _)| name == AS_NEW_CASE[0]) {
+        return Ok(None);
+    }
+    let [intensity, logjac] = AS_NEW_CASE.map(|name| dir.join(name));
+    Ok(Some([gather(&read_image(&intensity)?, indices), gather(&read_image(&logjac)?, indices)]))
 }
 
 /// A subject's native image and inverse mapping written by its map step (`None` for steps

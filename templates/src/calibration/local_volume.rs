@@ -136,6 +136,12 @@ impl LocalVolumeCalibration {
         })
     }
 
+    /// Why the limit cannot promise its family-wise rate (too few normals), for reports;
+    /// `None` when it can.
+    pub fn shortfall(&self) -> Option<String> {
+        super::shortfall("local volume change limit", self.largest_per_subject.len(), self.family_rate)
+    }
+
     /// A case's standardized local-volume map: at each voxel, the standardized neighbourhood
     /// mean of largest magnitude over the widths, with its sign (negative: less volume than
     /// the normals, atrophy; positive: more, e.g. enlarged CSF spaces).

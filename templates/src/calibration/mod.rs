@@ -131,6 +131,23 @@ pub fn calibrate_channel(
     Ok((voxel, cluster))
 }
 
+/// Why a family-wise limit read from `normals` order statistics cannot promise `rate`: `None`
+/// when the rank `⌊rate (n + 1)⌋` is at least 1, else a sentence for reports naming `what` the
+/// limit is for. With too few normals the limit is the largest normal's, which a new normal
+/// exceeds with probability up to `1 / (n + 1)`, above `rate`.
+pub fn shortfall(what: &str, normals: usize, rate: f64) -> Option<String> {
+    if (rate * (normals as f64 + 1.0)).floor() >= 1.0 {
+        return None;
+    }
+    let needed = (1.0 / rate).ceil() as usize - 1;
+    Some(format!(
+        "{what}: {normals} calibration normals are too few for a family-wise rate of {} % (at least {needed} are \
+         needed); the limit is the largest normal's, which a new normal exceeds with probability up to {:.1} %",
+        rate * 100.0,
+        100.0 / (normals as f64 + 1.0)
+    ))
+}
+
 /// The `k`-th largest value with `k = ⌊α (n + 1)⌋`: a new exchangeable value exceeds it with
 /// probability at most `α`. With `k = 0` the largest value is used (`false`: not reachable).
 pub(crate) fn order_statistic_threshold<T: Copy + PartialOrd>(values: &[T], rate: f64) -> (T, bool) {
@@ -253,5 +270,15 @@ pub(crate) mod tests {
         assert_eq!(back, nulls[0]);
         assert!(AbsZHistogram::from_counts(vec![0; 3]).is_err());
         assert!(NullSummary::from_parts(AbsZHistogram::new(), vec![0; 5], vec![0.0; CURVE_POINTS]).is_err());
+    }
+
+    #[test]
+    fn too_few_normals_for_the_family_rate_are_named() {
+        let said = shortfall("cluster mass (intensity)", 13, 0.05).expect("13 < 19");
+        assert!(said.contains("13 calibration normals") && said.contains("at least 19"), "{said}");
+        assert!(said.contains("7.1 %"), "{said}");
+        assert_eq!(shortfall("x", 19, 0.05), None);
+        assert_eq!(shortfall("x", 9, 0.1), None);
+        assert!(shortfall("x", 8, 0.1).is_some());
     }
 }

@@ -30,6 +30,18 @@ pub struct ClusterCalibration {
     pub max_mass_per_subject: Vec<f64>,
 }
 
+impl ClusterCalibration {
+    /// Why the cluster threshold cannot promise the nominal rate (too few normals), for
+    /// reports; `None` when it can. `channel` names the channel.
+    pub fn shortfall(&self, channel: &str) -> Option<String> {
+        super::shortfall(
+            &format!("cluster threshold of {channel}"),
+            self.max_mass_per_subject.len(),
+            self.nominal_rate,
+        )
+    }
+}
+
 /// What one held-out normal's null z-map contributes to the calibration, in a form that can be
 /// pooled with other normals' without any image: the `|z|` histogram, and at every threshold
 /// `t = k · CURVE_STEP` (`k < CURVE_POINTS`) the size and mass `Σ (|z| − t)` of its largest

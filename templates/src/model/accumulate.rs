@@ -6,7 +6,7 @@ use super::ModelError;
 use super::database::{BracketDb, BuildParameters, SubjectRecord};
 use super::mapping::{MappingParams, map_to_template};
 use super::regional::NativeSubject;
-use super::space::{MATCH_PERCENTILES, TemplateSpace, gather, recorded_similarity};
+use super::space::{MATCH_PERCENTILES, TemplateSpace, gather, recorded_similarity, without_member};
 use super::tissue_priors::{TissuePriors, member_tissues, template_tissues};
 use crate::age::{AgeRange, containing_bracket};
 use crate::normative::NormativeParams;
@@ -86,7 +86,8 @@ pub struct BuildOptions {
     pub min_similarity: f64,
     /// Ids of the normals the templates were built from. Their maps are closer to the template
     /// than a new case's can be, so the calibration's null comes from the other normals when
-    /// at least [`MIN_CALIBRATION_NULLS`] of them passed QC.
+    /// at least [`MIN_CALIBRATION_NULLS`] of them passed QC, else from every normal with the
+    /// members mapped again as new cases ([`map_as_new_case`]).
     pub template_members: BTreeSet<String>,
     /// Estimate and apply scanner-site effects when the calibration normals come from several
     /// sites (see [`super::site`]); off, every site is pooled as one.
@@ -94,7 +95,7 @@ pub struct BuildOptions {
 }
 
 /// The fewest normals outside the templates that calibrate on their own; with fewer, every
-/// QC-passed normal is used (and the thresholds are optimistic for new cases).
+/// QC-passed normal is used, the template members by their maps as new cases.
 pub const MIN_CALIBRATION_NULLS: usize = 10;
 
 impl Default for BuildOptions {
@@ -166,6 +167,16 @@ pub struct MappedNormal {
     /// The normal on its own grid with the inverse mapping, for its regional volumes (`None`:
     /// not kept, and the database gets no regional table).
     pub native: Option<NativeSubject>,
+    /// For a template member that the calibration has to use, its masked values per channel
+    /// as a new case gets them (see [`map_as_new_case`]); `None`: `values` serve.
+    pub as_new_case: Option<[Vec<f32>; 2]>,
+}
+
+impl MappedNormal {
+    /// The values the calibration scores: the normal's maps as a new case gets them.
+    pub fn calibration_values(&self) -> &[Vec<f32>; 2] {
+        self.as_new_case.as_ref().unwrap_or(&self.values)
+    }
 }
 
 impl AgeRange for BracketInput {
@@ -189,6 +200,36 @@ pub fn template_members_of<'a>(
     options.template_members.contains(id).then(|| {
         normals.filter(|&(other, b)| b == bracket && options.template_members.contains(other)).count()
     })
+}
+
+/// Whether the calibration will have to use template members: the build's `ids` hold fewer
+/// than [`MIN_CALIBRATION_NULLS`] normals outside the templates. Their maps for the calibration
+/// then come from [`map_as_new_case`].
+pub fn calibrates_on_members<'a>(options: &BuildOptions, ids: impl Iterator<Item = &'a str>) -> bool {
+    !options.template_members.is_empty()
+        && ids.filter(|id| !options.template_members.contains(*id)).count() < MIN_CALIBRATION_NULLS
+}
+
+/// A template member's masked values per channel as a new case would get them: the image
+/// mapped again, to the template without it ([`without_member`]; `warped` is its first mapping's
+/// warped image, `members` the template's member count). A member registered to an average of
+/// itself is aligned more closely than a new case can be, so leave-one-out maps from its own
+/// mapping make thresholds a new case exceeds too often (13 real adult normals: the cluster
+/// threshold came from members' maps, and 4 of 8 held-out brains of the same scanner had a
+/// significant cluster). `None` for a template of fewer than two members.
+pub fn map_as_new_case(
+    image: &Image<f32>,
+    space: &TemplateSpace,
+    warped: &Image<f32>,
+    members: usize,
+    mapping: &MappingParams,
+    id: &str,
+) -> Result<Option<[Vec<f32>; 2]>, ModelError> {
+    let Some(without) = without_member(space, warped, members) else {
+        return Ok(None);
+    };
+    let maps = map_to_template(image, &without, mapping, id)?;
+    Ok(Some([gather(&maps.intensity, &space.indices), gather(&maps.logjac, &space.indices)]))
 }
 
 /// Maps every normal to its bracket (in parallel over subjects; each result is independent,
@@ -224,6 +265,7 @@ pub fn map_normals(
         .iter()
         .map(|n| (n.pseudonym.as_str(), containing_bracket(brackets, n.age_years).expect("checked")))
         .collect();
+    let on_members = calibrates_on_members(options, ids_and_brackets.iter().map(|&(id, _)| id));
     normals
         .par_iter()
         .with_max_len(1)
@@ -232,11 +274,14 @@ pub fn map_normals(
             let space = &brackets[b].space;
             let maps = map_to_template(&n.image, space, &options.mapping, &n.pseudonym)?;
             let tissues = member_tissues(&maps.warped, space, &tissues_of_templates[b], &n.pseudonym)?;
-            let similarity = recorded_similarity(
-                space,
-                &maps.warped,
-                template_members_of(options, &n.pseudonym, b, ids_and_brackets.iter().copied()),
-            );
+            let members = template_members_of(options, &n.pseudonym, b, ids_and_brackets.iter().copied());
+            let similarity = recorded_similarity(space, &maps.warped, members);
+            let as_new_case = match members {
+                Some(members) if on_members => {
+                    map_as_new_case(&n.image, space, &maps.warped, members, &options.mapping, &n.pseudonym)?
+                }
+                _ => None,
+            };
             progress(&n.pseudonym);
             Ok(MappedNormal {
                 record: SubjectRecord {
@@ -254,6 +299,7 @@ pub fn map_normals(
                 values: [gather(&maps.intensity, &space.indices), gather(&maps.logjac, &space.indices)],
                 tissues,
                 native: Some(maps.native()),
+                as_new_case,
             })
         })
         .collect()

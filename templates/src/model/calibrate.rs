@@ -107,7 +107,8 @@ pub fn with_added_normal(
 }
 
 /// The normals whose leave-one-out maps make the calibration's null: the QC-passed normals
-/// that were not in any template when enough of them exist, else every QC-passed normal.
+/// that were not in any template when enough of them exist, else every QC-passed normal (the
+/// template members then by their maps as new cases, [`MappedNormal::calibration_values`]).
 pub fn calibration_normals<'a>(mapped: &'a [MappedNormal], options: &BuildOptions) -> Vec<&'a MappedNormal> {
     let passed: Vec<&MappedNormal> = mapped.iter().filter(|m| m.record.qc_passed).collect();
     let outside: Vec<&MappedNormal> =
@@ -115,11 +116,22 @@ pub fn calibration_normals<'a>(mapped: &'a [MappedNormal], options: &BuildOption
     if outside.len() >= MIN_CALIBRATION_NULLS {
         return outside;
     }
-    if !options.template_members.is_empty() {
+    let members_as_members = passed
+        .iter()
+        .filter(|m| options.template_members.contains(&m.record.pseudonym) && m.as_new_case.is_none())
+        .count();
+    if members_as_members > 0 {
         tracing::warn!(
             outside = outside.len(),
             needed = MIN_CALIBRATION_NULLS,
-            "too few normals outside the templates: calibrating on every normal (thresholds are optimistic for new cases)"
+            members_as_members,
+            "too few normals outside the templates: calibrating on every normal, some template members by their own mapping (thresholds are optimistic for new cases)"
+        );
+    } else if !options.template_members.is_empty() {
+        tracing::info!(
+            outside = outside.len(),
+            needed = MIN_CALIBRATION_NULLS,
+            "too few normals outside the templates: calibrating on every normal, template members mapped again as new cases"
         );
     }
     passed
@@ -145,7 +157,8 @@ pub fn calibrate(
             for (c, accumulator) in held_out.iter_mut().enumerate() {
                 accumulator.remove_subject(m.record.age_years, m.record.sex, &m.values[c])?;
             }
-            held_out_z(&brackets[m.bracket].space, &held_out, &m.record, &m.values, &options.normative)
+            let values = m.calibration_values();
+            held_out_z(&brackets[m.bracket].space, &held_out, &m.record, values, &options.normative)
         })
         .collect::<Result<_, ModelError>>()?;
     let site_error = |e: crate::site_effects::SiteEffectError| ModelError::Config(e.to_string());
@@ -174,11 +187,15 @@ pub fn calibrate(
         .map_err(|e| ModelError::Config(format!("calibration: {e}")))?;
     record.site_effects = site_effects;
     record.site_moments = site_moments;
+    for shortfall in record.shortfalls() {
+        tracing::warn!("{shortfall}");
+    }
     Ok(record)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::accumulate::calibrates_on_members;
     use super::*;
     use crate::stats::Sex;
 
@@ -198,6 +215,7 @@ mod tests {
             bracket: 0,
             values: [Vec::new(), Vec::new()],
             tissues: [Vec::new(), Vec::new(), Vec::new()],
+            as_new_case: None,
             native: None,
         }
     }
@@ -220,5 +238,64 @@ mod tests {
         // Too few outside the templates: back to every QC-passed normal.
         options.template_members = (0..16).map(|i| format!("n{i:02}")).collect();
         assert_eq!(calibration_normals(&mapped, &options).len(), 23);
+    }
+
+    #[test]
+    fn members_are_calibrated_on_their_maps_as_new_cases() {
+        let grid = pedinorm_registration::Grid::axis_aligned([8, 8, 8], [2.0; 3], [0.0; 3]).unwrap();
+        let mut template = pedinorm_registration::Image::filled(grid.clone(), 0.0f32);
+        for (i, v) in template.as_mut_slice().iter_mut().enumerate() {
+            *v = 50.0 + (i % 11) as f32 * 10.0;
+        }
+        let mask = template.map(|_| 1.0f32);
+        let space = TemplateSpace::new(template, Some(mask)).unwrap();
+        let brackets =
+            [BracketInput { name: "b".into(), min_years: 0.0, max_years: 10.0, space, labels: None }];
+        let n = brackets[0].space.indices.len();
+        let mut state = 7u64;
+        let mut noise = move || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 11) as f64 / (1u64 << 53) as f64 - 0.5) as f32
+        };
+        let mapped: Vec<MappedNormal> = (0..12)
+            .map(|s| {
+                let mut m = mapped_normal(&format!("n{s:02}"), true);
+                m.values =
+                    [(0..n).map(|_| 100.0 + noise()).collect(), (0..n).map(|_| 0.01 * noise()).collect()];
+                // A new case is registered less closely: its maps stray further.
+                m.as_new_case = Some([
+                    m.values[0].iter().map(|v| v + 2.0 * noise()).collect(),
+                    m.values[1].iter().map(|v| v + 0.02 * noise()).collect(),
+                ]);
+                m
+            })
+            .collect();
+        let options = BuildOptions {
+            template_members: mapped.iter().map(|m| m.record.pseudonym.clone()).collect(),
+            site_effects: false,
+            ..BuildOptions::default()
+        };
+        let stats = super::super::accumulate(&brackets, &mapped, &options).unwrap();
+        let as_new = calibrate(&brackets, &stats, &mapped, &options).unwrap();
+        let own: Vec<MappedNormal> =
+            mapped.into_iter().map(|m| MappedNormal { as_new_case: None, ..m }).collect();
+        let as_members = calibrate(&brackets, &stats, &own, &options).unwrap();
+        for channel in Channel::ALL {
+            let (new, member) =
+                (as_new.channel(channel).voxel.z_threshold, as_members.channel(channel).voxel.z_threshold);
+            assert!(new > 1.5 * member, "{channel:?}: as new cases {new}, as members {member}");
+        }
+    }
+
+    #[test]
+    fn members_calibrate_only_when_too_few_others_exist() {
+        let mut options = BuildOptions::default();
+        let ids: Vec<String> = (0..14).map(|i| format!("n{i:02}")).collect();
+        let all = || ids.iter().map(String::as_str);
+        assert!(!calibrates_on_members(&options, all()), "no templates known");
+        options.template_members = ids[..4].iter().cloned().collect();
+        assert!(!calibrates_on_members(&options, all()), "10 outside the templates");
+        options.template_members = ids[..5].iter().cloned().collect();
+        assert!(calibrates_on_members(&options, all()), "9 outside the templates");
     }
 }

@@ -258,6 +258,16 @@ impl CalibrationRecord {
         &self.channels[channel.index()]
     }
 
+    /// What the family-wise limits cannot promise because the calibration normals are too few
+    /// (cluster thresholds per channel, the local-volume limit), one sentence each.
+    pub fn shortfalls(&self) -> Vec<String> {
+        Channel::ALL
+            .iter()
+            .filter_map(|&channel| self.channel(channel).cluster.shortfall(channel.name()))
+            .chain(self.local_volume.as_ref().and_then(|l| l.shortfall()))
+            .collect()
+    }
+
     /// Thresholds and achieved rates from the normals' null summaries. The summaries are
     /// pooled in pseudonym order, so the result does not depend on the order in which normals
     /// were added or databases merged.

@@ -32,7 +32,7 @@ pub mod tissue_priors;
 
 pub use accumulate::{
     BracketInput, BuildOptions, MIN_CALIBRATION_NULLS, MappedNormal, NormalSubject, accumulate,
-    bracket_nodes, map_normals, template_members_of,
+    bracket_nodes, calibrates_on_members, map_as_new_case, map_normals, template_members_of,
 };
 pub use atlas::{carry_atlas, parse_label_names};
 pub use build::{add_subject, assemble, assemble_with_stats};
@@ -53,6 +53,7 @@ pub use score::{
     RegionReport, ScoreError, SdFloorReport, ThresholdReport, compute_deviation,
 };
 pub use space::{
-    MATCH_PERCENTILES, TemplateSpace, gather, masked_correlation, recorded_similarity, scatter, template_mask,
+    MATCH_PERCENTILES, TemplateSpace, gather, masked_correlation, recorded_similarity, scatter,
+    template_mask, without_member,
 };
 pub use tissue_priors::{TISSUES, TissuePriors, member_tissues, template_tissues};

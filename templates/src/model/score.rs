@@ -193,7 +193,7 @@ pub fn compute_deviation(
             options.age_years
         )));
     }
-    let mut warnings = Vec::new();
+    let mut warnings: Vec<String> = db.calibration.iter().flat_map(|c| c.shortfalls()).collect();
     let b = db.bracket_for_age(options.age_years);
     let bracket = &db.brackets[b];
     if !bracket.contains(options.age_years) {

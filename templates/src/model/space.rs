@@ -93,25 +93,34 @@ pub fn masked_correlation(a: &Image<f32>, b: &Image<f32>, indices: &[usize]) -> 
     if va > 0.0 && vb > 0.0 { cov / (va * vb).sqrt() } else { 0.0 }
 }
 
+/// The template a member of it would have had without it: `(members · T − W) / (members − 1)`
+/// for one of the `members` normals the template was averaged from, `W` its warped image
+/// (approximately: the template is the members' sharpened average, and `W` is this mapping's
+/// warped image, not the build's last one). Mask, voxel order and intensity landmarks stay the
+/// template's, so maps made against it are on the statistics' scale. `None` for fewer than two
+/// members.
+pub fn without_member(space: &TemplateSpace, warped: &Image<f32>, members: usize) -> Option<TemplateSpace> {
+    if members < 2 {
+        return None;
+    }
+    let n = members as f32;
+    let mut template = space.template.clone();
+    for (t, &w) in template.as_mut_slice().iter_mut().zip(warped.as_slice()) {
+        *t = (n * *t - w) / (n - 1.0);
+    }
+    Some(TemplateSpace { template, ..space.clone() })
+}
+
 /// The similarity of a normal as recorded in the database: [`masked_correlation`] of its warped
 /// image with the template, or, for one of the `members` normals the template was averaged
-/// from, with the template it would have had without it, `(members · T − W) / (members − 1)`
-/// (approximately: the template is the members' sharpened average, and `W` is this mapping's
-/// warped image, not the build's last one).
+/// from, with the template without it ([`without_member`]).
 /// A member is part of the average it is compared with, so its plain similarity is optimistic
 /// (13 real adult brains: members 0.70, held-out brains of the same scanner 0.67), and the
 /// out-of-distribution reference built from these values must describe new cases.
 pub fn recorded_similarity(space: &TemplateSpace, warped: &Image<f32>, members: Option<usize>) -> f64 {
-    match members {
-        Some(n) if n >= 2 => {
-            let n = n as f32;
-            let mut without = space.template.clone();
-            for (t, &w) in without.as_mut_slice().iter_mut().zip(warped.as_slice()) {
-                *t = (n * *t - w) / (n - 1.0);
-            }
-            masked_correlation(&without, warped, &space.indices)
-        }
-        _ => masked_correlation(&space.template, warped, &space.indices),
+    match members.and_then(|n| without_member(space, warped, n)) {
+        Some(without) => masked_correlation(&without.template, warped, &space.indices),
+        None => masked_correlation(&space.template, warped, &space.indices),
     }
 }
 
