@@ -121,14 +121,14 @@ pub fn run_normal_map(build_dir: &Path, id: &str) -> Result<NormalMapRecord, Nor
         subject.bracket,
         manifest.subjects.iter().map(|s| (s.id.as_str(), s.bracket)),
     );
-    let similarity = recorded_similarity(space, &maps.warped, members);
     let on_members = calibrates_on_members(&options, manifest.subjects.iter().map(|s| s.id.as_str()));
-    let as_new_case = match members {
+    let again = match members {
         Some(members) if on_members => {
             map_as_new_case(&image, space, &maps.warped, members, &options.mapping, id)?
         }
         _ => None,
     };
+    let (similarity, histogram_distance, mask_dice) = recorded_quality(space, &maps, again.as_ref(), members);
     let tissues = member_tissues(&maps.warped, space, &template_tissues(space)?, id)?;
     let dir = subject_dir(build_dir, id);
     write_image(&dir.join("intensity.nii.gz"), &maps.intensity, VoxelType::F32)?;
@@ -142,10 +142,11 @@ pub fn run_normal_map(build_dir: &Path, id: &str) -> Result<NormalMapRecord, Nor
         "corrected.nii.gz",
         "inverse.nii.gz",
     ];
-    if let Some(values) = &as_new_case {
-        for (name, values) in AS_NEW_CASE.iter().zip(values) {
-            let map = scatter(space.template.grid(), &space.indices, values, 0.0);
-            write_image(&dir.join(name), &map, VoxelType::F32)?;
+    if let Some(again) = &again {
+        // Masked like the values the calibration reads back.
+        for (name, map) in AS_NEW_CASE.iter().zip([&again.intensity, &again.logjac]) {
+            let masked = scatter(space.template.grid(), &space.indices, &gather(map, &space.indices), 0.0);
+            write_image(&dir.join(name), &masked, VoxelType::F32)?;
         }
         outputs.extend(AS_NEW_CASE);
     }
@@ -159,8 +160,8 @@ pub fn run_normal_map(build_dir: &Path, id: &str) -> Result<NormalMapRecord, Nor
         id: id.to_owned(),
         bracket: bracket.name.clone(),
         similarity,
-        histogram_distance: maps.histogram_distance,
-        mask_dice: maps.mask_dice,
+        histogram_distance,
+        mask_dice,
         qc_passed: similarity >= options.min_similarity,
         // Rust's shortest round-trip form: read back bit for bit.
         affine: maps.affine.matrix().transpose().iter().map(|v| v.to_string()).collect(),

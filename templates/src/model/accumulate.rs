@@ -4,7 +4,7 @@
 
 use super::ModelError;
 use super::database::{BracketDb, BuildParameters, SubjectRecord};
-use super::mapping::{MappingParams, map_to_template};
+use super::mapping::{MappingParams, SubjectMaps, map_to_template};
 use super::regional::NativeSubject;
 use super::space::{MATCH_PERCENTILES, TemplateSpace, gather, recorded_similarity, without_member};
 use super::tissue_priors::{TissuePriors, member_tissues, template_tissues};
@@ -210,13 +210,13 @@ pub fn calibrates_on_members<'a>(options: &BuildOptions, ids: impl Iterator<Item
         && ids.filter(|id| !options.template_members.contains(*id)).count() < MIN_CALIBRATION_NULLS
 }
 
-/// A template member's masked values per channel as a new case would get them: the image
-/// mapped again, to the template without it ([`without_member`]; `warped` is its first mapping's
-/// warped image, `members` the template's member count). A member registered to an average of
-/// itself is aligned more closely than a new case can be, so leave-one-out maps from its own
-/// mapping make thresholds a new case exceeds too often (13 real adult normals: the cluster
-/// threshold came from members' maps, and 4 of 8 held-out brains of the same scanner had a
-/// significant cluster). `None` for a template of fewer than two members.
+/// A template member mapped as a new case would be: the image mapped again, to the template
+/// without it ([`without_member`]; `warped` is its first mapping's warped image, `members` the
+/// template's member count). A member registered to an average of itself is aligned more
+/// closely than a new case can be, so leave-one-out maps and quality figures from its own
+/// mapping make limits that a new case exceeds too often (13 real adult normals: log-Jacobian
+/// threshold |z| 4.06 from the members' own maps, 4.30 from these). `None` for a template of
+/// fewer than two members.
 pub fn map_as_new_case(
     image: &Image<f32>,
     space: &TemplateSpace,
@@ -224,12 +224,25 @@ pub fn map_as_new_case(
     members: usize,
     mapping: &MappingParams,
     id: &str,
-) -> Result<Option<[Vec<f32>; 2]>, ModelError> {
-    let Some(without) = without_member(space, warped, members) else {
-        return Ok(None);
-    };
-    let maps = map_to_template(image, &without, mapping, id)?;
-    Ok(Some([gather(&maps.intensity, &space.indices), gather(&maps.logjac, &space.indices)]))
+) -> Result<Option<SubjectMaps>, ModelError> {
+    without_member(space, warped, members)
+        .map(|without| map_to_template(image, &without, mapping, id))
+        .transpose()
+}
+
+/// A normal's quality figures as the database records them: from its mapping as a new case
+/// when it was mapped again ([`map_as_new_case`]), else from its own mapping, with a template
+/// member's similarity measured against the template without it ([`recorded_similarity`]).
+pub fn recorded_quality(
+    space: &TemplateSpace,
+    maps: &SubjectMaps,
+    as_new_case: Option<&SubjectMaps>,
+    members: Option<usize>,
+) -> (f64, f64, f64) {
+    match as_new_case {
+        Some(again) => (again.similarity, again.histogram_distance, again.mask_dice),
+        None => (recorded_similarity(space, &maps.warped, members), maps.histogram_distance, maps.mask_dice),
+    }
 }
 
 /// Maps every normal to its bracket (in parallel over subjects; each result is independent,
@@ -275,13 +288,14 @@ pub fn map_normals(
             let maps = map_to_template(&n.image, space, &options.mapping, &n.pseudonym)?;
             let tissues = member_tissues(&maps.warped, space, &tissues_of_templates[b], &n.pseudonym)?;
             let members = template_members_of(options, &n.pseudonym, b, ids_and_brackets.iter().copied());
-            let similarity = recorded_similarity(space, &maps.warped, members);
-            let as_new_case = match members {
+            let again = match members {
                 Some(members) if on_members => {
                     map_as_new_case(&n.image, space, &maps.warped, members, &options.mapping, &n.pseudonym)?
                 }
                 _ => None,
             };
+            let (similarity, histogram_distance, mask_dice) =
+                recorded_quality(space, &maps, again.as_ref(), members);
             progress(&n.pseudonym);
             Ok(MappedNormal {
                 record: SubjectRecord {
@@ -291,15 +305,16 @@ pub fn map_normals(
                     scanner: n.scanner.clone(),
                     bracket: brackets[b].name.clone(),
                     qc_similarity: similarity,
-                    qc_histogram_distance: maps.histogram_distance,
-                    qc_mask_dice: maps.mask_dice,
+                    qc_histogram_distance: histogram_distance,
+                    qc_mask_dice: mask_dice,
                     qc_passed: similarity >= options.min_similarity,
                 },
                 bracket: b,
                 values: [gather(&maps.intensity, &space.indices), gather(&maps.logjac, &space.indices)],
                 tissues,
                 native: Some(maps.native()),
-                as_new_case,
+                as_new_case: again
+                    .map(|a| [gather(&a.intensity, &space.indices), gather(&a.logjac, &space.indices)]),
             })
         })
         .collect()
