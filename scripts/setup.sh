@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Installs what pedinorm needs on a fresh Debian 12 machine that has Rust, gcc and Python 3.11:
-# system libraries (HDF5 from Debian; cmake for the JPEG-LS decoder; dcmtk to write and read
-# compressed DICOM test series), the pinned Python tools
-# of the interoperability tests, and public reference data under .data/: the MNI ICBM152 2009
+# Installs what pedinorm needs on a fresh Debian 12 machine that has Rust, gcc, Python 3.11 and
+# node/npm: system libraries (HDF5 from Debian; cmake for the JPEG-LS decoder; dcmtk to write
+# and read compressed DICOM test series; chromium for the web viewer's browser test), the
+# pinned Python tools of the interoperability tests (and Playwright, which drives Debian's
+# chromium), the web viewer's NiiVue bundle from the pinned npm package (viewer/package-lock.json)
+# in .data/viewer, and public reference data under .data/: the MNI ICBM152 2009
 # T1 with GM/WM maps (from nilearn's wheel) and MNI-space label atlases (from Debian's
 # mricron-data). Safe to re-run: every step is skipped when its result is present.
 set -euo pipefail
@@ -10,7 +12,7 @@ cd "$(dirname "$0")/.."
 
 sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
 need_apt=()
-for package in libhdf5-dev pkg-config cmake g++ unzip dcmtk; do
+for package in libhdf5-dev pkg-config cmake g++ unzip dcmtk chromium; do
     dpkg -s "$package" >/dev/null 2>&1 || need_apt+=("$package")
 done
 if [ "${#need_apt[@]}" -gt 0 ]; then
@@ -27,6 +29,24 @@ fi
 if ! cmp -s validation/peers/requirements.txt .data/venv/requirements.txt; then
     .data/venv/bin/pip install -q --disable-pip-version-check -r validation/peers/requirements.txt
     cp validation/peers/requirements.txt .data/venv/requirements.txt
+fi
+
+# Playwright for the web viewer's browser test; it drives Debian's chromium (its own browser
+# download is never used).
+if ! cmp -s tests/browser/requirements.txt .data/venv/browser-requirements.txt; then
+    .data/venv/bin/pip install -q --disable-pip-version-check -r tests/browser/requirements.txt
+    cp tests/browser/requirements.txt .data/venv/browser-requirements.txt
+fi
+
+# The web viewer's NiiVue: the pinned npm package's self-contained ES module, copied where
+# `pedinorm serve` finds it (.data/viewer/niivue.js), so the page loads nothing from elsewhere.
+if [ ! -f .data/viewer/niivue.js ] || ! cmp -s viewer/package-lock.json .data/viewer/package-lock.json; then
+    (cd viewer && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+    mkdir -p .data/viewer
+    # The source map is not shipped; its reference would only be a dangling request.
+    sed '/^\/\/# sourceMappingURL=/d' viewer/node_modules/@niivue/niivue/dist/index.js > .data/viewer/niivue.js.part
+    mv .data/viewer/niivue.js.part .data/viewer/niivue.js
+    cp viewer/package-lock.json .data/viewer/package-lock.json
 fi
 
 # schemathesis for the service's contract test, in its own venv (its dependencies are not the

@@ -204,6 +204,22 @@ pub fn authenticate(store: &Store, token: &str) -> Option<User> {
     Some(User { id, name, role, centre })
 }
 
+/// The enabled user with row id `id` (a viewer session names its account by id); `None` when
+/// there is none or it is disabled.
+pub fn enabled_user(store: &Store, id: i64) -> Option<User> {
+    let (name, role, centre) = store
+        .lock()
+        .query_row(
+            "SELECT name, role, centre FROM users WHERE id = ?1 AND disabled = 0",
+            params![id],
+            |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?)),
+        )
+        .optional()
+        .ok()
+        .flatten()?;
+    Some(User { id, name, role: role.parse().ok()?, centre })
+}
+
 /// Whether an enabled user of that name, role and centre exists (the portal may act only
 /// for such a user).
 pub fn is_registered(store: &Store, name: &str, role: Role, centre: &str) -> Result<bool, AuthError> {

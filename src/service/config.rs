@@ -248,6 +248,11 @@ pub struct ServiceConfig {
     /// window of this many seconds, with their count.
     #[serde(default = "default_anonymous_window")]
     pub anonymous_audit_window_seconds: u64,
+    /// Folder holding the web viewer's NiiVue bundle (`niivue.js`); default: the folder named
+    /// by `PEDINORM_VIEWER_ASSETS`, else `.data/viewer` of the source tree this binary was
+    /// built from (where `scripts/setup.sh` puts it).
+    #[serde(default)]
+    pub viewer_assets: Option<PathBuf>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -291,6 +296,7 @@ impl ServiceConfig {
             allow_shared_data_dir: false,
             anonymous_requests_per_minute: default_anonymous_rate(),
             anonymous_audit_window_seconds: default_anonymous_window(),
+            viewer_assets: None,
         }
     }
 
@@ -324,6 +330,9 @@ impl ServiceConfig {
             rebase(p);
         }
         if let Some(p) = config.compute.program.as_mut() {
+            rebase(p);
+        }
+        if let Some(p) = config.viewer_assets.as_mut() {
             rebase(p);
         }
         for pacs in &mut config.pacs {
@@ -396,6 +405,14 @@ impl ServiceConfig {
     /// Path of the normative database used for deviation maps.
     pub fn normdb_path(&self) -> PathBuf {
         self.normdb.clone().unwrap_or_else(|| self.state_path(StateEntry::Normdb))
+    }
+
+    /// The folder of the web viewer's NiiVue bundle (see [`ServiceConfig::viewer_assets`]).
+    pub fn viewer_assets_dir(&self) -> PathBuf {
+        self.viewer_assets
+            .clone()
+            .or_else(|| std::env::var_os("PEDINORM_VIEWER_ASSETS").map(PathBuf::from))
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".data/viewer"))
     }
 
     /// Path of a file or folder of the data directory.

@@ -7,6 +7,7 @@ use super::error::ApiError;
 use super::roles::{self, Access, Role};
 use super::scope;
 use super::state::AppState;
+use super::viewer::{self, session};
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
@@ -18,6 +19,18 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+}
+
+/// The viewer's session cookie, when the route takes one (see [`viewer::accepts_session`]) and
+/// no token is sent (a token, when present, decides).
+fn session_cookie<'a>(headers: &'a HeaderMap, route: Option<&roles::RouteSpec>) -> Option<&'a str> {
+    let takes_cookie = route.is_some_and(|r| viewer::accepts_session(r.path));
+    (takes_cookie && bearer(headers).is_none()).then(|| session::from_cookie_header(headers)).flatten()
+}
+
+/// Whether the request carries a credential (a token, or a session cookie where one counts).
+fn has_credential(headers: &HeaderMap, route: Option<&roles::RouteSpec>) -> bool {
+    bearer(headers).is_some() || session_cookie(headers, route).is_some()
 }
 
 fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -50,7 +63,7 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
         .map(|info| info.0.ip())
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     // A request without a token spends its address's allowance before anything else runs.
-    let response = if bearer(&headers).is_none() && !state.anonymous.admit(address) {
+    let response = if !has_credential(&headers, route) && !state.anonymous.admit(address) {
         ApiError::RateLimited.into_response()
     } else {
         dispatch(&state, request, next, route, matched.as_deref(), &headers, &mut record).await
@@ -58,7 +71,7 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
     state.metrics.record(action, response.status().as_u16(), started.elapsed().as_secs_f64());
     if record.user == "-" {
         // No valid token: a forged one spends the allowance too; counted, audited in aggregate.
-        let limited = bearer(&headers).is_some() && !state.anonymous.admit(address);
+        let limited = has_credential(&headers, route) && !state.anonymous.admit(address);
         state.anonymous.note(address, response.status().as_u16());
         return if limited { ApiError::RateLimited.into_response() } else { response };
     }
@@ -130,44 +143,75 @@ async fn authenticate(
     Ok(user)
 }
 
+/// 403 unless the account's role may call `route`.
+fn allowed(route: &roles::RouteSpec, role: Role) -> Result<(), ApiError> {
+    if route.allows(role) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!("role {role} may not call {} {}", route.method, route.path)))
+    }
+}
+
+/// The caller of a request to `route`: the account of its token (with the user the portal
+/// names in the `x-acting-*` headers), or the owner of its viewer session; 401 without either.
+async fn caller(
+    state: &AppState,
+    headers: &HeaderMap,
+    route: &roles::RouteSpec,
+    record: &mut NewRecord,
+) -> Result<(User, Option<(String, Role, String)>), ApiError> {
+    if let Some(id) = session_cookie(headers, Some(route)) {
+        let owner = state.viewer_sessions.resolve(id).ok_or(ApiError::Unauthorized)?;
+        let store = state.store.clone();
+        // The account is looked up again: a disabled user's session fails at once.
+        let user = tokio::task::spawn_blocking(move || auth::enabled_user(&store, owner.user_id))
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or(ApiError::Unauthorized)?;
+        record.user = user.name.clone();
+        record.role = user.role.to_string();
+        record.centre = user.centre.clone();
+        allowed(route, user.role)?;
+        return Ok((user, owner.acting));
+    }
+    let user = authenticate(state, headers, record).await?;
+    allowed(route, user.role)?;
+    if user.role != Role::Portal {
+        return Ok((user, None));
+    }
+    let name = header_text(headers, ACTING_USER).ok_or_else(|| {
+        ApiError::BadRequest(format!("the portal must name the user it acts for ({ACTING_USER})"))
+    })?;
+    auth::check_name(ACTING_USER, name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let role: Role = header_text(headers, ACTING_ROLE)
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!("the portal must give the acting user's role ({ACTING_ROLE})"))
+        })?
+        .parse()
+        .map_err(ApiError::BadRequest)?;
+    let centre = header_text(headers, ACTING_CENTRE).unwrap_or("").to_string();
+    if !centre.is_empty() {
+        auth::check_name(ACTING_CENTRE, &centre).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    }
+    Ok((user, Some((name.to_string(), role, centre))))
+}
+
 async fn authorize(
     state: &AppState,
     headers: &HeaderMap,
     route: &roles::RouteSpec,
     record: &mut NewRecord,
 ) -> Result<Principal, ApiError> {
-    let user = authenticate(state, headers, record).await?;
-    if !route.allows(user.role) {
-        return Err(ApiError::Forbidden(format!(
-            "role {} may not call {} {}",
-            user.role, route.method, route.path
-        )));
-    }
-    let mut acting = None;
-    if user.role == Role::Portal {
-        let name = header_text(headers, ACTING_USER).ok_or_else(|| {
-            ApiError::BadRequest(format!("the portal must name the user it acts for ({ACTING_USER})"))
-        })?;
-        auth::check_name(ACTING_USER, name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        let role: Role = header_text(headers, ACTING_ROLE)
-            .ok_or_else(|| {
-                ApiError::BadRequest(format!("the portal must give the acting user's role ({ACTING_ROLE})"))
-            })?
-            .parse()
-            .map_err(ApiError::BadRequest)?;
-        let centre = header_text(headers, ACTING_CENTRE).unwrap_or("").to_string();
-        if !centre.is_empty() {
-            auth::check_name(ACTING_CENTRE, &centre).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        }
+    let (user, acting) = caller(state, headers, route, record).await?;
+    if let Some((name, role, centre)) = &acting {
         record.on_behalf_of = format!("{name} ({role}, {centre})");
-        if matches!(role, Role::Portal | Role::Admin) || !route.allows(role) {
+        if matches!(role, Role::Portal | Role::Admin) || !route.allows(*role) {
             return Err(ApiError::Forbidden(format!(
                 "the portal acting for role {role} may not call {} {}",
                 route.method, route.path
             )));
         }
-        scope::require_registered(&state.store, name, role, &centre).await?;
-        acting = Some((name.to_string(), role, centre));
+        scope::require_registered(&state.store, name, *role, centre).await?;
     }
     Ok(Principal { user, acting })
 }

@@ -27,6 +27,7 @@ pub mod state;
 pub mod store;
 pub mod studies;
 pub mod sweep;
+pub mod viewer;
 pub mod work;
 
 use config::ServiceConfig;
@@ -107,6 +108,7 @@ impl Service {
             metrics: Arc::new(Metrics::default()),
             audit,
             started: std::time::Instant::now(),
+            viewer_sessions: Arc::new(viewer::session::Sessions::default()),
         };
         Ok(Service { state, workers })
     }

@@ -297,6 +297,37 @@ pub const ROUTES: &[RouteSpec] = &[
         action: "audit.verify",
         access: Access::Roles(AUDITORS),
     },
+    // The web viewer: whoever may read a job's outputs may view it.
+    RouteSpec {
+        method: "POST",
+        path: "/viewer/session",
+        action: "viewer.session_open",
+        access: Access::Roles(JOB_USERS),
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/viewer/jobs/{id}",
+        action: "viewer.page",
+        access: Access::Roles(JOB_USERS),
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/viewer/jobs/{id}/manifest",
+        action: "viewer.manifest",
+        access: Access::Roles(JOB_USERS),
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/viewer/jobs/{id}/files/{name}",
+        action: "viewer.file",
+        access: Access::Roles(JOB_USERS),
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/viewer/assets/{name}",
+        action: "viewer.asset",
+        access: Access::Roles(JOB_USERS),
+    },
 ];
 
 /// Looks up the route for a method and a matched path template.

@@ -4,7 +4,7 @@
 use super::error::ApiError;
 use super::guard::guard;
 use super::openapi;
-use super::routes::{audit, cases, jobs, meta, normdb, studies, users};
+use super::routes::{audit, cases, jobs, meta, normdb, studies, users, viewer};
 use super::state::AppState;
 use axum::extract::DefaultBodyLimit;
 use axum::http::header;
@@ -79,6 +79,11 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/api/v1/users/{id}/rotate-token", post(users::rotate_token))
         .route("/api/v1/audit", get(audit::read_audit))
         .route("/api/v1/audit/verify", get(audit::verify_audit))
+        .route("/viewer/session", post(viewer::open_session))
+        .route("/viewer/jobs/{id}", get(viewer::page))
+        .route("/viewer/jobs/{id}/manifest", get(viewer::manifest))
+        .route("/viewer/jobs/{id}/files/{name}", get(viewer::file))
+        .route("/viewer/assets/{name}", get(viewer::asset))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)

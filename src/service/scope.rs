@@ -117,20 +117,23 @@ pub fn newest_ids(
 }
 
 /// The resource a route acts on, from its path template and the request path:
-/// `/api/v1/studies/{id}…`, `/api/v1/cases/{id}…` and `/api/v1/jobs/{id}…` (other routes own
-/// nothing).
+/// `/api/v1/studies/{id}…`, `/api/v1/cases/{id}…`, `/api/v1/jobs/{id}…` and the viewer's
+/// `/viewer/jobs/{id}…` (other routes own nothing).
 pub fn target(template: &str, path: &str) -> Option<(Owned, i64)> {
-    let kind = if template.starts_with("/api/v1/studies/{id}") {
-        Owned::Study
+    // (kind, the path segment holding the id)
+    let (kind, segment) = if template.starts_with("/api/v1/studies/{id}") {
+        (Owned::Study, 4)
     } else if template.starts_with("/api/v1/cases/{id}") {
-        Owned::Case
+        (Owned::Case, 4)
     } else if template.starts_with("/api/v1/jobs/{id}") {
-        Owned::Job
+        (Owned::Job, 4)
+    } else if template.starts_with("/viewer/jobs/{id}") {
+        (Owned::Job, 3)
     } else {
         return None;
     };
     // Ids out of the documented range are the handler's 400.
-    let id: i64 = path.split('/').nth(4)?.parse().ok()?;
+    let id: i64 = path.split('/').nth(segment)?.parse().ok()?;
     (1..=1 << 53).contains(&id).then_some((kind, id))
 }
 
@@ -190,6 +193,8 @@ mod tests {
             target("/api/v1/jobs/{id}/outputs/{name}", "/api/v1/jobs/3/outputs/a.json"),
             Some((Owned::Job, 3))
         );
+        assert_eq!(target("/viewer/jobs/{id}/files/{name}", "/viewer/jobs/5/files/x"), Some((Owned::Job, 5)));
+        assert_eq!(target("/viewer/jobs/{id}", "/viewer/jobs/5"), Some((Owned::Job, 5)));
         assert_eq!(scope(Role::Committee, "C2").visible_centre(Owned::Case), None);
         assert_eq!(scope(Role::Committee, "C2").visible_centre(Owned::Study), Some("C2"));
         assert_eq!(scope(Role::Radiologist, "C2").visible_centre(Owned::Case), Some("C2"));

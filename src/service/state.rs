@@ -75,4 +75,6 @@ pub struct AppState {
     pub started: Instant,
     /// Rate limit and aggregated audit of requests without a valid token.
     pub anonymous: Arc<super::anonymous::AnonymousGate>,
+    /// Open sessions of the web viewer.
+    pub viewer_sessions: Arc<super::viewer::session::Sessions>,
 }

@@ -10,6 +10,7 @@ pub mod meta;
 pub mod normdb;
 pub mod studies;
 pub mod users;
+pub mod viewer;
 
 use super::auth::Principal;
 use super::error::ApiError;
