@@ -9,7 +9,7 @@ mod component;
 #[path = "../demo_common/mod.rs"]
 mod demo_common;
 
-use component::component_available;
+pub use component::component_available;
 use demo_common::quick_build;
 use dicom_core::value::PrimitiveValue;
 use dicom_core::{DataElement, VR};
