@@ -100,20 +100,19 @@ pub(super) fn encode_header(
     Ok(out)
 }
 
-pub(super) fn write_components(
-    path: &Path,
+/// The bytes of a NIfTI-1 file (header and voxels, uncompressed) holding `components`.
+pub(super) fn encode_components(
     components: &[Image<f32>],
     voxel_type: VoxelType,
     intent: i16,
-) -> Result<(), NiftiIoError> {
-    let wrap = |message: String| NiftiIoError::Write { path: path.to_owned(), message };
+) -> Result<Vec<u8>, String> {
     let Some(first) = components.first() else {
-        return Err(wrap("no volume to write".into()));
+        return Err("no volume to write".into());
     };
     if components.iter().any(|c| c.grid() != first.grid()) {
-        return Err(wrap("components must share one grid".into()));
+        return Err("components must share one grid".into());
     }
-    let mut bytes = encode_header(first.grid(), components.len(), voxel_type, intent).map_err(wrap)?;
+    let mut bytes = encode_header(first.grid(), components.len(), voxel_type, intent)?;
     let [nx, ny, nz] = first.grid().dims();
     bytes.reserve(components.len() * nx * ny * nz * voxel_type.code().1 as usize / 8);
     for component in components {
@@ -140,6 +139,24 @@ pub(super) fn write_components(
             }
         }
     }
+    Ok(bytes)
+}
+
+/// Gzip-compresses NIfTI bytes (as `.nii.gz` files are written).
+pub(super) fn gzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    encoder.write_all(bytes)?;
+    encoder.finish()
+}
+
+pub(super) fn write_components(
+    path: &Path,
+    components: &[Image<f32>],
+    voxel_type: VoxelType,
+    intent: i16,
+) -> Result<(), NiftiIoError> {
+    let wrap = |message: String| NiftiIoError::Write { path: path.to_owned(), message };
+    let bytes = encode_components(components, voxel_type, intent).map_err(wrap)?;
     let gzip = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gz"));
     write_atomically(path, |tmp| -> Result<(), NiftiIoError> {
         let file = std::fs::File::create(tmp)?;

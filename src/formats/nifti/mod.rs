@@ -191,6 +191,15 @@ pub fn write_image(path: &Path, image: &Image<f32>, voxel_type: VoxelType) -> Re
     write_components(path, std::slice::from_ref(image), voxel_type, 0)
 }
 
+/// A 3-D image as the bytes of a `.nii.gz` file (what [`write_image`] would write), for
+/// answers that never touch the disk.
+pub fn image_to_gzip_bytes(image: &Image<f32>, voxel_type: VoxelType) -> Result<Vec<u8>, NiftiIoError> {
+    let name = Path::new("image.nii.gz");
+    let wrap = |message: String| NiftiIoError::Write { path: name.to_owned(), message };
+    let bytes = encode::encode_components(std::slice::from_ref(image), voxel_type, 0).map_err(wrap)?;
+    encode::gzip(&bytes).map_err(|e| wrap(e.to_string()))
+}
+
 /// Writes components sharing one grid as a 5-D vector image `(x, y, z, 1, n)` with intent
 /// "vector" (1007), the layout ANTs and ITK use for displacement fields.
 pub fn write_vector_image(
@@ -228,6 +237,19 @@ mod tests {
         write_image(&path, image, voxel).unwrap();
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         read_image(&path).unwrap()
+    }
+
+    #[test]
+    fn in_memory_bytes_are_the_file_written() {
+        let image = oblique_image([5, 4, 3]);
+        let bytes = image_to_gzip_bytes(&image, VoxelType::F32).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.nii.gz");
+        write_image(&path, &image, VoxelType::F32).unwrap();
+        let from_file = read_image(&path).unwrap();
+        let from_bytes = read_vector_image_from_bytes(&bytes, Path::new("a.nii.gz")).unwrap().remove(0);
+        assert_eq!(from_bytes.grid(), from_file.grid());
+        assert_eq!(from_bytes.data(), from_file.data());
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! What the viewer of a deviation job may fetch: the job's maps and report, the case's own
 //! volumes (one per contrast of its study) and the template of its age bracket, by plain names
-//! the page knows — never a path. Case volumes and the template are written afresh from their
-//! voxels and affine, so no header text of the archive reaches the browser.
+//! the page knows — never a path. Case volumes and the template are encoded afresh (in memory)
+//! from their voxels and affine, so no header text of the archive reaches the browser.
 
-use crate::formats::nifti::{VoxelType, read_image, write_image};
+use crate::formats::nifti::{VoxelType, image_to_gzip_bytes, read_image};
 use crate::ingest::series_class::SeriesClass;
 use crate::service::error::ApiError;
 use crate::service::jobs::{JobInfo, JobState, output_files};
@@ -12,7 +12,7 @@ use crate::service::state::AppState;
 use crate::service::studies;
 use pedinorm_registration::Image;
 use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 /// The maps a page overlays: (channel, map on the case's grid, map in template space).
@@ -134,7 +134,7 @@ pub fn read(state: &AppState, job: &JobInfo, name: &str) -> Result<Served, ApiEr
         let volumes = case_volumes(state, job)?;
         let (path, _) = index.checked_sub(1).and_then(|i| volumes.get(i)).ok_or_else(missing)?;
         let image = read_image(path).map_err(ApiError::internal)?;
-        return Ok(Served { bytes: nifti_bytes(state, &image)?, content_type: "application/gzip" });
+        return Ok(Served { bytes: nifti_bytes(&image)?, content_type: "application/gzip" });
     }
     let content_type = if name.ends_with(".nii.gz") {
         "application/gzip"
@@ -216,21 +216,14 @@ fn template_image(state: &AppState, bracket: &str) -> Result<Vec<u8>, ApiError> 
         ApiError::Unavailable("the normative database cannot be read".into())
     })?;
     let template = db.brackets.iter().find(|b| b.name == bracket).ok_or_else(unavailable)?;
-    let bytes = nifti_bytes(state, &template.template)?;
+    let bytes = nifti_bytes(&template.template)?;
     *cache = Some((path, modified, bracket.to_string(), bytes.clone()));
     Ok(bytes)
 }
 
-/// An image as gzipped NIfTI bytes, written through a private temporary folder of the data
-/// directory (the writer works on files).
-fn nifti_bytes(state: &AppState, image: &Image<f32>) -> Result<Vec<u8>, ApiError> {
-    let dir = tempfile::Builder::new()
-        .prefix(".viewer-")
-        .tempdir_in(&state.config.data_dir)
-        .map_err(ApiError::internal)?;
-    let path: &Path = &dir.path().join("image.nii.gz");
-    write_image(path, image, VoxelType::F32).map_err(ApiError::internal)?;
-    std::fs::read(path).map_err(ApiError::internal)
+/// An image as gzipped NIfTI bytes (float voxels, its affine, no header text).
+fn nifti_bytes(image: &Image<f32>) -> Result<Vec<u8>, ApiError> {
+    image_to_gzip_bytes(image, VoxelType::F32).map_err(ApiError::internal)
 }
 
 #[cfg(test)]
