@@ -192,6 +192,15 @@ fn the_viewer_shows_a_deviation_job_to_those_who_may_read_it() {
         post_json(&client, &base, &admin, &format!("/api/v1/users/{far_id}/disable"), &json!({}));
     assert_eq!(status, StatusCode::OK);
     assert_eq!(get_with_cookie(&client, &base, &page, &elsewhere_cookie).status(), StatusCode::UNAUTHORIZED);
+    // Rotating a token ends the sessions opened with the old one.
+    let colleague = add_user(&state, "dr two", "radiologist", Some("C1"));
+    let colleague_cookie = session(&client, &base, &colleague);
+    assert_eq!(get_with_cookie(&client, &base, &page, &colleague_cookie).status(), StatusCode::OK);
+    let colleague_id = colleague.split('_').nth(1).unwrap();
+    let rotate = format!("/api/v1/users/{colleague_id}/rotate-token");
+    let (status, _) = post_json(&client, &base, &admin, &rotate, &json!({}));
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(get_with_cookie(&client, &base, &page, &colleague_cookie).status(), StatusCode::UNAUTHORIZED);
 
     // The portal opens a session for the user it acts for; that user's scope applies.
     let portal = add_user(&state, "portal", "portal", None);

@@ -204,14 +204,25 @@ pub fn authenticate(store: &Store, token: &str) -> Option<User> {
     Some(User { id, name, role, centre })
 }
 
-/// The enabled user with row id `id` (a viewer session names its account by id); `None` when
-/// there is none or it is disabled.
-pub fn enabled_user(store: &Store, id: i64) -> Option<User> {
+/// The salted hash of a user's current token, which a viewer session keeps so that rotating
+/// the token ends the sessions opened with the old one.
+pub fn token_hash(store: &Store, id: i64) -> Option<Vec<u8>> {
+    store
+        .lock()
+        .query_row("SELECT token_hash FROM users WHERE id = ?1", params![id], |row| row.get(0))
+        .optional()
+        .ok()
+        .flatten()
+}
+
+/// The user of a viewer session: the enabled user with row id `id` whose token is still the one
+/// hashed as `token_hash`; `None` when there is none, it is disabled or its token was rotated.
+pub fn session_user(store: &Store, id: i64, token_hash: &[u8]) -> Option<User> {
     let (name, role, centre) = store
         .lock()
         .query_row(
-            "SELECT name, role, centre FROM users WHERE id = ?1 AND disabled = 0",
-            params![id],
+            "SELECT name, role, centre FROM users WHERE id = ?1 AND disabled = 0 AND token_hash = ?2",
+            params![id, token_hash],
             |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?)),
         )
         .optional()

@@ -163,8 +163,10 @@ async fn caller(
     if let Some(id) = session_cookie(headers, Some(route)) {
         let owner = state.viewer_sessions.resolve(id).ok_or(ApiError::Unauthorized)?;
         let store = state.store.clone();
-        // The account is looked up again: a disabled user's session fails at once.
-        let user = tokio::task::spawn_blocking(move || auth::enabled_user(&store, owner.user_id))
+        // The account is looked up again: a disabled user's session, or one whose token was
+        // rotated, fails at once.
+        let (id, hash) = (owner.user_id, owner.token_hash);
+        let user = tokio::task::spawn_blocking(move || auth::session_user(&store, id, &hash))
             .await
             .map_err(ApiError::internal)?
             .ok_or(ApiError::Unauthorized)?;

@@ -41,10 +41,14 @@ pub struct SessionOpened {
 #[utoipa::path(post, path = "/viewer/session", tag = "viewer", security(("bearer" = [])),
     responses((status = 201, body = SessionOpened, headers(("set-cookie" = String, description = "The session cookie"))),
               (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn open_session(State(state): State<AppState>, principal: Principal) -> Response {
-    let id = state
-        .viewer_sessions
-        .create(session::SessionOwner { user_id: principal.user.id, acting: principal.acting.clone() });
+pub async fn open_session(State(state): State<AppState>, principal: Principal) -> Result<Response, ApiError> {
+    let user_id = principal.user.id;
+    let token_hash = blocking(&state, move |s| {
+        crate::service::auth::token_hash(&s.store, user_id).ok_or(ApiError::Unauthorized)
+    })
+    .await?;
+    let owner = session::SessionOwner { user_id, token_hash, acting: principal.acting.clone() };
+    let id = state.viewer_sessions.create(owner);
     let cookie = session::set_cookie(&id, state.config.tls.is_some());
     let mut response =
         (StatusCode::CREATED, Json(SessionOpened { expires_in_seconds: session::LIFETIME.as_secs() }))
@@ -53,7 +57,7 @@ pub async fn open_session(State(state): State<AppState>, principal: Principal) -
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    Ok(response)
 }
 
 /// The viewer page of a finished deviation job (HTML; the session cookie or a token).

@@ -2,9 +2,10 @@
 //! load the viewer page, its script and its images without the token ever entering a URL or
 //! script-readable storage.
 //!
-//! A session keeps the account's id and, for the portal, the user it acts for — never the
-//! token. The guard looks the account up again on every request, so a disabled user's session
-//! fails at once like their token. Sessions live in memory: a restart ends them all, which is
+//! A session keeps the account's id, the salted hash of its token (as the state stores it) and,
+//! for the portal, the user it acts for — never the token. The guard looks the account up again
+//! on every request, so a disabled user's session, or one opened with a token since rotated,
+//! fails at once like the token. Sessions live in memory: a restart ends them all, which is
 //! the safe direction.
 
 use rand::RngCore;
@@ -29,6 +30,8 @@ const MAX_SESSIONS: usize = 10_000;
 pub struct SessionOwner {
     /// The account's user id (its token's `<id>`).
     pub user_id: i64,
+    /// The salted hash of the token the session was opened with.
+    pub token_hash: Vec<u8>,
     /// For the portal: the user it acts for (name, role, centre).
     pub acting: Option<(String, Role, String)>,
 }
@@ -106,7 +109,7 @@ mod tests {
     #[test]
     fn sessions_resolve_until_ended() {
         let sessions = Sessions::default();
-        let owner = SessionOwner { user_id: 3, acting: None };
+        let owner = SessionOwner { user_id: 3, token_hash: vec![1, 2], acting: None };
         let id = sessions.create(owner.clone());
         assert_eq!(id.len(), 43);
         assert_eq!(sessions.resolve(&id), Some(owner));
