@@ -8,6 +8,7 @@
 
 pub mod atomic;
 pub mod batch;
+pub mod dicom_results;
 pub mod formats;
 pub mod ingest;
 pub mod normdb;

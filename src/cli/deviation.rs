@@ -50,6 +50,12 @@ pub struct Args {
     /// Regions listed in the report.
     #[arg(long, default_value_t = 15)]
     pub max_regions: usize,
+    /// Also write the results as DICOM objects into this folder: the significant clusters as
+    /// a Segmentation and the z-maps as derived MR series, on the case's own series and in its
+    /// study. A NIfTI case has no series: the case image is written there too, as an MR series
+    /// of a new study, and the results join that study.
+    #[arg(long, conflicts_with = "cases", value_name = "DIR")]
+    pub dicom_out: Option<PathBuf>,
     /// Write OUT_DIR as a whole: compute in a temporary sibling folder, write done.json last,
     /// then rename (how batch tasks write each case).
     #[arg(long)]
@@ -92,6 +98,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("case {}", case_path.display()))?;
     bar.inc(2);
     bar.finish_and_clear();
+    if let Some(dir) = &args.dicom_out {
+        let written = write_dicom_results(&case_path, &case.image, &result, dir)?;
+        eprintln!("{} DICOM object(s) in {}", written, dir.display());
+    }
     let significant: Vec<_> = result.clusters.iter().filter(|c| c.significant).collect();
     println!("{}", args.out_dir.display());
     if !result.reliability.reliable {
@@ -130,6 +140,35 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("warning: {w}");
     }
     Ok(())
+}
+
+/// The DICOM result objects of one case into `dir`; returns how many were written.
+fn write_dicom_results(
+    case_path: &Path,
+    image: &pedinorm_registration::Image<f32>,
+    result: &pedinorm::pipeline::deviation::DeviationResult,
+    dir: &Path,
+) -> anyhow::Result<usize> {
+    use pedinorm::dicom_results::source::SourceSeries;
+    use pedinorm::dicom_results::{ResultsRequest, build_results, write_results};
+    use pedinorm::formats::dicom_common::DateTime;
+    use pedinorm::formats::dicom_write::UidSource;
+    let when = DateTime::now_utc();
+    let source = if pedinorm::formats::dicom::is_nifti_path(case_path) {
+        let pseudonym = pedinorm::formats::dicom::sanitize(
+            &case_path.file_name().unwrap_or_default().to_string_lossy().replace(".nii", ""),
+        );
+        SourceSeries::new_study(image, &pseudonym, UidSource::Random, &when)?
+    } else {
+        // Read again for the slices' SOP instances and the study's attributes, which the
+        // volume read for scoring does not keep.
+        let volumes = pedinorm::formats::dicom::load_series(&[case_path.to_owned()])
+            .with_context(|| format!("{}: cannot read as a DICOM series", case_path.display()))?;
+        let volume = volumes.first().with_context(|| format!("{}: no image volume", case_path.display()))?;
+        SourceSeries::from_case_files(case_path, volume)?
+    };
+    let objects = build_results(&ResultsRequest { result, source: &source, uids: UidSource::Random, when })?;
+    Ok(write_results(dir, &objects)?.len())
 }
 
 /// `pedinorm deviation --cases LIST`: one task per case through the chosen executor.

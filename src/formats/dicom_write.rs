@@ -11,12 +11,13 @@
 //! the same world geometry), and a derived series lies voxel for voxel on the series it came from.
 
 use crate::atomic::write_bytes;
+use crate::formats::dicom_common::encode_part10;
 use crate::formats::lps::ras_to_lps;
 use dicom_core::smallvec::SmallVec;
 use dicom_core::value::PrimitiveValue;
 use dicom_core::{DataElement, VR};
 use dicom_dictionary_std::{tags, uids};
-use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+use dicom_object::InMemDicomObject;
 use pedinorm_registration::Image;
 use pedinorm_validation::rng::derive_seed;
 use std::path::{Path, PathBuf};
@@ -111,6 +112,15 @@ const FRAME_OF_REFERENCE_PURPOSE: u64 = 12;
 const FIRST_INSTANCE_PURPOSE: u64 = 1000;
 
 impl UidSource {
+    /// An independent source for a part of a larger output (seeded: a seed derived from this
+    /// one and `part`), so that two series built from one source never share a UID.
+    pub fn child(self, part: u64) -> UidSource {
+        match self {
+            UidSource::Seeded(seed) => UidSource::Seeded(derive_seed(seed, part.wrapping_add(1 << 32))),
+            UidSource::Random => UidSource::Random,
+        }
+    }
+
     /// The UID for `purpose` (seeded), or a fresh one (random).
     pub fn uid(self, purpose: u64) -> String {
         let value = match self {
@@ -145,6 +155,10 @@ pub struct SeriesSpec {
 pub struct EncodedSeries {
     /// SeriesInstanceUID.
     pub series_uid: String,
+    /// FrameOfReferenceUID.
+    pub frame_of_reference_uid: String,
+    /// SOPInstanceUID of each object, slice 0 first.
+    pub instance_uids: Vec<String>,
     /// The objects, slice 0 first.
     pub objects: Vec<Vec<u8>>,
 }
@@ -170,6 +184,24 @@ fn exact_decimal_string(value: f64) -> String {
 fn multi(values: impl IntoIterator<Item = String>) -> PrimitiveValue {
     PrimitiveValue::Strs(values.into_iter().collect())
 }
+
+/// Attributes the MR Image IOD requires that a series may not carry (a derived series has no
+/// acquisition): type 2 ones empty, the type 1 ScanningSequence as research mode (`RM`) and
+/// SequenceVariant `NONE`. Put only where the caller's attributes lack them.
+const MR_DEFAULTS: [(dicom_core::Tag, VR, &str); 12] = [
+    (tags::REFERRING_PHYSICIAN_NAME, VR::PN, ""),
+    (tags::ACCESSION_NUMBER, VR::SH, ""),
+    (tags::LATERALITY, VR::CS, ""),
+    (tags::PATIENT_POSITION, VR::CS, ""),
+    (tags::POSITION_REFERENCE_INDICATOR, VR::LO, ""),
+    (tags::SCANNING_SEQUENCE, VR::CS, "RM"),
+    (tags::SEQUENCE_VARIANT, VR::CS, "NONE"),
+    (tags::SCAN_OPTIONS, VR::CS, ""),
+    (tags::MR_ACQUISITION_TYPE, VR::CS, ""),
+    (tags::REPETITION_TIME, VR::DS, ""),
+    (tags::ECHO_TIME, VR::DS, ""),
+    (tags::ECHO_TRAIN_LENGTH, VR::IS, ""),
+];
 
 /// Encodes `image` (RAS+ grid) as an MR series, one Part 10 object per slice along the third
 /// voxel axis.
@@ -198,14 +230,21 @@ pub fn encode_series(image: &Image<f32>, spec: &SeriesSpec) -> Result<EncodedSer
     let frame_uid = spec.uids.uid(FRAME_OF_REFERENCE_PURPOSE);
     let data = image.data();
     let mut objects = Vec::with_capacity(dims[2]);
+    let mut instance_uids = Vec::with_capacity(dims[2]);
     for k in 0..dims[2] {
+        let instance_uid = spec.uids.uid(FIRST_INSTANCE_PURPOSE + k as u64);
         let mut object = spec.attributes.clone();
+        for (tag, vr, value) in MR_DEFAULTS {
+            if object.get(tag).is_none() {
+                object.put(DataElement::new(tag, vr, PrimitiveValue::from(value)));
+            }
+        }
         let mut put = |tag, vr, value: PrimitiveValue| {
             object.put(DataElement::new(tag, vr, value));
         };
         let position = ras_to_lps(grid.voxel_to_world([0.0, 0.0, k as f64]));
         put(tags::SOP_CLASS_UID, VR::UI, uids::MR_IMAGE_STORAGE.into());
-        put(tags::SOP_INSTANCE_UID, VR::UI, spec.uids.uid(FIRST_INSTANCE_PURPOSE + k as u64).into());
+        put(tags::SOP_INSTANCE_UID, VR::UI, instance_uid.as_str().into());
         put(tags::MODALITY, VR::CS, "MR".into());
         put(tags::STUDY_INSTANCE_UID, VR::UI, spec.study_uid.as_str().into());
         put(tags::SERIES_INSTANCE_UID, VR::UI, series_uid.as_str().into());
@@ -234,19 +273,12 @@ pub fn encode_series(image: &Image<f32>, spec: &SeriesSpec) -> Result<EncodedSer
             }
         }
         put(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U8(SmallVec::from_vec(pixels)));
-        let encode_error = |message: String| DicomWriteError::Encode { slice: k, message };
-        let file = object
-            .with_meta(
-                FileMetaTableBuilder::new()
-                    .transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN)
-                    .media_storage_sop_class_uid(uids::MR_IMAGE_STORAGE),
-            )
-            .map_err(|e| encode_error(e.to_string()))?;
-        let mut bytes = Vec::new();
-        file.write_all(&mut bytes).map_err(|e| encode_error(e.to_string()))?;
+        let bytes = encode_part10(object, uids::MR_IMAGE_STORAGE, "MR slice")
+            .map_err(|e| DicomWriteError::Encode { slice: k, message: e.message })?;
         objects.push(bytes);
+        instance_uids.push(instance_uid);
     }
-    Ok(EncodedSeries { series_uid, objects })
+    Ok(EncodedSeries { series_uid, frame_of_reference_uid: frame_uid, instance_uids, objects })
 }
 
 /// Writes `image` as an MR series into `dir` (`IM0001.dcm`, … one file per slice, each

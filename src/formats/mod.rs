@@ -3,6 +3,7 @@
 //! world and the LPS conventions of DICOM and ITK happen here and nowhere else.
 
 pub mod dicom;
+pub mod dicom_common;
 pub mod dicom_write;
 pub mod lps;
 pub mod measures;

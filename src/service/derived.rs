@@ -1,23 +1,17 @@
 //! Derived DICOM series: a z-map on the case's own grid written as an MR series
 //! (`DERIVED\SECONDARY`) that joins the original study in the PACS, so radiologists open it
-//! in their viewer next to the images it was computed from. The series itself comes from the
-//! one series writer (`formats::dicom_write`), whose voxel order keeps the case's grid.
+//! in their viewer next to the images it was computed from. The series itself is built by
+//! `dicom_results::zmap` through the one series writer, whose voxel order keeps the case's grid.
 //!
 //! Patient and study attributes are copied from the PACS's own QIDO-RS answer for the study
-//! and go straight back to that PACS: they are held in memory only, never stored or logged.
+//! (`formats::dicom_common::StudyContext`) and go straight back to that PACS: they are held in
+//! memory only, never stored or logged.
 
-use crate::formats::dicom_write::{
-    DicomWriteError, EncodedSeries, PixelScaling, SeriesSpec, UidSource, encode_series,
-};
-use dicom_core::value::PrimitiveValue;
-use dicom_core::{DataElement, Tag, VR};
-use dicom_dictionary_std::tags;
-use dicom_object::InMemDicomObject;
+use crate::dicom_results::zmap::{ZMAP_SERIES_NUMBER, zmap_series};
+use crate::formats::dicom_common::StudyContext;
+use crate::formats::dicom_write::{DicomWriteError, EncodedSeries, UidSource};
 use pedinorm_registration::Image;
 use serde_json::Value;
-
-/// Stored value = z / slope.
-const Z_SLOPE: f64 = 0.01;
 
 /// Errors while building the series.
 #[derive(Debug, thiserror::Error)]
@@ -30,20 +24,6 @@ pub enum DerivedError {
     Encode(#[from] DicomWriteError),
 }
 
-fn json_string(study: &Value, tag: &str) -> Option<String> {
-    let value = study.get(tag)?.get("Value")?.get(0)?;
-    match value {
-        Value::String(s) => Some(s.clone()),
-        Value::Object(map) => map.get("Alphabetic").and_then(Value::as_str).map(str::to_string),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-fn text(tag: Tag, vr: VR, value: impl Into<String>) -> DataElement<InMemDicomObject> {
-    DataElement::new(tag, vr, PrimitiveValue::from(value.into()))
-}
-
 /// Builds the derived series of `image` (a z-map, RAS+ grid) for the study described by the
 /// PACS's QIDO-RS answer `study`, one Part 10 object per slice.
 pub fn derived_series(
@@ -51,46 +31,14 @@ pub fn derived_series(
     study: &Value,
     description: &str,
 ) -> Result<EncodedSeries, DerivedError> {
-    let study_uid =
-        json_string(study, "0020000D").ok_or(DerivedError::MissingAttribute("StudyInstanceUID"))?;
-    let mut attributes = InMemDicomObject::new_empty();
-    attributes.put(text(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"));
-    attributes.put(text(tags::IMAGE_TYPE, VR::CS, "DERIVED\\SECONDARY\\ZMAP"));
-    attributes.put(text(tags::SERIES_DESCRIPTION, VR::LO, description.chars().take(64).collect::<String>()));
-    attributes.put(text(tags::SERIES_NUMBER, VR::IS, "9901"));
-    attributes.put(text(tags::MANUFACTURER, VR::LO, "pedinorm"));
-    attributes.put(text(
-        tags::DERIVATION_DESCRIPTION,
-        VR::ST,
-        "voxelwise z-score against the paediatric normative database",
-    ));
-    attributes.put(text(tags::WINDOW_CENTER, VR::DS, "0"));
-    attributes.put(text(tags::WINDOW_WIDTH, VR::DS, "1000"));
-    for (tag, vr, json_tag) in [
-        (tags::PATIENT_NAME, VR::PN, "00100010"),
-        (tags::PATIENT_ID, VR::LO, "00100020"),
-        (tags::PATIENT_BIRTH_DATE, VR::DA, "00100030"),
-        (tags::PATIENT_SEX, VR::CS, "00100040"),
-        (tags::STUDY_DATE, VR::DA, "00080020"),
-        (tags::STUDY_TIME, VR::TM, "00080030"),
-        (tags::ACCESSION_NUMBER, VR::SH, "00080050"),
-        (tags::STUDY_ID, VR::SH, "00200010"),
-        (tags::REFERRING_PHYSICIAN_NAME, VR::PN, "00080090"),
-    ] {
-        attributes.put(text(tag, vr, json_string(study, json_tag).unwrap_or_default()));
-    }
-    let spec = SeriesSpec {
-        study_uid,
-        uids: UidSource::Random,
-        scaling: PixelScaling::Signed { slope: Z_SLOPE },
-        attributes,
-    };
-    Ok(encode_series(image, &spec)?)
+    let study = StudyContext::from_qido(study).ok_or(DerivedError::MissingAttribute("StudyInstanceUID"))?;
+    Ok(zmap_series(image, &study, description, ZMAP_SERIES_NUMBER, UidSource::Random)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dicom_dictionary_std::tags;
     use ndarray::Array3;
     use pedinorm_registration::Grid;
 

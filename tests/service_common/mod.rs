@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 #[path = "../component/mod.rs"]
-mod component;
+pub mod component;
 #[path = "../demo_common/mod.rs"]
 mod demo_common;
 

@@ -91,6 +91,11 @@ pub(crate) struct ObjectHeader {
     /// Whether `series_uid` is the fallback key (no SeriesInstanceUID in the object).
     pub series_uid_missing: bool,
     pub study_uid: String,
+    /// SOPClassUID, SOPInstanceUID and FrameOfReferenceUID (empty when absent): what objects
+    /// derived from the series reference.
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    pub frame_of_reference_uid: String,
     pub transfer_syntax: String,
     pub rows: u32,
     pub columns: u32,
@@ -192,6 +197,9 @@ pub(crate) fn read_object_header(bytes: &[u8], file: &Path) -> Result<Option<Obj
     let missing = |field, purpose| DicomError::MissingField { file: file.to_owned(), field, purpose };
     let (series_uid, series_uid_missing) = series_key(&object, file)?;
     let study_uid = text(&object, tags::STUDY_INSTANCE_UID).unwrap_or_default();
+    let sop_class_uid = text(&object, tags::SOP_CLASS_UID).unwrap_or_default();
+    let sop_instance_uid = text(&object, tags::SOP_INSTANCE_UID).unwrap_or_default();
+    let frame_of_reference_uid = text(&object, tags::FRAME_OF_REFERENCE_UID).unwrap_or_default();
     let rows = int(&object, tags::ROWS).ok_or(missing("Rows", "size the image"))?;
     let columns = int(&object, tags::COLUMNS).ok_or(missing("Columns", "size the image"))?;
     if rows < 1 || columns < 1 || rows > 65535 || columns > 65535 {
@@ -340,6 +348,9 @@ pub(crate) fn read_object_header(bytes: &[u8], file: &Path) -> Result<Option<Obj
         series_uid,
         series_uid_missing,
         study_uid,
+        sop_class_uid,
+        sop_instance_uid,
+        frame_of_reference_uid,
         transfer_syntax,
         rows,
         columns,

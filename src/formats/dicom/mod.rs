@@ -54,6 +54,23 @@ pub struct SeriesVolume {
     pub study_instance_uid: String,
     /// Distinguishes volumes split out of one series (`""`, or `_1`, `_2`, ...).
     pub split_suffix: String,
+    /// FrameOfReferenceUID of the series (empty when the objects lack it).
+    pub frame_of_reference_uid: String,
+    /// The object (and frame) each slice comes from, slice 0 first: what objects derived from
+    /// the volume reference, slice by slice.
+    pub slices: Vec<SliceSource>,
+}
+
+/// Where one slice of a volume was stored in the source series.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SliceSource {
+    /// SOPClassUID of the object holding the slice.
+    pub sop_class_uid: String,
+    /// SOPInstanceUID of the object holding the slice.
+    pub sop_instance_uid: String,
+    /// 1-based frame number inside a multi-frame object (`None` for single-frame objects and
+    /// for the tiles of a Siemens MOSAIC, which are one stored frame).
+    pub frame_number: Option<u32>,
 }
 
 impl SeriesVolume {
@@ -369,7 +386,22 @@ fn assemble_sources(
                 sidecar.echo_time = Some(echo / 1000.0);
             }
             let files = dedup_in_order(plan.frames.iter().map(|f| labels[f.object].clone()));
+            let slices = plan
+                .frames
+                .iter()
+                .map(|f| {
+                    let header = &headers[f.object];
+                    SliceSource {
+                        sop_class_uid: header.sop_class_uid.clone(),
+                        sop_instance_uid: header.sop_instance_uid.clone(),
+                        frame_number: (header.frames.len() > 1 && header.mosaic.is_none())
+                            .then_some(f.frame.frame + 1),
+                    }
+                })
+                .collect();
             Ok(SeriesVolume {
+                frame_of_reference_uid: headers[plan.first_object].frame_of_reference_uid.clone(),
+                slices,
                 image,
                 sidecar,
                 files,

@@ -1,0 +1,147 @@
+"""Reads pedinorm's DICOM result objects back with pydicom and highdicom and checks them
+against the NIfTI outputs of the same deviation run.
+
+Usage: dicom_results_check.py --results DIR --source DIR --clusters clusters_native.nii.gz
+                              --report report.json [--strict]
+
+Checks: every object parses; the segmentation is a highdicom Segmentation whose segments are
+the report's significant clusters, whose frames (read per source slice with highdicom) set
+exactly the voxels of the NIfTI cluster map on the slice each source image lies on; every
+object is in the source study; dciodvfy (Debian dicom3tools) reports no error on any object
+(with --strict a missing dciodvfy is a failure, else the check is skipped). Prints a JSON
+summary on success and exits non-zero with a message on any failure.
+"""
+
+import argparse
+import json
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import highdicom as hd
+import nibabel as nib
+import numpy as np
+import pydicom
+
+SEGMENTATION = "1.2.840.10008.5.1.4.1.1.66.4"
+
+
+def fail(message):
+    print(f"FAIL: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def load_dir(folder):
+    objects = []
+    for path in sorted(pathlib.Path(folder).rglob("*.dcm")):
+        objects.append((path, pydicom.dcmread(path)))
+    return objects
+
+
+def dciodvfy(root, paths, strict):
+    tool = shutil.which("dciodvfy")
+    if tool is None:
+        if strict:
+            fail("dciodvfy not found (install Debian's dicom3tools)")
+        return {"skipped": "dciodvfy not installed"}
+    report = {}
+    for path in paths:
+        run = subprocess.run([tool, str(path)], capture_output=True, text=True)
+        lines = (run.stdout + run.stderr).splitlines()
+        errors = [line for line in lines if line.startswith("Error")]
+        if errors:
+            fail(f"dciodvfy {path.name}: " + " | ".join(errors))
+        report[str(path.relative_to(root))] = sum(1 for line in lines if line.startswith("Warning"))
+    return {"warnings_per_object": report}
+
+
+def voxel_index(affine_inverse, lps):
+    ras = np.array([-lps[0], -lps[1], lps[2], 1.0])
+    return affine_inverse @ ras
+
+
+def check_seg(seg_path, sources, clusters, report):
+    seg = hd.seg.segread(seg_path)
+    significant = [c for c in report["clusters"] if c["significant"] and c["label"] > 0]
+    numbers = list(seg.segment_numbers)
+    if numbers != list(range(1, len(numbers) + 1)):
+        fail(f"segment numbers {numbers} are not 1..N")
+    labels = [seg.get_segment_description(n).segment_label for n in numbers]
+    if len(numbers) != len(significant):
+        fail(f"{len(numbers)} segments for {len(significant)} significant clusters: {labels}")
+    for label in labels:
+        channel, sign, _, _ = label.split(" ")
+        if channel not in ("intensity", "logjac") or sign not in ("z>0", "z<0"):
+            fail(f"segment label {label!r} does not name channel and sign")
+    category = seg.get_segment_description(1).segmented_property_category
+    if category.value != "49755003" or category.scheme_designator != "SCT":
+        fail(f"segment category {category}")
+    if seg.SegmentationType != "BINARY":
+        fail(f"SegmentationType {seg.SegmentationType}")
+
+    # Each source image's slice in the NIfTI map, from its position.
+    image = nib.load(clusters)
+    data = np.asarray(image.dataobj)
+    inverse = np.linalg.inv(image.affine)
+    uids, slices = [], []
+    for ds in sources.values():
+        index = voxel_index(inverse, [float(v) for v in ds.ImagePositionPatient])
+        k = int(round(index[2]))
+        if abs(index[0]) > 1e-3 or abs(index[1]) > 1e-3 or abs(index[2] - k) > 1e-3:
+            fail(f"source {ds.SOPInstanceUID} is not on a slice of the NIfTI grid: {index}")
+        uids.append(ds.SOPInstanceUID)
+        slices.append(k)
+    referenced = {uid for (_, _, uid) in seg.get_source_image_uids()}
+    if referenced - set(uids):
+        fail("the segmentation references images outside the source series")
+    pixels = seg.get_pixels_by_source_instance(
+        source_sop_instance_uids=uids,
+        combine_segments=False,
+        assert_missing_frames_are_empty=True,
+    )
+    # pixels: (instances, rows, columns, segments); NIfTI [i, j, k] is (column, row, slice).
+    segmented = pixels.any(axis=3)
+    voxels = 0
+    for n, k in enumerate(slices):
+        expected = data[:, :, k].T > 0
+        if not np.array_equal(segmented[n], expected):
+            diff = int(np.sum(segmented[n] != expected))
+            fail(f"slice {k}: the segmentation differs from the NIfTI cluster map in {diff} voxels")
+        voxels += int(expected.sum())
+    if voxels == 0:
+        fail("the cluster map is empty: nothing was compared")
+    return {"segments": labels, "frames": int(seg.NumberOfFrames), "voxels": voxels}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--results", required=True)
+    parser.add_argument("--source", required=True)
+    parser.add_argument("--clusters", required=True)
+    parser.add_argument("--report", required=True)
+    parser.add_argument("--strict", action="store_true")
+    args = parser.parse_args()
+    report = json.loads(pathlib.Path(args.report).read_text())
+    sources = {ds.SOPInstanceUID: ds for _, ds in load_dir(args.source)}
+    if not sources:
+        fail(f"no source objects in {args.source}")
+    study = next(iter(sources.values())).StudyInstanceUID
+    results = [(p, ds) for p, ds in load_dir(args.results) if ds.SOPInstanceUID not in sources]
+    summary = {"objects": len(results)}
+    for path, ds in results:
+        if ds.StudyInstanceUID != study:
+            fail(f"{path.name} is not in the source study")
+    segs = [p for p, ds in results if ds.SOPClassUID == SEGMENTATION]
+    if len(segs) != 1:
+        fail(f"expected one segmentation, found {len(segs)}")
+    summary["seg"] = check_seg(segs[0], sources, args.clusters, report)
+    # dciodvfy on every object written (a series by its first slice).
+    written = load_dir(args.results)
+    checked = [p for p, _ in written if not p.name.startswith("IM") or p.name == "IM0001.dcm"]
+    summary["dciodvfy"] = dciodvfy(pathlib.Path(args.results), checked, args.strict)
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
