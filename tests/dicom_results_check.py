@@ -25,6 +25,7 @@ import numpy as np
 import pydicom
 
 SEGMENTATION = "1.2.840.10008.5.1.4.1.1.66.4"
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 
 
 def fail(message):
@@ -114,6 +115,34 @@ def check_seg(seg_path, sources, clusters, report):
     return {"segments": labels, "frames": int(seg.NumberOfFrames), "voxels": voxels}
 
 
+def check_fused(objects, sources):
+    """One RGB picture per source slice in each fused series, each naming its source slice;
+    the series with coloured pixels are counted."""
+    by_series = {}
+    for ds in objects:
+        by_series.setdefault(ds.SeriesDescription, []).append(ds)
+    if len(by_series) != 2:
+        fail(f"expected two fused series, found {sorted(by_series)}")
+    coloured = {}
+    for description, series in by_series.items():
+        if len(series) != len(sources):
+            fail(f"{description}: {len(series)} pictures for {len(sources)} source slices")
+        pixels = 0
+        for ds in series:
+            if ds.PhotometricInterpretation != "RGB" or ds.SamplesPerPixel != 3:
+                fail(f"{description}: not RGB")
+            if ds.SourceImageSequence[0].ReferencedSOPInstanceUID not in sources:
+                fail(f"{description}: a picture does not name a source slice")
+            rgb = ds.pixel_array.astype(int)
+            # Exclude the colour bar (the last 72 columns).
+            picture = rgb[:, :-72, :]
+            pixels += int(np.sum((picture[..., 0] != picture[..., 1]) | (picture[..., 1] != picture[..., 2])))
+        coloured[description] = pixels
+    if not any(coloured.values()):
+        fail(f"no coloured pixel in the fused series: {coloured}")
+    return coloured
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--results", required=True)
@@ -136,9 +165,16 @@ def main():
     if len(segs) != 1:
         fail(f"expected one segmentation, found {len(segs)}")
     summary["seg"] = check_seg(segs[0], sources, args.clusters, report)
-    # dciodvfy on every object written (a series by its first slice).
-    written = load_dir(args.results)
-    checked = [p for p, _ in written if not p.name.startswith("IM") or p.name == "IM0001.dcm"]
+    summary["fused"] = check_fused([ds for _, ds in results if ds.SOPClassUID == SECONDARY_CAPTURE], sources)
+    # dciodvfy on one object of every series written here (a source series written beside the
+    # results, for a case from NIfTI, included; a source series from elsewhere is not ours).
+    source_is_ours = pathlib.Path(args.source).resolve().is_relative_to(pathlib.Path(args.results).resolve())
+    checked, seen = [], set()
+    for path, ds in load_dir(args.results):
+        ours = source_is_ours or ds.SOPInstanceUID not in sources
+        if ours and ds.SeriesInstanceUID not in seen:
+            seen.add(ds.SeriesInstanceUID)
+            checked.append(path)
     summary["dciodvfy"] = dciodvfy(pathlib.Path(args.results), checked, args.strict)
     print(json.dumps(summary))
 

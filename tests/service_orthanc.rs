@@ -3,8 +3,10 @@
 //! at 4 mm with a strong white-matter lesion) is pushed into Orthanc as an identified DICOM
 //! series; the service imports it by StudyInstanceUID (QIDO + WADO-RS) and ingests it; a
 //! deviation map is computed by a service job against a small normative database built here;
-//! the results are downloaded; the z-map is stored back (STOW-RS) as a derived series that
-//! QIDO then finds in the original study.
+//! the results are downloaded; the DICOM results (SEG of the clusters, z-map series) are stored
+//! back (STOW-RS), found by QIDO in the original study, retrieved (WADO-RS) and read back by
+//! pydicom and highdicom (`tests/dicom_results_check.py`: the SEG's frames set exactly the
+//! voxels of the NIfTI cluster map) and checked by dciodvfy.
 
 mod service_common;
 
@@ -14,6 +16,40 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use service_common::*;
 use std::time::Duration;
+
+/// Runs `tests/dicom_results_check.py` on result objects (against the source series and the
+/// deviation outputs) and returns its summary; dciodvfy must be installed under `CI=true`.
+fn check_dicom_results(
+    results: &std::path::Path,
+    source: &std::path::Path,
+    outputs: &std::path::Path,
+) -> Value {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dciodvfy = std::process::Command::new("dciodvfy").arg("-").output().is_ok();
+    service_common::component::component_available(
+        dciodvfy,
+        "dciodvfy (Debian dicom3tools) is not installed",
+    );
+    let mut command = std::process::Command::new(root.join(".data/venv/bin/python"));
+    command
+        .arg(root.join("tests/dicom_results_check.py"))
+        .arg("--results")
+        .arg(results)
+        .arg("--source")
+        .arg(source);
+    command
+        .arg("--clusters")
+        .arg(outputs.join("clusters_native.nii.gz"))
+        .arg("--report")
+        .arg(outputs.join("report.json"));
+    if dciodvfy {
+        command.arg("--strict");
+    }
+    let output = command.output().expect("the project venv's python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_str(&stdout).unwrap()
+}
 
 /// Runs a PACS call off the async executor.
 async fn with_pacs<T: Send + 'static>(
@@ -49,6 +85,13 @@ async fn orthanc_study_to_deviation_map_and_derived_series_back() {
     assert!(db.calibration.is_some());
     let slices = case_subject.image.grid().dims()[2];
     let (study_uid, files) = subject_dicom(&case_subject, 1);
+    // Identified copies for the read-back checks, outside the service's data directory.
+    let identified = tempfile::tempdir().unwrap();
+    let source_dir = identified.path().join("source_series");
+    std::fs::create_dir_all(&source_dir).unwrap();
+    for (k, bytes) in files.iter().enumerate() {
+        std::fs::write(source_dir.join(format!("IM{:04}.dcm", k + 1)), bytes).unwrap();
+    }
     with_pacs(&pacs, move |client| {
         for file in files {
             client.upload_instance(file).unwrap();
@@ -137,8 +180,8 @@ async fn orthanc_study_to_deviation_map_and_derived_series_back() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(&z_map[..2], &[0x1f, 0x8b], "a gzip-compressed NIfTI");
 
-    // Store-back: the z-map joins the original study as a derived series (STOW-RS), which
-    // QIDO finds there.
+    // Store-back: the results join the original study (STOW-RS) — the clusters as a SEG on
+    // the case's series, the z-maps as derived MR series — which QIDO then finds there.
     let store_back = api
         .run_job(
             &radiologist,
@@ -148,18 +191,52 @@ async fn orthanc_study_to_deviation_map_and_derived_series_back() {
         )
         .await;
     assert_eq!(store_back["state"], "done", "{store_back}");
-    assert_eq!(store_back["result"]["instances"], slices, "{store_back}");
-    let series_uid = store_back["result"]["series_instance_uid"].as_str().unwrap().to_string();
+    let stored = store_back["result"]["series"].as_array().unwrap().clone();
+    let kinds: Vec<&str> = stored.iter().map(|s| s["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["seg", "zmap_intensity", "zmap_logjac", "fused_intensity", "fused_logjac"],
+        "{store_back}"
+    );
+    assert_eq!(store_back["result"]["instances"], 1 + 4 * slices, "{store_back}");
     let study_uid_query = study_uid.clone();
     let series = with_pacs(&pacs, move |client| client.find_series(&study_uid_query).unwrap()).await;
     let uids: Vec<&str> = series.iter().filter_map(|s| s["0020000E"]["Value"][0].as_str()).collect();
-    assert!(uids.contains(&series_uid.as_str()), "derived series not in the study: {uids:?}");
-    assert_eq!(uids.len(), 2, "{uids:?}");
-    let derived = series.iter().find(|s| s["0020000E"]["Value"][0] == series_uid.as_str()).unwrap();
-    assert_eq!(derived["00080060"]["Value"][0], "MR", "{derived}");
-    if let Some(count) = derived["00201209"]["Value"][0].as_i64() {
-        assert_eq!(count as usize, slices, "{derived}");
+    assert_eq!(uids.len(), 1 + stored.len(), "{uids:?}");
+    for entry in &stored {
+        let uid = entry["series_instance_uid"].as_str().unwrap();
+        let found = series.iter().find(|s| s["0020000E"]["Value"][0] == uid);
+        let found = found.unwrap_or_else(|| panic!("{} not in the study: {uids:?}", entry["kind"]));
+        let modality = match entry["kind"].as_str().unwrap() {
+            "seg" => "SEG",
+            kind if kind.starts_with("fused") => "OT",
+            _ => "MR",
+        };
+        assert_eq!(found["00080060"]["Value"][0], modality, "{found}");
+        if let Some(count) = found["00201209"]["Value"][0].as_i64() {
+            assert_eq!(count, entry["instances"].as_i64().unwrap(), "{found}");
+        }
     }
+
+    // Read back from the PACS (WADO-RS) and checked with pydicom, highdicom and dciodvfy
+    // against the job's NIfTI cluster map.
+    let results_dir = identified.path().join("from_pacs");
+    std::fs::create_dir_all(&results_dir).unwrap();
+    let study_uid_query = study_uid.clone();
+    let objects = with_pacs(&pacs, move |client| client.retrieve_study(&study_uid_query).unwrap()).await;
+    for (index, bytes) in objects.iter().enumerate() {
+        std::fs::write(results_dir.join(format!("object{index:04}.dcm")), bytes).unwrap();
+    }
+    let outputs_dir = identified.path().join("outputs");
+    std::fs::create_dir_all(&outputs_dir).unwrap();
+    for name in ["clusters_native.nii.gz", "report.json"] {
+        let (status, bytes) =
+            api.download(&radiologist, &format!("/api/v1/jobs/{deviation_id}/outputs/{name}")).await;
+        assert_eq!(status, StatusCode::OK, "{name}");
+        std::fs::write(outputs_dir.join(name), bytes).unwrap();
+    }
+    let summary = check_dicom_results(&results_dir, &source_dir, &outputs_dir);
+    assert_eq!(summary["objects"].as_u64().unwrap() as usize, 1 + 4 * slices, "{summary}");
 
     server.stop().await;
     assert_eq!(files_containing(dir.path(), "SYNTHETIC^"), Vec::<String>::new());

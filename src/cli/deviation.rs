@@ -99,7 +99,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     bar.inc(2);
     bar.finish_and_clear();
     if let Some(dir) = &args.dicom_out {
-        let written = write_dicom_results(&case_path, &case.image, &result, dir)?;
+        let written = write_dicom_results(&case_path, &case.image, &args.out_dir, dir)?;
         eprintln!("{} DICOM object(s) in {}", written, dir.display());
     }
     let significant: Vec<_> = result.clusters.iter().filter(|c| c.significant).collect();
@@ -142,15 +142,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The DICOM result objects of one case into `dir`; returns how many were written.
+/// The DICOM result objects of one case (from its outputs in `out_dir`) into `dir`; returns
+/// how many were written.
 fn write_dicom_results(
     case_path: &Path,
     image: &pedinorm_registration::Image<f32>,
-    result: &pedinorm::pipeline::deviation::DeviationResult,
+    out_dir: &Path,
     dir: &Path,
 ) -> anyhow::Result<usize> {
     use pedinorm::dicom_results::source::SourceSeries;
-    use pedinorm::dicom_results::{ResultsRequest, build_results, write_results};
+    use pedinorm::dicom_results::{ResultMaps, ResultsRequest, build_results, write_results};
     use pedinorm::formats::dicom_common::DateTime;
     use pedinorm::formats::dicom_write::UidSource;
     let when = DateTime::now_utc();
@@ -167,7 +168,9 @@ fn write_dicom_results(
         let volume = volumes.first().with_context(|| format!("{}: no image volume", case_path.display()))?;
         SourceSeries::from_case_files(case_path, volume)?
     };
-    let objects = build_results(&ResultsRequest { result, source: &source, uids: UidSource::Random, when })?;
+    let maps = ResultMaps::read(out_dir)?;
+    let objects =
+        build_results(&ResultsRequest { maps: &maps, source: &source, uids: UidSource::Random, when })?;
     Ok(write_results(dir, &objects)?.len())
 }
 

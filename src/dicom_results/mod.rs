@@ -1,8 +1,10 @@
 //! A deviation result as standard DICOM objects for the PACS: the significant clusters as a
-//! Segmentation (`seg.rs`), the z-maps as derived MR series (`zmap.rs`), all on the series the
-//! case came from (`source.rs`) and in its study. The command line writes them with
+//! Segmentation (`seg.rs`), the z-maps as derived MR series (`zmap.rs`) and as colour-fused
+//! Secondary Capture series (`fused.rs`), all on the series the case came from (`source.rs`)
+//! and in its study. The command line writes them with
 //! `--dicom-out DIR`; the service stores them into the study's PACS with STOW-RS.
 
+pub mod fused;
 pub mod seg;
 pub mod source;
 pub mod zmap;
@@ -10,9 +12,9 @@ pub mod zmap;
 use crate::formats::dicom_common::{DateTime, EncodeError};
 use crate::formats::dicom_write::{DicomWriteError, UidSource};
 use crate::formats::lps::ras_to_lps;
+use crate::formats::nifti::read_image;
 use ndarray::Array3;
-use pedinorm_registration::Grid;
-use pedinorm_templates::model::score::DeviationResult;
+use pedinorm_registration::{Grid, Image};
 use source::SourceSeries;
 use std::path::{Path, PathBuf};
 
@@ -28,6 +30,14 @@ pub enum ResultsError {
         field: &'static str,
         /// The rule it breaks.
         rule: String,
+    },
+    /// A deviation output could not be read.
+    #[error("{path}: {message}")]
+    Input {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
     },
     /// The maps do not lie on the source series' grid.
     #[error(
@@ -110,36 +120,111 @@ impl Significant {
     }
 }
 
-/// The significant clusters of `result` that have voxels on the case grid, numbered per
-/// channel and sign in the result's order (largest first).
-pub fn significant_clusters(result: &DeviationResult) -> Vec<Significant> {
-    let grid = result.clusters_native.grid();
-    let voxel_ml = grid.linear().determinant().abs() / 1000.0;
-    let labels = result.clusters_native.data();
-    let mut counts = std::collections::BTreeMap::<(String, bool), usize>::new();
-    let mut clusters = Vec::new();
-    for cluster in result.clusters.iter().filter(|c| c.significant && c.label > 0) {
-        let mask = labels.mapv(|v| v.round() == cluster.label as f32);
-        let voxels = mask.iter().filter(|&&v| v).count();
-        if voxels == 0 {
-            continue;
-        }
-        let positive = cluster.peak_z > 0.0;
-        let rank = counts.entry((cluster.channel.clone(), positive)).or_default();
-        *rank += 1;
-        clusters.push(Significant {
-            label: format!("{} z{}0 cluster {rank}", cluster.channel, if positive { '>' } else { '<' }),
-            channel: cluster.channel.clone(),
-            positive,
-            peak_z: cluster.peak_z,
-            volume_ml: voxels as f64 * voxel_ml,
-            template_volume_ml: cluster.volume_mm3 / 1000.0,
-            region: cluster.region.clone(),
-            peak_native_mm: cluster.peak_native_mm,
-            mask,
-        });
+/// A cluster as `report.json` lists it (the fields the result objects use).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct ClusterSummary {
+    /// `intensity` or `logjac`.
+    pub channel: String,
+    /// Label in the cluster maps (0: not in the maps).
+    pub label: u32,
+    /// Peak z (signed).
+    pub peak_z: f32,
+    /// Volume in template space (mm³).
+    pub volume_mm3: f64,
+    /// Peak position in the case's world (RAS+ mm).
+    pub peak_native_mm: [f64; 3],
+    /// Atlas region at the peak.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Beyond the calibrated cluster threshold.
+    pub significant: bool,
+}
+
+/// What the result objects are made of: the maps on the case grid and the report of one
+/// deviation run, as `pipeline::deviation::write_outputs` writes them into its folder.
+#[derive(Debug, Clone)]
+pub struct ResultMaps {
+    /// Significant clusters labelled on the case grid (`clusters_native.nii.gz`).
+    pub clusters_native: Image<f32>,
+    /// Intensity and log-Jacobian z-maps on the case grid.
+    pub z_native: [Image<f32>; 2],
+    /// The clusters of the report.
+    pub clusters: Vec<ClusterSummary>,
+    /// The whole report (`report.json`).
+    pub report: serde_json::Value,
+}
+
+/// The channels in map order, with the file of each native z-map.
+pub const CHANNELS: [(&str, &str); 2] =
+    [("intensity", "intensity_z_native.nii.gz"), ("logjac", "logjac_z_native.nii.gz")];
+
+impl ResultMaps {
+    /// Reads the maps and report of a deviation run from its output folder.
+    pub fn read(dir: &Path) -> Result<Self, ResultsError> {
+        let image = |name: &str| {
+            let path = dir.join(name);
+            read_image(&path).map_err(|e| ResultsError::Input { path, message: e.to_string() })
+        };
+        let report_path = dir.join("report.json");
+        let report: serde_json::Value = std::fs::read(&report_path)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
+            .map_err(|message| ResultsError::Input { path: report_path.clone(), message })?;
+        let clusters = serde_json::from_value(report["clusters"].clone()).map_err(|e| {
+            ResultsError::Input { path: report_path.clone(), message: format!("clusters: {e}") }
+        })?;
+        Ok(ResultMaps {
+            clusters_native: image("clusters_native.nii.gz")?,
+            z_native: [image(CHANNELS[0].1)?, image(CHANNELS[1].1)?],
+            clusters,
+            report,
+        })
     }
-    clusters
+
+    /// The calibrated |z| threshold of `channel` in the report.
+    pub fn threshold(&self, channel: &str) -> Result<f32, ResultsError> {
+        self.report["thresholds"]
+            .as_array()
+            .and_then(|all| all.iter().find(|t| t["channel"] == channel))
+            .and_then(|t| t["z_threshold"].as_f64())
+            .map(|z| z as f32)
+            .ok_or_else(|| ResultsError::Input {
+                path: "report.json".into(),
+                message: format!("thresholds: no z_threshold for channel {channel}"),
+            })
+    }
+
+    /// The significant clusters that have voxels on the case grid, numbered per channel and
+    /// sign in the report's order (largest first).
+    pub fn significant_clusters(&self) -> Vec<Significant> {
+        let grid = self.clusters_native.grid();
+        let voxel_ml = grid.linear().determinant().abs() / 1000.0;
+        let labels = self.clusters_native.data();
+        let mut counts = std::collections::BTreeMap::<(String, bool), usize>::new();
+        let mut clusters = Vec::new();
+        for cluster in self.clusters.iter().filter(|c| c.significant && c.label > 0) {
+            let mask = labels.mapv(|v| v.round() == cluster.label as f32);
+            let voxels = mask.iter().filter(|&&v| v).count();
+            if voxels == 0 {
+                continue;
+            }
+            let positive = cluster.peak_z > 0.0;
+            let rank = counts.entry((cluster.channel.clone(), positive)).or_default();
+            *rank += 1;
+            clusters.push(Significant {
+                label: format!("{} z{}0 cluster {rank}", cluster.channel, if positive { '>' } else { '<' }),
+                channel: cluster.channel.clone(),
+                positive,
+                peak_z: cluster.peak_z,
+                volume_ml: voxels as f64 * voxel_ml,
+                template_volume_ml: cluster.volume_mm3 / 1000.0,
+                region: cluster.region.clone(),
+                peak_native_mm: cluster.peak_native_mm,
+                mask,
+            });
+        }
+        clusters
+    }
 }
 
 /// One result object: where it goes under the output folder and its Part 10 bytes.
@@ -147,14 +232,16 @@ pub fn significant_clusters(result: &DeviationResult) -> Vec<Significant> {
 pub struct ResultObject {
     /// Path under the output folder (`seg.dcm`, `zmap_intensity/IM0001.dcm`, ...).
     pub file: PathBuf,
+    /// SeriesInstanceUID of the object.
+    pub series_uid: String,
     /// Its bytes.
     pub bytes: Vec<u8>,
 }
 
 /// What the result objects are built from.
 pub struct ResultsRequest<'a> {
-    /// The deviation result (maps on the case grid).
-    pub result: &'a DeviationResult,
+    /// The maps and report of the deviation run.
+    pub maps: &'a ResultMaps,
     /// The series the results lie on and reference.
     pub source: &'a SourceSeries,
     /// Where the new UIDs come from.
@@ -168,42 +255,65 @@ pub struct ResultsRequest<'a> {
 /// significant) and the z-map series.
 pub fn build_results(request: &ResultsRequest<'_>) -> Result<Vec<ResultObject>, ResultsError> {
     let source = request.source;
-    let maps = request.result.clusters_native.grid();
-    if maps.dims() != source.grid.dims() || !maps.same_as(&source.grid, 0.01) {
-        return Err(ResultsError::Grid { maps: maps.dims(), source_dims: source.grid.dims() });
+    let grid = request.maps.clusters_native.grid();
+    if grid.dims() != source.grid.dims() || !grid.same_as(&source.grid, 0.01) {
+        return Err(ResultsError::Grid { maps: grid.dims(), source_dims: source.grid.dims() });
     }
     let mut objects = Vec::new();
-    let series_files = |folder: &str, series: Vec<Vec<u8>>| {
+    let series_files = |folder: &str, series_uid: &str, series: Vec<Vec<u8>>| {
         series
             .into_iter()
             .enumerate()
             .map(|(k, bytes)| ResultObject {
                 file: Path::new(folder).join(format!("IM{:04}.dcm", k + 1)),
+                series_uid: series_uid.to_owned(),
                 bytes,
             })
             .collect::<Vec<_>>()
     };
     if let Some(written) = &source.written {
-        objects.extend(series_files("source", written.objects.clone()));
+        objects.extend(series_files("source", &written.series_uid, written.objects.clone()));
     }
-    let clusters = significant_clusters(request.result);
+    let clusters = request.maps.significant_clusters();
     let seg_uids = seg::SegUids {
         series: request.uids.child(1).uid(1),
         instance: request.uids.child(1).uid(2),
         dimension_organization: request.uids.child(1).uid(3),
     };
     if let Some(bytes) = seg::segmentation(source, &clusters, &seg_uids, &request.when)? {
-        objects.push(ResultObject { file: PathBuf::from("seg.dcm"), bytes });
+        objects.push(ResultObject {
+            file: PathBuf::from("seg.dcm"),
+            series_uid: seg_uids.series.clone(),
+            bytes,
+        });
     }
-    for (c, name) in ["intensity", "logjac"].into_iter().enumerate() {
+    for (c, (name, _)) in CHANNELS.into_iter().enumerate() {
         let series = zmap::zmap_series(
-            &request.result.z_native[c],
+            &request.maps.z_native[c],
             &source.study,
             &format!("pedinorm {name} z-map"),
             zmap::ZMAP_SERIES_NUMBER + c as u32,
             request.uids.child(10 + c as u64),
         )?;
-        objects.extend(series_files(&format!("zmap_{name}"), series.objects));
+        objects.extend(series_files(&format!("zmap_{name}"), &series.series_uid, series.objects));
+    }
+    for (c, (name, _)) in CHANNELS.into_iter().enumerate() {
+        let uids = request.uids.child(20 + c as u64);
+        let fused_uids = fused::FusedUids {
+            series: uids.uid(1),
+            instances: (0..source.slices.len()).map(|k| uids.uid(1000 + k as u64)).collect(),
+        };
+        let threshold = request.maps.threshold(name)?;
+        let series = fused::fused_series(
+            source,
+            &request.maps.z_native[c],
+            name,
+            threshold,
+            fused::SERIES_NUMBER + c as u32,
+            &fused_uids,
+            &request.when,
+        )?;
+        objects.extend(series_files(&format!("fused_{name}"), &fused_uids.series, series));
     }
     Ok(objects)
 }

@@ -4,7 +4,7 @@
 
 use super::ResultsError;
 use crate::formats::dicom::{SeriesVolume, SliceSource};
-use crate::formats::dicom_common::{DateTime, StudyContext, put_equipment, put_text};
+use crate::formats::dicom_common::{DateTime, MANUFACTURER, StudyContext, put_equipment, put_text};
 use crate::formats::dicom_write::{EncodedSeries, PixelScaling, SeriesSpec, UidSource, encode_series};
 use dicom_core::VR;
 use dicom_dictionary_std::{tags, uids};
@@ -27,6 +27,8 @@ pub struct SourceSeries {
     pub frame_of_reference_uid: String,
     /// The source series' voxel grid (RAS+): slice k of every result lies on slice k here.
     pub grid: Grid,
+    /// The source series' image (what the fused series shows in grey).
+    pub image: Image<f32>,
     /// The SOP instance (and frame) of each slice, slice 0 first.
     pub slices: Vec<SliceSource>,
     /// The source series itself when it was written here (a case that did not come from
@@ -72,6 +74,7 @@ impl SourceSeries {
             series_uid: volume.series_instance_uid.clone(),
             frame_of_reference_uid: volume.frame_of_reference_uid.clone(),
             grid: volume.image.grid().clone(),
+            image: volume.image.clone(),
             slices: volume.slices.clone(),
             written: None,
         })
@@ -121,6 +124,8 @@ impl SourceSeries {
         put_text(&mut attributes, tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192");
         put_text(&mut attributes, tags::SERIES_DESCRIPTION, VR::LO, "case image (from NIfTI)");
         put_text(&mut attributes, tags::SERIES_NUMBER, VR::IS, "1");
+        // An unpaired body part: General Series then needs no Laterality.
+        put_text(&mut attributes, tags::BODY_PART_EXAMINED, VR::CS, "HEAD");
         put_text(&mut attributes, tags::IMAGE_TYPE, VR::CS, "DERIVED\\SECONDARY\\OTHER");
         put_equipment(&mut attributes);
         let spec = SeriesSpec {
@@ -144,14 +149,65 @@ impl SourceSeries {
             series_uid: series.series_uid.clone(),
             frame_of_reference_uid: series.frame_of_reference_uid.clone(),
             grid: image.grid().clone(),
+            image: image.clone(),
             slices,
             written: Some(series),
         })
     }
 
-    /// Among the series of a study, the one whose grid is `grid` (within 0.01 mm): the series
-    /// a case volume of that grid was made from.
-    pub fn matching<'a>(volumes: &'a [SeriesVolume], grid: &Grid) -> Option<&'a SeriesVolume> {
-        volumes.iter().find(|v| v.image.grid().dims() == grid.dims() && v.image.grid().same_as(grid, 0.01))
+    /// Among the objects of a study (Part 10 bytes, e.g. from WADO-RS), the MR series whose
+    /// grid is `grid` (within 0.01 mm): the series a case volume of that grid was made from.
+    /// Objects pedinorm wrote (Manufacturer `pedinorm`: results stored back earlier) and
+    /// objects that are not MR images are never candidates; a series that does not form a
+    /// volume is passed over. `study_name` names the study in errors.
+    pub fn find_in_study(
+        objects: Vec<Vec<u8>>,
+        grid: &Grid,
+        study: StudyContext,
+        study_name: &str,
+    ) -> Result<Self, ResultsError> {
+        const MR_CLASSES: [&str; 3] = [
+            uids::MR_IMAGE_STORAGE,
+            uids::ENHANCED_MR_IMAGE_STORAGE,
+            uids::LEGACY_CONVERTED_ENHANCED_MR_IMAGE_STORAGE,
+        ];
+        let mut series: std::collections::BTreeMap<String, Vec<(std::path::PathBuf, Vec<u8>)>> =
+            Default::default();
+        for (index, bytes) in objects.into_iter().enumerate() {
+            let Ok(object) = dicom_object::OpenFileOptions::new()
+                .read_until(tags::PIXEL_DATA)
+                .from_reader(bytes.as_slice())
+            else {
+                continue;
+            };
+            let text = |tag| {
+                object
+                    .get(tag)
+                    .and_then(|e| e.to_str().ok())
+                    .map(|v| v.trim_end_matches(['\0', ' ']).to_owned())
+                    .unwrap_or_default()
+            };
+            if !MR_CLASSES.contains(&text(tags::SOP_CLASS_UID).as_str())
+                || text(tags::MANUFACTURER) == MANUFACTURER
+            {
+                continue;
+            }
+            let label = std::path::PathBuf::from(format!("{study_name}/object-{index}"));
+            series.entry(text(tags::SERIES_INSTANCE_UID)).or_default().push((label, bytes));
+        }
+        let on_grid = |volume: &SeriesVolume| {
+            volume.image.grid().dims() == grid.dims() && volume.image.grid().same_as(grid, 0.01)
+        };
+        for objects in series.into_values() {
+            let Ok(volumes) = crate::formats::dicom::load_series_from_memory(objects) else { continue };
+            if let Some(volume) = volumes.iter().find(|v| on_grid(v)) {
+                return Self::from_volume(volume, study, Path::new(study_name));
+            }
+        }
+        Err(ResultsError::Source {
+            path: study_name.into(),
+            field: "ImagePositionPatient/ImageOrientationPatient/PixelSpacing",
+            rule: format!("no MR series of the study lies on the case's grid ({:?} voxels)", grid.dims()),
+        })
     }
 }

@@ -42,6 +42,8 @@ pub fn zmap_series(
         VR::ST,
         "voxelwise z-score against the paediatric normative database",
     );
+    // An unpaired body part: General Series then needs no Laterality.
+    put_text(&mut attributes, tags::BODY_PART_EXAMINED, VR::CS, "HEAD");
     put_text(&mut attributes, tags::WINDOW_CENTER, VR::DS, "0");
     put_text(&mut attributes, tags::WINDOW_WIDTH, VR::DS, "1000");
     study.put_into(&mut attributes);

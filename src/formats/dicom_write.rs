@@ -188,10 +188,9 @@ fn multi(values: impl IntoIterator<Item = String>) -> PrimitiveValue {
 /// Attributes the MR Image IOD requires that a series may not carry (a derived series has no
 /// acquisition): type 2 ones empty, the type 1 ScanningSequence as research mode (`RM`) and
 /// SequenceVariant `NONE`. Put only where the caller's attributes lack them.
-const MR_DEFAULTS: [(dicom_core::Tag, VR, &str); 12] = [
+const MR_DEFAULTS: [(dicom_core::Tag, VR, &str); 11] = [
     (tags::REFERRING_PHYSICIAN_NAME, VR::PN, ""),
     (tags::ACCESSION_NUMBER, VR::SH, ""),
-    (tags::LATERALITY, VR::CS, ""),
     (tags::PATIENT_POSITION, VR::CS, ""),
     (tags::POSITION_REFERENCE_INDICATOR, VR::LO, ""),
     (tags::SCANNING_SEQUENCE, VR::CS, "RM"),

@@ -1,6 +1,13 @@
-//! The store-back job: a deviation job's maps sent to the study's PACS as derived series.
+//! The store-back job: a deviation job's results sent to the study's PACS as DICOM objects
+//! (`dicom_results`: the clusters as a Segmentation, the z-maps as derived series) on the
+//! study's own series, which is found by retrieving the study (WADO-RS) and matching the
+//! case's grid.
 
 use super::{pacs_client, param_i64};
+use crate::dicom_results::source::SourceSeries;
+use crate::dicom_results::{ResultMaps, ResultsRequest, build_results};
+use crate::formats::dicom_common::{DateTime, StudyContext};
+use crate::formats::dicom_write::UidSource;
 use crate::service::config::ServiceConfig;
 use crate::service::error::ApiError;
 use crate::service::jobs::{JobContext, JobFailure, JobQueue, JobState};
@@ -44,23 +51,49 @@ pub(super) fn store_back_job(
     let internals = studies::internals(&store.lock(), study_id).map_err(JobFailure::from)?;
     let (centre, study_uid) =
         internals.pacs.ok_or_else(|| JobFailure::Failed("the study was not imported from a PACS".into()))?;
-    let map = jobs_dir.join(deviation_job.to_string()).join("intensity_z_native.nii.gz");
-    if !map.is_file() {
-        return Err(JobFailure::Failed("the deviation job has no intensity_z_native.nii.gz".into()));
-    }
+    let deviation_dir = jobs_dir.join(deviation_job.to_string());
+    let maps = ResultMaps::read(&deviation_dir).map_err(|e| {
+        tracing::error!("store-back of job {deviation_job}: {e}");
+        JobFailure::Failed("the deviation job's maps or report cannot be read".into())
+    })?;
     ctx.progress(5.0, "querying the PACS")?;
     let client = pacs_client(config, &centre)?;
     let found = client.find_study(&study_uid)?;
-    let study =
-        found.first().ok_or_else(|| JobFailure::Failed("the PACS no longer holds the study".into()))?;
-    ctx.progress(20.0, "building the derived series")?;
-    let image = crate::formats::nifti::read_image(&map)?;
-    let series = crate::service::derived::derived_series(&image, study, "pedinorm intensity z-map")?;
-    let (objects, series_uid) = (series.objects, series.series_uid);
+    let study = found
+        .first()
+        .and_then(StudyContext::from_qido)
+        .ok_or_else(|| JobFailure::Failed("the PACS no longer holds the study".into()))?;
+    ctx.progress(10.0, "retrieving the study's images (WADO-RS)")?;
+    let retrieved = client.retrieve_study(&study_uid)?;
+    ctx.progress(40.0, "building the result objects")?;
+    // Messages name the study by its service id: a UID or a path never reaches the job record.
+    let study_name = format!("study {study_id}");
+    let built = SourceSeries::find_in_study(retrieved, maps.clusters_native.grid(), study, &study_name)
+        .and_then(|source| {
+            build_results(&ResultsRequest {
+                maps: &maps,
+                source: &source,
+                uids: UidSource::Random,
+                when: DateTime::now_utc(),
+            })
+        })
+        .map_err(|e| JobFailure::Failed(e.to_string()))?;
     ctx.progress(60.0, "sending to the PACS (STOW-RS)")?;
-    let answer = client.store(&objects)?;
+    let bytes: Vec<Vec<u8>> = built.iter().map(|o| o.bytes.clone()).collect();
+    let answer = client.store(&bytes)?;
     crate::atomic::write_bytes(&ctx.work_dir.join("stow_response.json"), answer.to_string().as_bytes())?;
+    let mut series: Vec<Value> = Vec::new();
+    for object in &built {
+        let kind = object.file.components().next().map(|c| c.as_os_str().to_string_lossy().into_owned());
+        let kind = kind.unwrap_or_default().trim_end_matches(".dcm").to_string();
+        match series.iter_mut().find(|s| s["series_instance_uid"] == object.series_uid.as_str()) {
+            Some(entry) => entry["instances"] = json!(entry["instances"].as_u64().unwrap_or(0) + 1),
+            None => {
+                series.push(json!({ "kind": kind, "series_instance_uid": object.series_uid, "instances": 1 }))
+            }
+        }
+    }
     Ok(
-        json!({ "deviation_job": deviation_job, "centre": centre, "instances": objects.len(), "series_instance_uid": series_uid }),
+        json!({ "deviation_job": deviation_job, "centre": centre, "instances": built.len(), "series": series }),
     )
 }
