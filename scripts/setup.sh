@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what pedinorm needs on a fresh Debian 12 machine that has Rust, gcc, Python 3.11 and
 # node/npm: system libraries (HDF5 from Debian; cmake for the JPEG-LS decoder; dcmtk to write
-# and read compressed DICOM test series; chromium for the web viewer's browser test), the
-# pinned Python tools of the interoperability tests (and Playwright, which drives Debian's
-# chromium), the web viewer's NiiVue bundle from the pinned npm package (viewer/package-lock.json)
-# in .data/viewer, and public reference data under .data/: the MNI ICBM152 2009
+# and read compressed DICOM test series; dicom3tools for dciodvfy, which checks the DICOM result
+# objects against their IODs; poppler-utils to render and read PDF reports; chromium for the web
+# viewer's browser test), the pinned Python tools of the interoperability tests (and Playwright,
+# which drives Debian's chromium), the web viewer's NiiVue bundle from the pinned npm package
+# (viewer/package-lock.json) in .data/viewer, and public reference data under .data/: the MNI ICBM152 2009
 # T1 with GM/WM maps (from nilearn's wheel) and MNI-space label atlases (from Debian's
 # mricron-data). Safe to re-run: every step is skipped when its result is present.
 set -euo pipefail
@@ -12,7 +13,7 @@ cd "$(dirname "$0")/.."
 
 sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
 need_apt=()
-for package in libhdf5-dev pkg-config cmake g++ unzip dcmtk chromium; do
+for package in libhdf5-dev pkg-config cmake g++ unzip dcmtk dicom3tools poppler-utils chromium; do
     dpkg -s "$package" >/dev/null 2>&1 || need_apt+=("$package")
 done
 if [ "${#need_apt[@]}" -gt 0 ]; then
@@ -21,7 +22,7 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-# Python tools for interoperability tests (nibabel, dcm2niix, pydicom, h5py), pinned.
+# Python tools for interoperability tests (nibabel, dcm2niix, pydicom, highdicom, h5py), pinned.
 if [ ! -x .data/venv/bin/python ]; then
     mkdir -p .data
     python3 -m venv .data/venv
