@@ -23,9 +23,11 @@ import highdicom as hd
 import nibabel as nib
 import numpy as np
 import pydicom
+from pydicom.sr.codedict import codes
 
 SEGMENTATION = "1.2.840.10008.5.1.4.1.1.66.4"
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
 
 
 def fail(message):
@@ -53,7 +55,7 @@ def dciodvfy(root, paths, strict):
         errors = [line for line in lines if line.startswith("Error")]
         if errors:
             fail(f"dciodvfy {path.name}: " + " | ".join(errors))
-        report[str(path.relative_to(root))] = sum(1 for line in lines if line.startswith("Warning"))
+        report[str(path.relative_to(root))] = [line for line in lines if line.startswith("Warning")]
     return {"warnings_per_object": report}
 
 
@@ -115,6 +117,48 @@ def check_seg(seg_path, sources, clusters, report):
     return {"segments": labels, "frames": int(seg.NumberOfFrames), "voxels": voxels}
 
 
+def check_sr(sr_path, seg_path, clusters, report):
+    """The report parses as a highdicom Comprehensive3DSR holding a TID 1500 measurement
+    report; each volumetric group references a segment of the segmentation and states its
+    volume in ml, equal to the segment's voxels times the voxel volume, and its peak z."""
+    sr = hd.sr.srread(sr_path)
+    if not isinstance(sr, hd.sr.Comprehensive3DSR):
+        fail(f"the SR reads as {type(sr).__name__}, not Comprehensive3DSR")
+    measurement_report = sr.content
+    if not isinstance(measurement_report, hd.sr.MeasurementReport):
+        fail(f"the SR content is {type(measurement_report).__name__}, not a MeasurementReport")
+    seg = hd.seg.segread(seg_path)
+    zooms = nib.load(clusters).header.get_zooms()[:3]
+    voxel_ml = float(np.prod(zooms)) / 1000.0
+    groups = measurement_report.get_volumetric_roi_measurement_groups()
+    if len(groups) != len(seg.segment_numbers):
+        fail(f"{len(groups)} volumetric groups for {len(seg.segment_numbers)} segments")
+    pixels = seg.pixel_array.reshape((int(seg.NumberOfFrames), int(seg.Rows), int(seg.Columns)))
+    frame_segments = [
+        int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        for item in seg.PerFrameFunctionalGroupsSequence
+    ]
+    volumes = {}
+    for group in groups:
+        referenced = group.referenced_segment[0].ReferencedSOPSequence[0]
+        segment = int(referenced.ReferencedSegmentNumber)
+        if referenced.ReferencedSOPInstanceUID != seg.SOPInstanceUID:
+            fail("a measurement group references another segmentation")
+        volume = group.get_measurements(name=codes.SCT.Volume)
+        if len(volume) != 1 or volume[0].unit.value != "ml":
+            fail(f"segment {segment}: no volume in ml")
+        peak = [m for m in group.get_measurements() if m.name.value == "PEAKZ"]
+        if len(peak) != 1:
+            fail(f"segment {segment}: no peak z")
+        voxels = int(sum(pixels[i].sum() for i, n in enumerate(frame_segments) if n == segment))
+        expected = voxels * voxel_ml
+        if abs(float(volume[0].value) - expected) > 1e-3 * max(1.0, expected):
+            fail(f"segment {segment}: volume {volume[0].value} ml, the segment holds {expected} ml")
+        volumes[str(group.tracking_identifier)] = float(volume[0].value)
+    regions = len(measurement_report.get_image_measurement_groups())
+    return {"cluster_volumes_ml": volumes, "other_groups": regions}
+
+
 def check_fused(objects, sources):
     """One RGB picture per source slice in each fused series, each naming its source slice;
     the series with coloured pixels are counted."""
@@ -165,6 +209,10 @@ def main():
     if len(segs) != 1:
         fail(f"expected one segmentation, found {len(segs)}")
     summary["seg"] = check_seg(segs[0], sources, args.clusters, report)
+    srs = [p for p, ds in results if ds.SOPClassUID == COMPREHENSIVE_3D_SR]
+    if len(srs) != 1:
+        fail(f"expected one structured report, found {len(srs)}")
+    summary["sr"] = check_sr(srs[0], segs[0], args.clusters, report)
     summary["fused"] = check_fused([ds for _, ds in results if ds.SOPClassUID == SECONDARY_CAPTURE], sources)
     # dciodvfy on one object of every series written here (a source series written beside the
     # results, for a case from NIfTI, included; a source series from elsewhere is not ours).

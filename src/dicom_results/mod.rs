@@ -1,12 +1,14 @@
 //! A deviation result as standard DICOM objects for the PACS: the significant clusters as a
 //! Segmentation (`seg.rs`), the z-maps as derived MR series (`zmap.rs`) and as colour-fused
-//! Secondary Capture series (`fused.rs`), all on the series the case came from (`source.rs`)
+//! Secondary Capture series (`fused.rs`), the measurements as a TID 1500 structured report
+//! (`sr.rs`), all on the series the case came from (`source.rs`)
 //! and in its study. The command line writes them with
 //! `--dicom-out DIR`; the service stores them into the study's PACS with STOW-RS.
 
 pub mod fused;
 pub mod seg;
 pub mod source;
+pub mod sr;
 pub mod zmap;
 
 use crate::formats::dicom_common::{DateTime, EncodeError};
@@ -280,13 +282,33 @@ pub fn build_results(request: &ResultsRequest<'_>) -> Result<Vec<ResultObject>, 
         instance: request.uids.child(1).uid(2),
         dimension_organization: request.uids.child(1).uid(3),
     };
-    if let Some(bytes) = seg::segmentation(source, &clusters, &seg_uids, &request.when)? {
+    let seg = seg::segmentation(source, &clusters, &seg_uids, &request.when)?;
+    let seg_reference = seg
+        .as_ref()
+        .map(|_| sr::SegReference { series: seg_uids.series.clone(), instance: seg_uids.instance.clone() });
+    if let Some(bytes) = seg {
         objects.push(ResultObject {
             file: PathBuf::from("seg.dcm"),
             series_uid: seg_uids.series.clone(),
             bytes,
         });
     }
+    let sr_source = request.uids.child(2);
+    let sr_uids = sr::SrUids {
+        series: sr_source.uid(1),
+        instance: sr_source.uid(2),
+        device: sr_source.uid(3),
+        tracking_root: sr_source.uid(4),
+    };
+    let bytes = sr::measurement_report(
+        source,
+        &clusters,
+        seg_reference.as_ref(),
+        &request.maps.report,
+        &sr_uids,
+        &request.when,
+    )?;
+    objects.push(ResultObject { file: PathBuf::from("sr.dcm"), series_uid: sr_uids.series.clone(), bytes });
     for (c, (name, _)) in CHANNELS.into_iter().enumerate() {
         let series = zmap::zmap_series(
             &request.maps.z_native[c],
