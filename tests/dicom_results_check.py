@@ -28,6 +28,7 @@ from pydicom.sr.codedict import codes
 SEGMENTATION = "1.2.840.10008.5.1.4.1.1.66.4"
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
+ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
 
 
 def fail(message):
@@ -159,6 +160,51 @@ def check_sr(sr_path, seg_path, clusters, report):
     return {"cluster_volumes_ml": volumes, "other_groups": regions}
 
 
+def tool(name, strict):
+    path = shutil.which(name)
+    if path is None and strict:
+        fail(f"{name} not found (install Debian's poppler-utils)")
+    return path
+
+
+def check_pdf(documents, results, labels, strict):
+    """One encapsulated PDF (the same bytes as report.pdf when that file is there): one page,
+    rendered by pdftoppm to a picture that is not blank, whose text (pdftotext) holds the
+    cluster table with every segment label."""
+    if len(documents) != 1:
+        fail(f"expected one encapsulated PDF, found {len(documents)}")
+    ds = documents[0]
+    if ds.MIMETypeOfEncapsulatedDocument != "application/pdf":
+        fail(f"MIME type {ds.MIMETypeOfEncapsulatedDocument}")
+    pdf = bytes(ds.EncapsulatedDocument)[: int(ds.EncapsulatedDocumentLength)]
+    loose = pathlib.Path(results) / "report.pdf"
+    if loose.exists() and loose.read_bytes() != pdf:
+        fail("report.pdf differs from the encapsulated document")
+    work = pathlib.Path(results).parent / "pdf_check"
+    work.mkdir(exist_ok=True)
+    path = work / "report.pdf"
+    path.write_bytes(pdf)
+    pdftoppm, pdftotext = tool("pdftoppm", strict), tool("pdftotext", strict)
+    if pdftoppm is None or pdftotext is None:
+        return {"skipped": "poppler-utils not installed"}
+    subprocess.run([pdftoppm, "-r", "50", "-gray", str(path), str(work / "page")], check=True)
+    pages = sorted(work.glob("page*.pgm"))
+    if len(pages) != 1:
+        fail(f"the report has {len(pages)} pages, not one")
+    raw = pages[0].read_bytes()
+    # Binary PGM: header "P5\n<w> <h>\n255\n", then the pixels.
+    header = raw.split(b"\n", 3)
+    pixels = np.frombuffer(header[3], dtype=np.uint8)
+    dark = float(np.mean(pixels < 128))
+    if dark < 0.01:
+        fail(f"the rendered page is blank ({dark:.4f} dark)")
+    text = subprocess.run([pdftotext, "-layout", str(path), "-"], capture_output=True, text=True, check=True).stdout
+    for needle in ["Significant clusters", "Caveats", *labels]:
+        if needle not in text:
+            fail(f"the report's text lacks {needle!r}")
+    return {"dark_fraction": round(dark, 4), "characters": len(text)}
+
+
 def check_fused(objects, sources):
     """One RGB picture per source slice in each fused series, each naming its source slice;
     the series with coloured pixels are counted."""
@@ -213,6 +259,8 @@ def main():
     if len(srs) != 1:
         fail(f"expected one structured report, found {len(srs)}")
     summary["sr"] = check_sr(srs[0], segs[0], args.clusters, report)
+    documents = [ds for _, ds in results if ds.SOPClassUID == ENCAPSULATED_PDF]
+    summary["pdf"] = check_pdf(documents, args.results, summary["seg"]["segments"], args.strict)
     summary["fused"] = check_fused([ds for _, ds in results if ds.SOPClassUID == SECONDARY_CAPTURE], sources)
     # dciodvfy on one object of every series written here (a source series written beside the
     # results, for a case from NIfTI, included; a source series from elsewhere is not ours).

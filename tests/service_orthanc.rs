@@ -195,10 +195,10 @@ async fn orthanc_study_to_deviation_map_and_derived_series_back() {
     let kinds: Vec<&str> = stored.iter().map(|s| s["kind"].as_str().unwrap()).collect();
     assert_eq!(
         kinds,
-        ["seg", "sr", "zmap_intensity", "zmap_logjac", "fused_intensity", "fused_logjac"],
+        ["seg", "sr", "report_pdf", "zmap_intensity", "zmap_logjac", "fused_intensity", "fused_logjac"],
         "{store_back}"
     );
-    assert_eq!(store_back["result"]["instances"], 2 + 4 * slices, "{store_back}");
+    assert_eq!(store_back["result"]["instances"], 3 + 4 * slices, "{store_back}");
     let study_uid_query = study_uid.clone();
     let series = with_pacs(&pacs, move |client| client.find_series(&study_uid_query).unwrap()).await;
     let uids: Vec<&str> = series.iter().filter_map(|s| s["0020000E"]["Value"][0].as_str()).collect();
@@ -210,6 +210,7 @@ async fn orthanc_study_to_deviation_map_and_derived_series_back() {
         let modality = match entry["kind"].as_str().unwrap() {
             "seg" => "SEG",
             "sr" => "SR",
+            "report_pdf" => "DOC",
             kind if kind.starts_with("fused") => "OT",
             _ => "MR",
         };
@@ -237,7 +238,7 @@ async fn orthanc_study_to_deviation_map_and_derived_series_back() {
         std::fs::write(outputs_dir.join(name), bytes).unwrap();
     }
     let summary = check_dicom_results(&results_dir, &source_dir, &outputs_dir);
-    assert_eq!(summary["objects"].as_u64().unwrap() as usize, 2 + 4 * slices, "{summary}");
+    assert_eq!(summary["objects"].as_u64().unwrap() as usize, 3 + 4 * slices, "{summary}");
     assert!(!summary["sr"]["cluster_volumes_ml"].as_object().unwrap().is_empty(), "{summary}");
 
     server.stop().await;

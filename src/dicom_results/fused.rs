@@ -115,6 +115,13 @@ fn fused_slice(
     canvas
 }
 
+/// The fused picture of slice `k` as the fused series shows it (the PDF report's key slices).
+pub fn picture(source: &SourceSeries, z: &Image<f32>, k: usize, threshold: f32, channel: &str) -> Canvas {
+    let dims = source.image.grid().dims();
+    let scale = MIN_HEIGHT.div_ceil(dims[1].max(dims[0]).max(1)).max(1);
+    fused_slice(&source.image, z, k, grey_window(&source.image), threshold, scale, channel)
+}
+
 /// The UIDs of one fused series.
 #[derive(Debug, Clone)]
 pub struct FusedUids {

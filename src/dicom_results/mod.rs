@@ -5,7 +5,9 @@
 //! and in its study. The command line writes them with
 //! `--dicom-out DIR`; the service stores them into the study's PACS with STOW-RS.
 
+pub mod encapsulated;
 pub mod fused;
+pub mod report_pdf;
 pub mod seg;
 pub mod source;
 pub mod sr;
@@ -63,6 +65,9 @@ pub enum ResultsError {
     /// A series could not be encoded.
     #[error(transparent)]
     Series(#[from] DicomWriteError),
+    /// The PDF report could not be built.
+    #[error("cannot build report.pdf: {0}")]
+    Pdf(String),
     /// A file could not be written.
     #[error("{path}: cannot write: {message}")]
     Write {
@@ -229,12 +234,16 @@ impl ResultMaps {
     }
 }
 
+/// The file name of the one-page report among the result objects (the only one that is not
+/// DICOM: the service does not send it to the PACS, which gets its encapsulated copy).
+pub const REPORT_PDF: &str = "report.pdf";
+
 /// One result object: where it goes under the output folder and its Part 10 bytes.
 #[derive(Debug, Clone)]
 pub struct ResultObject {
     /// Path under the output folder (`seg.dcm`, `zmap_intensity/IM0001.dcm`, ...).
     pub file: PathBuf,
-    /// SeriesInstanceUID of the object.
+    /// SeriesInstanceUID of the object (empty for `report.pdf`, which is not DICOM).
     pub series_uid: String,
     /// Its bytes.
     pub bytes: Vec<u8>,
@@ -309,6 +318,19 @@ pub fn build_results(request: &ResultsRequest<'_>) -> Result<Vec<ResultObject>, 
         &request.when,
     )?;
     objects.push(ResultObject { file: PathBuf::from("sr.dcm"), series_uid: sr_uids.series.clone(), bytes });
+    let threshold = request.maps.threshold(CHANNELS[0].0)?;
+    let picture = |k: usize| fused::picture(source, &request.maps.z_native[0], k, threshold, CHANNELS[0].0);
+    let pdf = report_pdf::report_pdf(request.maps, source, &clusters, &picture)?;
+    // Each UID drawn once: a random source gives a new one on every call.
+    let pdf_uids = request.uids.child(3);
+    let (pdf_series, pdf_instance) = (pdf_uids.uid(1), pdf_uids.uid(2));
+    let document = encapsulated::encapsulated_pdf(source, &pdf, &pdf_series, &pdf_instance, &request.when)?;
+    objects.push(ResultObject {
+        file: PathBuf::from("report_pdf.dcm"),
+        series_uid: pdf_series,
+        bytes: document,
+    });
+    objects.push(ResultObject { file: PathBuf::from(REPORT_PDF), series_uid: String::new(), bytes: pdf });
     for (c, (name, _)) in CHANNELS.into_iter().enumerate() {
         let series = zmap::zmap_series(
             &request.maps.z_native[c],

@@ -286,7 +286,7 @@ pub fn measurement_report(
     for entry in &mut series {
         // The Common Instance Reference module names instances ReferencedInstanceSequence; the
         // evidence sequence names them ReferencedSOPSequence.
-        if let Some(instances) = entry.take_element(tags::REFERENCED_INSTANCE_SEQUENCE).ok() {
+        if let Ok(instances) = entry.take_element(tags::REFERENCED_INSTANCE_SEQUENCE) {
             entry.put(dicom_core::DataElement::new(
                 tags::REFERENCED_SOP_SEQUENCE,
                 VR::SQ,

@@ -79,6 +79,11 @@ pub(super) fn store_back_job(
         })
         .map_err(|e| JobFailure::Failed(e.to_string()))?;
     ctx.progress(60.0, "sending to the PACS (STOW-RS)")?;
+    // report.pdf is kept with the job; the PACS gets its encapsulated copy.
+    let (pdf, built): (Vec<_>, Vec<_>) = built.into_iter().partition(|o| o.series_uid.is_empty());
+    for object in &pdf {
+        crate::atomic::write_bytes(&ctx.work_dir.join(&object.file), &object.bytes)?;
+    }
     let bytes: Vec<Vec<u8>> = built.iter().map(|o| o.bytes.clone()).collect();
     let answer = client.store(&bytes)?;
     crate::atomic::write_bytes(&ctx.work_dir.join("stow_response.json"), answer.to_string().as_bytes())?;

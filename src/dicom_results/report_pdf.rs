@@ -1,0 +1,297 @@
+//! The one-page report (`report.pdf`, A4, laid out for print and read on screen): the case,
+//! the database and its calibration, key slices with the fused overlay, the cluster table, the
+//! region table and the caveats of the method. Built with `lopdf`: Helvetica (a standard PDF
+//! font, nothing embedded), key slices as RGB image objects compressed with Flate.
+
+use super::source::SourceSeries;
+use super::{ResultMaps, ResultsError, Significant};
+use crate::formats::png::Canvas;
+use lopdf::content::{Content, Operation};
+use lopdf::{Document, Object, Stream, dictionary};
+use std::io::Write;
+
+/// Page size (A4, points).
+const PAGE: (f64, f64) = (595.0, 842.0);
+const MARGIN: f64 = 40.0;
+/// Key slices shown (at the peaks of the largest clusters).
+const KEY_SLICES: usize = 3;
+
+/// The method's caveats, printed on every report.
+pub const CAVEATS: [&str; 4] = [
+    "Thresholds are calibrated on held-out normals of the database (leave-one-out) and validated on",
+    "synthetic lesions; they are not validated for diagnosis. A map without clusters does not exclude",
+    "disease: small, subtle or diffuse changes, and changes the normals also show, may not reach them.",
+    "Read every finding against the images; the maps are an aid, not a diagnosis.",
+];
+
+/// Text the standard fonts can show (ASCII; anything else becomes `?`).
+fn ascii(text: &str) -> String {
+    text.chars().map(|c| if c.is_ascii() && !c.is_ascii_control() { c } else { '?' }).collect()
+}
+
+/// A page being laid out top to bottom.
+struct Page {
+    operations: Vec<Operation>,
+    y: f64,
+}
+
+impl Page {
+    fn text(&mut self, x: f64, size: f64, bold: bool, text: &str) {
+        self.operations.extend([
+            Operation::new("BT", vec![]),
+            Operation::new("Tf", vec![if bold { "F2" } else { "F1" }.into(), size.into()]),
+            Operation::new("Td", vec![x.into(), self.y.into()]),
+            Operation::new("Tj", vec![Object::string_literal(ascii(text))]),
+            Operation::new("ET", vec![]),
+        ]);
+    }
+
+    fn line(&mut self, size: f64, bold: bool, text: &str) {
+        self.text(MARGIN, size, bold, text);
+        self.y -= size * 1.35;
+    }
+
+    /// A table row: cells at the given x offsets.
+    fn row(&mut self, size: f64, bold: bool, cells: &[(f64, String)]) {
+        for (x, cell) in cells {
+            self.text(MARGIN + x, size, bold, cell);
+        }
+        self.y -= size * 1.35;
+    }
+
+    fn gap(&mut self, points: f64) {
+        self.y -= points;
+    }
+}
+
+fn number(value: &serde_json::Value, decimals: usize) -> String {
+    value.as_f64().map(|v| format!("{v:.decimals$}")).unwrap_or_else(|| "-".into())
+}
+
+/// The slice of `source` holding a cluster's peak.
+fn peak_slice(source: &SourceSeries, cluster: &Significant) -> usize {
+    let voxel = source.grid.world_to_voxel(cluster.peak_native_mm);
+    (voxel[2].round().max(0.0) as usize).min(source.grid.dims()[2].saturating_sub(1))
+}
+
+/// The one-page report as PDF bytes. `pictures` holds the fused intensity pictures of the
+/// key slices (slice index, picture).
+pub fn report_pdf(
+    maps: &ResultMaps,
+    source: &SourceSeries,
+    clusters: &[Significant],
+    pictures: &dyn Fn(usize) -> Canvas,
+) -> Result<Vec<u8>, ResultsError> {
+    let report = &maps.report;
+    let mut page = Page { operations: Vec::new(), y: PAGE.1 - MARGIN - 8.0 };
+    page.line(16.0, true, "pedinorm deviation report");
+    page.gap(4.0);
+    let sex = report["sex"].as_str().unwrap_or("not given");
+    page.line(
+        10.0,
+        false,
+        &format!(
+            "Case {}   age {} y   sex {}   template bracket {}",
+            report["case"].as_str().unwrap_or("-"),
+            number(&report["age_years"], 1),
+            sex,
+            report["bracket"].as_str().unwrap_or("-")
+        ),
+    );
+    page.line(
+        10.0,
+        false,
+        &format!(
+            "Database {}   software {}   created {}",
+            report["normdb"].as_str().unwrap_or("-"),
+            report["software"].as_str().unwrap_or("-"),
+            report["created_utc"].as_str().unwrap_or("-")
+        ),
+    );
+    for threshold in report["thresholds"].as_array().into_iter().flatten() {
+        let calibrated =
+            if threshold["calibrated"].as_bool() == Some(true) { "calibrated" } else { "NOT calibrated" };
+        page.line(
+            9.0,
+            false,
+            &format!(
+                "{}: |z| > {} ({calibrated}; voxel rate nominal {} achieved {}; cluster rate nominal {} achieved {})",
+                threshold["channel"].as_str().unwrap_or("-"),
+                number(&threshold["z_threshold"], 2),
+                number(&threshold["nominal_voxel_rate"], 4),
+                number(&threshold["achieved_voxel_rate"], 4),
+                number(&threshold["nominal_cluster_rate"], 2),
+                number(&threshold["achieved_cluster_rate"], 2),
+            ),
+        );
+    }
+    if report["reliability"]["reliable"].as_bool() == Some(false) {
+        page.line(10.0, true, "COMPARISON UNRELIABLE: the case lies outside what the normals represent.");
+    }
+
+    // Key slices: the fused intensity picture at the peaks of the largest clusters (else the
+    // middle slice).
+    let mut slices: Vec<usize> = clusters.iter().map(|c| peak_slice(source, c)).collect();
+    slices.dedup();
+    slices.truncate(KEY_SLICES);
+    if slices.is_empty() {
+        slices.push(source.grid.dims()[2] / 2);
+    }
+    page.gap(6.0);
+    let mut images = Vec::new();
+    let width = (PAGE.0 - 2.0 * MARGIN - 10.0 * (KEY_SLICES - 1) as f64) / KEY_SLICES as f64;
+    let mut tallest: f64 = 0.0;
+    for (n, &k) in slices.iter().enumerate() {
+        let canvas = pictures(k);
+        let height = width * canvas.height as f64 / canvas.width as f64;
+        tallest = tallest.max(height);
+        let x = MARGIN + n as f64 * (width + 10.0);
+        images.push((format!("Im{n}"), canvas, x, width, height, k));
+    }
+    let image_top = page.y;
+    for (name, _, x, w, h, _) in &images {
+        page.operations.extend([
+            Operation::new("q", vec![]),
+            Operation::new(
+                "cm",
+                vec![(*w).into(), 0.into(), 0.into(), (*h).into(), (*x).into(), (image_top - h).into()],
+            ),
+            Operation::new("Do", vec![Object::Name(name.clone().into_bytes())]),
+            Operation::new("Q", vec![]),
+        ]);
+    }
+    page.y = image_top - tallest - 12.0;
+    for (_, _, x, _, _, k) in &images {
+        page.text(*x, 8.0, false, &format!("slice {} of {}", k + 1, source.grid.dims()[2]));
+    }
+    page.gap(14.0);
+
+    page.line(11.0, true, "Significant clusters");
+    let columns = [0.0, 140.0, 210.0, 260.0];
+    page.row(
+        9.0,
+        true,
+        &[
+            (0.0, "cluster".into()),
+            (140.0, "volume ml".into()),
+            (210.0, "peak z".into()),
+            (260.0, "region at peak".into()),
+        ],
+    );
+    if clusters.is_empty() {
+        page.line(9.0, false, "none");
+    }
+    for cluster in clusters.iter().take(12) {
+        let cells = [
+            cluster.label.clone(),
+            format!("{:.2}", cluster.volume_ml),
+            format!("{:.2}", cluster.peak_z),
+            cluster.region.clone().unwrap_or_else(|| "-".into()),
+        ];
+        page.row(9.0, false, &columns.iter().copied().zip(cells).collect::<Vec<_>>());
+    }
+    page.gap(6.0);
+    page.line(11.0, true, "Regions (most deviant first)");
+    page.row(
+        9.0,
+        true,
+        &[(0.0, "region".into()), (200.0, "mean intensity z".into()), (300.0, "mean log-Jacobian z".into())],
+    );
+    let regions: Vec<&serde_json::Value> =
+        report["regions"].as_array().into_iter().flatten().take(8).collect();
+    if regions.is_empty() {
+        page.line(9.0, false, "no atlas in the database");
+    }
+    for region in regions {
+        page.row(
+            9.0,
+            false,
+            &[
+                (0.0, region["name"].as_str().unwrap_or("-").chars().take(40).collect()),
+                (200.0, number(&region["intensity_mean_z"], 2)),
+                (300.0, number(&region["logjac_mean_z"], 2)),
+            ],
+        );
+    }
+    let placed: Vec<&serde_json::Value> =
+        report["regional"]["centiles"].as_array().into_iter().flatten().take(8).collect();
+    if !placed.is_empty() {
+        page.gap(6.0);
+        page.line(11.0, true, "Regional volumes against the growth models");
+        page.row(
+            9.0,
+            true,
+            &[(0.0, "measure".into()), (200.0, "ml".into()), (260.0, "centile".into()), (320.0, "z".into())],
+        );
+        for measure in placed {
+            page.row(
+                9.0,
+                false,
+                &[
+                    (0.0, measure["measure"].as_str().unwrap_or("-").chars().take(40).collect()),
+                    (200.0, number(&measure["value"], 1)),
+                    (260.0, number(&measure["centile"], 1)),
+                    (320.0, number(&measure["z"], 2)),
+                ],
+            );
+        }
+    }
+    page.gap(8.0);
+    page.line(11.0, true, "Caveats");
+    for line in CAVEATS {
+        page.line(9.0, false, line);
+    }
+
+    let mut doc = Document::with_version("1.5");
+    let pages_id = doc.new_object_id();
+    let regular =
+        doc.add_object(dictionary! { "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica" });
+    let bold = doc
+        .add_object(dictionary! { "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica-Bold" });
+    let mut xobjects = lopdf::Dictionary::new();
+    for (name, canvas, ..) in &images {
+        let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        let compressed = encoder
+            .write_all(&canvas.pixels)
+            .and_then(|()| encoder.finish())
+            .map_err(|e| ResultsError::Pdf(format!("cannot compress a key slice: {e}")))?;
+        let image = Stream::new(
+            dictionary! {
+                "Type" => "XObject",
+                "Subtype" => "Image",
+                "Width" => canvas.width as i64,
+                "Height" => canvas.height as i64,
+                "ColorSpace" => "DeviceRGB",
+                "BitsPerComponent" => 8,
+                "Filter" => "FlateDecode",
+            },
+            compressed,
+        );
+        xobjects.set(name.as_bytes(), doc.add_object(image));
+    }
+    let resources = doc.add_object(dictionary! {
+        "Font" => dictionary! { "F1" => regular, "F2" => bold },
+        "XObject" => xobjects,
+    });
+    let content =
+        Content { operations: page.operations }.encode().map_err(|e| ResultsError::Pdf(e.to_string()))?;
+    let content_id = doc.add_object(Stream::new(dictionary! {}, content));
+    let page_id =
+        doc.add_object(dictionary! { "Type" => "Page", "Parent" => pages_id, "Contents" => content_id });
+    doc.objects.insert(
+        pages_id,
+        Object::Dictionary(dictionary! {
+            "Type" => "Pages",
+            "Kids" => vec![page_id.into()],
+            "Count" => 1,
+            "Resources" => resources,
+            "MediaBox" => vec![0.into(), 0.into(), (PAGE.0 as i64).into(), (PAGE.1 as i64).into()],
+        }),
+    );
+    let catalog = doc.add_object(dictionary! { "Type" => "Catalog", "Pages" => pages_id });
+    doc.trailer.set("Root", catalog);
+    doc.compress();
+    let mut bytes = Vec::new();
+    doc.save_to(&mut bytes).map_err(|e| ResultsError::Pdf(e.to_string()))?;
+    Ok(bytes)
+}
