@@ -304,3 +304,77 @@ pub fn measurement_report(
     }
     Ok(encode_part10(object, uids::COMPREHENSIVE3_DSR_STORAGE, "structured report")?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::dicom_write::UidSource;
+    use ndarray::Array3;
+    use pedinorm_registration::{Grid, Image};
+
+    fn items(object: &InMemDicomObject, tag: dicom_core::Tag) -> &[InMemDicomObject] {
+        object.element(tag).unwrap().items().unwrap()
+    }
+
+    fn concept(item: &InMemDicomObject) -> String {
+        let code = &items(item, tags::CONCEPT_NAME_CODE_SEQUENCE)[0];
+        code.element(tags::CODE_VALUE).unwrap().to_str().unwrap().trim_end().to_string()
+    }
+
+    #[test]
+    fn clusters_and_regions_become_measurement_groups() {
+        let grid = Grid::axis_aligned([4, 4, 2], [2.0; 3], [0.0; 3]).unwrap();
+        let image = Image::new(Array3::from_elem((4, 4, 2), 1.0f32), grid).unwrap();
+        let when = DateTime { date: "20260101".into(), time: "120000".into() };
+        let source = SourceSeries::new_study(&image, "P1", UidSource::Seeded(9), &when).unwrap();
+        let cluster = Significant {
+            label: "intensity z>0 cluster 1".into(),
+            channel: "intensity".into(),
+            positive: true,
+            peak_z: 7.5,
+            volume_ml: 0.016,
+            template_volume_ml: 0.02,
+            region: None,
+            peak_native_mm: [0.0; 3],
+            mask: Array3::from_elem((4, 4, 2), false),
+        };
+        let report = serde_json::json!({
+            "regions": [{ "name": "hippocampus", "intensity_mean_z": 1.5, "logjac_mean_z": -2.0 }],
+            "regional": { "centiles": [{ "measure": "total_brain", "value": 1200.0, "centile": 3.0, "z": -1.9 }] },
+        });
+        let seg = SegReference { series: "1.2.1".into(), instance: "1.2.2".into() };
+        let uids = SrUids {
+            series: "1.2.3".into(),
+            instance: "1.2.4".into(),
+            device: "1.2.5".into(),
+            tracking_root: "1.2.6".into(),
+        };
+        let bytes = measurement_report(&source, &[cluster], Some(&seg), &report, &uids, &when).unwrap();
+        let object = dicom_object::OpenFileOptions::new()
+            .read_preamble(dicom_object::file::ReadPreamble::Always)
+            .from_reader(std::io::Cursor::new(bytes))
+            .unwrap();
+        assert_eq!(concept(&object), "126000");
+        let template = &items(&object, tags::CONTENT_TEMPLATE_SEQUENCE)[0];
+        assert_eq!(template.element(tags::TEMPLATE_IDENTIFIER).unwrap().to_str().unwrap().trim_end(), "1500");
+        let content = items(&object, tags::CONTENT_SEQUENCE);
+        let measurements = content.iter().find(|i| concept(i) == "126010").unwrap();
+        let groups = items(measurements, tags::CONTENT_SEQUENCE);
+        // One cluster group, one region group, one regional-volume group.
+        assert_eq!(groups.len(), 3);
+        let cluster_items = items(&groups[0], tags::CONTENT_SEQUENCE);
+        let segment = cluster_items.iter().find(|i| concept(i) == "121191").unwrap();
+        let referenced = &items(segment, tags::REFERENCED_SOP_SEQUENCE)[0];
+        assert_eq!(referenced.element(tags::REFERENCED_SEGMENT_NUMBER).unwrap().to_int::<u16>().unwrap(), 1);
+        let volume = cluster_items.iter().find(|i| concept(i) == "118565006").unwrap();
+        let measured = &items(volume, tags::MEASURED_VALUE_SEQUENCE)[0];
+        assert_eq!(measured.element(tags::NUMERIC_VALUE).unwrap().to_str().unwrap().trim(), "0.016");
+        let unit = &items(measured, tags::MEASUREMENT_UNITS_CODE_SEQUENCE)[0];
+        assert_eq!(unit.element(tags::CODE_VALUE).unwrap().to_str().unwrap().trim(), "ml");
+        let regional = items(&groups[2], tags::CONTENT_SEQUENCE);
+        assert!(regional.iter().any(|i| concept(i) == "CENTILE"));
+        // Without a segmentation only the regional groups remain.
+        let bytes = measurement_report(&source, &[], None, &report, &uids, &when).unwrap();
+        assert!(!bytes.is_empty());
+    }
+}
