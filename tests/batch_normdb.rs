@@ -32,6 +32,21 @@ fn normdb_build(cohort: &Path, output: &Path, extra: &[&str]) -> Command {
     command
 }
 
+/// The normals of a cohort CSV, as an in-memory build takes them.
+fn cohort_normals(cohort: &Path) -> Vec<NormalSubject> {
+    read_cohort(cohort)
+        .unwrap()
+        .into_iter()
+        .map(|s| NormalSubject {
+            pseudonym: s.id,
+            age_years: s.age_years,
+            sex: Sex::parse(s.sex.as_deref().unwrap()).unwrap(),
+            scanner: s.site.unwrap_or_default(),
+            image: read_image(&s.path).unwrap(),
+        })
+        .collect()
+}
+
 fn modified(path: &Path) -> std::time::SystemTime {
     std::fs::metadata(path).unwrap().modified().unwrap()
 }
@@ -57,17 +72,7 @@ fn normdb_build_resumes_and_chunked_statistics_match() {
     assert!(regional.rows.iter().all(|r| r.values_ml[icv] > 100.0), "{regional:?}");
 
     // The steps as processes give exactly the database of the in-memory build.
-    let normals: Vec<NormalSubject> = read_cohort(&cohort)
-        .unwrap()
-        .into_iter()
-        .map(|s| NormalSubject {
-            pseudonym: s.id,
-            age_years: s.age_years,
-            sex: Sex::parse(s.sex.as_deref().unwrap()).unwrap(),
-            scanner: s.site.unwrap_or_default(),
-            image: read_image(&s.path).unwrap(),
-        })
-        .collect();
+    let normals = cohort_normals(&cohort);
     let template = read_image(&cohort.parent().unwrap().join("base_t1.nii.gz")).unwrap();
     let options = BuildOptions { nodes_per_bracket: 1, ..BuildOptions::default() };
     let bracket = BracketTemplate { name: "t".into(), min_years: 7.0, max_years: 12.0, template };
@@ -168,16 +173,7 @@ fn template_members_are_calibrated_as_new_cases() {
     let staged = normdb_content(&output);
     assert_eq!(staged.calibration.as_ref().unwrap().nulls.len(), 6, "every normal calibrates");
 
-    let subjects: Vec<NormalSubject> = normals
-        .into_iter()
-        .map(|s| NormalSubject {
-            pseudonym: s.id,
-            age_years: s.age_years,
-            sex: Sex::parse(s.sex.as_deref().unwrap()).unwrap(),
-            scanner: s.site.unwrap_or_default(),
-            image: read_image(&s.path).unwrap(),
-        })
-        .collect();
+    let subjects = cohort_normals(&cohort);
     let template = read_image(&template_build.join("template.nii.gz")).unwrap();
     let bracket = BracketTemplate { name: "t".into(), min_years: 7.0, max_years: 12.0, template };
     let options = BuildOptions { nodes_per_bracket: 1, template_members: members, ..BuildOptions::default() };
