@@ -167,10 +167,10 @@ def tool(name, strict):
     return path
 
 
-def check_pdf(documents, results, labels, strict):
+def check_pdf(documents, results, labels, warnings, strict):
     """One encapsulated PDF (the same bytes as report.pdf when that file is there): one page,
     rendered by pdftoppm to a picture that is not blank, whose text (pdftotext) holds the
-    cluster table with every segment label."""
+    cluster table with every segment label, and the report's first warning when it has one."""
     if len(documents) != 1:
         fail(f"expected one encapsulated PDF, found {len(documents)}")
     ds = documents[0]
@@ -202,6 +202,12 @@ def check_pdf(documents, results, labels, strict):
     for needle in ["Significant clusters", "Caveats", *labels]:
         if needle not in text:
             fail(f"the report's text lacks {needle!r}")
+    if warnings:
+        # The first plain-ASCII words of the first warning (the page wraps long lines and
+        # spells a few symbols out).
+        start = " ".join([w for w in warnings[0].split() if w.isascii()][:4])
+        if "Warnings" not in text or start not in " ".join(text.split()):
+            fail(f"the report's text lacks its first warning {start!r}")
     return {"dark_fraction": round(dark, 4), "characters": len(text)}
 
 
@@ -260,7 +266,9 @@ def main():
         fail(f"expected one structured report, found {len(srs)}")
     summary["sr"] = check_sr(srs[0], segs[0], args.clusters, report)
     documents = [ds for _, ds in results if ds.SOPClassUID == ENCAPSULATED_PDF]
-    summary["pdf"] = check_pdf(documents, args.results, summary["seg"]["segments"], args.strict)
+    summary["pdf"] = check_pdf(
+        documents, args.results, summary["seg"]["segments"], report.get("warnings", []), args.strict
+    )
     summary["fused"] = check_fused([ds for _, ds in results if ds.SOPClassUID == SECONDARY_CAPTURE], sources)
     # dciodvfy on one object of every series written here (a source series written beside the
     # results, for a case from NIfTI, included; a source series from elsewhere is not ours).

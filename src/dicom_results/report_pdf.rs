@@ -24,9 +24,50 @@ pub const CAVEATS: [&str; 4] = [
     "Read every finding against the images; the maps are an aid, not a diagnosis.",
 ];
 
-/// Text the standard fonts can show (ASCII; anything else becomes `?`).
+/// Warnings printed at most (the rest are named by count; report.json has them all).
+const MAX_WARNINGS: usize = 6;
+/// Characters per line of a wrapped paragraph at 8 points (Helvetica averages about half its
+/// size per character; the text block is 515 points wide).
+const WRAP_CHARS: usize = 120;
+
+/// Text the standard fonts can show: ASCII, with the report's few other symbols spelled out
+/// (anything else becomes `?`).
 fn ascii(text: &str) -> String {
-    text.chars().map(|c| if c.is_ascii() && !c.is_ascii_control() { c } else { '?' }).collect()
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\u{2013}' | '\u{2014}' | '\u{2212}' => out.push('-'),
+            '\u{2265}' => out.push_str(">="),
+            '\u{2264}' => out.push_str("<="),
+            '\u{00d7}' => out.push('x'),
+            '\u{00b1}' => out.push_str("+/-"),
+            '\u{03c3}' => out.push_str("sigma"),
+            '\u{00b7}' => out.push('*'),
+            c if c.is_ascii() && !c.is_ascii_control() => out.push(c),
+            _ => out.push('?'),
+        }
+    }
+    out
+}
+
+/// `text` broken into lines of at most `width` characters at spaces (a longer word stands on
+/// its own line).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut current = String::new();
+    for word in text.split_whitespace() {
+        if !current.is_empty() && current.len() + 1 + word.len() > width {
+            lines.push(std::mem::take(&mut current));
+        }
+        if !current.is_empty() {
+            current.push(' ');
+        }
+        current.push_str(word);
+    }
+    if !current.is_empty() {
+        lines.push(current);
+    }
+    lines
 }
 
 /// A page being laid out top to bottom.
@@ -125,8 +166,22 @@ pub fn report_pdf(
             ),
         );
     }
-    if report["reliability"]["reliable"].as_bool() == Some(false) {
-        page.line(10.0, true, "COMPARISON UNRELIABLE: the case lies outside what the normals represent.");
+    // Every warning of the report (an unreliable comparison first, as the report orders
+    // them): a finding on this page must not be read without them.
+    let warnings: Vec<&str> =
+        report["warnings"].as_array().into_iter().flatten().filter_map(|w| w.as_str()).collect();
+    if !warnings.is_empty() {
+        page.gap(4.0);
+        page.line(11.0, true, "Warnings");
+        for warning in warnings.iter().take(MAX_WARNINGS) {
+            let bold = warning.starts_with("COMPARISON UNRELIABLE");
+            for (i, line) in wrap(&ascii(warning), WRAP_CHARS).iter().enumerate() {
+                page.line(8.0, bold, &format!("{}{line}", if i == 0 { "- " } else { "  " }));
+            }
+        }
+        if warnings.len() > MAX_WARNINGS {
+            page.line(8.0, false, &format!("- and {} more in report.json", warnings.len() - MAX_WARNINGS));
+        }
     }
 
     // Key slices: the fused intensity picture at the peaks of the largest clusters (else the
@@ -294,4 +349,28 @@ pub fn report_pdf(
     let mut bytes = Vec::new();
     doc.save_to(&mut bytes).map_err(|e| ResultsError::Pdf(e.to_string()))?;
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paragraphs_wrap_at_spaces_within_the_width() {
+        let text = "the comparison is unreliable because the case lies outside what the normals represent";
+        let lines = wrap(text, 30);
+        assert!(lines.len() > 2 && lines.iter().all(|l| l.len() <= 30), "{lines:?}");
+        assert_eq!(lines.join(" "), text);
+        assert_eq!(wrap("", 10), Vec::<String>::new());
+        assert_eq!(wrap("averyveryverylongword x", 5), vec!["averyveryverylongword", "x"]);
+    }
+
+    #[test]
+    fn symbols_of_the_warnings_are_spelled_in_ascii() {
+        assert_eq!(
+            ascii("ages 0\u{2013}17 y, \u{2265} 19 normals, 1.10\u{00d7}, \u{03c3} 4 mm"),
+            "ages 0-17 y, >= 19 normals, 1.10x, sigma 4 mm"
+        );
+        assert_eq!(ascii("caf\u{00e9}"), "caf?");
+    }
 }
