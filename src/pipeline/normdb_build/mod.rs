@@ -42,7 +42,7 @@ use pedinorm_templates::age::{AgeRange, containing_bracket};
 use pedinorm_templates::model::{
     BracketInput, BuildOptions, Channel, MappedNormal, Metadata, ModelError, NativeSubject, NormativeDb,
     SubjectRecord, TISSUES, TemplateSpace, assemble, assemble_with_stats, bracket_nodes,
-    calibrates_on_members, carry_atlas, gather, map_as_new_case, map_to_template, member_tissues,
+    calibrates_on_members, carry_atlas, gather, map_again_if_calibrated, map_to_template, member_tissues,
     recorded_quality, scatter, template_members_of, template_tissues,
 };
 use pedinorm_templates::stats::{NormativeAccumulator, Sex};

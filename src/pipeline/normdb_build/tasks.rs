@@ -122,12 +122,7 @@ pub fn run_normal_map(build_dir: &Path, id: &str) -> Result<NormalMapRecord, Nor
         manifest.subjects.iter().map(|s| (s.id.as_str(), s.bracket)),
     );
     let on_members = calibrates_on_members(&options, manifest.subjects.iter().map(|s| s.id.as_str()));
-    let again = match members {
-        Some(members) if on_members => {
-            map_as_new_case(&image, space, &maps.warped, members, &options.mapping, id)?
-        }
-        _ => None,
-    };
+    let again = map_again_if_calibrated(&image, space, &maps, members, on_members, &options.mapping, id)?;
     let (similarity, histogram_distance, mask_dice) = recorded_quality(space, &maps, again.as_ref(), members);
     let tissues = member_tissues(&maps.warped, space, &template_tissues(space)?, id)?;
     let dir = subject_dir(build_dir, id);
@@ -173,7 +168,8 @@ pub fn run_normal_map(build_dir: &Path, id: &str) -> Result<NormalMapRecord, Nor
 }
 
 /// A template member's intensity and log-Jacobian maps as a new case gets them, written by its
-/// map step when the calibration has to use template members (see [`map_as_new_case`]).
+/// map step when the calibration has to use template members (see
+/// [`pedinorm_templates::model::map_as_new_case`]).
 const AS_NEW_CASE: [&str; 2] = ["intensity_as_new_case.nii.gz", "logjac_as_new_case.nii.gz"];
 
 /// Reads the mapped subjects of `range` (build order) back from their map steps, with their

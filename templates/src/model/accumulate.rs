@@ -230,6 +230,24 @@ pub fn map_as_new_case(
         .transpose()
 }
 
+/// [`map_as_new_case`] for a normal that needs it: a template member (`members`, see
+/// [`template_members_of`]) of a build whose calibration uses members (`on_members`, see
+/// [`calibrates_on_members`]); `maps` is its first mapping. `None` for any other normal.
+pub fn map_again_if_calibrated(
+    image: &Image<f32>,
+    space: &TemplateSpace,
+    maps: &SubjectMaps,
+    members: Option<usize>,
+    on_members: bool,
+    mapping: &MappingParams,
+    id: &str,
+) -> Result<Option<SubjectMaps>, ModelError> {
+    match members {
+        Some(members) if on_members => map_as_new_case(image, space, &maps.warped, members, mapping, id),
+        _ => Ok(None),
+    }
+}
+
 /// A normal's quality figures as the database records them: from its mapping as a new case
 /// when it was mapped again ([`map_as_new_case`]), else from its own mapping, with a template
 /// member's similarity measured against the template without it ([`recorded_similarity`]).
@@ -288,12 +306,15 @@ pub fn map_normals(
             let maps = map_to_template(&n.image, space, &options.mapping, &n.pseudonym)?;
             let tissues = member_tissues(&maps.warped, space, &tissues_of_templates[b], &n.pseudonym)?;
             let members = template_members_of(options, &n.pseudonym, b, ids_and_brackets.iter().copied());
-            let again = match members {
-                Some(members) if on_members => {
-                    map_as_new_case(&n.image, space, &maps.warped, members, &options.mapping, &n.pseudonym)?
-                }
-                _ => None,
-            };
+            let again = map_again_if_calibrated(
+                &n.image,
+                space,
+                &maps,
+                members,
+                on_members,
+                &options.mapping,
+                &n.pseudonym,
+            )?;
             let (similarity, histogram_distance, mask_dice) =
                 recorded_quality(space, &maps, again.as_ref(), members);
             progress(&n.pseudonym);

@@ -32,8 +32,8 @@ pub mod tissue_priors;
 
 pub use accumulate::{
     BracketInput, BuildOptions, MIN_CALIBRATION_NULLS, MappedNormal, NormalSubject, accumulate,
-    bracket_nodes, calibrates_on_members, map_as_new_case, map_normals, recorded_quality,
-    template_members_of,
+    bracket_nodes, calibrates_on_members, map_again_if_calibrated, map_as_new_case, map_normals,
+    recorded_quality, template_members_of,
 };
 pub use atlas::{carry_atlas, parse_label_names};
 pub use build::{add_subject, assemble, assemble_with_stats};
