@@ -20,33 +20,54 @@ use std::path::{Path, PathBuf};
 /// Name of the staging directory inside the data directory.
 pub const STAGING_DIR_NAME: &str = ".staging";
 
-/// The volume of a stored study the pipeline registers, with its class: the largest T1w
-/// volume, else the largest T2w (by the `SeriesClass` of the sidecar next to each volume).
-/// A study stored before series were classified (no volume has a class) gives its largest
-/// volume, class `None`, as before; a classified study without T1w or T2w gives nothing.
-pub fn structural_volume(study_dir: &Path) -> Option<(PathBuf, Option<super::series_class::SeriesClass>)> {
+/// A NIfTI volume of a stored study: its path, size on disk and the class its sidecar gives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredVolume {
+    /// The volume file.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// The series class of the sidecar next to it (`None`: stored before series were
+    /// classified, or not readable).
+    pub class: Option<super::series_class::SeriesClass>,
+}
+
+/// Every NIfTI volume of a stored study, in file-name order, with its class.
+pub fn study_volumes(study_dir: &Path) -> Vec<StoredVolume> {
     use super::series_class::SeriesClass;
-    let volumes: Vec<(PathBuf, u64, Option<SeriesClass>)> = walkdir::WalkDir::new(study_dir)
+    walkdir::WalkDir::new(study_dir)
         .max_depth(4)
         .sort_by_file_name()
         .into_iter()
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().ends_with(".nii.gz"))
-        .map(|e| {
-            let class = crate::formats::dicom::Sidecar::next_to(e.path())
+        .map(|e| StoredVolume {
+            class: crate::formats::dicom::Sidecar::next_to(e.path())
                 .and_then(|sidecar| sidecar.series_class)
-                .and_then(|class| SeriesClass::parse(&class));
-            (e.path().to_owned(), e.metadata().map(|m| m.len()).unwrap_or(0), class)
+                .and_then(|class| SeriesClass::parse(&class)),
+            bytes: e.metadata().map(|m| m.len()).unwrap_or(0),
+            path: e.path().to_owned(),
         })
-        .collect();
+        .collect()
+}
+
+/// The volume of a stored study the pipeline registers, with its class: the largest T1w
+/// volume, else the largest T2w (by the `SeriesClass` of the sidecar next to each volume).
+/// A study stored before series were classified (no volume has a class) gives its largest
+/// volume, class `None`, as before; a classified study without T1w or T2w gives nothing.
+pub fn structural_volume(study_dir: &Path) -> Option<(PathBuf, Option<super::series_class::SeriesClass>)> {
+    structural_among(&study_volumes(study_dir))
+}
+
+/// [`structural_volume`] among a study's `volumes` (see [`study_volumes`]).
+pub fn structural_among(
+    volumes: &[StoredVolume],
+) -> Option<(PathBuf, Option<super::series_class::SeriesClass>)> {
+    use super::series_class::SeriesClass;
     let largest = |wanted: Option<SeriesClass>| {
-        volumes
-            .iter()
-            .filter(|(.., class)| *class == wanted)
-            .max_by_key(|(_, size, _)| *size)
-            .map(|(p, ..)| p.clone())
+        volumes.iter().filter(|v| v.class == wanted).max_by_key(|v| v.bytes).map(|v| v.path.clone())
     };
-    if volumes.iter().all(|(.., class)| class.is_none()) {
+    if volumes.iter().all(|v| v.class.is_none()) {
         return largest(None).map(|path| (path, None));
     }
     [SeriesClass::T1w, SeriesClass::T2w]

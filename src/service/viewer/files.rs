@@ -169,19 +169,12 @@ fn case_volumes(state: &AppState, job: &JobInfo) -> Result<Vec<(PathBuf, Option<
     let stored = studies::internals(&state.store.lock(), study)?.stored_path;
     let Some(stored) = stored else { return Ok(Vec::new()) };
     let study_dir = state.config.state_path(StateEntry::Archive).join(stored);
-    let scored = crate::ingest::store::structural_volume(&study_dir);
-    let mut volumes: Vec<(PathBuf, Option<SeriesClass>)> = walkdir::WalkDir::new(&study_dir)
-        .max_depth(4)
-        .sort_by_file_name()
+    // One walk of the study: the scored volume is chosen among the same volumes.
+    let stored = crate::ingest::store::study_volumes(&study_dir);
+    let scored = crate::ingest::store::structural_among(&stored);
+    let mut volumes: Vec<(PathBuf, Option<SeriesClass>)> = stored
         .into_iter()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".nii.gz"))
-        .map(|e| {
-            let class = crate::formats::dicom::Sidecar::next_to(e.path())
-                .and_then(|sidecar| sidecar.series_class)
-                .and_then(|class| SeriesClass::parse(&class));
-            (e.path().to_owned(), class)
-        })
+        .map(|v| (v.path, v.class))
         .filter(|(_, class)| !matches!(class, Some(SeriesClass::Dwi | SeriesClass::Localizer)))
         .collect();
     if let Some((first, _)) = scored
