@@ -137,10 +137,15 @@ async fn authenticate(
         .await
         .map_err(ApiError::internal)?
         .ok_or(ApiError::Unauthorized)?;
+    record_caller(record, &user);
+    Ok(user)
+}
+
+/// The audit record names the account that called, before any later check can refuse it.
+fn record_caller(record: &mut NewRecord, user: &User) {
     record.user = user.name.clone();
     record.role = user.role.to_string();
     record.centre = user.centre.clone();
-    Ok(user)
 }
 
 /// 403 unless the account's role may call `route`.
@@ -170,9 +175,7 @@ async fn caller(
             .await
             .map_err(ApiError::internal)?
             .ok_or(ApiError::Unauthorized)?;
-        record.user = user.name.clone();
-        record.role = user.role.to_string();
-        record.centre = user.centre.clone();
+        record_caller(record, &user);
         allowed(route, user.role)?;
         return Ok((user, owner.acting));
     }
