@@ -41,6 +41,30 @@ where
     }
 }
 
+/// Runs `compute` on a temporary sibling folder of `destination`, then renames that folder
+/// into place, replacing an older folder of the same name: a reader sees the old folder or the
+/// whole new one. On error the temporary folder is removed and `destination` is untouched.
+pub fn replace_folder<D, E>(destination: &Path, compute: impl FnOnce(&Path) -> Result<D, E>) -> Result<D, E>
+where
+    E: From<std::io::Error>,
+{
+    let parent = destination.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)?;
+    let temporary = temporary_sibling(destination);
+    std::fs::create_dir_all(&temporary)?;
+    let result = compute(&temporary).and_then(|done| {
+        if destination.exists() {
+            std::fs::remove_dir_all(destination)?;
+        }
+        std::fs::rename(&temporary, destination)?;
+        Ok(done)
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&temporary);
+    }
+    result
+}
+
 /// Writes bytes atomically.
 pub fn write_bytes(destination: &Path, bytes: &[u8]) -> std::io::Result<()> {
     write_atomically(destination, |tmp| std::fs::write(tmp, bytes))
@@ -60,6 +84,30 @@ mod tests {
         });
         assert!(result.is_err());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_folder_is_replaced_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let destination = dir.path().join("results");
+        replace_folder(&destination, |tmp| std::fs::write(tmp.join("old.dcm"), b"old")).unwrap();
+        let failed: Result<(), std::io::Error> = replace_folder(&destination, |tmp| {
+            std::fs::write(tmp.join("new.dcm"), b"new")?;
+            Err(std::io::Error::other("boom"))
+        });
+        assert!(failed.is_err());
+        let names = |d: &Path| -> Vec<String> {
+            let mut n: Vec<String> = std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into())
+                .collect();
+            n.sort();
+            n
+        };
+        assert_eq!(names(dir.path()), ["results"]);
+        assert_eq!(names(&destination), ["old.dcm"]);
+        replace_folder(&destination, |tmp| std::fs::write(tmp.join("new.dcm"), b"new")).unwrap();
+        assert_eq!(names(&destination), ["new.dcm"]);
     }
 
     #[test]

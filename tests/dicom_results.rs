@@ -106,4 +106,65 @@ fn deviation_writes_dicom_results_on_the_case_series() {
     ]);
     let summary = check(&results, &results.join("source"), &out);
     eprintln!("NIfTI case: {summary}");
+
+    // Both as a batch: case ID's objects in DICOM_OUT/ID/, written whole before its done.json.
+    let list = base.join("cases.csv");
+    std::fs::write(
+        &list,
+        format!("path,age,sex,id\n{},10.3,F,series\n{},10.3,F,nifti\n", series.display(), nifti.display()),
+    )
+    .unwrap();
+    let (out, results) = (base.join("batch"), base.join("batch_dicom"));
+    let batch = |results: &Path| {
+        pedinorm(&[
+            "deviation".as_ref(),
+            "--normdb".as_ref(),
+            normdb.as_os_str(),
+            "--cases".as_ref(),
+            list.as_os_str(),
+            "--out-dir".as_ref(),
+            out.as_os_str(),
+            "--dicom-out".as_ref(),
+            results.as_os_str(),
+            "--jobs".as_ref(),
+            "1".as_ref(),
+        ])
+    };
+    batch(&results);
+    let summary = check(&results.join("series"), &series, &out.join("series"));
+    assert!(summary["seg"]["voxels"].as_u64().unwrap() > 0, "{summary}");
+    check(&results.join("nifti"), &results.join("nifti/source"), &out.join("nifti"));
+    let names = |dir: &Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into())
+            .collect();
+        names.sort();
+        names
+    };
+    let left = names(&results);
+    assert!(left.contains(&"nifti".to_string()) && left.contains(&"series".to_string()), "{left:?}");
+    assert!(!left.iter().any(|n| n.starts_with('.')), "no temporary folder is left: {left:?}");
+    // A re-run skips the cases done and leaves their objects as they are.
+    let seg = std::fs::read(results.join("series/seg.dcm")).unwrap();
+    batch(&results);
+    assert_eq!(std::fs::read(results.join("series/seg.dcm")).unwrap(), seg);
+    // --prepare-only hands the array to a script that writes no DICOM: refused together.
+    let refused = Command::new(env!("CARGO_BIN_EXE_pedinorm"))
+        .args([
+            "deviation",
+            "--prepare-only",
+            "--dicom-out",
+            "x",
+            "--out-dir",
+            "y",
+            "--normdb",
+            "z",
+            "--cases",
+        ])
+        .arg(&list)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--prepare-only"));
 }

@@ -4,9 +4,10 @@ use crate::cli::executor::{BatchProgress, ExecutorArgs};
 use crate::cli::progress;
 use crate::cli::scan::parse_sex;
 use anyhow::{Context, bail};
+use pedinorm::dicom_results::write_case_results;
 use pedinorm::normdb::NormDbFile;
 use pedinorm::pipeline::batch_deviation::{
-    case_resources, read_cases, run_batch, run_case_task, write_case_table,
+    BatchOutputs, case_resources, read_cases, run_batch, run_case_task, write_case_table,
 };
 use pedinorm::pipeline::deviation::{CaseRequest, read_case, run_case};
 use pedinorm::pipeline::steps::default_program;
@@ -53,8 +54,9 @@ pub struct Args {
     /// Also write the results as DICOM objects into this folder: the significant clusters as
     /// a Segmentation and the z-maps as derived MR series, on the case's own series and in its
     /// study. A NIfTI case has no series: the case image is written there too, as an MR series
-    /// of a new study, and the results join that study.
-    #[arg(long, conflicts_with = "cases", value_name = "DIR")]
+    /// of a new study, and the results join that study. With --cases, case ID's objects go
+    /// to DIR/ID/ (not with --prepare-only: the hand-submitted array script writes none).
+    #[arg(long, value_name = "DIR", conflicts_with = "prepare_only")]
     pub dicom_out: Option<PathBuf>,
     /// Write OUT_DIR as a whole: compute in a temporary sibling folder, write done.json last,
     /// then rename (how batch tasks write each case).
@@ -84,7 +86,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let request = case_request(&args)?;
     if args.atomic {
-        return Ok(run_case_task(&args.normdb, &case_path, &request, &args.out_dir)?);
+        return Ok(run_case_task(
+            &args.normdb,
+            &case_path,
+            &request,
+            &args.out_dir,
+            args.dicom_out.as_deref(),
+        )?);
     }
     let bar = progress::bar(3, "deviation");
     bar.set_message("reading");
@@ -99,8 +107,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     bar.inc(2);
     bar.finish_and_clear();
     if let Some(dir) = &args.dicom_out {
-        let written = write_dicom_results(&case_path, &case.image, &args.out_dir, dir)?;
-        eprintln!("{} DICOM object(s) in {}", written, dir.display());
+        let written = write_case_results(&case_path, &case.image, &args.out_dir, dir)?;
+        eprintln!("{} DICOM object(s) in {}", written.len(), dir.display());
     }
     let significant: Vec<_> = result.clusters.iter().filter(|c| c.significant).collect();
     println!("{}", args.out_dir.display());
@@ -142,38 +150,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The DICOM result objects of one case (from its outputs in `out_dir`) into `dir`; returns
-/// how many were written.
-fn write_dicom_results(
-    case_path: &Path,
-    image: &pedinorm_registration::Image<f32>,
-    out_dir: &Path,
-    dir: &Path,
-) -> anyhow::Result<usize> {
-    use pedinorm::dicom_results::source::SourceSeries;
-    use pedinorm::dicom_results::{ResultMaps, ResultsRequest, build_results, write_results};
-    use pedinorm::formats::dicom_common::DateTime;
-    use pedinorm::formats::dicom_write::UidSource;
-    let when = DateTime::now_utc();
-    let source = if pedinorm::formats::dicom::is_nifti_path(case_path) {
-        let pseudonym = pedinorm::formats::dicom::sanitize(
-            &case_path.file_name().unwrap_or_default().to_string_lossy().replace(".nii", ""),
-        );
-        SourceSeries::new_study(image, &pseudonym, UidSource::Random, &when)?
-    } else {
-        // Read again for the slices' SOP instances and the study's attributes, which the
-        // volume read for scoring does not keep.
-        let volumes = pedinorm::formats::dicom::load_series(&[case_path.to_owned()])
-            .with_context(|| format!("{}: cannot read as a DICOM series", case_path.display()))?;
-        let volume = volumes.first().with_context(|| format!("{}: no image volume", case_path.display()))?;
-        SourceSeries::from_case_files(case_path, volume)?
-    };
-    let maps = ResultMaps::read(out_dir)?;
-    let objects =
-        build_results(&ResultsRequest { maps: &maps, source: &source, uids: UidSource::Random, when })?;
-    Ok(write_results(dir, &objects)?.len())
-}
-
 /// `pedinorm deviation --cases LIST`: one task per case through the chosen executor.
 fn run_batch_cli(args: &Args, list: &Path) -> anyhow::Result<()> {
     if args.age.is_some() || args.sex.is_some() {
@@ -191,14 +167,21 @@ fn run_batch_cli(args: &Args, list: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out_dir)
         .with_context(|| format!("{}: cannot create", args.out_dir.display()))?;
     let out_dir = args.out_dir.canonicalize()?;
+    let dicom_out = match &args.dicom_out {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+            Some(dir.canonicalize()?)
+        }
+        None => None,
+    };
+    let outputs =
+        BatchOutputs { out_dir: &out_dir, max_regions: args.max_regions, dicom_out: dicom_out.as_deref() };
     let (_, threads) = args.batch.jobs_and_threads();
     let resources = case_resources(&db, &cases, threads)?;
     let executor = args.batch.executor(&default_program(), out_dir.join(".slurm"), "pedinorm-deviation")?;
     let progress = BatchProgress::new("deviation maps");
     let outcome =
-        run_batch(&normdb, &cases, &out_dir, args.max_regions, executor.as_ref(), resources, &|event| {
-            progress.on_event(event)
-        });
+        run_batch(&normdb, &cases, outputs, executor.as_ref(), resources, &|event| progress.on_event(event));
     progress.finish();
     let summary = outcome?;
     println!("{}", out_dir.join("summary.tsv").display());

@@ -362,6 +362,35 @@ pub fn build_results(request: &ResultsRequest<'_>) -> Result<Vec<ResultObject>, 
     Ok(objects)
 }
 
+/// The result objects of one case scored by `pedinorm deviation`, from its outputs in `out_dir`,
+/// written into `dir`; returns the files written. A DICOM case (`case_path`, read again for its
+/// slices' SOP instances and its study's attributes, which the scoring read does not keep) gets
+/// results on its own series; a NIfTI case (`image`) is first written as an MR series of a new
+/// study named after the file.
+pub fn write_case_results(
+    case_path: &Path,
+    image: &Image<f32>,
+    out_dir: &Path,
+    dir: &Path,
+) -> Result<Vec<PathBuf>, ResultsError> {
+    let when = DateTime::now_utc();
+    let source = if crate::formats::dicom::is_nifti_path(case_path) {
+        let name = case_path.file_name().unwrap_or_default().to_string_lossy().replace(".nii", "");
+        SourceSeries::new_study(image, &crate::formats::dicom::sanitize(&name), UidSource::Random, &when)?
+    } else {
+        let unreadable =
+            |rule: String| ResultsError::Source { path: case_path.to_owned(), field: "files", rule };
+        let volumes = crate::formats::dicom::load_series(&[case_path.to_owned()])
+            .map_err(|e| unreadable(e.to_string()))?;
+        let volume = volumes.first().ok_or_else(|| unreadable("no image volume".into()))?;
+        SourceSeries::from_case_files(case_path, volume)?
+    };
+    let maps = ResultMaps::read(out_dir)?;
+    let objects =
+        build_results(&ResultsRequest { maps: &maps, source: &source, uids: UidSource::Random, when })?;
+    write_results(dir, &objects)
+}
+
 /// Writes the objects under `dir`, each file atomically; returns the files written.
 pub fn write_results(dir: &Path, objects: &[ResultObject]) -> Result<Vec<PathBuf>, ResultsError> {
     let mut written = Vec::with_capacity(objects.len());

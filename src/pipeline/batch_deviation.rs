@@ -9,9 +9,13 @@
 //! unknown, both sexes pooled), optional `site` (or `scanner`: the scanner or site label as the
 //! database's normals carry it; empty: not given, scored as an unseen site) and optional `id`
 //! (default: the file name without `.nii.gz`/`.nii`).
+//!
+//! With a DICOM folder (`--dicom-out DIR`) each case's result objects go to `DIR/ID/`, written
+//! whole before the case's `done.json`, so a case marked done has all of them.
 
 use crate::batch::plan::TaskEstimate;
 use crate::batch::{BatchError, Executor, ProgressEvent, Resources, Stage, Task};
+use crate::dicom_results::{ResultsError, write_case_results};
 use crate::formats::dicom::is_nifti_path;
 use crate::normdb::{NormDbError, NormDbFile};
 use crate::pipeline::cohort::{CsvList, ListError, stem};
@@ -40,6 +44,25 @@ pub enum BatchDeviationError {
     /// A case could not be read, scored or written.
     #[error(transparent)]
     Case(#[from] CaseError),
+    /// A case's DICOM result objects could not be built or written.
+    #[error("case {}: DICOM results: {error}", case.display())]
+    DicomResults {
+        /// The case image.
+        case: PathBuf,
+        /// What went wrong.
+        error: ResultsError,
+    },
+}
+
+/// Where the results of every case of a batch go.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchOutputs<'a> {
+    /// The batch's output folder: case `ID` in `OUT/ID/`.
+    pub out_dir: &'a Path,
+    /// Regions listed in each report.
+    pub max_regions: usize,
+    /// A folder for the DICOM result objects: case `ID` in `DIR/ID/` (none: not written).
+    pub dicom_out: Option<&'a Path>,
 }
 
 impl From<std::io::Error> for BatchDeviationError {
@@ -190,10 +213,10 @@ fn assumed_reliable() -> bool {
 pub fn deviation_stage(
     normdb: &Path,
     cases: &[BatchCase],
-    out_dir: &Path,
-    max_regions: usize,
+    outputs: BatchOutputs<'_>,
     resources: Resources,
 ) -> PlannedStage {
+    let out_dir = outputs.out_dir;
     let stage = Stage {
         name: "deviation".into(),
         tasks: cases
@@ -214,9 +237,15 @@ pub fn deviation_stage(
                 if let Some(site) = &case.site {
                     args.extend(["--site".into(), site.clone()]);
                 }
+                if let Some(dicom_out) = outputs.dicom_out {
+                    args.extend([
+                        "--dicom-out".into(),
+                        dicom_out.join(&case.id).to_string_lossy().into_owned(),
+                    ]);
+                }
                 args.extend([
                     "--max-regions".into(),
-                    max_regions.to_string(),
+                    outputs.max_regions.to_string(),
                     "--out-dir".into(),
                     out_dir.join(&case.id).to_string_lossy().into_owned(),
                     "--atomic".into(),
@@ -285,12 +314,14 @@ pub fn case_resources(
 
 /// One case's task (`pedinorm deviation --atomic`): scores the case and writes `out_dir` as a
 /// whole, `done.json` last (see [`write_folder_atomically`]); nothing to do when `done.json`
-/// exists. The case's id is the folder's name.
+/// exists. The case's id is the folder's name. With `dicom_out`, the DICOM result objects are
+/// written there as a whole folder before `done.json`.
 pub fn run_case_task(
     normdb: &Path,
     case_path: &Path,
     request: &CaseRequest,
     out_dir: &Path,
+    dicom_out: Option<&Path>,
 ) -> Result<(), BatchDeviationError> {
     if out_dir.join("done.json").is_file() {
         return Ok(());
@@ -304,6 +335,12 @@ pub fn run_case_task(
     let (case_name, normdb_name) = (case_path.display().to_string(), normdb.display().to_string());
     write_folder_atomically(out_dir, |tmp| -> Result<CaseDone, BatchDeviationError> {
         let result = run_case(&db, &case.image, &options, &case_name, &normdb_name, tmp).map_err(failed)?;
+        if let Some(dicom_out) = dicom_out {
+            crate::atomic::replace_folder(dicom_out, |objects| {
+                write_case_results(case_path, &case.image, tmp, objects)
+                    .map_err(|error| BatchDeviationError::DicomResults { case: case_path.to_owned(), error })
+            })?;
+        }
         Ok(CaseDone {
             id,
             case: case_path.to_owned(),
@@ -334,8 +371,7 @@ pub struct CaseSummary {
 pub fn run_batch(
     normdb: &Path,
     cases: &[BatchCase],
-    out_dir: &Path,
-    max_regions: usize,
+    outputs: BatchOutputs<'_>,
     executor: &dyn Executor,
     resources: Resources,
     progress: &(dyn Fn(&ProgressEvent) + Sync),
@@ -344,8 +380,9 @@ pub fn run_batch(
         path: path.to_owned(),
         message: e.to_string(),
     };
+    let out_dir = outputs.out_dir;
     std::fs::create_dir_all(out_dir).map_err(|e| unwritable(out_dir, e))?;
-    let stage = deviation_stage(normdb, cases, out_dir, max_regions, resources);
+    let stage = deviation_stage(normdb, cases, outputs, resources);
     let outcome = run_plan::<BatchDeviationError>(&[stage], executor, progress);
     let summary: Vec<CaseSummary> = cases
         .iter()
@@ -410,7 +447,15 @@ mod tests {
         assert_eq!(cases[0].sex, Some(Sex::Female));
         assert_eq!(cases[1].sex, None);
         assert_eq!((cases[0].site.as_deref(), cases[1].site.as_deref()), (Some("SIEMENS Prisma 3T"), None));
-        let stage = deviation_stage(Path::new("/db.h5"), &cases, Path::new("/out"), 15, Resources::default());
+        let outputs = BatchOutputs { out_dir: Path::new("/out"), max_regions: 15, dicom_out: None };
+        let stage = deviation_stage(Path::new("/db.h5"), &cases, outputs, Resources::default());
+        let tasks = &stage.stage.tasks;
+        assert!(!tasks[0].args.contains(&"--dicom-out".to_string()));
+        let with_dicom = BatchOutputs { dicom_out: Some(Path::new("/dicom")), ..outputs };
+        let stage = deviation_stage(Path::new("/db.h5"), &cases, with_dicom, Resources::default());
+        let dicom_at = stage.stage.tasks[1].args.iter().position(|a| a == "--dicom-out").unwrap();
+        assert_eq!(stage.stage.tasks[1].args[dicom_at + 1], "/dicom/second");
+        let stage = deviation_stage(Path::new("/db.h5"), &cases, outputs, Resources::default());
         let tasks = &stage.stage.tasks;
         assert_eq!(tasks[1].done_marker, Path::new("/out/second/done.json"));
         assert!(!tasks[1].args.contains(&"--sex".to_string()));

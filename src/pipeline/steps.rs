@@ -310,23 +310,13 @@ pub fn write_folder_atomically<D: Serialize, E>(
 where
     E: From<std::io::Error>,
 {
-    let parent = destination.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent)?;
-    let temporary = crate::atomic::temporary_sibling(destination);
-    let result = compute(&temporary).and_then(|done| {
+    // An existing folder is an unfinished one of an earlier attempt: it has no done.json.
+    crate::atomic::replace_folder(destination, |temporary| {
+        let done = compute(temporary)?;
         let json = serde_json::to_vec_pretty(&done).map_err(std::io::Error::other)?;
         write_bytes(&temporary.join("done.json"), &json)?;
-        if destination.exists() {
-            // An unfinished folder of an earlier attempt: it has no done.json.
-            std::fs::remove_dir_all(destination)?;
-        }
-        std::fs::rename(&temporary, destination)?;
         Ok(done)
-    });
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&temporary);
-    }
-    result
+    })
 }
 
 /// The number of voxels of a NIfTI file, from its header (to plan a task's resources).
