@@ -51,6 +51,32 @@ fn check_dicom_results(
     serde_json::from_str(&stdout).unwrap()
 }
 
+/// Deletes a series from Orthanc through its REST API (`/tools/lookup`, `DELETE /series/ID`):
+/// what a PACS administrator does, which the service itself never does.
+fn orthanc_delete_series(pacs: &PacsConfig, series_uid: &str) {
+    let password = pacs.password.clone().or_else(|| {
+        let file = pacs.password_file.as_ref()?;
+        std::fs::read_to_string(file).ok().map(|p| p.lines().next().unwrap_or("").to_string())
+    });
+    let client = reqwest::blocking::Client::new();
+    let authorized = |builder: reqwest::blocking::RequestBuilder| match &pacs.username {
+        Some(user) => builder.basic_auth(user, password.as_deref()),
+        None => builder,
+    };
+    let base = pacs.url.trim_end_matches('/');
+    let found: Value = authorized(client.post(format!("{base}/tools/lookup")).body(series_uid.to_string()))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let series =
+        found.as_array().unwrap().iter().find(|f| f["Type"] == "Series").expect("the series is found");
+    let response = authorized(client.delete(format!("{base}/series/{}", series["ID"].as_str().unwrap())))
+        .send()
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+}
+
 /// Runs a PACS call off the async executor.
 async fn with_pacs<T: Send + 'static>(
     pacs: &PacsConfig,
@@ -200,6 +226,7 @@ async fn orthanc_study_to_deviation_map_and_derived_series_back() {
     );
     assert_eq!(store_back["result"]["instances"], 3 + 4 * slices, "{store_back}");
     let study_uid_query = study_uid.clone();
+    let pacs_for_delete = pacs.clone();
     let series = with_pacs(&pacs, move |client| client.find_series(&study_uid_query).unwrap()).await;
     let uids: Vec<&str> = series.iter().filter_map(|s| s["0020000E"]["Value"][0].as_str()).collect();
     assert_eq!(uids.len(), 1 + stored.len(), "{uids:?}");
@@ -240,6 +267,51 @@ async fn orthanc_study_to_deviation_map_and_derived_series_back() {
     let summary = check_dicom_results(&results_dir, &source_dir, &outputs_dir);
     assert_eq!(summary["objects"].as_u64().unwrap() as usize, 3 + 4 * slices, "{summary}");
     assert!(!summary["sr"]["cluster_volumes_ml"].as_object().unwrap().is_empty(), "{summary}");
+    assert_eq!(store_back["result"]["source_series"], "found", "{store_back}");
+
+    // The case's series is gone from the PACS: a second store-back writes the scored case image
+    // into the study as a new series and puts the results on it.
+    let original = uids.iter().find(|u| !stored.iter().any(|s| s["series_instance_uid"] == **u)).unwrap();
+    let original = original.to_string();
+    tokio::task::spawn_blocking(move || orthanc_delete_series(&pacs_for_delete, &original)).await.unwrap();
+    let again = api
+        .run_job(
+            &radiologist,
+            &format!("/api/v1/jobs/{deviation_id}/store-back"),
+            &json!({}),
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(again["state"], "done", "{again}");
+    assert_eq!(again["result"]["source_series"], "written", "{again}");
+    let written = again["result"]["series"].as_array().unwrap().clone();
+    assert_eq!(written[0]["kind"], "source", "{again}");
+    assert_eq!(written[0]["instances"], slices, "{again}");
+    assert_eq!(again["result"]["instances"], slices + 3 + 4 * slices, "{again}");
+    let study_uid_query = study_uid.clone();
+    let objects = with_pacs(&pacs, move |client| client.retrieve_study(&study_uid_query).unwrap()).await;
+    let (results_again, source_again) =
+        (identified.path().join("from_pacs_again"), identified.path().join("written_source"));
+    for dir in [&results_again, &source_again] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let source_uid = written[0]["series_instance_uid"].as_str().unwrap();
+    for (index, bytes) in objects.iter().enumerate() {
+        let object = dicom_object::from_reader(&bytes[128..]).unwrap();
+        let series_uid = object.element(dicom_dictionary_std::tags::SERIES_INSTANCE_UID).unwrap();
+        let series_uid = series_uid.to_str().unwrap();
+        let series_uid = series_uid.trim_end_matches('\0');
+        let folder = if series_uid == source_uid {
+            &source_again
+        } else if written.iter().any(|s| s["series_instance_uid"] == series_uid) {
+            &results_again
+        } else {
+            continue;
+        };
+        std::fs::write(folder.join(format!("object{index:04}.dcm")), bytes).unwrap();
+    }
+    let summary = check_dicom_results(&results_again, &source_again, &outputs_dir);
+    assert_eq!(summary["objects"].as_u64().unwrap() as usize, 3 + 4 * slices, "{summary}");
 
     server.stop().await;
     assert_eq!(files_containing(dir.path(), "SYNTHETIC^"), Vec::<String>::new());

@@ -16,6 +16,10 @@ use std::path::Path;
 /// from 11 up).
 const NEW_STUDY_PURPOSE: u64 = 10;
 
+/// SeriesNumber of the case image written into a study that holds no series on its grid,
+/// beside the result series (99xx).
+pub const CASE_SERIES_NUMBER: u32 = 9900;
+
 /// The source series of the result objects.
 #[derive(Debug, Clone)]
 pub struct SourceSeries {
@@ -119,11 +123,23 @@ impl SourceSeries {
         when: &DateTime,
     ) -> Result<Self, ResultsError> {
         let study = StudyContext::new_study(uids.uid(NEW_STUDY_PURPOSE), pseudonym, &when.date, &when.time);
+        Self::new_series(image, study, ("case image (from NIfTI)", 1), uids)
+    }
+
+    /// The case image written as a new MR series of `study`, described and numbered by
+    /// `(description, number)`: what results lie on when the study holds no series on the
+    /// case's grid (see [`CASE_SERIES_NUMBER`]).
+    pub fn new_series(
+        image: &Image<f32>,
+        study: StudyContext,
+        (description, number): (&str, u32),
+        uids: UidSource,
+    ) -> Result<Self, ResultsError> {
         let mut attributes = InMemDicomObject::new_empty();
         study.put_into(&mut attributes);
         put_text(&mut attributes, tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192");
-        put_text(&mut attributes, tags::SERIES_DESCRIPTION, VR::LO, "case image (from NIfTI)");
-        put_text(&mut attributes, tags::SERIES_NUMBER, VR::IS, "1");
+        put_text(&mut attributes, tags::SERIES_DESCRIPTION, VR::LO, description);
+        put_text(&mut attributes, tags::SERIES_NUMBER, VR::IS, number.to_string());
         // An unpaired body part: General Series then needs no Laterality.
         put_text(&mut attributes, tags::BODY_PART_EXAMINED, VR::CS, "HEAD");
         put_text(&mut attributes, tags::IMAGE_TYPE, VR::CS, "DERIVED\\SECONDARY\\OTHER");
@@ -159,13 +175,14 @@ impl SourceSeries {
     /// grid is `grid` (within 0.01 mm): the series a case volume of that grid was made from.
     /// Objects pedinorm wrote (Manufacturer `pedinorm`: results stored back earlier) and
     /// objects that are not MR images are never candidates; a series that does not form a
-    /// volume is passed over. `study_name` names the study in errors.
+    /// volume is passed over. `study_name` names the study in errors. `None` when no series
+    /// lies on the grid.
     pub fn find_in_study(
         objects: Vec<Vec<u8>>,
         grid: &Grid,
-        study: StudyContext,
+        study: &StudyContext,
         study_name: &str,
-    ) -> Result<Self, ResultsError> {
+    ) -> Result<Option<Self>, ResultsError> {
         const MR_CLASSES: [&str; 3] = [
             uids::MR_IMAGE_STORAGE,
             uids::ENHANCED_MR_IMAGE_STORAGE,
@@ -201,13 +218,9 @@ impl SourceSeries {
         for objects in series.into_values() {
             let Ok(volumes) = crate::formats::dicom::load_series_from_memory(objects) else { continue };
             if let Some(volume) = volumes.iter().find(|v| on_grid(v)) {
-                return Self::from_volume(volume, study, Path::new(study_name));
+                return Self::from_volume(volume, study.clone(), Path::new(study_name)).map(Some);
             }
         }
-        Err(ResultsError::Source {
-            path: study_name.into(),
-            field: "ImagePositionPatient/ImageOrientationPatient/PixelSpacing",
-            rule: format!("no MR series of the study lies on the case's grid ({:?} voxels)", grid.dims()),
-        })
+        Ok(None)
     }
 }

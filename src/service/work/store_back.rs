@@ -1,10 +1,12 @@
 //! The store-back job: a deviation job's results sent to the study's PACS as DICOM objects
 //! (`dicom_results`: the clusters as a Segmentation, the z-maps as derived series) on the
 //! study's own series, which is found by retrieving the study (WADO-RS) and matching the
-//! case's grid.
+//! case's grid. When the study no longer holds a series on that grid (deleted, or replaced by
+//! a conversion on the PACS side), the case image the deviation job scored is written into the
+//! study as a new series and the results lie on it.
 
-use super::{pacs_client, param_i64};
-use crate::dicom_results::source::SourceSeries;
+use super::{archive_dir, pacs_client, param_i64, study_volume};
+use crate::dicom_results::source::{CASE_SERIES_NUMBER, SourceSeries};
 use crate::dicom_results::{ResultMaps, ResultsRequest, build_results};
 use crate::formats::dicom_common::{DateTime, StudyContext};
 use crate::formats::dicom_write::UidSource;
@@ -68,16 +70,31 @@ pub(super) fn store_back_job(
     ctx.progress(40.0, "building the result objects")?;
     // Messages name the study by its service id: a UID or a path never reaches the job record.
     let study_name = format!("study {study_id}");
-    let built = SourceSeries::find_in_study(retrieved, maps.clusters_native.grid(), study, &study_name)
-        .and_then(|source| {
-            build_results(&ResultsRequest {
-                maps: &maps,
-                source: &source,
-                uids: UidSource::Random,
-                when: DateTime::now_utc(),
-            })
-        })
-        .map_err(|e| JobFailure::Failed(e.to_string()))?;
+    let failed = |e: crate::dicom_results::ResultsError| JobFailure::Failed(e.to_string());
+    let found = SourceSeries::find_in_study(retrieved, maps.clusters_native.grid(), &study, &study_name)
+        .map_err(failed)?;
+    let (source, source_series) = match found {
+        Some(source) => (source, "found"),
+        None => {
+            let stored = internals
+                .stored_path
+                .as_ref()
+                .and_then(|stored| study_volume(&archive_dir(config).join(stored)))
+                .ok_or_else(|| JobFailure::Failed("the study has no stored volume to write back".into()))?;
+            let image = crate::formats::nifti::read_image(&stored).map_err(|e| {
+                tracing::error!("store-back of job {deviation_job}: {e}");
+                JobFailure::Failed("the study's stored volume cannot be read".into())
+            })?;
+            let described = ("case image as scored by pedinorm", CASE_SERIES_NUMBER);
+            (
+                SourceSeries::new_series(&image, study, described, UidSource::Random).map_err(failed)?,
+                "written",
+            )
+        }
+    };
+    let request =
+        ResultsRequest { maps: &maps, source: &source, uids: UidSource::Random, when: DateTime::now_utc() };
+    let built = build_results(&request).map_err(failed)?;
     ctx.progress(60.0, "sending to the PACS (STOW-RS)")?;
     // report.pdf is kept with the job; the PACS gets its encapsulated copy.
     let (pdf, built): (Vec<_>, Vec<_>) = built.into_iter().partition(|o| o.series_uid.is_empty());
@@ -98,7 +115,11 @@ pub(super) fn store_back_job(
             }
         }
     }
-    Ok(
-        json!({ "deviation_job": deviation_job, "centre": centre, "instances": built.len(), "series": series }),
-    )
+    Ok(json!({
+        "deviation_job": deviation_job,
+        "centre": centre,
+        "source_series": source_series,
+        "instances": built.len(),
+        "series": series,
+    }))
 }
