@@ -1,11 +1,13 @@
 //! The one-page report (`report.pdf`, A4, laid out for print and read on screen): the case,
 //! the database and its calibration, key slices with the fused overlay, the cluster table, the
-//! region table and the caveats of the method. Built with `lopdf`: Helvetica (a standard PDF
+//! region table, the regional volumes with their growth charts (drawn as vector paths from the
+//! curves `report.json` carries) and the caveats of the method. Built with `lopdf`: Helvetica (a standard PDF
 //! font, nothing embedded), key slices as RGB image objects compressed with Flate.
 
 use super::source::SourceSeries;
 use super::{ResultMaps, ResultsError, Significant};
 use crate::formats::png::Canvas;
+use crate::report::growth_chart::{BAND_OPACITY, GrowthCurves, format_tick};
 use lopdf::content::{Content, Operation};
 use lopdf::{Document, Object, Stream, dictionary};
 use std::io::Write;
@@ -114,6 +116,143 @@ fn peak_slice(source: &SourceSeries, cluster: &Significant) -> usize {
     let voxel = source.grid.world_to_voxel(cluster.peak_native_mm);
     (voxel[2].round().max(0.0) as usize).min(source.grid.dims()[2].saturating_sub(1))
 }
+
+/// Height of a growth chart on the page (points), and the room the caveats below need.
+const CHART_HEIGHT: f64 = 150.0;
+const CAVEATS_HEIGHT: f64 = 75.0;
+/// Growth charts drawn side by side (total brain and intracranial volume come first).
+const CHARTS_PER_ROW: usize = 2;
+
+/// The report's first growth charts side by side, when the page has room for them (else a line
+/// naming the SVG files that hold them).
+fn draw_growth_charts(page: &mut Page, report: &serde_json::Value) {
+    let charts: Vec<GrowthCurves> = report["growth_charts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| serde_json::from_value(c.clone()).ok())
+        .collect();
+    if charts.is_empty() {
+        return;
+    }
+    page.gap(6.0);
+    if page.y - CHART_HEIGHT - 14.0 < MARGIN + CAVEATS_HEIGHT {
+        page.line(9.0, false, "Growth charts: see the growth_*.svg files of the result.");
+        return;
+    }
+    page.line(11.0, true, "Growth charts");
+    let width = (PAGE.0 - 2.0 * MARGIN - 20.0 * (CHARTS_PER_ROW - 1) as f64) / CHARTS_PER_ROW as f64;
+    let top = page.y;
+    for (n, chart) in charts.iter().take(CHARTS_PER_ROW).enumerate() {
+        let frame = Frame { left: MARGIN + n as f64 * (width + 20.0), top, width, height: CHART_HEIGHT };
+        frame.draw(page, chart);
+    }
+    page.y = top - CHART_HEIGHT - 4.0;
+}
+
+/// Where a chart is drawn: its box on the page (points; `top` is the upper edge).
+struct Frame {
+    left: f64,
+    top: f64,
+    width: f64,
+    height: f64,
+}
+
+impl Frame {
+    /// Space for the title above and the age labels below, and the value labels at the left.
+    const TITLE: f64 = 12.0;
+    const BELOW: f64 = 22.0;
+    const LABELS: f64 = 34.0;
+
+    fn draw(&self, page: &mut Page, chart: &GrowthCurves) {
+        let (low, high) = chart.value_range();
+        let max_age = chart.max_age();
+        let (x0, x1) = (self.left + Self::LABELS, self.left + self.width);
+        let (y0, y1) = (self.top - self.height + Self::BELOW, self.top - Self::TITLE - 4.0);
+        let x = |age: f64| x0 + age.clamp(0.0, max_age) / max_age * (x1 - x0);
+        let y = |value: f64| y0 + (value - low) / (high - low) * (y1 - y0);
+        let ops = &mut page.operations;
+        let number = |v: f64| Object::Real(v as f32);
+        // Bands from the outer in, each in its colour stacked over the ones below it (the
+        // SVG's transparency, flattened for print).
+        let mut colour = [1.0f64; 3];
+        for (band, opacity) in chart.bands().iter().zip(BAND_OPACITY) {
+            for (c, blue) in colour.iter_mut().zip(BAND_RGB) {
+                *c += opacity * (blue - *c);
+            }
+            ops.push(Operation::new("rg", colour.iter().map(|&c| number(c)).collect()));
+            for (i, &(age, value)) in band.iter().enumerate() {
+                ops.push(Operation::new(
+                    if i == 0 { "m" } else { "l" },
+                    vec![number(x(age)), number(y(value))],
+                ));
+            }
+            ops.push(Operation::new("h", vec![]));
+            ops.push(Operation::new("f", vec![]));
+        }
+        ops.push(Operation::new("RG", vec![number(0.10), number(0.21), number(0.36)]));
+        ops.push(Operation::new("w", vec![number(1.2)]));
+        for (i, &(age, value)) in chart.median().iter().enumerate() {
+            ops.push(Operation::new(if i == 0 { "m" } else { "l" }, vec![number(x(age)), number(y(value))]));
+        }
+        ops.push(Operation::new("S", vec![]));
+        // Axes.
+        ops.push(Operation::new("RG", vec![number(0.0), number(0.0), number(0.0)]));
+        ops.push(Operation::new("w", vec![number(0.6)]));
+        ops.extend([
+            Operation::new("m", vec![number(x0), number(y1)]),
+            Operation::new("l", vec![number(x0), number(y0)]),
+            Operation::new("l", vec![number(x1), number(y0)]),
+            Operation::new("S", vec![]),
+        ]);
+        if let Some(case) = chart.case {
+            // A filled dot: four Bézier quarter circles.
+            let (cx, cy, r) = (x(case.age), y(case.value), 2.6);
+            let k = 0.5523 * r;
+            ops.push(Operation::new("rg", vec![number(0.77), number(0.19), number(0.19)]));
+            ops.push(Operation::new("m", vec![number(cx + r), number(cy)]));
+            for (a, b, c, d, e, f) in [
+                (cx + r, cy + k, cx + k, cy + r, cx, cy + r),
+                (cx - k, cy + r, cx - r, cy + k, cx - r, cy),
+                (cx - r, cy - k, cx - k, cy - r, cx, cy - r),
+                (cx + k, cy - r, cx + r, cy - k, cx + r, cy),
+            ] {
+                ops.push(Operation::new("c", [a, b, c, d, e, f].into_iter().map(number).collect()));
+            }
+            ops.push(Operation::new("f", vec![]));
+            ops.push(Operation::new("rg", vec![number(0.0), number(0.0), number(0.0)]));
+        }
+        let saved = page.y;
+        let mut label = |px: f64, py: f64, size: f64, bold: bool, text: &str| {
+            page.y = py;
+            page.text(px, size, bold, text);
+        };
+        label(
+            self.left,
+            self.top - 9.0,
+            8.0,
+            true,
+            &format!("{} ({}), {}", chart.measure, chart.unit, chart.sex),
+        );
+        for age in (0..=max_age as usize).step_by(4) {
+            label(x(age as f64) - 3.0, y0 - 10.0, 7.0, false, &age.to_string());
+        }
+        label((x0 + x1) / 2.0 - 20.0, y0 - 19.0, 7.0, false, "age (years)");
+        for k in 0..=2 {
+            let value = low + (high - low) * k as f64 / 2.0;
+            label(self.left, y(value) - 2.5, 7.0, false, &format_tick(value));
+        }
+        if let Some(case) = chart.case {
+            let text = format!("case: centile {:.1}", case.centile);
+            let px = if x(case.age) > (x0 + x1) / 2.0 { x(case.age) - 70.0 } else { x(case.age) + 5.0 };
+            label(px, y(case.value) + 5.0, 7.0, true, &text);
+        }
+        page.y = saved;
+    }
+}
+
+/// The bands' colour (#2b6cb0, as in the SVG charts) in PDF's 0–1 RGB.
+const BAND_RGB: [f64; 3] = [43.0 / 255.0, 108.0 / 255.0, 176.0 / 255.0];
 
 /// The one-page report as PDF bytes. `pictures` holds the fused intensity pictures of the
 /// key slices (slice index, picture).
@@ -291,6 +430,7 @@ pub fn report_pdf(
             );
         }
     }
+    draw_growth_charts(&mut page, report);
     page.gap(8.0);
     page.line(11.0, true, "Caveats");
     for line in CAVEATS {
@@ -363,6 +503,66 @@ mod tests {
         assert_eq!(lines.join(" "), text);
         assert_eq!(wrap("", 10), Vec::<String>::new());
         assert_eq!(wrap("averyveryverylongword x", 5), vec!["averyveryverylongword", "x"]);
+    }
+
+    /// A report with one growth chart: ages 0–18, three nested bands around a median.
+    fn report_with_chart(case_value: f64) -> serde_json::Value {
+        let ages: Vec<f64> = (0..=18).map(f64::from).collect();
+        let centiles = [2.5, 10.0, 25.0, 50.0, 75.0, 90.0, 97.5];
+        let values: Vec<Vec<f64>> = centiles
+            .iter()
+            .map(|c| ages.iter().map(|a| 900.0 + 30.0 * a + 4.0 * (c - 50.0)).collect())
+            .collect();
+        let chart = GrowthCurves {
+            measure: "total_brain".into(),
+            sex: "girls".into(),
+            unit: "ml".into(),
+            ages,
+            centiles: centiles.to_vec(),
+            values,
+            case: Some(crate::report::growth_chart::CasePoint { age: 9.0, value: case_value, centile: 1.3 }),
+        };
+        serde_json::json!({ "growth_charts": [chart] })
+    }
+
+    fn shown_text(page: &Page) -> String {
+        page.operations
+            .iter()
+            .filter(|o| o.operator == "Tj")
+            .filter_map(|o| o.operands.first().and_then(|t| t.as_str().ok()))
+            .map(|t| String::from_utf8_lossy(t).into_owned())
+            .collect::<Vec<_>>()
+            .join("|")
+    }
+
+    #[test]
+    fn growth_charts_are_drawn_as_bands_median_and_the_case() {
+        let mut page = Page { operations: Vec::new(), y: 500.0 };
+        draw_growth_charts(&mut page, &report_with_chart(1000.0));
+        let fills = page.operations.iter().filter(|o| o.operator == "f").count();
+        assert_eq!(fills, 3 + 1, "three bands and the case's dot");
+        let text = shown_text(&page);
+        assert!(text.contains("Growth charts") && text.contains("total_brain (ml), girls"), "{text}");
+        assert!(text.contains("case: centile 1.3") && text.contains("age (years)"), "{text}");
+        assert!(page.y < 500.0 - CHART_HEIGHT, "the page continues below the chart");
+        // Every point drawn lies inside the chart's box.
+        for o in page.operations.iter().filter(|o| o.operator == "m" || o.operator == "l") {
+            let x = o.operands[0].as_float().unwrap() as f64;
+            let y = o.operands[1].as_float().unwrap() as f64;
+            assert!(
+                (MARGIN..=PAGE.0 - MARGIN).contains(&x) && y > 500.0 - CHART_HEIGHT - 20.0 && y < 500.0,
+                "{x} {y}"
+            );
+        }
+        // No room left above the caveats: the charts are named, not drawn.
+        let mut full = Page { operations: Vec::new(), y: MARGIN + CAVEATS_HEIGHT + 40.0 };
+        draw_growth_charts(&mut full, &report_with_chart(1000.0));
+        assert!(shown_text(&full).contains("growth_*.svg"));
+        assert_eq!(full.operations.iter().filter(|o| o.operator == "f").count(), 0);
+        // No charts in the report: nothing at all.
+        let mut none = Page { operations: Vec::new(), y: 500.0 };
+        draw_growth_charts(&mut none, &serde_json::json!({}));
+        assert!(none.operations.is_empty());
     }
 
     #[test]

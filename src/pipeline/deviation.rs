@@ -4,7 +4,7 @@
 //! clusters, atlas regions, reliability), and its maps, montages and report are written.
 
 use crate::formats::nifti::{VoxelType, read_image, write_image};
-use crate::report::growth_chart::{GrowthChart, growth_chart_svg};
+use crate::report::growth_chart::{GrowthChart, GrowthCurves, curves_svg};
 use pedinorm_registration::Image;
 use pedinorm_templates::model::case_local_volume::CaseLocalVolume;
 use pedinorm_templates::model::case_regional::CaseRegional;
@@ -104,6 +104,10 @@ pub struct Report<'a> {
     /// size against the limit calibrated on the normals (absent: the database predates it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub local_volume: Option<&'a CaseLocalVolume>,
+    /// Growth charts of total brain, intracranial volume and every flagged measure, as
+    /// centile curves over age with the case's point (empty: no centile models).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub growth_charts: &'a [GrowthCurves],
     /// Output files.
     pub outputs: Vec<String>,
     /// How to read the maps.
@@ -187,8 +191,9 @@ pub fn write_outputs(
         .map_err(|e| werr(&path, e.to_string()))?;
         written.push(path);
     }
+    let growth_charts = growth_charts(result);
     if let Some(regional) = &result.regional {
-        written.extend(write_regional(regional, result, out_dir)?);
+        written.extend(write_regional(regional, result, &growth_charts, out_dir)?);
     }
     let report_path = out_dir.join("report.json");
     let mut outputs: Vec<String> =
@@ -221,6 +226,7 @@ pub fn write_outputs(
             .map(|a| SiteReport { adjustment: a, description: a.describe() }),
         regional: result.regional.as_ref(),
         local_volume: result.local_volume.as_ref(),
+        growth_charts: &growth_charts,
         outputs,
         interpretation: "z = (case − normative mean at the case's age and sex) / normative SD, voxelwise in template \
                          space; intensity: normalized T1 signal; logjac: log of local volume of the case relative to the \
@@ -246,6 +252,7 @@ pub fn write_outputs(
 fn write_regional(
     regional: &CaseRegional,
     result: &DeviationResult,
+    charts: &[GrowthCurves],
     out_dir: &Path,
 ) -> Result<Vec<PathBuf>, DeviationError> {
     let werr = |path: &Path, message: String| DeviationError::Write { path: path.to_owned(), message };
@@ -277,17 +284,25 @@ fn write_regional(
             crate::report::regional::regional_summary_svg(&regional.centiles, limit, &title),
         )?;
     }
-    for model in &regional.chart_models {
-        let Some(placed) = regional.centiles.iter().find(|p| p.measure == model.measure) else { continue };
-        let chart = GrowthChart {
-            model,
-            sex: result.sex,
-            case: Some((result.age_years, placed.value, placed.centile)),
-            unit: "ml",
-        };
-        write(format!("growth_{}.svg", model.measure), growth_chart_svg(&chart))?;
+    for chart in charts {
+        write(format!("growth_{}.svg", chart.measure), curves_svg(chart))?;
     }
     Ok(written)
+}
+
+/// The growth charts of a result: one per measure worth charting (see
+/// [`CaseRegional::chart_models`]) that the case has a centile for, in the case's sex.
+fn growth_charts(result: &DeviationResult) -> Vec<GrowthCurves> {
+    let Some(regional) = &result.regional else { return Vec::new() };
+    regional
+        .chart_models
+        .iter()
+        .filter_map(|model| {
+            let placed = regional.centiles.iter().find(|p| p.measure == model.measure)?;
+            let case = Some((result.age_years, placed.value, placed.centile));
+            Some(GrowthChart { model, sex: result.sex, case, unit: "ml" }.curves())
+        })
+        .collect()
 }
 
 /// A case image with what its files say about age and sex.
