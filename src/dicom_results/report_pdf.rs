@@ -120,18 +120,24 @@ fn peak_slice(source: &SourceSeries, cluster: &Significant) -> usize {
 /// Height of a growth chart on the page (points), and the room the caveats below need.
 const CHART_HEIGHT: f64 = 150.0;
 const CAVEATS_HEIGHT: f64 = 75.0;
-/// Growth charts drawn side by side (total brain and intracranial volume come first).
+/// Growth charts drawn side by side below the tables.
 const CHARTS_PER_ROW: usize = 2;
+/// The least height of a growth chart drawn in a free key-slice slot (points).
+const MIN_SLOT_CHART_HEIGHT: f64 = 130.0;
 
-/// The report's first growth charts side by side, when the page has room for them (else a line
-/// naming the SVG files that hold them).
-fn draw_growth_charts(page: &mut Page, report: &serde_json::Value) {
-    let charts: Vec<GrowthCurves> = report["growth_charts"]
+/// The growth charts of `report.json` (total brain and intracranial volume first).
+fn growth_charts(report: &serde_json::Value) -> Vec<GrowthCurves> {
+    report["growth_charts"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|c| serde_json::from_value(c.clone()).ok())
-        .collect();
+        .collect()
+}
+
+/// Growth charts side by side below the tables, when the page has room for them (else a line
+/// naming the SVG files that hold them).
+fn draw_growth_charts(page: &mut Page, charts: &[GrowthCurves]) {
     if charts.is_empty() {
         return;
     }
@@ -354,7 +360,17 @@ pub fn report_pdf(
             Operation::new("Q", vec![]),
         ]);
     }
-    page.y = image_top - tallest - 12.0;
+    // Slots the key slices leave free carry the first growth charts; the rest go below the
+    // tables.
+    let charts = growth_charts(report);
+    let beside = charts.len().min(KEY_SLICES - images.len());
+    let slot_height = tallest.max(MIN_SLOT_CHART_HEIGHT);
+    for (n, chart) in charts[..beside].iter().enumerate() {
+        let left = MARGIN + (images.len() + n) as f64 * (width + 10.0);
+        Frame { left, top: image_top, width, height: slot_height }.draw(&mut page, chart);
+    }
+    let below = &charts[beside..];
+    page.y = image_top - if beside > 0 { slot_height } else { tallest } - 12.0;
     for (_, _, x, _, _, k) in &images {
         page.text(*x, 8.0, false, &format!("slice {} of {}", k + 1, source.grid.dims()[2]));
     }
@@ -430,7 +446,7 @@ pub fn report_pdf(
             );
         }
     }
-    draw_growth_charts(&mut page, report);
+    draw_growth_charts(&mut page, below);
     page.gap(8.0);
     page.line(11.0, true, "Caveats");
     for line in CAVEATS {
@@ -538,7 +554,7 @@ mod tests {
     #[test]
     fn growth_charts_are_drawn_as_bands_median_and_the_case() {
         let mut page = Page { operations: Vec::new(), y: 500.0 };
-        draw_growth_charts(&mut page, &report_with_chart(1000.0));
+        draw_growth_charts(&mut page, &growth_charts(&report_with_chart(1000.0)));
         let fills = page.operations.iter().filter(|o| o.operator == "f").count();
         assert_eq!(fills, 3 + 1, "three bands and the case's dot");
         let text = shown_text(&page);
@@ -556,12 +572,12 @@ mod tests {
         }
         // No room left above the caveats: the charts are named, not drawn.
         let mut full = Page { operations: Vec::new(), y: MARGIN + CAVEATS_HEIGHT + 40.0 };
-        draw_growth_charts(&mut full, &report_with_chart(1000.0));
+        draw_growth_charts(&mut full, &growth_charts(&report_with_chart(1000.0)));
         assert!(shown_text(&full).contains("growth_*.svg"));
         assert_eq!(full.operations.iter().filter(|o| o.operator == "f").count(), 0);
         // No charts in the report: nothing at all.
         let mut none = Page { operations: Vec::new(), y: 500.0 };
-        draw_growth_charts(&mut none, &serde_json::json!({}));
+        draw_growth_charts(&mut none, &growth_charts(&serde_json::json!({})));
         assert!(none.operations.is_empty());
     }
 
