@@ -1,14 +1,15 @@
 //! The web viewer against the real `pedinorm serve` process: a synthetic case (phantom brain at
 //! 4 mm with a strong white-matter lesion) is uploaded, ingested and mapped by a deviation job
-//! against a small normative database; then the viewer's routes are probed over HTTP (sessions,
+//! against a miniature normative database with growth-chart centiles (24 normals); then the viewer's routes are probed over HTTP (sessions,
 //! roles, centres, names, audit) and the page is driven in Debian's headless Chromium by
 //! Playwright (`tests/browser/viewer_check.py`): refused without a session, a canvas that is
 //! not blank, a cluster click that puts the crosshair on the cluster's peak, the template
-//! beside the case, and a screenshot kept under the target folder's `test-artifacts/`.
+//! beside the case, the regional volumes with their centiles and growth charts, and a screenshot kept under the target folder's `test-artifacts/`.
 //!
 //! Chromium and Playwright come from `scripts/setup.sh`; without them the test says so and
 //! passes on a workstation, and fails under `CI=true`.
 
+mod demo_common;
 mod service_common;
 
 use reqwest::StatusCode;
@@ -80,9 +81,11 @@ fn server_with_deviation_job() -> (tempfile::TempDir, ServerProcess, String, i64
     let state = dir.path().join("state");
     std::fs::create_dir_all(&state).unwrap();
     private(&state);
-    let generator = phantom_generator();
-    phantom_normdb(&generator, 8, &state.join("normdb.h5"));
-    let case = phantom_subject(&generator, 10.3, true, 7, true);
+    // Enough normals for growth-chart centiles, so the viewer shows them.
+    let demo = demo_common::miniature_demo(dir.path().join("demo"), 24, demo_common::quick_mapping());
+    let summary = pedinorm::pipeline::demo::run_demo(&demo).unwrap();
+    std::fs::copy(&summary.normdb, state.join("normdb.h5")).unwrap();
+    let case = phantom_subject(&phantom_generator(), 10.3, true, 7, true);
     std::fs::write(dir.path().join("pseudonym.key"), PSEUDONYM_KEY).unwrap();
     let config = dir.path().join("pedinorm.toml");
     std::fs::write(
@@ -157,6 +160,14 @@ fn the_viewer_shows_a_deviation_job_to_those_who_may_read_it() {
     }
     let report: Value =
         get_with_cookie(&client, &base, &format!("{page}/files/report.json"), &cookie).json().unwrap();
+    // The database has centile models: the report places the case, the manifest lists the charts.
+    assert_eq!(report["regional"]["centiles"][0]["measure"], "total_brain", "{}", report["regional"]);
+    let charts: Vec<&str> =
+        manifest["charts"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    assert!(charts.contains(&"growth_total_brain.svg") && charts.contains(&"growth_icv.svg"), "{charts:?}");
+    let chart = get_with_cookie(&client, &base, &format!("{page}/files/growth_total_brain.svg"), &cookie);
+    assert_eq!(chart.status(), StatusCode::OK);
+    assert_eq!(chart.headers()["content-type"], "image/svg+xml");
     let text = report.to_string();
     assert!(!text.contains(PATIENT_NAME) && !text.contains("SYNTHETIC^"), "no identity in the report");
     // Bad names are 400, names the job does not have 404, unknown jobs 404, other job kinds 404.
@@ -202,6 +213,16 @@ fn the_viewer_shows_a_deviation_job_to_those_who_may_read_it() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(get_with_cookie(&client, &base, &page, &colleague_cookie).status(), StatusCode::UNAUTHORIZED);
 
+    // Signing out ends the session at once and expires the cookie; another session stays open.
+    let second = session(&client, &base, &radiologist);
+    let ended = client.post(format!("{base}/viewer/session/end")).header("Cookie", &second).send().unwrap();
+    assert_eq!(ended.status(), StatusCode::NO_CONTENT);
+    assert!(ended.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+    assert_eq!(get_with_cookie(&client, &base, &page, &second).status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(get_with_cookie(&client, &base, &page, &cookie).status(), StatusCode::OK);
+    let ended = client.post(format!("{base}/viewer/session/end")).header("Cookie", &second).send().unwrap();
+    assert_eq!(ended.status(), StatusCode::UNAUTHORIZED, "an ended session cannot sign out again");
+
     // The portal opens a session for the user it acts for; that user's scope applies.
     let portal = add_user(&state, "portal", "portal", None);
     let opened = client
@@ -240,7 +261,9 @@ fn the_viewer_shows_a_deviation_job_to_those_who_may_read_it() {
         .find(|c| c["significant"] == true)
         .expect("the strong lesion gives a significant cluster")
         .clone();
-    let expected = json!({ "cluster": cluster, "thresholds": thresholds });
+    let centiles = report["regional"]["centiles"].as_array().unwrap().len();
+    let expected =
+        json!({ "cluster": cluster, "thresholds": thresholds, "centiles": centiles, "charts": charts });
     let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().join("test-artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
     let screenshot = artifacts.join("viewer.png");
@@ -279,4 +302,5 @@ fn the_viewer_shows_a_deviation_job_to_those_who_may_read_it() {
     assert!(count("viewer.page", "200") >= 2, "page views audited");
     assert!(count("viewer.file", "200") >= 6, "image fetches audited");
     assert!(count("viewer.session_open", "201") >= 2, "sessions audited");
+    assert!(count("viewer.session_end", "204") >= 1, "signing out audited");
 }

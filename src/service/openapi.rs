@@ -35,7 +35,7 @@ impl Modify for BearerScheme {
         normdb::normdb_info, normdb::normdb_templates, normdb::start_build,
         users::list_users, users::disable_user, users::enable_user, users::rotate_token,
         audit::read_audit, audit::verify_audit,
-        viewer::open_session, viewer::page, viewer::manifest, viewer::file, viewer::asset,
+        viewer::open_session, viewer::end_session, viewer::page, viewer::manifest, viewer::file, viewer::asset,
     ),
     modifiers(&BearerScheme),
     tags(

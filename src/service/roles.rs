@@ -305,6 +305,12 @@ pub const ROUTES: &[RouteSpec] = &[
         access: Access::Roles(JOB_USERS),
     },
     RouteSpec {
+        method: "POST",
+        path: "/viewer/session/end",
+        action: "viewer.session_end",
+        access: Access::Roles(JOB_USERS),
+    },
+    RouteSpec {
         method: "GET",
         path: "/viewer/jobs/{id}",
         action: "viewer.page",

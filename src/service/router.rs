@@ -80,6 +80,7 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/api/v1/audit", get(audit::read_audit))
         .route("/api/v1/audit/verify", get(audit::verify_audit))
         .route("/viewer/session", post(viewer::open_session))
+        .route("/viewer/session/end", post(viewer::end_session))
         .route("/viewer/jobs/{id}", get(viewer::page))
         .route("/viewer/jobs/{id}/manifest", get(viewer::manifest))
         .route("/viewer/jobs/{id}/files/{name}", get(viewer::file))

@@ -177,8 +177,30 @@ def main():
             fail(f"template crosshair {crosshair} is not at the peak {peak['peak_template_mm']}")
         measured["template_canvas"] = page.evaluate(CANVAS_STATS, "templateView")
 
+        # The regional volumes: one row per measure with a centile, and every growth chart drawn.
+        if not page.is_visible("#centiles-section"):
+            fail("the regional volumes and centiles are not shown")
+        centile_rows = page.locator("#centiles tbody tr").count()
+        if centile_rows != expected["centiles"]:
+            fail(f"{centile_rows} centile rows shown, the report has {expected['centiles']}")
+        charts = page.evaluate(
+            "[...document.querySelectorAll('#charts img')].map(i => ({alt: i.alt, width: i.naturalWidth}))"
+        )
+        measured["growth_charts"] = charts
+        if sorted(c["alt"] for c in charts) != sorted(expected["charts"]) or any(c["width"] == 0 for c in charts):
+            fail(f"growth charts shown {charts}, expected {expected['charts']} all loaded")
+
         page.screenshot(path=screenshot, full_page=True)
         errors = [line for line in console if line.startswith(("error", "page error"))]
+
+        # Signing out ends the session: the page empties itself and a reload is refused.
+        page.click("#sign-out")
+        if not wait_until(page, "document.body.dataset.state === 'signed-out'", 10):
+            fail("the sign-out button did not sign out")
+        reloaded = page.goto(url)
+        if reloaded.status != 401:
+            fail(f"after signing out the page answered {reloaded.status}, not 401")
+        measured["after_sign_out"] = reloaded.status
         measured["console_errors"] = errors
         context.close()
     if errors:

@@ -210,7 +210,9 @@ function fillHeader() {
   const warnings = report.warnings || [];
   if (!reliable || warnings.length > 0) {
     $("warning").hidden = false;
-    $("warning").textContent = (reliable ? "" : "No map or cluster should be read as a finding. ") + warnings.join(" ");
+    // One warning per line: they come from different checks and read as a list.
+    const lead = reliable ? [] : ["No map or cluster should be read as a finding."];
+    $("warning").textContent = lead.concat(warnings.map((w) => `• ${w}`)).join("\n");
   }
 }
 
@@ -244,6 +246,12 @@ function fillControls() {
   $("layout").addEventListener("change", (event) => {
     state.layout = event.target.value;
     for (const nv of [state.caseView, state.templateView]) if (nv) nv.setSliceType(LAYOUTS[state.layout]);
+  });
+  $("sign-out").addEventListener("click", async () => {
+    // The session ends on the server; the page is emptied so no image stays on screen.
+    await fetch("/viewer/session/end", { method: "POST", credentials: "same-origin" });
+    document.body.dataset.state = "signed-out";
+    document.body.replaceChildren(Object.assign(document.createElement("p"), { textContent: "Signed out." }));
   });
   $("show-template").addEventListener("change", async (event) => {
     $("template-figure").hidden = !event.target.checked;

@@ -1,4 +1,4 @@
-//! The web viewer's routes: opening a session from a bearer token, the page of a deviation
+//! The web viewer's routes: opening a session from a bearer token and ending it, the page of a deviation
 //! job, its manifest and files, and the page's static files. Every response is marked
 //! uncacheable and carries the page's security headers.
 
@@ -10,7 +10,7 @@ use crate::service::state::AppState;
 use crate::service::viewer::{assets, files, session};
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -58,6 +58,23 @@ pub async fn open_session(State(state): State<AppState>, principal: Principal) -
     }
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
+}
+
+/// Sign out of the viewer: ends the session the request's cookie stands for (if any) and tells
+/// the browser to drop the cookie.
+#[utoipa::path(post, path = "/viewer/session/end", tag = "viewer", security(("bearer" = []), ("viewer_session" = [])),
+    responses((status = 204, description = "The session is ended", headers(("set-cookie" = String, description = "The cookie, expired"))),
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn end_session(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(id) = session::from_cookie_header(&headers) {
+        state.viewer_sessions.end(id);
+    }
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if let Ok(value) = HeaderValue::from_str(&session::clear_cookie(state.config.tls.is_some())) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 /// The viewer page of a finished deviation job (HTML; the session cookie or a token).

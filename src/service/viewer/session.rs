@@ -67,6 +67,11 @@ impl Sessions {
         id
     }
 
+    /// Ends a session (signing out); false when it was not open.
+    pub fn end(&self, id: &str) -> bool {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).remove(id).is_some()
+    }
+
     /// The owner of an open, unexpired session.
     pub fn resolve(&self, id: &str) -> Option<SessionOwner> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
@@ -94,6 +99,12 @@ pub fn from_cookie_header(headers: &axum::http::HeaderMap) -> Option<&str> {
         .filter(|value| !value.is_empty() && value.len() <= 100)
 }
 
+/// The `Set-Cookie` value that makes the browser drop the session cookie.
+pub fn clear_cookie(secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{COOKIE}=; Path=/viewer; Max-Age=0; HttpOnly; SameSite=Strict{secure}")
+}
+
 /// The `Set-Cookie` value opening a session: HttpOnly (no script reads it), SameSite=Strict
 /// (no other site's page sends it), limited to the viewer's paths, `Secure` behind TLS.
 pub fn set_cookie(id: &str, secure: bool) -> String {
@@ -114,6 +125,10 @@ mod tests {
         assert_eq!(id.len(), 43);
         assert_eq!(sessions.resolve(&id), Some(owner));
         assert_eq!(sessions.resolve("forged"), None);
+        assert!(sessions.end(&id));
+        assert_eq!(sessions.resolve(&id), None);
+        assert!(!sessions.end(&id), "an ended session is not open");
+        assert!(clear_cookie(false).contains("Max-Age=0"));
     }
 
     #[test]
