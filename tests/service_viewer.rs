@@ -9,12 +9,12 @@
 //! Chromium and Playwright come from `scripts/setup.sh`; without them the test says so and
 //! passes on a workstation, and fails under `CI=true`.
 
-mod demo_common;
 mod service_common;
 
 use reqwest::StatusCode;
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
+use service_common::demo_common::{miniature_demo, quick_mapping};
 use service_common::*;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -82,7 +82,7 @@ fn server_with_deviation_job() -> (tempfile::TempDir, ServerProcess, String, i64
     std::fs::create_dir_all(&state).unwrap();
     private(&state);
     // Enough normals for growth-chart centiles, so the viewer shows them.
-    let demo = demo_common::miniature_demo(dir.path().join("demo"), 24, demo_common::quick_mapping());
+    let demo = miniature_demo(dir.path().join("demo"), 24, quick_mapping());
     let summary = pedinorm::pipeline::demo::run_demo(&demo).unwrap();
     std::fs::copy(&summary.normdb, state.join("normdb.h5")).unwrap();
     let case = phantom_subject(&phantom_generator(), 10.3, true, 7, true);

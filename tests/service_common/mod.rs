@@ -7,7 +7,7 @@
 #[path = "../component/mod.rs"]
 pub mod component;
 #[path = "../demo_common/mod.rs"]
-mod demo_common;
+pub mod demo_common;
 
 pub use component::component_available;
 use demo_common::quick_build;
