@@ -74,6 +74,60 @@ fn get_with_cookie(client: &Client, base: &str, path: &str, cookie: &str) -> req
     client.get(format!("{base}{path}")).header("Cookie", cookie).send().unwrap()
 }
 
+/// Acquisition headers that classify a series as T1w (3-D MPRAGE) and as T2w (2-D TSE).
+const T1W_HEADERS: [(dicom_core::Tag, dicom_core::VR, &str); 5] = [
+    (dicom_dictionary_std::tags::SCANNING_SEQUENCE, dicom_core::VR::CS, "GR\\IR"),
+    (dicom_dictionary_std::tags::MR_ACQUISITION_TYPE, dicom_core::VR::CS, "3D"),
+    (dicom_dictionary_std::tags::REPETITION_TIME, dicom_core::VR::DS, "2300"),
+    (dicom_dictionary_std::tags::ECHO_TIME, dicom_core::VR::DS, "2.98"),
+    (dicom_dictionary_std::tags::INVERSION_TIME, dicom_core::VR::DS, "900"),
+];
+const T2W_HEADERS: [(dicom_core::Tag, dicom_core::VR, &str); 7] = [
+    (dicom_dictionary_std::tags::SCANNING_SEQUENCE, dicom_core::VR::CS, "SE"),
+    (dicom_dictionary_std::tags::SEQUENCE_VARIANT, dicom_core::VR::CS, "SK\\SP\\OSP"),
+    (dicom_dictionary_std::tags::INVERSION_TIME, dicom_core::VR::DS, ""),
+    (dicom_dictionary_std::tags::MR_ACQUISITION_TYPE, dicom_core::VR::CS, "2D"),
+    (dicom_dictionary_std::tags::REPETITION_TIME, dicom_core::VR::DS, "6000"),
+    (dicom_dictionary_std::tags::ECHO_TIME, dicom_core::VR::DS, "96"),
+    (dicom_dictionary_std::tags::SERIES_DESCRIPTION, dicom_core::VR::LO, "t2_tse"),
+];
+
+/// The objects of a series as series `number` of the same study, with new series and instance
+/// UIDs and the acquisition `headers` of a contrast (an empty value removes the element).
+fn as_contrast(
+    files: &[Vec<u8>],
+    number: u32,
+    headers: &[(dicom_core::Tag, dicom_core::VR, &str)],
+) -> Vec<Vec<u8>> {
+    use dicom_core::{DataElement, PrimitiveValue};
+    use dicom_dictionary_std::tags;
+    let series_uid = format!("2.25.{}", rand::random::<u64>());
+    files
+        .iter()
+        .enumerate()
+        .map(|(k, bytes)| {
+            let mut object = dicom_object::from_reader(&bytes[128..]).unwrap();
+            let instance_uid = format!("{series_uid}.{}", k + 1);
+            let mut put = |tag, vr, value: &str| {
+                object.put(DataElement::new(tag, vr, PrimitiveValue::from(value.to_string())));
+            };
+            put(tags::SERIES_INSTANCE_UID, dicom_core::VR::UI, &series_uid);
+            put(tags::SOP_INSTANCE_UID, dicom_core::VR::UI, &instance_uid);
+            put(tags::SERIES_NUMBER, dicom_core::VR::IS, &number.to_string());
+            for &(tag, vr, value) in headers.iter().filter(|h| !h.2.is_empty()) {
+                put(tag, vr, value);
+            }
+            for &(tag, ..) in headers.iter().filter(|h| h.2.is_empty()) {
+                object.remove_element(tag);
+            }
+            object.update_meta(|meta| meta.media_storage_sop_instance_uid = instance_uid.clone());
+            let mut out = Vec::new();
+            object.write_all(&mut out).unwrap();
+            out
+        })
+        .collect()
+}
+
 /// A server with a normative database, a radiologist of C1 and a finished deviation job:
 /// (folder, server, radiologist's token, job id).
 fn server_with_deviation_job() -> (tempfile::TempDir, ServerProcess, String, i64) {
@@ -103,7 +157,11 @@ fn server_with_deviation_job() -> (tempfile::TempDir, ServerProcess, String, i64
     let server = ServerProcess::start(&config, Some(&dir.path().join("server.log")));
     let client = Client::new();
     let base = server.base.clone();
-    let (_, files) = subject_dicom(&case, 1);
+    // The study holds a T1w and a T2w series (the same pixels, the acquisition headers of each
+    // contrast), so the viewer offers both.
+    let (_, t1w) = subject_dicom(&case, 1);
+    let mut files = as_contrast(&t1w, 2, &T1W_HEADERS);
+    files.extend(as_contrast(&t1w, 3, &T2W_HEADERS));
     let consent = consent_record(true, false, "2024-01-02");
     let (status, submitted) =
         upload_multipart(&client, &base, &radiologist, "A", Some(&consent), zip_study(&files));
@@ -152,8 +210,13 @@ fn the_viewer_shows_a_deviation_job_to_those_who_may_read_it() {
     let manifest: Value =
         get_with_cookie(&client, &base, &format!("{page}/manifest"), &cookie).json().unwrap();
     assert_eq!(manifest["images"][0]["name"], "case-1.nii.gz", "{manifest}");
+    let contrasts: Vec<&str> =
+        manifest["images"].as_array().unwrap().iter().map(|i| i["contrast"].as_str().unwrap()).collect();
+    assert_eq!(contrasts, ["T1w", "T2w"], "the scored T1w first, then the other contrast: {manifest}");
     assert_eq!(manifest["template"], "template.nii.gz", "{manifest}");
-    for name in ["case-1.nii.gz", "template.nii.gz", "intensity_z_native.nii.gz", "logjac_z.nii.gz"] {
+    for name in
+        ["case-1.nii.gz", "case-2.nii.gz", "template.nii.gz", "intensity_z_native.nii.gz", "logjac_z.nii.gz"]
+    {
         let response = get_with_cookie(&client, &base, &format!("{page}/files/{name}"), &cookie);
         assert_eq!(response.status(), StatusCode::OK, "{name}");
         assert_eq!(&response.bytes().unwrap()[..2], &[0x1f, 0x8b], "{name} is gzipped NIfTI");

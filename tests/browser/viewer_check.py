@@ -64,6 +64,14 @@ CROSSHAIR = """(which) => {
 }"""
 
 
+# Whether the case view's image (under the maps) is the volume NAME (NiiVue names a volume by
+# its URL's file name); false while it loads.
+SHOWN_IMAGE = (
+    "(() => { const v = window.pedinormViewer.caseView.volumes[0];"
+    " return !!v && String(v.name || v.url || '').includes('NAME'); })()"
+)
+
+
 def fail(message):
     print(f"viewer check failed: {message}", file=sys.stderr)
     sys.exit(1)
@@ -176,6 +184,21 @@ def main():
         if not within_a_voxel(crosshair, peak["peak_template_mm"]):
             fail(f"template crosshair {crosshair} is not at the peak {peak['peak_template_mm']}")
         measured["template_canvas"] = page.evaluate(CANVAS_STATS, "templateView")
+
+        # Every contrast of the study can be shown under the maps.
+        contrasts = page.evaluate("[...document.getElementById('contrast').options].map(o => o.text)")
+        measured["contrasts"] = contrasts
+        if contrasts != ["T1w", "T2w"]:
+            fail(f"the image choice offers {contrasts}, not the study's T1w and T2w")
+        page.select_option("#contrast", label="T2w")
+        if not wait_until(page, SHOWN_IMAGE.replace("NAME", "case-2"), 30):
+            fail("choosing T2w did not load the study's T2w volume")
+        page.wait_for_timeout(500)
+        stats = page.evaluate(CANVAS_STATS, "caseView")
+        if stats["variance"] < 20:
+            fail(f"the T2w view looks blank: {stats}")
+        page.select_option("#contrast", label="T1w")
+        wait_until(page, SHOWN_IMAGE.replace("NAME", "case-1"), 30)
 
         # The regional volumes: one row per measure with a centile, and every growth chart drawn.
         if not page.is_visible("#centiles-section"):
