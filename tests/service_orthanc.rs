@@ -208,14 +208,9 @@ async fn orthanc_study_to_deviation_map_and_derived_series_back() {
 
     // Store-back: the results join the original study (STOW-RS) — the clusters as a SEG on
     // the case's series, the z-maps as derived MR series — which QIDO then finds there.
-    let store_back = api
-        .run_job(
-            &radiologist,
-            &format!("/api/v1/jobs/{deviation_id}/store-back"),
-            &json!({}),
-            Duration::from_secs(60),
-        )
-        .await;
+    let (store_back_path, no_body) = (format!("/api/v1/jobs/{deviation_id}/store-back"), json!({}));
+    let store_back_job = || api.run_job(&radiologist, &store_back_path, &no_body, Duration::from_secs(60));
+    let store_back = store_back_job().await;
     assert_eq!(store_back["state"], "done", "{store_back}");
     let stored = store_back["result"]["series"].as_array().unwrap().clone();
     let kinds: Vec<&str> = stored.iter().map(|s| s["kind"].as_str().unwrap()).collect();
@@ -274,14 +269,7 @@ async fn orthanc_study_to_deviation_map_and_derived_series_back() {
     let original = uids.iter().find(|u| !stored.iter().any(|s| s["series_instance_uid"] == **u)).unwrap();
     let original = original.to_string();
     tokio::task::spawn_blocking(move || orthanc_delete_series(&pacs_for_delete, &original)).await.unwrap();
-    let again = api
-        .run_job(
-            &radiologist,
-            &format!("/api/v1/jobs/{deviation_id}/store-back"),
-            &json!({}),
-            Duration::from_secs(60),
-        )
-        .await;
+    let again = store_back_job().await;
     assert_eq!(again["state"], "done", "{again}");
     assert_eq!(again["result"]["source_series"], "written", "{again}");
     let written = again["result"]["series"].as_array().unwrap().clone();
