@@ -92,12 +92,17 @@ const T2W_HEADERS: [(dicom_core::Tag, dicom_core::VR, &str); 7] = [
     (dicom_dictionary_std::tags::SERIES_DESCRIPTION, dicom_core::VR::LO, "t2_tse"),
 ];
 
+/// How far the head moved between the T1w and the T2w series (patient coordinates, mm).
+const T2W_MOTION_MM: [f64; 3] = [5.0, -4.0, 3.0];
+
 /// The objects of a series as series `number` of the same study, with new series and instance
-/// UIDs and the acquisition `headers` of a contrast (an empty value removes the element).
+/// UIDs, the acquisition `headers` of a contrast (an empty value removes the element), and the
+/// head moved by `shift_mm` (patient coordinates) since the first series.
 fn as_contrast(
     files: &[Vec<u8>],
     number: u32,
     headers: &[(dicom_core::Tag, dicom_core::VR, &str)],
+    shift_mm: [f64; 3],
 ) -> Vec<Vec<u8>> {
     use dicom_core::{DataElement, PrimitiveValue};
     use dicom_dictionary_std::tags;
@@ -108,12 +113,17 @@ fn as_contrast(
         .map(|(k, bytes)| {
             let mut object = dicom_object::from_reader(&bytes[128..]).unwrap();
             let instance_uid = format!("{series_uid}.{}", k + 1);
+            let position: Vec<f64> =
+                object.element(tags::IMAGE_POSITION_PATIENT).unwrap().to_multi_float64().unwrap();
+            let moved: Vec<String> =
+                position.iter().zip(shift_mm).map(|(p, s)| format!("{:.4}", p + s)).collect();
             let mut put = |tag, vr, value: &str| {
                 object.put(DataElement::new(tag, vr, PrimitiveValue::from(value.to_string())));
             };
             put(tags::SERIES_INSTANCE_UID, dicom_core::VR::UI, &series_uid);
             put(tags::SOP_INSTANCE_UID, dicom_core::VR::UI, &instance_uid);
             put(tags::SERIES_NUMBER, dicom_core::VR::IS, &number.to_string());
+            put(tags::IMAGE_POSITION_PATIENT, dicom_core::VR::DS, &moved.join("\\"));
             for &(tag, vr, value) in headers.iter().filter(|h| !h.2.is_empty()) {
                 put(tag, vr, value);
             }
@@ -160,8 +170,8 @@ fn server_with_deviation_job() -> (tempfile::TempDir, ServerProcess, String, i64
     // The study holds a T1w and a T2w series (the same pixels, the acquisition headers of each
     // contrast), so the viewer offers both.
     let (_, t1w) = subject_dicom(&case, 1);
-    let mut files = as_contrast(&t1w, 2, &T1W_HEADERS);
-    files.extend(as_contrast(&t1w, 3, &T2W_HEADERS));
+    let mut files = as_contrast(&t1w, 2, &T1W_HEADERS, [0.0; 3]);
+    files.extend(as_contrast(&t1w, 3, &T2W_HEADERS, T2W_MOTION_MM));
     let consent = consent_record(true, false, "2024-01-02");
     let (status, submitted) =
         upload_multipart(&client, &base, &radiologist, "A", Some(&consent), zip_study(&files));
@@ -221,6 +231,29 @@ fn the_viewer_shows_a_deviation_job_to_those_who_may_read_it() {
         assert_eq!(response.status(), StatusCode::OK, "{name}");
         assert_eq!(&response.bytes().unwrap()[..2], &[0x1f, 0x8b], "{name} is gzipped NIfTI");
     }
+    // The T2w series was acquired after the head moved: the job aligned it onto the scored T1w,
+    // so it lies on the T1w's grid with the same anatomy in the same voxels.
+    let job_json: Value = client
+        .get(format!("{base}/api/v1/jobs/{job}"))
+        .bearer_auth(&radiologist)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(job_json["result"]["contrasts"][0]["contrast"], "T2w", "{job_json}");
+    assert_eq!(job_json["result"]["contrasts"][0]["aligned"], "case-2_aligned.nii.gz", "{job_json}");
+    let volume = |name: &str| {
+        let bytes =
+            get_with_cookie(&client, &base, &format!("{page}/files/{name}"), &cookie).bytes().unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        pedinorm::formats::nifti::read_image(&path).unwrap()
+    };
+    let (t1w, t2w) = (volume("case-1.nii.gz"), volume("case-2.nii.gz"));
+    assert!(t2w.grid().same_as(t1w.grid(), 1e-3), "the aligned T2w lies on the T1w's grid");
+    let all: Vec<usize> = (0..t1w.as_slice().len()).collect();
+    let correlation = pedinorm_templates::model::space::masked_correlation(&t1w, &t2w, &all);
+    assert!(correlation > 0.97, "aligned T2w against T1w: correlation {correlation}");
     let report: Value =
         get_with_cookie(&client, &base, &format!("{page}/files/report.json"), &cookie).json().unwrap();
     // The database has centile models: the report places the case, the manifest lists the charts.

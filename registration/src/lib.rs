@@ -23,6 +23,7 @@ pub mod jacobian;
 pub mod metrics;
 pub mod plan;
 pub mod segmentation;
+pub mod within_subject;
 
 pub use plan::{
     AffineStage, DeformableStage, Level, Progress, Registration, RegistrationError, RegistrationPlan,

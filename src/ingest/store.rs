@@ -51,6 +51,27 @@ pub fn study_volumes(study_dir: &Path) -> Vec<StoredVolume> {
         .collect()
 }
 
+/// The volumes of a stored study a reader looks at: the one the pipeline scores first (see
+/// [`structural_among`]), then the other contrasts in file-name order; diffusion series and
+/// localizers are left out.
+pub fn viewable_volumes(study_dir: &Path) -> Vec<(PathBuf, Option<super::series_class::SeriesClass>)> {
+    use super::series_class::SeriesClass;
+    let stored = study_volumes(study_dir);
+    let scored = structural_among(&stored);
+    let mut volumes: Vec<(PathBuf, Option<SeriesClass>)> = stored
+        .into_iter()
+        .map(|v| (v.path, v.class))
+        .filter(|(_, class)| !matches!(class, Some(SeriesClass::Dwi | SeriesClass::Localizer)))
+        .collect();
+    if let Some((first, _)) = scored
+        && let Some(at) = volumes.iter().position(|(path, _)| *path == first)
+    {
+        let scored = volumes.remove(at);
+        volumes.insert(0, scored);
+    }
+    volumes
+}
+
 /// The volume of a stored study the pipeline registers, with its class: the largest T1w
 /// volume, else the largest T2w (by the `SeriesClass` of the sidecar next to each volume).
 /// A study stored before series were classified (no volume has a class) gives its largest

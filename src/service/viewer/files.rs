@@ -133,6 +133,9 @@ pub fn read(state: &AppState, job: &JobInfo, name: &str) -> Result<Served, ApiEr
         let index: usize = index.parse().map_err(|_| missing())?;
         let volumes = case_volumes(state, job)?;
         let (path, _) = index.checked_sub(1).and_then(|i| volumes.get(i)).ok_or_else(missing)?;
+        // Another contrast as the job aligned it onto the scored volume, when it did.
+        let aligned = state.jobs.output_dir(job.id).join(aligned_contrast_name(index));
+        let path = if index > 1 && aligned.is_file() { &aligned } else { path };
         let image = read_image(path).map_err(ApiError::internal)?;
         return Ok(Served { bytes: nifti_bytes(&image)?, content_type: "application/gzip" });
     }
@@ -153,13 +156,19 @@ pub fn read(state: &AppState, job: &JobInfo, name: &str) -> Result<Served, ApiEr
     Ok(Served { bytes, content_type })
 }
 
+/// The job output holding case volume `index` (2, 3, …: the study's other contrasts) aligned
+/// onto the scored volume by the deviation job.
+pub fn aligned_contrast_name(index: usize) -> String {
+    format!("case-{index}_aligned.nii.gz")
+}
+
 /// The template bracket the job's case was scored in.
 fn bracket(job: &JobInfo) -> Option<String> {
     job.result.as_ref()?["summary"]["bracket"].as_str().map(str::to_string)
 }
 
-/// The case's volumes in the archive: the one the job scored first (its z-maps lie on its
-/// grid), then the other contrasts by file name; diffusion series and localizers are left out.
+/// The case's volumes in the archive (see [`crate::ingest::store::viewable_volumes`]): the one
+/// the job scored first (its z-maps lie on its grid), then the other contrasts.
 fn case_volumes(state: &AppState, job: &JobInfo) -> Result<Vec<(PathBuf, Option<SeriesClass>)>, ApiError> {
     let study = job
         .result
@@ -169,20 +178,7 @@ fn case_volumes(state: &AppState, job: &JobInfo) -> Result<Vec<(PathBuf, Option<
     let stored = studies::internals(&state.store.lock(), study)?.stored_path;
     let Some(stored) = stored else { return Ok(Vec::new()) };
     let study_dir = state.config.state_path(StateEntry::Archive).join(stored);
-    // One walk of the study: the scored volume is chosen among the same volumes.
-    let stored = crate::ingest::store::study_volumes(&study_dir);
-    let scored = crate::ingest::store::structural_among(&stored);
-    let mut volumes: Vec<(PathBuf, Option<SeriesClass>)> = stored
-        .into_iter()
-        .map(|v| (v.path, v.class))
-        .filter(|(_, class)| !matches!(class, Some(SeriesClass::Dwi | SeriesClass::Localizer)))
-        .collect();
-    if let Some((first, _)) = scored
-        && let Some(at) = volumes.iter().position(|(path, _)| *path == first)
-    {
-        let scored = volumes.remove(at);
-        volumes.insert(0, scored);
-    }
+    let volumes = crate::ingest::store::viewable_volumes(&study_dir);
     Ok(volumes)
 }
 

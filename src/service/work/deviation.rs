@@ -96,7 +96,8 @@ pub(super) fn deviation_job(
     };
     let stored =
         internals.stored_path.ok_or_else(|| JobFailure::Failed("the study has no stored volume".into()))?;
-    let volume = study_volume(&archive_dir(config).join(stored))
+    let study_dir = archive_dir(config).join(stored);
+    let volume = study_volume(&study_dir)
         .ok_or_else(|| JobFailure::Failed("the study has no T1w or T2w volume".into()))?;
     let age = internals.metadata["age_years"]
         .as_f64()
@@ -104,5 +105,46 @@ pub(super) fn deviation_job(
     let sex = internals.metadata["sex"].as_str().map(str::to_string);
     ctx.progress(2.0, "starting deviation maps")?;
     let summary = run_deviation(&config.normdb_path(), &volume, age, sex.as_deref(), &ctx.work_dir, ctx)?;
-    Ok(json!({ "case_id": case_id, "study_id": study_id, "age_years": age, "summary": summary }))
+    ctx.progress(90.0, "aligning the study's other contrasts onto the scored volume")?;
+    let contrasts = align_other_contrasts(&study_dir, &volume, &ctx.work_dir)?;
+    Ok(json!({
+        "case_id": case_id, "study_id": study_id, "age_years": age, "summary": summary, "contrasts": contrasts,
+    }))
+}
+
+/// The study's other contrasts (see [`crate::ingest::store::viewable_volumes`]) aligned onto
+/// the scored volume (rigid, mutual information) and written beside the maps, so that the
+/// viewer shows the maps on every contrast in place even when the head moved between series.
+/// A contrast that cannot be aligned is listed with why and left out.
+fn align_other_contrasts(study_dir: &Path, scored: &Path, out_dir: &Path) -> Result<Vec<Value>, JobFailure> {
+    use crate::service::viewer::files::aligned_contrast_name;
+    let volumes = crate::ingest::store::viewable_volumes(study_dir);
+    if volumes.len() < 2 {
+        return Ok(Vec::new());
+    }
+    let reference = crate::formats::nifti::read_image(scored)
+        .map_err(|_| JobFailure::Failed("the case volume cannot be read".into()))?;
+    let mut listed = Vec::new();
+    for (index, (path, class)) in volumes.iter().enumerate().skip(1) {
+        let class = class.map_or("volume", |c| c.as_str());
+        let aligned = crate::formats::nifti::read_image(path).map_err(|e| e.to_string()).and_then(|moving| {
+            pedinorm_registration::within_subject::align_contrast(&reference, &moving)
+                .map_err(|e| e.to_string())
+        });
+        match aligned {
+            Ok(image) => {
+                let name = aligned_contrast_name(index + 1);
+                let target = out_dir.join(&name);
+                crate::formats::nifti::write_image(&target, &image, crate::formats::nifti::VoxelType::F32)
+                    .map_err(|_| JobFailure::Failed(format!("cannot write {name}")))?;
+                listed.push(json!({ "contrast": class, "aligned": name }));
+            }
+            Err(why) => {
+                tracing::warn!("a {class} volume of the study could not be aligned: {why}");
+                listed
+                    .push(json!({ "contrast": class, "aligned": null, "why": strip_paths(&why, study_dir) }));
+            }
+        }
+    }
+    Ok(listed)
 }
