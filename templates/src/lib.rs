@@ -7,6 +7,7 @@ pub mod model;
 pub mod normative;
 pub mod qc;
 pub mod safeguards;
+pub mod similarity;
 pub mod site_effects;
 pub mod stats;
 pub mod template;

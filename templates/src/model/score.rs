@@ -12,7 +12,7 @@ use crate::safeguards::{GlobalIndices, Reliability, age_outside_normals, floored
 use crate::site_effects::SiteAdjustment;
 use crate::stats::Sex;
 use pedinorm_registration::{Image, Interpolation, SpatialTransform, TransformChain};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Why a case cannot be scored.
 #[derive(Debug, thiserror::Error)]
@@ -39,8 +39,9 @@ pub struct DeviationOptions {
     pub site: Option<String>,
 }
 
-/// One cluster of supra-threshold voxels.
-#[derive(Debug, Clone, Serialize)]
+/// One cluster of supra-threshold voxels (read back from `report.json` by the similar-case
+/// signature).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClusterReport {
     /// `intensity` or `logjac`.
     pub channel: String,
@@ -69,7 +70,7 @@ pub struct ClusterReport {
     pub significant: bool,
     /// Set on significant clusters when the comparison is unreliable (see
     /// [`DeviationResult::reliability`]): the cluster may reflect the mismatch, not the case.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caveat: Option<String>,
 }
 
@@ -84,8 +85,8 @@ pub struct SdFloorReport {
     pub fraction_of_voxels_floored: f64,
 }
 
-/// Deviation of one atlas region.
-#[derive(Debug, Clone, Serialize)]
+/// Deviation of one atlas region (read back from `report.json` by the similar-case signature).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RegionReport {
     /// Label value.
     pub label: i32,
