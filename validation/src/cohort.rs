@@ -168,6 +168,7 @@ fn member(
             seed: derive_seed(spec.seed, index as u64),
             resolution_mm: spec.resolution_mm,
             abnormality,
+            abnormality_site: None,
             options: spec.options.clone(),
             site: if spec.sites.is_empty() {
                 Site::reference()

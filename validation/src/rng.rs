@@ -19,6 +19,7 @@ pub(crate) mod streams {
     pub const FOLDING: u64 = 10;
     pub const BOUNDARY_WM: u64 = 11;
     pub const BOUNDARY_PIAL: u64 = 12;
+    pub const DISEASE_CLASS: u64 = 13;
 }
 
 /// The random stream `stream_id` of `seed`.

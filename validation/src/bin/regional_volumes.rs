@@ -17,27 +17,20 @@
 //! ```
 
 use pedinorm_registration::resample::resample;
-use pedinorm_registration::{AffineTransform, DisplacementField, Grid, Image, Interpolation};
+use pedinorm_registration::{AffineTransform, DisplacementField, Image, Interpolation};
 use pedinorm_templates::model::regional::subject_volumes;
 use pedinorm_templates::model::{
-    AtlasTable, BracketInput, BuildOptions, MappingParams, NativeSubject, NormalSubject, TemplateSpace,
-    TissuePriors, assemble, map_normals, member_tissues, regional_volumes, template_tissues,
+    BuildOptions, MappingParams, NativeSubject, TemplateSpace, TissuePriors, member_tissues,
+    regional_volumes, template_tissues,
 };
-use pedinorm_templates::stats::Sex;
-use pedinorm_validation::subject::{Generator, SubjectSpec, SyntheticSubject};
-use pedinorm_validation::{BaseBrain, Rescan, Site};
+use pedinorm_validation::phantom_database::{
+    PhantomDatabaseSpec, octants, phantom_database, phantom_generator, phantom_normals, phantom_subject,
+};
+use pedinorm_validation::subject::{SubjectSpec, SyntheticSubject};
+use pedinorm_validation::{Rescan, Site};
 use std::time::Instant;
 
-const REGIONS: [&str; 8] = [
-    "Left anterior superior",
-    "Left anterior inferior",
-    "Left posterior superior",
-    "Left posterior inferior",
-    "Right anterior superior",
-    "Right anterior inferior",
-    "Right posterior superior",
-    "Right posterior inferior",
-];
+const REGIONS: usize = 8;
 
 struct Options {
     normals: usize,
@@ -62,38 +55,6 @@ fn options() -> Options {
     o
 }
 
-fn phantom_generator(mm: f64) -> Generator {
-    let n = |extent: f64| (extent / mm).round() as usize;
-    let grid = Grid::axis_aligned([n(140.0), n(170.0), n(130.0)], [mm; 3], [-70.0, -100.0, -60.0]).unwrap();
-    Generator::new(&BaseBrain::phantom(&grid), mm).unwrap()
-}
-
-fn subject(generator: &Generator, mm: f64, age: f64, seed: u64, site: Site) -> SyntheticSubject {
-    let sex = if seed % 2 == 0 { Sex::Female } else { Sex::Male };
-    let mut spec = SubjectSpec::normal(age, sex, seed);
-    spec.resolution_mm = mm;
-    spec.site = site;
-    generator.subject(&spec).unwrap()
-}
-
-/// Eight regions around the brain centre inside `mask`.
-fn octants(mask: &Image<f32>, centre: [f64; 3]) -> Image<f32> {
-    let grid = mask.grid().clone();
-    let mut labels = mask.clone();
-    for ((i, j, k), v) in labels.data_mut().indexed_iter_mut() {
-        if *v > 0.5 {
-            let p = grid.voxel_to_world([i as f64, j as f64, k as f64]);
-            let right = usize::from(p[0] > centre[0]);
-            let posterior = usize::from(p[1] < centre[1]);
-            let inferior = usize::from(p[2] < centre[2]);
-            *v = (1 + right * 4 + posterior * 2 + inferior) as f32;
-        } else {
-            *v = 0.0;
-        }
-    }
-    labels
-}
-
 /// Truth volumes (ml) in the order of `subject_volumes`' measures: totals, then per region
 /// CSF, GM, WM (tissue labels 1, 2, 3 inside the base atlas carried by the truth deformation).
 fn truth_volumes(s: &SyntheticSubject, base_labels: &Image<f32>) -> Vec<f64> {
@@ -101,7 +62,7 @@ fn truth_volumes(s: &SyntheticSubject, base_labels: &Image<f32>) -> Vec<f64> {
     let carried =
         resample(base_labels, s.truth.labels.grid(), &s.truth.deformation, Interpolation::Nearest, 0.0);
     let mut tissue = [0f64; 3];
-    let mut regional = vec![[0f64; 3]; REGIONS.len()];
+    let mut regional = [[0f64; 3]; REGIONS];
     for (&t, &r) in s.truth.labels.as_slice().iter().zip(carried.as_slice()) {
         if (1.0..=3.0).contains(&t) {
             let t = t as usize - 1;
@@ -122,41 +83,19 @@ fn main() {
     let mm = o.resolution_mm;
     let generator = phantom_generator(mm);
     let started = Instant::now();
-    let normals: Vec<NormalSubject> = (0..o.normals)
-        .map(|i| {
-            let age = 7.0 + 4.0 * (i as f64 + 0.5) / o.normals as f64;
-            let s = subject(&generator, mm, age, o.seed * 1000 + i as u64, Site::reference());
-            NormalSubject {
-                pseudonym: format!("N{i}"),
-                age_years: age,
-                sex: s.sex,
-                scanner: s.site,
-                image: s.image,
-            }
-        })
-        .collect();
-    let template = generator.base_on_grid();
-    let space = TemplateSpace::new(template, None).unwrap();
-    let base_labels = octants(&space.mask, generator.brain_centre());
+    let normals = phantom_normals(&generator, mm, o.normals, (7.0, 11.0), o.seed);
     let mut mapping = MappingParams::standard();
     mapping.affine_iterations = vec![100, 50, 20];
     mapping.deformable_iterations = vec![40, 20, 10];
-    let options =
-        BuildOptions { mapping, nodes_per_bracket: 1, min_node_subjects: 4.0, ..BuildOptions::default() };
-    let brackets = [BracketInput {
-        name: "7-11y".into(),
-        min_years: 7.0,
-        max_years: 11.0,
-        space: space.clone(),
-        labels: Some(base_labels.clone()),
-    }];
-    let atlas = AtlasTable {
-        name: "octants".into(),
-        source: "eight regions of the phantom base".into(),
-        labels: REGIONS.iter().enumerate().map(|(r, n)| (r as i32 + 1, n.to_string())).collect(),
+    let defaults = BuildOptions::default();
+    let spec = PhantomDatabaseSpec {
+        bracket: ("7-11y", 7.0, 11.0),
+        mapping,
+        rates: (defaults.voxel_rate, defaults.cluster_rate),
+        atlas: ("octants", &octants),
     };
-    let mapped = map_normals(&normals, &brackets, &options, &|_| {}).unwrap();
-    let db = assemble(&brackets, &mapped, &options, Some(atlas), "2026-01-01T00:00:00Z").unwrap();
+    let (db, parcels) = phantom_database(&generator, normals, &spec).unwrap();
+    let base_labels = parcels.labels;
     eprintln!("database of {} normals built in {:.0} s", o.normals, started.elapsed().as_secs_f64());
 
     let mut names = Vec::new();
@@ -166,7 +105,7 @@ fn main() {
     for s in 0..o.subjects {
         let age = 7.3 + 3.4 * s as f64 / o.subjects.max(2).saturating_sub(1) as f64;
         let seed = o.seed * 1000 + 500 + s as u64;
-        let test = subject(&generator, mm, age, seed, Site::reference());
+        let test = phantom_subject(&generator, mm, age, seed, Site::reference());
         let mut spec = SubjectSpec::normal(age, test.sex, seed);
         spec.resolution_mm = mm;
         let measured = subject_volumes(&db, &test.image, age, "test").unwrap();
@@ -212,9 +151,9 @@ fn main() {
     let mut bracket = db.brackets[0].clone();
     bracket.template = fine_space.template.clone();
     bracket.mask = fine_space.mask.clone();
-    bracket.labels = Some(octants(&fine_space.mask, fine.brain_centre()));
+    bracket.labels = Some(octants(&fine_space.mask, fine.brain_centre()).labels);
     bracket.priors = TissuePriors::from_members(&fine_space, &[&member]);
-    let one_mm = subject(&fine, 1.0, 9.0, 77, Site::reference());
+    let one_mm = phantom_subject(&fine, 1.0, 9.0, 77, Site::reference());
     let native = NativeSubject {
         image: one_mm.image.clone(),
         affine: AffineTransform::identity(),

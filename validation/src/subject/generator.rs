@@ -276,7 +276,9 @@ impl Generator {
 
         // Abnormality (base space): a warp, an intensity profile, or nothing.
         let placed = match &spec.abnormality {
-            Some(abnormality) => Some(self.place(abnormality, spec.seed, mean_scale)?),
+            Some(abnormality) => {
+                Some(self.place(abnormality, spec.abnormality_site, spec.seed, mean_scale)?)
+            }
             None => None,
         };
         let (abnormal_forward, abnormal_inverse) = match placed.as_ref().and_then(|p| p.velocity.as_ref()) {

@@ -11,11 +11,15 @@ use pedinorm_registration::smooth::smooth_mm;
 use pedinorm_registration::{DisplacementField, Image};
 use rand::Rng;
 
+/// How far from a requested abnormality site (mm, base space) its centre may be drawn.
+pub const SITE_TOLERANCE_MM: f64 = 8.0;
+
 impl Generator {
     /// Chooses where the abnormality goes and builds its warp or intensity profile.
     pub(super) fn place(
         &self,
         abnormality: &Abnormality,
+        site: Option<[f64; 3]>,
         seed: u64,
         mean_scale: f64,
     ) -> Result<Placed, SynthError> {
@@ -25,6 +29,30 @@ impl Generator {
         // 1 mm subjects fast.
         let velocity_grid = &self.warp_grid;
         let c = &self.coarse;
+        let world_of = |flat: usize| -> [f64; 3] {
+            let d = grid.dims();
+            let (i, j, k) = (flat / (d[1] * d[2]), (flat / d[2]) % d[1], flat % d[2]);
+            grid.voxel_to_world([i as f64, j as f64, k as f64])
+        };
+        // The candidates near the requested site (the nearest one when none is near).
+        let near_site = |candidates: Vec<usize>| -> Vec<usize> {
+            let Some(site) = site else { return candidates };
+            let distance = |flat: usize| {
+                let w = world_of(flat);
+                ((w[0] - site[0]).powi(2) + (w[1] - site[1]).powi(2) + (w[2] - site[2]).powi(2)).sqrt()
+            };
+            let near: Vec<usize> =
+                candidates.iter().copied().filter(|&i| distance(i) <= SITE_TOLERANCE_MM).collect();
+            if near.is_empty() {
+                candidates
+                    .into_iter()
+                    .min_by(|&a, &b| distance(a).total_cmp(&distance(b)))
+                    .into_iter()
+                    .collect()
+            } else {
+                near
+            }
+        };
         let pick =
             |candidates: &[usize], fallback: &Image<f32>, rng: &mut rand_chacha::ChaCha8Rng| -> [f64; 3] {
                 let flat = if candidates.is_empty() {
@@ -41,9 +69,7 @@ impl Generator {
                 } else {
                     candidates[rng.random_range(0..candidates.len())]
                 };
-                let d = grid.dims();
-                let (i, j, k) = (flat / (d[1] * d[2]), (flat / d[2]) % d[1], flat % d[2]);
-                grid.voxel_to_world([i as f64, j as f64, k as f64])
+                world_of(flat)
             };
         let select = |image: &Image<f32>, threshold: f32| -> Vec<usize> {
             image.as_slice().iter().enumerate().filter(|(_, v)| **v >= threshold).map(|(i, _)| i).collect()
@@ -59,6 +85,7 @@ impl Generator {
                 if tissue == LesionTissue::GreyMatter {
                     candidates.retain(|&i| c.gm.as_slice()[i] >= 0.6);
                 }
+                let candidates = near_site(candidates);
                 let centre = pick(&candidates, &smoothed, &mut rng);
                 let directions: Vec<([f64; 3], f64)> = (0..3)
                     .map(|_| {
@@ -82,6 +109,7 @@ impl Generator {
                 let inside = smooth_mm(&c.mask, 0.5 * radius);
                 let mut candidates = select(&c.gm, 0.6);
                 candidates.retain(|&i| inside.as_slice()[i] >= 0.75);
+                let candidates = near_site(candidates);
                 let centre = pick(&candidates, &c.gm, &mut rng);
                 // v(y) = −a (y − c) exp(−|y − c|² / 2σ²): the flow contracts toward c with
                 // Jacobian exp(−3a) at c; log-Jacobian is negative within √3 σ = radius.
@@ -187,6 +215,25 @@ mod tests {
     use super::*;
     use crate::subject::tests::{generator, spec};
     use crate::warp::jacobian_determinant;
+
+    #[test]
+    fn a_requested_site_places_the_abnormality_near_it() {
+        let generator = generator();
+        let distance = |a: [f64; 3], b: [f64; 3]| (0..3).map(|i| (a[i] - b[i]).powi(2)).sum::<f64>().sqrt();
+        for abnormality in [
+            Abnormality::Lesion { tissue: LesionTissue::WhiteMatter, radius_mm: 6.0, contrast: -0.4 },
+            Abnormality::Atrophy { radius_mm: 10.0, volume_loss: 0.4 },
+        ] {
+            // A site its tissue allows: where the generator put it unasked, moved 3 mm.
+            let anywhere = generator.place(&abnormality, None, 5, 1.0).unwrap().centre;
+            let site = [anywhere[0] + 3.0, anywhere[1], anywhere[2]];
+            let centres: Vec<[f64; 3]> = (0..4)
+                .map(|seed| generator.place(&abnormality, Some(site), seed, 1.0).unwrap().centre)
+                .collect();
+            assert!(centres.iter().all(|c| distance(*c, site) <= SITE_TOLERANCE_MM), "{centres:?}");
+            assert!(centres.windows(2).any(|w| w[0] != w[1]), "seeds vary the centre: {centres:?}");
+        }
+    }
 
     #[test]
     fn lesion_mask_is_where_intensities_changed() {

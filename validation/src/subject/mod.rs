@@ -20,6 +20,7 @@ mod generator;
 mod lesions;
 
 pub use generator::Generator;
+pub use lesions::SITE_TOLERANCE_MM;
 
 /// Knobs of the generator's anatomy that are not the subject's identity. The defaults give
 /// the inter-individual variability of real children (see `docs/synthetic-cohort.md`);
@@ -161,6 +162,12 @@ pub struct SubjectSpec {
     pub resolution_mm: f64,
     /// An abnormality, for a case.
     pub abnormality: Option<Abnormality>,
+    /// Where a lesion or focal atrophy is centred (base world mm): the candidate voxel of the
+    /// abnormality's tissue nearest to it within [`SITE_TOLERANCE_MM`] is drawn (the nearest
+    /// anywhere when none is that close). `None`: anywhere its tissue allows. Ventricles ignore
+    /// it. Cases of one disease pattern share a typical site.
+    #[serde(default)]
+    pub abnormality_site: Option<[f64; 3]>,
     /// Anatomy knobs.
     pub options: GeneratorOptions,
     /// The scanner site the subject is imaged at.
@@ -176,6 +183,7 @@ impl SubjectSpec {
             seed,
             resolution_mm: 2.0,
             abnormality: None,
+            abnormality_site: None,
             options: GeneratorOptions::default(),
             site: Site::reference(),
         }
