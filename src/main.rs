@@ -48,6 +48,8 @@ enum Command {
     Normdb(cli::normdb::Args),
     /// Deviation maps of one case, or of a list of cases as a batch, against the normative database.
     Deviation(cli::deviation::Args),
+    /// The labelled deviation results most like a case's (similar confirmed cases), or a library's leave-one-out retrieval.
+    Similar(cli::similar::Args),
     /// Run the whole job on built-in synthetic data.
     Demo(cli::demo::Args),
     /// Run the HTTP back-end service.
@@ -82,6 +84,7 @@ fn main() -> ExitCode {
         Command::Template(args) => cli::template::run(args),
         Command::Normdb(args) => cli::normdb::run(args),
         Command::Deviation(args) => cli::deviation::run(args),
+        Command::Similar(args) => cli::similar::run(args),
         Command::Demo(args) => cli::demo::run(args),
         Command::Serve(args) => cli::serve::run(args),
         Command::Users(args) => cli::users::run(args),

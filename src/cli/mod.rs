@@ -19,6 +19,7 @@ pub mod register;
 pub mod scan;
 pub mod segment;
 pub mod serve;
+pub mod similar;
 pub mod synth;
 pub mod template;
 pub mod users;

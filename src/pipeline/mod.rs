@@ -10,6 +10,7 @@ pub mod held_out;
 pub mod normdb_build;
 pub mod preprocess;
 pub mod segment;
+pub mod similar;
 pub mod steps;
 pub mod synth;
 pub mod template_build;
