@@ -3,6 +3,7 @@
 use anyhow::Context;
 use pedinorm::service::Service;
 use pedinorm::service::config::ServiceConfig;
+use pedinorm::service::layout::StateEntry;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -24,6 +25,10 @@ pub struct Args {
     /// Start even when the data directory is open to group or others (warns instead of refusing).
     #[arg(long)]
     pub allow_shared_data_dir: bool,
+    /// Rebuild the similar-case index (the signatures of the cases' deviation results) from
+    /// every finished deviation job's outputs before serving.
+    #[arg(long)]
+    pub rebuild_similar: bool,
 }
 
 /// Runs `pedinorm serve`.
@@ -46,13 +51,29 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(config, args.address_file))
+    runtime.block_on(serve(config, args.address_file, args.rebuild_similar))
 }
 
-async fn serve(config: ServiceConfig, address_file: Option<PathBuf>) -> anyhow::Result<()> {
+async fn serve(
+    config: ServiceConfig,
+    address_file: Option<PathBuf>,
+    rebuild_similar: bool,
+) -> anyhow::Result<()> {
     let tls = config.tls.clone();
     let listen = config.listen;
     let service = Service::start(config).context("opening the service state")?;
+    if rebuild_similar {
+        let state = service.state.clone();
+        let rebuilt = tokio::task::spawn_blocking(move || {
+            let jobs_dir = state.config.state_path(StateEntry::Jobs);
+            pedinorm::service::similar::rebuild(&state.store.lock(), &jobs_dir)
+        })
+        .await??;
+        eprintln!(
+            "similar-case index rebuilt: {} signatures recorded, {} finished deviation jobs without readable outputs",
+            rebuilt.recorded, rebuilt.unreadable
+        );
+    }
     let router = service.router();
     let std_listener =
         std::net::TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;

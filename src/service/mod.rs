@@ -23,6 +23,7 @@ pub mod roles;
 pub mod router;
 pub mod routes;
 pub mod scope;
+pub mod similar;
 pub mod state;
 pub mod store;
 pub mod studies;

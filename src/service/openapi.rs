@@ -31,6 +31,7 @@ impl Modify for BearerScheme {
         studies::get_consent, studies::record_consent, studies::withdraw_consent,
         cases::submit_case, cases::list_cases, cases::get_case, cases::update_case, cases::review_case,
         cases::approve_case, cases::confirm_case, cases::reject_case, cases::withdraw_case, cases::request_deviation,
+        cases::similar_cases,
         jobs::list_jobs, jobs::get_job, jobs::cancel_job, jobs::job_outputs, jobs::download_output, jobs::store_back,
         normdb::normdb_info, normdb::normdb_templates, normdb::start_build,
         users::list_users, users::disable_user, users::enable_user, users::rotate_token,

@@ -222,6 +222,12 @@ pub const ROUTES: &[RouteSpec] = &[
         action: "case.deviation",
         access: Access::Roles(CASE_WRITERS),
     },
+    RouteSpec {
+        method: "GET",
+        path: "/api/v1/cases/{id}/similar",
+        action: "case.similar",
+        access: Access::Roles(CASE_READERS),
+    },
     RouteSpec { method: "GET", path: "/api/v1/jobs", action: "job.list", access: Access::Roles(JOB_USERS) },
     RouteSpec {
         method: "GET",

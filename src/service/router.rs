@@ -64,6 +64,7 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/api/v1/cases/{id}/reject", post(cases::reject_case))
         .route("/api/v1/cases/{id}/withdraw", post(cases::withdraw_case))
         .route("/api/v1/cases/{id}/deviation", post(cases::request_deviation))
+        .route("/api/v1/cases/{id}/similar", get(cases::similar_cases))
         .route("/api/v1/jobs", get(jobs::list_jobs))
         .route("/api/v1/jobs/{id}", get(jobs::get_job))
         .route("/api/v1/jobs/{id}/cancel", post(jobs::cancel_job))

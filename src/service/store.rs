@@ -1,8 +1,9 @@
 //! The service's SQLite state file: schema and connection handling.
 //!
 //! One file (`DATA_DIR/service.sqlite`, WAL journal) holds users, the audit log, jobs, studies,
-//! consent and cases. Rows are never deleted: tables that must stay append-only (audit, case
-//! events) are guarded by triggers as well.
+//! consent, cases and the signatures of their deviation results (derived, rebuildable). Rows
+//! are never deleted: tables that must stay append-only (audit, case events) are guarded by
+//! triggers as well.
 
 use super::layout::StateEntry;
 use rusqlite::Connection;
@@ -137,6 +138,13 @@ CREATE TRIGGER IF NOT EXISTS case_events_no_update BEFORE UPDATE ON case_events
     BEGIN SELECT RAISE(ABORT, 'case events are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS case_events_no_delete BEFORE DELETE ON case_events
     BEGIN SELECT RAISE(ABORT, 'case events are append-only'); END;
+CREATE TABLE IF NOT EXISTS case_signatures (
+    case_id INTEGER PRIMARY KEY REFERENCES cases(id),
+    job_id INTEGER NOT NULL REFERENCES jobs(id),
+    age_years REAL NOT NULL,
+    signature TEXT NOT NULL,
+    updated TEXT NOT NULL
+);
 "#;
 
 /// A shared connection to the state file. SQLite serializes writers anyway; one connection

@@ -9,12 +9,13 @@ use crate::service::consent::{self, Database};
 use crate::service::error::{ApiError, ErrorBody};
 use crate::service::extract::{Body400, Id, Query400};
 use crate::service::scope::{Owned, Scope};
+use crate::service::similar::{self, SimilarCases};
 use crate::service::state::AppState;
 use crate::service::{studies, work};
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 /// Moves or edits a case for the caller, recorded as the acting specialist, under the
 /// configured workflow rules (off the async executor).
@@ -190,6 +191,40 @@ pub async fn request_deviation(
     queue_job(&state, &principal, "deviation", serde_json::json!({ "case_id": id }), move |s| {
         work::check_deviation_request(&s.store, id, &s.config.normdb_path())?;
         owning_centre(s, Owned::Case, id)
+    })
+    .await
+}
+
+/// How many similar cases to list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct SimilarQuery {
+    /// At most this many (1–50, default 5).
+    #[param(minimum = 1, maximum = 50)]
+    #[serde(default)]
+    pub k: Option<i64>,
+}
+
+/// The confirmed (A1) cases whose deviation patterns are most like this case's, among those the
+/// caller may read: Orphanet codes, clinical fields, age and similarity (docs/similar.md).
+#[utoipa::path(get, path = "/api/v1/cases/{id}/similar", tag = "cases", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Case id", minimum = 1, maximum = 9007199254740992_i64), SimilarQuery),
+    responses((status = 200, body = SimilarCases), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn similar_cases(
+    State(state): State<AppState>,
+    principal: Principal,
+    Id(id): Id,
+    Query400(query): Query400<SimilarQuery>,
+) -> Answer<SimilarCases> {
+    let k = query.k.unwrap_or(5);
+    if !(1..=i64::from(similar::MAX_K)).contains(&k) {
+        return Err(ApiError::BadRequest(format!("`k` must be 1–{} (got {k})", similar::MAX_K)));
+    }
+    let scope = Scope::of(&principal);
+    answer(&state, StatusCode::OK, move |s| {
+        similar::most_similar(&s.store.lock(), id, k as u32, scope.visible_centre(Owned::Case))
     })
     .await
 }

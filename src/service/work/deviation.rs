@@ -7,7 +7,7 @@ use crate::service::consent::{self, Database};
 use crate::service::error::ApiError;
 use crate::service::jobs::{JobContext, JobFailure};
 use crate::service::store::Store;
-use crate::service::{cases, studies};
+use crate::service::{cases, similar, studies};
 use serde_json::{Value, json};
 use std::path::Path;
 
@@ -105,6 +105,11 @@ pub(super) fn deviation_job(
     let sex = internals.metadata["sex"].as_str().map(str::to_string);
     ctx.progress(2.0, "starting deviation maps")?;
     let summary = run_deviation(&config.normdb_path(), &volume, age, sex.as_deref(), &ctx.work_dir, ctx)?;
+    // The case's signature for similar-case queries. The maps stand without it: a report that
+    // does not read back is logged, and `pedinorm serve --rebuild-similar` tries again.
+    if let Err(message) = similar::record_from_outputs(&store.lock(), case_id, ctx.id, &ctx.work_dir) {
+        tracing::error!("deviation job {}: case {case_id}: no similar-case signature: {message}", ctx.id);
+    }
     ctx.progress(90.0, "aligning the study's other contrasts onto the scored volume")?;
     let contrasts = align_other_contrasts(&study_dir, &volume, &ctx.work_dir)?;
     Ok(json!({
