@@ -5,6 +5,7 @@
 
 use crate::pipeline::cohort::{ListError, column};
 use pedinorm_templates::centiles::PlacedMeasure;
+use pedinorm_templates::model::case_local_volume::LocalVolumeFinding;
 use pedinorm_templates::model::score::{ClusterReport, RegionReport};
 use pedinorm_templates::similarity::Signature;
 use serde::de::DeserializeOwned;
@@ -51,7 +52,14 @@ pub fn read_signature(dir: &Path) -> Result<Signature, SimilarError> {
             .map_err(|e| report_error("regional.centiles", format!("must list placed measures: {e}")))?,
         None => Vec::new(),
     };
-    Signature::from_findings(age_years, &regions, &clusters, &centiles)
+    // Local volume findings exist only for databases calibrated for them.
+    let local_volume: Vec<LocalVolumeFinding> =
+        match report.get("local_volume").and_then(|l| l.get("findings")) {
+            Some(value) => serde_json::from_value(value.clone())
+                .map_err(|e| report_error("local_volume.findings", format!("must list findings: {e}")))?,
+            None => Vec::new(),
+        };
+    Signature::from_findings(age_years, &regions, &clusters, &local_volume, &centiles)
         .map_err(|e| report_error("report.json", e.to_string()))
 }
 
@@ -173,6 +181,8 @@ mod tests {
                       "volume_mm3": 240.0, "peak_z": 5.1, "mean_z": 3.9, "mass": 42.0,
                       "peak_template_mm": [1.0, -4.0, 12.0], "peak_native_mm": [0.0, 0.0, 0.0],
                       "region": "Fornix", "significant": true}],
+        "local_volume": {"findings": [{"direction": "gain", "peak_score": 5.0, "volume_ml": 2.0,
+                      "peak_template_mm": [2.0, -4.0, 12.0], "peak_native_mm": [0.0, 0.0, 0.0], "region": null}]},
         "regional": {"centiles": [{"measure": "csf", "value": 120.0, "centile": 99.0, "z": 2.4,
                       "normal_range": [80.0, 100.0, 118.0], "flagged": true, "site_known": true, "age_covered": true}]}}"#;
 
@@ -183,7 +193,7 @@ mod tests {
         let signature = read_signature(dir.path()).unwrap();
         assert_eq!(signature.age_years, 6.5);
         assert_eq!(signature.regions["Fornix"], [0.2, 0.0, 2.5, 0.3]);
-        assert_eq!(signature.clusters.len(), 1);
+        assert_eq!(signature.clusters.len(), 2, "a cluster and a local volume finding");
         assert_eq!(signature.centiles["csf"], 2.4);
     }
 

@@ -196,7 +196,7 @@ mod tests {
             logjac_mean_z: logjac_z,
             logjac_fraction_beyond: 0.2,
         };
-        Signature::from_findings(age, &[region], &[], &[]).unwrap()
+        Signature::from_findings(age, &[region], &[], &[], &[]).unwrap()
     }
 
     /// A state file with cases 1–5: (status, centre) as given, each with a deviation job.

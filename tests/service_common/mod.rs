@@ -19,14 +19,13 @@ use pedinorm::normdb::NormDbFile;
 use pedinorm::service::Service;
 use pedinorm::service::config::{ComputeConfig, ServiceConfig};
 use pedinorm::synth_io::{DicomIdentity, write_dicom_series};
-use pedinorm_registration::Grid;
 use pedinorm_templates::model::{
     BracketInput, NormalSubject, NormativeDb, TemplateSpace, assemble, map_normals,
 };
 use pedinorm_templates::stats::Sex;
 use pedinorm_validation::growth::Sex as SynthSex;
 use pedinorm_validation::subject::{Generator, SubjectSpec, SyntheticSubject};
-use pedinorm_validation::{Abnormality, BaseBrain, LesionTissue};
+use pedinorm_validation::{Abnormality, LesionTissue};
 use serde_json::{Value, json};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -219,12 +218,22 @@ impl TestServer {
 /// Starts the real `pedinorm serve --config CONFIG` as a child process and waits for the
 /// address it bound (`HOST:PORT`). Its standard output and error go to `log` when given (with
 /// `--log debug`, the most verbose level), else nowhere. The caller kills and waits for it.
-#[allow(clippy::zombie_processes)]
 pub fn spawn_server(config: &Path, address_file: &Path, log: Option<&Path>) -> (std::process::Child, String) {
+    spawn_server_with(config, address_file, log, &[])
+}
+
+/// [`spawn_server`] with further arguments of `pedinorm serve` (e.g. `--rebuild-similar`).
+#[allow(clippy::zombie_processes)]
+pub fn spawn_server_with(
+    config: &Path,
+    address_file: &Path,
+    log: Option<&Path>,
+    extra: &[&str],
+) -> (std::process::Child, String) {
     use std::process::{Command, Stdio};
     let _ = std::fs::remove_file(address_file);
     let mut command = Command::new(env!("CARGO_BIN_EXE_pedinorm"));
-    command.args(["serve", "--config"]).arg(config).arg("--address-file").arg(address_file);
+    command.args(["serve", "--config"]).arg(config).arg("--address-file").arg(address_file).args(extra);
     match log {
         Some(log) => {
             let file = std::fs::File::create(log).unwrap();
@@ -536,10 +545,7 @@ pub fn quick_compute() -> ComputeConfig {
 
 /// The procedural phantom brain on its 4 mm grid and a subject generator.
 pub fn phantom_generator() -> Generator {
-    let n = |extent: f64| (extent / PHANTOM_MM).round() as usize;
-    let grid =
-        Grid::axis_aligned([n(140.0), n(170.0), n(130.0)], [PHANTOM_MM; 3], [-70.0, -100.0, -60.0]).unwrap();
-    Generator::new(&BaseBrain::phantom(&grid), PHANTOM_MM).unwrap()
+    pedinorm_validation::phantom_database::phantom_generator(PHANTOM_MM)
 }
 
 /// A synthetic subject (normal, or a case with a strong white-matter lesion).

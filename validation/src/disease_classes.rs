@@ -106,9 +106,8 @@ impl DiseaseClass {
     }
 }
 
-/// `per_class` members of every class imaged at `site`, ages spread over `ages` (years) and
-/// interleaved between classes so that no class owns an age range; seeds `seed · 10000 + n`.
-/// Each member comes with its class.
+/// `per_class` members of every class imaged at `site`, each at an age drawn uniformly from
+/// `ages` (years), seeds `seed · 10000 + n`. Each member comes with its class.
 pub fn class_members(
     generator: &Generator,
     spec: &SubjectSpec,
@@ -117,17 +116,12 @@ pub fn class_members(
     seed: u64,
     site: &Site,
 ) -> Result<Vec<(DiseaseClass, SyntheticSubject)>, crate::SynthError> {
-    let total = (per_class * DISEASE_CLASSES.len()).max(1);
-    let mut members = Vec::with_capacity(total);
+    let mut members = Vec::with_capacity(per_class * DISEASE_CLASSES.len());
     for m in 0..per_class {
         for (c, class) in DISEASE_CLASSES.iter().enumerate() {
-            let n = m * DISEASE_CLASSES.len() + c;
-            // Ages visit the range in a class-shifted order: every class spans every age.
-            let slot = (m * DISEASE_CLASSES.len() + (c * 3) % DISEASE_CLASSES.len()) % total;
-            let age = ages.0 + (ages.1 - ages.0) * (slot as f64 + 0.5) / total as f64;
-            let member_seed = seed * 10_000 + n as u64;
+            let member_seed = seed * 10_000 + (m * DISEASE_CLASSES.len() + c) as u64;
             let mut normal = spec.clone();
-            normal.age_years = age;
+            normal.age_years = uniform(&mut stream(member_seed, streams::COHORT), ages.0, ages.1);
             normal.seed = member_seed;
             normal.site = site.clone();
             normal.sex =

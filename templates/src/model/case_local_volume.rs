@@ -3,14 +3,15 @@
 //! [`crate::calibration::LocalVolumeCalibration`]). Each connected region beyond the limit is
 //! one finding: a loss (atrophy) or a gain (enlarged CSF spaces), with its peak and volume.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::database::{BracketDb, NormativeDb};
 use crate::calibration::{LocalVolumeCalibration, find_clusters};
 use pedinorm_registration::{Image, SpatialTransform};
 
-/// One region whose local volume lies beyond the calibrated limit.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One region whose local volume lies beyond the calibrated limit (read back from `report.json`
+/// by the similar-case signature).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LocalVolumeFinding {
     /// `loss` (less volume than the normals: atrophy) or `gain`.
     pub direction: String,
@@ -25,6 +26,7 @@ pub struct LocalVolumeFinding {
     /// Atlas region at the peak, if any.
     pub region: Option<String>,
     /// Why the finding may not be trusted (an unreliable comparison).
+    #[serde(default)]
     pub caveat: Option<String>,
 }
 

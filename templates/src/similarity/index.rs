@@ -228,7 +228,7 @@ mod tests {
     fn signature(age: f64, regions: &[(&str, f64, f64)], clusters: &[(&str, f32, [f64; 3])]) -> Signature {
         let regions: Vec<_> = regions.iter().map(|(n, i, j)| region(n, *i, *j)).collect();
         let clusters: Vec<_> = clusters.iter().map(|(c, z, at)| cluster(c, *z, 30.0, *at, true)).collect();
-        Signature::from_findings(age, &regions, &clusters, &[]).unwrap()
+        Signature::from_findings(age, &regions, &clusters, &[], &[]).unwrap()
     }
 
     fn library() -> Vec<(&'static str, Signature)> {
@@ -270,7 +270,9 @@ mod tests {
         let mild = signature(8.0, &[("Fornix", 0.05, 1.5)], &[]);
         let severe = signature(8.0, &[("Fornix", 0.1, 3.0)], &[]);
         let score = |q: &Signature| index.query(q, 1, |k| *k == "ventricles")[0].similarity;
-        assert!((score(&mild) - score(&severe)).abs() < 1e-6);
+        // (Below 1: the indexed case also has a cluster, which these queries lack.)
+        let (mild, severe) = (score(&mild), score(&severe));
+        assert!(mild > 0.5 && (mild - severe).abs() < 1e-6, "{mild} {severe}");
         let opposite = signature(8.0, &[("Fornix", -0.1, -3.0)], &[]);
         assert!(score(&opposite) < 0.0);
     }

@@ -89,7 +89,7 @@ mod tests {
         // Each pattern deviates in a region of its own and both a little in a shared one.
         let site = if intensity.abs() > logjac.abs() { "frontal" } else { "periventricular" };
         let regions = [region(site, intensity, logjac), region("shared", 0.3, -0.2)];
-        (label.to_owned(), Signature::from_findings(age, &regions, &[], &[]).unwrap())
+        (label.to_owned(), Signature::from_findings(age, &regions, &[], &[], &[]).unwrap())
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! kept only to be shown and for the age-only baseline; it takes no part in the similarity.
 
 use crate::centiles::PlacedMeasure;
+use crate::model::case_local_volume::LocalVolumeFinding;
 use crate::model::score::{ClusterReport, DeviationResult, RegionReport};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -26,7 +27,8 @@ pub const REGION_FEATURES: [&str; 4] = [
 /// pattern, and a bound keeps a query over many signatures fast.
 pub const MAX_CLUSTERS_PER_KIND: usize = 6;
 
-/// A channel and a direction of deviation: the four kinds of cluster.
+/// A channel and a direction of deviation: the four kinds of cluster, and the two kinds of
+/// local volume finding (focal atrophy shows as these, seldom as voxel clusters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ClusterKind {
     /// Brighter than the normals.
@@ -37,6 +39,10 @@ pub enum ClusterKind {
     LogjacAbove,
     /// Locally smaller (e.g. atrophy).
     LogjacBelow,
+    /// Local volume above the calibrated limit over a neighbourhood (e.g. enlarged CSF spaces).
+    LocalVolumeGain,
+    /// Local volume below the calibrated limit over a neighbourhood (focal atrophy).
+    LocalVolumeLoss,
 }
 
 impl ClusterKind {
@@ -53,15 +59,16 @@ impl ClusterKind {
     }
 }
 
-/// A significant cluster as the signature keeps it.
+/// A significant cluster or a local volume finding as the signature keeps it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ClusterPoint {
     /// Channel and direction.
     pub kind: ClusterKind,
     /// Peak position in template world coordinates (mm, RAS+).
     pub peak_template_mm: [f64; 3],
-    /// Weight: `ln(1 + mass)` with the cluster's mass `Σ(|z| − threshold)`, so extent and
-    /// height both count and one huge cluster does not drown every other finding.
+    /// Weight: `ln(1 + mass)` with a cluster's mass `Σ(|z| − threshold)`, or
+    /// `ln(1 + |peak score| · volume ml)` for a local volume finding, so extent and height both
+    /// count and one huge finding does not drown every other.
     pub weight: f64,
 }
 
@@ -72,7 +79,7 @@ pub struct Signature {
     pub age_years: f64,
     /// Per atlas region (by name) the [`REGION_FEATURES`].
     pub regions: BTreeMap<String, [f64; 4]>,
-    /// The heaviest significant clusters of each kind.
+    /// The heaviest significant clusters and local volume findings of each kind.
     pub clusters: Vec<ClusterPoint>,
     /// Regional measures (by name) as centile z; empty when the database has no centile models.
     pub centiles: BTreeMap<String, f64>,
@@ -93,11 +100,12 @@ pub enum SignatureError {
 
 impl Signature {
     /// The signature of a deviation result: its age, region table, clusters (significant ones
-    /// only) and placed regional measures.
+    /// only), local volume findings and placed regional measures.
     pub fn from_findings(
         age_years: f64,
         regions: &[RegionReport],
         clusters: &[ClusterReport],
+        local_volume: &[LocalVolumeFinding],
         centiles: &[PlacedMeasure],
     ) -> Result<Signature, SignatureError> {
         finite("age_years", age_years)?;
@@ -128,6 +136,23 @@ impl Signature {
                 weight: cluster.mass.max(0.0).ln_1p(),
             });
         }
+        for (i, finding) in local_volume.iter().enumerate() {
+            let kind = if finding.peak_score < 0.0 {
+                ClusterKind::LocalVolumeLoss
+            } else {
+                ClusterKind::LocalVolumeGain
+            };
+            finite(&format!("local_volume.findings[{i}].peak_score"), finding.peak_score)?;
+            finite(&format!("local_volume.findings[{i}].volume_ml"), finding.volume_ml)?;
+            for (axis, value) in finding.peak_template_mm.iter().enumerate() {
+                finite(&format!("local_volume.findings[{i}].peak_template_mm[{axis}]"), *value)?;
+            }
+            points.push(ClusterPoint {
+                kind,
+                peak_template_mm: finding.peak_template_mm,
+                weight: (finding.peak_score.abs() * finding.volume_ml.max(0.0)).ln_1p(),
+            });
+        }
         // Heaviest first within each kind, then keep the bound.
         points.sort_by(|a, b| a.kind.cmp(&b.kind).then(b.weight.total_cmp(&a.weight)));
         let mut kept: Vec<ClusterPoint> = Vec::with_capacity(points.len());
@@ -147,7 +172,8 @@ impl Signature {
     /// The signature of a deviation result in memory (what `report.json` holds of it).
     pub fn of_result(result: &DeviationResult) -> Result<Signature, SignatureError> {
         let centiles = result.regional.as_ref().map_or(&[][..], |r| &r.centiles[..]);
-        Signature::from_findings(result.age_years, &result.regions, &result.clusters, centiles)
+        let local_volume = result.local_volume.as_ref().map_or(&[][..], |l| &l.findings[..]);
+        Signature::from_findings(result.age_years, &result.regions, &result.clusters, local_volume, centiles)
     }
 }
 
@@ -201,7 +227,7 @@ pub(crate) mod tests {
             (0..9).map(|i| cluster("intensity", 5.0, 10.0 + i as f64, [i as f64, 0.0, 0.0], true)).collect();
         clusters.push(cluster("logjac", -4.0, 50.0, [0.0, 1.0, 0.0], true));
         clusters.push(cluster("logjac", 4.0, 500.0, [0.0, 2.0, 0.0], false));
-        let s = Signature::from_findings(6.5, &[region("A", 1.0, -2.0)], &clusters, &[]).unwrap();
+        let s = Signature::from_findings(6.5, &[region("A", 1.0, -2.0)], &clusters, &[], &[]).unwrap();
         let intensity: Vec<&ClusterPoint> =
             s.clusters.iter().filter(|p| p.kind == ClusterKind::IntensityAbove).collect();
         assert_eq!(intensity.len(), MAX_CLUSTERS_PER_KIND);
@@ -213,10 +239,28 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn local_volume_findings_are_points_of_their_own_kind() {
+        let finding = |score: f64| LocalVolumeFinding {
+            direction: if score < 0.0 { "loss" } else { "gain" }.into(),
+            peak_score: score,
+            volume_ml: 3.0,
+            peak_template_mm: [0.0, -50.0, -20.0],
+            peak_native_mm: [0.0; 3],
+            region: None,
+            caveat: None,
+        };
+        let s = Signature::from_findings(9.0, &[], &[], &[finding(-4.0), finding(5.0)], &[]).unwrap();
+        let kinds: Vec<ClusterKind> = s.clusters.iter().map(|p| p.kind).collect();
+        assert_eq!(kinds, vec![ClusterKind::LocalVolumeGain, ClusterKind::LocalVolumeLoss]);
+        assert_eq!(s.clusters[1].weight, 12f64.ln_1p());
+    }
+
+    #[test]
     fn a_number_that_is_not_finite_is_named() {
-        let error = Signature::from_findings(3.0, &[region("Fornix", f64::NAN, 0.0)], &[], &[]).unwrap_err();
+        let error =
+            Signature::from_findings(3.0, &[region("Fornix", f64::NAN, 0.0)], &[], &[], &[]).unwrap_err();
         assert!(error.to_string().starts_with("regions[Fornix].intensity_mean_z"), "{error}");
-        let error = Signature::from_findings(f64::INFINITY, &[], &[], &[]).unwrap_err();
+        let error = Signature::from_findings(f64::INFINITY, &[], &[], &[], &[]).unwrap_err();
         assert!(error.to_string().starts_with("age_years"), "{error}");
     }
 }

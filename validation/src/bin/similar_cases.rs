@@ -73,6 +73,28 @@ fn print_figures(title: &str, figures: &RetrievalFigures) {
     }
 }
 
+/// Per class: how often its first match (leave-one-out) is of its class, and what it is
+/// mistaken for.
+fn print_confusions(library: &[(String, Signature)]) {
+    let index = SignatureIndex::new(library.iter().enumerate().map(|(i, (_, s))| (i, s.clone())).collect());
+    println!("\n| class | top-1 of its class | first matches of other classes |");
+    println!("|---|---|---|");
+    for class in DISEASE_CLASSES {
+        let mut right = 0;
+        let mut wrong: Vec<String> = Vec::new();
+        let members: Vec<usize> = (0..library.len()).filter(|&i| library[i].0 == class.name).collect();
+        for &q in &members {
+            let first = &index.query(&library[q].1, 1, |&i| i != q)[0];
+            if library[first.key].0 == class.name {
+                right += 1;
+            } else {
+                wrong.push(library[first.key].0.clone());
+            }
+        }
+        println!("| {} | {right}/{} | {} |", class.name, members.len(), wrong.join(", "));
+    }
+}
+
 fn main() {
     let o = options();
     let mm = o.resolution_mm;
@@ -107,10 +129,11 @@ fn main() {
                 let result = compute_deviation(&db, &subject.image, &options).expect("the case scores");
                 let signature = Signature::of_result(&result).expect("finite results");
                 eprintln!(
-                    "{} age {:.1}: {} significant clusters ({:.0} s)",
+                    "{} age {:.1}: {} significant clusters, {} local volume findings ({:.0} s)",
                     class.name,
                     subject.age_years,
                     result.clusters.iter().filter(|c| c.significant).count(),
+                    result.local_volume.as_ref().map_or(0, |l| l.findings.len()),
                     started.elapsed().as_secs_f64()
                 );
                 (class.name.to_owned(), signature)
@@ -121,6 +144,7 @@ fn main() {
     let figures = leave_one_out(&library, &[1, 3]);
     println!("Classes: {}", DISEASE_CLASSES.map(|c| c.name).join(", "));
     print_figures("Leave-one-out, reference site", &figures);
+    print_confusions(&library);
 
     // Queries imaged at an unseen site against the reference-site library.
     let unseen = Site::draw("S9", o.seed + 90);
