@@ -84,12 +84,7 @@ fn ids(answer: &Value) -> Vec<i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn similar_confirmed_cases_by_role_and_centre() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    std::fs::create_dir_all(&state).unwrap();
-    private(&state);
-    let generator = phantom_generator();
-    phantom_normdb(&generator, 8, &state.join("normdb.h5"));
+    let (dir, state, generator) = state_with_phantom_normdb();
     let tokens = Tokens {
         radiologist_c1: add_user(&state, "dr one", "radiologist", Some("C1")),
         radiologist_c2: add_user(&state, "dr two", "radiologist", Some("C2")),

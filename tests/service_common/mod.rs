@@ -623,6 +623,18 @@ pub fn phantom_normdb(generator: &Generator, count: usize, path: &Path) -> Norma
     db
 }
 
+/// A fresh installation folder whose private data directory `DIR/state` holds a phantom
+/// normative database of eight normals ([`phantom_normdb`]): (folder, data directory, generator).
+pub fn state_with_phantom_normdb() -> (tempfile::TempDir, PathBuf, Generator) {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    private(&state);
+    let generator = phantom_generator();
+    phantom_normdb(&generator, 8, &state.join("normdb.h5"));
+    (dir, state, generator)
+}
+
 /// Every file under `dir` (recursively) whose bytes contain `needle`.
 pub fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
     walkdir::WalkDir::new(dir)

@@ -126,15 +126,15 @@ impl Signature {
         let mut points = Vec::new();
         for (i, cluster) in clusters.iter().enumerate().filter(|(_, c)| c.significant) {
             let Some(kind) = ClusterKind::of(cluster) else { continue };
-            finite(&format!("clusters[{i}].mass"), cluster.mass)?;
-            for (axis, value) in cluster.peak_template_mm.iter().enumerate() {
-                finite(&format!("clusters[{i}].peak_template_mm[{axis}]"), *value)?;
-            }
-            points.push(ClusterPoint {
+            let weight = cluster.mass.max(0.0).ln_1p();
+            let numbers = [("mass", cluster.mass)];
+            points.push(checked_point(
+                &format!("clusters[{i}]"),
                 kind,
-                peak_template_mm: cluster.peak_template_mm,
-                weight: cluster.mass.max(0.0).ln_1p(),
-            });
+                cluster.peak_template_mm,
+                &numbers,
+                weight,
+            )?);
         }
         for (i, finding) in local_volume.iter().enumerate() {
             let kind = if finding.peak_score < 0.0 {
@@ -142,16 +142,10 @@ impl Signature {
             } else {
                 ClusterKind::LocalVolumeGain
             };
-            finite(&format!("local_volume.findings[{i}].peak_score"), finding.peak_score)?;
-            finite(&format!("local_volume.findings[{i}].volume_ml"), finding.volume_ml)?;
-            for (axis, value) in finding.peak_template_mm.iter().enumerate() {
-                finite(&format!("local_volume.findings[{i}].peak_template_mm[{axis}]"), *value)?;
-            }
-            points.push(ClusterPoint {
-                kind,
-                peak_template_mm: finding.peak_template_mm,
-                weight: (finding.peak_score.abs() * finding.volume_ml.max(0.0)).ln_1p(),
-            });
+            let weight = (finding.peak_score.abs() * finding.volume_ml.max(0.0)).ln_1p();
+            let numbers = [("peak_score", finding.peak_score), ("volume_ml", finding.volume_ml)];
+            let field = format!("local_volume.findings[{i}]");
+            points.push(checked_point(&field, kind, finding.peak_template_mm, &numbers, weight)?);
         }
         // Heaviest first within each kind, then keep the bound.
         points.sort_by(|a, b| a.kind.cmp(&b.kind).then(b.weight.total_cmp(&a.weight)));
@@ -175,6 +169,23 @@ impl Signature {
         let local_volume = result.local_volume.as_ref().map_or(&[][..], |l| &l.findings[..]);
         Signature::from_findings(result.age_years, &result.regions, &result.clusters, local_volume, centiles)
     }
+}
+
+/// A point of `kind` at `peak` once its numbers are checked (named under `field`).
+fn checked_point(
+    field: &str,
+    kind: ClusterKind,
+    peak: [f64; 3],
+    numbers: &[(&str, f64)],
+    weight: f64,
+) -> Result<ClusterPoint, SignatureError> {
+    for (name, value) in numbers {
+        finite(&format!("{field}.{name}"), *value)?;
+    }
+    for (axis, value) in peak.iter().enumerate() {
+        finite(&format!("{field}.peak_template_mm[{axis}]"), *value)?;
+    }
+    Ok(ClusterPoint { kind, peak_template_mm: peak, weight })
 }
 
 fn finite(field: &str, value: f64) -> Result<(), SignatureError> {
