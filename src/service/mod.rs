@@ -110,6 +110,7 @@ impl Service {
             audit,
             started: std::time::Instant::now(),
             viewer_sessions: Arc::new(viewer::session::Sessions::default()),
+            similar_index: Arc::new(similar::IndexCache::default()),
         };
         Ok(Service { state, workers })
     }

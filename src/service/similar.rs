@@ -10,6 +10,7 @@ use pedinorm_templates::similarity::{Signature, SignatureIndex};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 /// How many similar cases one request may ask for.
 pub const MAX_K: u32 = 50;
@@ -108,23 +109,67 @@ pub fn rebuild(connection: &Connection, jobs_dir: &Path) -> Result<Rebuilt, ApiE
     Ok(rebuilt)
 }
 
-/// A stored signature with what the answer shows of its case.
-struct Stored {
-    case_id: i64,
-    job_id: i64,
-    centre: String,
-    signature: Signature,
-}
-
 fn parse(case_id: i64, text: &str) -> Result<Signature, ApiError> {
     serde_json::from_str(text)
         .map_err(|e| ApiError::internal(format!("case {case_id}: stored signature does not read: {e}")))
+}
+
+/// The A1 signatures indexed: per entry (case id, job id, centre).
+struct Confirmed {
+    keys: Vec<(i64, i64, String)>,
+    index: SignatureIndex<usize>,
+}
+
+/// What the A1 signatures are: how many, the newest signature and the newest case change.
+/// A signature recorded, a case confirmed or leaving A1 changes it.
+type Version = (i64, Option<String>, Option<String>);
+
+/// The index of the A1 signatures between requests: parsing and standardizing every signature
+/// is the expensive part of a query (seconds for 10,000), so it is redone only when a
+/// signature or a case's status has changed since.
+#[derive(Default)]
+pub struct IndexCache {
+    cached: Mutex<Option<(Version, Arc<Confirmed>)>>,
+}
+
+impl IndexCache {
+    fn confirmed(&self, connection: &Connection) -> Result<Arc<Confirmed>, ApiError> {
+        let version: Version = connection.query_row(
+            "SELECT count(*), max(s.updated), max(c.updated) FROM case_signatures s JOIN cases c ON c.id = s.case_id
+             WHERE c.status = 'A1'",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )?;
+        let mut cached = self.cached.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((seen, confirmed)) = cached.as_ref()
+            && *seen == version
+        {
+            return Ok(confirmed.clone());
+        }
+        let mut statement = connection.prepare(
+            "SELECT s.case_id, s.job_id, c.centre, s.signature FROM case_signatures s JOIN cases c ON c.id = s.case_id
+             WHERE c.status = 'A1' ORDER BY s.case_id",
+        )?;
+        let rows: Vec<(i64, i64, String, String)> = statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))?
+            .collect::<Result<_, _>>()?;
+        let mut keys = Vec::with_capacity(rows.len());
+        let mut entries = Vec::with_capacity(rows.len());
+        for (i, (case_id, job_id, centre, text)) in rows.into_iter().enumerate() {
+            entries.push((i, parse(case_id, &text)?));
+            keys.push((case_id, job_id, centre));
+        }
+        let confirmed = Arc::new(Confirmed { keys, index: SignatureIndex::new(entries) });
+        *cached = Some((version, confirmed.clone()));
+        Ok(confirmed)
+    }
 }
 
 /// The `k` A1 cases most like `case_id` among those of `visible_centre` (`None`: every
 /// centre), the case itself excluded. 409 when the case has no deviation result yet.
 pub fn most_similar(
     connection: &Connection,
+    cache: &IndexCache,
     case_id: i64,
     k: u32,
     visible_centre: Option<&str>,
@@ -144,26 +189,12 @@ pub fn most_similar(
         )));
     };
     let signature = parse(case_id, &text)?;
-    let mut statement = connection.prepare(
-        "SELECT s.case_id, s.job_id, c.centre, s.signature FROM case_signatures s JOIN cases c ON c.id = s.case_id
-         WHERE c.status = 'A1' ORDER BY s.case_id",
-    )?;
-    let confirmed: Vec<Stored> = statement
-        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get::<_, String>(3)?)))?
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .map(|(case_id, job_id, centre, text)| {
-            Ok(Stored { case_id, job_id, centre, signature: parse(case_id, &text)? })
-        })
-        .collect::<Result<_, ApiError>>()?;
-    let indexed = confirmed.len();
-    let keys: Vec<(i64, i64, String)> =
-        confirmed.iter().map(|s| (s.case_id, s.job_id, s.centre.clone())).collect();
-    let index =
-        SignatureIndex::new(confirmed.into_iter().enumerate().map(|(i, s)| (i, s.signature)).collect());
-    let matches = index.query(&signature, k as usize, |&i| {
+    let confirmed = cache.confirmed(connection)?;
+    let keys = &confirmed.keys;
+    let matches = confirmed.index.query(&signature, k as usize, |&i| {
         keys[i].0 != case_id && visible_centre.is_none_or(|centre| keys[i].2 == centre)
     });
+    let indexed = keys.len();
     let mut similar = Vec::with_capacity(matches.len());
     for m in matches {
         let (similar_id, similar_job, centre) = keys[m.key].clone();
@@ -238,27 +269,41 @@ mod tests {
         record(&db, 3, 3, &signature(5.0, "cerebellum", -2.5)).unwrap();
         record(&db, 4, 4, &signature(4.5, "ventricles", 3.0)).unwrap();
         record(&db, 5, 5, &signature(4.0, "cerebellum", -3.0)).unwrap();
-        let every = most_similar(&db, 1, 10, None).unwrap();
+        let every = most_similar(&db, &IndexCache::default(), 1, 10, None).unwrap();
         assert_eq!(every.indexed, 3, "A1 cases only");
         let ids: Vec<i64> = every.similar.iter().map(|s| s.case_id).collect();
         assert_eq!(ids.len(), 3);
         assert_eq!(*ids.last().unwrap(), 4, "the other pattern last: {ids:?}");
         assert_eq!(every.similar[0].orpha_codes.len(), 1);
         assert_eq!(every.similar[0].clinical["category"], "neurometabolic");
-        let own_centre = most_similar(&db, 1, 10, Some("C1")).unwrap();
+        let own_centre = most_similar(&db, &IndexCache::default(), 1, 10, Some("C1")).unwrap();
         assert!(own_centre.similar.iter().all(|s| s.centre == "C1"));
         assert_eq!(own_centre.similar.len(), 2);
         // An A1 case is not its own match; k bounds the answer.
-        let confirmed = most_similar(&db, 2, 1, None).unwrap();
+        let confirmed = most_similar(&db, &IndexCache::default(), 2, 1, None).unwrap();
         assert_eq!(confirmed.similar.len(), 1);
         assert_eq!(confirmed.similar[0].case_id, 3);
     }
 
     #[test]
+    fn the_kept_index_follows_new_signatures_and_confirmations() {
+        let (_dir, db) = store(&[("A2", "C1"), ("A1", "C1"), ("A2", "C1")]);
+        let cache = IndexCache::default();
+        record(&db, 1, 1, &signature(4.0, "cerebellum", -3.0)).unwrap();
+        record(&db, 2, 2, &signature(6.0, "cerebellum", -2.0)).unwrap();
+        assert_eq!(most_similar(&db, &cache, 1, 5, None).unwrap().indexed, 1);
+        record(&db, 3, 3, &signature(7.0, "cerebellum", -2.0)).unwrap();
+        assert_eq!(most_similar(&db, &cache, 1, 5, None).unwrap().indexed, 1, "case 3 is not confirmed");
+        db.execute("UPDATE cases SET status = 'A1', updated = 'later' WHERE id = 3", []).unwrap();
+        let answer = most_similar(&db, &cache, 1, 5, None).unwrap();
+        assert_eq!((answer.indexed, answer.similar.len()), (2, 2));
+    }
+
+    #[test]
     fn a_case_without_a_result_is_a_conflict_and_an_unknown_one_is_missing() {
         let (_dir, db) = store(&[("A1", "C1")]);
-        assert!(matches!(most_similar(&db, 1, 5, None), Err(ApiError::Conflict(_))));
-        assert!(matches!(most_similar(&db, 9, 5, None), Err(ApiError::NotFound(_))));
+        assert!(matches!(most_similar(&db, &IndexCache::default(), 1, 5, None), Err(ApiError::Conflict(_))));
+        assert!(matches!(most_similar(&db, &IndexCache::default(), 9, 5, None), Err(ApiError::NotFound(_))));
     }
 
     #[test]

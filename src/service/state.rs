@@ -77,4 +77,6 @@ pub struct AppState {
     pub anonymous: Arc<super::anonymous::AnonymousGate>,
     /// Open sessions of the web viewer.
     pub viewer_sessions: Arc<super::viewer::session::Sessions>,
+    /// The similar-case index of the A1 signatures, kept until one changes.
+    pub similar_index: Arc<super::similar::IndexCache>,
 }

@@ -224,7 +224,13 @@ pub async fn similar_cases(
     }
     let scope = Scope::of(&principal);
     answer(&state, StatusCode::OK, move |s| {
-        similar::most_similar(&s.store.lock(), id, k as u32, scope.visible_centre(Owned::Case))
+        similar::most_similar(
+            &s.store.lock(),
+            &s.similar_index,
+            id,
+            k as u32,
+            scope.visible_centre(Owned::Case),
+        )
     })
     .await
 }
