@@ -7,45 +7,31 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use pedinorm_templates::similarity::{ClusterKind, ClusterPoint, Signature, SignatureIndex};
+use pedinorm_validation::rng::{stream, uniform};
 use std::collections::BTreeMap;
 use std::hint::black_box;
 
-/// A seeded xorshift stream of values in [−1, 1).
-struct Stream(u64);
-
-impl Stream {
-    fn next(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 11) as f64 / (1u64 << 52) as f64 - 1.0
-    }
-}
-
 fn signatures(count: usize) -> Vec<(usize, Signature)> {
-    let mut stream = Stream(0x9e37_79b9_7f4a_7c15);
+    let mut random = stream(7, 0);
+    let mut next = move || uniform(&mut random, -1.0, 1.0);
     let kinds = [ClusterKind::IntensityAbove, ClusterKind::IntensityBelow, ClusterKind::LogjacBelow];
     (0..count)
         .map(|i| {
             let regions: BTreeMap<String, [f64; 4]> = (0..48)
                 .map(|r| {
-                    let z = 2.0 * stream.next();
+                    let z = 2.0 * next();
                     (format!("region {r}"), [z, 0.1 * z, -z, 0.05 * z.abs()])
                 })
                 .collect();
             let clusters = (0..i % 5)
                 .map(|c| ClusterPoint {
                     kind: kinds[c % kinds.len()],
-                    peak_template_mm: [60.0 * stream.next(), 80.0 * stream.next(), 50.0 * stream.next()],
-                    weight: 3.0 + stream.next(),
+                    peak_template_mm: [60.0 * next(), 80.0 * next(), 50.0 * next()],
+                    weight: 3.0 + next(),
                 })
                 .collect();
-            let signature = Signature {
-                age_years: 9.0 + 8.0 * stream.next(),
-                regions,
-                clusters,
-                centiles: BTreeMap::new(),
-            };
+            let signature =
+                Signature { age_years: 9.0 + 8.0 * next(), regions, clusters, centiles: BTreeMap::new() };
             (i, signature)
         })
         .collect()
