@@ -125,7 +125,7 @@ struct Confirmed {
 type Version = (i64, Option<String>, Option<String>);
 
 /// The index of the A1 signatures between requests: parsing and standardizing every signature
-/// is the expensive part of a query (seconds for 10,000), so it is redone only when a
+/// is the expensive part of a query (about a second for 10,000), so it is redone only when a
 /// signature or a case's status has changed since.
 #[derive(Default)]
 pub struct IndexCache {

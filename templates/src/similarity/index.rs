@@ -79,22 +79,29 @@ impl<K: Clone> SignatureIndex<K> {
         measures.sort();
         measures.dedup();
         let n = entries.len().max(1) as f64;
-        let mut scales = Vec::with_capacity(regions.len() * 4 + measures.len());
-        for region in &regions {
-            for f in 0..REGION_FEATURES.len() {
-                let mean_square = entries
-                    .iter()
-                    .map(|(_, s)| s.regions.get(region).map_or(0.0, |v| v[f] * v[f]))
-                    .sum::<f64>()
-                    / n;
-                scales.push(mean_square.sqrt().max(NOISE_FLOORS.0[f]));
+        // Sums of squares over the entries, each entry visited once (a missing feature is zero).
+        let offset = regions.len() * 4;
+        let mut sums = vec![0.0f64; offset + measures.len()];
+        for (_, signature) in &entries {
+            for (name, values) in &signature.regions {
+                let r = regions.binary_search(name).expect("every region is in the vocabulary");
+                for (f, value) in values.iter().enumerate() {
+                    sums[r * 4 + f] += value * value;
+                }
+            }
+            for (name, z) in &signature.centiles {
+                let m = measures.binary_search(name).expect("every measure is in the vocabulary");
+                sums[offset + m] += z * z;
             }
         }
-        for measure in &measures {
-            let mean_square =
-                entries.iter().map(|(_, s)| s.centiles.get(measure).map_or(0.0, |z| z * z)).sum::<f64>() / n;
-            scales.push(mean_square.sqrt().max(NOISE_FLOORS.1));
-        }
+        let scales: Vec<f64> = sums
+            .iter()
+            .enumerate()
+            .map(|(i, sum)| {
+                let floor = if i < offset { NOISE_FLOORS.0[i % 4] } else { NOISE_FLOORS.1 };
+                (sum / n).sqrt().max(floor)
+            })
+            .collect();
         let mut index = SignatureIndex {
             keys: entries.iter().map(|(k, _)| k.clone()).collect(),
             ages: entries.iter().map(|(_, s)| s.age_years).collect(),
@@ -105,15 +112,16 @@ impl<K: Clone> SignatureIndex<K> {
             entries: Vec::new(),
         };
         // Block weights: the inverse of each block's mean squared norm over the index.
+        let norms: Vec<[f64; 3]> = entries.iter().map(|(_, s)| index.block_norms(s)).collect();
         let mut block_norms = [0.0f64; 3];
-        for (_, signature) in &entries {
-            let norms = index.block_norms(signature);
+        for entry_norms in &norms {
             for b in 0..3 {
-                block_norms[b] += norms[b] / n;
+                block_norms[b] += entry_norms[b] / n;
             }
         }
         index.block_weights = block_norms.map(|m| if m > 1e-12 { 1.0 / m } else { 0.0 });
-        index.entries = entries.iter().map(|(_, s)| index.embed(s)).collect();
+        index.entries =
+            entries.iter().zip(&norms).map(|((_, s), norms)| index.embed_with(s, *norms)).collect();
         index
     }
 
@@ -183,6 +191,11 @@ impl<K: Clone> SignatureIndex<K> {
     }
 
     fn embed(&self, signature: &Signature) -> Embedded {
+        self.embed_with(signature, self.block_norms(signature))
+    }
+
+    /// [`Self::embed`] with the signature's block norms already known.
+    fn embed_with(&self, signature: &Signature, norms: [f64; 3]) -> Embedded {
         let [wr, wc, wm] = self.block_weights.map(f64::sqrt);
         let offset = self.regions.len() * 4;
         let mut dense = vec![0.0f32; offset + self.measures.len()];
@@ -200,7 +213,6 @@ impl<K: Clone> SignatureIndex<K> {
         }
         let clusters: Vec<ClusterPoint> =
             signature.clusters.iter().map(|p| ClusterPoint { weight: wc * p.weight, ..*p }).collect();
-        let norms = self.block_norms(signature);
         let norm2 = self.block_weights.iter().zip(norms).map(|(w, n)| w * n).sum();
         Embedded { dense, clusters, norm2 }
     }
