@@ -5,5 +5,5 @@
 # for `pedinorm deviation`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh --without-python-package
 cargo run --release -- demo --out-dir out/demo "$@"

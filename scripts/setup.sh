@@ -4,12 +4,17 @@
 # and read compressed DICOM test series; dicom3tools for dciodvfy, which checks the DICOM result
 # objects against their IODs; poppler-utils to render and read PDF reports; chromium for the web
 # viewer's browser test), the pinned Python tools of the interoperability tests (and Playwright,
-# which drives Debian's chromium), the web viewer's NiiVue bundle from the pinned npm package
+# which drives Debian's chromium), the Python package built from python/ with maturin, the web viewer's NiiVue bundle from the pinned npm package
 # (viewer/package-lock.json) in .data/viewer, and public reference data under .data/: the MNI ICBM152 2009
 # T1 with GM/WM maps (from nilearn's wheel) and MNI-space label atlases (from Debian's
-# mricron-data). Safe to re-run: every step is skipped when its result is present.
+# mricron-data). Safe to re-run: every step is skipped when its result is present (the Python
+# package's build is cargo's, which rebuilds only what changed).
+# With --without-python-package the Python package is not built (scripts/demo.sh, which needs
+# only the release binary, passes it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+python_package=yes
+[ "${1:-}" = "--without-python-package" ] && python_package=no
 
 sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
 need_apt=()
@@ -30,6 +35,18 @@ fi
 if ! cmp -s validation/peers/requirements.txt .data/venv/requirements.txt; then
     .data/venv/bin/pip install -q --disable-pip-version-check -r validation/peers/requirements.txt
     cp validation/peers/requirements.txt .data/venv/requirements.txt
+fi
+
+# The Python package (python/, docs/python.md) into the same venv, with maturin and pytest
+# pinned. Built with the dev profile into the workspace's target folder, so it shares the
+# compiled dependencies of the test build; re-run on every set-up (cargo rebuilds only what
+# changed) so the installed package is the checked-out code's.
+if ! cmp -s python/requirements.txt .data/venv/python-requirements.txt; then
+    .data/venv/bin/pip install -q --disable-pip-version-check -r python/requirements.txt
+    cp python/requirements.txt .data/venv/python-requirements.txt
+fi
+if [ "$python_package" = yes ]; then
+    VIRTUAL_ENV="$PWD/.data/venv" .data/venv/bin/maturin develop --quiet --manifest-path python/Cargo.toml
 fi
 
 # Playwright for the web viewer's browser test; it drives Debian's chromium (its own browser

@@ -1,21 +1,11 @@
 //! `pedinorm apply`: resample an image through a chain of transforms (antsApplyTransforms).
 
 use anyhow::Context;
-use pedinorm::formats::nifti::{VoxelType, read_image, write_image};
+use pedinorm::formats::nifti::{read_image, write_image};
 use pedinorm::formats::transform::{LoadedTransform, read_transform_spec};
-use pedinorm_registration::{Interpolation, SpatialTransform, TransformChain, resample::resample};
+use pedinorm::pipeline::apply::{ApplyInterpolation, apply_transforms};
+use pedinorm_registration::SpatialTransform;
 use std::path::PathBuf;
-
-/// Interpolation of `pedinorm apply`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum InterpolationChoice {
-    /// Trilinear (intensities).
-    Linear,
-    /// Nearest voxel (masks).
-    Nearest,
-    /// Nearest voxel, written as integers (label images).
-    Label,
-}
 
 /// Arguments of `pedinorm apply`.
 #[derive(Debug, clap::Args)]
@@ -37,9 +27,10 @@ pub struct Args {
     /// A transform (repeatable), in antsApplyTransforms order.
     #[arg(long = "transform", short = 't')]
     pub transforms: Vec<String>,
-    /// Interpolation.
-    #[arg(long, short = 'n', value_enum, default_value = "linear")]
-    pub interpolation: InterpolationChoice,
+    /// Interpolation: linear (intensities), nearest (masks) or label (nearest voxel, written
+    /// as integers).
+    #[arg(long, short = 'n', default_value = "linear")]
+    pub interpolation: ApplyInterpolation,
     /// Output image.
     #[arg(long, short = 'o')]
     pub output: PathBuf,
@@ -57,22 +48,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .iter()
         .map(|spec| read_transform_spec(spec).with_context(|| format!("transform `{spec}`")))
         .collect::<anyhow::Result<_>>()?;
-    let chain =
-        TransformChain::new(loaded.iter().map(|t| t.as_spatial()).collect::<Vec<&dyn SpatialTransform>>());
-    let (interpolation, voxel_type) = match args.interpolation {
-        InterpolationChoice::Linear => (Interpolation::Linear, VoxelType::F32),
-        InterpolationChoice::Nearest => (Interpolation::Nearest, VoxelType::F32),
-        InterpolationChoice::Label => (Interpolation::Nearest, label_type(&input)),
-    };
-    let output = resample(&input, reference.grid(), &chain, interpolation, args.default_value);
+    let chain: Vec<&dyn SpatialTransform> = loaded.iter().map(LoadedTransform::as_spatial).collect();
+    let (output, voxel_type) =
+        apply_transforms(reference.grid(), &input, &chain, args.interpolation, args.default_value);
     write_image(&args.output, &output, voxel_type)?;
     Ok(())
-}
-
-/// The smallest integer type holding the input's labels.
-fn label_type(input: &pedinorm_registration::Image<f32>) -> VoxelType {
-    match input.finite_range() {
-        Some((lo, hi)) if lo >= 0.0 && hi <= 255.0 => VoxelType::U8,
-        _ => VoxelType::I16,
-    }
 }

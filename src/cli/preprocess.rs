@@ -4,9 +4,8 @@ use crate::cli::progress;
 use anyhow::{Context, bail};
 use pedinorm::formats::nifti::{VoxelType, read_image, write_image};
 use pedinorm::pipeline::preprocess::{
-    Normalization, PreprocessOptions, Steps, TemplateRef, preprocess_with_progress,
+    Normalization, ScanPreprocessing, Steps, TemplateRef, preprocess_with_progress,
 };
-use pedinorm_registration::intensity::{BiasFieldParams, BrainMaskParams};
 use std::path::PathBuf;
 
 /// Arguments of `pedinorm preprocess`.
@@ -51,14 +50,8 @@ pub struct Args {
 
 /// Runs `pedinorm preprocess`.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let iterations: Vec<usize> = args
-        .bias_iterations
-        .split('x')
-        .map(|s| s.trim().parse::<usize>())
-        .collect::<Result<_, _>>()
-        .with_context(|| {
-            format!("--bias-iterations `{}`: expected numbers separated by `x`", args.bias_iterations)
-        })?;
+    let bias_iterations = ScanPreprocessing::parse_iterations(&args.bias_iterations)
+        .map_err(|rule| anyhow::anyhow!("--{rule}"))?;
     let image = read_image(&args.input)?;
     let template = match (&args.template, &args.template_mask) {
         (Some(t), Some(m)) => Some((read_image(t)?, read_image(m)?)),
@@ -80,21 +73,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let options = PreprocessOptions {
+    let settings = ScanPreprocessing {
         steps: args.steps,
-        bias: BiasFieldParams {
-            shrink_factor: args.shrink_factor,
-            iterations,
-            convergence_threshold: args.convergence,
-            ..BiasFieldParams::default()
-        },
-        // Real inputs are often whole heads (skull, scalp, neck).
-        mask: BrainMaskParams { whole_head: true, ..BrainMaskParams::default() },
         normalization: args.normalization,
-        template: template.as_ref().map(|(image, mask)| TemplateRef { image, mask }),
-        given_mask: given_mask.as_ref(),
-        ..PreprocessOptions::default()
+        shrink_factor: args.shrink_factor,
+        bias_iterations,
+        convergence: args.convergence,
     };
+    let options = settings
+        .options(template.as_ref().map(|(image, mask)| TemplateRef { image, mask }), given_mask.as_ref());
     let bar = progress::bar(1, "preprocess");
     let result = preprocess_with_progress(&image, &options, &mut |step, done, total| {
         bar.set_length(total as u64);

@@ -1,39 +1,10 @@
 //! `pedinorm register`: register a moving image to a fixed image (rigid, affine or diffeomorphic).
 
 use anyhow::Context;
-use pedinorm::formats::nifti::{VoxelType, read_image, write_image};
-use pedinorm::formats::transform::{write_affine, write_field};
-use pedinorm_registration::affine_registration::AffineKind;
-use pedinorm_registration::metrics::{LocalCc, MattesMi, MeanSquares, Metric, Ncc, SquaredLocalCc};
-use pedinorm_registration::{Image, Interpolation, Progress, RegistrationPlan, register_with_progress};
+use pedinorm::formats::nifti::read_image;
+use pedinorm::pipeline::register::{MetricChoice, TransformModel, pairwise_plan, write_registration};
+use pedinorm_registration::{Image, Interpolation, Progress, register_with_progress};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-/// The transform model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum TransformKind {
-    /// Rotation + translation.
-    Rigid,
-    /// 12-parameter affine (after a similarity stage).
-    Affine,
-    /// Affine, then greedy diffeomorphic with forward and inverse fields.
-    Syn,
-}
-
-/// The similarity metric.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum MetricChoice {
-    /// Mattes mutual information (any contrast; default of rigid/affine).
-    Mi,
-    /// Global normalized cross-correlation (rigid/affine, same contrast).
-    Ncc,
-    /// Mean squares (rigid/affine, same contrast and scaling).
-    Meansquares,
-    /// Signed local cross-correlation, radius 2 (syn, same contrast polarity).
-    Cc,
-    /// Squared local cross-correlation, radius 2 (syn default; tolerates inverted contrast).
-    SquaredCc,
-}
 
 /// Arguments of `pedinorm register`.
 #[derive(Debug, clap::Args)]
@@ -52,9 +23,11 @@ pub struct Args {
     /// Moving (subject) image.
     #[arg(long)]
     pub moving: PathBuf,
-    /// Transform model.
-    #[arg(long, value_enum, default_value = "syn")]
-    pub transform: TransformKind,
+    /// Transform model: rigid (rotation + translation), affine (12 parameters, after a
+    /// similarity stage) or syn (affine, then greedy diffeomorphic with forward and inverse
+    /// fields).
+    #[arg(long, default_value = "syn")]
+    pub transform: TransformModel,
     /// Output prefix (a folder must end with `/`).
     #[arg(long)]
     pub output: String,
@@ -64,8 +37,8 @@ pub struct Args {
     /// Mask on the moving grid restricting the metric.
     #[arg(long)]
     pub moving_mask: Option<PathBuf>,
-    /// Similarity metric (see above).
-    #[arg(long, value_enum)]
+    /// Similarity metric (see above): mi, ncc, meansquares, cc or squared-cc.
+    #[arg(long)]
     pub metric: Option<MetricChoice>,
     /// Worker threads (default: all cores). Results are identical for any count.
     #[arg(long)]
@@ -93,47 +66,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     pool.install(|| run_inner(&args))
 }
 
-fn output_path(prefix: &str, suffix: &str) -> PathBuf {
-    PathBuf::from(format!("{prefix}{suffix}"))
-}
-
 fn run_inner(args: &Args) -> anyhow::Result<()> {
     let fixed = read_image(&args.fixed)?;
     let moving = read_image(&args.moving)?;
     let fixed_mask = read_mask(&args.fixed_mask, &fixed, "fixed")?;
     let moving_mask = read_mask(&args.moving_mask, &moving, "moving")?;
-    let mutual_information = || Arc::new(MattesMi { bins: 32, sampling_fraction: 0.25, seed: 1 });
-    let affine_metric: Arc<dyn Metric> = match (args.transform, args.metric) {
-        (TransformKind::Syn, _) | (_, None | Some(MetricChoice::Mi)) => mutual_information(),
-        (_, Some(MetricChoice::Ncc)) => Arc::new(Ncc),
-        (_, Some(MetricChoice::Meansquares)) => Arc::new(MeanSquares),
-        (_, Some(other)) => {
-            anyhow::bail!("--metric {other:?} is a deformable metric: use it with --transform syn")
-        }
-    };
-    let mut plan = RegistrationPlan { fixed_mask, moving_mask, ..RegistrationPlan::default() };
-    if let Some(stage) = plan.affine.as_mut() {
-        stage.kind =
-            if args.transform == TransformKind::Rigid { AffineKind::Rigid } else { AffineKind::Affine };
-        stage.metric = affine_metric;
-    }
-    if args.transform == TransformKind::Syn {
-        let deformable_metric: Arc<dyn Metric> = match args.metric {
-            None | Some(MetricChoice::SquaredCc) => Arc::new(SquaredLocalCc { radius: 2 }),
-            Some(MetricChoice::Cc) => Arc::new(LocalCc { radius: 2 }),
-            Some(MetricChoice::Mi) => mutual_information(),
-            Some(other) => {
-                anyhow::bail!(
-                    "--metric {other:?} is an affine metric: use squared-cc, cc or mi with --transform syn"
-                )
-            }
-        };
-        if let Some(stage) = plan.deformable.as_mut() {
-            stage.metric = deformable_metric;
-        }
-    } else {
-        plan.deformable = None;
-    }
+    let plan = pairwise_plan(args.transform, args.metric, fixed_mask, moving_mask)
+        .map_err(|rule| anyhow::anyhow!("--{rule}"))?;
     let bar = super::progress::bar(0, "affine");
     let mut tracker = ProgressTracker::default();
     let mut report = |p: &Progress| {
@@ -144,13 +83,9 @@ fn run_inner(args: &Args) -> anyhow::Result<()> {
     };
     let registration = register_with_progress(&fixed, &moving, &plan, &mut report)
         .with_context(|| format!("registration of {} to {}", args.moving.display(), args.fixed.display()))?;
-    write_affine(&output_path(&args.output, "affine.txt"), &registration.affine)?;
-    if let Some(deformable) = &registration.deformable {
-        write_field(&output_path(&args.output, "warp.nii.gz"), &deformable.forward)?;
-        write_field(&output_path(&args.output, "inverse_warp.nii.gz"), &deformable.inverse)?;
-    }
     let warped = registration.warp(&moving, fixed.grid(), Interpolation::Linear);
-    write_image(&output_path(&args.output, "warped.nii.gz"), &warped, VoxelType::F32)?;
+    let fields = registration.deformable.as_ref().map(|d| (&d.forward, &d.inverse));
+    write_registration(&args.output, &registration.affine, fields, Some(&warped))?;
     bar.finish_and_clear();
     tracing::info!(
         output = %Path::new(&args.output).display(),

@@ -107,11 +107,76 @@ pub struct Report<'a> {
     /// Growth charts of total brain, intracranial volume and every flagged measure, as
     /// centile curves over age with the case's point (empty: no centile models).
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    pub growth_charts: &'a [GrowthCurves],
+    pub growth_charts: Vec<GrowthCurves>,
     /// Output files.
     pub outputs: Vec<String>,
     /// How to read the maps.
     pub interpretation: &'static str,
+}
+
+impl<'a> Report<'a> {
+    /// The report of `result`, naming the case and the database as given and listing
+    /// `outputs` (the files written beside it; none for a result kept in memory).
+    pub fn new(
+        result: &'a DeviationResult,
+        case_name: &str,
+        normdb_name: &str,
+        outputs: Vec<String>,
+    ) -> Self {
+        Self::with_charts(result, case_name, normdb_name, outputs, growth_charts(result))
+    }
+
+    /// [`Report::new`] with the growth charts already drawn from `result`
+    /// ([`growth_charts`]).
+    fn with_charts(
+        result: &'a DeviationResult,
+        case_name: &str,
+        normdb_name: &str,
+        outputs: Vec<String>,
+        growth_charts: Vec<GrowthCurves>,
+    ) -> Self {
+        Report {
+            software: pedinorm_templates::model::software(),
+            created_utc: crate::normdb::now_utc(),
+            case: case_name.to_owned(),
+            normdb: normdb_name.to_owned(),
+            age_years: result.age_years,
+            sex: result.sex.map(|s| s.code()),
+            model_sex: result.model_sex.map(|s| s.code()),
+            bracket: &result.bracket,
+            effective_normals: result.effective_n,
+            thresholds: &result.thresholds,
+            clusters: &result.clusters,
+            regions: &result.regions,
+            registration: serde_json::json!({
+                "similarity_to_template": result.registration_similarity,
+                "affine_template_to_case": (0..4).map(|r| (0..4).map(|c| result.maps.affine.matrix()[(r, c)]).collect::<Vec<f64>>()).collect::<Vec<_>>(),
+                "max_displacement_mm": result.maps.forward.max_norm(),
+            }),
+            warnings: &result.warnings,
+            reliability: &result.reliability,
+            sd_floors: &result.sd_floors,
+            site: result
+                .site_adjustment
+                .as_ref()
+                .map(|a| SiteReport { adjustment: a, description: a.describe() }),
+            regional: result.regional.as_ref(),
+            local_volume: result.local_volume.as_ref(),
+            growth_charts,
+            outputs,
+            interpretation: "z = (case − normative mean at the case's age and sex) / normative SD, voxelwise in template \
+                             space; intensity: normalized T1 signal; logjac: log of local volume of the case relative to the \
+                             template (positive = larger, e.g. enlarged ventricles; negative = smaller, e.g. atrophy). \
+                             Clusters are 26-connected voxels beyond the calibrated |z| threshold; 'significant' clusters \
+                             exceed the cluster mass (sum of |z| minus the threshold over the cluster, so extent and height \
+                             both count) that held-out normals reach at the stated rate. local_volume: the logjac z averaged \
+                             over Gaussian neighbourhoods (sigma_mm) and divided by the normals' spread; a finding is a \
+                             region beyond the limit that held-out normals pass anywhere at family_rate (loss = atrophy). \
+                             When reliability.reliable is \
+                             false the case lies outside what the normals represent (reasons listed) and no map or cluster \
+                             of this report should be read as a finding.",
+        }
+    }
 }
 
 /// The site correction of a report.
@@ -191,6 +256,7 @@ pub fn write_outputs(
         .map_err(|e| werr(&path, e.to_string()))?;
         written.push(path);
     }
+    // The charts' files are drawn from the curves the report carries (and the PDF draws).
     let growth_charts = growth_charts(result);
     if let Some(regional) = &result.regional {
         written.extend(write_regional(regional, result, &growth_charts, out_dir)?);
@@ -199,47 +265,7 @@ pub fn write_outputs(
     let mut outputs: Vec<String> =
         written.iter().map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect();
     outputs.push("report.json".into());
-    let report = Report {
-        software: pedinorm_templates::model::software(),
-        created_utc: crate::normdb::now_utc(),
-        case: case_name.to_owned(),
-        normdb: normdb_name.to_owned(),
-        age_years: result.age_years,
-        sex: result.sex.map(|s| s.code()),
-        model_sex: result.model_sex.map(|s| s.code()),
-        bracket: &result.bracket,
-        effective_normals: result.effective_n,
-        thresholds: &result.thresholds,
-        clusters: &result.clusters,
-        regions: &result.regions,
-        registration: serde_json::json!({
-            "similarity_to_template": result.registration_similarity,
-            "affine_template_to_case": (0..4).map(|r| (0..4).map(|c| result.maps.affine.matrix()[(r, c)]).collect::<Vec<f64>>()).collect::<Vec<_>>(),
-            "max_displacement_mm": result.maps.forward.max_norm(),
-        }),
-        warnings: &result.warnings,
-        reliability: &result.reliability,
-        sd_floors: &result.sd_floors,
-        site: result
-            .site_adjustment
-            .as_ref()
-            .map(|a| SiteReport { adjustment: a, description: a.describe() }),
-        regional: result.regional.as_ref(),
-        local_volume: result.local_volume.as_ref(),
-        growth_charts: &growth_charts,
-        outputs,
-        interpretation: "z = (case − normative mean at the case's age and sex) / normative SD, voxelwise in template \
-                         space; intensity: normalized T1 signal; logjac: log of local volume of the case relative to the \
-                         template (positive = larger, e.g. enlarged ventricles; negative = smaller, e.g. atrophy). \
-                         Clusters are 26-connected voxels beyond the calibrated |z| threshold; 'significant' clusters \
-                         exceed the cluster mass (sum of |z| minus the threshold over the cluster, so extent and height \
-                         both count) that held-out normals reach at the stated rate. local_volume: the logjac z averaged \
-                         over Gaussian neighbourhoods (sigma_mm) and divided by the normals' spread; a finding is a \
-                         region beyond the limit that held-out normals pass anywhere at family_rate (loss = atrophy). \
-                         When reliability.reliable is \
-                         false the case lies outside what the normals represent (reasons listed) and no map or cluster \
-                         of this report should be read as a finding.",
-    };
+    let report = Report::with_charts(result, case_name, normdb_name, outputs, growth_charts);
     let json = serde_json::to_vec_pretty(&report).expect("report serializes");
     crate::atomic::write_bytes(&report_path, &json).map_err(|e| werr(&report_path, e.to_string()))?;
     written.push(report_path);
@@ -292,7 +318,7 @@ fn write_regional(
 
 /// The growth charts of a result: one per measure worth charting (see
 /// [`CaseRegional::chart_models`]) that the case has a centile for, in the case's sex.
-fn growth_charts(result: &DeviationResult) -> Vec<GrowthCurves> {
+pub fn growth_charts(result: &DeviationResult) -> Vec<GrowthCurves> {
     let Some(regional) = &result.regional else { return Vec::new() };
     regional
         .chart_models

@@ -1,4 +1,5 @@
 //! Pipelines that chain steps over files: preprocessing, template builds, normative statistics, deviation maps.
+pub mod apply;
 pub mod batch_deviation;
 pub mod centiles;
 pub mod cohort;
@@ -9,6 +10,7 @@ pub mod deviation;
 pub mod held_out;
 pub mod normdb_build;
 pub mod preprocess;
+pub mod register;
 pub mod segment;
 pub mod similar;
 pub mod steps;

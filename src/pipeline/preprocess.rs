@@ -138,6 +138,68 @@ impl Default for PreprocessOptions<'_> {
     }
 }
 
+/// What a caller chooses of a scan's preprocessing (`pedinorm preprocess` and the Python
+/// package); everything else keeps its default. Scans are often whole heads (skull, scalp,
+/// neck), so the intensity mask looks for the brain among them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScanPreprocessing {
+    /// Steps to run.
+    pub steps: Steps,
+    /// Normalization method.
+    pub normalization: Normalization,
+    /// Shrink factor of the bias-field estimation.
+    pub shrink_factor: usize,
+    /// Bias-field iterations per fitting level.
+    pub bias_iterations: Vec<usize>,
+    /// Bias-field convergence threshold (coefficient of variation of the field update).
+    pub convergence: f64,
+}
+
+impl Default for ScanPreprocessing {
+    fn default() -> Self {
+        Self {
+            steps: Steps::default(),
+            normalization: Normalization::Auto,
+            shrink_factor: 4,
+            bias_iterations: vec![50; 4],
+            convergence: 0.001,
+        }
+    }
+}
+
+impl ScanPreprocessing {
+    /// Parses bias-field iterations written `50x50x50x50` (one number per level).
+    pub fn parse_iterations(text: &str) -> Result<Vec<usize>, String> {
+        text.split('x')
+            .map(|s| s.trim().parse::<usize>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| format!("bias iterations `{text}`: expected numbers separated by `x`"))
+    }
+
+    /// The options of [`preprocess`] with `template` (and its mask) and a mask given by the
+    /// caller, when any.
+    pub fn options<'a>(
+        &self,
+        template: Option<TemplateRef<'a>>,
+        given_mask: Option<&'a Image<f32>>,
+    ) -> PreprocessOptions<'a> {
+        PreprocessOptions {
+            steps: self.steps,
+            bias: BiasFieldParams {
+                shrink_factor: self.shrink_factor,
+                iterations: self.bias_iterations.clone(),
+                convergence_threshold: self.convergence,
+                ..BiasFieldParams::default()
+            },
+            mask: BrainMaskParams { whole_head: true, ..BrainMaskParams::default() },
+            normalization: self.normalization,
+            template,
+            given_mask,
+            ..PreprocessOptions::default()
+        }
+    }
+}
+
 /// What [`preprocess`] produced.
 #[derive(Debug, Clone)]
 pub struct Preprocessed {

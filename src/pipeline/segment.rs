@@ -87,46 +87,91 @@ pub struct SegmentSummary {
     pub prior_weight: f64,
 }
 
+/// A subject's images in memory, each with the name its errors give (its file, or the
+/// argument it came from).
+#[derive(Debug, Clone)]
+pub struct SubjectImages {
+    /// The images, one per contrast, on one grid (the first decides class order without
+    /// priors).
+    pub images: Vec<(String, Image<f32>)>,
+    /// Brain mask (> 0.5 inside); default: the voxels of the first image above 0.
+    pub mask: Option<(String, Image<f32>)>,
+    /// Prior probability maps, one per class, on the images' grid; without tissue names a
+    /// prior's tissue is named by its file name without `.nii.gz`.
+    pub priors: Vec<(String, Image<f32>)>,
+}
+
+/// A segmentation in memory with its tissue names and summary.
+#[derive(Debug, Clone)]
+pub struct Segmented {
+    /// Tissue names in label order (`<name>.nii.gz` in the output folder).
+    pub tissues: Vec<String>,
+    /// The probability maps, labels and class parameters.
+    pub segmentation: Segmentation,
+    /// What `segmentation.json` records.
+    pub summary: SegmentSummary,
+}
+
+/// Segments a subject's images in memory: the one path of `pedinorm segment` (after reading
+/// its files) and of the Python package. `tissues` and `options` are as in [`SegmentRequest`].
+pub fn segment_images(
+    inputs: &SubjectImages,
+    tissues: &[String],
+    options: &SegmentationOptions,
+) -> Result<Segmented, SegmentError> {
+    let Some((first_name, first)) = inputs.images.first() else {
+        return Err(SegmentError::Request("--image: at least one image is required".into()));
+    };
+    let prior_names: Vec<&str> = inputs.priors.iter().map(|(name, _)| name.as_str()).collect();
+    let tissues = tissue_names(tissues, &prior_names, options.classes)?;
+    let grid_of = |name: &str, image: &Image<f32>, what: &str| {
+        if image.grid() == first.grid() {
+            Ok(())
+        } else {
+            Err(SegmentError::Request(format!(
+                "{name}: {what} is not on the grid of {first_name} (resample it onto that image first, e.g. with `pedinorm apply`)"
+            )))
+        }
+    };
+    for (name, image) in inputs.images.iter().skip(1) {
+        grid_of(name, image, "the image")?;
+    }
+    let default_mask;
+    let mask = match &inputs.mask {
+        Some((name, mask)) => {
+            grid_of(name, mask, "the mask")?;
+            mask
+        }
+        None => {
+            default_mask = first.map(|&v| if v > 0.0 { 1.0 } else { 0.0 });
+            &default_mask
+        }
+    };
+    for (name, prior) in &inputs.priors {
+        grid_of(name, prior, "the prior")?;
+    }
+    let channels: Vec<&Image<f32>> = inputs.images.iter().map(|(_, image)| image).collect();
+    let priors: Vec<Image<f32>> = inputs.priors.iter().map(|(_, prior)| prior.clone()).collect();
+    let prior_maps = (!priors.is_empty()).then_some(priors.as_slice());
+    let options = SegmentationOptions { classes: tissues.len(), ..options.clone() };
+    let segmentation = segment(&channels, mask, prior_maps, &options)?;
+    let images = inputs.images.iter().map(|(name, _)| PathBuf::from(name)).collect();
+    let summary = summarise(images, !priors.is_empty(), &tissues, &segmentation, &options);
+    Ok(Segmented { tissues, segmentation, summary })
+}
+
 /// Segments the request's images and writes into `out_dir`: `<tissue>.nii.gz` (probability,
 /// float32), `labels.nii.gz` (0 outside the mask, else the tissue's 1-based index),
 /// `volumes.tsv` and `segmentation.json`.
 pub fn run_segment(request: &SegmentRequest, out_dir: &Path) -> Result<SegmentSummary, SegmentError> {
-    if request.images.is_empty() {
-        return Err(SegmentError::Request("--image: at least one image is required".into()));
-    }
-    let tissues = tissue_names(request)?;
-    let images: Vec<Image<f32>> = request.images.iter().map(|p| read_image(p)).collect::<Result<_, _>>()?;
-    let grid_of = |path: &Path, image: &Image<f32>, what: &str| {
-        if image.grid() == images[0].grid() {
-            Ok(())
-        } else {
-            Err(SegmentError::Request(format!(
-                "{}: {what} is not on the grid of {} (resample it onto that image first, e.g. with `pedinorm apply`)",
-                path.display(),
-                request.images[0].display()
-            )))
-        }
+    let read = |path: &PathBuf| read_image(path).map(|image| (path.display().to_string(), image));
+    let inputs = SubjectImages {
+        images: request.images.iter().map(read).collect::<Result<_, _>>()?,
+        mask: request.mask.as_ref().map(read).transpose()?,
+        priors: request.priors.iter().map(read).collect::<Result<_, _>>()?,
     };
-    for (path, image) in request.images.iter().zip(&images).skip(1) {
-        grid_of(path, image, "the image")?;
-    }
-    let mask = match &request.mask {
-        Some(path) => {
-            let mask = read_image(path)?;
-            grid_of(path, &mask, "the mask")?;
-            mask
-        }
-        None => images[0].map(|&v| if v > 0.0 { 1.0 } else { 0.0 }),
-    };
-    let priors: Vec<Image<f32>> = request.priors.iter().map(|p| read_image(p)).collect::<Result<_, _>>()?;
-    for (path, prior) in request.priors.iter().zip(&priors) {
-        grid_of(path, prior, "the prior")?;
-    }
-    let channels: Vec<&Image<f32>> = images.iter().collect();
-    let prior_maps = (!priors.is_empty()).then_some(priors.as_slice());
-    let options = SegmentationOptions { classes: tissues.len(), ..request.options.clone() };
-    let result = segment(&channels, &mask, prior_maps, &options)?;
-    let summary = summarise(request, &tissues, &result, &options);
+    let Segmented { tissues, segmentation: result, summary } =
+        segment_images(&inputs, &request.tissues, &request.options)?;
     write_folder_atomically(out_dir, |tmp| -> Result<SegmentSummary, SegmentError> {
         for (name, posterior) in tissues.iter().zip(&result.posteriors) {
             write_image(&tmp.join(format!("{name}.nii.gz")), posterior, VoxelType::F32)?;
@@ -154,28 +199,28 @@ pub fn run_segment(request: &SegmentRequest, out_dir: &Path) -> Result<SegmentSu
     })
 }
 
-/// The tissue names of a request, checked: one per prior (or per class), plain file names,
-/// no repeats.
-fn tissue_names(request: &SegmentRequest) -> Result<Vec<String>, SegmentError> {
-    let names: Vec<String> = if !request.tissues.is_empty() {
-        request.tissues.clone()
-    } else if !request.priors.is_empty() {
-        request
-            .priors
+/// The tissue names, checked: one per prior (or per class), plain file names, no repeats.
+/// Without names, a prior's is its file name without `.nii.gz`.
+fn tissue_names(given: &[String], priors: &[&str], classes: usize) -> Result<Vec<String>, SegmentError> {
+    let names: Vec<String> = if !given.is_empty() {
+        given.to_vec()
+    } else if !priors.is_empty() {
+        priors
             .iter()
             .map(|p| {
-                let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let name =
+                    Path::new(p).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                 name.trim_end_matches(".gz").trim_end_matches(".nii").to_string()
             })
             .collect()
     } else {
-        (1..=request.options.classes).map(|k| format!("class{k}")).collect()
+        (1..=classes).map(|k| format!("class{k}")).collect()
     };
-    if !request.priors.is_empty() && names.len() != request.priors.len() {
+    if !priors.is_empty() && names.len() != priors.len() {
         return Err(SegmentError::Request(format!(
             "--tissues: {} names for {} prior maps (one name per prior)",
             names.len(),
-            request.priors.len()
+            priors.len()
         )));
     }
     for name in &names {
@@ -195,15 +240,16 @@ fn tissue_names(request: &SegmentRequest) -> Result<Vec<String>, SegmentError> {
 }
 
 fn summarise(
-    request: &SegmentRequest,
+    images: Vec<PathBuf>,
+    priors: bool,
     tissues: &[String],
     result: &Segmentation,
     options: &SegmentationOptions,
 ) -> SegmentSummary {
     let volumes = result.volumes_ml();
     SegmentSummary {
-        images: request.images.clone(),
-        priors: !request.priors.is_empty(),
+        images,
+        priors,
         tissues: tissues
             .iter()
             .enumerate()

@@ -7,8 +7,9 @@ use crate::formats::measures::{MeasuresError, SubjectMeasures, format_measures};
 use crate::formats::nifti::{NiftiIoError, VoxelType, read_image, write_image};
 use crate::normdb::{NormDbError, NormDbFile};
 use crate::pipeline::steps::{is_valid_name, write_folder_atomically};
+use pedinorm_registration::Image;
 use pedinorm_templates::centiles::{Covariates, MeasureTable};
-use pedinorm_templates::model::regional::subject_volumes;
+use pedinorm_templates::model::regional::{RegionalVolumes, subject_volumes};
 use pedinorm_templates::model::{ModelError, NormativeDb, TISSUES};
 use pedinorm_templates::stats::Sex;
 use serde::Serialize;
@@ -101,43 +102,52 @@ pub struct VolumesSummary {
     pub flag_limit_z: Option<f64>,
 }
 
-/// Measures the subject and writes into `out_dir`: `volumes.tsv` (a one-row measures table:
-/// `subject age sex site <measure>…`, what `pedinorm centiles score` reads), `volumes.json`,
-/// the tissue probabilities `csf.nii.gz`, `gm.nii.gz`, `wm.nii.gz` and, with an atlas,
-/// `labels.nii.gz`, all on the image's grid.
-pub fn run_volumes(request: &VolumesRequest, out_dir: &Path) -> Result<VolumesSummary, VolumesError> {
-    if !(request.age_years.is_finite() && (0.0..=25.0).contains(&request.age_years)) {
-        return Err(VolumesError::Request(format!(
-            "--age: {} is not an age in years (0–25)",
-            request.age_years
-        )));
+/// An age in years a subject can have (0–25).
+fn check_age(age_years: f64) -> Result<(), VolumesError> {
+    if age_years.is_finite() && (0.0..=25.0).contains(&age_years) {
+        Ok(())
+    } else {
+        Err(VolumesError::Request(format!("--age: {age_years} is not an age in years (0–25)")))
     }
-    let subject = match &request.subject {
-        Some(name) => name.clone(),
-        None => request
-            .image
-            .file_name()
-            .map(|n| n.to_string_lossy().trim_end_matches(".gz").trim_end_matches(".nii").to_string())
-            .unwrap_or_default(),
-    };
-    if !is_valid_name(&subject) {
+}
+
+/// A subject's regional volumes in memory: what `volumes.json` records, the tissue maps and
+/// labels on the image's grid, and the measures.
+#[derive(Debug, Clone)]
+pub struct MeasuredVolumes {
+    /// What `volumes.json` records.
+    pub summary: VolumesSummary,
+    /// Tissue probabilities ([`TISSUES`] order), labels and measures on the image's grid.
+    pub volumes: RegionalVolumes,
+}
+
+/// Measures the subject `image` (named `subject` in the table) against `db`: the one path of
+/// `pedinorm volumes` (after reading its files) and of the Python package.
+pub fn measure_volumes(
+    db: &NormativeDb,
+    image: &Image<f32>,
+    subject: &str,
+    age_years: f64,
+    sex: Option<Sex>,
+    site: Option<&str>,
+) -> Result<MeasuredVolumes, VolumesError> {
+    check_age(age_years)?;
+    if !is_valid_name(subject) {
         return Err(VolumesError::Request(format!(
             "--subject: {subject:?} must be letters, digits, `-`, `_` or `.`"
         )));
     }
-    let db = NormativeDb::read(&request.normdb)?;
-    let image = read_image(&request.image)?;
-    let result = subject_volumes(&db, &image, request.age_years, &subject)?;
-    let volumes = &result.volumes;
+    let result = subject_volumes(db, image, age_years, subject)?;
+    let volumes = result.volumes;
     let summary = VolumesSummary {
-        subject: subject.clone(),
-        age_years: request.age_years,
-        sex: request.sex.map(|s| s.code().to_owned()).unwrap_or_default(),
-        site: request.site.clone().unwrap_or_default(),
-        bracket: result.bracket.clone(),
+        subject: subject.to_owned(),
+        age_years,
+        sex: sex.map(|s| s.code().to_owned()).unwrap_or_default(),
+        site: site.unwrap_or_default().to_owned(),
+        bracket: result.bracket,
         atlas: db.atlas.as_ref().map(|a| a.name.clone()).unwrap_or_default(),
         registration_similarity: result.similarity,
-        warnings: result.warnings.clone(),
+        warnings: result.warnings,
         measures: volumes
             .measures
             .names
@@ -149,13 +159,34 @@ pub fn run_volumes(request: &VolumesRequest, out_dir: &Path) -> Result<VolumesSu
             .centiles
             .as_ref()
             .map(|set| {
-                let covariates =
-                    Covariates { age: request.age_years, sex: request.sex, site: request.site.clone() };
+                let covariates = Covariates { age: age_years, sex, site: site.map(str::to_owned) };
                 set.place(&volumes.measures.pairs(), &covariates)
             })
             .unwrap_or_default(),
         flag_limit_z: db.centiles.as_ref().map(|set| set.limit.z),
     };
+    Ok(MeasuredVolumes { summary, volumes })
+}
+
+/// Measures the subject and writes into `out_dir`: `volumes.tsv` (a one-row measures table:
+/// `subject age sex site <measure>…`, what `pedinorm centiles score` reads), `volumes.json`,
+/// the tissue probabilities `csf.nii.gz`, `gm.nii.gz`, `wm.nii.gz` and, with an atlas,
+/// `labels.nii.gz`, all on the image's grid.
+pub fn run_volumes(request: &VolumesRequest, out_dir: &Path) -> Result<VolumesSummary, VolumesError> {
+    // Checked before the database is read: a wrong age fails at once.
+    check_age(request.age_years)?;
+    let subject = match &request.subject {
+        Some(name) => name.clone(),
+        None => request
+            .image
+            .file_name()
+            .map(|n| n.to_string_lossy().trim_end_matches(".gz").trim_end_matches(".nii").to_string())
+            .unwrap_or_default(),
+    };
+    let db = NormativeDb::read(&request.normdb)?;
+    let image = read_image(&request.image)?;
+    let MeasuredVolumes { summary, volumes } =
+        measure_volumes(&db, &image, &subject, request.age_years, request.sex, request.site.as_deref())?;
     let table = SubjectMeasures {
         subjects: vec![subject],
         table: MeasureTable {
