@@ -15,7 +15,8 @@ target=$(cargo metadata --format-version 1 --no-deps | "$python" -c 'import json
 cargo build --release --quiet --bin pedinorm
 # The release extension goes into a folder of its own, ahead of the installed (dev) one.
 rm -rf "$work/wheel" "$work/site"
-.data/venv/bin/maturin build --quiet --release --manifest-path python/Cargo.toml --out "$work/wheel"
+# A wheel for this machine only: its shared libraries (HDF5) are not bundled.
+.data/venv/bin/maturin build --quiet --release --auditwheel skip --manifest-path python/Cargo.toml --out "$work/wheel"
 .data/venv/bin/pip install --quiet --disable-pip-version-check --no-deps --target "$work/site" "$work"/wheel/*.whl
 if [ ! -f "$work/pairs/pair0/moving.nii.gz" ]; then
     "$python" validation/peers/registration_pairs.py make --resolution 2 --count 1 --out "$work/pairs"
