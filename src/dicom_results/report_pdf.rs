@@ -80,10 +80,15 @@ struct Page {
 
 impl Page {
     fn text(&mut self, x: f64, size: f64, bold: bool, text: &str) {
+        self.text_at(x, self.y, size, bold, text);
+    }
+
+    /// Text at a point of the page, leaving the layout's line where it is.
+    fn text_at(&mut self, x: f64, y: f64, size: f64, bold: bool, text: &str) {
         self.operations.extend([
             Operation::new("BT", vec![]),
             Operation::new("Tf", vec![if bold { "F2" } else { "F1" }.into(), size.into()]),
-            Operation::new("Td", vec![x.into(), self.y.into()]),
+            Operation::new("Td", vec![x.into(), y.into()]),
             Operation::new("Tj", vec![Object::string_literal(ascii(text))]),
             Operation::new("ET", vec![]),
         ]);
@@ -177,8 +182,18 @@ impl Frame {
         let (y0, y1) = (self.top - self.height + Self::BELOW, self.top - Self::TITLE - 4.0);
         let x = |age: f64| x0 + age.clamp(0.0, max_age) / max_age * (x1 - x0);
         let y = |value: f64| y0 + (value - low) / (high - low) * (y1 - y0);
-        let ops = &mut page.operations;
         let number = |v: f64| Object::Real(v as f32);
+        // A path through chart points (age, value): move to the first, lines to the rest.
+        let path = |points: &[(f64, f64)]| -> Vec<Operation> {
+            points
+                .iter()
+                .enumerate()
+                .map(|(i, &(age, value))| {
+                    Operation::new(if i == 0 { "m" } else { "l" }, vec![number(x(age)), number(y(value))])
+                })
+                .collect()
+        };
+        let ops = &mut page.operations;
         // Bands from the outer in, each in its colour stacked over the ones below it (the
         // SVG's transparency, flattened for print).
         let mut colour = [1.0f64; 3];
@@ -187,20 +202,13 @@ impl Frame {
                 *c += opacity * (blue - *c);
             }
             ops.push(Operation::new("rg", colour.iter().map(|&c| number(c)).collect()));
-            for (i, &(age, value)) in band.iter().enumerate() {
-                ops.push(Operation::new(
-                    if i == 0 { "m" } else { "l" },
-                    vec![number(x(age)), number(y(value))],
-                ));
-            }
+            ops.extend(path(band));
             ops.push(Operation::new("h", vec![]));
             ops.push(Operation::new("f", vec![]));
         }
         ops.push(Operation::new("RG", vec![number(0.10), number(0.21), number(0.36)]));
         ops.push(Operation::new("w", vec![number(1.2)]));
-        for (i, &(age, value)) in chart.median().iter().enumerate() {
-            ops.push(Operation::new(if i == 0 { "m" } else { "l" }, vec![number(x(age)), number(y(value))]));
-        }
+        ops.extend(path(&chart.median()));
         ops.push(Operation::new("S", vec![]));
         // Axes.
         ops.push(Operation::new("RG", vec![number(0.0), number(0.0), number(0.0)]));
@@ -228,11 +236,8 @@ impl Frame {
             ops.push(Operation::new("f", vec![]));
             ops.push(Operation::new("rg", vec![number(0.0), number(0.0), number(0.0)]));
         }
-        let saved = page.y;
-        let mut label = |px: f64, py: f64, size: f64, bold: bool, text: &str| {
-            page.y = py;
-            page.text(px, size, bold, text);
-        };
+        let mut label =
+            |px: f64, py: f64, size: f64, bold: bool, text: &str| page.text_at(px, py, size, bold, text);
         label(
             self.left,
             self.top - 9.0,
@@ -253,7 +258,6 @@ impl Frame {
             let px = if x(case.age) > (x0 + x1) / 2.0 { x(case.age) - 70.0 } else { x(case.age) + 5.0 };
             label(px, y(case.value) + 5.0, 7.0, true, &text);
         }
-        page.y = saved;
     }
 }
 
