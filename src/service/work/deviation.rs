@@ -8,6 +8,7 @@ use crate::service::error::ApiError;
 use crate::service::jobs::{JobContext, JobFailure};
 use crate::service::store::Store;
 use crate::service::{cases, similar, studies};
+use pedinorm_registration::Image;
 use serde_json::{Value, json};
 use std::path::Path;
 
@@ -43,7 +44,7 @@ pub fn check_deviation_request(store: &Store, case_id: i64, normdb: &Path) -> Re
 /// montages, report.json) with the deviation pipeline.
 fn run_deviation(
     normdb: &Path,
-    case_volume: &Path,
+    (case_volume, case): (&Path, &Image<f32>),
     age_years: f64,
     sex: Option<&str>,
     out_dir: &Path,
@@ -55,9 +56,6 @@ fn run_deviation(
         tracing::error!("normative database: {e}");
         JobFailure::Failed("the normative database cannot be read".into())
     })?;
-    ctx.progress(15.0, "reading the case")?;
-    let case = crate::formats::nifti::read_image(case_volume)
-        .map_err(|_| JobFailure::Failed("the case volume cannot be read".into()))?;
     let options = DeviationOptions {
         age_years,
         sex: sex.and_then(pedinorm_templates::stats::Sex::parse),
@@ -66,7 +64,7 @@ fn run_deviation(
     };
     ctx.progress(20.0, "registering, scoring and writing maps and report")?;
     // Names in the report are service-level, never file paths of the archive.
-    let result = run_case(&db, &case, &options, "case", "normdb.h5", out_dir)
+    let result = run_case(&db, case, &options, "case", "normdb.h5", out_dir)
         .map_err(|e| JobFailure::Failed(strip_paths(&e.to_string(), out_dir)))?;
     Ok(json!({
         "bracket": result.bracket,
@@ -103,15 +101,18 @@ pub(super) fn deviation_job(
         .as_f64()
         .ok_or_else(|| JobFailure::Failed("the study's age is unknown".into()))?;
     let sex = internals.metadata["sex"].as_str().map(str::to_string);
-    ctx.progress(2.0, "starting deviation maps")?;
-    let summary = run_deviation(&config.normdb_path(), &volume, age, sex.as_deref(), &ctx.work_dir, ctx)?;
+    ctx.progress(2.0, "reading the case")?;
+    let case = crate::formats::nifti::read_image(&volume)
+        .map_err(|_| JobFailure::Failed("the case volume cannot be read".into()))?;
+    let summary =
+        run_deviation(&config.normdb_path(), (&volume, &case), age, sex.as_deref(), &ctx.work_dir, ctx)?;
     // The case's signature for similar-case queries. The maps stand without it: a report that
     // does not read back is logged, and `pedinorm serve --rebuild-similar` tries again.
     if let Err(message) = similar::record_from_outputs(&store.lock(), case_id, ctx.id, &ctx.work_dir) {
         tracing::error!("deviation job {}: case {case_id}: no similar-case signature: {message}", ctx.id);
     }
     ctx.progress(90.0, "aligning the study's other contrasts onto the scored volume")?;
-    let contrasts = align_other_contrasts(&study_dir, &volume, &ctx.work_dir)?;
+    let contrasts = align_other_contrasts(&study_dir, &case, &ctx.work_dir)?;
     Ok(json!({
         "case_id": case_id, "study_id": study_id, "age_years": age, "summary": summary, "contrasts": contrasts,
     }))
@@ -121,19 +122,21 @@ pub(super) fn deviation_job(
 /// the scored volume (rigid, mutual information) and written beside the maps, so that the
 /// viewer shows the maps on every contrast in place even when the head moved between series.
 /// A contrast that cannot be aligned is listed with why and left out.
-fn align_other_contrasts(study_dir: &Path, scored: &Path, out_dir: &Path) -> Result<Vec<Value>, JobFailure> {
+fn align_other_contrasts(
+    study_dir: &Path,
+    reference: &Image<f32>,
+    out_dir: &Path,
+) -> Result<Vec<Value>, JobFailure> {
     use crate::service::viewer::files::aligned_contrast_name;
     let volumes = crate::ingest::store::viewable_volumes(study_dir);
     if volumes.len() < 2 {
         return Ok(Vec::new());
     }
-    let reference = crate::formats::nifti::read_image(scored)
-        .map_err(|_| JobFailure::Failed("the case volume cannot be read".into()))?;
     let mut listed = Vec::new();
     for (index, (path, class)) in volumes.iter().enumerate().skip(1) {
         let class = class.map_or("volume", |c| c.as_str());
         let aligned = crate::formats::nifti::read_image(path).map_err(|e| e.to_string()).and_then(|moving| {
-            pedinorm_registration::within_subject::align_contrast(&reference, &moving)
+            pedinorm_registration::within_subject::align_contrast(reference, &moving)
                 .map_err(|e| e.to_string())
         });
         match aligned {
